@@ -1,0 +1,2 @@
+"""The Django admin, one module per concept; each only calls services."""
+from . import tenancy  # noqa: F401

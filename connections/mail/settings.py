@@ -1,0 +1,60 @@
+"""The plain settings object every client takes (built from a connection by the services)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROTOCOLS = ("smtp", "imap", "pop3")
+PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
+AUTHENTICATIONS = ("none", "plain", "encrypted")
+
+_DEFAULT_PORTS = {
+    ("smtp", "off"): 25,
+    ("smtp", "starttls_mandatory"): 587,
+    ("smtp", "starttls_optional"): 587,
+    ("smtp", "ssl_tls"): 465,
+    ("imap", "off"): 143,
+    ("imap", "starttls_mandatory"): 143,
+    ("imap", "starttls_optional"): 143,
+    ("imap", "ssl_tls"): 993,
+    ("pop3", "off"): 110,
+    ("pop3", "starttls_mandatory"): 110,
+    ("pop3", "starttls_optional"): 110,
+    ("pop3", "ssl_tls"): 995,
+}
+
+
+def default_port(protocol: str, protection: str) -> int:
+    return _DEFAULT_PORTS[(protocol, protection)]
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """Where and how to connect. Holds no secret: the password is passed separately."""
+
+    protocol: str  # smtp | imap | pop3
+    host: str
+    port: int | None = None  # None: the default for protocol and protection
+    protection: str = "ssl_tls"  # off | starttls_mandatory | starttls_optional | ssl_tls
+    authentication: str = "plain"  # none | plain | encrypted
+    username: str = ""
+    timeout: float = 30.0
+    verify_certificate: bool = True
+    trusted_ca: str = ""  # PEM, trusted in addition to the system store
+    allow_plain_without_tls: bool = False
+    # For clear error messages only.
+    credential_name: str = ""
+    credential_version: int | None = None
+    # IMAP folder for the connectivity test and polls.
+    folder: str = "INBOX"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}")
+        if self.protection not in PROTECTIONS:
+            raise ValueError(f"unknown protection {self.protection!r}")
+        if self.authentication not in AUTHENTICATIONS:
+            raise ValueError(f"unknown authentication {self.authentication!r}")
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or default_port(self.protocol, self.protection)

@@ -1,0 +1,76 @@
+"""Connection settings shared by inbound and outbound connections (the protocol layer's input)."""
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from .credentials import credential_name_validator
+from .tenancy import TenantOwned
+
+
+class Protocol(models.TextChoices):
+    SMTP = "smtp", "SMTP"
+    IMAP = "imap", "IMAP"
+    POP3 = "pop3", "POP3"
+
+
+class Protection(models.TextChoices):
+    OFF = "off", "Off"
+    STARTTLS_MANDATORY = "starttls_mandatory", "STARTTLS mandatory"
+    STARTTLS_OPTIONAL = "starttls_optional", "STARTTLS optional"
+    SSL_TLS = "ssl_tls", "SSL/TLS"
+
+
+class Authentication(models.TextChoices):
+    NONE = "none", "None"
+    PLAIN = "plain", "Plain user/password"
+    ENCRYPTED = "encrypted", "Encrypted user/password"
+
+
+class Readiness(models.TextChoices):
+    READY = "ready", "Ready"
+    NEEDS_ATTENTION = "attention", "Needs attention"
+    BLOCKED = "blocked", "Blocked"
+
+
+class ConnectionBase(TenantOwned):
+    """Abstract: host, protection, authentication and the last connectivity test."""
+
+    name = models.CharField(max_length=150, validators=[credential_name_validator])
+    enabled = models.BooleanField(default=True)
+    host = models.CharField(max_length=255)
+    port = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Leave empty for the default of the protocol and protection.",
+    )
+    protection = models.CharField(max_length=24, choices=Protection.choices, default=Protection.SSL_TLS)
+    authentication = models.CharField(max_length=16, choices=Authentication.choices, default=Authentication.PLAIN)
+    credential_name = models.CharField(
+        "Credential Name", max_length=150, blank=True,
+        help_text="Name of the User Credentials artifact to use for this connection.",
+    )
+    timeout = models.PositiveIntegerField(
+        "timeout (seconds)", default=30, validators=[MinValueValidator(1), MaxValueValidator(300)]
+    )
+    verify_certificate = models.BooleanField("validate server certificate", default=True)
+    trusted_ca = models.TextField(
+        "trusted CA or certificate (PEM)", blank=True,
+        help_text="Trusted in addition to the system trust store.",
+    )
+    allow_plain_without_tls = models.BooleanField(
+        "allow plain login without TLS", default=False,
+        help_text="Insecure: sends the password readable on the network.",
+    )
+    # Last connectivity test.
+    last_test_at = models.DateTimeField(null=True, blank=True)
+    last_test_ok = models.BooleanField(null=True, blank=True)
+    last_test_summary = models.TextField(blank=True)
+    last_test_report = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return self.name

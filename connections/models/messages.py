@@ -1,0 +1,66 @@
+"""Stored messages polled from inbound connections, with their attachments."""
+from __future__ import annotations
+
+from django.db import models
+
+from .inbound import InboundConnection
+from .tenancy import TenantOwned
+
+
+class StoredMessage(TenantOwned):
+    connection = models.ForeignKey(InboundConnection, on_delete=models.PROTECT, related_name="messages")
+    # Server identity: "imap:<uidvalidity>:<uid>" or "pop3:<uidl>"; unique per connection
+    # so that a mail is never stored twice.
+    server_key = models.CharField(max_length=300)
+    uidvalidity = models.BigIntegerField(null=True, blank=True)
+    uid = models.BigIntegerField(null=True, blank=True)
+    uidl = models.CharField(max_length=255, blank=True)
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    from_header = models.TextField(blank=True)
+    to_header = models.TextField(blank=True)
+    cc_header = models.TextField(blank=True)
+    reply_to_header = models.TextField(blank=True)
+    subject = models.TextField(blank=True)
+    date = models.DateTimeField(null=True, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    fetched_at = models.DateTimeField(db_index=True)
+    raw = models.FileField(upload_to="raw/%Y/%m/%d/", max_length=255)
+    raw_sha256 = models.CharField(max_length=64, db_index=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    has_attachments = models.BooleanField(default=False)
+    parsed = models.BooleanField(default=False)
+    parse_problems = models.JSONField(default=list, blank=True)
+    oversized = models.BooleanField(default=False)
+    # Post-processing on the server (mark read / move / delete) is done after the commit.
+    post_processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-fetched_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "server_key"], name="uniq_message_server_identity"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-date", "-id"], name="message_tenant_date_idx"),
+            models.Index(fields=["connection", "post_processed_at"], name="message_pending_post_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject or f"(no subject) #{self.pk}"
+
+
+class Attachment(TenantOwned):
+    message = models.ForeignKey(StoredMessage, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    inline = models.BooleanField(default=False)
+    content_id = models.CharField(max_length=255, blank=True)
+    file = models.FileField(upload_to="attachments/%Y/%m/%d/", max_length=255)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.filename or f"attachment #{self.pk}"

@@ -1,0 +1,1 @@
+"""Business logic. Admin, views, tasks and management commands only call these modules."""

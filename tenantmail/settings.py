@@ -1,0 +1,200 @@
+"""TenantMail settings, read from the environment or a `.env` file (see `.env.example`)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("TENANTMAIL_VAR_DIR", BASE_DIR / "var")).resolve()
+
+env = environ.Env()
+# Variables already in the environment win over the file.
+_env_file = os.environ.get("TENANTMAIL_ENV_FILE", str(BASE_DIR / ".env"))
+if os.path.isfile(_env_file):
+    environ.Env.read_env(_env_file)
+
+
+def _stop(sentence: str) -> None:
+    """End start-up with one clear sentence instead of a traceback."""
+    sys.stderr.write(f"TenantMail cannot start: {sentence}\n")
+    raise SystemExit(1)
+
+
+def _raw(name: str) -> str:
+    # Read secrets verbatim: django-environ would treat a leading "$" as a
+    # reference to another variable, and generated keys can start with "$".
+    return os.environ.get(name, "").strip()
+
+
+SECRET_KEY = _raw("SECRET_KEY")
+if not SECRET_KEY:
+    _stop("SECRET_KEY is not set; put it in the environment or in .env (see .env.example).")
+
+FERNET_KEYS = [k.strip() for k in _raw("FERNET_KEYS").split(",") if k.strip()]
+if not FERNET_KEYS:
+    _stop(
+        "FERNET_KEYS is not set; put one or more comma-separated keys, newest first, "
+        "in the environment or in .env (see .env.example)."
+    )
+# The keys are used as given (they are Fernet keys, not passphrases).
+FERNET_USE_HKDF = False
+for _position, _key in enumerate(FERNET_KEYS, start=1):
+    try:
+        from cryptography.fernet import Fernet
+
+        Fernet(_key)
+    except (ValueError, TypeError):
+        _stop(
+            f"FERNET_KEYS entry {_position} is not a valid Fernet key (32 url-safe base64-encoded "
+            "bytes); generate one with `python -c \"from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())\"`."
+        )
+
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "connections.apps.ConnectionsConfig",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "tenantmail.urls"
+WSGI_APPLICATION = "tenantmail.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'tenantmail.sqlite3'}"
+    ),
+}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Several processes (web, worker, beat) share the file: wait for locks
+    # instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+if os.environ.get("TM_TEST_DB"):
+    # Lets several test runs share one PostgreSQL server without colliding.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TM_TEST_DB"]}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(VAR_DIR / "static")
+MEDIA_URL = "media/"
+MEDIA_ROOT = env.str("MEDIA_ROOT", default="") or str(VAR_DIR / "media")
+
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/messages/"
+
+# --- Security: strict by default when DEBUG is off (`manage.py check --deploy`).
+_secure = not DEBUG
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_secure)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_secure)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_secure)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _secure else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=_secure)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=_secure)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env.bool("USE_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Celery
+_broker_dir = VAR_DIR / "broker"
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or "filesystem://"
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # kombu's filesystem transport: an embedded broker that needs no server.
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
+CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="tenantmail")
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TIMEZONE = "UTC"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# One beat entry for all polls and one for the outbox: each tick runs one query.
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-polls": {
+        "task": "connections.tasks.dispatch_due_polls",
+        "schedule": env.float("POLL_DISPATCH_INTERVAL", default=10.0),
+    },
+    "dispatch-outbox": {
+        "task": "connections.tasks.dispatch_outbox",
+        "schedule": env.float("OUTBOX_DISPATCH_INTERVAL", default=10.0),
+    },
+    "prune-poll-history": {
+        "task": "connections.tasks.prune_poll_history",
+        "schedule": 3600.0,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Product settings
+POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

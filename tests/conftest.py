@@ -1,0 +1,32 @@
+"""Shared fixtures. Real services: PostgreSQL, Redis, Dovecot, Postfix — never mocks."""
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+
+
+def _reachable(url: str, default_port: int) -> tuple[str, int, bool]:
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or default_port
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return host, port, True
+    except OSError:
+        return host, port, False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Fail at once, with a clear message, when a service the suite needs is down."""
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("postgresql"):
+        host, port = db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)
+        if not _reachable(f"pg://{host}:{port}", 5432)[2]:
+            pytest.exit(f"PostgreSQL is not reachable at {host}:{port}; start it (see README, Tests).", 2)
+    broker = settings.CELERY_BROKER_URL
+    if broker.startswith("redis://"):
+        host, port, ok = _reachable(broker, 6379)
+        if not ok:
+            pytest.exit(f"Redis is not reachable at {host}:{port}; start it (see README, Tests).", 2)

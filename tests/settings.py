@@ -1,0 +1,21 @@
+"""Settings for the test suite: real PostgreSQL and Redis unless told otherwise."""
+import os
+import tempfile
+import uuid
+
+os.environ["TENANTMAIL_ENV_FILE"] = "/nonexistent"  # never read a developer's .env
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+os.environ.setdefault("FERNET_KEYS", "ob-8dVjrl0aKu7CBUa_Q2lpaZJU4tTJ1CzCQ7P9gjuw=")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tenantmail")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+_run_dir = tempfile.mkdtemp(prefix="tenantmail-tests-")
+os.environ.setdefault("TENANTMAIL_VAR_DIR", _run_dir)
+# Each run gets its own queue so that concurrent runs never take each other's tasks.
+os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"tenantmail-test-{uuid.uuid4().hex[:8]}")
+
+from tenantmail.settings import *  # noqa: E402,F401,F403
+
+MEDIA_ROOT = os.path.join(_run_dir, "media")
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
