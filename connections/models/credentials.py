@@ -1,16 +1,25 @@
-"""User Credentials artifacts: user name and password of a mailbox owner."""
+"""User Credentials artifacts: user name and password of a mailbox owner.
+
+The password is entered, then *deployed*: the runtime only ever uses the deployed copy
+(`deployed_username`, `deployed_password`), so editing an artifact changes nothing until
+it is deployed again. Both passwords are Fernet-encrypted at rest (see connections.fields).
+"""
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import RegexValidator
+from django.core.validators import MaxLengthValidator, RegexValidator
 from django.db import models
-from fernet_fields import EncryptedTextField
 
+from ..errors import CredentialError
+from ..fields import EncryptedSecretField
 from .tenancy import TenantOwned
 
 credential_name_validator = RegexValidator(
     r"^[A-Za-z0-9._-]+$", "Use letters, digits, '.', '_' and '-' only."
 )
+
+PASSWORD_MAX_LENGTH = 255
+MASK = "••••••"
 
 
 class CredentialStatus(models.TextChoices):
@@ -20,15 +29,19 @@ class CredentialStatus(models.TextChoices):
 
 
 class UserCredential(TenantOwned):
-    name = models.CharField(max_length=150, validators=[credential_name_validator])
+    name = models.CharField(
+        max_length=150, validators=[credential_name_validator],
+        help_text="Unique in the tenant; connections refer to it as their Credential Name. "
+        "Letters, digits, '.', '_' and '-'.",
+    )
     description = models.TextField(blank=True)
     username = models.CharField("user name", max_length=255)
-    password = EncryptedTextField()
+    password = EncryptedSecretField(validators=[MaxLengthValidator(PASSWORD_MAX_LENGTH)])
     status = models.CharField(max_length=16, choices=CredentialStatus.choices, default=CredentialStatus.STORED)
     status_detail = models.TextField(blank=True)
     # What the runtime uses: copied from username/password on deploy.
-    deployed_username = models.CharField(max_length=255, blank=True)
-    deployed_password = EncryptedTextField(null=True, blank=True)
+    deployed_username = models.CharField("deployed user name", max_length=255, blank=True)
+    deployed_password = EncryptedSecretField("deployed password", null=True, blank=True)
     deployed_at = models.DateTimeField(null=True, blank=True)
     deployed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -45,3 +58,36 @@ class UserCredential(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+    # --- state, without ever exposing a secret
+
+    @property
+    def is_deployed(self) -> bool:
+        return self.version > 0
+
+    def decryption_problem(self) -> str | None:
+        """Why a stored password cannot be decrypted with FERNET_KEYS, or None when both can."""
+        for field_name in ("password", "deployed_password"):
+            try:
+                getattr(self, field_name)
+            except CredentialError as exc:
+                return exc.message
+        return None
+
+    def _raw(self, field_name: str) -> object:
+        return self.__dict__.get(field_name)
+
+    @property
+    def has_undeployed_changes(self) -> bool:
+        """True when the user name or password differs from what the runtime uses.
+
+        Never deployed counts as undeployed. When a password cannot be decrypted the
+        answer cannot be known; that state is reported by `decryption_problem` instead,
+        and this says False only if the stored ciphertexts are identical.
+        """
+        if not self.is_deployed:
+            return True
+        if self.username != self.deployed_username:
+            return True
+        # Compares plaintexts, or (Undecryptable.__eq__) ciphertexts when a key is missing.
+        return self._raw("password") != self._raw("deployed_password")

@@ -1,10 +1,28 @@
-"""Deploying User Credentials artifacts and resolving the deployed values for the runtime."""
+"""Storing, deploying and rotating User Credentials artifacts; resolving deployed values.
+
+Plaintext passwords only ever live in local variables of these functions (marked with
+`sensitive_variables`, so Django's error reports hide them) and in the returned
+`DeployedCredential`, whose repr hides the password. No message, log line or exception
+text built here contains a secret.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
+from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 
 from ..errors import CredentialError
-from ..models import UserCredential
+from ..fields import KEY_HINT, Undecryptable
+from ..models import CredentialStatus, InboundConnection, OutboundConnection, UserCredential
+from . import tenancy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -18,6 +36,7 @@ class DeployedCredential:
         return f"DeployedCredential(name={self.name!r}, username={self.username!r}, version={self.version})"
 
 
+@sensitive_variables("cred")
 def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
     """The deployed user name and password of the artifact `name` in the tenant."""
     try:
@@ -27,6 +46,7 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
             f"No User Credentials artifact named '{name}' exists in this tenant.",
             hint="create and deploy it, or correct the connection's Credential Name",
         ) from None
+    # Reading deployed_password raises CredentialError naming the artifact if no key decrypts it.
     if cred.version == 0 or cred.deployed_password is None:
         raise CredentialError(
             f"User Credentials artifact '{name}' has never been deployed.", hint="deploy it"
@@ -34,3 +54,204 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
     return DeployedCredential(
         name=cred.name, username=cred.deployed_username, password=cred.deployed_password, version=cred.version
     )
+
+
+# --- storing and deploying
+
+
+def _settled_status(cred: UserCredential) -> str:
+    """Stored while the entered values differ from the deployed ones, else Deployed."""
+    return CredentialStatus.STORED if cred.has_undeployed_changes else CredentialStatus.DEPLOYED
+
+
+@sensitive_variables("password")
+def save_artifact(*, credential: UserCredential, password: str | None = None) -> UserCredential:
+    """Save the entered values (password None = keep the stored one); deployed values stay."""
+    if password is not None:
+        if not password:
+            raise CredentialError("The password must not be empty.")
+        credential.password = password
+    problem = credential.decryption_problem()
+    if problem:
+        credential.status, credential.status_detail = CredentialStatus.ERROR, problem
+    else:
+        credential.status, credential.status_detail = _settled_status(credential), ""
+    credential.save()
+    return credential
+
+
+@sensitive_variables("cred")
+def deploy(*, credential_id: int, user) -> UserCredential:
+    """Make the entered user name and password the ones the runtime uses; returns the artifact.
+
+    Increments the version, records who and when, and writes "Deployed version N" to the
+    admin history. `user` may be None for system deploys (then no history entry is written).
+    Raises CredentialError (naming the artifact) when its password cannot be decrypted,
+    after marking it Error.
+    """
+    with transaction.atomic():
+        try:
+            cred = UserCredential.objects.select_for_update().select_related("tenant").get(pk=credential_id)
+        except UserCredential.DoesNotExist:
+            raise CredentialError(f"No User Credentials artifact with id {credential_id}.") from None
+        if user is not None:
+            tenancy.require(user, cred.tenant_id, action="run")
+        try:
+            password = cred.password
+        except CredentialError as exc:
+            failure = exc
+        else:
+            failure = None
+            cred.deployed_username = cred.username
+            cred.deployed_password = password
+            cred.version += 1
+            cred.deployed_at = timezone.now()
+            cred.deployed_by = user if user is not None and user.is_authenticated else None
+            cred.status, cred.status_detail = CredentialStatus.DEPLOYED, ""
+            cred.save()
+            if cred.deployed_by is not None:
+                LogEntry.objects.log_actions(
+                    user_id=user.pk, queryset=[cred], action_flag=CHANGE,
+                    change_message=f"Deployed version {cred.version}", single_object=True,
+                )
+    if failure is not None:
+        # Recorded in its own short transaction: the deploy itself did not happen.
+        UserCredential.objects.filter(pk=cred.pk).update(
+            status=CredentialStatus.ERROR, status_detail=failure.message
+        )
+        log.warning("deploy refused: %s", failure.message)
+        raise failure
+    log.info(
+        "deployed User Credentials artifact %r (tenant %s) as version %d by %s",
+        cred.name, cred.tenant_id, cred.version, getattr(cred.deployed_by, "username", "system"),
+    )
+    return cred
+
+
+# --- who uses an artifact
+
+
+@dataclass(frozen=True)
+class Usage:
+    kind: str  # "inbound" | "outbound"
+    connection: InboundConnection | OutboundConnection
+
+    def __str__(self) -> str:
+        return f"{self.kind} connection '{self.connection.name}'"
+
+
+def used_by(*, credential: UserCredential, name: str | None = None) -> list[Usage]:
+    """The connections of the artifact's tenant whose Credential Name is its name."""
+    name = credential.name if name is None else name
+    found: list[Usage] = []
+    for kind, model in (("inbound", InboundConnection), ("outbound", OutboundConnection)):
+        for conn in model.objects.filter(tenant_id=credential.tenant_id, credential_name=name).order_by("name"):
+            found.append(Usage(kind, conn))
+    return found
+
+
+def with_usage_counts(qs: QuerySet[UserCredential]) -> QuerySet[UserCredential]:
+    """Annotate `usage_count` (connections referring to the artifact) in one query."""
+
+    def count(model) -> Coalesce:
+        sub = (
+            model.objects.filter(tenant_id=OuterRef("tenant_id"), credential_name=OuterRef("name"))
+            .order_by().values("tenant_id").annotate(c=Count("pk")).values("c")
+        )
+        return Coalesce(Subquery(sub), Value(0))
+
+    return qs.annotate(usage_count=count(InboundConnection) + count(OutboundConnection))
+
+
+def check_deletable(*, credential: UserCredential) -> None:
+    """Raise CredentialError naming the connections that still use the artifact."""
+    usages = used_by(credential=credential)
+    if usages:
+        names = ", ".join(str(u) for u in usages)
+        raise CredentialError(
+            f"User Credentials artifact '{credential.name}' cannot be deleted: it is used by {names}.",
+            hint="change the Credential Name of those connections or delete them first",
+        )
+
+
+def delete(*, credential_id: int, user=None) -> None:
+    """Delete an artifact that no connection uses."""
+    with transaction.atomic():
+        cred = UserCredential.objects.select_for_update().get(pk=credential_id)
+        if user is not None:
+            tenancy.require(user, cred.tenant_id, action="change")
+        check_deletable(credential=cred)
+        cred.delete()
+
+
+# --- key rotation
+
+
+@dataclass
+class RotationReport:
+    artifacts: int = 0  # rows looked at
+    rotated: int = 0  # rows re-encrypted with the newest key
+    secrets: int = 0  # encrypted values re-encrypted (password and deployed copy)
+    failures: list[str] = field(default_factory=list)  # one clear sentence per undecryptable value
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@sensitive_variables("values")
+def rotate_keys(*, dry_run: bool = False) -> RotationReport:
+    """Re-encrypt every stored password (and deployed copy) with the newest FERNET_KEYS key.
+
+    Each row is rotated in its own short transaction under a row lock, so a concurrent edit
+    or deploy is never overwritten. Rows that no key decrypts are left exactly as they
+    were, listed in `failures`, and marked Error. With dry_run nothing is written.
+    """
+    report = RotationReport()
+    for pk in UserCredential.objects.order_by("pk").values_list("pk", flat=True).iterator():
+        with transaction.atomic():
+            cred = UserCredential.objects.select_for_update().select_related("tenant").filter(pk=pk).first()
+            if cred is None:  # deleted meanwhile
+                continue
+            report.artifacts += 1
+            values: dict[str, str] = {}
+            problems: list[str] = []
+            for field_name in ("password", "deployed_password"):
+                try:
+                    value = getattr(cred, field_name)
+                except CredentialError as exc:
+                    problems.append(exc.message)
+                    continue
+                if value is not None:
+                    values[field_name] = value
+            if problems:
+                report.failures.extend(problems)
+                if not dry_run:
+                    UserCredential.objects.filter(pk=pk).update(
+                        status=CredentialStatus.ERROR, status_detail=" ".join(problems)
+                    )
+                continue
+            if not dry_run:
+                update: dict[str, object] = dict(values)
+                if cred.status == CredentialStatus.ERROR:
+                    # The keys are right again: the artifact is back to its settled state.
+                    update.update(status=_settled_status(cred), status_detail="")
+                # update() re-encrypts with the first key and leaves updated_at alone.
+                UserCredential.objects.filter(pk=pk).update(**update)
+            report.rotated += 1
+            report.secrets += len(values)
+    log.info(
+        "credential key rotation%s: %d artifacts, %d rotated (%d secrets), %d failures",
+        " (dry run)" if dry_run else "", report.artifacts, report.rotated, report.secrets, len(report.failures),
+    )
+    return report
+
+
+def is_undecryptable(value: object) -> bool:
+    return isinstance(value, Undecryptable)
+
+
+__all__ = [
+    "KEY_HINT", "DeployedCredential", "RotationReport", "Usage", "check_deletable", "delete", "deploy",
+    "is_undecryptable", "resolve_deployed", "rotate_keys", "save_artifact", "used_by", "with_usage_counts",
+]
