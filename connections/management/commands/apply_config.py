@@ -1,0 +1,51 @@
+"""Make the database match a configuration file (see docs/config.md)."""
+from __future__ import annotations
+
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connections.errors import TenantMailError
+from connections.services import config
+
+
+class Command(BaseCommand):
+    help = (
+        "Create and update tenants, User Credentials artifacts and connections so that the "
+        "database matches FILE (YAML; '-' reads stdin). Passwords are read from the environment "
+        "variables the file names. Everything is validated first; on any error all errors are "
+        "listed, nothing is written and the exit status is 1. Prints the changes, or 'No changes.'."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", metavar="FILE", help="The YAML file, or - for stdin.")
+        parser.add_argument("--dry-run", action="store_true", help="Print the changes; write nothing.")
+        parser.add_argument(
+            "--prune", action="store_true",
+            help="Also delete the credentials and connections of the file's tenants that the file "
+            "no longer names (tenants themselves are never deleted).",
+        )
+
+    def handle(self, *args, file: str, dry_run: bool, prune: bool, **options) -> None:
+        try:
+            if file == "-":
+                text = sys.stdin.read()
+            else:
+                with open(file, encoding="utf-8") as fh:
+                    text = fh.read()
+        except OSError as exc:
+            raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
+        except UnicodeDecodeError:
+            raise CommandError(f"{file} is not UTF-8 text.") from None
+        try:
+            plan = config.apply(config.load(text), dry_run=dry_run, prune=prune)
+        except config.ConfigValidationError as exc:
+            for error in exc.errors:
+                self.stderr.write(f"{file}: {error}")
+            raise CommandError(
+                f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in {file}; nothing was changed."
+            ) from None
+        except TenantMailError as exc:
+            raise CommandError(f"{exc} Nothing was changed.") from None
+        for line in plan.lines():
+            self.stdout.write(line)

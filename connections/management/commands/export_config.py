@@ -1,0 +1,25 @@
+"""Write the configuration of tenants, credentials and connections as YAML to stdout."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connections.errors import TenantMailError
+from connections.services import config
+
+
+class Command(BaseCommand):
+    help = (
+        "Write tenants, User Credentials artifacts (passwords as password_env references, never "
+        "the secret), outbound and inbound connections as YAML to stdout. With tenant slugs, "
+        "only those tenants. The output is the input of apply_config (see docs/config.md)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("tenant_slugs", nargs="*", metavar="tenant-slug", help="Only these tenants.")
+
+    def handle(self, *args, tenant_slugs: list[str], **options) -> None:
+        try:
+            document = config.export(tenant_slugs=tenant_slugs or None)
+        except TenantMailError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(config.dump(document), ending="")
