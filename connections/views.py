@@ -1,8 +1,204 @@
-"""Web pages for polled messages. Placeholder until the messages pages land."""
+"""Web pages for polled messages: list, detail, safe HTML body, attachments, raw source.
+
+Thin: every decision is made in `connections.services.messages` / `.sanitize`.
+A message, attachment or raw file outside the user's tenants is a plain 404.
+"""
+from __future__ import annotations
+
+from functools import wraps
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlencode
+
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.cache import patch_cache_control
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_GET
+
+from .middleware import FILE_POLICY, PAGE_POLICY, content_security_policy, frame_policy
+from .services import messages as svc
+
+LOGIN_URL = "messages:login"
+_STYLESHEET = Path(__file__).parent / "static" / "connections" / "messages.css"
 
 
-@login_required
+def _private(response: HttpResponse, *, cacheable: bool = False) -> HttpResponse:
+    if cacheable:
+        patch_cache_control(response, private=True, max_age=3600)
+    else:
+        patch_cache_control(response, private=True, no_store=True)
+    return response
+
+
+def _not_found_on_miss(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except svc.MessageNotFound as exc:
+            raise Http404(exc.message) from None
+
+    return wrapped
+
+
+def reader(policy: str = "") -> Callable:
+    """Login required, GET only, 404 for anything not visible, and the right CSP."""
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        view = _not_found_on_miss(view)
+        view = content_security_policy(policy)(view) if policy else content_security_policy()(view)
+        return require_GET(login_required(view, login_url=LOGIN_URL))
+
+    return decorator
+
+
+@reader()
 def message_list(request: HttpRequest) -> HttpResponse:
-    return HttpResponse("Messages")
+    filters, errors = svc.parse_filters(request.GET)
+    page = svc.list_messages(
+        user=request.user,
+        filters=filters,
+        older_than=request.GET.get("older"),
+        newer_than=request.GET.get("newer"),
+    )
+    base = {k: v for k, v in request.GET.items() if k not in {"older", "newer"} and v}
+    connections = svc.visible_connections(user=request.user)
+    context = {
+        "page": page,
+        "filters": filters,
+        "errors": errors,
+        "connections": connections,
+        "many_tenants": len({c["tenant__name"] for c in connections}) > 1,
+        "newer_url": f"?{urlencode({**base, 'newer': page.newer})}" if page.newer else "",
+        "older_url": f"?{urlencode({**base, 'older': page.older})}" if page.older else "",
+        "first_url": f"?{urlencode(base)}" if base else "?",
+    }
+    return _private(render(request, "messages/list.html", context))
+
+
+@reader()
+def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    message = svc.get_message(user=request.user, message_id=pk)
+    load_remote = request.GET.get("remote") == "1"
+    attachments = svc.attachments_of(message=message)
+    body = None
+    if message.html_body:
+        body = svc.sanitized_body(message=message, load_remote=load_remote, url_for=lambda a: "")
+    frame_url = reverse("messages:body", args=[pk]) + ("?remote=1" if load_remote else "")
+    context = {
+        "message": message,
+        "sender": svc.sender(message.from_header),
+        "subject": svc.decode_header_value(message.subject),
+        "headers": svc.raw_headers(message=message),
+        "attachments": attachments,
+        "problems": svc.parse_problems(message=message),
+        "frame_url": frame_url,
+        "blocked_remote": body.blocked_remote if body else 0,
+        "load_remote": load_remote,
+    }
+    return _private(render(request, "messages/detail.html", context))
+
+
+@reader()
+@xframe_options_sameorigin
+def message_body(request: HttpRequest, pk: int) -> HttpResponse:
+    """The sanitised HTML body as its own document, for the sandboxed iframe."""
+    message = svc.get_message(user=request.user, message_id=pk)
+    load_remote = request.GET.get("remote") == "1"
+    body = svc.sanitized_body(
+        message=message,
+        load_remote=load_remote,
+        url_for=lambda att: reverse("messages:inline", args=[pk, att.pk]),
+    )
+    response = render(request, "messages/body.html", {"html": body.html})
+    response["Content-Security-Policy"] = frame_policy(load_remote=load_remote)
+    response["Referrer-Policy"] = "no-referrer"
+    return _private(response)
+
+
+def _raw_file(message):
+    try:
+        return message.raw.open("rb")
+    except (OSError, ValueError):
+        raise Http404("The raw message is not in storage.") from None
+
+
+@reader(FILE_POLICY)
+def message_source(request: HttpRequest, pk: int) -> HttpResponse:
+    """The raw message as plain text ("view source")."""
+    message = svc.get_message(user=request.user, message_id=pk)
+    charset = svc.raw_charset(message=message)
+    response = FileResponse(_raw_file(message), content_type=f"text/plain; charset={charset}")
+    response["Content-Disposition"] = svc.content_disposition(filename=f"message-{pk}.txt", disposition="inline")
+    response["X-Content-Type-Options"] = "nosniff"
+    return _private(response)
+
+
+@reader(FILE_POLICY)
+def message_raw(request: HttpRequest, pk: int) -> HttpResponse:
+    """Download of the raw .eml, byte for byte as received."""
+    message = svc.get_message(user=request.user, message_id=pk)
+    response = FileResponse(_raw_file(message), content_type="message/rfc822")
+    response["Content-Disposition"] = svc.content_disposition(filename=f"message-{pk}.eml")
+    response["X-Content-Type-Options"] = "nosniff"
+    return _private(response)
+
+
+def _attachment_file(attachment):
+    try:
+        return attachment.file.open("rb")
+    except (OSError, ValueError):
+        raise Http404("The attachment is not in storage.") from None
+
+
+@reader(FILE_POLICY)
+def attachment_download(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
+    attachment = svc.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
+    response = FileResponse(_attachment_file(attachment), content_type=svc.stored_content_type(attachment))
+    response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename)
+    response["X-Content-Type-Options"] = "nosniff"
+    return _private(response)
+
+
+@reader(FILE_POLICY)
+def attachment_inline(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
+    """An inline image for the HTML body (cid:); only raster image types, never SVG or HTML."""
+    attachment = svc.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
+    if not svc.is_inline_image(attachment):
+        raise Http404("Not an image that can be shown inline.")
+    response = FileResponse(_attachment_file(attachment), content_type=svc.stored_content_type(attachment))
+    response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename, disposition="inline")
+    response["X-Content-Type-Options"] = "nosniff"
+    return _private(response, cacheable=True)
+
+
+@require_GET
+def stylesheet(request: HttpRequest) -> HttpResponse:
+    """The pages' one small stylesheet, served here so it works without static file setup."""
+    response = HttpResponse(_STYLESHEET.read_bytes(), content_type="text/css; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"
+    patch_cache_control(response, public=True, max_age=3600)
+    return response
+
+
+class LoginView(auth_views.LoginView):
+    """A sign-in page for readers who are not staff (the admin's login refuses them)."""
+
+    template_name = "messages/login.html"
+    redirect_authenticated_user = True
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        return response
+
+    def get_default_redirect_url(self) -> str:
+        return reverse("messages:list")
+
+
+class LogoutView(auth_views.LogoutView):
+    next_page = "messages:login"
