@@ -823,6 +823,8 @@ def _plan_and_write(
                 cur = conns.get(item.name)
                 obj = _copy(cur or model(), item.values)
                 _model_errors(errors, item, obj, keys)
+                if kind == "inbound":
+                    _schedule_errors(errors, item, obj)
                 if cur is None:
                     fields = _created({k: v for k, v in item.values.items() if k not in SCHEDULE_FIELDS}, keys)
                     if kind == "inbound":
@@ -865,6 +867,18 @@ def _plan_and_write(
         _write(work, user=user)
         plan.applied = True
     return plan
+
+
+def _schedule_errors(errors: list[str], item: _Item, conn: InboundConnection) -> None:
+    """The poll scheduler's own rules (e.g. the minimum interval), unless already reported."""
+    from . import schedule as schedule_service
+
+    if any(e.startswith((f"{item.path}.schedule", f"{item.path}.timezone")) for e in errors):
+        return
+    try:
+        schedule_service.validate(schedule=schedule_service.Schedule.of(conn))
+    except ValidationError as exc:
+        errors.append(f"{item.path}.schedule: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
 
 
 def _refuse_protected_deletes(errors: list[str], t: _TenantItem, doomed: list[tuple[str, Any]]) -> None:
@@ -913,6 +927,10 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
             obj.tenant = tenants[slug]
             if changed:
                 obj.save()
+                if step == "inbound":
+                    from . import schedule as schedule_service
+
+                    schedule_service.reschedule(connection=obj)
     for cred in deploys:
         credential_service.deploy(credential_id=cred.pk, user=user)
 

@@ -467,3 +467,13 @@ def test_every_configuration_field_of_the_models_is_in_the_schema():
         covered = {k.field for k in keys} | extra | config.STATE_FIELDS
         fields = {f.name for f in model._meta.concrete_fields if f.editable}
         assert fields - covered == set(), model.__name__
+
+
+def test_the_schedulers_rules_apply_and_the_next_poll_is_scheduled():
+    errors = refused(BASE.replace("schedule: {every: 300}", "schedule: {every: 5}"))
+    assert errors == ["tenants[0].inbound[0].schedule: The interval must be at least 10 seconds."]
+    apply_text(BASE)
+    inbound = InboundConnection.objects.get()
+    assert inbound.next_poll_at is not None
+    apply_text(BASE.replace("        post_processing: mark_read\n", "        post_processing: mark_read\n        enabled: false\n"))
+    assert InboundConnection.objects.get().next_poll_at is None
