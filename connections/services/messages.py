@@ -48,7 +48,7 @@ INLINE_IMAGE_TYPES = {"image/png", "image/gif", "image/jpeg", "image/pjpeg", "im
 SORT_KEY = Least(Coalesce("date", "fetched_at"), F("fetched_at"))
 _LIST_FIELDS = (
     "id", "tenant_id", "connection_id", "from_header", "subject", "date", "fetched_at",
-    "has_attachments", "parsed", "oversized", "connection__name", "tenant__name",
+    "has_attachments", "parsed", "parse_problems", "oversized", "connection__name", "tenant__name",
 )
 
 
@@ -195,7 +195,7 @@ def list_messages(
     filters: MessageFilters | None = None,
     older_than: str | None = None,
     newer_than: str | None = None,
-    page_size: int = PAGE_SIZE,
+    page_size: int | None = None,
 ) -> MessagePage:
     """One keyset page of the user's messages, newest first.
 
@@ -203,6 +203,7 @@ def list_messages(
     / `.newer`); an invalid cursor is ignored and the first page is shown.
     """
     filters = filters or MessageFilters()
+    page_size = page_size or PAGE_SIZE
     qs = filter_messages(visible_messages(user=user), filters=filters)
     qs = qs.select_related("connection", "tenant").only(*_LIST_FIELDS).annotate(sort_at=SORT_KEY)
     before = Cursor.decode(older_than) if older_than else None
@@ -237,7 +238,7 @@ def _row(message: StoredMessage) -> MessageRow:
         connection_name=message.connection.name,
         tenant_name=message.tenant.name,
         has_attachments=message.has_attachments,
-        problems=not message.parsed or message.oversized,
+        problems=bool(message.parse_problems) or message.oversized,
     )
 
 
@@ -368,6 +369,8 @@ def parse_problems(*, message: StoredMessage) -> list[Problem]:
             result.append(Problem(text=text or "Problem", details=details))
         else:
             result.append(Problem(text=str(item)))
+    if not message.parsed and not message.oversized:
+        result.insert(0, Problem(text="Not parsed yet: headers and bodies appear once the message is processed; the source is complete."))
     if message.oversized:
         result.insert(0, Problem(text="Larger than the connection's maximum message size: only the headers were stored."))
     return result

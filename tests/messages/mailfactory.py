@@ -43,7 +43,30 @@ def _header(msg: Message, name: str, problems: list[str]) -> str:
 
 
 def parse(raw: bytes) -> dict:
-    """Fields of a StoredMessage plus a list of attachment dicts."""
+    """Fields of a StoredMessage plus a list of attachment dicts.
+
+    Uses the inbound parser (connections.services.parsing) when it is there, so the
+    pages are tested with what polls really store; else a minimal parse.
+    """
+    try:
+        from connections.services.parsing import parse_bytes
+    except ImportError:
+        return _minimal_parse(raw)
+    parsed = parse_bytes(raw)
+    fields = dict(parsed.header_fields())
+    fields.update(text_body=parsed.text_body, html_body=parsed.html_body,
+                  parse_problems=list(parsed.problems), parsed=True)
+    attachments = []
+    for att in parsed.attachments:
+        with att.open() as fh:
+            data = fh.read()
+        attachments.append({"filename": att.filename, "content_type": att.content_type,
+                            "content_id": att.content_id, "inline": att.inline, "data": data})
+    parsed.cleanup()
+    return {"fields": fields, "attachments": attachments}
+
+
+def _minimal_parse(raw: bytes) -> dict:
     msg = email.message_from_bytes(raw, policy=email.policy.default)
     problems: list[str] = []
     text, html, attachments = [], [], []
@@ -87,7 +110,7 @@ def parse(raw: bytes) -> dict:
             "text_body": "\n".join(text),
             "html_body": "\n".join(html),
             "parse_problems": problems,
-            "parsed": not problems,
+            "parsed": True,
         },
         "attachments": attachments,
     }
