@@ -1,4 +1,16 @@
-"""Outbound connections (the mail receiver adapter) and the outbox."""
+"""Outbound connections (the mail receiver adapter) and the outbox.
+
+The outbox is a small state machine (see docs/outbound.md):
+
+    queued --claim--> sending --server's final reply--> sent | failed
+       ^                 |  transient failure, attempts left
+       +-----------------+  (next_attempt_at = now + backoff)
+    queued|failed --cancel/requeue (operator)--> cancelled | queued
+
+A worker that dies between the claim and the recording leaves the message in
+`sending`; once `claimed_at` is older than OUTBOX_STALE_AFTER_MINUTES the admin shows it
+as stale and an operator may requeue it (the at-least-once window).
+"""
 from __future__ import annotations
 
 from django.db import models
@@ -8,14 +20,29 @@ from .tenancy import TenantOwned
 
 
 class OutboundConnection(ConnectionBase):
-    default_from = models.CharField("default From", max_length=998)
-    default_reply_to = models.CharField("default Reply-To", max_length=998, blank=True)
-    max_per_session = models.PositiveIntegerField("max messages per SMTP session", default=100)
-    rate_limit_per_minute = models.PositiveIntegerField(
-        "rate limit (messages per minute)", null=True, blank=True
+    default_from = models.CharField(
+        "default From", max_length=998,
+        help_text='Used when a message names no From, e.g. "Acme Support <support@acme.example>".',
     )
+    default_reply_to = models.CharField("default Reply-To", max_length=998, blank=True)
+    max_per_session = models.PositiveIntegerField(
+        "max messages per SMTP session", default=100,
+        help_text="After this many messages the SMTP session is closed and a new one opened.",
+    )
+    rate_limit_per_minute = models.PositiveIntegerField(
+        "rate limit (messages per minute)", null=True, blank=True,
+        help_text="Leave empty for no limit.",
+    )
+    # The SIZE the server announced in its last EHLO, so that messages the server would
+    # refuse anyway are refused when they are enqueued.
+    smtp_max_size = models.PositiveBigIntegerField(
+        "server SIZE limit (bytes)", null=True, blank=True, editable=False,
+        help_text="From the server's last EHLO; empty when unknown or unlimited.",
+    )
+    smtp_max_size_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
+        verbose_name = "outbound connection"
         ordering = ["tenant__name", "name"]
         constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="uniq_outbound_tenant_name")]
 
@@ -45,19 +72,31 @@ class OutboxMessage(TenantOwned):
     send_after = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=12, choices=OutboxStatus.choices, default=OutboxStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
+    # Set for every queued message (send_after, or the enqueue time): "due" is one index range.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # address -> {"status": "accepted"} | {"status": "refused", "code": 550, "text": "..."}
     recipient_results = models.JSONField(default=dict, blank=True)
+    # One entry per attempt: {"at", "outcome", "code", "detail"}; the delivery record.
+    delivery_log = models.JSONField(default=list, blank=True)
     message_id = models.CharField(max_length=998, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The envelope and the message exactly as they go on the wire, built and checked at
+    # enqueue time: a retry sends the same bytes with the same Message-ID.
+    envelope_from = models.CharField(max_length=998, blank=True)
+    envelope_to = models.JSONField(default=list, blank=True)
+    mime = models.BinaryField(default=b"", editable=False)
+    size = models.PositiveBigIntegerField("size (bytes)", default=0)
 
     class Meta:
+        verbose_name = "outbox message"
         ordering = ["-created_at", "-id"]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx"),
             models.Index(fields=["connection", "status"], name="outbox_conn_status_idx"),
+            models.Index(fields=["connection", "claimed_at"], name="outbox_conn_claimed_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,751 @@
+"""The outbox: enqueueing (every way in calls `enqueue`), sending by the workers, operator actions.
+
+Enqueue checks everything first (addresses, header values, From, size against the server's
+SIZE) and stores nothing when one check fails. The MIME message is built once, at enqueue:
+what was checked is exactly what goes on the wire, and a retry sends the same bytes with the
+same Message-ID (so a receiver can recognise a duplicate from the at-least-once window).
+
+Sending (`send_due`) follows the rule "no transaction open across network I/O":
+1. claim: one short transaction, `SELECT … FOR UPDATE SKIP LOCKED` of the due messages of one
+   connection, set to `sending` with `claimed_at`;
+2. talk: one SMTP session for up to `max_per_session` messages;
+3. record: each message's outcome in its own short statement, right after the server's reply.
+A crash between 1 and 3 leaves the message in `sending`; see docs/outbound.md.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable, Sequence
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+
+from ..errors import ConfigurationError, TenantMailError, ValidationError
+from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, Tenant
+from . import mime
+from .mime import AttachmentIn
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "AttachmentIn", "SendReport", "enqueue", "prepare", "store", "send_due", "send_now",
+    "dispatch_due", "requeue", "cancel", "stale_cutoff", "send_test_mail", "resolve_connection",
+]
+
+# Bytes of MIME fetched per query while sending: bounds memory with big attachments.
+_MIME_CHUNK_BYTES = 16 * 1024 * 1024
+
+
+# --- settings (all optional; defaults documented in docs/outbound.md) ------------------------
+
+def _max_attempts() -> int:
+    return max(1, int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 5)))
+
+
+def _retry_base() -> float:
+    return float(getattr(settings, "OUTBOX_RETRY_BASE_SECONDS", 60))
+
+
+def _retry_max() -> float:
+    return float(getattr(settings, "OUTBOX_RETRY_MAX_SECONDS", 3600))
+
+
+def _hold_seconds() -> float:
+    """Wait after a connection-level problem (credentials, TLS, authentication)."""
+    return float(getattr(settings, "OUTBOX_HOLD_SECONDS", 300))
+
+
+def _stale_minutes() -> float:
+    return float(getattr(settings, "OUTBOX_STALE_AFTER_MINUTES", 15))
+
+
+def _time_budget() -> float:
+    return float(getattr(settings, "OUTBOX_SEND_TIME_BUDGET", 120))
+
+
+def stale_cutoff(now: datetime | None = None) -> datetime:
+    """Messages in `sending` claimed before this are stale (their worker is presumed gone)."""
+    return (now or timezone.now()) - timedelta(minutes=_stale_minutes())
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential: base, 2×base, 4×base … capped; `attempts` is the number already made."""
+    return min(_retry_base() * (2 ** max(0, attempts - 1)), _retry_max())
+
+
+# --- enqueue ---------------------------------------------------------------------------------
+
+@dataclass
+class PreparedMessage:
+    """A checked message with its MIME bytes, not yet stored."""
+
+    connection: OutboundConnection
+    from_address: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    reply_to: str
+    subject: str
+    text: str
+    html: str
+    extra_headers: dict[str, str]
+    attachments: list[tuple[str, str, bytes]]  # (name, content type, bytes)
+    priority: int
+    send_after: datetime | None
+    message_id: str
+    envelope_from: str
+    envelope_to: list[str]
+    mime: bytes
+
+    def __repr__(self) -> str:
+        return f"PreparedMessage({self.message_id}, {len(self.mime)} bytes, to {len(self.envelope_to)})"
+
+
+def resolve_connection(*, tenant: str | int | Tenant, connection: str | int) -> OutboundConnection:
+    """An outbound connection by tenant (slug, id or object) and name (or id)."""
+    qs = OutboundConnection.objects.select_related("tenant")
+    if isinstance(tenant, Tenant):
+        qs = qs.filter(tenant=tenant)
+    elif isinstance(tenant, int):
+        qs = qs.filter(tenant_id=tenant)
+    else:
+        if not Tenant.objects.filter(slug=tenant).exists():
+            raise ConfigurationError(f"No tenant with the slug '{tenant}'.", hint="see the tenants in the admin")
+        qs = qs.filter(tenant__slug=tenant)
+    lookup = {"pk": connection} if isinstance(connection, int) else {"name": connection}
+    try:
+        return qs.get(**lookup)
+    except OutboundConnection.DoesNotExist:
+        names = ", ".join(qs.values_list("name", flat=True)[:20]) or "none"
+        raise ConfigurationError(
+            f"The tenant has no outbound connection named '{connection}'.",
+            hint=f"its outbound connections: {names}",
+        ) from None
+
+
+def prepare(
+    *,
+    connection_id: int,
+    to: Sequence[str],
+    subject: str,
+    text: str = "",
+    html: str = "",
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: Sequence[str] | str | None = None,
+    from_address: str | None = None,
+    attachments: Iterable[AttachmentIn] = (),
+    extra_headers: dict[str, str] | None = None,
+    priority: int = 0,
+    send_after: datetime | None = None,
+) -> PreparedMessage:
+    """Check a message and build its MIME bytes; raises ValidationError, stores nothing."""
+    try:
+        connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    except OutboundConnection.DoesNotExist:
+        raise ValidationError(f"No outbound connection #{connection_id}.") from None
+
+    sender_text = (from_address or "").strip() or connection.default_from.strip()
+    if not sender_text:
+        raise ValidationError(
+            "The message has no From address and the connection has no default From.",
+            hint=f"pass from_address, or set the default From of connection '{connection.name}'",
+        )
+    sender = mime.parse_address(sender_text, field="From")
+    to_list = mime.parse_address_list(list(to) if not isinstance(to, str) else to, field="To")
+    cc_list = mime.parse_address_list(list(cc) if not isinstance(cc, str) else cc, field="Cc")
+    bcc_list = mime.parse_address_list(list(bcc) if not isinstance(bcc, str) else bcc, field="Bcc")
+    if reply_to is None:
+        reply_to = [connection.default_reply_to] if connection.default_reply_to.strip() else []
+    reply_list = mime.parse_address_list(reply_to, field="Reply-To")
+    if not (to_list or cc_list or bcc_list):
+        raise ValidationError("The message has no recipient.", hint="give at least one To, Cc or Bcc address")
+    subject = mime.check_header_value(subject or "", field="Subject")
+    if not isinstance(text, str) or not isinstance(html, str):
+        raise ValidationError("The text and HTML bodies must be text.")
+    headers = mime.check_extra_headers(extra_headers)
+    if not isinstance(priority, int) or not -32768 <= priority <= 32767:
+        raise ValidationError(f"Priority {priority!r} is not a whole number between -32768 and 32767.")
+    if send_after is not None:
+        if not isinstance(send_after, datetime):
+            raise ValidationError("send_after must be a date and time.")
+        if timezone.is_naive(send_after):
+            send_after = timezone.make_aware(send_after)
+    att_list = list(attachments)
+    checked_atts: list[tuple[str, str, bytes]] = []
+    for index, att in enumerate(att_list, start=1):
+        name, maintype, subtype = mime.check_attachment(att, index=index)
+        checked_atts.append((name, f"{maintype}/{subtype}", bytes(att.content)))
+
+    lowered = {k.lower(): v for k, v in headers.items()}
+    message_id = lowered.get("message-id", "").strip() or mime.new_message_id(sender)
+    date = timezone.now()
+    if "date" in lowered:
+        from email.utils import parsedate_to_datetime
+
+        date = parsedate_to_datetime(lowered["date"])
+    msg = mime.build_message(
+        from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject,
+        text=text, html=html,
+        attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
+        extra_headers=headers, message_id=message_id, date=date,
+    )
+    try:
+        raw = mime.to_bytes(msg)
+    except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
+        raise ValidationError(f"The message cannot be encoded: {exc}.") from None
+
+    limit = connection.smtp_max_size
+    if limit and len(raw) > limit:
+        raise ValidationError(
+            f"The message is {_human(len(raw))} with its attachments encoded; the server of "
+            f"connection '{connection.name}' accepts at most {_human(limit)} (SIZE {limit}).",
+            hint="send smaller or fewer attachments, e.g. a link to the file instead",
+        )
+
+    # Envelope: every To, Cc and Bcc address once, in order (case-insensitive domain).
+    envelope: list[str] = []
+    seen: set[str] = set()
+    for address in (*to_list, *cc_list, *bcc_list):
+        key = f"{address.username}@{address.domain.lower()}"
+        if key not in seen:
+            seen.add(key)
+            envelope.append(address.addr_spec)
+    return PreparedMessage(
+        connection=connection,
+        from_address=mime.format_address(sender),
+        to=[mime.format_address(a) for a in to_list],
+        cc=[mime.format_address(a) for a in cc_list],
+        bcc=[mime.format_address(a) for a in bcc_list],
+        reply_to=", ".join(mime.format_address(a) for a in reply_list),
+        subject=subject, text=text, html=html, extra_headers=headers,
+        attachments=checked_atts, priority=priority, send_after=send_after,
+        message_id=message_id, envelope_from=sender.addr_spec, envelope_to=envelope, mime=raw,
+    )
+
+
+def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
+    """Store a prepared message and its attachments in one transaction; kick a worker on commit."""
+    now = timezone.now()
+    conn = prepared.connection
+    with transaction.atomic():
+        message = OutboxMessage.objects.create(
+            tenant_id=conn.tenant_id, connection=conn,
+            from_address=prepared.from_address, to=prepared.to, cc=prepared.cc, bcc=prepared.bcc,
+            reply_to=prepared.reply_to, subject=prepared.subject,
+            text_body=prepared.text, html_body=prepared.html, extra_headers=prepared.extra_headers,
+            priority=prepared.priority, send_after=prepared.send_after,
+            status=OutboxStatus.QUEUED,
+            next_attempt_at=max(prepared.send_after, now) if prepared.send_after else now,
+            message_id=prepared.message_id, envelope_from=prepared.envelope_from,
+            envelope_to=prepared.envelope_to, mime=prepared.mime, size=len(prepared.mime),
+        )
+        for name, content_type, content in prepared.attachments:
+            att = OutboxAttachment(
+                tenant_id=conn.tenant_id, message=message, name=name,
+                content_type=content_type, size=len(content),
+            )
+            att.file.save(name, ContentFile(content), save=False)
+            att.save()
+        if dispatch and conn.enabled and message.next_attempt_at <= now:
+            transaction.on_commit(lambda: kick(connection_id=conn.pk), robust=True)
+    return message
+
+
+def enqueue(
+    *,
+    connection_id: int,
+    to: Sequence[str],
+    subject: str,
+    text: str = "",
+    html: str = "",
+    cc: Sequence[str] = (),
+    bcc: Sequence[str] = (),
+    reply_to: Sequence[str] | str | None = None,
+    from_address: str | None = None,
+    attachments: Iterable[AttachmentIn] = (),
+    extra_headers: dict[str, str] | None = None,
+    priority: int = 0,
+    send_after: datetime | None = None,
+    dispatch: bool = True,
+) -> OutboxMessage:
+    """Check, build and store one message; a worker sends it once the transaction commits.
+
+    `reply_to=None` uses the connection's default Reply-To; `from_address=None` its default
+    From. `dispatch=False` leaves the message to the beat dispatcher (or to `send_now`).
+    Raises connections.errors.ValidationError, with nothing stored, for bad input.
+    """
+    prepared = prepare(
+        connection_id=connection_id, to=to, subject=subject, text=text, html=html, cc=cc,
+        bcc=bcc, reply_to=reply_to, from_address=from_address, attachments=attachments,
+        extra_headers=extra_headers, priority=priority, send_after=send_after,
+    )
+    return store(prepared, dispatch=dispatch)
+
+
+def kick(*, connection_id: int) -> None:
+    """Ask a worker to send a connection's due messages; the beat dispatcher is the safety net."""
+    from .. import tasks  # tasks import services, not the other way round at import time
+
+    try:
+        tasks.send_outbox.apply_async((connection_id,), expires=_task_expiry())
+    except Exception as exc:  # broker down: the message is stored; beat will dispatch it
+        log.warning("outbox: could not enqueue send_outbox(%s): %s", connection_id, exc)
+
+
+def _task_expiry() -> float:
+    # A send task that waited longer than this is dropped: the beat dispatcher has queued a
+    # newer one by then, so a stopped worker does not face a pile of duplicates at restart.
+    return max(60.0, 6 * float(getattr(settings, "OUTBOX_DISPATCH_INTERVAL", 10.0)))
+
+
+def send_test_mail(*, connection_id: int, to: str) -> OutboxMessage:
+    connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    now = timezone.now()
+    return enqueue(
+        connection_id=connection_id,
+        to=[to],
+        subject=f"TenantMail test message from {connection.name}",
+        text=(
+            f"This is a test message sent by TenantMail through the outbound connection "
+            f"'{connection.name}' of tenant '{connection.tenant.name}' "
+            f"({connection.host}:{connection.port or 'default port'}).\n\n"
+            f"Queued at {now:%Y-%m-%d %H:%M:%S} UTC.\n"
+        ),
+        extra_headers={"X-TenantMail-Test": "yes"},
+        priority=100,
+    )
+
+
+# --- dispatch (beat) -------------------------------------------------------------------------
+
+def dispatch_due(*, now: datetime | None = None) -> list[int]:
+    """Ids of the enabled connections with due queued messages and no sender at work now.
+
+    One query. A connection whose messages were claimed within the last minute has a worker
+    on it; that worker goes on with the next batch itself.
+    """
+    now = now or timezone.now()
+    due = OutboxMessage.objects.filter(
+        connection=OuterRef("pk"), status=OutboxStatus.QUEUED, next_attempt_at__lte=now
+    )
+    busy = OutboxMessage.objects.filter(
+        connection=OuterRef("pk"), status=OutboxStatus.SENDING, claimed_at__gt=now - timedelta(minutes=1)
+    )
+    return list(
+        OutboundConnection.objects.filter(enabled=True, tenant__active=True)
+        .filter(Exists(due), ~Exists(busy))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+@dataclass
+class _Claimed:
+    id: int
+    envelope_from: str
+    envelope_to: list[str]
+    attempts: int
+    delivery_log: list
+    size: int
+    claimed_at: datetime
+    mime: bytes | None = None
+
+
+@dataclass
+class MessageOutcome:
+    message_id: int
+    status: str  # sent | retry | failed | held | released
+    detail: str = ""
+    recipients: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class SendReport:
+    connection_id: int
+    sessions: int = 0
+    outcomes: list[MessageOutcome] = field(default_factory=list)
+    error: str = ""  # a connection-level problem (could not open a session)
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def sent(self) -> int:
+        return self.count("sent")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    def __str__(self) -> str:
+        parts = [f"{self.count(s)} {s}" for s in ("sent", "retry", "failed", "held", "released") if self.count(s)]
+        text = ", ".join(parts) or "nothing due"
+        return f"{text} in {self.sessions} session(s)" + (f"; {self.error}" if self.error else "")
+
+
+def _claim(connection: OutboundConnection, limit: int, only_ids: Sequence[int] | None) -> list[_Claimed]:
+    """Short transaction: lock due messages (skipping those another worker holds), mark them sending."""
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.rate_limit_per_minute:
+            # Serialise claims of this connection so that two workers cannot both spend the budget.
+            OutboundConnection.objects.select_for_update().filter(pk=connection.pk).values_list("pk").first()
+            used = OutboxMessage.objects.filter(
+                connection_id=connection.pk, claimed_at__gt=now - timedelta(minutes=1)
+            ).count()
+            limit = min(limit, connection.rate_limit_per_minute - used)
+            if limit <= 0:
+                return []
+        qs = OutboxMessage.objects.filter(
+            connection_id=connection.pk, status=OutboxStatus.QUEUED, next_attempt_at__lte=now
+        )
+        if only_ids is not None:
+            qs = qs.filter(pk__in=list(only_ids))
+        rows = list(
+            qs.select_for_update(skip_locked=True, of=("self",))
+            .order_by("-priority", "next_attempt_at", "pk")
+            .values_list("pk", "envelope_from", "envelope_to", "attempts", "delivery_log", "size")[:limit]
+        )
+        if not rows:
+            return []
+        OutboxMessage.objects.filter(pk__in=[r[0] for r in rows]).update(
+            status=OutboxStatus.SENDING, claimed_at=now
+        )
+    return [_Claimed(*row, claimed_at=now) for row in rows]
+
+
+def _load_mime(batch: list[_Claimed], start: int) -> None:
+    """Fetch the MIME bytes of batch[start:…] in one query of at most _MIME_CHUNK_BYTES."""
+    ids, total = [], 0
+    for item in batch[start:]:
+        if ids and total + item.size > _MIME_CHUNK_BYTES:
+            break
+        ids.append(item.id)
+        total += item.size
+    found = dict(OutboxMessage.objects.filter(pk__in=ids).values_list("pk", "mime"))
+    for item in batch[start : start + len(ids)]:
+        item.mime = bytes(found.get(item.id) or b"")
+
+
+def _entry(outcome: str, detail: str = "", code: int | None = None, **extra: Any) -> dict:
+    entry = {"at": timezone.now().isoformat(timespec="seconds"), "outcome": outcome, "code": code, "detail": detail}
+    entry.update(extra)
+    return entry
+
+
+def _update(item: _Claimed, **values: Any) -> bool:
+    """Record an outcome, only if the message is still ours (an operator may have requeued it)."""
+    done = OutboxMessage.objects.filter(
+        pk=item.id, status=OutboxStatus.SENDING, claimed_at=item.claimed_at
+    ).update(**values)
+    if not done:
+        log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
+                    item.id, values.get("status"))
+    return bool(done)
+
+
+def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tuple[int, str]]) -> MessageOutcome:
+    results: dict[str, dict] = {}
+    for rcpt in item.envelope_to:
+        if rcpt in refused:
+            code, text = refused[rcpt]
+            results[rcpt] = {"status": "refused", "code": code, "text": _text(text)}
+        else:
+            results[rcpt] = {"status": "accepted"}
+    for rcpt, (code, text) in refused.items():  # in case the server names them differently
+        results.setdefault(rcpt, {"status": "refused", "code": code, "text": _text(text)})
+    summary = f"accepted for {len(accepted)} of {len(results)} recipients"
+    if refused:
+        summary += "; refused: " + "; ".join(f"{r}: {v['code']} {v['text']}" for r, v in results.items()
+                                             if v["status"] == "refused")
+    now = timezone.now()
+    _update(
+        item, status=OutboxStatus.SENT, sent_at=now, attempts=item.attempts + 1,
+        recipient_results=results, last_error="" if not refused else summary, next_attempt_at=None,
+        delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary)],
+    )
+    return MessageOutcome(item.id, "sent", summary, results)
+
+
+def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool) -> MessageOutcome:
+    code = getattr(exc, "code", None)
+    detail = str(exc)
+    attempts = item.attempts + 1
+    refused = getattr(exc, "refused", None) or {}
+    results = {r: {"status": "refused", "code": c, "text": _text(t)} for r, (c, t) in refused.items()}
+    if transient and attempts < _max_attempts():
+        delay = backoff_seconds(attempts)
+        _update(
+            item, status=OutboxStatus.QUEUED, attempts=attempts, last_error=detail,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay), recipient_results=results,
+            delivery_log=item.delivery_log + [_entry("retry", detail, code, retry_in=int(delay))],
+        )
+        return MessageOutcome(item.id, "retry", detail, results)
+    if transient:
+        detail = f"gave up after {attempts} attempts; last error: {detail}"
+    _update(
+        item, status=OutboxStatus.FAILED, attempts=attempts, last_error=detail, next_attempt_at=None,
+        recipient_results=results, delivery_log=item.delivery_log + [_entry("failed", detail, code)],
+    )
+    return MessageOutcome(item.id, "failed", detail, results)
+
+
+def _release(items: Iterable[_Claimed], *, reason: str, delay: float, outcome: str) -> list[MessageOutcome]:
+    """Back to queued without counting an attempt (they were not tried, or the fault is not theirs)."""
+    at = timezone.now() + timedelta(seconds=delay)
+    outcomes = []
+    for item in items:
+        _update(
+            item, status=OutboxStatus.QUEUED, next_attempt_at=at, last_error=reason,
+            delivery_log=item.delivery_log + [_entry(outcome, reason)] if outcome == "held" else item.delivery_log,
+        )
+        outcomes.append(MessageOutcome(item.id, outcome, reason))
+    return outcomes
+
+
+def _text(text: Any) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return " ".join(str(text).split())[:500]
+
+
+def _open_session(connection: OutboundConnection):
+    """An SMTPClient (not yet entered) for the connection, with its deployed credential."""
+    from ..mail.smtp import SMTPClient
+
+    try:
+        from .connection_settings import mail_settings_for, open_credential
+    except ImportError:  # until the connectivity engineer's module lands
+        mail_settings_for, open_credential = _fallback_mail_settings_for, _fallback_open_credential
+
+    credential = open_credential(connection)
+    mail_settings = mail_settings_for(connection, credential=credential)
+    return SMTPClient(mail_settings, credential.password if credential else None)
+
+
+def _fallback_open_credential(connection: OutboundConnection):
+    from .credentials import resolve_deployed
+
+    if connection.authentication == "none":
+        return None
+    if not connection.credential_name:
+        raise ConfigurationError(
+            f"Connection '{connection.name}' needs a Credential Name for its authentication.",
+            hint="set the Credential Name, or authentication None",
+        )
+    return resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name)
+
+
+def _fallback_mail_settings_for(connection: OutboundConnection, *, credential):
+    from ..mail import MailSettings
+
+    return MailSettings(
+        protocol="smtp", host=connection.host, port=connection.port, protection=connection.protection,
+        authentication=connection.authentication, username=credential.username if credential else "",
+        timeout=float(connection.timeout), verify_certificate=connection.verify_certificate,
+        trusted_ca=connection.trusted_ca, allow_plain_without_tls=connection.allow_plain_without_tls,
+        credential_name=connection.credential_name,
+        credential_version=credential.version if credential else None,
+    )
+
+
+def _remember_size(connection: OutboundConnection, max_size: int | None) -> None:
+    size = max_size or None
+    if size != connection.smtp_max_size:
+        OutboundConnection.objects.filter(pk=connection.pk).update(
+            smtp_max_size=size, smtp_max_size_seen_at=timezone.now()
+        )
+        connection.smtp_max_size = size
+
+
+def send_due(
+    *,
+    connection_id: int,
+    message_ids: Sequence[int] | None = None,
+    time_budget: float | None = None,
+) -> SendReport:
+    """Send the connection's due messages: sessions of up to max_per_session messages each.
+
+    Stops when nothing is due, the rate limit is spent, the time budget is over (the next beat
+    tick continues), or the connection cannot be used. `message_ids` limits it to those.
+    """
+    from ..mail.errors import ConnectError, MailError, SMTPReplyError
+
+    report = SendReport(connection_id)
+    budget_end = time.monotonic() + (time_budget if time_budget is not None else _time_budget())
+    try:
+        connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    except OutboundConnection.DoesNotExist:
+        report.error = f"no outbound connection #{connection_id}"
+        return report
+    if not connection.enabled or not connection.tenant.active:
+        report.error = f"connection '{connection.name}' is disabled" if not connection.enabled else "tenant inactive"
+        return report
+
+    while time.monotonic() < budget_end:
+        batch = _claim(connection, max(1, connection.max_per_session), message_ids)
+        if not batch:
+            break
+        report.sessions += 1
+        pending = list(batch)  # claimed, not yet recorded
+        try:
+            client = _open_session(connection)
+            with client:
+                _remember_size(connection, client.max_size)
+                for index, item in enumerate(batch):
+                    if item.mime is None:
+                        _load_mime(batch, index)
+                    if client.max_size and item.size > client.max_size:
+                        exc = SMTPReplyError(
+                            f"message is {_human(item.size)}, more than the {_human(client.max_size)} "
+                            f"the server accepts (SIZE {client.max_size}); not sent",
+                            code=552, transient=False,
+                        )
+                        report.outcomes.append(_record_failure(item, exc, transient=False))
+                        pending.remove(item)
+                        continue
+                    try:
+                        result = client.send(sender=item.envelope_from, recipients=item.envelope_to,
+                                             message=item.mime)
+                    except SMTPReplyError as exc:
+                        report.outcomes.append(_record_failure(item, exc, transient=exc.transient))
+                        pending.remove(item)
+                        if exc.code == 421:
+                            raise ConnectError(f"the server closed the session: {exc.message}") from None
+                        continue
+                    except ConnectError as exc:
+                        report.outcomes.append(_record_failure(item, exc, transient=True))
+                        pending.remove(item)
+                        raise
+                    item.mime = None  # free memory as we go
+                    report.outcomes.append(_record_sent(item, result.accepted, dict(result.refused)))
+                    pending.remove(item)
+        except MailError as exc:
+            if exc.transient:
+                # The server is unreachable or went away: not the fault of the messages
+                # not yet tried, but each try counts when nothing got through at all.
+                if len(pending) == len(batch):
+                    for item in pending:
+                        report.outcomes.append(_record_failure(item, exc, transient=True))
+                else:
+                    report.outcomes += _release(pending, reason=str(exc), delay=_retry_base(), outcome="released")
+                report.error = str(exc)
+            else:
+                report.outcomes += _release(pending, reason=str(exc), delay=_hold_seconds(), outcome="held")
+                report.error = str(exc)
+            break
+        except TenantMailError as exc:  # credentials, configuration
+            report.outcomes += _release(pending, reason=str(exc), delay=_hold_seconds(), outcome="held")
+            report.error = str(exc)
+            break
+        except BaseException:
+            # Anything else (a bug, a kill): release what was not tried, keep the rest as is.
+            _release(pending, reason="sending interrupted before this message was tried", delay=0, outcome="released")
+            raise
+        if message_ids is not None:
+            break
+    return report
+
+
+def send_now(*, message_id: int) -> tuple[OutboxMessage, SendReport]:
+    """Send one queued message in this process (the CLI's --now); returns it as recorded."""
+    message = OutboxMessage.objects.only("connection_id").get(pk=message_id)
+    report = send_due(connection_id=message.connection_id, message_ids=[message_id])
+    return OutboxMessage.objects.defer("mime").get(pk=message_id), report
+
+
+# --- operator actions ------------------------------------------------------------------------
+
+@dataclass
+class ActionResult:
+    changed: int
+    skipped: int
+
+    def __str__(self) -> str:
+        return f"{self.changed} changed, {self.skipped} skipped"
+
+
+def _scoped(message_ids: Iterable[int], user) -> Any:
+    qs = OutboxMessage.objects.filter(pk__in=list(message_ids))
+    if user is not None:
+        from . import tenancy
+
+        qs = tenancy.scope(qs, user, action="run")
+    return qs
+
+
+def requeue(*, message_ids: Iterable[int], user=None) -> ActionResult:
+    """Failed, cancelled and stale `sending` messages back to queued, due now, attempts reset.
+
+    A stale `sending` message may already have reached the server (its worker stopped before
+    recording the reply): requeueing it may deliver it twice — the at-least-once window.
+    """
+    now = timezone.now()
+    ids = list(message_ids)
+    who = getattr(user, "get_username", lambda: "")() if user is not None else ""
+    changed, connections = 0, set()
+    with transaction.atomic():
+        eligible = (
+            _scoped(ids, user)
+            .filter(Q(status__in=[OutboxStatus.FAILED, OutboxStatus.CANCELLED])
+                    | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .select_for_update(skip_locked=True)
+            .only("pk", "status", "delivery_log", "connection_id")
+        )
+        for message in eligible:
+            detail = f"requeued from {message.status}" + (f" by {who}" if who else "")
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, claimed_at=None,
+                delivery_log=list(message.delivery_log) + [_entry("requeued", detail)],
+            )
+            changed += 1
+            connections.add(message.connection_id)
+        for cid in connections:
+            transaction.on_commit(lambda cid=cid: kick(connection_id=cid), robust=True)
+    return ActionResult(changed, len(ids) - changed)
+
+
+def cancel(*, message_ids: Iterable[int], user=None) -> ActionResult:
+    """Queued (and stale `sending`) messages to cancelled: they will not be sent (again)."""
+    now = timezone.now()
+    ids = list(message_ids)
+    who = getattr(user, "get_username", lambda: "")() if user is not None else ""
+    changed = 0
+    with transaction.atomic():
+        eligible = (
+            _scoped(ids, user)
+            .filter(Q(status=OutboxStatus.QUEUED) | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .select_for_update(skip_locked=True)
+            .only("pk", "status", "delivery_log")
+        )
+        for message in eligible:
+            detail = f"cancelled from {message.status}" + (f" by {who}" if who else "")
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                status=OutboxStatus.CANCELLED, next_attempt_at=None,
+                delivery_log=list(message.delivery_log) + [_entry("cancelled", detail)],
+            )
+            changed += 1
+    return ActionResult(changed, len(ids) - changed)
+
+
+def counts_by_status(*, connection_id: int) -> dict[str, int]:
+    rows = (OutboxMessage.objects.filter(connection_id=connection_id)
+            .values("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return dict(rows)
+
+
+def _human(size: int) -> str:
+    if size >= 1024 * 1024:
+        return f"{size / (1024 * 1024):.1f} MB"
+    if size >= 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size} bytes"
