@@ -20,5 +20,19 @@ def prune_poll_history() -> None:
 
 
 @shared_task(name="connections.tasks.dispatch_outbox", ignore_result=True)
-def dispatch_outbox() -> None:
-    """Placeholder until the outbox lands."""
+def dispatch_outbox() -> int:
+    """Beat: one query for the connections with due messages; one send task for each."""
+    from .services import outbox
+
+    ids = outbox.dispatch_due()
+    for connection_id in ids:
+        outbox.kick(connection_id=connection_id)
+    return len(ids)
+
+
+@shared_task(name="connections.tasks.send_outbox", ignore_result=True)
+def send_outbox(connection_id: int) -> str:
+    """Send a connection's due messages (claims with SKIP LOCKED: safe to run twice)."""
+    from .services import outbox
+
+    return str(outbox.send_due(connection_id=connection_id))
