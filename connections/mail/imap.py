@@ -1,0 +1,666 @@
+"""IMAP4rev1 client: connect, TLS/STARTTLS, LOGIN / AUTHENTICATE PLAIN / CRAM-MD5, folders,
+search, fetch (many small mails in one command, or one big mail streamed in partial chunks),
+flags, delete, move.
+
+Built on imaplib with a socket we open ourselves (timed DNS/TCP/TLS steps, the connection's
+timeout on every socket). Folder names are str in the API and modified UTF-7 on the wire.
+"""
+from __future__ import annotations
+
+import base64
+import imaplib
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterable, Iterator
+
+from ._base import (
+    Trace,
+    after_tls_handshake_error,
+    auth_failed,
+    b64,
+    cram_md5_response,
+    network_error,
+    open_socket,
+    refuse_plain,
+    sasl_plain,
+    where,
+)
+from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .settings import MailSettings
+from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
+
+__all__ = ["IMAPClient", "FolderInfo", "Folder", "imap_utf7_encode", "imap_utf7_decode", "uid_sets"]
+
+_UID = re.compile(rb"\bUID (\d+)")
+_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+_LIST = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<sep>"(?:\\.|[^"\\])*"|NIL) ?(?P<name>.*)$', re.S)
+_STATUS_ITEMS = re.compile(rb"\(([^()]*)\)\s*$")
+_CODE = re.compile(rb"^\[([A-Z-]+)")
+_SAFE_ATOM = re.compile(r"^[\x21-\x7e]+$")
+
+
+@dataclass
+class FolderInfo:
+    """What SELECT/EXAMINE tells about a folder."""
+
+    name: str
+    uidvalidity: int
+    exists: int
+    uidnext: int | None = None
+    readonly: bool = False
+
+
+@dataclass
+class Folder:
+    """One LIST entry."""
+
+    name: str
+    separator: str | None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def selectable(self) -> bool:
+        return not any(f.lower() in ("\\noselect", "\\nonexistent") for f in self.flags)
+
+
+# --- modified UTF-7 (RFC 3501 5.1.3) ----------------------------------------------------
+
+def imap_utf7_encode(name: str) -> str:
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            out.append("&" + base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",") + "-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def imap_utf7_decode(name: str | bytes) -> str:
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")  # UTF8=ACCEPT servers may send raw UTF-8
+
+    def decode(match: re.Match) -> str:
+        data = match.group(1)
+        if not data:
+            return "&"
+        data = data.replace(",", "/")
+        data += "=" * (-len(data) % 4)
+        try:
+            return base64.b64decode(data).decode("utf-16-be")
+        except (ValueError, UnicodeDecodeError):
+            return match.group(0)
+
+    return re.sub(r"&([^-]*)-", decode, name)
+
+
+def _quote(name: str) -> str:
+    """A folder name as an IMAP quoted string, modified UTF-7 encoded."""
+    encoded = imap_utf7_encode(name)
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _unquote(raw: bytes) -> bytes:
+    raw = raw.strip()
+    if len(raw) >= 2 and raw[:1] == b'"' and raw[-1:] == b'"':
+        return re.sub(rb"\\(.)", rb"\1", raw[1:-1])
+    return raw
+
+
+def uid_sets(uids: Iterable[int], *, max_length: int = 2000) -> Iterator[str]:
+    """Compact UID sets ("1:200,205,210:220"), each at most about max_length characters."""
+    ordered = sorted(set(int(u) for u in uids))
+    parts: list[str] = []
+    length = 0
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        part = str(ordered[i]) if i == j else f"{ordered[i]}:{ordered[j]}"
+        if parts and length + len(part) + 1 > max_length:
+            yield ",".join(parts)
+            parts, length = [], 0
+        parts.append(part)
+        length += len(part) + 1
+        i = j + 1
+    if parts:
+        yield ",".join(parts)
+
+
+def _text(data) -> str:
+    if isinstance(data, (list, tuple)):
+        data = data[-1] if data else b""
+        if isinstance(data, tuple):
+            data = data[0]
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    return str(data or "")
+
+
+class _IMAP4(imaplib.IMAP4):
+    """imaplib.IMAP4 on a socket that is already connected (and maybe TLS-wrapped)."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
+        self._ready_sock = sock
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout):  # imaplib hook
+        sock, self._ready_sock = self._ready_sock, None
+        return sock
+
+
+class IMAPClient:
+    """Context manager: connect, TLS/STARTTLS, CAPABILITY, authenticate.
+
+    >>> with IMAPClient(settings, password) as imap:
+    ...     info = imap.select("INBOX")
+    ...     for uid, raw in imap.fetch_many(imap.search_uids(unseen_only=True)): ...
+    """
+
+    def __init__(self, settings: MailSettings, password: str | None, *, trace: Trace | None = None) -> None:
+        if settings.protocol != "imap":
+            raise ValueError(f"IMAPClient needs protocol imap, not {settings.protocol!r}")
+        self.settings = settings
+        self._password = password
+        self.trace = trace if trace is not None else Trace()
+        self._imap: _IMAP4 | None = None
+        self.capabilities: set[str] = set()
+        self.capabilities_before_tls: set[str] = set()
+        self.tls_info: TLSInfo | None = None
+        self.encrypted = False
+        self.greeting = ""
+        self.auth_mechanism = ""
+        self.separator: str | None = None
+        self.selected: FolderInfo | None = None
+
+    # --- session ------------------------------------------------------------------------
+
+    def __enter__(self) -> "IMAPClient":
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(logout=exc_type is None or not isinstance(exc, ConnectError))
+
+    def connect(self) -> None:
+        s = self.settings
+        sock, self.tls_info = open_socket(s, self.trace)
+        self.encrypted = self.tls_info is not None
+        try:
+            with self.trace.step("greeting") as detail:
+                try:
+                    self._imap = _IMAP4(sock, s.host, s.effective_port, s.timeout)
+                except imaplib.IMAP4.error as exc:
+                    sock.close()
+                    if isinstance(exc, imaplib.IMAP4.abort):
+                        raise ConnectError(
+                            f"the server at {where(s)} closed the connection before greeting",
+                            step="greeting",
+                        ) from None
+                    raise ProtocolError(
+                        f"the server at {where(s)} did not greet as an IMAP4rev1 server: {_text(exc.args[0] if exc.args else '')}",
+                        hint="check the port: is it an IMAP port?", step="greeting", transient=False,
+                    ) from None
+                except (OSError, EOFError) as exc:
+                    sock.close()
+                    raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
+                self.greeting = _text(self._imap.welcome)
+                detail["text"] = self.greeting
+            self._read_capabilities()
+            if s.protection in ("starttls_mandatory", "starttls_optional"):
+                self._starttls()
+            elif s.protection == "off":
+                self.trace.skip("tls", "protection Off: the connection is not encrypted")
+            with self.trace.step("capabilities") as detail:
+                detail["capabilities"] = sorted(self.capabilities)
+                if self.capabilities_before_tls:
+                    detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
+            if self._imap.state == "NONAUTH":
+                with self.trace.step("auth") as detail:
+                    self._authenticate(detail)
+                    self._read_capabilities(refresh=True)
+        except BaseException:
+            self.close(logout=False)
+            raise
+
+    def close(self, *, logout: bool = True) -> None:
+        imap, self._imap = self._imap, None
+        if imap is None:
+            return
+        if logout:
+            try:
+                imap.logout()
+                return
+            except (imaplib.IMAP4.error, OSError, EOFError):
+                pass
+        try:
+            imap.shutdown()
+        except (OSError, EOFError):
+            pass
+
+    def _read_capabilities(self, *, refresh: bool = False) -> None:
+        imap = self._imap
+        if refresh:
+            # The server may announce new capabilities after login; CAPABILITY only if not sent.
+            fresh = imap.untagged_responses.pop("CAPABILITY", None)
+            if fresh:
+                imap.capabilities = tuple(_text(fresh[-1]).upper().split())
+            else:
+                typ, data = self._call(imap.capability)
+                if typ == "OK" and data and data[-1]:
+                    imap.capabilities = tuple(_text(data[-1]).upper().split())
+        self.capabilities = set(imap.capabilities)
+
+    def _starttls(self) -> None:
+        s = self.settings
+        with self.trace.step("tls") as detail:
+            detail["mode"] = "STARTTLS"
+            self.capabilities_before_tls = set(self.capabilities)
+            if "STARTTLS" not in self.capabilities:
+                if s.protection == "starttls_mandatory":
+                    raise TLSError(
+                        f"the server at {where(s)} does not offer STARTTLS",
+                        hint="use protection SSL/TLS on the server's IMAPS port (993), or STARTTLS optional / Off only on a trusted network",
+                        transient=False,
+                    )
+                detail["_skipped"] = "the server does not offer STARTTLS: continuing unencrypted (STARTTLS optional)"
+                return
+            context = make_ssl_context(s)
+            try:
+                self._imap.starttls(context)
+            except imaplib.IMAP4.abort as exc:
+                raise ConnectError(f"STARTTLS failed: {_text(exc.args[0] if exc.args else '')}", step="tls") from None
+            except imaplib.IMAP4.error as exc:
+                raise TLSError(f"the server refused STARTTLS: {_text(exc.args[0] if exc.args else '')}") from None
+            except (OSError, EOFError, ValueError) as exc:
+                raise after_tls_handshake_error(exc, s, "imap") from None
+            self.encrypted = True
+            self.tls_info = tls_info_from_socket(self._imap.sock, verified=s.verify_certificate)
+            detail.update(self.tls_info.to_dict())
+            self.capabilities = set(self._imap.capabilities)
+
+    # --- authentication -------------------------------------------------------------------
+
+    @property
+    def auth_mechanisms(self) -> list[str]:
+        return sorted(c[5:] for c in self.capabilities if c.startswith("AUTH="))
+
+    def _authenticate(self, detail: dict) -> None:
+        s = self.settings
+        offered = self.auth_mechanisms
+        detail["user"] = s.username
+        detail["offered"] = offered
+        if s.authentication == "none":
+            raise MechanismUnavailable(
+                "IMAP needs a user name and password",
+                hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
+                transient=False,
+            )
+        if s.authentication == "encrypted":
+            if "CRAM-MD5" not in offered:
+                names = offered + ([] if "LOGINDISABLED" in self.capabilities else ["LOGIN command"])
+                raise MechanismUnavailable(
+                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(names) or 'nothing'})",
+                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
+                    offered=offered, transient=False,
+                )
+            detail["mechanism"] = "CRAM-MD5"
+            self._run_auth("CRAM-MD5")
+            return
+        if not self.encrypted and not s.allow_plain_without_tls:
+            raise refuse_plain(s, starttls_offered="STARTTLS" in self.capabilities, label="password (IMAP LOGIN)")
+        if "LOGINDISABLED" in self.capabilities and "PLAIN" not in offered:
+            if not self.encrypted and "STARTTLS" in self.capabilities:
+                raise MechanismUnavailable(
+                    "the server offers login only after STARTTLS",
+                    hint="set protection to STARTTLS mandatory", offered=offered, transient=False,
+                )
+            raise MechanismUnavailable(
+                f"the server disabled LOGIN (it offers: {', '.join(offered) or 'nothing'})",
+                hint="choose Encrypted user/password if the server offers CRAM-MD5", offered=offered,
+                transient=False,
+            )
+        ascii_safe = all(_SAFE_ATOM.match(v) or v == "" for v in (s.username, self._password or "")) and (
+            s.username.isascii() and (self._password or "").isascii()
+        )
+        if "PLAIN" in offered and "SASL-IR" in self.capabilities:
+            mechanism = "PLAIN"  # one round trip, UTF-8 safe
+        elif ascii_safe and "LOGINDISABLED" not in self.capabilities:
+            mechanism = "LOGIN"
+        elif "PLAIN" in offered:
+            mechanism = "PLAIN"
+        else:
+            mechanism = "LOGIN"
+        detail["mechanism"] = mechanism
+        self._run_auth(mechanism)
+
+    def _run_auth(self, mechanism: str) -> None:
+        s, imap = self.settings, self._imap
+        password = self._password or ""
+        try:
+            if mechanism == "CRAM-MD5":
+                imap.authenticate("CRAM-MD5", lambda challenge: cram_md5_response(s.username, password, challenge or b""))
+            elif mechanism == "PLAIN" and "SASL-IR" in self.capabilities:
+                typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", b64(sasl_plain(s.username, password)))
+                if typ != "OK":
+                    raise imaplib.IMAP4.error(_text(data))
+                imap.state = "AUTH"
+            elif mechanism == "PLAIN":
+                imap.authenticate("PLAIN", lambda _challenge: sasl_plain(s.username, password))
+            else:
+                self._login(s.username, password)
+        except imaplib.IMAP4.abort:
+            raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
+        except imaplib.IMAP4.error as exc:
+            reply = _text(exc.args[0] if exc.args else "")
+            if "[UNAVAILABLE]" in reply:
+                raise MailError(
+                    f"temporary authentication failure for user {s.username}: {reply}",
+                    hint="the server's authentication backend is unavailable; try again later",
+                    step="auth", transient=True,
+                ) from None
+            raise auth_failed(s, reply, mechanism=mechanism) from None
+        except (OSError, EOFError) as exc:
+            raise network_error(exc, s, step="auth", doing="authenticating") from None
+        finally:
+            imap._cmd_log = {}  # imaplib keeps the last commands (with the login line) in memory
+        self.auth_mechanism = mechanism
+
+    def _login(self, username: str, password: str) -> None:
+        """LOGIN with quoted strings when ASCII, else literals (UTF-8 bytes)."""
+        imap = self._imap
+        literal_plus = "LITERAL+" in self.capabilities or "LITERAL-" in self.capabilities
+
+        def arg(value: str, last: bool) -> bytes | None:
+            raw = value.encode("utf-8")
+            if value.isascii() and '"' not in value and "\\" not in value and "\r" not in value and "\n" not in value:
+                return b'"' + raw + b'"'
+            if literal_plus:
+                return b"{%d+}\r\n" % len(raw) + raw
+            if last:
+                imap.literal = raw  # imaplib sends a synchronising literal for the last argument
+                return None
+            raise MechanismUnavailable(
+                "cannot send this user name with IMAP LOGIN (the server offers neither LITERAL+ nor AUTH=PLAIN)",
+                offered=self.auth_mechanisms, transient=False,
+            )
+
+        user_arg = arg(username, last=False)
+        pass_arg = arg(password, last=True)
+        typ, data = imap._simple_command("LOGIN", user_arg, pass_arg)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(_text(data))
+        imap.state = "AUTH"
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _require(self) -> _IMAP4:
+        if self._imap is None:
+            raise ConnectError("the IMAP session is closed", step="command")
+        return self._imap
+
+    def _call(self, fn, *args, doing: str = "", step: str = "command"):
+        """Run an imaplib call and map its errors; returns (typ, data)."""
+        try:
+            return fn(*args)
+        except imaplib.IMAP4.abort as exc:
+            self.close(logout=False)
+            raise ConnectError(
+                f"the IMAP session with {where(self.settings)} broke{' while ' + doing if doing else ''}: "
+                f"{_text(exc.args[0] if exc.args else '')}",
+                step=step,
+            ) from None
+        except imaplib.IMAP4.error as exc:
+            raise ProtocolError(
+                f"IMAP {doing or 'command'} failed: {_text(exc.args[0] if exc.args else '')}", step=step,
+                transient=False,
+            ) from None
+        except (OSError, EOFError) as exc:
+            self.close(logout=False)
+            raise network_error(exc, self.settings, step=step, doing=doing) from None
+
+    def _ok(self, typ: str, data, doing: str) -> None:
+        if typ != "OK":
+            reply = _text(data)
+            raise ProtocolError(
+                f"IMAP {doing} failed: {typ} {reply}".strip(), reply=reply,
+                transient="[UNAVAILABLE]" in reply or "[INUSE]" in reply or "[LIMIT]" in reply,
+            )
+
+    def _uid(self, command: str, *args, doing: str):
+        imap = self._require()
+        typ, data = self._call(imap.uid, command, *args, doing=doing)
+        self._ok(typ, data, doing)
+        # Keep imaplib's per-session untagged buffers small in long sessions.
+        for key in ("EXPUNGE", "RECENT", "VANISHED"):
+            imap.untagged_responses.pop(key, None)
+        return data
+
+    def list_folder_details(self, pattern: str = "*") -> list[Folder]:
+        imap = self._require()
+        typ, data = self._call(imap.list, '""', pattern if pattern == "*" else _quote(pattern), doing="LIST")
+        self._ok(typ, data, "LIST")
+        folders: list[Folder] = []
+        items = list(data)
+        i = 0
+        while i < len(items):
+            item = items[i]
+            i += 1
+            if item is None:
+                continue
+            if isinstance(item, tuple):  # name sent as a literal
+                head, literal = item
+                match = _LIST.match(head.rstrip())
+                name_raw = literal
+                if i < len(items) and isinstance(items[i], bytes) and not _LIST.match(items[i] or b""):
+                    i += 1  # trailing empty part after the literal
+            else:
+                match = _LIST.match(item)
+                name_raw = _unquote(match.group("name")) if match else b""
+            if not match:
+                continue
+            sep_raw = match.group("sep")
+            separator = None if sep_raw == b"NIL" else _unquote(sep_raw).decode("utf-8", "replace")
+            flags = match.group("flags").decode("ascii", "replace").split()
+            folders.append(Folder(imap_utf7_decode(name_raw), separator, flags))
+            if separator and self.separator is None:
+                self.separator = separator
+        return folders
+
+    def list_folders(self) -> list[str]:
+        """Every folder's name (decoded from modified UTF-7), in the server's order."""
+        return [f.name for f in self.list_folder_details()]
+
+    def select(self, folder: str, *, readonly: bool = False) -> FolderInfo:
+        imap = self._require()
+        typ, data = self._call(imap.select, _quote(folder), readonly, doing=f"SELECT {folder}")
+        if typ != "OK":
+            reply = _text(data)
+            raise ProtocolError(
+                f"cannot open folder {folder!r}: {reply}", reply=reply, transient="[UNAVAILABLE]" in reply,
+                hint="check the folder name; the connectivity test lists the server's folders",
+            )
+        responses = imap.untagged_responses
+
+        def number(key: str) -> int | None:
+            values = responses.get(key) or []
+            try:
+                return int(_text(values[-1]).split()[0])
+            except (IndexError, ValueError):
+                return None
+
+        self.selected = FolderInfo(
+            name=folder, uidvalidity=number("UIDVALIDITY") or 0, exists=number("EXISTS") or 0,
+            uidnext=number("UIDNEXT"), readonly=readonly,
+        )
+        return self.selected
+
+    def status(self, folder: str) -> dict[str, int]:
+        """MESSAGES, UNSEEN, UIDVALIDITY, UIDNEXT of a folder (lower-case keys)."""
+        imap = self._require()
+        typ, data = self._call(imap.status, _quote(folder), "(MESSAGES UNSEEN UIDVALIDITY UIDNEXT)", doing="STATUS")
+        self._ok(typ, data, f"STATUS {folder}")
+        line = data[-1]
+        if isinstance(line, tuple):
+            line = line[-1]
+        match = _STATUS_ITEMS.search(line or b"")
+        tokens = match.group(1).split() if match else []
+        return {tokens[i].decode().lower(): int(tokens[i + 1]) for i in range(0, len(tokens) - 1, 2) if tokens[i + 1].isdigit()}
+
+    def search_uids(self, *, unseen_only: bool, min_uid: int | None = None) -> list[int]:
+        """UIDs in the selected folder, ascending (optionally only those >= min_uid)."""
+        criteria = ["UNSEEN" if unseen_only else "ALL"]
+        if min_uid:
+            criteria.append(f"UID {int(min_uid)}:*")
+        data = self._uid("SEARCH", *criteria, doing="UID SEARCH")
+        uids = sorted({int(tok) for line in data if line for tok in line.split() if tok.isdigit()})
+        if min_uid:
+            uids = [u for u in uids if u >= min_uid]
+        return uids
+
+    def fetch_sizes(self, uids: list[int]) -> dict[int, int]:
+        """UID -> RFC822.SIZE (absent: the mail is gone)."""
+        sizes: dict[int, int] = {}
+        for uid_set in uid_sets(uids):
+            for line in self._uid("FETCH", uid_set, "(UID RFC822.SIZE)", doing="UID FETCH RFC822.SIZE"):
+                head = line[0] if isinstance(line, tuple) else line
+                m_uid, m_size = _UID.search(head or b""), _SIZE.search(head or b"")
+                if m_uid and m_size:
+                    sizes[int(m_uid.group(1))] = int(m_size.group(1))
+        return sizes
+
+    def _fetch_literals(self, uid_set: str, item: str, doing: str) -> list[tuple[int, bytes]]:
+        data = self._uid("FETCH", uid_set, f"(UID {item})", doing=doing)
+        out: list[tuple[int, bytes]] = []
+        for i, part in enumerate(data):
+            if not isinstance(part, tuple):
+                continue
+            head, literal = part
+            match = _UID.search(head)
+            if match is None and i + 1 < len(data) and isinstance(data[i + 1], bytes):
+                match = _UID.search(data[i + 1])  # UID after the literal
+            if match is not None:
+                out.append((int(match.group(1)), literal))
+        return out
+
+    def fetch_many(self, uids: list[int], *, batch_size: int = 200) -> Iterator[tuple[int, bytes]]:
+        """(UID, raw mail) for small mails, `batch_size` per UID FETCH BODY.PEEK[] command.
+
+        Each batch is read whole into memory: pass big mails to fetch_to() instead.
+        Mails deleted meanwhile are simply absent.
+        """
+        ordered = sorted(set(uids))
+        for start in range(0, len(ordered), batch_size):
+            for uid_set in uid_sets(ordered[start:start + batch_size]):
+                yield from self._fetch_literals(uid_set, "BODY.PEEK[]", "UID FETCH BODY[]")
+
+    def fetch_to(self, uid: int, sink: BinaryIO, *, size: int | None = None, chunk_size: int = 1 << 20) -> int:
+        """Stream one mail into `sink` in BODY.PEEK[]<offset.length> chunks; returns bytes written.
+
+        Memory stays around one chunk whatever the mail's size.
+        """
+        if size is not None and size <= chunk_size:
+            parts = self._fetch_literals(str(uid), "BODY.PEEK[]", "UID FETCH BODY[]")
+            if not parts:
+                raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
+            sink.write(parts[0][1])
+            return len(parts[0][1])
+        offset = 0
+        while True:
+            parts = self._fetch_literals(str(uid), f"BODY.PEEK[]<{offset}.{chunk_size}>", "UID FETCH BODY[] (partial)")
+            chunk = parts[0][1] if parts else b""
+            if not parts and offset == 0:
+                raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
+            if chunk:
+                sink.write(chunk)
+                offset += len(chunk)
+            del parts
+            if len(chunk) < chunk_size:
+                return offset
+
+    def fetch_header(self, uid: int) -> bytes:
+        parts = self._fetch_literals(str(uid), "BODY.PEEK[HEADER]", "UID FETCH BODY[HEADER]")
+        if not parts:
+            raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
+        return parts[0][1]
+
+    def mark_seen(self, uids: list[int]) -> None:
+        for uid_set in uid_sets(uids):
+            self._uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Seen)", doing="UID STORE \\Seen")
+
+    def delete(self, uids: list[int]) -> None:
+        """\\Deleted + UID EXPUNGE (UIDPLUS); without UIDPLUS a plain EXPUNGE, which also removes
+        other mails already flagged \\Deleted in the folder."""
+        if not uids:
+            return
+        for uid_set in uid_sets(uids):
+            self._uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)", doing="UID STORE \\Deleted")
+        if "UIDPLUS" in self.capabilities:
+            for uid_set in uid_sets(uids):
+                self._uid("EXPUNGE", uid_set, doing="UID EXPUNGE")
+        else:
+            imap = self._require()
+            typ, data = self._call(imap.expunge, doing="EXPUNGE")
+            self._ok(typ, data, "EXPUNGE")
+            imap.untagged_responses.pop("EXPUNGE", None)
+
+    def move(self, uids: list[int], folder: str) -> None:
+        """UID MOVE (RFC 6851), else UID COPY + delete. Creates the folder if the server says
+        TRYCREATE."""
+        if not uids:
+            return
+        command = "MOVE" if "MOVE" in self.capabilities else "COPY"
+        for uid_set in uid_sets(uids):
+            try:
+                self._uid(command, uid_set, _quote(folder), doing=f"UID {command}")
+            except ProtocolError as exc:
+                if "TRYCREATE" not in exc.reply:
+                    raise
+                self.create_folder(folder)
+                self._uid(command, uid_set, _quote(folder), doing=f"UID {command}")
+        if command == "COPY":
+            self.delete(uids)
+
+    def create_folder(self, folder: str) -> None:
+        """CREATE; no error when the folder exists already."""
+        imap = self._require()
+        typ, data = self._call(imap.create, _quote(folder), doing="CREATE")
+        if typ == "OK":
+            return
+        reply = _text(data)
+        if "ALREADYEXISTS" in reply.upper() or folder in self.list_folders():
+            return
+        raise ProtocolError(f"cannot create folder {folder!r}: {reply}", reply=reply, transient=False)
+
+    def append(self, folder: str, message: bytes, *, flags: str = "", date_time=None) -> None:
+        """APPEND one mail (e.g. a copy of sent mail)."""
+        imap = self._require()
+        typ, data = self._call(imap.append, _quote(folder), flags or None, date_time, message, doing="APPEND")
+        self._ok(typ, data, f"APPEND to {folder}")
+
+    def noop(self) -> None:
+        imap = self._require()
+        typ, data = self._call(imap.noop, doing="NOOP")
+        self._ok(typ, data, "NOOP")
+
+    def unselect(self) -> None:
+        """Leave the selected folder without expunging (CLOSE would expunge)."""
+        imap = self._require()
+        if imap.state != "SELECTED":
+            return
+        if "UNSELECT" in self.capabilities:
+            typ, data = self._call(imap.unselect, doing="UNSELECT")
+        else:
+            typ, data = self._call(imap.select, _quote(self.selected.name if self.selected else "INBOX"), True, doing="EXAMINE")
+        self.selected = None

@@ -1,0 +1,411 @@
+"""POP3 client: connect, TLS/STLS, USER/PASS, AUTH CRAM-MD5 / PLAIN, APOP, STAT, UIDL, LIST,
+streaming RETR/TOP, DELE.
+
+Built on poplib with a socket we open ourselves. poplib's retr() builds a list of every line
+in memory and refuses lines over 2048 bytes; retr_to() reads the multi-line response itself:
+dot-unstuffed, line endings kept exactly as the server sends them, memory bounded.
+"""
+from __future__ import annotations
+
+import io
+import poplib
+import re
+import socket
+from typing import BinaryIO
+
+from ._base import (
+    Trace,
+    after_tls_handshake_error,
+    auth_failed,
+    b64,
+    b64decode_challenge,
+    cram_md5_response,
+    network_error,
+    open_socket,
+    refuse_plain,
+    sasl_plain,
+    where,
+)
+from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .settings import MailSettings
+from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
+
+__all__ = ["POP3Client", "read_multiline"]
+
+_TIMESTAMP = re.compile(rb"\+OK.*?(<[^<>]*>)")
+_READ = 65536
+_FLUSH = 256 * 1024
+
+
+def read_multiline(reader, sink: BinaryIO) -> int:
+    """Copy a POP3 multi-line response body (after the status line) from `reader` to `sink`.
+
+    Removes the byte-stuffed leading dot of lines (RFC 1939 3.) and stops at the terminating
+    ".CRLF" line; everything else, including bare CR or LF line ends, is kept byte for byte.
+    Lines of any length are fine: a long line is read in pieces. Returns the bytes written.
+    """
+    written = 0
+    pending: list[bytes] = []
+    buffered = 0
+    at_line_start = True
+    readline = reader.readline
+    while True:
+        line = readline(_READ)
+        if not line:
+            raise EOFError("connection closed in the middle of a multi-line response")
+        if at_line_start and line[:1] == b".":
+            if line == b".\r\n" or line == b".\n":
+                break
+            line = line[1:]
+        at_line_start = line[-1:] == b"\n"
+        pending.append(line)
+        buffered += len(line)
+        if buffered >= _FLUSH:
+            sink.write(b"".join(pending))
+            written += buffered
+            pending, buffered = [], 0
+    if pending:
+        sink.write(b"".join(pending))
+        written += buffered
+    return written
+
+
+class _POP3(poplib.POP3):
+    """poplib.POP3 on a socket that is already connected (and maybe TLS-wrapped)."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
+        self._ready_sock = sock
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout):  # poplib hook
+        sock, self._ready_sock = self._ready_sock, None
+        return sock
+
+
+def _text(value) -> str:
+    if isinstance(value, BaseException):
+        value = value.args[0] if value.args else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+class POP3Client:
+    """Context manager: connect, TLS/STLS, CAPA, authenticate. Leaving the block without an
+    error sends QUIT, which applies DELEs; leaving it with an error closes the connection
+    without QUIT, so the server deletes nothing."""
+
+    def __init__(self, settings: MailSettings, password: str | None, *, trace: Trace | None = None) -> None:
+        if settings.protocol != "pop3":
+            raise ValueError(f"POP3Client needs protocol pop3, not {settings.protocol!r}")
+        self.settings = settings
+        self._password = password
+        self.trace = trace if trace is not None else Trace()
+        self._pop: _POP3 | None = None
+        self.capabilities: set[str] = set()
+        self.capabilities_before_tls: set[str] = set()
+        self.sasl_mechanisms: list[str] = []
+        self.capa_supported = False
+        self.tls_info: TLSInfo | None = None
+        self.encrypted = False
+        self.greeting = ""
+        self.apop_timestamp: bytes | None = None
+        self.auth_mechanism = ""
+
+    # --- session ------------------------------------------------------------------------
+
+    def __enter__(self) -> "POP3Client":
+        self.connect()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.quit()
+        else:
+            self.close()
+
+    def connect(self) -> None:
+        s = self.settings
+        sock, self.tls_info = open_socket(s, self.trace)
+        self.encrypted = self.tls_info is not None
+        try:
+            with self.trace.step("greeting") as detail:
+                try:
+                    self._pop = _POP3(sock, s.host, s.effective_port, s.timeout)
+                except poplib.error_proto as exc:
+                    sock.close()
+                    reply = _text(exc)
+                    if reply.startswith("-ERR EOF"):
+                        raise ConnectError(f"the server at {where(s)} closed the connection before greeting", step="greeting") from None
+                    raise ProtocolError(
+                        f"the server at {where(s)} did not greet as a POP3 server: {reply}",
+                        hint="check the port: is it a POP3 port?", step="greeting", transient=False,
+                    ) from None
+                except (OSError, EOFError) as exc:
+                    sock.close()
+                    raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
+                self.greeting = _text(self._pop.welcome)
+                match = _TIMESTAMP.match(self._pop.welcome)
+                self.apop_timestamp = match.group(1) if match else None
+                detail["text"] = self.greeting
+                detail["apop"] = self.apop_timestamp is not None
+            self._read_capabilities()
+            if s.protection in ("starttls_mandatory", "starttls_optional"):
+                self._stls()
+            elif s.protection == "off":
+                self.trace.skip("tls", "protection Off: the connection is not encrypted")
+            with self.trace.step("capabilities") as detail:
+                detail["capabilities"] = sorted(self.capabilities)
+                detail["sasl"] = list(self.sasl_mechanisms)
+                detail["capa_supported"] = self.capa_supported
+                if self.capabilities_before_tls:
+                    detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
+            with self.trace.step("auth") as detail:
+                self._authenticate(detail)
+        except BaseException:
+            self.close()
+            raise
+
+    def quit(self) -> None:
+        """QUIT: the server applies the DELEs of this session. Raises if it could not."""
+        pop = self._pop
+        if pop is None:
+            return
+        try:
+            pop.quit()
+        except poplib.error_proto as exc:
+            self.close()
+            raise ProtocolError(
+                f"the server reported an error at QUIT (deletions may not have been applied): {_text(exc)}",
+                transient=True,
+            ) from None
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise network_error(exc, self.settings, step="command", doing="sending QUIT") from None
+        finally:
+            self._pop = None
+
+    def close(self) -> None:
+        """Drop the connection without QUIT: the server discards this session's DELEs."""
+        pop, self._pop = self._pop, None
+        if pop is not None:
+            try:
+                pop.close()
+            except OSError:
+                pass
+
+    def _read_capabilities(self) -> None:
+        try:
+            caps = self._pop.capa()
+            self.capa_supported = True
+        except poplib.error_proto:
+            caps = {}
+            self.capa_supported = False
+        except UnicodeDecodeError:
+            caps = {}
+        except (OSError, EOFError) as exc:
+            raise network_error(exc, self.settings, step="capabilities", doing="sending CAPA") from None
+        self.capabilities = {k.upper() for k in caps}
+        self.sasl_mechanisms = [m.upper() for m in caps.get("SASL", [])]
+
+    def _stls(self) -> None:
+        s = self.settings
+        with self.trace.step("tls") as detail:
+            detail["mode"] = "STLS"
+            self.capabilities_before_tls = set(self.capabilities)
+            if "STLS" not in self.capabilities:
+                if s.protection == "starttls_mandatory":
+                    raise TLSError(
+                        f"the server at {where(s)} does not offer STLS (STARTTLS for POP3)",
+                        hint="use protection SSL/TLS on the server's POP3S port (995), or STARTTLS optional / Off only on a trusted network",
+                        transient=False,
+                    )
+                detail["_skipped"] = "the server does not offer STLS: continuing unencrypted (STARTTLS optional)"
+                return
+            context = make_ssl_context(s)
+            try:
+                self._pop._shortcmd("STLS")
+                self._pop.sock = context.wrap_socket(self._pop.sock, server_hostname=s.host)
+                self._pop.file = self._pop.sock.makefile("rb")
+                self._pop._tls_established = True
+            except poplib.error_proto as exc:
+                raise TLSError(f"the server refused STLS: {_text(exc)}") from None
+            except (OSError, EOFError, ValueError) as exc:
+                raise after_tls_handshake_error(exc, s, "pop3") from None
+            self.encrypted = True
+            self.tls_info = tls_info_from_socket(self._pop.sock, verified=s.verify_certificate)
+            detail.update(self.tls_info.to_dict())
+        self._read_capabilities()
+
+    # --- authentication -------------------------------------------------------------------
+
+    def _offered(self) -> list[str]:
+        offered = list(self.sasl_mechanisms)
+        if "USER" in self.capabilities:
+            offered.append("USER")
+        if self.apop_timestamp:
+            offered.append("APOP")
+        return offered
+
+    def _authenticate(self, detail: dict) -> None:
+        s = self.settings
+        offered = self._offered()
+        detail["user"] = s.username
+        detail["offered"] = offered
+        if s.authentication == "none":
+            raise MechanismUnavailable(
+                "POP3 needs a user name and password",
+                hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
+                transient=False,
+            )
+        if s.authentication == "encrypted":
+            if "CRAM-MD5" in self.sasl_mechanisms:
+                mechanism = "CRAM-MD5"
+            elif self.apop_timestamp:
+                mechanism = "APOP"
+            else:
+                raise MechanismUnavailable(
+                    f"the server offers neither CRAM-MD5 nor APOP (it offers: {', '.join(offered) or 'nothing'})",
+                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
+                    offered=offered, transient=False,
+                )
+        else:
+            if not self.encrypted and not s.allow_plain_without_tls:
+                raise refuse_plain(s, starttls_offered="STLS" in self.capabilities, label="password (POP3 USER/PASS)")
+            if "USER" in self.capabilities or not self.capa_supported:
+                mechanism = "USER"
+            elif "PLAIN" in self.sasl_mechanisms:
+                mechanism = "PLAIN"
+            else:
+                if not self.encrypted and "STLS" in self.capabilities:
+                    raise MechanismUnavailable(
+                        "the server offers USER/PASS only after STLS",
+                        hint="set protection to STARTTLS mandatory", offered=offered, transient=False,
+                    )
+                raise MechanismUnavailable(
+                    f"the server offers neither USER/PASS nor SASL PLAIN (it offers: {', '.join(offered) or 'nothing'})",
+                    hint="choose Encrypted user/password if the server offers CRAM-MD5 or APOP",
+                    offered=offered, transient=False,
+                )
+        detail["mechanism"] = mechanism
+        self._run_auth(mechanism)
+        self.auth_mechanism = mechanism
+
+    def _run_auth(self, mechanism: str) -> None:
+        s, pop = self.settings, self._pop
+        password = self._password or ""
+        try:
+            if mechanism == "USER":
+                pop.user(s.username)
+                pop.pass_(password)
+            elif mechanism == "APOP":
+                pop.apop(s.username, password)
+            elif mechanism == "PLAIN":
+                pop._shortcmd("AUTH PLAIN " + b64(sasl_plain(s.username, password)))
+            else:
+                pop._putcmd("AUTH CRAM-MD5")
+                line, _ = pop._getline()
+                if not line.startswith(b"+"):
+                    raise poplib.error_proto(line)
+                challenge = b64decode_challenge(line[1:])
+                pop._putcmd(b64(cram_md5_response(s.username, password, challenge)))
+                pop._getresp()
+        except poplib.error_proto as exc:
+            reply = _text(exc)
+            if "[IN-USE]" in reply or "[SYS/TEMP]" in reply:
+                raise MailError(
+                    f"the server cannot open the mailbox of user {s.username} now: {reply}",
+                    hint="another client may hold the mailbox lock; try again later",
+                    step="auth", transient=True,
+                ) from None
+            if reply.startswith("-ERR EOF"):
+                raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
+            raise auth_failed(s, reply, mechanism=mechanism) from None
+        except (OSError, EOFError) as exc:
+            raise network_error(exc, s, step="auth", doing="authenticating") from None
+
+    # --- commands -------------------------------------------------------------------------
+
+    def _require(self) -> _POP3:
+        if self._pop is None:
+            raise ConnectError("the POP3 session is closed", step="command")
+        return self._pop
+
+    def _call(self, fn, *args, doing: str):
+        self._require()
+        try:
+            return fn(*args)
+        except poplib.error_proto as exc:
+            reply = _text(exc)
+            if reply.startswith("-ERR EOF"):
+                self.close()
+                raise ConnectError(f"the server at {where(self.settings)} closed the connection while {doing}", step="command") from None
+            raise ProtocolError(f"POP3 {doing} failed: {reply}", reply=reply, transient=False) from None
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise network_error(exc, self.settings, step="command", doing=doing) from None
+
+    def stat(self) -> tuple[int, int]:
+        """(message count, total size in octets)."""
+        pop = self._require()
+        return self._call(pop.stat, doing="STAT")
+
+    def uidl(self) -> dict[int, str]:
+        """Message number -> unique id. Raises ProtocolError when the server has no UIDL."""
+        pop = self._require()
+        _resp, lines, _octets = self._call(pop.uidl, doing="UIDL")
+        out: dict[int, str] = {}
+        for line in lines:
+            parts = line.split(None, 1)
+            if len(parts) == 2 and parts[0].isdigit():
+                out[int(parts[0])] = parts[1].strip().decode("utf-8", "replace")
+        return out
+
+    def list_sizes(self) -> dict[int, int]:
+        """Message number -> size in octets."""
+        pop = self._require()
+        _resp, lines, _octets = self._call(pop.list, doing="LIST")
+        out: dict[int, int] = {}
+        for line in lines:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+                out[int(parts[0])] = int(parts[1])
+        return out
+
+    def _multiline(self, command: str, sink: BinaryIO, doing: str) -> int:
+        pop = self._require()
+
+        def run() -> int:
+            pop._putcmd(command)
+            pop._getresp()
+            return read_multiline(pop.file, sink)
+
+        return self._call(run, doing=doing)
+
+    def retr_to(self, msgnum: int, sink: BinaryIO) -> int:
+        """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written."""
+        return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}")
+
+    def retr(self, msgnum: int) -> bytes:
+        buffer = io.BytesIO()
+        self.retr_to(msgnum, buffer)
+        return buffer.getvalue()
+
+    def top(self, msgnum: int, lines: int = 0) -> bytes:
+        """The header and the first `lines` body lines."""
+        buffer = io.BytesIO()
+        self._multiline(f"TOP {int(msgnum)} {int(lines)}", buffer, f"TOP {msgnum}")
+        return buffer.getvalue()
+
+    def dele(self, msgnum: int) -> None:
+        """Mark for deletion; applied at QUIT (leaving the context without an error)."""
+        pop = self._require()
+        self._call(pop.dele, msgnum, doing=f"DELE {msgnum}")
+
+    def rset(self) -> None:
+        pop = self._require()
+        self._call(pop.rset, doing="RSET")
+
+    def noop(self) -> None:
+        pop = self._require()
+        self._call(pop.noop, doing="NOOP")
