@@ -7,13 +7,41 @@ from celery import shared_task
 
 
 @shared_task(name="connections.tasks.dispatch_due_polls", ignore_result=True)
-def dispatch_due_polls() -> None:
-    """Placeholder until inbound polling lands."""
+def dispatch_due_polls() -> int:
+    """Beat: one query claims every due connection; one poll task each (published over one
+    broker connection)."""
+    from .services import polling
+
+    ids = polling.claim_due()
+    if ids:
+        with poll_connection.app.producer_or_acquire() as producer:
+            for connection_id in ids:
+                poll_connection.apply_async((connection_id,), producer=producer)
+    return len(ids)
+
+
+@shared_task(name="connections.tasks.poll_connection", ignore_result=True)
+def poll_connection(connection_id: int, trigger: str = "schedule") -> str:
+    """Poll one inbound connection (the mailbox lock makes a duplicate task harmless)."""
+    from .services import polling
+
+    return polling.poll(connection_id=connection_id, trigger=trigger).outcome
+
+
+@shared_task(name="connections.tasks.parse_stored_messages", ignore_result=True)
+def parse_stored_messages(connection_id: int) -> int:
+    """Parse mails that were stored raw (deferred parsing)."""
+    from .services import polling
+
+    return polling.parse_pending(connection_id=connection_id)
 
 
 @shared_task(name="connections.tasks.prune_poll_history", ignore_result=True)
-def prune_poll_history() -> None:
-    """Placeholder until inbound polling lands."""
+def prune_poll_history() -> int:
+    """Delete poll history older than POLL_HISTORY_RETENTION_DAYS."""
+    from .services import polling
+
+    return polling.prune_history()
 
 
 # --- outbound (outbox)

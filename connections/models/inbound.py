@@ -57,6 +57,11 @@ class InboundConnection(ConnectionBase):
     last_error = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     backoff_until = models.DateTimeField(null=True, blank=True)
+    # IMAP: the folder's UIDVALIDITY at the last poll. A change means the server renumbered
+    # the folder; until the re-sync is done, new mails are matched to stored ones by
+    # Message-ID + content hash instead of being stored again.
+    imap_uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY", null=True, blank=True)
+    imap_resync = models.BooleanField("IMAP re-sync in progress", default=False)
 
     class Meta:
         ordering = ["tenant__name", "name"]
@@ -64,13 +69,31 @@ class InboundConnection(ConnectionBase):
         indexes = [models.Index(fields=["enabled", "next_poll_at"], name="inbound_due_idx")]
 
 
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def in_backoff(self) -> bool:
+        from django.utils import timezone
+
+        return bool(self.backoff_until and self.backoff_until > timezone.now())
+
+
 class MailboxLock(models.Model):
-    """At most one poll per mailbox (host + user + folder) across all workers."""
+    """At most one poll per mailbox (host + user + folder) across all workers.
+
+    Taken with a short transaction (unique key); an expired lock (a killed worker) is taken
+    over; the holder's token is required to extend or release it.
+    """
 
     key = models.CharField(max_length=255, unique=True)
     token = models.CharField(max_length=64)
     acquired_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+    holder = models.CharField(max_length=255, blank=True, help_text="host:pid of the poller")
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class PollOutcome(models.TextChoices):
@@ -94,7 +117,17 @@ class PollRun(TenantOwned):
     bytes = models.PositiveBigIntegerField(default=0)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Mails stored but too large to download whole (headers only, marked oversized).
+    oversized = models.PositiveIntegerField(default=0)
+    # Post-processing completed for mails stored by an earlier, interrupted poll.
+    recovered = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["connection", "-started_at"], name="pollrun_conn_idx")]
+        indexes = [
+            models.Index(fields=["connection", "-started_at"], name="pollrun_conn_idx"),
+            models.Index(fields=["started_at"], name="pollrun_started_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.connection} @ {self.started_at:%Y-%m-%d %H:%M:%S} ({self.outcome})"

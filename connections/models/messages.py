@@ -43,6 +43,7 @@ class StoredMessage(TenantOwned):
         indexes = [
             models.Index(fields=["tenant", "-date", "-id"], name="message_tenant_date_idx"),
             models.Index(fields=["connection", "post_processed_at"], name="message_pending_post_idx"),
+            models.Index(fields=["connection", "parsed"], name="message_unparsed_idx"),
         ]
 
     def __str__(self) -> str:

@@ -1,0 +1,64 @@
+"""Mailbox locks: at most one poll per mailbox (host + user + folder) across all workers.
+
+A lock is a MailboxLock row with a unique key, taken in a short transaction of its own.
+It expires after the connection's lock timeout, so a worker that was killed mid-poll
+blocks the mailbox only until then; the holder extends it while it works and deletes it
+(by token) at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..models import MailboxLock
+
+_HOLDER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def mailbox_key(*, host: str, username: str, folder: str) -> str:
+    """The lock key of a mailbox. Different ports or protocols reach the same mailbox."""
+    key = f"{host.strip().lower()}|{username}|{folder or 'INBOX'}"
+    if len(key) > 255:
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
+
+
+def acquire(*, key: str, timeout_seconds: int) -> str | None:
+    """Take the lock; returns its token, or None when someone else holds a live lock."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    expires = now + timedelta(seconds=max(1, timeout_seconds))
+    try:
+        with transaction.atomic():
+            MailboxLock.objects.create(key=key, token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255])
+        return token
+    except IntegrityError:
+        pass
+    # Held: take it over only if it has expired (its holder died or hung). The condition in
+    # the UPDATE makes the take-over atomic: of two pollers, one wins.
+    with transaction.atomic():
+        taken = MailboxLock.objects.filter(key=key, expires_at__lte=now).update(
+            token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255]
+        )
+    return token if taken else None
+
+
+def extend(*, key: str, token: str, timeout_seconds: int) -> bool:
+    """Push the expiry out while the poll is still working. False: the lock was lost."""
+    expires = timezone.now() + timedelta(seconds=max(1, timeout_seconds))
+    return bool(MailboxLock.objects.filter(key=key, token=token).update(expires_at=expires))
+
+
+def release(*, key: str, token: str) -> bool:
+    deleted, _ = MailboxLock.objects.filter(key=key, token=token).delete()
+    return bool(deleted)
+
+
+def holder(*, key: str) -> MailboxLock | None:
+    return MailboxLock.objects.filter(key=key).first()

@@ -1,0 +1,860 @@
+"""Parse a raw mail into headers, bodies and attachments — without ever losing it.
+
+Python's email package (policy.default) does the MIME work; everything it can trip on is
+caught per header and per part. Known traps, all handled here:
+
+- a multipart part without a boundary parses as a non-multipart whose get_content()
+  raises KeyError (we never call get_content(); the part is kept raw as an attachment);
+- unknown charsets (x-unknown, x-mac-cyrillic) raise LookupError (aliases, then a
+  fallback decode, and a recorded problem);
+- broken address/date headers raise AttributeError/ValueError/IndexError on access (the
+  raw header text is decoded instead);
+- get_body() may return a multipart/related container and iter_attachments() yields
+  containers (we walk the tree ourselves);
+- NUL bytes cannot be stored in PostgreSQL text columns (removed from text, noted).
+
+A part that cannot be decoded is kept raw as an attachment, and the message carries a
+list of parse problems. Mails larger than INBOUND_PARSE_IN_MEMORY_MAX are parsed by a
+streaming MIME splitter (`parse_file`) that never holds the whole mail in memory.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import contextvars
+import email.header
+import email.utils
+import hashlib
+import io
+import os
+import quopri
+import re
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone as dt_timezone
+from email import policy
+from email.generator import BytesGenerator
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser, BytesParser
+from typing import BinaryIO, Iterator
+
+MAX_PROBLEMS = 50
+MAX_HEADER_CHARS = 20_000
+
+_HEADER_FIELDS = {
+    "message_id": "Message-ID",
+    "from_header": "From",
+    "to_header": "To",
+    "cc_header": "Cc",
+    "reply_to_header": "Reply-To",
+    "subject": "Subject",
+}
+
+# Charset names seen in the wild that Python's codecs do not know by that name.
+_CHARSET_ALIASES = {
+    "x-unknown": "",
+    "unknown-8bit": "",
+    "x-user-defined": "",
+    "default": "",
+    "x-mac-cyrillic": "mac_cyrillic",
+    "x-mac-roman": "mac_roman",
+    "x-mac-greek": "mac_greek",
+    "x-mac-turkish": "mac_turkish",
+    "x-mac-ce": "mac_latin2",
+    "x-mac-centraleurroman": "mac_latin2",
+    "x-mac-icelandic": "mac_iceland",
+    "macintosh": "mac_roman",
+    "x-sjis": "shift_jis",
+    "x-euc-jp": "euc_jp",
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "x-gbk": "gbk",
+    "gb2312": "gb18030",  # a superset; mails labelled gb2312 often use GBK characters
+    "gbk": "gb18030",
+    "iso-8859-8-i": "iso-8859-8",
+    "windows-874": "cp874",
+    "utf8": "utf-8",
+    "x-utf8": "utf-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "ansi_x3.4-1968": "ascii",
+    "us-ascii": "cp1252",  # 8-bit bytes in "us-ascii" text are nearly always cp1252
+    "ascii": "cp1252",
+    "iso-8859-1": "cp1252",  # as browsers do (WHATWG encoding standard)
+    "latin1": "cp1252",
+}
+
+
+@dataclass
+class ParsedAttachment:
+    filename: str
+    content_type: str
+    inline: bool
+    content_id: str
+    size: int
+    sha256: str
+    # Either the bytes (in-memory parse) or the path of a temporary file (streaming parse).
+    payload: bytes | None = None
+    path: str | None = None
+    raw_kept: bool = False  # True: the part could not be decoded and is its raw body
+
+    def open(self) -> BinaryIO:
+        if self.payload is not None:
+            return io.BytesIO(self.payload)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    def cleanup(self) -> None:
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
+@dataclass
+class ParsedMessage:
+    message_id: str = ""
+    from_header: str = ""
+    to_header: str = ""
+    cc_header: str = ""
+    reply_to_header: str = ""
+    subject: str = ""
+    date: datetime | None = None
+    text_body: str = ""
+    html_body: str = ""
+    attachments: list[ParsedAttachment] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS and text not in self.problems:
+            self.problems.append(_clean_text(text)[:500])
+
+    def header_fields(self) -> dict[str, object]:
+        return {
+            "message_id": self.message_id,
+            "from_header": self.from_header,
+            "to_header": self.to_header,
+            "cc_header": self.cc_header,
+            "reply_to_header": self.reply_to_header,
+            "subject": self.subject,
+            "date": self.date,
+        }
+
+    def cleanup(self) -> None:
+        for att in self.attachments:
+            att.cleanup()
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _clean_text(text: str) -> str:
+    """Text that PostgreSQL accepts: no NUL, no lone surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def _codec_for(charset: str | None) -> str | None:
+    """A Python codec name for a MIME charset, or None when unknown/unusable."""
+    if not charset:
+        return None
+    name = charset.strip().strip('"').strip("'").lower()
+    if name in _CHARSET_ALIASES:
+        return _CHARSET_ALIASES[name] or None
+    for candidate in (name, name.replace("_", "-"), name[2:] if name.startswith("x-") else ""):
+        if not candidate:
+            continue
+        try:
+            return codecs.lookup(candidate).name
+        except LookupError:
+            continue
+    return None
+
+
+def decode_bytes(data: bytes, charset: str | None, problems: ParsedMessage | None = None, where: str = "") -> str:
+    """Decode text in its declared charset, falling back to UTF-8 then cp1252. Never raises."""
+    codec = _codec_for(charset)
+    if charset and codec is None and problems is not None:
+        problems.problem(f"{where}unknown charset {charset!r}; decoded as UTF-8/cp1252")
+    if codec:
+        try:
+            return _clean_text(data.decode(codec))
+        except (UnicodeDecodeError, LookupError):
+            pass
+        except Exception:  # some codecs (utf-7, iso-2022) raise odd errors on garbage
+            pass
+        if codec.startswith("iso2022_jp"):
+            # Microsoft's ISO-2022-JP (CP50220) carries NEC/IBM extension characters that
+            # Python's codec refuses; they decode through Shift_JIS (cp932).
+            try:
+                return _clean_text(_iso2022jp_via_cp932(data))
+            except (UnicodeDecodeError, ValueError):
+                pass
+    if codec != "utf-8":
+        try:
+            return _clean_text(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            pass
+    if codec and problems is not None:
+        problems.problem(f"{where}text is not valid {charset}; decoded with a fallback")
+    if codec and codec != "utf-8":
+        # A multi-byte charset with a few bad bytes: keep the rest readable.
+        try:
+            return _clean_text(data.decode(codec, "replace"))
+        except Exception:
+            pass
+    # Undeclared or mislabelled UTF-8: nearly always Windows-1252/Latin-1 in practice.
+    # cp1252 leaves five bytes undefined; latin-1 maps everything.
+    try:
+        return _clean_text(data.decode("cp1252"))
+    except UnicodeDecodeError:
+        return _clean_text(data.decode("latin-1"))
+
+
+def _iso2022jp_via_cp932(data: bytes) -> str:
+    out = bytearray()
+    mode = "ascii"
+    i, n = 0, len(data)
+    while i < n:
+        b = data[i]
+        if b == 0x1B:
+            seq = data[i + 1:i + 3]
+            if seq in (b"$B", b"$@"):
+                mode = "jis"
+            elif seq in (b"(B", b"(J"):
+                mode = "ascii"
+            elif seq == b"(I":
+                mode = "kana"
+            else:
+                raise ValueError("unknown escape sequence")
+            i += 3
+            continue
+        if mode == "jis" and b not in (0x0A, 0x0D):
+            if i + 1 >= n:
+                raise ValueError("truncated")
+            c1, c2 = b, data[i + 1]
+            if c1 & 1:
+                s2 = c2 + 0x1F
+                if s2 >= 0x7F:
+                    s2 += 1
+            else:
+                s2 = c2 + 0x7E
+            s1 = ((c1 - 0x21) >> 1) + 0x81
+            if s1 > 0x9F:
+                s1 += 0x40
+            out += bytes((s1, s2))
+            i += 2
+            continue
+        out.append(b + 0x80 if mode == "kana" and 0x21 <= b <= 0x5F else b)
+        i += 1
+    return bytes(out).decode("cp932")
+
+
+# The charset the mail declares for its text, set per parse (thread/task safe).
+_HEADER_CHARSET: contextvars.ContextVar[str | None] = contextvars.ContextVar("header_charset", default=None)
+
+
+def _surrogates_to_text(value: str, charset: str | None = None) -> str:
+    """Header text with raw 8-bit bytes (smuggled as surrogates) decoded.
+
+    Raw 8-bit headers carry no charset: UTF-8 first (RFC 6532), then the charset the
+    mail declares for its body, then cp1252.
+    """
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogateescape")
+        try:
+            return _clean_text(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return decode_bytes(raw, charset or _HEADER_CHARSET.get() or "cp1252")
+
+
+def decode_header_value(value: str) -> str:
+    """Decode RFC 2047 encoded words by hand (the fallback when policy.default fails)."""
+    value = _surrogates_to_text(str(value))
+    if "=?" not in value:
+        return _clean_text(" ".join(value.split()) if "\n" in value or "\r" in value else value)
+    try:
+        pieces = email.header.decode_header(value)
+    except Exception:
+        return _clean_text(value)
+    out: list[str] = []
+    for chunk, charset in pieces:
+        if isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, charset or "utf-8"))
+        else:
+            out.append(chunk)
+    # decode_header keeps the whitespace between plain and encoded words inconsistently.
+    text = "".join(out) if len(pieces) > 1 else out[0] if out else ""
+    return _clean_text(" ".join(text.split()))
+
+
+def _header(msg: Message, name: str, result: ParsedMessage) -> str:
+    """One header, decoded; never raises (broken headers fall back to a raw decode)."""
+    try:
+        values = msg.get_all(name)
+    except Exception as exc:  # policy.default parses on access
+        result.problem(f"header {name}: {type(exc).__name__}; raw value decoded instead")
+        values = None
+        for key, raw in msg.raw_items():
+            if key.lower() == name.lower():
+                values = [decode_header_value(raw)]
+                break
+        if values is None:
+            return ""
+    if not values:
+        return ""
+    try:
+        text = ", ".join(str(v) for v in values) if name.lower() in ("to", "cc") else str(values[0])
+    except Exception as exc:
+        result.problem(f"header {name}: {type(exc).__name__}; raw value decoded instead")
+        text = decode_header_value(_raw_header(msg, name))
+    if "=?" in text:  # encoded words the header parser left alone (e.g. inside quotes)
+        text = decode_header_value(text)
+    if "\ufffd" in text or "\x1b" in text:
+        # policy.default replaced raw 8-bit bytes or failed on a charset it does not know
+        # (iso-8859-8-i, CP50220 ISO-2022-JP, GBK labelled gb2312): decode the raw value.
+        raw = _raw_header(msg, name)
+        if raw:
+            again = decode_header_value(raw)
+            if again.count("\ufffd") < text.count("\ufffd") or "\x1b" in text:
+                text = again
+    return _clean_text(_surrogates_to_text(text))[:MAX_HEADER_CHARS]
+
+
+def _raw_header(msg: Message, name: str) -> str:
+    for key, raw in msg.raw_items():
+        if key.lower() == name.lower():
+            return str(raw)
+    return ""
+
+
+def _date(msg: Message, result: ParsedMessage) -> datetime | None:
+    raw = ""
+    try:
+        header = msg.get("Date")
+        if header is None:
+            return None
+        value = getattr(header, "datetime", None)
+        raw = str(header)
+    except Exception:
+        value = None
+        raw = _raw_header(msg, "Date")
+    if value is None and raw:
+        try:
+            value = email.utils.parsedate_to_datetime(raw)
+        except Exception:
+            value = None
+    if value is None:
+        if raw.strip():
+            result.problem(f"unreadable Date header {raw.strip()[:80]!r}")
+        return None
+    if value.tzinfo is None:  # "-0000" or no zone: the RFC says UTC is the best guess
+        value = value.replace(tzinfo=dt_timezone.utc)
+    try:
+        value.astimezone(dt_timezone.utc)
+    except (OverflowError, ValueError):
+        result.problem(f"Date header out of range {raw.strip()[:80]!r}")
+        return None
+    return value
+
+
+def _message_id(msg: Message, result: ParsedMessage) -> str:
+    value = _header(msg, "Message-ID", result).strip()
+    return value[:998]
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def _safe_filename(name: str) -> str:
+    name = _clean_text(name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".") or ""
+    if len(name) > 200:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: 200 - len(ext) - 1] + "." + ext) if dot and len(ext) < 20 else name[:200]
+    return name
+
+
+_EXTENSIONS = {
+    "text/plain": ".txt", "text/html": ".html", "message/rfc822": ".eml", "image/png": ".png",
+    "image/jpeg": ".jpg", "image/gif": ".gif", "application/pdf": ".pdf", "text/calendar": ".ics",
+    "message/delivery-status": ".txt", "text/rfc822-headers": ".txt",
+}
+
+
+def _filename(part: Message, result: ParsedMessage, index: str) -> str:
+    name = ""
+    try:
+        name = part.get_filename() or ""
+    except Exception as exc:
+        result.problem(f"part {index}: unreadable file name ({type(exc).__name__})")
+    if not name:
+        try:
+            name = part.get_param("name", header="content-type") or ""
+            if isinstance(name, tuple):  # RFC 2231 (charset, language, value)
+                name = email.utils.collapse_rfc2231_value(name)
+        except Exception:
+            name = ""
+    name = str(name)
+    if "=?" in name:
+        name = decode_header_value(name)
+    else:
+        name = _surrogates_to_text(name)
+    return _safe_filename(name)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        ctype = part.get_content_type()
+    except Exception:
+        ctype = "application/octet-stream"
+    return _clean_text(ctype)[:255]
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _content_id(part: Message) -> str:
+    try:
+        value = part.get("Content-ID")
+    except Exception:
+        value = _raw_header(part, "Content-ID")
+    if not value:
+        return ""
+    return _clean_text(str(value)).strip().strip("<>").strip()[:255]
+
+
+def _raw_body(part: Message) -> bytes:
+    """The part's body as it was sent (no transfer decoding)."""
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return payload.encode("ascii", "surrogateescape")
+    if isinstance(payload, bytes):
+        return payload
+    return _serialize(part, result_linesep(part))
+
+
+def result_linesep(part: Message) -> str:
+    return getattr(part, "_tenantmail_linesep", "\n")
+
+
+def _serialize(msg: Message, linesep: str = "\n") -> bytes:
+    buf = io.BytesIO()
+    pol = policy.compat32.clone(linesep=linesep)
+    BytesGenerator(buf, mangle_from_=False, maxheaderlen=0, policy=pol).flatten(msg)
+    return buf.getvalue()
+
+
+def _decoded_payload(part: Message, result: ParsedMessage, index: str) -> tuple[bytes, bool]:
+    """Transfer-decoded bytes, or the raw body when decoding fails (flag True)."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception as exc:
+        result.problem(f"part {index}: cannot decode ({type(exc).__name__}); kept raw")
+        return _raw_body(part), True
+    if payload is None:
+        return _raw_body(part), True
+    for defect in getattr(part, "defects", []) or []:
+        name = type(defect).__name__
+        if "Base64" in name or "Padding" in name or "InvalidBase64" in name:
+            result.problem(f"part {index}: {name}")
+    return payload, False
+
+
+def _attachment(part: Message, data: bytes, result: ParsedMessage, index: str, *, raw_kept: bool = False,
+                content_type: str | None = None) -> ParsedAttachment:
+    ctype = content_type or _content_type(part)
+    name = _filename(part, result, index)
+    if not name:
+        if ctype == "message/rfc822":
+            subject = ""
+            try:
+                inner = part.get_payload(0)
+                subject = _header(inner, "Subject", ParsedMessage())
+            except Exception:
+                pass
+            name = _safe_filename(subject)[:100] + ".eml" if subject.strip() else f"message-{index}.eml"
+        else:
+            name = f"part-{index}{_EXTENSIONS.get(ctype, '.bin')}"
+    cid = _content_id(part)
+    disposition = _disposition(part)
+    inline = disposition == "inline" or (disposition is None and bool(cid))
+    return ParsedAttachment(
+        filename=name, content_type=ctype, inline=inline, content_id=cid, size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(), payload=data, raw_kept=raw_kept,
+    )
+
+
+def _text_of(part: Message, result: ParsedMessage, index: str) -> str | None:
+    payload, raw = _decoded_payload(part, result, index)
+    if raw:
+        return None
+    try:
+        charset = part.get_content_charset()
+    except Exception:
+        charset = None
+    return decode_bytes(payload, charset, result, where=f"part {index}: ")
+
+
+def _walk(part: Message, result: ParsedMessage, index: str, *, in_alternative: bool, bodies: dict[str, list[str]]) -> None:
+    ctype = _content_type(part)
+    maintype = ctype.split("/", 1)[0]
+
+    if part.is_multipart():
+        if maintype == "message":
+            # message/rfc822 (and message/delivery-status etc.): one attachment, not its innards.
+            data = b""
+            try:
+                data = b"".join(_serialize(sub, result_linesep(part)) for sub in part.get_payload())
+            except Exception as exc:
+                result.problem(f"part {index}: nested message could not be re-serialised ({type(exc).__name__})")
+                data = _raw_body(part)
+            result.attachments.append(_attachment(part, data, result, index, content_type=ctype))
+            return
+        try:
+            children = list(part.get_payload())
+        except Exception as exc:
+            result.problem(f"part {index}: unreadable multipart ({type(exc).__name__}); kept raw")
+            result.attachments.append(_attachment(part, _raw_body(part), result, index, raw_kept=True))
+            return
+        alternative = ctype == "multipart/alternative"
+        for n, child in enumerate(children, start=1):
+            _walk(child, result, f"{index}.{n}" if index else str(n), in_alternative=alternative, bodies=bodies)
+        return
+
+    if maintype == "multipart":
+        # The boundary is missing or never found: get_content() would raise KeyError.
+        result.problem(f"part {index or '1'}: {ctype} without usable boundary; kept raw")
+        body = _raw_body(part)
+        # Keep the text readable too when nothing else is: the common case is a plain mail
+        # mislabelled as multipart.
+        if not bodies["text"] and body.strip():
+            bodies["text"].append(decode_bytes(body, None))
+        result.attachments.append(
+            _attachment(part, body, result, index or "1", raw_kept=True, content_type="application/octet-stream")
+        )
+        return
+
+    disposition = _disposition(part)
+    filename_given = False
+    try:
+        filename_given = bool(part.get_filename())
+    except Exception:
+        filename_given = True
+    is_body_candidate = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename_given
+    if is_body_candidate:
+        kind = "text" if ctype == "text/plain" else "html"
+        if not (in_alternative and bodies[kind]):
+            text = _text_of(part, result, index or "1")
+            if text is not None:
+                bodies[kind].append(text)
+                return
+        else:
+            return  # a second alternative of the same type: the first one is the body
+    payload, raw = _decoded_payload(part, result, index or "1")
+    result.attachments.append(_attachment(part, payload, result, index or "1", raw_kept=raw))
+
+
+def _declared_charset(msg: Message) -> str | None:
+    try:
+        for part in _iter_parts(msg):
+            if part.get_content_maintype() == "text":
+                charset = part.get_content_charset()
+                if charset and _codec_for(charset) not in (None, "ascii", "utf-8"):
+                    return charset
+    except Exception:
+        pass
+    return None
+
+
+def _headers_into(msg: Message, result: ParsedMessage) -> None:
+    _HEADER_CHARSET.set(_declared_charset(msg))
+    for attr, name in _HEADER_FIELDS.items():
+        if attr == "message_id":
+            result.message_id = _message_id(msg, result)
+        else:
+            setattr(result, attr, _header(msg, name, result))
+    result.date = _date(msg, result)
+
+
+def _defects(msg: Message, result: ParsedMessage) -> None:
+    for part in _iter_parts(msg):
+        for defect in getattr(part, "defects", []) or []:
+            name = type(defect).__name__
+            if name in ("MissingHeaderBodySeparatorDefect",):
+                result.problem("malformed header section (a line without a colon)")
+            elif name in ("StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect", "NoBoundaryInMultipartDefect",
+                          "MultipartInvariantViolationDefect", "InvalidMultipartContentTransferEncodingDefect"):
+                result.problem(name)
+
+
+def _iter_parts(msg: Message) -> Iterator[Message]:
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        yield part
+        if part.is_multipart():
+            try:
+                stack.extend(reversed(part.get_payload()))
+            except Exception:
+                pass
+
+
+def parse_bytes(raw: bytes) -> ParsedMessage:
+    """Parse a whole mail held in memory. Never raises."""
+    result = ParsedMessage()
+    if b"\x00" in raw:
+        result.problem("the mail contains NUL bytes (removed from the decoded text)")
+    try:
+        msg = BytesParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:  # never seen, but a mail must not be lost to a parser bug
+        result.problem(f"the mail could not be parsed ({type(exc).__name__}); kept raw only")
+        result.text_body = decode_bytes(raw[:1_000_000], None)
+        return result
+    linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
+    for part in _iter_parts(msg):
+        part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
+    _headers_into(msg, result)
+    bodies: dict[str, list[str]] = {"text": [], "html": []}
+    try:
+        _walk(msg, result, "", in_alternative=False, bodies=bodies)
+    except RecursionError:
+        result.problem("MIME structure nested too deeply; kept raw")
+    except Exception as exc:
+        result.problem(f"MIME structure unreadable ({type(exc).__name__}); kept raw")
+    _defects(msg, result)
+    result.text_body = "\n".join(t for t in bodies["text"] if t)
+    result.html_body = "\n".join(t for t in bodies["html"] if t)
+    return result
+
+
+# --------------------------------------------------------------------------- streaming parse
+
+_STREAM_TEXT_MAX = 4 * 1024 * 1024  # text bodies larger than this are kept as attachments
+
+
+class _PartSink:
+    """Transfer-decodes one leaf part's body line by line into a temp file."""
+
+    def __init__(self, headers: Message, index: str, tmpdir: str | None) -> None:
+        self.headers = headers
+        self.index = index
+        try:
+            self.cte = str(headers.get("Content-Transfer-Encoding", "") or "").strip().lower()
+        except Exception:
+            self.cte = ""
+        fd, self.path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
+        self.fh = os.fdopen(fd, "wb")
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.b64_rest = b""
+        self.failed = False
+        self.held: bytes | None = None
+        self.preamble = False
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.fh.write(data)
+            self.sha.update(data)
+            self.size += len(data)
+
+    def feed(self, line: bytes) -> None:
+        if self.cte == "base64":
+            chunk = self.b64_rest + re.sub(rb"[^A-Za-z0-9+/=]", b"", line)
+            usable = len(chunk) - len(chunk) % 4
+            self.b64_rest = chunk[usable:]
+            if usable:
+                try:
+                    self._write(binascii.a2b_base64(chunk[:usable]))
+                except binascii.Error:
+                    self.failed = True
+        else:
+            # The line break before a boundary belongs to the boundary: hold the last
+            # line back until the next one arrives.
+            if self.held is not None:
+                self._write_text(self.held)
+            self.held = line
+
+    def _write_text(self, line: bytes) -> None:
+        self._write(quopri.decodestring(line) if self.cte == "quoted-printable" else line)
+
+    def close(self) -> None:
+        if self.held is not None:
+            last = self.held
+            if last.endswith(b"\r\n"):
+                last = last[:-2]
+            elif last.endswith(b"\n"):
+                last = last[:-1]
+            self._write_text(last)
+            self.held = None
+        if self.cte == "base64" and self.b64_rest:
+            rest = self.b64_rest.rstrip(b"=")
+            rest += b"=" * (-len(rest) % 4)
+            try:
+                self._write(base64.b64decode(rest))
+            except binascii.Error:
+                self.failed = True
+        self.fh.close()
+
+
+def parse_file(path: str, *, tmpdir: str | None = None) -> ParsedMessage:
+    """Parse a large mail from a file with bounded memory (streaming MIME splitter).
+
+    Headers are parsed by the email package; bodies are transfer-decoded line by line into
+    temporary files (attachments) or into text (bodies up to a few MB). Never raises.
+    """
+    result = ParsedMessage()
+    try:
+        with open(path, "rb") as fh:
+            _stream_parse(fh, result, tmpdir)
+    except Exception as exc:
+        result.problem(f"the mail could not be fully parsed ({type(exc).__name__}); raw kept")
+    return result
+
+
+def _read_header_block(fh: BinaryIO) -> tuple[bytes, bytes | None]:
+    """Lines up to and including the blank line. Returns (block, first body line or None)."""
+    lines = []
+    total = 0
+    while True:
+        line = fh.readline(1 << 16)
+        if not line:
+            return b"".join(lines), None
+        if line in (b"\r\n", b"\n"):
+            lines.append(line)
+            return b"".join(lines), b""
+        lines.append(line)
+        total += len(line)
+        if total > 4 << 20:  # a "header" section this big is garbage: stop here
+            return b"".join(lines), b""
+
+
+def _stream_parse(fh: BinaryIO, result: ParsedMessage, tmpdir: str | None) -> None:
+    block, _ = _read_header_block(fh)
+    top = BytesHeaderParser(policy=policy.default).parsebytes(block)
+    _headers_into(top, result)
+    bodies: dict[str, list[str]] = {"text": [], "html": []}
+    # Stack of (boundary bytes, in_alternative, index prefix, child counter).
+    stack: list[list] = []
+    current: tuple[Message, str, bool] | None = (top, "", False)
+    sink: _PartSink | None = None
+
+    def open_part(headers: Message, index: str, in_alt: bool) -> None:
+        nonlocal sink
+        ctype = _content_type(headers)
+        if ctype.startswith("multipart/"):
+            boundary = headers.get_boundary()
+            if boundary:
+                stack.append([("--" + boundary).encode("utf-8", "surrogateescape"), ctype == "multipart/alternative", index, 0])
+                # The preamble, kept in case the boundary never comes (then it is the body).
+                sink = _PartSink(headers, index or "1", tmpdir)
+                sink.cte = ""
+                sink.preamble = True
+                return
+            result.problem(f"part {index or '1'}: {ctype} without boundary; kept raw")
+        sink = _PartSink(headers, index or "1", tmpdir)
+
+    def close_part(*, end: bool = False) -> None:
+        nonlocal sink
+        if sink is None:
+            return
+        sink.close()
+        if sink.preamble:
+            if end and sink.size:
+                result.problem(f"part {sink.index}: multipart boundary never found; kept raw")
+                att = _attachment(sink.headers, b"", result, sink.index, raw_kept=True,
+                                  content_type="application/octet-stream")
+                att.payload, att.path, att.size, att.sha256 = None, sink.path, sink.size, sink.sha.hexdigest()
+                result.attachments.append(att)
+            else:
+                os.unlink(sink.path)
+            sink = None
+            return
+        headers, index = sink.headers, sink.index
+        ctype = _content_type(headers)
+        disposition = _disposition(headers)
+        try:
+            named = bool(headers.get_filename())
+        except Exception:
+            named = True
+        in_alt = bool(stack and stack[-1][1])
+        is_body = (ctype in ("text/plain", "text/html") and disposition != "attachment" and not named
+                   and sink.size <= _STREAM_TEXT_MAX and not sink.failed)
+        if is_body:
+            kind = "text" if ctype == "text/plain" else "html"
+            if not (in_alt and bodies[kind]):
+                with open(sink.path, "rb") as part_fh:
+                    data = part_fh.read()
+                try:
+                    charset = headers.get_content_charset()
+                except Exception:
+                    charset = None
+                bodies[kind].append(decode_bytes(data, charset, result, where=f"part {index}: "))
+            os.unlink(sink.path)
+        else:
+            if sink.failed:
+                result.problem(f"part {index}: invalid base64; decoded what could be")
+            att = _attachment(headers, b"", result, index)
+            att.payload = None
+            att.path = sink.path
+            att.size = sink.size
+            att.sha256 = sink.sha.hexdigest()
+            result.attachments.append(att)
+        sink = None
+
+    open_part(top, "", False)
+    for line in iter(lambda: fh.readline(1 << 20), b""):
+        if stack and line.startswith(b"--"):
+            stripped = line.rstrip(b"\r\n").rstrip()
+            matched = None
+            for depth in range(len(stack) - 1, -1, -1):
+                b = stack[depth][0]
+                if stripped == b or stripped == b + b"--":
+                    matched = depth
+                    break
+            if matched is not None:
+                close_part()
+                del stack[matched + 1:]
+                frame = stack[matched]
+                if stripped.endswith(b"--") and stripped == frame[0] + b"--":
+                    stack.pop()
+                    continue
+                frame[3] += 1
+                index = f"{frame[2]}.{frame[3]}" if frame[2] else str(frame[3])
+                block, _ = _read_header_block(fh)
+                headers = BytesHeaderParser(policy=policy.default).parsebytes(block)
+                open_part(headers, index, frame[1])
+                continue
+        if sink is not None:
+            sink.feed(line)
+    close_part(end=True)
+    if stack:
+        result.problem("CloseBoundaryNotFoundDefect")
+    result.text_body = "\n".join(t for t in bodies["text"] if t)
+    result.html_body = "\n".join(t for t in bodies["html"] if t)
+
+
+def parse_headers_only(raw_header: bytes) -> ParsedMessage:
+    """Headers of a mail too large to download (oversized)."""
+    result = ParsedMessage()
+    try:
+        msg = BytesHeaderParser(policy=policy.default).parsebytes(raw_header)
+        _headers_into(msg, result)
+    except Exception as exc:
+        result.problem(f"headers unreadable ({type(exc).__name__})")
+    return result

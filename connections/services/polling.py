@@ -1,0 +1,589 @@
+"""Polling an inbound connection: IMAP or POP3 mails into stored messages, exactly once.
+
+One poll:
+1. short transaction: a PollRun row; the mailbox lock (host + user + folder);
+2. network, no transaction open: connect, log in, select, list what is new;
+3. per batch: fetch -> store and COMMIT (rows + files) -> post-process on the server
+   (mark read / delete / move) -> record post_processed_at;
+4. short transaction: close the PollRun, back off or reset, compute the next run.
+
+Exactly once: a mail is committed before the server is touched. If the worker dies in
+between, the next poll finds rows with post_processed_at NULL and completes their
+post-processing without storing them again (the unique (connection, server_key) constraint
+makes a second insert impossible anyway).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings as dj_settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..errors import TenantMailError
+from ..models import InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, Selection, StoredMessage
+from . import locks, schedule
+from .storage import FetchedMail, StoreOutcome, new_spool_file, store_batch
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_MINUTES = 60
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(dj_settings, name, default))
+
+
+def batch_count() -> int:
+    return _setting("INBOUND_FETCH_BATCH", 200)
+
+
+def batch_bytes() -> int:
+    return _setting("INBOUND_FETCH_BATCH_BYTES", 16 * 1024 * 1024)
+
+
+def stream_threshold() -> int:
+    """Mails larger than this are streamed to a spool file in chunks, never held whole."""
+    return _setting("INBOUND_STREAM_THRESHOLD", 4 * 1024 * 1024)
+
+
+@dataclass
+class PollResult:
+    connection_id: int
+    outcome: str
+    poll_run_id: int | None = None
+    fetched: int = 0
+    stored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    oversized: int = 0
+    recovered: int = 0
+    bytes: int = 0
+    duration_ms: int = 0
+    error: str = ""
+    stored_ids: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (PollOutcome.SUCCESS, PollOutcome.LOCKED)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("stored_ids")
+        return data
+
+    def summary(self) -> str:
+        text = (
+            f"{self.outcome}: fetched {self.fetched}, stored {self.stored}, skipped {self.skipped}, "
+            f"failed {self.failed}"
+        )
+        if self.oversized:
+            text += f", oversized {self.oversized}"
+        if self.recovered:
+            text += f", post-processing completed for {self.recovered} earlier mail(s)"
+        text += f"; {self.bytes} bytes in {self.duration_ms} ms"
+        if self.error:
+            text += f". {self.error}"
+        return text
+
+
+class PollAborted(TenantMailError):
+    """The poll cannot go on (e.g. its mailbox lock was taken over)."""
+
+
+class _Interrupt(BaseException):
+    """Test hook: simulates a worker killed at a chosen point (not an Exception on purpose)."""
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def _credential_and_settings(connection: InboundConnection):
+    """(MailSettings, password) for the connection, through the connection-settings service."""
+    try:
+        from .connection_settings import mail_settings_for, open_credential
+    except ImportError:  # until the connectivity engineer's module lands
+        mail_settings_for, open_credential = _mail_settings_for, _open_credential
+    credential = open_credential(connection)
+    settings = mail_settings_for(connection, credential=credential)
+    return settings, (credential.password if credential is not None else "")
+
+
+def _open_credential(connection: InboundConnection):
+    from .credentials import resolve_deployed
+
+    if connection.authentication == "none":
+        return None
+    if not connection.credential_name:
+        raise TenantMailError(
+            "The connection has no Credential Name.", hint="set the Credential Name of a deployed User Credentials artifact"
+        )
+    return resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name)
+
+
+def _mail_settings_for(connection: InboundConnection, *, credential):
+    from ..mail import MailSettings
+
+    return MailSettings(
+        protocol=connection.protocol, host=connection.host, port=connection.port, protection=connection.protection,
+        authentication=connection.authentication, username=credential.username if credential else "",
+        timeout=float(connection.timeout), verify_certificate=connection.verify_certificate,
+        trusted_ca=connection.trusted_ca, allow_plain_without_tls=connection.allow_plain_without_tls,
+        credential_name=connection.credential_name, credential_version=credential.version if credential else None,
+        folder=connection.folder,
+    )
+
+
+# --------------------------------------------------------------------------- the poll
+
+
+def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = None,
+         _hook: Callable[[str], None] | None = None) -> PollResult:
+    """Run one poll of the connection now. Never raises for mail or server trouble: the
+    outcome and error are in the result and in the PollRun row."""
+    started = time.monotonic()
+    connection = InboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    if parse is None:
+        parse = bool(getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True))
+    run = PollRun.objects.create(
+        tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16], started_at=timezone.now()
+    )
+    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING, poll_run_id=run.pk)
+    hook = _hook or (lambda point: None)
+    key = token = None
+    try:
+        mail_settings, password = _credential_and_settings(connection)
+        folder = connection.folder if connection.protocol == Protocol.IMAP else "INBOX"
+        key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
+        token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
+        if token is None:
+            held = locks.holder(key=key)
+            result.outcome = PollOutcome.LOCKED
+            result.error = "Another poll of this mailbox is running" + (
+                f" (since {held.acquired_at:%H:%M:%S} UTC, lock expires {held.expires_at:%H:%M:%S} UTC)" if held else ""
+            ) + "; skipped."
+        else:
+            lease = _Lease(key, token, connection.lock_timeout)
+            if connection.protocol == Protocol.POP3:
+                _poll_pop3(connection, mail_settings, password, result, parse, lease, hook)
+            else:
+                _poll_imap(connection, mail_settings, password, result, parse, lease, hook)
+            result.outcome = PollOutcome.PARTIAL if result.failed else PollOutcome.SUCCESS
+    except TenantMailError as exc:
+        result.outcome = PollOutcome.FAILED
+        result.error = str(exc)
+    except _Interrupt:
+        raise
+    except Exception as exc:  # a bug or an unexpected server reply: recorded, not lost
+        log.exception("poll of inbound connection %s failed", connection.pk)
+        result.outcome = PollOutcome.FAILED
+        result.error = f"Unexpected error: {type(exc).__name__}: {exc}"
+    finally:
+        if token is not None and key is not None and not _interrupted(result):
+            locks.release(key=key, token=token)
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    _finish(connection, run, result)
+    return result
+
+
+def _interrupted(result: PollResult) -> bool:
+    return result.outcome == PollOutcome.RUNNING
+
+
+class _Lease:
+    """Keeps the mailbox lock alive between batches; aborts when it was lost."""
+
+    def __init__(self, key: str, token: str, timeout: int) -> None:
+        self.key, self.token, self.timeout = key, token, timeout
+        self.last = time.monotonic()
+
+    def renew(self) -> None:
+        if time.monotonic() - self.last < min(30, self.timeout / 4):
+            return
+        if not locks.extend(key=self.key, token=self.token, timeout_seconds=self.timeout):
+            raise PollAborted(
+                "The mailbox lock was taken over by another poll (this poll ran longer than the lock timeout).",
+                hint="raise the connection's lock timeout",
+            )
+        self.last = time.monotonic()
+
+
+def _finish(connection: InboundConnection, run: PollRun, result: PollResult) -> None:
+    now = timezone.now()
+    PollRun.objects.filter(pk=run.pk).update(
+        finished_at=now, outcome=result.outcome, fetched=result.fetched, stored=result.stored,
+        skipped=result.skipped, failed=result.failed, bytes=result.bytes, duration_ms=result.duration_ms,
+        error=result.error[:10000], oversized=result.oversized, recovered=result.recovered,
+    )
+    next_at = None
+    if connection.enabled:
+        try:
+            next_at = schedule.next_run(schedule=schedule.Schedule.of(connection), after=now)
+        except Exception:
+            next_at = None
+    update: dict = {"last_poll_at": now}
+    if result.outcome == PollOutcome.FAILED:
+        failures = connection.consecutive_failures + 1
+        backoff = now + timedelta(minutes=min(2 ** (failures - 1), MAX_BACKOFF_MINUTES))
+        update.update(
+            last_poll_ok=False, last_error=result.error[:10000], consecutive_failures=failures,
+            backoff_until=backoff, next_poll_at=max(next_at, backoff) if next_at else None,
+        )
+    elif result.outcome == PollOutcome.LOCKED:
+        update = {"next_poll_at": next_at}  # not a poll of ours: change nothing else
+    else:
+        update.update(
+            last_poll_ok=True, last_error=result.error[:10000] if result.outcome == PollOutcome.PARTIAL else "",
+            consecutive_failures=0, backoff_until=None, next_poll_at=next_at,
+        )
+    InboundConnection.objects.filter(pk=connection.pk).update(**update)
+
+
+def _record(result: PollResult, outcomes: list[StoreOutcome]) -> list[StoreOutcome]:
+    """Count a stored batch; returns the outcomes whose mail is safely in the database."""
+    done = []
+    for outcome in outcomes:
+        if outcome.status == "stored":
+            result.stored += 1
+            if outcome.pk:
+                result.stored_ids.append(outcome.pk)
+            if outcome.mail.oversized:
+                result.oversized += 1
+            done.append(outcome)
+        elif outcome.status in ("duplicate", "rebound"):
+            result.skipped += 1
+            done.append(outcome)
+        else:
+            result.failed += 1
+            _add_error(result, outcome.error)
+        outcome.mail.cleanup()
+    return done
+
+
+def _add_error(result: PollResult, text: str) -> None:
+    if not text:
+        return
+    lines = result.error.splitlines() if result.error else []
+    if len(lines) < 20:
+        lines.append(text)
+    elif len(lines) == 20:
+        lines.append("… more errors not shown")
+    result.error = "\n".join(lines)
+
+
+def _mark_post_processed(pks: list[int]) -> None:
+    if pks:
+        StoredMessage.objects.filter(pk__in=pks, post_processed_at__isnull=True).update(post_processed_at=timezone.now())
+
+
+# --------------------------------------------------------------------------- IMAP
+
+
+def _imap_post_process(client, connection: InboundConnection, uids: list[int]) -> None:
+    if not uids:
+        return
+    mode = connection.post_processing
+    if mode == PostProcessing.MARK_READ:
+        client.mark_seen(uids)
+    elif mode == PostProcessing.DELETE:
+        client.delete(uids)
+    elif mode in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ):
+        if mode == PostProcessing.MOVE_AND_MARK_READ:
+            client.mark_seen(uids)
+        client.move(uids, connection.archive_folder)
+
+
+def _post_process_safely(fn, result: PollResult, what: str) -> bool:
+    try:
+        fn()
+        return True
+    except TenantMailError as exc:
+        from ..mail.errors import ProtocolError
+
+        if isinstance(exc, ProtocolError) and not exc.transient:
+            _add_error(result, f"Post-processing ({what}) failed: {exc}; it is retried on the next poll.")
+            result.failed += 1
+            return False
+        raise
+
+
+def _poll_imap(connection, mail_settings, password, result: PollResult, parse: bool, lease: _Lease, hook) -> None:
+    from ..mail.imap import IMAPClient
+
+    mode = connection.post_processing
+    if mode in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ) and not connection.archive_folder.strip():
+        raise TenantMailError(
+            "Post-processing moves mails to an archive folder, but no archive folder is set.",
+            hint="set the archive folder of the connection, or choose another post-processing",
+        )
+    with IMAPClient(mail_settings, password) as client:
+        info = client.select(connection.folder)
+        uidvalidity = int(info.uidvalidity)
+        if connection.imap_uidvalidity is not None and connection.imap_uidvalidity != uidvalidity:
+            # The server renumbered the folder: every UID we know is void. Re-sync: new
+            # mails are matched to stored ones by Message-ID + content hash.
+            log.warning("inbound %s: UIDVALIDITY changed %s -> %s; re-syncing", connection.pk,
+                        connection.imap_uidvalidity, uidvalidity)
+            connection.imap_resync = True
+            _add_error(result, f"The folder's UIDVALIDITY changed ({connection.imap_uidvalidity} -> {uidvalidity}); "
+                               "mails are matched to stored ones by Message-ID and content instead of UID.")
+        if connection.imap_uidvalidity != uidvalidity or connection.imap_resync:
+            connection.imap_uidvalidity = uidvalidity
+            InboundConnection.objects.filter(pk=connection.pk).update(
+                imap_uidvalidity=uidvalidity, imap_resync=connection.imap_resync
+            )
+        if mode in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ):
+            client.create_folder(connection.archive_folder)
+
+        # 1. Mails stored by an earlier poll that died before post-processing them.
+        pending = list(
+            StoredMessage.objects.filter(
+                connection=connection, post_processed_at__isnull=True, uidvalidity=uidvalidity
+            ).values_list("pk", "uid")[:10000]
+        )
+        if pending:
+            for start in range(0, len(pending), 500):
+                chunk = pending[start:start + 500]
+                if _post_process_safely(lambda: _imap_post_process(client, connection, [u for _, u in chunk]),
+                                        result, "earlier mails"):
+                    _mark_post_processed([pk for pk, _ in chunk])
+                    result.recovered += len(chunk)
+
+        # 2. What is new.
+        uids = client.search_uids(unseen_only=connection.selection == Selection.UNREAD)
+        known: set[int] = set()
+        for start in range(0, len(uids), 5000):
+            chunk = uids[start:start + 5000]
+            known.update(
+                StoredMessage.objects.filter(connection=connection, uidvalidity=uidvalidity, uid__in=chunk)
+                .values_list("uid", flat=True)
+            )
+        new = [u for u in uids if u not in known]
+        result.skipped += len(uids) - len(new)
+        more_waiting = len(new) > connection.max_messages
+        new = new[: connection.max_messages]
+        if not new:
+            if connection.imap_resync and not more_waiting:
+                _end_resync(connection)
+            return
+        sizes = client.fetch_sizes(new)
+
+        # 3. Fetch in batches; store + commit; then post-process.
+        small_batch: list[int] = []
+        small_bytes = 0
+
+        def flush(batch_uids: list[int], mails: list[FetchedMail]) -> None:
+            outcomes = store_batch(connection=connection, mails=mails, parse=parse)
+            hook("stored")
+            done = _record(result, outcomes)
+            uids_done = [o.mail.uid for o in done]
+            pks_done = [o.pk for o in done if o.pk]
+            if mode != PostProcessing.KEEP and uids_done:
+                if _post_process_safely(lambda: _imap_post_process(client, connection, uids_done), result, "new mails"):
+                    _mark_post_processed(pks_done)
+            elif mode == PostProcessing.KEEP:
+                _mark_post_processed(pks_done)
+            hook("post_processed")
+            lease.renew()
+
+        def fetch_small(batch_uids: list[int]) -> None:
+            mails = []
+            for uid, data in client.fetch_many(batch_uids):
+                result.fetched += 1
+                result.bytes += len(data)
+                mails.append(FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)),
+                                         data=data, uidvalidity=uidvalidity, uid=uid))
+            flush(batch_uids, mails)
+
+        for uid in new:
+            size = sizes.get(uid)
+            if size is None:
+                continue  # expunged meanwhile
+            if size > connection.max_message_size:
+                header = client.fetch_header(uid)
+                result.fetched += 1
+                result.bytes += len(header)
+                flush([uid], [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=size, data=header,
+                                          uidvalidity=uidvalidity, uid=uid, oversized=True)])
+                continue
+            if size > stream_threshold():
+                fh, path = new_spool_file()
+                try:
+                    with fh:
+                        written = client.fetch_to(uid, fh, size=size)
+                except BaseException:
+                    os.unlink(path)
+                    raise
+                result.fetched += 1
+                result.bytes += written
+                flush([uid], [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=size, path=path,
+                                          uidvalidity=uidvalidity, uid=uid)])
+                continue
+            small_batch.append(uid)
+            small_bytes += size
+            if len(small_batch) >= batch_count() or small_bytes >= batch_bytes():
+                fetch_small(small_batch)
+                small_batch, small_bytes = [], 0
+        if small_batch:
+            fetch_small(small_batch)
+        if connection.imap_resync and not more_waiting and not result.failed:
+            _end_resync(connection)
+
+
+def _end_resync(connection: InboundConnection) -> None:
+    connection.imap_resync = False
+    InboundConnection.objects.filter(pk=connection.pk).update(imap_resync=False)
+
+
+# --------------------------------------------------------------------------- POP3
+
+
+def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: bool, lease: _Lease, hook) -> None:
+    from ..mail.pop3 import POP3Client
+
+    delete = connection.post_processing == PostProcessing.DELETE
+    to_mark: list[int] = []  # StoredMessage pks whose DELE takes effect at QUIT
+    with POP3Client(mail_settings, password) as client:
+        listing = client.uidl()  # msgnum -> uidl
+        by_uidl = {uidl: num for num, uidl in listing.items()}
+        known: dict[str, tuple[int, bool]] = {}
+        uidls = list(by_uidl)
+        for start in range(0, len(uidls), 5000):
+            chunk = uidls[start:start + 5000]
+            for pk, uidl, done in StoredMessage.objects.filter(connection=connection, uidl__in=chunk).values_list(
+                "pk", "uidl", "post_processed_at"
+            ):
+                known[uidl] = (pk, done is not None)
+        # 1. Stored earlier, not yet deleted (the worker died before QUIT).
+        if delete:
+            for uidl, (pk, done) in known.items():
+                if not done:
+                    client.dele(by_uidl[uidl])
+                    to_mark.append(pk)
+                    result.recovered += 1
+        # Pending rows whose mail is no longer on the server: nothing left to do.
+        gone = StoredMessage.objects.filter(connection=connection, post_processed_at__isnull=True).exclude(
+            uidl__in=uidls
+        ).values_list("pk", flat=True)[:10000]
+        _mark_post_processed(list(gone))
+
+        new = [(num, uidl) for num, uidl in sorted(listing.items()) if uidl not in known]
+        result.skipped += len(listing) - len(new)
+        new = new[: connection.max_messages]
+        sizes = client.list_sizes() if new else {}
+
+        batch: list[FetchedMail] = []
+        batch_size = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_size
+            outcomes = store_batch(connection=connection, mails=batch, parse=parse)
+            hook("stored")
+            done = _record(result, outcomes)
+            if delete:
+                for outcome in done:
+                    client.dele(outcome.mail.msgnum)
+                    if outcome.pk:
+                        to_mark.append(outcome.pk)
+            else:
+                _mark_post_processed([o.pk for o in done if o.pk])
+            batch, batch_size = [], 0
+            lease.renew()
+
+        for num, uidl in new:
+            size = sizes.get(num, 0)
+            key = f"pop3:{uidl}"
+            if size > connection.max_message_size:
+                data = client.top(num, 0)
+                result.fetched += 1
+                result.bytes += len(data)
+                batch.append(FetchedMail(server_key=key, size=size, data=data, uidl=uidl, msgnum=num, oversized=True))
+            elif size > stream_threshold():
+                fh, path = new_spool_file()
+                try:
+                    with fh:
+                        written = client.retr_to(num, fh)
+                except BaseException:
+                    os.unlink(path)
+                    raise
+                result.fetched += 1
+                result.bytes += written
+                batch.append(FetchedMail(server_key=key, size=size, path=path, uidl=uidl, msgnum=num))
+            else:
+                import io
+
+                buf = io.BytesIO()
+                client.retr_to(num, buf)
+                data = buf.getvalue()
+                result.fetched += 1
+                result.bytes += len(data)
+                batch.append(FetchedMail(server_key=key, size=size or len(data), data=data, uidl=uidl, msgnum=num))
+            batch_size += size
+            if len(batch) >= batch_count() or batch_size >= batch_bytes():
+                flush()
+        if batch:
+            flush()
+        hook("before_quit")
+    # QUIT succeeded: the deletions are done on the server.
+    _mark_post_processed(to_mark)
+    hook("post_processed")
+
+
+# --------------------------------------------------------------------------- dispatch & housekeeping
+
+
+@dataclass
+class DispatchResult:
+    dispatched: int
+    connection_ids: list[int]
+
+
+def due_connections(*, now: datetime | None = None):
+    now = now or timezone.now()
+    return InboundConnection.objects.filter(enabled=True).filter(
+        Q(next_poll_at__lte=now) | Q(next_poll_at__isnull=True)
+    ).filter(Q(backoff_until__isnull=True) | Q(backoff_until__lte=now))
+
+
+def claim_due(*, now: datetime | None = None, limit: int | None = None) -> list[int]:
+    """Claim the due connections in one short transaction: one SELECT (skipping rows another
+    dispatcher holds) and one UPDATE that pushes their next_poll_at out by the claim horizon,
+    so that a slow queue never gets the same poll twice. The poll sets the real next run."""
+    now = now or timezone.now()
+    horizon = now + timedelta(seconds=_setting("POLL_DISPATCH_CLAIM_SECONDS", 1800))
+    limit = limit or _setting("POLL_DISPATCH_MAX", 50000)
+    with transaction.atomic():
+        ids = list(
+            due_connections(now=now).order_by().select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            InboundConnection.objects.filter(pk__in=ids).update(next_poll_at=horizon)
+    return ids
+
+
+def prune_history(*, days: int | None = None) -> int:
+    days = days if days is not None else _setting("POLL_HISTORY_RETENTION_DAYS", 30)
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = PollRun.objects.filter(started_at__lt=cutoff).exclude(outcome=PollOutcome.RUNNING).delete()
+    # A RUNNING row this old belongs to a worker that died: close it.
+    PollRun.objects.filter(started_at__lt=cutoff, outcome=PollOutcome.RUNNING).update(
+        outcome=PollOutcome.FAILED, finished_at=timezone.now(), error="The worker stopped during this poll."
+    )
+    return deleted
+
+
+def parse_pending(*, connection_id: int, limit: int = 500) -> int:
+    """Parse mails stored raw (INBOUND_PARSE_DURING_POLL off, or a worker that died)."""
+    from .storage import parse_stored
+
+    n = 0
+    for pk in StoredMessage.objects.filter(connection_id=connection_id, parsed=False).values_list("pk", flat=True)[:limit]:
+        if parse_stored(message_id=pk):
+            n += 1
+    return n

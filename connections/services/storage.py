@@ -1,0 +1,350 @@
+"""Storing fetched mails: raw bytes and attachments in file storage, rows in the database.
+
+The database uniqueness constraint on (connection, server_key) is the exactly-once guard:
+files are written first (outside any transaction), then one short transaction inserts the
+rows of a whole batch. A mail that is already stored (the constraint fires) is counted as
+skipped and its freshly written files are removed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterable
+
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from ..models import Attachment, InboundConnection, PostProcessing, StoredMessage
+from . import parsing
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+def spool_dir() -> str:
+    """Where large mails are streamed to: inside MEDIA_ROOT when storage is local, so that
+    saving the finished file is a rename, not a copy."""
+    location = getattr(default_storage, "location", None)
+    base = os.path.join(location, ".incoming") if location else os.path.join(tempfile.gettempdir(), "tenantmail-incoming")
+    os.makedirs(base, exist_ok=True)
+    return base
+
+
+def new_spool_file() -> tuple[BinaryIO, str]:
+    fd, path = tempfile.mkstemp(prefix="mail-", suffix=".eml", dir=spool_dir())
+    return os.fdopen(fd, "w+b"), path
+
+
+class _SpooledFile(File):
+    """A finished temp file: FileSystemStorage moves it into place instead of copying."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(open(path, "rb"), name=os.path.basename(path))
+        self._path = path
+
+    def temporary_file_path(self) -> str:
+        return self._path
+
+
+@dataclass
+class FetchedMail:
+    """One mail as the server handed it out, in memory or in a spool file."""
+
+    server_key: str
+    size: int  # the size on the server
+    data: bytes | None = None
+    path: str | None = None
+    uidvalidity: int | None = None
+    uid: int | None = None
+    uidl: str = ""
+    msgnum: int | None = None  # POP3 message number in this session
+    oversized: bool = False  # data holds only the header section
+
+    def sha256(self) -> str:
+        if self.data is not None:
+            return hashlib.sha256(self.data).hexdigest()
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as fh:  # type: ignore[arg-type]
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    @property
+    def stored_size(self) -> int:
+        if self.data is not None:
+            return len(self.data)
+        return os.path.getsize(self.path)  # type: ignore[arg-type]
+
+    def cleanup(self) -> None:
+        if self.path:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.path = None
+
+
+@dataclass
+class StoreOutcome:
+    mail: FetchedMail
+    status: str  # stored | duplicate | rebound | failed
+    pk: int | None = None  # the StoredMessage
+    error: str = ""
+
+
+@dataclass
+class _Prepared:
+    mail: FetchedMail
+    sha: str
+    parsed: parsing.ParsedMessage | None
+    raw_name: str = ""
+    attachment_names: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _dated(prefix: str) -> str:
+    return timezone.now().strftime(f"{prefix}/%Y/%m/%d/")
+
+
+def _save_raw(mail: FetchedMail) -> str:
+    name = _dated("raw") + f"{uuid.uuid4().hex}.eml"
+    if mail.data is not None:
+        return default_storage.save(name, ContentFile(mail.data))
+    content = _SpooledFile(mail.path)  # type: ignore[arg-type]
+    try:
+        saved = default_storage.save(name, content)
+    finally:
+        content.close()
+    if not os.path.exists(mail.path):  # moved into place
+        mail.path = None
+    return saved
+
+
+def _save_attachment(att: parsing.ParsedAttachment) -> str:
+    base = get_valid_filename(att.filename)[:80] if att.filename else ""
+    name = _dated("attachments") + f"{uuid.uuid4().hex}" + (f"-{base}" if base else "")
+    if att.payload is not None:
+        return default_storage.save(name, ContentFile(att.payload))
+    content = _SpooledFile(att.path)  # type: ignore[arg-type]
+    try:
+        saved = default_storage.save(name, content)
+    finally:
+        content.close()
+    if not os.path.exists(att.path):
+        att.path = None
+    return saved
+
+
+def _delete_files(names: Iterable[str]) -> None:
+    for name in names:
+        if name:
+            try:
+                default_storage.delete(name)
+            except Exception:  # a leftover file is harmless; a crash here is not
+                log.warning("could not remove orphan file %s", name)
+
+
+def parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+    if mail.oversized:
+        parsed = parsing.parse_headers_only(mail.data or b"")
+        parsed.problem(f"oversized: {mail.size} bytes on the server; only the headers were downloaded")
+        return parsed
+    if mail.data is not None:
+        return parsing.parse_bytes(mail.data)
+    return parsing.parse_file(mail.path, tmpdir=spool_dir())  # type: ignore[arg-type]
+
+
+def _message_row(connection: InboundConnection, prep: _Prepared, now, *, post_done: bool) -> StoredMessage:
+    mail, parsed = prep.mail, prep.parsed
+    row = StoredMessage(
+        tenant_id=connection.tenant_id, connection=connection, server_key=mail.server_key,
+        uidvalidity=mail.uidvalidity, uid=mail.uid, uidl=mail.uidl, size=mail.size, fetched_at=now,
+        raw_sha256=prep.sha, oversized=mail.oversized, post_processed_at=now if post_done else None,
+    )
+    row.raw.name = prep.raw_name
+    if parsed is not None:
+        for key, value in parsed.header_fields().items():
+            setattr(row, key, value)
+        row.text_body = parsed.text_body
+        row.html_body = parsed.html_body
+        row.has_attachments = bool(parsed.attachments)
+        row.parse_problems = parsed.problems
+        row.parsed = True
+    return row
+
+
+def _attachment_rows(connection: InboundConnection, message: StoredMessage, prep: _Prepared) -> list[Attachment]:
+    rows = []
+    assert prep.parsed is not None
+    for att, name in zip(prep.parsed.attachments, prep.attachment_names):
+        row = Attachment(
+            tenant_id=connection.tenant_id, message=message, filename=att.filename[:255],
+            content_type=att.content_type[:255], size=att.size, sha256=att.sha256, inline=att.inline,
+            content_id=att.content_id[:255],
+        )
+        row.file.name = name
+        rows.append(row)
+    return rows
+
+
+def no_server_action(connection: InboundConnection) -> bool:
+    """Post-processing that needs nothing from the server (keep)."""
+    return connection.post_processing == PostProcessing.KEEP
+
+
+def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], parse: bool = True) -> list[StoreOutcome]:
+    """Store a batch of fetched mails; one transaction for the rows. Never raises for one mail."""
+    outcomes: dict[int, StoreOutcome] = {}
+    prepared: list[_Prepared] = []
+    for index, mail in enumerate(mails):
+        try:
+            sha = mail.sha256()
+            parsed = parse_mail(mail) if parse else None
+            prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed))
+        except Exception as exc:  # e.g. the spool file vanished
+            log.exception("could not prepare mail %s", mail.server_key)
+            outcomes[index] = StoreOutcome(mail, "failed", error=f"{mail.server_key}: {type(exc).__name__}: {exc}")
+
+    # UIDVALIDITY changed: a mail already stored under the old numbering is re-bound to its
+    # new identity instead of being stored twice (Message-ID + content hash).
+    rebound: list[tuple[_Prepared, StoredMessage]] = []
+    if connection.imap_resync and prepared:
+        old = {}
+        for row in StoredMessage.objects.filter(
+            connection=connection, raw_sha256__in=[p.sha for p in prepared]
+        ).exclude(uidvalidity=mails[0].uidvalidity).only("id", "raw_sha256", "message_id", "server_key"):
+            old.setdefault(row.raw_sha256, []).append(row)
+        remaining = []
+        for prep in prepared:
+            candidates = old.get(prep.sha) or []
+            msgid = prep.parsed.message_id if prep.parsed else None
+            match = next((r for r in candidates if msgid is None or r.message_id == msgid), None)
+            if match is not None:
+                candidates.remove(match)
+                rebound.append((prep, match))
+            else:
+                remaining.append(prep)
+        prepared = remaining
+
+    for prep in prepared:
+        try:
+            prep.raw_name = _save_raw(prep.mail)
+            if prep.parsed is not None:
+                for att in prep.parsed.attachments:
+                    prep.attachment_names.append(_save_attachment(att))
+        except Exception as exc:
+            log.exception("could not write files of mail %s", prep.mail.server_key)
+            prep.error = f"{prep.mail.server_key}: cannot write to storage: {type(exc).__name__}: {exc}"
+        finally:
+            if prep.parsed is not None:
+                prep.parsed.cleanup()
+
+    good = [p for p in prepared if not p.error]
+    now = timezone.now()
+    post_done = no_server_action(connection)
+    results: list[StoreOutcome] = []
+    try:
+        with transaction.atomic():
+            _insert(connection, good, now, post_done, results)
+            for prep, row in rebound:
+                StoredMessage.objects.filter(pk=row.pk).update(
+                    server_key=prep.mail.server_key, uidvalidity=prep.mail.uidvalidity, uid=prep.mail.uid,
+                    post_processed_at=now if post_done else None,
+                )
+                results.append(StoreOutcome(prep.mail, "rebound", row.pk))
+    except IntegrityError:
+        # Another poll stored one of them (only possible without the lock, e.g. a lock
+        # taken over too early): insert one by one, each in its own savepoint.
+        results = []
+        for prep in good:
+            try:
+                with transaction.atomic():
+                    _insert(connection, [prep], now, post_done, results)
+            except IntegrityError:
+                _delete_files([prep.raw_name, *prep.attachment_names])
+                results.append(StoreOutcome(prep.mail, "duplicate"))
+        for prep, row in rebound:
+            try:
+                with transaction.atomic():
+                    StoredMessage.objects.filter(pk=row.pk).update(
+                        server_key=prep.mail.server_key, uidvalidity=prep.mail.uidvalidity, uid=prep.mail.uid,
+                        post_processed_at=now if post_done else None,
+                    )
+                results.append(StoreOutcome(prep.mail, "rebound", row.pk))
+            except IntegrityError:
+                results.append(StoreOutcome(prep.mail, "duplicate"))
+    for prep in prepared:
+        if prep.error:
+            _delete_files([prep.raw_name, *prep.attachment_names])
+            results.append(StoreOutcome(prep.mail, "failed", error=prep.error))
+    results.extend(outcomes.values())
+    return results
+
+
+def _insert(connection, preps: list[_Prepared], now, post_done: bool, results: list[StoreOutcome]) -> None:
+    if not preps:
+        return
+    rows = StoredMessage.objects.bulk_create([_message_row(connection, p, now, post_done=post_done) for p in preps])
+    attachments: list[Attachment] = []
+    for prep, row in zip(preps, rows):
+        if prep.parsed is not None and prep.attachment_names:
+            attachments.extend(_attachment_rows(connection, row, prep))
+        results.append(StoreOutcome(prep.mail, "stored", row.pk))
+    if attachments:
+        Attachment.objects.bulk_create(attachments, batch_size=500)
+
+
+def parse_stored(*, message_id: int) -> bool:
+    """Parse a message stored raw (deferred parsing). Returns True when it was parsed now."""
+    msg = StoredMessage.objects.select_related("connection").get(pk=message_id)
+    if msg.parsed:
+        return False
+    mail = FetchedMail(server_key=msg.server_key, size=msg.size, oversized=msg.oversized)
+    if msg.size > settings_parse_in_memory_max() and not msg.oversized:
+        fh, path = new_spool_file()
+        with fh, msg.raw.open("rb") as src:
+            for chunk in iter(lambda: src.read(_CHUNK), b""):
+                fh.write(chunk)
+        mail.path = path
+    else:
+        with msg.raw.open("rb") as src:
+            mail.data = src.read()
+    try:
+        parsed = parse_mail(mail)
+    finally:
+        mail.cleanup()
+    names = []
+    try:
+        for att in parsed.attachments:
+            names.append(_save_attachment(att))
+    finally:
+        parsed.cleanup()
+    with transaction.atomic():
+        locked = StoredMessage.objects.select_for_update().get(pk=message_id)
+        if locked.parsed:
+            _delete_files(names)
+            return False
+        for key, value in parsed.header_fields().items():
+            setattr(locked, key, value)
+        locked.text_body, locked.html_body = parsed.text_body, parsed.html_body
+        locked.has_attachments = bool(parsed.attachments)
+        locked.parse_problems = parsed.problems
+        locked.parsed = True
+        locked.save()
+        prep = _Prepared(mail=mail, sha=locked.raw_sha256, parsed=parsed, attachment_names=names)
+        Attachment.objects.bulk_create(_attachment_rows(locked.connection, locked, prep))
+    return True
+
+
+def settings_parse_in_memory_max() -> int:
+    return int(getattr(settings, "INBOUND_PARSE_IN_MEMORY_MAX", 8 * 1024 * 1024))
