@@ -1,0 +1,361 @@
+"""The connection-setup checklist and the readiness it gives (issue 7).
+
+`evaluate(connection)` lists what is done and what is missing for one connection;
+`evaluate_many(connections)` does the same for a list with one query for all the
+User Credentials artifacts involved (no query per row). The readiness follows from the
+items: any failed item -> Blocked, else any warning -> Needs attention, else Ready.
+
+Nothing here opens a socket: the connectivity item reports the last recorded test.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+from urllib.parse import urlencode
+
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
+
+from ..models import (
+    Authentication,
+    InboundConnection,
+    OutboundConnection,
+    PostProcessing,
+    Protection,
+    Protocol,
+    Readiness,
+    Selection,
+    UserCredential,
+)
+
+Connection = Union[InboundConnection, OutboundConnection]
+
+OK, WARN, FAIL = "ok", "warn", "fail"
+SYMBOLS = {OK: "✓", WARN: "⚠", FAIL: "✗"}
+_RANK = {OK: 0, WARN: 1, FAIL: 2}
+
+AUTH_DESCRIPTIONS = {
+    Authentication.ENCRYPTED: "User name and password are hashed before being sent to the server",
+    Authentication.PLAIN: "User name and password are sent in plain text (only use together with SSL or TLS)",
+    Authentication.NONE: "No user name and password are sent; the server must accept the connection without login",
+}
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    state: str  # "ok" | "warn" | "fail"
+    label: str
+    detail: str = ""
+    link: str = ""
+    link_label: str = ""
+
+    @property
+    def symbol(self) -> str:
+        return SYMBOLS[self.state]
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "key": self.key, "state": self.state, "label": self.label, "detail": self.detail,
+            "link": self.link, "link_label": self.link_label,
+        }
+
+
+@dataclass
+class Evaluation:
+    connection: Connection
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.connection)
+
+    @property
+    def readiness(self) -> Readiness:
+        worst = max((_RANK[i.state] for i in self.items), default=0)
+        return (Readiness.READY, Readiness.NEEDS_ATTENTION, Readiness.BLOCKED)[worst]
+
+    @property
+    def problems(self) -> list[Item]:
+        """Items that are not ok, failures first."""
+        return sorted((i for i in self.items if i.state != OK), key=lambda i: -_RANK[i.state])
+
+    def item(self, key: str) -> Item | None:
+        return next((i for i in self.items if i.key == key), None)
+
+    def as_dict(self) -> dict:
+        c = self.connection
+        return {
+            "tenant": c.tenant.slug if _tenant_loaded(c) else c.tenant_id,
+            "kind": self.kind, "name": c.name, "id": c.pk,
+            "readiness": self.readiness.value, "readiness_label": self.readiness.label,
+            "items": [i.as_dict() for i in self.items],
+        }
+
+
+def kind_of(connection: Connection) -> str:
+    return "inbound" if isinstance(connection, InboundConnection) else "outbound"
+
+
+def _tenant_loaded(c: Connection) -> bool:
+    return c._meta.get_field("tenant").is_cached(c)
+
+
+# --------------------------------------------------------------------------- public API
+
+def evaluate(connection: Connection, *, credentials: dict[tuple[int, str], UserCredential] | None = None) -> list[Item]:
+    """The checklist items of one connection, in the documented order."""
+    return _evaluate(connection, _credentials_for([connection]) if credentials is None else credentials).items
+
+
+def evaluation(connection: Connection) -> Evaluation:
+    return _evaluate(connection, _credentials_for([connection]))
+
+
+def readiness(connection: Connection) -> Readiness:
+    return evaluation(connection).readiness
+
+
+def evaluate_many(connections: Iterable[Connection]) -> list[Evaluation]:
+    """Evaluations for many connections with one query for all their credentials."""
+    conns = list(connections)
+    creds = _credentials_for(conns)
+    return [_evaluate(c, creds) for c in conns]
+
+
+def connections_for(*, tenant_ids: Sequence[int] | None) -> list[Connection]:
+    """Every inbound and outbound connection of the tenants (all when None), tenant loaded."""
+    out: list[Connection] = []
+    for model in (InboundConnection, OutboundConnection):
+        qs = model.objects.select_related("tenant").order_by("tenant__slug", "name")
+        if tenant_ids is not None:
+            qs = qs.filter(tenant_id__in=list(tenant_ids))
+        out.extend(qs)
+    return out
+
+
+def ids_with_readiness(queryset, value: str) -> list[int]:
+    """Primary keys of the connections in `queryset` whose readiness is `value` (list filter)."""
+    return [e.connection.pk for e in evaluate_many(queryset) if e.readiness == value]
+
+
+# --------------------------------------------------------------------------- the items
+
+def _credentials_for(conns: Sequence[Connection]) -> dict[tuple[int, str], UserCredential]:
+    """(tenant id, name) -> artifact for every tenant involved; also case-insensitive lookups."""
+    tenant_ids = {c.tenant_id for c in conns if c.authentication != Authentication.NONE}
+    if not tenant_ids:
+        return {}
+    return {(u.tenant_id, u.name): u for u in UserCredential.objects.filter(tenant_id__in=tenant_ids)}
+
+
+def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Evaluation:
+    ev = Evaluation(c)
+    items = ev.items
+    auth = Authentication(c.authentication)
+    items.append(Item("authentication", OK, f"Authentication: {auth.label}", AUTH_DESCRIPTIONS[auth]))
+    if auth != Authentication.NONE:
+        items.extend(_credential_items(c, creds))
+    items.append(_transport_item(c))
+    items.append(_connectivity_item(c))
+    if isinstance(c, InboundConnection):
+        items.append(_schedule_item(c))
+        items.append(_post_processing_item(c))
+    else:
+        items.append(_default_from_item(c))
+    return ev
+
+
+def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:
+    name = (c.credential_name or "").strip()
+    if not name:
+        return [
+            Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
+                 "The connection names no artifact yet; create one (or pick an existing one) and "
+                 "enter its name as Credential Name.", _add_credential_url(c, ""), "Create User Credentials"),
+            Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+                 "Nothing to deploy until an artifact is named."),
+            Item("credential_name", FAIL, "Credential Name refers to the artifact",
+                 "Credential Name is empty.", "#id_credential_name", "Enter the Credential Name"),
+        ]
+    cred = creds.get((c.tenant_id, name))
+    items: list[Item] = []
+    if cred is None:
+        similar = [n for (tid, n) in creds if tid == c.tenant_id and n.lower() == name.lower()]
+        detail = f"No User Credentials artifact named '{name}' exists in this tenant."
+        if similar:
+            detail += f" Names are case-sensitive: did you mean '{similar[0]}'?"
+        items.append(Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
+                          detail, _add_credential_url(c, name), f"Create '{name}'"))
+        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+                          "Create the artifact first, then deploy it."))
+        items.append(Item("credential_name", FAIL, "Credential Name refers to the artifact",
+                          f"Credential Name '{name}' refers to no artifact.", "#id_credential_name",
+                          "Correct the Credential Name"))
+        return items
+    change_url = _url("admin:connections_usercredential_change", cred.pk)
+    items.append(Item("credential_exists", OK, "User Credentials artifact exists in this tenant",
+                      f"'{cred.name}' (user {cred.username}).", change_url, "Open"))
+    problem = cred.decryption_problem()
+    if problem:
+        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed", problem,
+                          change_url, "Open the artifact"))
+    elif cred.version == 0:
+        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+                          f"'{cred.name}' has never been deployed: the connection cannot log in.",
+                          change_url, "Deploy"))
+    elif cred.has_undeployed_changes:
+        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+                          f"'{cred.name}' has changes that are not deployed; the connection still uses "
+                          f"version {cred.version}.", change_url, "Deploy"))
+    else:
+        when = f" on {_when(cred.deployed_at)}" if cred.deployed_at else ""
+        items.append(Item("credential_deployed", OK, "User Credentials artifact is deployed",
+                          f"Version {cred.version}{when}, no undeployed changes.", change_url, "Open"))
+    items.append(Item("credential_name", OK, "Credential Name refers to the artifact",
+                      f"Credential Name is '{name}'."))
+    return items
+
+
+def _transport_item(c: Connection) -> Item:
+    prot = Protection(c.protection)
+    auth = c.authentication
+    fails: list[str] = []
+    warns: list[str] = []
+    tls = prot in (Protection.STARTTLS_MANDATORY, Protection.SSL_TLS)
+    if auth == Authentication.PLAIN and not tls:
+        if c.allow_plain_without_tls:
+            warns.append(
+                f"Plain user/password with {prot.label}: the password can be read on the network "
+                "(allowed by 'allow plain login without TLS')."
+            )
+        else:
+            fails.append(
+                f"Plain user/password needs STARTTLS mandatory or SSL/TLS, but protection is {prot.label}: "
+                "the connection refuses to send the password."
+            )
+    elif c.allow_plain_without_tls:
+        warns.append("'Allow plain login without TLS' is on: turn it off unless you need it.")
+    if prot == Protection.STARTTLS_OPTIONAL:
+        warns.append("STARTTLS optional: if the server offers no STARTTLS, mail travels unencrypted.")
+    elif prot == Protection.OFF:
+        warns.append("No TLS: mail travels unencrypted.")
+    if prot != Protection.OFF and not c.verify_certificate:
+        warns.append("Certificate validation is off: an impostor server would not be noticed.")
+    if fails:
+        return Item("transport", FAIL, "Transport security", " ".join(fails + warns), "#id_protection", "Change protection")
+    if warns:
+        return Item("transport", WARN, "Transport security", " ".join(warns), "#id_protection", "Review")
+    return Item("transport", OK, "Transport security",
+                f"{prot.label} with certificate validation.")
+
+
+def _connectivity_item(c: Connection) -> Item:
+    link = _test_url(c)
+    label = "Last connectivity test passed"
+    if c.last_test_at is None:
+        return Item("connectivity", WARN, label, "Not tested yet.", link, "Test connection")
+    summary = (c.last_test_summary or "").strip()
+    detail = f"{_when(c.last_test_at)}" + (f": {summary}" if summary else "")
+    if c.last_test_ok:
+        return Item("connectivity", OK, label, detail, link, "Test again")
+    return Item("connectivity", FAIL, label, f"Failed {detail}", link, "Test connection")
+
+
+def _schedule_item(c: InboundConnection) -> Item:
+    from . import schedule as schedule_service
+
+    label = "Enabled with a schedule"
+    sched = schedule_service.Schedule.of(c)
+    try:
+        schedule_service.validate(schedule=sched)
+    except Exception as exc:  # the schedule service's ValidationError
+        return Item("schedule", FAIL, label, f"The schedule cannot run: {getattr(exc, 'message', exc)}",
+                    "#id_schedule_kind", "Fix the schedule")
+    text = schedule_service.describe(schedule=sched)
+    if not c.enabled:
+        return Item("schedule", WARN, label, f"Disabled: no scheduled polls (schedule: {text}).",
+                    "#id_enabled", "Enable")
+    nxt = f"; next poll {_when(c.next_poll_at)}" if c.next_poll_at else ""
+    return Item("schedule", OK, label, f"Polls {text}{nxt}.")
+
+
+def _post_processing_item(c: InboundConnection) -> Item:
+    label = "Post-processing"
+    pp = c.post_processing
+    shown = PostProcessing(pp).label if pp in PostProcessing.values else pp
+    if c.protocol == Protocol.POP3:
+        if pp not in (PostProcessing.DELETE, PostProcessing.KEEP):
+            return Item("post_processing", FAIL, label,
+                        f"POP3 has no folders or read flags: '{shown}' cannot be done; use Delete or Keep.",
+                        "#id_post_processing", "Change")
+        if pp == PostProcessing.KEEP:
+            return Item("post_processing", WARN, label,
+                        "Keep: mails stay on the server and the mailbox grows; already stored mails are "
+                        "recognised and not stored again.", "#id_post_processing", "Review")
+        return Item("post_processing", OK, label, "Delete: mails are deleted on the server once stored.")
+    if pp in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ) and not c.archive_folder.strip():
+        return Item("post_processing", FAIL, label, f"'{shown}' needs an archive folder.",
+                    "#id_archive_folder", "Set the archive folder")
+    if c.selection == Selection.ALL and pp in (PostProcessing.MARK_READ, PostProcessing.KEEP):
+        return Item("post_processing", WARN, label,
+                    f"'{shown}' with selection All re-processes mail: every poll looks at every mail in "
+                    f"'{c.folder}' again (stored mails are skipped, but the work grows with the folder). "
+                    "Use selection Only unread, or move/delete after storing.",
+                    "#id_selection", "Review")
+    if c.selection == Selection.UNREAD and pp == PostProcessing.KEEP:
+        return Item("post_processing", WARN, label,
+                    "Keep with selection Only unread: mails stay unread and every poll looks at them again.",
+                    "#id_post_processing", "Review")
+    detail = {
+        PostProcessing.MARK_READ: "Mark as read: stored mails are flagged as read on the server.",
+        PostProcessing.DELETE: "Delete: mails are deleted on the server once stored.",
+        PostProcessing.MOVE: f"Move to '{c.archive_folder}' once stored.",
+        PostProcessing.MOVE_AND_MARK_READ: f"Mark as read and move to '{c.archive_folder}' once stored.",
+        PostProcessing.KEEP: "Keep unchanged.",
+    }.get(pp, shown)
+    return Item("post_processing", OK, label, detail)
+
+
+def _default_from_item(c: OutboundConnection) -> Item:
+    label = "Default From"
+    if not (c.default_from or "").strip():
+        return Item("default_from", FAIL, label, "No default From: messages that name no From cannot be sent.",
+                    "#id_default_from", "Set the default From")
+    return Item("default_from", OK, label, c.default_from)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _when(dt) -> str:
+    if dt is None:
+        return "never"
+    return date_format(timezone.localtime(dt), "DATETIME_FORMAT")
+
+
+def _url(name: str, *args) -> str:
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def _add_credential_url(c: Connection, name: str) -> str:
+    base = _url("admin:connections_usercredential_add")
+    if not base:
+        return ""
+    params = {"tenant": c.tenant_id}
+    if name:
+        params = {"name": name, "tenant": c.tenant_id}
+    return f"{base}?{urlencode(params)}"
+
+
+def _test_url(c: Connection) -> str:
+    """The connectivity test button of the connection's admin, when that admin offers one."""
+    model = c._meta.model_name
+    for name in (f"admin:connections_{model}_test", f"admin:connections_{model}_test_connection"):
+        url = _url(name, c.pk)
+        if url:
+            return url
+    return "#connectivity-test"
