@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
 from django.views.decorators.debug import sensitive_variables
 
 from ..errors import CredentialError
@@ -251,7 +252,32 @@ def is_undecryptable(value: object) -> bool:
     return isinstance(value, Undecryptable)
 
 
+# --- error reports
+
+
+class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django error reports (500 pages with DEBUG, AdminEmailHandler mails) without secrets.
+
+    Django hides the locals of a frame only when its function is decorated with
+    `sensitive_variables`; the protocol layer has no Django imports, so its frames (which
+    hold the plaintext password while logging in) would show it. This filter also hides
+    every local whose name looks secret (password, pass, secret, token, key, auth...),
+    whether DEBUG is on or not. Set it as DEFAULT_EXCEPTION_REPORTER_FILTER.
+    """
+
+    def is_active(self, request) -> bool:
+        # Also with DEBUG on: a developer's 500 page must not show a mailbox password either.
+        return True
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        return [
+            (name, self.cleansed_substitute if self.hidden_settings.search(name) else value)
+            for name, value in variables
+        ]
+
+
 __all__ = [
-    "KEY_HINT", "DeployedCredential", "RotationReport", "Usage", "check_deletable", "delete", "deploy",
+    "KEY_HINT", "DeployedCredential", "RotationReport", "SecretSafeExceptionReporterFilter", "Usage", "check_deletable", "delete", "deploy",
     "is_undecryptable", "resolve_deployed", "rotate_keys", "save_artifact", "used_by", "with_usage_counts",
 ]
