@@ -1,0 +1,68 @@
+"""Print the readiness of every connection with what is missing (exit 1 when any is Blocked)."""
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connections.models import Readiness, Tenant
+from connections.services import checklist
+
+
+class Command(BaseCommand):
+    help = (
+        "Evaluate the setup checklist of every inbound and outbound connection (of one tenant "
+        "when a slug is given) and print its readiness — Ready, Needs attention or Blocked — "
+        "with the items that are not done. Exits with status 1 when any connection is Blocked."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("tenant_slug", nargs="?", metavar="tenant-slug", help="Only this tenant.")
+        parser.add_argument("--json", dest="as_json", action="store_true", help="Print JSON (every item of every connection).")
+        parser.add_argument("--all", dest="show_all", action="store_true", help="Also print the items that are done.")
+
+    def handle(self, *args, tenant_slug: str | None = None, as_json: bool = False, show_all: bool = False, **options):
+        tenant_ids = None
+        if tenant_slug:
+            tenant = Tenant.objects.filter(slug=tenant_slug).first()
+            if tenant is None:
+                raise CommandError(f"No tenant with the slug '{tenant_slug}'.")
+            tenant_ids = [tenant.pk]
+        evaluations = checklist.evaluate_many(checklist.connections_for(tenant_ids=tenant_ids))
+        blocked = sum(1 for e in evaluations if e.readiness == Readiness.BLOCKED)
+        if as_json:
+            self._json(evaluations)
+        else:
+            self._text(evaluations, show_all=show_all)
+        if blocked:
+            raise CommandError(f"{blocked} connection{'s are' if blocked != 1 else ' is'} Blocked.", returncode=1)
+
+    def _json(self, evaluations) -> None:
+        counts = {r.value: 0 for r in Readiness}
+        for e in evaluations:
+            counts[e.readiness.value] += 1
+        self.stdout.write(json.dumps(
+            {"connections": [e.as_dict() for e in evaluations], "summary": counts}, indent=2, ensure_ascii=False,
+        ))
+
+    def _text(self, evaluations, *, show_all: bool) -> None:
+        if not evaluations:
+            self.stdout.write("No connections.")
+            return
+        styles = {
+            Readiness.READY: self.style.SUCCESS, Readiness.NEEDS_ATTENTION: self.style.WARNING,
+            Readiness.BLOCKED: self.style.ERROR,
+        }
+        counts = {r: 0 for r in Readiness}
+        for e in evaluations:
+            r = e.readiness
+            counts[r] += 1
+            c = e.connection
+            self.stdout.write(styles[r](f"{r.label:<15}") + f" {e.kind:<8} {c.tenant.slug}/{c.name}  ({c.host})")
+            for item in (e.items if show_all else e.problems):
+                detail = f": {item.detail}" if item.detail else ""
+                self.stdout.write(f"    {item.symbol} {item.label}{detail}")
+        self.stdout.write(
+            f"{len(evaluations)} connection{'s' if len(evaluations) != 1 else ''}: "
+            + ", ".join(f"{counts[r]} {r.label}" for r in Readiness)
+        )
