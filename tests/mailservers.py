@@ -1,0 +1,776 @@
+"""Real Dovecot + Postfix for the test suite (a pytest plugin, loaded from tests/conftest.py).
+
+Fixtures
+--------
+``mail_servers`` (session)  -> :class:`MailServers`, started once per test session.
+``mailbox``      (function) -> ``(address, password)`` of a fresh, empty mailbox user.
+
+What runs (all on 127.0.0.1, free ports, in one temporary directory, own configs; stopped by
+pid at session end). Dovecot 2.3: passwd-file with ``{PLAIN}`` passwords (so CRAM-MD5 and APOP
+work), ``auth_mechanisms = plain login cram-md5 apop``, ``disable_plaintext_auth = no`` (the
+*product* must refuse plain auth without TLS — the server does not), maildir, TLS >= 1.2.
+Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5); ``example.test`` delivered via
+LMTP into Dovecot, so mail sent over SMTP can be read back over IMAP/POP3 (``wait_for_messages``).
+Unknown ``@example.test`` recipients are refused at RCPT TO (550 User unknown), other domains
+without AUTH get "Relay access denied"; nothing ever leaves the machine.
+
+``mail_servers.ports`` keys (every value an int port on ``mail_servers.host``):
+
+=====================  =========================================================================
+imap                   IMAP, STARTTLS offered (good cert), AUTH=PLAIN LOGIN CRAM-MD5 also pre-TLS
+imaps                  IMAP implicit TLS (good cert)
+pop3                   POP3, STLS offered (good cert); USER/PASS, SASL PLAIN LOGIN CRAM-MD5, APOP
+pop3s                  POP3 implicit TLS (good cert)
+imap_notls             IMAP, no TLS at all (no STARTTLS capability)
+pop3_notls             POP3, no TLS at all (no STLS capability)
+submission             SMTP, STARTTLS offered (good cert); AUTH only after STARTTLS
+                       (smtpd_tls_auth_only = yes, like a real submission port)
+smtps                  SMTP implicit TLS (good cert), AUTH
+smtp_notls             SMTP, no STARTTLS, AUTH offered in the clear (PLAIN LOGIN CRAM-MD5)
+imaps_wronghost        IMAP implicit TLS, cert (signed by the run's CA) for mail.example.org only
+pop3s_wronghost        POP3 implicit TLS, cert for mail.example.org
+imap_wronghost         IMAP STARTTLS, cert for mail.example.org
+pop3_wronghost         POP3 STLS, cert for mail.example.org
+smtps_wronghost        SMTP implicit TLS, cert for mail.example.org
+submission_wronghost   SMTP STARTTLS, cert for mail.example.org
+imaps_selfsigned       IMAP implicit TLS, self-signed cert for 127.0.0.1/localhost (not from the CA)
+pop3s_selfsigned       POP3 implicit TLS, the same self-signed cert
+smtps_selfsigned       SMTP implicit TLS, the same self-signed cert
+imaps_expired          IMAP implicit TLS, CA-signed cert for 127.0.0.1/localhost, expired
+pop3s_expired          POP3 implicit TLS, the expired cert
+smtps_expired          SMTP implicit TLS, the expired cert
+=====================  =========================================================================
+
+All listeners share one user database and the same mailboxes.
+
+Attributes: ``host`` ("127.0.0.1"), ``domain`` ("example.test"), ``ca_file``/``ca_pem`` (the
+run's CA), ``certs`` (name -> PEM of the leaf certificates: "server", "wronghost",
+"selfsigned", "expired"; paste one into ``trusted_ca`` to trust exactly that certificate),
+``root`` (the temp dir; logs in ``root/logs``), ``ports``.
+
+Methods
+-------
+``add_user(*, local=None, password=None) -> (address, password)``
+    New user, unique per call. User name = address (``local@example.test``). UTF-8 local parts
+    and passwords work (any character except ``:``, ``/`` and control characters in the local
+    part). Local parts are matched case-insensitively for ASCII letters.
+``append(address, messages, *, folder="INBOX", seen=False)``
+    Stores raw mails (bytes) with one MULTIAPPEND + LITERAL+ command per batch (folder created
+    if missing). Thousands per second.
+``server_copies(address, *, folder="INBOX") -> {uid: bytes}``
+    What the server hands out (``UID FETCH BODY.PEEK[]``): compare stored mails with these,
+    not with the source files (Dovecot rewrites e.g. NUL bytes).
+``wait_for_messages(address, *, count=1, folder="INBOX", timeout=10) -> {uid: bytes}``
+    Polls until ``count`` mails are there (SMTP delivery via LMTP is asynchronous, ~50 ms).
+``flags(address, *, folder="INBOX") -> {uid: set of flags}``
+``folders(address) -> list[str]``
+``mail_settings(*, protocol, protection, authentication, username, listener=None, **overrides)``
+    A ``connections.mail.MailSettings`` for the right listener, with ``trusted_ca`` = the CA
+    and ``timeout`` = 10 unless overridden. Default listener by protocol and protection:
+    off -> ``<proto>_notls``; starttls_* -> ``imap`` / ``pop3`` / ``submission``;
+    ssl_tls -> ``imaps`` / ``pop3s`` / ``smtps``. ``listener="imaps_wronghost"`` (any key of
+    ``ports``) picks another one; ``port=`` and ``host=`` in overrides win over everything.
+
+The Debian packages (dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl)
+are installed with apt-get when missing (needs root, which Dovecot/Postfix need here anyway).
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import itertools
+import os
+import pwd
+import grp
+import imaplib
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pytest
+
+HOST = "127.0.0.1"
+DOMAIN = "example.test"
+WRONG_HOST = "mail.example.org"
+
+DEBIAN_PACKAGES = ["dovecot-core", "dovecot-imapd", "dovecot-pop3d", "dovecot-lmtpd", "postfix", "openssl"]
+_NEEDED_FILES = [
+    "/usr/sbin/dovecot", "/usr/lib/dovecot/imap-login", "/usr/lib/dovecot/pop3-login",
+    "/usr/lib/dovecot/lmtp", "/usr/lib/postfix/sbin/master", "/usr/sbin/postmap",
+]
+POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
+
+# Dovecot instances: one TLS certificate each, so every certificate variant is its own instance.
+# name -> (certificate name or None for no TLS, {port key: (service, listener kind)})
+_DOVECOT_INSTANCES: dict[str, tuple[str | None, dict[str, tuple[str, bool]]]] = {
+    # port key -> (login service, implicit TLS?)
+    "main": ("server", {"imap": ("imap", False), "imaps": ("imap", True),
+                        "pop3": ("pop3", False), "pop3s": ("pop3", True)}),
+    "notls": (None, {"imap_notls": ("imap", False), "pop3_notls": ("pop3", False)}),
+    "wronghost": ("wronghost", {"imap_wronghost": ("imap", False), "imaps_wronghost": ("imap", True),
+                                "pop3_wronghost": ("pop3", False), "pop3s_wronghost": ("pop3", True)}),
+    "selfsigned": ("selfsigned", {"imaps_selfsigned": ("imap", True), "pop3s_selfsigned": ("pop3", True)}),
+    "expired": ("expired", {"imaps_expired": ("imap", True), "pop3s_expired": ("pop3", True)}),
+}
+# Postfix listeners: port key -> (certificate, -o options)
+_POSTFIX_LISTENERS: dict[str, tuple[str | None, list[str]]] = {
+    "submission": ("server", ["smtpd_tls_security_level=may", "smtpd_tls_auth_only=yes"]),
+    "smtps": ("server", ["smtpd_tls_wrappermode=yes"]),
+    "smtp_notls": (None, ["smtpd_tls_security_level=none"]),
+    "smtps_wronghost": ("wronghost", ["smtpd_tls_wrappermode=yes"]),
+    "submission_wronghost": ("wronghost", ["smtpd_tls_security_level=may", "smtpd_tls_auth_only=yes"]),
+    "smtps_selfsigned": ("selfsigned", ["smtpd_tls_wrappermode=yes"]),
+    "smtps_expired": ("expired", ["smtpd_tls_wrappermode=yes"]),
+}
+
+_DEFAULT_LISTENER = {
+    ("smtp", "off"): "smtp_notls", ("smtp", "starttls_mandatory"): "submission",
+    ("smtp", "starttls_optional"): "submission", ("smtp", "ssl_tls"): "smtps",
+    ("imap", "off"): "imap_notls", ("imap", "starttls_mandatory"): "imap",
+    ("imap", "starttls_optional"): "imap", ("imap", "ssl_tls"): "imaps",
+    ("pop3", "off"): "pop3_notls", ("pop3", "starttls_mandatory"): "pop3",
+    ("pop3", "starttls_optional"): "pop3", ("pop3", "ssl_tls"): "pop3s",
+}
+
+
+class MailServersError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------- install
+def ensure_installed() -> None:
+    """apt-get the Debian packages when a binary is missing (no daemon gets started)."""
+    if all(os.path.exists(p) for p in _NEEDED_FILES):
+        return
+    if os.geteuid() != 0:
+        raise MailServersError(
+            "Dovecot/Postfix are not installed and the tests do not run as root: "
+            f"apt-get install {' '.join(DEBIAN_PACKAGES)}"
+        )
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(
+        ["debconf-set-selections"], input=b"postfix postfix/main_mailer_type select No configuration\n",
+        check=True,
+    )
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:  # the package scripts must not start the system daemons
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *DEBIAN_PACKAGES], env=env, check=True
+        )
+    finally:
+        if created:
+            policy.unlink(missing_ok=True)
+    missing = [p for p in _NEEDED_FILES if not os.path.exists(p)]
+    if missing:
+        raise MailServersError(f"still missing after apt-get: {missing}")
+
+
+# --------------------------------------------------------------------------- certificates
+def _make_certificates(directory: Path) -> dict[str, tuple[Path, Path, str]]:
+    """CA + leaf certificates. Returns name -> (cert file, key file, cert PEM); "ca" included."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def key():
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "TenantMail tests"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write(label: str, cert, k) -> tuple[Path, Path, str]:
+        pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        cert_path, key_path = directory / f"{label}.crt", directory / f"{label}.key"
+        cert_path.write_text(pem)
+        key_path.write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        return cert_path, key_path, pem
+
+    ca_key = key()
+    ca_cert = (
+        x509.CertificateBuilder().subject_name(name("TenantMail Test CA")).issuer_name(name("TenantMail Test CA"))
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = {"ca": write("ca", ca_cert, ca_key)}
+
+    def leaf(label: str, cn: str, sans: list, *, self_signed: bool = False,
+             not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> None:
+        k = key()
+        issuer_cert, issuer_key = (None, k) if self_signed else (ca_cert, ca_key)
+        builder = (
+            x509.CertificateBuilder().subject_name(name(cn))
+            .issuer_name(name(cn) if self_signed else ca_cert.subject)
+            .public_key(k.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - dt.timedelta(days=1))
+            .not_valid_after(not_after or now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=self_signed, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(k.public_key()), critical=False)
+        )
+        if issuer_cert is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        out[label] = write(label, builder.sign(issuer_key, hashes.SHA256()), k)
+
+    local_sans = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
+    leaf("server", "localhost", local_sans)
+    leaf("wronghost", WRONG_HOST, [x509.DNSName(WRONG_HOST)])
+    leaf("selfsigned", "localhost", local_sans, self_signed=True)
+    leaf("expired", "localhost", local_sans, not_before=now - dt.timedelta(days=60),
+         not_after=now - dt.timedelta(days=2))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait_until(predicate, timeout: float, what: str, logs: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    tails = []
+    for log in sorted(logs.glob("*.log")):
+        tails.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+    raise MailServersError(f"{what} did not come up within {timeout}s\n" + "\n".join(tails))
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def _plain_b64(user: str, password: str) -> str:
+    return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+
+
+def _check_local(local: str) -> None:
+    if not local or any(c in local for c in ":/@\\") or any(ord(c) < 32 or ord(c) == 127 for c in local) \
+            or local.startswith(".") or " " in local:
+        raise ValueError(f"unusable local part {local!r} for a test user")
+
+
+# --------------------------------------------------------------------------- the servers
+@dataclass
+class MailServers:
+    host: str
+    domain: str
+    ca_file: str
+    ca_pem: str
+    ports: dict[str, int]
+    certs: dict[str, str] = field(default_factory=dict)
+    root: Path = field(default_factory=Path)
+    _users: dict[str, str] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+    _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+
+    # ----- users
+    def add_user(self, *, local: str | None = None, password: str | None = None) -> tuple[str, str]:
+        """A new mailbox user; returns (address, password). The user name is the address."""
+        with self._lock:
+            if local is None:
+                local = f"user{next(self._counter)}-{uuid.uuid4().hex[:8]}"
+            _check_local(local)
+            if password is None:
+                password = "pw-" + uuid.uuid4().hex
+            if not password or any(c in password for c in "\r\n\0"):
+                raise ValueError("test passwords must be non-empty and contain no CR, LF or NUL")
+            address = f"{local}@{self.domain}"
+            key = _ascii_lower(address)
+            if key in self._users:
+                raise ValueError(f"user {address!r} exists already")
+            self._users[key] = password
+            self._write_user_files(key)
+        return address, password
+
+    def password(self, address: str) -> str:
+        return self._users[_ascii_lower(address)]
+
+    def _write_user_files(self, new_user: str | None = None) -> None:
+        etc = self.root / "etc"
+        if new_user is not None:
+            # One passwd-file per user: Dovecot re-reads a passwd-file at most once per second, so a
+            # shared file would hide users added within the same second; a new file is read at once.
+            # {PLAIN.b64}: any password character is safe in the file, and CRAM-MD5/APOP still work.
+            pw = self._users[new_user]
+            path = etc / "users" / new_user
+            tmp = etc / "users" / f".{new_user}.tmp"
+            tmp.write_text(f"{new_user}:{{PLAIN.b64}}{base64.b64encode(pw.encode()).decode()}::::::\n",
+                           encoding="utf-8")
+            tmp.chmod(0o644)
+            os.replace(tmp, path)
+        vmap = etc / "vmailbox"
+        tmp = etc / "vmailbox.tmp"
+        tmp.write_text("".join(f"{user} ok\n" for user in self._users), encoding="utf-8")
+        os.replace(tmp, vmap)
+        # hash tables are re-opened by Postfix daemons when the .db file changes.
+        subprocess.run(["/usr/sbin/postmap", "-c", str(self.root / "postfix" / "etc"), f"hash:{vmap}"],
+                       check=True, capture_output=True)
+
+    # ----- IMAP access as the user (over the plain listener, for speed)
+    def _imap(self, address: str) -> imaplib.IMAP4:
+        conn = imaplib.IMAP4(self.host, self.ports["imap_notls"], timeout=30)
+        password = self.password(address)
+        conn.authenticate("PLAIN", lambda _: b"\0" + address.encode() + b"\0" + password.encode())
+        return conn
+
+    def append(self, address: str, messages: Iterable[bytes], *, folder: str = "INBOX",
+               seen: bool = False) -> None:
+        """Store raw mails with MULTIAPPEND + LITERAL+ (one command per batch)."""
+        password = self.password(address)
+        flags = " (\\Seen)" if seen else ""
+        sock = socket.create_connection((self.host, self.ports["imap_notls"]), timeout=60)
+        reader = sock.makefile("rb")
+        try:
+            reader.readline()  # greeting
+            tags = (f"a{i}" for i in itertools.count())
+
+            def command(line: bytes, tag: str) -> bytes:
+                sock.sendall(line)
+                while True:
+                    reply = reader.readline()
+                    if not reply:
+                        raise MailServersError("IMAP server closed the connection during append")
+                    if reply.startswith(tag.encode() + b" "):
+                        return reply
+
+            tag = next(tags)
+            reply = command(f"{tag} AUTHENTICATE PLAIN {_plain_b64(address, password)}\r\n".encode(), tag)
+            if not reply.split()[1] == b"OK":
+                raise MailServersError(f"append: login failed: {reply!r}")
+            quoted = _imap_quote(folder)
+            if folder.upper() != "INBOX":
+                tag = next(tags)
+                command(f"{tag} CREATE {quoted}\r\n".encode(), tag)  # NO if it exists: fine
+            batch: list[bytes] = []
+            size = 0
+
+            def flush() -> None:
+                nonlocal batch, size
+                if not batch:
+                    return
+                t = next(tags)
+                parts = [f"{t} APPEND {quoted}".encode()]
+                for msg in batch:
+                    # literal8 (BINARY) for mails with NUL bytes, which a plain literal cannot carry.
+                    prefix = "~" if b"\0" in msg else ""
+                    parts.append(f"{flags} {prefix}{{{len(msg)}+}}\r\n".encode() + msg)
+                reply = command(b"".join(parts) + b"\r\n", t)
+                if reply.split()[1] != b"OK":
+                    raise MailServersError(f"APPEND failed: {reply[:300]!r}")
+                batch, size = [], 0
+
+            for msg in messages:
+                batch.append(bytes(msg))
+                size += len(msg)
+                if len(batch) >= 500 or size >= 20 * 1024 * 1024:
+                    flush()
+            flush()
+            tag = next(tags)
+            sock.sendall(f"{tag} LOGOUT\r\n".encode())
+        finally:
+            reader.close()
+            sock.close()
+
+    def server_copies(self, address: str, *, folder: str = "INBOX") -> dict[int, bytes]:
+        """UID -> the bytes the server hands out for that mail (UID FETCH BODY.PEEK[])."""
+        conn = self._imap(address)
+        try:
+            typ, data = conn.select(_imap_quote(folder), readonly=True)
+            if typ != "OK":
+                raise MailServersError(f"cannot select {folder!r}: {data!r}")
+            if int(data[0] or 0) == 0:
+                return {}
+            typ, data = conn.uid("FETCH", "1:*", "(UID BODY.PEEK[])")
+            out: dict[int, bytes] = {}
+            for item in data:
+                if isinstance(item, tuple):
+                    m = re.search(rb"UID (\d+)", item[0])
+                    if m:
+                        out[int(m.group(1))] = item[1]
+            return dict(sorted(out.items()))
+        finally:
+            conn.logout()
+
+    def flags(self, address: str, *, folder: str = "INBOX") -> dict[int, set[str]]:
+        conn = self._imap(address)
+        try:
+            typ, data = conn.select(_imap_quote(folder), readonly=True)
+            if int(data[0] or 0) == 0:
+                return {}
+            typ, data = conn.uid("FETCH", "1:*", "(UID FLAGS)")
+            out: dict[int, set[str]] = {}
+            for item in data:
+                line = item[0] if isinstance(item, tuple) else item
+                m = re.search(rb"UID (\d+)", line or b"")
+                f = re.search(rb"FLAGS \(([^)]*)\)", line or b"")
+                if m and f:
+                    out[int(m.group(1))] = set(f.group(1).decode().split()) - {"\\Recent"}
+            return out
+        finally:
+            conn.logout()
+
+    def folders(self, address: str) -> list[str]:
+        conn = self._imap(address)
+        try:
+            typ, data = conn.list()
+            names = []
+            for line in data:
+                m = re.match(rb'\([^)]*\) (?:"[^"]*"|NIL) (.*)$', line or b"")
+                if m:
+                    names.append(m.group(1).decode().strip('"'))
+            return names
+        finally:
+            conn.logout()
+
+    def wait_for_messages(self, address: str, *, count: int = 1, folder: str = "INBOX",
+                          timeout: float = 10.0) -> dict[int, bytes]:
+        """Poll until at least `count` mails are in the folder (SMTP delivery is asynchronous)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            copies = self.server_copies(address, folder=folder)
+            if len(copies) >= count or time.monotonic() > deadline:
+                if len(copies) < count:
+                    raise MailServersError(
+                        f"{address}: {len(copies)} of {count} mails arrived in {timeout}s; "
+                        f"see {self.root / 'logs' / 'postfix.log'}")
+                return copies
+            time.sleep(0.05)
+
+    # ----- settings for the product's clients
+    def mail_settings(self, *, protocol: str, protection: str, authentication: str, username: str,
+                      listener: str | None = None, **overrides):
+        from connections.mail import MailSettings
+
+        key = listener or _DEFAULT_LISTENER[(protocol, protection)]
+        values = dict(
+            protocol=protocol, host=self.host, port=self.ports[key], protection=protection,
+            authentication=authentication, username=username, trusted_ca=self.ca_pem, timeout=10.0,
+        )
+        values.update(overrides)
+        return MailSettings(**values)
+
+    # ----- lifecycle
+    def stop(self, *, keep_files: bool = False) -> None:
+        """Stop every daemon this run started (by pid) and remove the temp directory."""
+        for proc in reversed(self._procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        # A test server holds nothing worth a graceful shutdown: give it a second, then kill
+        # the whole process group of each master (its children; the group id is its pid).
+        deadline = time.monotonic() + 1.0
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self._procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if proc.poll() is None:
+                proc.wait(timeout=5)
+        self._procs.clear()
+        if not keep_files and os.environ.get("TM_KEEP_MAILSERVERS") != "1":
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _ascii_lower(s: str) -> str:
+    # Dovecot's %Lu lowercases ASCII letters only.
+    return "".join(c.lower() if c.isascii() else c for c in s)
+
+
+def _imap_quote(s: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9._/-]+", s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --------------------------------------------------------------------------- configs
+def _dovecot_conf(root: Path, name: str, cert: tuple[Path, Path, str] | None,
+                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int]) -> Path:
+    base = root / "dovecot" / name
+    base.mkdir(parents=True)
+    mail_uid = pwd.getpwnam("mail").pw_uid
+    services = []
+    for service in ("imap", "pop3"):
+        inet = "".join(
+            f"  inet_listener {key} {{\n    address = {HOST}\n    port = {ports[key]}\n"
+            f"    ssl = {'yes' if implicit else 'no'}\n  }}\n"
+            for key, (svc, implicit) in listeners.items() if svc == service
+        )
+        # Unused protocols still get a (disabled) default listener otherwise.
+        defaults = f"  inet_listener {service} {{\n    port = 0\n  }}\n  inet_listener {service}s {{\n    port = 0\n  }}\n"
+        services.append(f"service {service}-login {{\n{defaults}{inet}}}\n")
+    if cert is not None:
+        ssl_conf = f"ssl = yes\nssl_cert = <{cert[0]}\nssl_key = <{cert[1]}\nssl_min_protocol = TLSv1.2\n"
+        if os.path.exists("/usr/share/dovecot/dh.pem"):
+            ssl_conf += "ssl_dh = </usr/share/dovecot/dh.pem\n"
+    else:
+        ssl_conf = "ssl = no\n"
+    lmtp = ""
+    if name == "main":
+        lmtp = (
+            "service lmtp {\n  unix_listener lmtp {\n    mode = 0666\n  }\n}\n"
+            "service auth {\n  unix_listener auth-postfix {\n    mode = 0666\n  }\n}\n"
+            f"protocol lmtp {{\n  postmaster_address = postmaster@{DOMAIN}\n}}\n"
+        )
+    conf = f"""# generated by tests/mailservers.py
+instance_name = tm-{name}-{os.getpid()}
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {root}/logs/dovecot-{name}.log
+listen = {HOST}
+protocols = imap pop3{' lmtp' if name == 'main' else ''}
+{ssl_conf}
+disable_plaintext_auth = no
+auth_mechanisms = plain login cram-md5 apop
+auth_username_chars =
+auth_failure_delay = 0
+auth_cache_size = 0
+# Many failed logins from 127.0.0.1 are the point of the tests: no growing penalty delay.
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+passdb {{
+  driver = passwd-file
+  args = {root}/etc/users/%Lu
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/etc/users/%Lu
+  default_fields = home={root}/mail/%Lu
+}}
+mail_uid = {mail_uid}
+mail_gid = {grp.getgrnam('mail').gr_gid}
+first_valid_uid = {mail_uid}
+first_valid_gid = {grp.getgrnam('mail').gr_gid}
+mail_location = maildir:~/Maildir
+default_login_user = dovenull
+default_internal_user = dovecot
+login_greeting = TenantMail test Dovecot ({name}) ready.
+shutdown_clients = yes
+{''.join(services)}{lmtp}"""
+    path = root / "etc" / f"dovecot-{name}.conf"
+    path.write_text(conf)
+    return path
+
+
+def _postfix_conf(root: Path, certs: dict[str, tuple[Path, Path, str]], ports: dict[str, int]) -> Path:
+    etc, queue, data = root / "postfix" / "etc", root / "postfix" / "queue", root / "postfix" / "data"
+    etc.mkdir(parents=True)
+    postfix_uid = pwd.getpwnam("postfix").pw_uid
+    postdrop_gid = grp.getgrnam("postdrop").gr_gid
+    # The queue layout `postfix start` would create; the master daemon itself expects it.
+    queue.mkdir(parents=True)
+    os.chown(queue, 0, 0)
+    queue.chmod(0o755)
+    for sub in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming",
+                "private", "saved", "trace"):
+        (queue / sub).mkdir()
+        os.chown(queue / sub, postfix_uid, -1)
+        (queue / sub).chmod(0o700)
+    for sub, mode in (("public", 0o710), ("maildrop", 0o730)):
+        (queue / sub).mkdir()
+        os.chown(queue / sub, postfix_uid, postdrop_gid)
+        (queue / sub).chmod(mode)
+    (queue / "pid").mkdir(mode=0o755)
+    data.mkdir(parents=True)
+    os.chown(data, postfix_uid, -1)
+    data.chmod(0o700)
+
+    server_cert = certs["server"]
+    dovecot_run = root / "dovecot" / "main" / "run"
+    main_cf = f"""# generated by tests/mailservers.py
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+meta_directory = /etc/postfix
+command_directory = /usr/sbin
+daemon_directory = {POSTFIX_DAEMONS}
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {root}/logs/postfix.log
+maillog_file_prefixes = {root}/logs
+inet_interfaces = {HOST}
+inet_protocols = ipv4
+myhostname = mail.{DOMAIN}
+mydomain = {DOMAIN}
+myorigin = {DOMAIN}
+mydestination =
+mynetworks = {HOST}/32
+relayhost =
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtpd_peername_lookup = no
+smtpd_banner = $myhostname ESMTP TenantMail test Postfix
+biff = no
+# Nothing ever leaves this machine.
+default_transport = error:outside delivery is disabled in tests
+relay_transport = error:outside delivery is disabled in tests
+virtual_mailbox_domains = {DOMAIN}
+virtual_mailbox_maps = hash:{root}/etc/vmailbox
+virtual_transport = lmtp:unix:{dovecot_run}/lmtp
+smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions =
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {dovecot_run}/auth-postfix
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_security_options = noanonymous
+smtpd_tls_cert_file = {server_cert[0]}
+smtpd_tls_key_file = {server_cert[1]}
+smtpd_tls_security_level = may
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 0
+smtputf8_enable = yes
+message_size_limit = 52428800
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 5s
+lmtp_connect_timeout = 5s
+"""
+    (etc / "main.cf").write_text(main_cf)
+    lines = []
+    for key, (cert_name, options) in _POSTFIX_LISTENERS.items():
+        opts = [f"syslog_name=postfix/{key}", *options]
+        if cert_name is not None and cert_name != "server":
+            opts += [f"smtpd_tls_cert_file={certs[cert_name][0]}", f"smtpd_tls_key_file={certs[cert_name][1]}"]
+        lines.append(f"{HOST}:{ports[key]} inet n - n - - smtpd\n" + "".join(f"  -o {o}\n" for o in opts))
+    lines.append("""cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+""")
+    (etc / "master.cf").write_text("".join(lines))
+    return etc
+
+
+# --------------------------------------------------------------------------- start
+def start_mail_servers() -> MailServers:
+    ensure_installed()
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="tmms-", dir="/tmp"))  # short: unix socket paths <= 107 bytes
+    root.chmod(0o755)  # dovecot (mail user), postfix and dovenull must traverse it
+    for sub in ("etc", "etc/users", "logs", "certs"):
+        (root / sub).mkdir()
+    mail_dir = root / "mail"
+    mail_dir.mkdir()
+    os.chown(mail_dir, pwd.getpwnam("mail").pw_uid, grp.getgrnam("mail").gr_gid)
+    certs = _make_certificates(root / "certs")
+
+    keys = [k for _, (_, ls) in _DOVECOT_INSTANCES.items() for k in ls] + list(_POSTFIX_LISTENERS)
+    ports = dict(zip(keys, _free_ports(len(keys))))
+    servers = MailServers(
+        host=HOST, domain=DOMAIN, ca_file=str(certs["ca"][0]), ca_pem=certs["ca"][2], ports=ports,
+        certs={k: v[2] for k, v in certs.items() if k != "ca"}, root=root,
+    )
+    try:
+        postfix_etc = _postfix_conf(root, certs, ports)
+        servers._write_user_files()  # empty user db + postfix map
+        for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
+            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports)
+            servers._procs.append(subprocess.Popen(
+                ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
+                stdout=open(root / "logs" / f"dovecot-{name}.out.log", "wb"), stderr=subprocess.STDOUT,
+                start_new_session=True,
+            ))
+        # The master becomes its own session leader; its children share its process group.
+        servers._procs.append(subprocess.Popen(
+            [f"{POSTFIX_DAEMONS}/master", "-c", str(postfix_etc)], stdin=subprocess.DEVNULL,
+            stdout=open(root / "logs" / "postfix.out.log", "wb"), stderr=subprocess.STDOUT,
+        ))
+        lmtp_socket = root / "dovecot" / "main" / "run" / "lmtp"
+        _wait_until(lambda: lmtp_socket.exists(), 10, "Dovecot (main)", root / "logs")
+        for key, port in ports.items():
+            _wait_until(lambda: _port_open(port), 10, f"listener {key} (port {port})", root / "logs")
+            for proc in servers._procs:
+                if proc.poll() is not None:
+                    raise MailServersError(f"{proc.args} exited with {proc.returncode}; logs in {root}/logs")
+    except BaseException:
+        servers.stop(keep_files=True)  # the logs explain why
+        raise
+    servers.startup_seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    return servers
+
+
+# --------------------------------------------------------------------------- pytest fixtures
+@pytest.fixture(scope="session")
+def mail_servers() -> Iterator[MailServers]:
+    servers = start_mail_servers()
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+@pytest.fixture
+def mailbox(mail_servers: MailServers) -> tuple[str, str]:
+    """A fresh, empty mailbox user: (address, password)."""
+    return mail_servers.add_user()
