@@ -1,0 +1,28 @@
+"""Template tags for TenantMail's admin pages (the index dashboard)."""
+from __future__ import annotations
+
+from django import template
+
+from ..services import dashboard
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def tenant_dashboard(context) -> list:
+    """Per-tenant summaries for the signed-in user (only the tenants the user may view)."""
+    request = context.get("request")
+    user = getattr(request, "user", None) or context.get("user")
+    if user is None or not user.is_authenticated:
+        return []
+    return dashboard.tenant_summaries(user=user)
+
+
+@register.filter
+def admin_change_url(connection) -> str:
+    from django.urls import NoReverseMatch, reverse
+
+    try:
+        return reverse(f"admin:connections_{connection._meta.model_name}_change", args=[connection.pk])
+    except NoReverseMatch:
+        return ""
