@@ -7,6 +7,10 @@ from urllib.parse import urlparse
 import pytest
 from django.conf import settings
 
+# Real Dovecot + Postfix: fixtures `mail_servers` (session) and `mailbox` (see its docstring).
+# A real Celery worker: fixture `tenantmail_worker` (session) and `wait_until` (see its docstring).
+pytest_plugins = ["tests.mailservers", "tests.celery_worker"]
+
 
 def _reachable(url: str, default_port: int) -> tuple[str, int, bool]:
     parsed = urlparse(url)

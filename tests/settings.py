@@ -19,3 +19,11 @@ from tenantmail.settings import *  # noqa: E402,F401,F403
 
 MEDIA_ROOT = os.path.join(_run_dir, "media")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Static files straight from the apps (no collectstatic in tests), served by WhiteNoise
+# for browser tests.
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+STATIC_ROOT = os.path.join(_run_dir, "static")
+os.makedirs(STATIC_ROOT, exist_ok=True)
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

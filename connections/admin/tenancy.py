@@ -1,3 +1,4 @@
+"""Tenants (superusers manage them; members see theirs read-only) and memberships."""
 from __future__ import annotations
 
 from django.contrib import admin
@@ -5,6 +6,7 @@ from django.http import HttpRequest
 
 from ..models import Membership, Tenant
 from ..services import tenancy
+from .base import HideOtherTenantsObjectsMixin
 
 
 class MembershipInline(admin.TabularInline):
@@ -14,7 +16,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(HideOtherTenantsObjectsMixin, admin.ModelAdmin):
     """Tenants are created by superusers; members see their own tenants read-only."""
 
     list_display = ["name", "slug", "active", "created_at"]
@@ -25,11 +27,6 @@ class TenantAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return tenancy.scope(super().get_queryset(request), request.user, field="id")
-
-    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
-        from django.http import Http404
-
-        raise Http404("No such object.")
 
     def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_staff and tenancy.can(request.user, None, action="view")

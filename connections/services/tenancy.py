@@ -14,13 +14,16 @@ from ..errors import PermissionDenied
 from ..models import ROLE_RANK, Membership, Role, Tenant
 
 Action = Literal["view", "run", "change"]
+# Actions from the least to the most demanding.
+ACTIONS: tuple[Action, ...] = ("view", "run", "change")
 _NEEDED: dict[str, Role] = {"view": Role.VIEWER, "run": Role.OPERATOR, "change": Role.ADMIN}
 
 UserLike = AbstractBaseUser | AnonymousUser
 
 
 def _roles(user: UserLike) -> dict[int, str]:
-    """tenant id -> role, cached on the user object for the request."""
+    """tenant id -> role in active tenants, cached on the user object (one query per
+    request; call `forget(user)` after changing memberships of a user object you keep)."""
     cache = getattr(user, "_tenantmail_roles", None)
     if cache is None:
         if not user.is_authenticated or not user.is_active:
@@ -33,6 +36,14 @@ def _roles(user: UserLike) -> dict[int, str]:
     return cache
 
 
+def forget(user: UserLike) -> None:
+    """Drop the cached roles of `user`."""
+    try:
+        del user._tenantmail_roles  # type: ignore[union-attr]
+    except AttributeError:
+        pass
+
+
 def tenant_ids(user: UserLike, *, action: Action = "view") -> list[int] | None:
     """Ids of the tenants where `user` may do `action`; None means all (superuser)."""
     if user.is_authenticated and user.is_active and user.is_superuser:
@@ -42,6 +53,7 @@ def tenant_ids(user: UserLike, *, action: Action = "view") -> list[int] | None:
 
 
 def tenants(user: UserLike, *, action: Action = "view") -> QuerySet[Tenant]:
+    """The tenants where `user` may do `action` (superuser: all, active or not)."""
     ids = tenant_ids(user, action=action)
     qs = Tenant.objects.all()
     return qs if ids is None else qs.filter(pk__in=ids)
@@ -56,6 +68,7 @@ def can(user: UserLike, tenant_id: int | None, *, action: Action) -> bool:
 
 
 def require(user: UserLike, tenant_id: int, *, action: Action) -> None:
+    """Raise PermissionDenied unless `user` may do `action` in the tenant."""
     if not can(user, tenant_id, action=action):
         raise PermissionDenied(f"Your role in this tenant does not allow this ({action}).")
 
@@ -67,7 +80,7 @@ def scope(qs: QuerySet, user: UserLike, *, action: Action = "view", field: str =
 
 
 def is_member_anywhere(user: UserLike, roles: Iterable[str] | None = None) -> bool:
-    if user.is_authenticated and user.is_superuser:
+    if user.is_authenticated and user.is_active and user.is_superuser:
         return True
     held = _roles(user).values()
     return any(True for r in held if roles is None or r in roles)
