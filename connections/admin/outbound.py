@@ -1,0 +1,508 @@
+"""Admin of outbound connections and the outbox: compose, send test mail, requeue, cancel,
+and each message's delivery record. All work is done by connections.services.outbox."""
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from ..errors import TenantMailError
+from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
+from ..services import mime, outbox, tenancy
+from .base import TenantScopedAdmin
+
+try:  # the connectivity test (another engineer's module), when present
+    from .connectivity import ConnectivityTestAdminMixin
+except ImportError:  # pragma: no cover - depends on the integration state
+    class ConnectivityTestAdminMixin:  # type: ignore[no-redef]
+        pass
+
+try:
+    from .checklist import ReadinessListFilter, SetupChecklistAdminMixin
+except ImportError:  # pragma: no cover
+    class SetupChecklistAdminMixin:  # type: ignore[no-redef]
+        pass
+
+    ReadinessListFilter = None  # type: ignore[assignment]
+
+STATUS_COLOURS = {
+    OutboxStatus.QUEUED: "#205493", OutboxStatus.SENDING: "#b36b00", OutboxStatus.SENT: "#417505",
+    OutboxStatus.FAILED: "#ba2121", OutboxStatus.CANCELLED: "#666666",
+}
+
+
+# --- outbound connections ----------------------------------------------------------------
+
+class OutboundConnectionForm(forms.ModelForm):
+    class Meta:
+        model = OutboundConnection
+        fields = "__all__"
+
+    def _address(self, name: str, *, required: bool) -> str:
+        value = (self.cleaned_data.get(name) or "").strip()
+        if not value:
+            if required:
+                raise forms.ValidationError("Enter the From address used when a message names none.")
+            return ""
+        try:
+            mime.parse_address(value, field=self.fields[name].label or name)
+        except TenantMailError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+    def clean_default_from(self) -> str:
+        return self._address("default_from", required=True)
+
+    def clean_default_reply_to(self) -> str:
+        return self._address("default_reply_to", required=False)
+
+
+class SendTestMailForm(forms.Form):
+    recipient = forms.CharField(
+        max_length=998, help_text="The test message goes to this address through each selected connection."
+    )
+
+    def clean_recipient(self) -> str:
+        value = self.cleaned_data["recipient"].strip()
+        try:
+            mime.parse_address(value, field="Recipient")
+        except TenantMailError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+
+@admin.register(OutboundConnection)
+class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
+    form = OutboundConnectionForm
+    list_display = ["name", "tenant", "host", "port", "protection", "authentication", "enabled",
+                    "outbox_summary"]
+    list_filter = ["enabled", "tenant", "protection", "authentication"]
+    search_fields = ["name", "host", "default_from", "tenant__name", "tenant__slug"]
+    readonly_fields = ["smtp_max_size", "smtp_max_size_seen_at", "outbox_counts"]
+    actions = ["send_test_mail", "send_due_now"]
+    fieldsets = [
+        (None, {"fields": ["tenant", "name", "enabled"]}),
+        ("Server", {"fields": ["host", "port", "protection", "timeout", "verify_certificate", "trusted_ca"]}),
+        ("Authentication", {"fields": ["authentication", "credential_name", "allow_plain_without_tls"]}),
+        ("Sending", {"fields": ["default_from", "default_reply_to", "max_per_session", "rate_limit_per_minute",
+                                "smtp_max_size", "smtp_max_size_seen_at"]}),
+        ("Outbox", {"fields": ["outbox_counts"]}),
+    ]
+
+    def get_list_display(self, request: HttpRequest):
+        columns = list(super().get_list_display(request))
+        if hasattr(self, "readiness") and "readiness" not in columns:
+            columns.append("readiness")
+        return columns
+
+    def get_list_filter(self, request: HttpRequest):
+        filters = list(super().get_list_filter(request))
+        if ReadinessListFilter is not None and ReadinessListFilter not in filters:
+            filters.append(ReadinessListFilter)
+        return filters
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).select_related("tenant")
+
+    def _outbox_url(self, obj: OutboundConnection, **params: str) -> str:
+        return reverse("admin:connections_outboxmessage_changelist") + "?" + urlencode(
+            {"connection__id__exact": obj.pk, **params}
+        )
+
+    @admin.display(description="outbox")
+    def outbox_summary(self, obj: OutboundConnection) -> str:
+        counts = outbox.counts_by_status(connection_id=obj.pk)
+        parts = [(self._outbox_url(obj, status__exact=s), STATUS_COLOURS[s], counts[s], s)
+                 for s in (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.FAILED) if counts.get(s)]
+        if not parts:
+            return "–"
+        return format_html_join(" ", '<a href="{}" style="color:{}">{} {}</a>', parts)
+
+    @admin.display(description="messages by status")
+    def outbox_counts(self, obj: OutboundConnection) -> str:
+        if obj is None or obj.pk is None:
+            return "–"
+        counts = outbox.counts_by_status(connection_id=obj.pk)
+        rows = [(self._outbox_url(obj, status__exact=s.value), s.label, counts.get(s.value, 0))
+                for s in OutboxStatus]
+        return format_html(
+            "{} · <a href=\"{}\">all messages</a>",
+            format_html_join(" · ", '<a href="{}">{}: {}</a>', rows),
+            self._outbox_url(obj),
+        )
+
+    @admin.action(description="Send test mail", permissions=["run"])
+    def send_test_mail(self, request: HttpRequest, queryset):
+        form = SendTestMailForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            recipient = form.cleaned_data["recipient"]
+            for connection in queryset:
+                try:
+                    message = outbox.send_test_mail(connection_id=connection.pk, to=recipient)
+                except TenantMailError as exc:
+                    self.message_user(request, f"{connection.name}: not queued: {exc}", messages.ERROR)
+                    continue
+                url = reverse("admin:connections_outboxmessage_change", args=[message.pk])
+                self.message_user(
+                    request,
+                    format_html('{}: test message to {} queued as <a href="{}">#{}</a>.',
+                                connection.name, recipient, url, message.pk),
+                    messages.SUCCESS,
+                )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Send test mail",
+            "opts": self.model._meta,
+            "form": form,
+            "connections": queryset,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        }
+        return TemplateResponse(request, "admin/connections/outboundconnection/send_test_mail.html", context)
+
+    @admin.action(description="Send due messages now", permissions=["run"])
+    def send_due_now(self, request: HttpRequest, queryset):
+        count = 0
+        for connection in queryset.filter(enabled=True):
+            outbox.kick(connection_id=connection.pk)
+            count += 1
+        self.message_user(request, f"Asked the workers to send the due messages of {count} connection(s).")
+
+
+# --- outbox messages ---------------------------------------------------------------------
+
+def _split_addresses(value: str) -> list[str]:
+    from ..management.commands.send_message import _addresses
+
+    lines = [line.strip() for line in (value or "").replace("\r", "\n").split("\n")]
+    return _addresses([line for line in lines if line])
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", MultipleFileInput())
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list:
+        single = super().clean
+        if isinstance(data, (list, tuple)):
+            return [single(item, initial) for item in data if item]
+        return [single(data, initial)] if data else []
+
+
+class ComposeForm(forms.ModelForm):
+    """The add form: a message composed in the admin and queued through the service."""
+
+    to = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False,
+                         help_text="One address per line, or separated by commas.")
+    cc = forms.CharField(label="Cc", widget=forms.Textarea(attrs={"rows": 1}), required=False)
+    bcc = forms.CharField(label="Bcc", widget=forms.Textarea(attrs={"rows": 1}), required=False)
+    reply_to = forms.CharField(label="Reply-To", required=False,
+                               help_text="Empty: the connection's default Reply-To.")
+    from_address = forms.CharField(label="From", required=False, max_length=998,
+                                   help_text="Empty: the connection's default From.")
+    attachments = MultipleFileField(required=False, help_text="Select one or more files.")
+
+    class Meta:
+        model = OutboxMessage
+        fields = ["connection", "from_address", "to", "cc", "bcc", "reply_to", "subject", "text_body",
+                  "html_body", "priority", "send_after"]
+        widgets = {"subject": forms.TextInput(attrs={"size": 80})}
+        labels = {"text_body": "Text", "html_body": "HTML"}
+
+    prepared: outbox.PreparedMessage | None = None
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        connection = data.get("connection")
+        if connection is None or self.errors:
+            return data
+        uploads = data.get("attachments") or []
+        try:
+            self.prepared = outbox.prepare(
+                connection_id=connection.pk,
+                to=_split_addresses(data.get("to", "")), cc=_split_addresses(data.get("cc", "")),
+                bcc=_split_addresses(data.get("bcc", "")),
+                reply_to=_split_addresses(data["reply_to"]) if data.get("reply_to") else None,
+                from_address=data.get("from_address") or None,
+                subject=data.get("subject") or "", text=data.get("text_body") or "",
+                html=data.get("html_body") or "",
+                attachments=[outbox.AttachmentIn(u.name, u.read(), u.content_type or "") for u in uploads],
+                priority=data.get("priority") or 0, send_after=data.get("send_after"),
+            )
+        except TenantMailError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data
+
+
+class StaleFilter(admin.SimpleListFilter):
+    title = "in flight"
+    parameter_name = "flight"
+
+    def lookups(self, request: HttpRequest, model_admin: Any):
+        return [("stale", "Stale: worker presumed gone"), ("active", "Being sent now")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        cutoff = outbox.stale_cutoff()
+        if self.value() == "stale":
+            return queryset.filter(status=OutboxStatus.SENDING, claimed_at__lt=cutoff)
+        if self.value() == "active":
+            return queryset.filter(status=OutboxStatus.SENDING, claimed_at__gte=cutoff)
+        return queryset
+
+
+class OutboxAttachmentInline(admin.TabularInline):
+    model = OutboxAttachment
+    extra = 0
+    fields = ["name", "content_type", "size"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_staff and tenancy.can(request.user, getattr(obj, "tenant_id", None), action="view")
+
+
+DELIVERY_FIELDS = ["status_badge", "attempts", "next_attempt_at", "claimed_at", "sent_at", "last_error",
+                   "recipient_table", "delivery_log_table"]
+MESSAGE_FIELDS = ["tenant", "connection", "from_address", "to_list", "cc_list", "bcc_list", "reply_to",
+                  "subject", "message_id", "size_display", "priority", "send_after", "created_at", "source_link"]
+
+
+@admin.register(OutboxMessage)
+class OutboxMessageAdmin(TenantScopedAdmin):
+    edit_action = "run"  # composing a message is a send: operators may
+    list_display = ["subject_display", "recipients", "connection", "tenant", "status_badge", "attempts",
+                    "next_attempt_at", "sent_at", "created_at"]
+    list_filter = ["status", StaleFilter, "connection", "tenant"]
+    search_fields = ["subject", "message_id", "from_address", "envelope_from"]
+    date_hierarchy = "created_at"
+    actions = ["requeue", "cancel"]
+    list_select_related = ["connection", "tenant"]
+    list_per_page = 100
+    inlines = [OutboxAttachmentInline]
+
+    def get_queryset(self, request: HttpRequest):
+        # Never load the wire bytes or bodies for lists.
+        return super().get_queryset(request).defer("mime", "text_body", "html_body")
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        result, duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        if "@" in term and " " not in term:
+            result = result | queryset.filter(Q(envelope_to__contains=[term]))
+        return result, duplicates
+
+    # --- permissions: messages are composed, never edited; deleting needs the admin role
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.status == OutboxStatus.SENDING:
+            return False
+        return request.user.is_staff and tenancy.can(request.user, self._obj_tenant_id(obj), action="change")
+
+    # --- compose (add) and the read-only record (change)
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any):
+        if obj is None:
+            kwargs["form"] = ComposeForm
+            kwargs["fields"] = None
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None):
+        if obj is None:
+            return [
+                (None, {"fields": ["connection", "from_address", "to", "cc", "bcc", "reply_to", "subject"]}),
+                ("Body", {"fields": ["text_body", "html_body", "attachments"]}),
+                ("Scheduling", {"fields": ["priority", "send_after"], "classes": ["collapse"]}),
+            ]
+        return [
+            ("Delivery", {"fields": DELIVERY_FIELDS}),
+            ("Message", {"fields": MESSAGE_FIELDS}),
+            ("Body", {"fields": ["text_display", "html_display", "extra_headers"]}),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
+        if obj is None:
+            return []
+        return DELIVERY_FIELDS + MESSAGE_FIELDS + ["text_display", "html_display", "extra_headers"]
+
+    def get_inlines(self, request: HttpRequest, obj: Any = None):
+        return [OutboxAttachmentInline] if obj is not None else []
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+        if db_field.name == "connection" and field is not None:
+            field.queryset = field.queryset.select_related("tenant").filter(enabled=True)
+            field.label_from_instance = lambda c: f"{c.tenant.slug} / {c.name} ({c.host})"
+        return field
+
+    def save_form(self, request: HttpRequest, form, change: bool):
+        if change:
+            raise PermissionDenied  # the record is read-only
+        prepared = form.prepared
+        if prepared is None or not tenancy.can(request.user, prepared.connection.tenant_id, action="run"):
+            raise PermissionDenied
+        return outbox.store(prepared)
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        pass  # stored by outbox.store in save_form
+
+    def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
+        pass
+
+    def response_add(self, request: HttpRequest, obj, post_url_continue=None):
+        self.message_user(request, f"Message #{obj.pk} queued on {obj.connection.name}.", messages.SUCCESS)
+        return super().response_add(request, obj, post_url_continue)
+
+    def get_urls(self):
+        urls = super().get_urls()
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("<path:object_id>/source/", self.admin_site.admin_view(self.source_view),
+                 name="%s_%s_source" % info),
+            *urls,
+        ]
+
+    def source_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The message exactly as it goes on the wire (message/rfc822, downloaded)."""
+        self._require_visible(request, object_id)
+        obj = self.get_queryset(request).defer(None).get(pk=object_id)
+        if not self.has_view_permission(request, obj):
+            raise PermissionDenied
+        response = HttpResponse(bytes(obj.mime), content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="outbox-{obj.pk}.eml"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    # --- actions
+    @admin.action(description="Requeue selected (failed, cancelled, stale sending)", permissions=["run"])
+    def requeue(self, request: HttpRequest, queryset) -> None:
+        result = outbox.requeue(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        self.message_user(request, f"{result.changed} message(s) requeued.", messages.SUCCESS)
+        if result.skipped:
+            self.message_user(
+                request,
+                f"{result.skipped} message(s) left as they are: only failed, cancelled and stale sending "
+                "messages can be requeued.",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Cancel selected (queued, stale sending)", permissions=["run"])
+    def cancel(self, request: HttpRequest, queryset) -> None:
+        result = outbox.cancel(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        self.message_user(request, f"{result.changed} message(s) cancelled.", messages.SUCCESS)
+        if result.skipped:
+            self.message_user(
+                request,
+                f"{result.skipped} message(s) left as they are: only queued and stale sending messages "
+                "can be cancelled.",
+                messages.WARNING,
+            )
+
+    # --- columns and read-only fields
+    @admin.display(description="subject", ordering="subject")
+    def subject_display(self, obj: OutboxMessage) -> str:
+        return obj.subject or "(no subject)"
+
+    @admin.display(description="recipients")
+    def recipients(self, obj: OutboxMessage) -> str:
+        rcpts = list(obj.envelope_to or [])
+        return ", ".join(rcpts[:3]) + (f" +{len(rcpts) - 3}" if len(rcpts) > 3 else "")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: OutboxMessage) -> str:
+        label = obj.get_status_display()
+        if obj.status == OutboxStatus.SENDING and obj.claimed_at and obj.claimed_at < outbox.stale_cutoff():
+            return format_html(
+                '<strong style="color:#ba2121" title="claimed at {}; its worker is presumed gone. It may or may '
+                'not have reached the server: requeue (may send twice) or cancel.">{} (stale)</strong>',
+                obj.claimed_at, label,
+            )
+        return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(obj.status, "#000"), label)
+
+    @admin.display(description="To")
+    def to_list(self, obj: OutboxMessage) -> str:
+        return ", ".join(obj.to) or "–"
+
+    @admin.display(description="Cc")
+    def cc_list(self, obj: OutboxMessage) -> str:
+        return ", ".join(obj.cc) or "–"
+
+    @admin.display(description="Bcc")
+    def bcc_list(self, obj: OutboxMessage) -> str:
+        return ", ".join(obj.bcc) or "–"
+
+    @admin.display(description="size")
+    def size_display(self, obj: OutboxMessage) -> str:
+        return outbox._human(obj.size)
+
+    @admin.display(description="source")
+    def source_link(self, obj: OutboxMessage) -> str:
+        url = reverse("admin:connections_outboxmessage_source", args=[obj.pk])
+        return format_html('<a href="{}">download the message as sent (.eml)</a>', url)
+
+    @admin.display(description="text")
+    def text_display(self, obj: OutboxMessage) -> str:
+        return format_html('<pre style="white-space:pre-wrap;max-height:30em;overflow:auto">{}</pre>',
+                           obj.text_body) if obj.text_body else "–"
+
+    @admin.display(description="HTML (source)")
+    def html_display(self, obj: OutboxMessage) -> str:
+        # Shown as escaped source: rendering it would run the message's markup in the admin.
+        return format_html('<pre style="white-space:pre-wrap;max-height:30em;overflow:auto">{}</pre>',
+                           obj.html_body) if obj.html_body else "–"
+
+    @admin.display(description="recipients")
+    def recipient_table(self, obj: OutboxMessage) -> str:
+        results = obj.recipient_results or {}
+        rows = []
+        for address in obj.envelope_to or []:
+            result = results.get(address)
+            if result is None:
+                rows.append((address, "–", "not sent yet" if obj.status in ("queued", "sending") else ""))
+            elif result.get("status") == "accepted":
+                rows.append((address, "accepted", ""))
+            else:
+                rows.append((address, f"refused {result.get('code', '')}", result.get("text", "")))
+        return format_html(
+            "<table><thead><tr><th>address</th><th>result</th><th>server's reply</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    @admin.display(description="attempts and events")
+    def delivery_log_table(self, obj: OutboxMessage) -> str:
+        log = obj.delivery_log or []
+        if not log:
+            return "–"
+        rows = [(e.get("at", ""), e.get("outcome", ""), e.get("code") or "", e.get("detail", "")) for e in log]
+        return format_html(
+            "<table><thead><tr><th>at</th><th>outcome</th><th>code</th><th>detail</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
+
+    def changeform_view(self, request: HttpRequest, object_id=None, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        if object_id is None:
+            extra_context.setdefault("title", "Compose a message")
+        return super().changeform_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,149 @@
+"""manage.py send_message <tenant-slug> <connection-name> --to … --subject … (--body … | --body-file F)
+
+Queues a message in the tenant's outbox (the workers send it), or with --now sends it from
+this process and prints the server's answer for every recipient (exit status 1 if it was
+not sent).
+"""
+from __future__ import annotations
+
+import mimetypes
+import sys
+from email.utils import getaddresses
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connections.errors import TenantMailError
+from connections.models import OutboxStatus
+from connections.services import outbox
+from connections.services.mime import AttachmentIn
+
+
+def _addresses(values: list[str] | None) -> list[str]:
+    """--to may repeat and may hold comma-separated addresses ("Doe, John" <j@x> stays one)."""
+    result: list[str] = []
+    for value in values or []:
+        parsed = getaddresses([value])
+        if len(parsed) <= 1:
+            result.append(value.strip())
+            continue
+        # Split at the commas the address parser saw, keeping each piece as written.
+        pieces, depth, quoted, start = [], 0, False, 0
+        for i, ch in enumerate(value):
+            if ch == '"' and (i == 0 or value[i - 1] != "\\"):
+                quoted = not quoted
+            elif not quoted and ch == "<":
+                depth += 1
+            elif not quoted and ch == ">":
+                depth -= 1
+            elif not quoted and depth == 0 and ch == ",":
+                pieces.append(value[start:i])
+                start = i + 1
+        pieces.append(value[start:])
+        result.extend(p.strip() for p in pieces if p.strip())
+    return result
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CommandError(f"The {what} file {path} is not UTF-8 text.") from None
+
+
+class Command(BaseCommand):
+    help = "Queue (or with --now, send at once) a message through a tenant's outbound connection."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("tenant", help="tenant slug")
+        parser.add_argument("connection", help="outbound connection name")
+        parser.add_argument("--to", action="append", default=[], metavar="ADDRESS",
+                            help="recipient; repeat, or separate with commas")
+        parser.add_argument("--cc", action="append", default=[], metavar="ADDRESS")
+        parser.add_argument("--bcc", action="append", default=[], metavar="ADDRESS")
+        parser.add_argument("--from", dest="from_address", metavar="ADDRESS",
+                            help="From (default: the connection's default From)")
+        parser.add_argument("--reply-to", action="append", default=None, metavar="ADDRESS")
+        parser.add_argument("--subject", required=True)
+        body = parser.add_mutually_exclusive_group(required=True)
+        body.add_argument("--body", help="the text body")
+        body.add_argument("--body-file", metavar="F", help="file with the text body (UTF-8; - for stdin)")
+        parser.add_argument("--html-file", metavar="F", help="file with an HTML body (UTF-8)")
+        parser.add_argument("--attach", action="append", default=[], metavar="F",
+                            help="attach a file; repeat for more")
+        parser.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
+                            help="an extra header; repeat for more")
+        parser.add_argument("--priority", type=int, default=0, help="higher is sent first")
+        parser.add_argument("--now", action="store_true",
+                            help="send from this process now and print each recipient's result")
+
+    def handle(self, *args, **opts) -> None:
+        try:
+            connection = outbox.resolve_connection(tenant=opts["tenant"], connection=opts["connection"])
+        except TenantMailError as exc:
+            raise CommandError(str(exc)) from None
+        to, cc, bcc = _addresses(opts["to"]), _addresses(opts["cc"]), _addresses(opts["bcc"])
+        if not (to or cc or bcc):
+            raise CommandError("Give at least one recipient with --to, --cc or --bcc.")
+        text = opts["body"] if opts["body"] is not None else _read_text(opts["body_file"], "body")
+        html = _read_text(opts["html_file"], "HTML") if opts["html_file"] else ""
+        attachments = []
+        for path in opts["attach"]:
+            try:
+                content = Path(path).read_bytes()
+            except OSError as exc:
+                raise CommandError(f"Cannot read the attachment {path}: {exc.strerror or exc}.") from None
+            ctype = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
+            attachments.append(AttachmentIn(Path(path).name, content, ctype))
+        headers = {}
+        for item in opts["header"]:
+            name, sep, value = item.partition(":")
+            if not sep:
+                raise CommandError(f"--header {item!r} is not of the form Name:Value.")
+            headers[name.strip()] = value.strip()
+
+        try:
+            message = outbox.enqueue(
+                connection_id=connection.pk, to=to, cc=cc, bcc=bcc, subject=opts["subject"],
+                text=text, html=html, from_address=opts["from_address"],
+                reply_to=_addresses(opts["reply_to"]) if opts["reply_to"] is not None else None,
+                attachments=attachments, extra_headers=headers, priority=opts["priority"],
+                dispatch=not opts["now"],
+            )
+        except TenantMailError as exc:
+            raise CommandError(f"Not queued: {exc}") from None
+
+        if not opts["now"]:
+            self.stdout.write(
+                f"Queued message #{message.pk} {message.message_id} "
+                f"({message.size} bytes, {len(message.envelope_to)} recipient(s)) "
+                f"on {connection.tenant.slug}/{connection.name}; the workers will send it."
+            )
+            return
+
+        message, report = outbox.send_now(message_id=message.pk)
+        for address, result in message.recipient_results.items():
+            if result.get("status") == "accepted":
+                self.stdout.write(f"  {address}: accepted")
+            else:
+                self.stdout.write(f"  {address}: refused {result.get('code')} {result.get('text', '')}")
+        if message.status == OutboxStatus.SENT:
+            refused = sum(1 for r in message.recipient_results.values() if r.get("status") != "accepted")
+            self.stdout.write(self.style.SUCCESS(
+                f"Sent message #{message.pk} {message.message_id}"
+                + (f" ({refused} recipient(s) refused)" if refused else "")
+            ))
+            if refused:
+                raise SystemExit(1)
+            return
+        if message.status == OutboxStatus.QUEUED:
+            when = message.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S %Z") if message.next_attempt_at else "later"
+            raise CommandError(
+                f"Not sent: {message.last_error or report.error}. Message #{message.pk} stays queued; "
+                f"the workers will try again at {when}."
+            )
+        raise CommandError(f"Not sent: message #{message.pk} is {message.status}: {message.last_error or report.error}")

@@ -1,0 +1,162 @@
+"""Admin: compose with attachments, Send test mail, requeue/cancel, the delivery record, scoping."""
+from __future__ import annotations
+
+from datetime import timedelta
+from email import message_from_bytes, policy
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+
+from connections.models import Membership, OutboxMessage, OutboxStatus, Tenant
+from connections.services import outbox
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(django_user_model, tenant):
+    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    Membership.objects.create(user=user, tenant=tenant, role="operator")
+    return user
+
+
+@pytest.fixture
+def viewer(django_user_model, tenant):
+    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    Membership.objects.create(user=user, tenant=tenant, role="viewer")
+    return user
+
+
+@pytest.fixture
+def other_conn(make_connection):
+    other = Tenant.objects.create(name="Other", slug="other-tenant")
+    return make_connection(tenant=other, name="theirs")
+
+
+def test_operator_composes_a_message_with_attachments(client, operator, make_connection, other_conn):
+    conn = make_connection()
+    client.force_login(operator)
+    add_url = reverse("admin:connections_outboxmessage_add")
+    page = client.get(add_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'enctype="multipart/form-data"' in html
+    assert conn.name in html and "theirs" not in html  # only the user's tenants' connections
+    response = client.post(add_url, {
+        "connection": conn.pk, "to": "Bob <bob@example.test>\ncarol@example.test", "cc": "", "bcc": "",
+        "reply_to": "", "from_address": "", "subject": "Grüße", "text_body": "Hallo", "html_body": "",
+        "priority": "0", "send_after_0": "", "send_after_1": "",
+        "attachments": [SimpleUploadedFile("a.pdf", b"%PDF-1\x00\xff", "application/pdf"),
+                        SimpleUploadedFile("b.txt", b"hello", "text/plain")],
+    })
+    assert response.status_code == 302, response.content.decode()[:3000]
+    message = OutboxMessage.objects.get()
+    assert message.tenant_id == conn.tenant_id and message.status == OutboxStatus.QUEUED
+    assert message.envelope_to == ["bob@example.test", "carol@example.test"]
+    parsed = message_from_bytes(bytes(message.mime), policy=policy.default)
+    assert parsed["Subject"] == "Grüße"
+    assert [(a.get_filename(), a.get_content()) for a in parsed.iter_attachments()] == [
+        ("a.pdf", b"%PDF-1\x00\xff"), ("b.txt", "hello")]
+    # the record page is read-only and shows the delivery section
+    page = client.get(reverse("admin:connections_outboxmessage_change", args=[message.pk]))
+    assert page.status_code == 200
+    body = page.content.decode()
+    assert "Delivery" in body and "bob@example.test" in body and "a.pdf" in body
+    assert 'name="_save"' not in body
+
+
+def test_compose_errors_are_shown_on_the_form_and_nothing_is_stored(client, operator, make_connection):
+    conn = make_connection()
+    client.force_login(operator)
+    response = client.post(reverse("admin:connections_outboxmessage_add"), {
+        "connection": conn.pk, "to": "not an address", "subject": "Hi\r\nBcc: x@example.test",
+        "text_body": "x", "priority": "0",
+    })
+    assert response.status_code == 200
+    assert "is not a valid e-mail address" in response.content.decode()
+    assert not OutboxMessage.objects.exists()
+
+
+def test_viewer_cannot_compose_or_run_actions(client, viewer, make_connection):
+    conn = make_connection()
+    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    client.force_login(viewer)
+    assert client.get(reverse("admin:connections_outboxmessage_add")).status_code == 403
+    changelist = client.get(reverse("admin:connections_outboxmessage_changelist"))
+    assert changelist.status_code == 200
+    assert "requeue" not in changelist.content.decode()
+    client.post(reverse("admin:connections_outboxmessage_changelist"),
+                {"action": "cancel", "_selected_action": [msg.pk]})
+    assert OutboxMessage.objects.get(pk=msg.pk).status == OutboxStatus.QUEUED
+
+
+def test_requeue_and_cancel_actions(client, operator, make_connection):
+    conn = make_connection()
+    failed, queued, stale = (outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s",
+                                            dispatch=False) for _ in range(3))
+    OutboxMessage.objects.filter(pk=failed.pk).update(status=OutboxStatus.FAILED, attempts=5)
+    OutboxMessage.objects.filter(pk=stale.pk).update(status=OutboxStatus.SENDING,
+                                                     claimed_at=timezone.now() - timedelta(hours=2))
+    client.force_login(operator)
+    url = reverse("admin:connections_outboxmessage_changelist")
+    listing = client.get(url + "?flight=stale").content.decode()
+    assert "(stale)" in listing
+    client.post(url, {"action": "cancel", "_selected_action": [queued.pk]})
+    assert OutboxMessage.objects.get(pk=queued.pk).status == OutboxStatus.CANCELLED
+    response = client.post(url, {"action": "requeue", "_selected_action": [failed.pk, stale.pk]}, follow=True)
+    assert "2 message(s) requeued" in response.content.decode()
+    assert {m.status for m in OutboxMessage.objects.filter(pk__in=[failed.pk, stale.pk])} == {OutboxStatus.QUEUED}
+
+
+def test_other_tenants_messages_are_invisible(client, operator, other_conn):
+    theirs = outbox.enqueue(connection_id=other_conn.pk, to=["a@example.test"], subject="secret-subject",
+                            dispatch=False)
+    client.force_login(operator)
+    listing = client.get(reverse("admin:connections_outboxmessage_changelist")).content.decode()
+    assert "secret-subject" not in listing
+    assert client.get(reverse("admin:connections_outboxmessage_change", args=[theirs.pk])).status_code == 404
+    assert client.get(reverse("admin:connections_outboxmessage_source", args=[theirs.pk])).status_code == 404
+    client.post(reverse("admin:connections_outboxmessage_changelist"),
+                {"action": "cancel", "_selected_action": [theirs.pk]})
+    assert OutboxMessage.objects.get(pk=theirs.pk).status == OutboxStatus.QUEUED
+
+
+def test_source_download_is_the_wire_message(client, operator, make_connection):
+    conn = make_connection()
+    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", text="x", dispatch=False)
+    client.force_login(operator)
+    response = client.get(reverse("admin:connections_outboxmessage_source", args=[msg.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "message/rfc822"
+    assert response.content == bytes(msg.mime)
+
+
+def test_send_test_mail_action_asks_for_a_recipient_then_queues(client, operator, make_connection):
+    conn = make_connection()
+    client.force_login(operator)
+    url = reverse("admin:connections_outboundconnection_changelist")
+    ask = client.post(url, {"action": "send_test_mail", "_selected_action": [conn.pk]})
+    assert ask.status_code == 200 and 'name="recipient"' in ask.content.decode()
+    bad = client.post(url, {"action": "send_test_mail", "_selected_action": [conn.pk], "apply": "1",
+                            "recipient": "nope"})
+    assert "not a valid e-mail address" in bad.content.decode() and not OutboxMessage.objects.exists()
+    done = client.post(url, {"action": "send_test_mail", "_selected_action": [conn.pk], "apply": "1",
+                             "recipient": "ops@example.test"}, follow=True)
+    assert "test message to ops@example.test queued" in done.content.decode()
+    msg = OutboxMessage.objects.get()
+    assert msg.connection_id == conn.pk and msg.envelope_to == ["ops@example.test"]
+    assert msg.subject.startswith("TenantMail test message")
+
+
+def test_connection_form_checks_default_from(client, django_user_model, tenant):
+    admin_user = django_user_model.objects.create_superuser("root", "root@example.test", "pw")
+    client.force_login(admin_user)
+    response = client.post(reverse("admin:connections_outboundconnection_add"), {
+        "tenant": tenant.pk, "name": "smtp-x", "enabled": "on", "host": "smtp.example.test", "port": "",
+        "protection": "ssl_tls", "timeout": "30", "verify_certificate": "on", "trusted_ca": "",
+        "authentication": "plain", "credential_name": "c", "default_from": "Bad\r\nBcc: x@example.test",
+        "default_reply_to": "", "max_per_session": "100", "rate_limit_per_minute": "",
+    })
+    assert response.status_code == 200
+    assert "line break" in response.content.decode() or "not a valid" in response.content.decode()
