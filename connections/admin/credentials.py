@@ -88,7 +88,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         "used_by_count",
     ]
     list_display_links = ["name"]
-    list_filter = ["status", "tenant"]
+    list_filter = ["status", ("tenant", admin.RelatedOnlyFieldListFilter)]  # only own tenants
     search_fields = ["name", "username", "description"]
     list_select_related = ["tenant"]
     actions = ["deploy_selected"]
@@ -180,7 +180,9 @@ class UserCredentialAdmin(TenantScopedAdmin):
 
     @admin.display(description="used by", ordering="usage_count")
     def used_by_count(self, obj: UserCredential) -> int:
-        return getattr(obj, "usage_count", None) or len(service.used_by(credential=obj))
+        if hasattr(obj, "usage_count"):
+            return obj.usage_count
+        return len(service.used_by(credential=obj))
 
     @admin.display(description="used by")
     def used_by_display(self, obj: UserCredential) -> str:

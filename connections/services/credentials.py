@@ -65,19 +65,47 @@ def _settled_status(cred: UserCredential) -> str:
     return CredentialStatus.STORED if cred.has_undeployed_changes else CredentialStatus.DEPLOYED
 
 
+# What an edit writes: never the deployed values, which only deploy() changes.
+_DEPLOYED_FIELDS = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by"]
+_DEPLOYED_ATTNAMES = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by_id"]
+_ENTERED_FIELDS = ["name", "description", "username", "password", "status", "status_detail", "updated_at"]
+
+
 @sensitive_variables("password")
 def save_artifact(*, credential: UserCredential, password: str | None = None) -> UserCredential:
-    """Save the entered values (password None = keep the stored one); deployed values stay."""
+    """Save the entered values (password None = keep the stored one); deployed values stay.
+
+    The status is worked out against the deployed values as they are in the database at
+    that moment (row locked), so a deploy that happened meanwhile is neither undone nor
+    misreported.
+    """
     if password is not None:
         if not password:
             raise CredentialError("The password must not be empty.")
         credential.password = password
-    problem = credential.decryption_problem()
-    if problem:
-        credential.status, credential.status_detail = CredentialStatus.ERROR, problem
-    else:
-        credential.status, credential.status_detail = _settled_status(credential), ""
-    credential.save()
+    with transaction.atomic():
+        keep_password = password is None and credential.pk is not None
+        carried = _DEPLOYED_ATTNAMES + (["password"] if keep_password else [])
+        if credential.pk is not None:
+            locked = (
+                UserCredential.objects.select_for_update()
+                .only(*_DEPLOYED_FIELDS, "password").filter(pk=credential.pk).first()
+            )
+            if locked is not None:
+                for attname in carried:
+                    # Through __dict__: an undecryptable deployed copy is carried, not raised.
+                    credential.__dict__[attname] = locked.__dict__[attname]
+                credential._state.fields_cache.pop("deployed_by", None)
+        problem = credential.decryption_problem()
+        if problem:
+            credential.status, credential.status_detail = CredentialStatus.ERROR, problem
+        else:
+            credential.status, credential.status_detail = _settled_status(credential), ""
+        if credential.pk is not None and not credential._state.adding:
+            fields = [f for f in _ENTERED_FIELDS if not (keep_password and f == "password")]
+            credential.save(update_fields=fields)
+        else:
+            credential.save()
     return credential
 
 

@@ -161,7 +161,9 @@ def test_viewer_is_read_only(world):
 def test_other_tenant_sees_nothing(world):
     cred = make_credential(world.tenant_a, "alpha-only")
     client = world.client(world.admin_b)
-    assert "alpha-only" not in client.get(reverse(CHANGELIST)).content.decode()
+    listing = client.get(reverse(CHANGELIST)).content.decode()
+    assert "alpha-only" not in listing
+    assert "Alpha Corp" not in listing  # not even in the tenant filter
     assert client.get(change_url(cred)).status_code == 404
     assert client.post(deploy_url(cred)).status_code == 404
     assert client.get(delete_url(cred)).status_code == 404

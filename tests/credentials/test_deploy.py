@@ -145,3 +145,18 @@ def test_used_by_and_delete_refusal_in_service(world):
     assert UserCredential.objects.filter(pk=cred.pk).exists()
     service.delete(credential_id=other_tenant.pk)  # unused in its own tenant: deleted
     assert not UserCredential.objects.filter(pk=other_tenant.pk).exists()
+
+
+def test_edit_saved_from_a_stale_copy_never_undoes_a_deploy(world):
+    """An admin form loaded before someone else deployed must not write old deployed values back."""
+    cred = make_credential(world.tenant_a, deploy_as=world.superuser)
+    stale = UserCredential.objects.get(pk=cred.pk)  # version 1, as a form would have it
+    service.save_artifact(credential=UserCredential.objects.get(pk=cred.pk), password="second")
+    service.deploy(credential_id=cred.pk, user=world.operator_a)  # version 2 = "second"
+    stale.description = "edited meanwhile"
+    service.save_artifact(credential=stale)  # no new password typed: the stored one is kept
+    fresh = UserCredential.objects.get(pk=cred.pk)
+    assert fresh.version == 2 and fresh.deployed_password == "second"
+    assert fresh.deployed_by == world.operator_a and fresh.description == "edited meanwhile"
+    assert fresh.password == "second" and not fresh.has_undeployed_changes
+    assert fresh.status == CredentialStatus.DEPLOYED
