@@ -168,12 +168,22 @@ class IMAPClient:
     ...     for uid, raw in imap.fetch_many(imap.search_uids(unseen_only=True)): ...
     """
 
-    def __init__(self, settings: MailSettings, password: str | None, *, trace: Trace | None = None) -> None:
+    def __init__(
+        self,
+        settings: MailSettings,
+        password: str | None,
+        *,
+        trace: Trace | None = None,
+        mechanism: str | None = None,
+    ) -> None:
+        """`mechanism` forces one login method ("LOGIN" or "PLAIN" for plain, "CRAM-MD5");
+        by default the best the server offers is chosen."""
         if settings.protocol != "imap":
             raise ValueError(f"IMAPClient needs protocol imap, not {settings.protocol!r}")
         self.settings = settings
         self._password = password
         self.trace = trace if trace is not None else Trace()
+        self._forced_mechanism = mechanism.upper() if mechanism else None
         self._imap: _IMAP4 | None = None
         self.capabilities: set[str] = set()
         self.capabilities_before_tls: set[str] = set()
@@ -342,6 +352,13 @@ class IMAPClient:
             mechanism = "PLAIN"
         else:
             mechanism = "LOGIN"
+        if self._forced_mechanism in ("LOGIN", "PLAIN"):
+            mechanism = self._forced_mechanism
+            if mechanism == "PLAIN" and "PLAIN" not in offered:
+                raise MechanismUnavailable(
+                    f"the server does not offer AUTHENTICATE PLAIN (it offers: {', '.join(offered) or 'nothing'})",
+                    offered=offered, transient=False,
+                )
         detail["mechanism"] = mechanism
         self._run_auth(mechanism)
 

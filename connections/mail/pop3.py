@@ -95,12 +95,22 @@ class POP3Client:
     error sends QUIT, which applies DELEs; leaving it with an error closes the connection
     without QUIT, so the server deletes nothing."""
 
-    def __init__(self, settings: MailSettings, password: str | None, *, trace: Trace | None = None) -> None:
+    def __init__(
+        self,
+        settings: MailSettings,
+        password: str | None,
+        *,
+        trace: Trace | None = None,
+        mechanism: str | None = None,
+    ) -> None:
+        """`mechanism` forces one login method ("USER" or "PLAIN" for plain, "CRAM-MD5" or
+        "APOP" for encrypted); by default the best the server offers is chosen."""
         if settings.protocol != "pop3":
             raise ValueError(f"POP3Client needs protocol pop3, not {settings.protocol!r}")
         self.settings = settings
         self._password = password
         self.trace = trace if trace is not None else Trace()
+        self._forced_mechanism = mechanism.upper() if mechanism else None
         self._pop: _POP3 | None = None
         self.capabilities: set[str] = set()
         self.capabilities_before_tls: set[str] = set()
@@ -259,7 +269,14 @@ class POP3Client:
                 transient=False,
             )
         if s.authentication == "encrypted":
-            if "CRAM-MD5" in self.sasl_mechanisms:
+            if self._forced_mechanism == "APOP" and self.apop_timestamp:
+                mechanism = "APOP"
+            elif self._forced_mechanism == "APOP":
+                raise MechanismUnavailable(
+                    f"the server's greeting carries no APOP timestamp (it offers: {', '.join(offered) or 'nothing'})",
+                    offered=offered, transient=False,
+                )
+            elif "CRAM-MD5" in self.sasl_mechanisms:
                 mechanism = "CRAM-MD5"
             elif self.apop_timestamp:
                 mechanism = "APOP"
@@ -272,7 +289,9 @@ class POP3Client:
         else:
             if not self.encrypted and not s.allow_plain_without_tls:
                 raise refuse_plain(s, starttls_offered="STLS" in self.capabilities, label="password (POP3 USER/PASS)")
-            if "USER" in self.capabilities or not self.capa_supported:
+            if self._forced_mechanism == "PLAIN" and "PLAIN" in self.sasl_mechanisms:
+                mechanism = "PLAIN"
+            elif "USER" in self.capabilities or not self.capa_supported:
                 mechanism = "USER"
             elif "PLAIN" in self.sasl_mechanisms:
                 mechanism = "PLAIN"

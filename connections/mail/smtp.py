@@ -95,7 +95,10 @@ class SMTPClient:
         local_hostname: str | None = None,
         trace: Trace | None = None,
         pipelining: bool = True,
+        mechanism: str | None = None,
     ) -> None:
+        """`pipelining=False` sends MAIL/RCPT/DATA one by one even when the server offers
+        PIPELINING; `mechanism` forces "PLAIN" or "LOGIN" (plain) instead of the best offered."""
         if settings.protocol != "smtp":
             raise ValueError(f"SMTPClient needs protocol smtp, not {settings.protocol!r}")
         self.settings = settings
@@ -103,6 +106,7 @@ class SMTPClient:
         self._local_hostname = local_hostname
         self.trace = trace if trace is not None else Trace()
         self._use_pipelining = pipelining
+        self._forced_mechanism = mechanism.upper() if mechanism else None
         self._smtp: _SMTP | None = None
         self.extensions: dict[str, str] = {}
         self.extensions_before_tls: dict[str, str] = {}
@@ -144,7 +148,8 @@ class SMTPClient:
             elif s.protection == "off":
                 self.trace.skip("tls", "protection Off: the connection is not encrypted")
             with self.trace.step("capabilities") as detail:
-                self._ehlo()
+                if self.encrypted or not self.extensions_before_tls:
+                    self._ehlo()  # (again) after STARTTLS, or the first time
                 detail["extensions"] = dict(self.extensions)
                 if self.extensions_before_tls:
                     detail["extensions_before_tls"] = dict(self.extensions_before_tls)
@@ -175,11 +180,7 @@ class SMTPClient:
         try:
             return fn()
         except smtplib.SMTPServerDisconnected as exc:
-            raise ConnectError(
-                f"the server at {where(self.settings)} closed the connection while {doing}",
-                hint="the server may be overloaded, or refuse this client; try again later",
-                step=step,
-            ) from None
+            raise self._disconnected(exc, step=step, doing=doing) from None
         except smtplib.SMTPResponseException as exc:
             raise SMTPReplyError(
                 f"{doing}: {exc.smtp_code} {_text(exc.smtp_error)}", code=exc.smtp_code,
@@ -187,6 +188,24 @@ class SMTPClient:
             ) from None
         except (OSError, EOFError) as exc:
             raise network_error(exc, self.settings, step=step, doing=doing) from None
+
+    def _disconnected(self, exc: BaseException, *, step: str, doing: str, data_sent: bool = False) -> ConnectError:
+        """smtplib reports timeouts and resets as SMTPServerDisconnected: tell them apart."""
+        self._smtp = None
+        if "timed out" in str(exc):
+            err = network_error(TimeoutError(), self.settings, step=step, doing=doing)
+        else:
+            err = ConnectError(
+                f"the server at {where(self.settings)} closed the connection while {doing}",
+                hint="the server may be overloaded, or refuse this client; try again later",
+                step=step,
+            )
+        if data_sent:
+            err.message += " (after the message data was sent, before the server's final reply)"
+            err.hint = "the message may have been delivered; sending it again may duplicate it"
+            err.maybe_delivered = True
+        err.args = (err.message,)
+        return err
 
     def _ehlo(self) -> None:
         smtp = self._smtp
@@ -273,6 +292,8 @@ class SMTPClient:
                     offered=offered, transient=False,
                 )
             mechanism = "CRAM-MD5"
+        elif self._forced_mechanism in ("PLAIN", "LOGIN") and self._forced_mechanism in offered:
+            mechanism = self._forced_mechanism
         elif "PLAIN" in offered:
             mechanism = "PLAIN"
         elif "LOGIN" in offered:
@@ -368,7 +389,13 @@ class SMTPClient:
             if self._use_pipelining and "pipelining" in self.extensions:
                 smtp.send(b"".join(commands) + b"DATA\r\n")
                 code, msg = smtp.getreply()
-                replies = [smtp.getreply() for _ in recipients]
+                if code == 421:
+                    raise self._dropped(code, msg)
+                replies = []
+                for _ in recipients:
+                    replies.append(smtp.getreply())
+                    if replies[-1][0] == 421:  # the server is closing: no more replies follow
+                        raise self._dropped(*replies[-1])
                 data_code, data_msg = smtp.getreply()
             else:
                 smtp.send(commands[0])
@@ -420,18 +447,14 @@ class SMTPClient:
             result.reply = (code, _text(msg))
             return result
         except smtplib.SMTPServerDisconnected as exc:
-            self._smtp = None
-            raise ConnectError(
-                f"the server at {where(self.settings)} closed the connection"
-                + (" after the message data was sent, before its final reply" if data_sent else ""),
-                hint="try again; the message may have been delivered" if data_sent else "try again later",
-                step="command", maybe_delivered=data_sent,
-            ) from None
+            raise self._disconnected(exc, step="command", doing="sending", data_sent=data_sent) from None
         except (OSError, EOFError) as exc:
             self.close(quit=False)
             err = network_error(exc, self.settings, step="command", doing="sending")
-            if isinstance(err, ConnectError):
-                err.maybe_delivered = data_sent
+            if isinstance(err, ConnectError) and data_sent:
+                err.message += " (after the message data was sent, before the server's final reply)"
+                err.args = (err.message,)
+                err.maybe_delivered = True
             raise err from None
         finally:
             if encoding != "ascii" and self._smtp is not None:
@@ -483,9 +506,8 @@ class SMTPClient:
                 results[original] = (rcode, _text(rmsg))
             self.reset()
             return results
-        except smtplib.SMTPServerDisconnected:
-            self._smtp = None
-            raise ConnectError(f"the server at {where(self.settings)} closed the connection", step="command") from None
+        except smtplib.SMTPServerDisconnected as exc:
+            raise self._disconnected(exc, step="command", doing="checking addresses") from None
         except (OSError, EOFError) as exc:
             self.close(quit=False)
             raise network_error(exc, self.settings, step="command", doing="checking addresses") from None
