@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 from croniter import croniter
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 
 from ..errors import ConfigurationError, ValidationError
 from ..models import (
@@ -733,8 +733,15 @@ def apply(
         plan = _plan_and_write(tenants, prune=prune, environ=environ, user=user, write=False, errors=errors)
         plan.dry_run = True
         return plan
-    with transaction.atomic():
-        return _plan_and_write(tenants, prune=prune, environ=environ, user=user, write=True, errors=[])
+    try:
+        with transaction.atomic():
+            return _plan_and_write(tenants, prune=prune, environ=environ, user=user, write=True, errors=[])
+    except IntegrityError:
+        # Someone created or renamed the same rows between our reads and writes.
+        raise ConfigurationError(
+            "The database changed while the file was being applied; nothing was written.",
+            hint="apply the file again",
+        ) from None
 
 
 def _plan_and_write(
@@ -779,7 +786,7 @@ def _plan_and_write(
             if password == "":
                 errors.append(f"{c.path}.password_env: the environment variable {env_name} is empty")
                 continue
-            if password is None:
+            if password is None and env_name:  # (a missing password_env is already reported)
                 if cur is None:
                     errors.append(
                         f"{c.path}.password_env: the environment variable {env_name} is not set "

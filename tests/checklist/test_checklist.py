@@ -105,8 +105,7 @@ def test_deployed_item_never_deployed_then_changed_then_redeployed(acme):
     assert got.link == f"/admin/connections/usercredential/{cred.pk}/change/" and got.link_label == "Deploy"
     cred = credential_service.deploy(credential_id=cred.pk, user=None)
     assert items(conn)["credential_deployed"].state == "ok"
-    cred.password = "a-new-password"
-    credential_service.save_artifact(credential=cred)
+    credential_service.save_artifact(credential=cred, password="a-new-password")
     got = items(conn)["credential_deployed"]
     assert got.state == "fail" and "changes that are not deployed" in got.detail and "version 1" in got.detail
     credential_service.deploy(credential_id=cred.pk, user=None)
@@ -115,7 +114,7 @@ def test_deployed_item_never_deployed_then_changed_then_redeployed(acme):
 
 
 @pytest.mark.parametrize(
-    "settings, state, text",
+    "conf, state, text",
     [
         (dict(protection="ssl_tls", authentication="plain"), "ok", "SSL/TLS with certificate validation."),
         (dict(protection="starttls_mandatory", authentication="plain"), "ok", "STARTTLS mandatory"),
@@ -128,9 +127,9 @@ def test_deployed_item_never_deployed_then_changed_then_redeployed(acme):
         (dict(protection="ssl_tls", authentication="plain", allow_plain_without_tls=True), "warn", "Allow plain login without TLS"),
     ],
 )
-def test_transport_security(acme, settings, state, text):
+def test_transport_security(acme, conf, state, text):
     f.credential(acme)
-    got = items(f.inbound(acme, **settings))["transport"]
+    got = items(f.inbound(acme, **conf))["transport"]
     assert got.state == state and text in got.detail, got
 
 
@@ -159,7 +158,7 @@ def test_schedule_item(acme):
 
 
 @pytest.mark.parametrize(
-    "settings, state, text",
+    "conf, state, text",
     [
         (dict(selection="unread", post_processing="mark_read"), "ok", "Mark as read"),
         (dict(selection="all", post_processing="mark_read"), "warn", "selection All re-processes mail"),
@@ -173,9 +172,9 @@ def test_schedule_item(acme):
         (dict(protocol="pop3", post_processing="keep"), "warn", "mailbox grows"),
     ],
 )
-def test_post_processing_item(acme, settings, state, text):
+def test_post_processing_item(acme, conf, state, text):
     f.credential(acme)
-    got = items(f.inbound(acme, **settings))["post_processing"]
+    got = items(f.inbound(acme, **conf))["post_processing"]
     assert got.state == state and text in got.detail, got
 
 

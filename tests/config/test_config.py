@@ -477,3 +477,10 @@ def test_the_schedulers_rules_apply_and_the_next_poll_is_scheduled():
     assert inbound.next_poll_at is not None
     apply_text(BASE.replace("        post_processing: mark_read\n", "        post_processing: mark_read\n        enabled: false\n"))
     assert InboundConnection.objects.get().next_poll_at is None
+
+
+def test_a_missing_password_env_key_is_reported_once():
+    errors = refused(BASE.replace("        password_env: ACME_MAILBOX_PASSWORD\n", ""))
+    assert errors == [
+        "tenants[0].credentials[0].password_env: required (the name of the environment variable with the password)"
+    ]
