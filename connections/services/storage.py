@@ -107,6 +107,7 @@ class _Prepared:
     mail: FetchedMail
     sha: str
     parsed: parsing.ParsedMessage | None
+    raw_size: int = 0
     raw_name: str = ""
     attachment_names: list[str] = field(default_factory=list)
     error: str = ""
@@ -168,7 +169,9 @@ def _message_row(connection: InboundConnection, prep: _Prepared, now, *, post_do
     mail, parsed = prep.mail, prep.parsed
     row = StoredMessage(
         tenant_id=connection.tenant_id, connection=connection, server_key=mail.server_key,
-        uidvalidity=mail.uidvalidity, uid=mail.uid, uidl=mail.uidl, size=mail.size, fetched_at=now,
+        uidvalidity=mail.uidvalidity, uid=mail.uid, uidl=mail.uidl, fetched_at=now,
+        # The server's size for a header-only (oversized) mail, else the bytes stored.
+        size=mail.size if mail.oversized else prep.raw_size,
         raw_sha256=prep.sha, oversized=mail.oversized, post_processed_at=now if post_done else None,
     )
     row.raw.name = prep.raw_name
@@ -210,7 +213,7 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
         try:
             sha = mail.sha256()
             parsed = parse_mail(mail) if parse else None
-            prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed))
+            prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed, raw_size=mail.stored_size))
         except Exception as exc:  # e.g. the spool file vanished
             log.exception("could not prepare mail %s", mail.server_key)
             outcomes[index] = StoreOutcome(mail, "failed", error=f"{mail.server_key}: {type(exc).__name__}: {exc}")

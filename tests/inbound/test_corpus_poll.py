@@ -1,0 +1,78 @@
+"""The whole public corpus appended to a Dovecot mailbox, polled over IMAP and over POP3:
+every mail stored, byte for byte what the server hands out, nothing crashes."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from connections.models import PollOutcome, StoredMessage
+from connections.services.polling import poll
+
+from .conftest import corpus_files
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
+
+
+def _pop3_copies(mail_servers, address: str, password: str) -> dict[str, bytes]:
+    """UIDL -> what the server hands out over POP3, read with the bare standard library.
+
+    Not the IMAP copies: over POP3 Dovecot keeps NUL bytes (IMAP replaces them) and ends
+    every mail with CRLF before the terminating "." (RFC 1939).
+    """
+    import poplib
+    import ssl
+
+    context = ssl.create_default_context(cafile=mail_servers.ca_file)
+    poplib._MAXLINE = max(poplib._MAXLINE, 1 << 24)  # the corpus has lines of megabytes
+    pop = poplib.POP3_SSL(mail_servers.host, mail_servers.ports["pop3s"], context=context, timeout=30)
+    try:
+        pop.user(address)
+        pop.pass_(password)
+        copies = {}
+        for line in pop.uidl()[1]:
+            num, uidl = line.decode().split()
+            lines = pop.retr(int(num))[1]
+            copies[uidl] = b"".join(line + b"\r\n" for line in lines)
+        return copies
+    finally:
+        pop.quit()
+
+
+def _check_stored(conn, copies: dict[int, bytes], by: str) -> None:
+    stored = list(StoredMessage.objects.filter(connection=conn))
+    assert len(stored) == len(copies)
+    expected = sorted(hashlib.sha256(c).hexdigest() for c in copies.values())
+    got = []
+    for message in stored:
+        with message.raw.open("rb") as fh:
+            raw = fh.read()
+        assert hashlib.sha256(raw).hexdigest() == message.raw_sha256
+        assert message.size == len(raw)
+        got.append(message.raw_sha256)
+        assert message.parsed
+        key = message.uid if by == "uid" else message.uidl
+        assert raw == copies[key], f"{by} {key} differs from the server's copy"
+    assert sorted(got) == expected
+
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+def test_whole_corpus_polled(mail_servers, mailbox, make_inbound, protocol, settings):
+    settings.INBOUND_STREAM_THRESHOLD = 512 * 1024  # the corpus' 1-2 MB mails go the streaming way
+    files = corpus_files()
+    address, password = mailbox
+    mail_servers.append(address, [p.read_bytes() for p in files])
+    copies = mail_servers.server_copies(address)
+    assert len(copies) == len(files)
+    conn = make_inbound(address, password, protocol=protocol, post_processing="keep", selection="all",
+                        max_messages=1000)
+    result = poll(connection_id=conn.pk)
+    assert result.outcome == PollOutcome.SUCCESS, result.error
+    assert (result.fetched, result.stored, result.failed) == (len(files), len(files), 0)
+    if protocol == "pop3":
+        copies = _pop3_copies(mail_servers, address, password)
+    _check_stored(conn, copies, "uid" if protocol == "imap" else "uidl")
+    problems = StoredMessage.objects.filter(connection=conn).exclude(parse_problems=[]).count()
+    assert problems > 10  # the malformed ones are marked, not dropped
+    again = poll(connection_id=conn.pk)
+    assert (again.outcome, again.stored, again.skipped) == (PollOutcome.SUCCESS, 0, len(files))

@@ -1,0 +1,136 @@
+"""Exactly once: a worker killed between store and post-processing, UIDVALIDITY changes,
+two pollers on one mailbox."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.db import connection as db_connection
+
+from connections.models import MailboxLock, PollOutcome, PollRun, StoredMessage
+from connections.services import polling
+from connections.services.polling import _Interrupt, poll
+
+from .mails import make_mail
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
+
+
+def _die_at(point: str):
+    def hook(where: str) -> None:
+        if where == point:
+            raise _Interrupt(f"worker killed at {where}")
+    return hook
+
+
+@pytest.mark.parametrize("mode", ["mark_read", "delete", "move"])
+def test_imap_worker_killed_between_store_and_post_processing(mail_servers, mailbox, make_inbound, mode):
+    address, password = mailbox
+    mail_servers.append(address, [make_mail(f"k{i}") for i in range(4)])
+    conn = make_inbound(address, password, post_processing=mode, archive_folder="Done", lock_timeout=1)
+    with pytest.raises(_Interrupt):
+        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    # Stored and committed, but the server was not touched and the lock was left behind.
+    assert StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).count() == 4
+    assert len(mail_servers.flags(address)) == 4
+    assert not any("\\Seen" in f for f in mail_servers.flags(address).values())
+    assert MailboxLock.objects.count() >= 1
+    assert PollRun.objects.get(connection=conn).outcome == PollOutcome.RUNNING
+    # While the dead worker's lock is fresh, a poll is refused…
+    locked = poll(connection_id=conn.pk)
+    assert locked.outcome == PollOutcome.LOCKED
+    time.sleep(1.2)  # …once it expired (lock timeout 1 s), the next poll takes it over.
+    result = poll(connection_id=conn.pk)
+    assert result.outcome == PollOutcome.SUCCESS, result.error
+    assert result.stored == 0 and result.recovered == 4
+    assert StoredMessage.objects.filter(connection=conn).count() == 4  # no duplicate, no loss
+    assert not StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).exists()
+    flags = mail_servers.flags(address)
+    if mode == "mark_read":
+        assert len(flags) == 4 and all("\\Seen" in f for f in flags.values())
+    else:
+        assert flags == {}
+    if mode == "move":
+        assert len(mail_servers.flags(address, folder="Done")) == 4
+
+
+def test_pop3_worker_killed_before_quit(mail_servers, mailbox, make_inbound):
+    address, password = mailbox
+    mail_servers.append(address, [make_mail(f"p{i}") for i in range(3)])
+    conn = make_inbound(address, password, protocol="pop3", post_processing="delete", lock_timeout=1)
+    with pytest.raises(_Interrupt):
+        poll(connection_id=conn.pk, _hook=_die_at("before_quit"))
+    # The DELEs were never applied (no QUIT): the mails are still there, stored once.
+    assert len(mail_servers.flags(address)) == 3
+    assert StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).count() == 3
+    time.sleep(1.2)
+    result = poll(connection_id=conn.pk)
+    assert result.outcome == PollOutcome.SUCCESS, result.error
+    assert (result.stored, result.recovered) == (0, 3)
+    assert mail_servers.flags(address) == {}
+    assert StoredMessage.objects.filter(connection=conn).count() == 3
+    assert not StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).exists()
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(mail_servers, mailbox, make_inbound):
+    address, password = mailbox
+    folder = "Shared"
+    originals = [make_mail(f"u{i}") for i in range(3)]
+    mail_servers.append(address, originals, folder=folder)
+    conn = make_inbound(address, password, folder=folder, selection="all", post_processing="keep")
+    assert poll(connection_id=conn.pk).stored == 3
+    conn.refresh_from_db()
+    old_validity = conn.imap_uidvalidity
+    # Recreate the folder: same mails, new UIDVALIDITY; plus one new mail.
+    from connections.mail.imap import IMAPClient
+
+    settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain", username=address)
+    with IMAPClient(settings, password) as client:
+        client.select("INBOX")
+        client._require().delete(f'"{folder}"')  # no DELETE-folder helper in the client
+    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock (seconds)
+    mail_servers.append(address, [*originals, make_mail("brand new")], folder=folder)
+    result = poll(connection_id=conn.pk)
+    assert result.outcome == PollOutcome.SUCCESS, result.error
+    conn.refresh_from_db()
+    assert conn.imap_uidvalidity != old_validity
+    assert result.stored == 1 and result.skipped == 3
+    assert StoredMessage.objects.filter(connection=conn).count() == 4
+    # Every row now carries the new identity, so the next poll skips by UID again.
+    assert set(StoredMessage.objects.filter(connection=conn).values_list("uidvalidity", flat=True)) == {conn.imap_uidvalidity}
+    assert not conn.imap_resync
+    again = poll(connection_id=conn.pk)
+    assert (again.stored, again.fetched, again.skipped) == (0, 0, 4)
+
+
+def test_two_concurrent_pollers_one_gets_locked(mail_servers, mailbox, make_inbound, settings):
+    settings.INBOUND_FETCH_BATCH = 5
+    address, password = mailbox
+    mail_servers.append(address, [make_mail(f"c{i}", body="x" * 2000) for i in range(60)])
+    conn = make_inbound(address, password, post_processing="mark_read")
+    # A second connection of the same mailbox (same host + user + folder) competes too.
+    twin = make_inbound(address, password, post_processing="mark_read", protocol="imap", protection="starttls_mandatory")
+    results: dict[str, polling.PollResult] = {}
+    barrier = threading.Barrier(3)
+
+    def run(name: str, cid: int) -> None:
+        try:
+            barrier.wait()
+            results[name] = poll(connection_id=cid)
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=run, args=("a", conn.pk)), threading.Thread(target=run, args=("b", conn.pk)),
+               threading.Thread(target=run, args=("c", twin.pk))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    outcomes = sorted(r.outcome for r in results.values())
+    assert outcomes.count(PollOutcome.SUCCESS) == 1, {k: (v.outcome, v.error) for k, v in results.items()}
+    assert outcomes.count(PollOutcome.LOCKED) == 2
+    winner = next(r for r in results.values() if r.outcome == PollOutcome.SUCCESS)
+    assert winner.stored == 60
+    assert StoredMessage.objects.filter(connection_id=winner.connection_id).count() == 60
+    assert not MailboxLock.objects.exists()  # released at the end
