@@ -22,6 +22,7 @@ from ..errors import TenantMailError
 from ..models import CredentialStatus, UserCredential
 from ..models.credentials import MASK, PASSWORD_MAX_LENGTH
 from ..services import credentials as service
+from ..services import tenancy
 from .base import TenantScopedAdmin
 
 SECRET_POST_FIELDS = ("new_password", "new_password_confirmation")
@@ -42,6 +43,17 @@ class UserCredentialForm(forms.ModelForm):
     class Meta:
         model = UserCredential
         fields = ["tenant", "name", "description", "username"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            self.fields["new_password"].label = "New password"
+            self.fields["new_password"].help_text = (
+                "Leave blank to keep the stored password. Write-only: it is never shown."
+            )
+            self.fields["new_password_confirmation"].label = "New password confirmation"
+        else:
+            self.fields["new_password"].help_text = "Write-only: it is never shown again."
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -124,6 +136,13 @@ class UserCredentialAdmin(TenantScopedAdmin):
     def get_queryset(self, request: HttpRequest):
         return service.with_usage_counts(super().get_queryset(request))
 
+    def get_list_display(self, request: HttpRequest):
+        fields = list(super().get_list_display(request))
+        ids = tenancy.tenant_ids(request.user)
+        if ids is not None and len(ids) == 1:
+            fields.remove("tenant")  # one tenant: the column says nothing
+        return fields
+
     def save_model(self, request: HttpRequest, obj: UserCredential, form, change: bool) -> None:
         service.save_artifact(credential=obj, password=form.cleaned_data.get("new_password") or None)
 
@@ -153,14 +172,14 @@ class UserCredentialAdmin(TenantScopedAdmin):
             return _badge("cannot decrypt", "#ba2121")
         return MASK
 
-    @admin.display(description="password")
+    @admin.display(description="stored password")
     def password_display(self, obj: UserCredential) -> str:
         if obj.pk is None:
             return "—"
         problem = obj.decryption_problem()
         if problem:
             return format_html('{} <span style="color:#ba2121">{}</span>', _badge("Error", "#ba2121"), problem)
-        return f"{MASK} (stored encrypted; write-only)"
+        return f"{MASK} (encrypted; type a new password below to replace it)"
 
     @admin.display(description="status")
     def status_badge(self, obj: UserCredential) -> str:
