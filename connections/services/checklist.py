@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 from urllib.parse import urlencode
 
+from django.db.models.functions import Lower
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
@@ -143,11 +144,16 @@ def ids_with_readiness(queryset, value: str) -> list[int]:
 # --------------------------------------------------------------------------- the items
 
 def _credentials_for(conns: Sequence[Connection]) -> dict[tuple[int, str], UserCredential]:
-    """(tenant id, name) -> artifact for every tenant involved; also case-insensitive lookups."""
-    tenant_ids = {c.tenant_id for c in conns if c.authentication != Authentication.NONE}
-    if not tenant_ids:
+    """(tenant id, name) -> the artifacts the connections name, in one query."""
+    wanted = [c for c in conns if c.authentication != Authentication.NONE and (c.credential_name or "").strip()]
+    if not wanted:
         return {}
-    return {(u.tenant_id, u.name): u for u in UserCredential.objects.filter(tenant_id__in=tenant_ids)}
+    # Only the names referred to, compared case-insensitively so that a near miss can be named.
+    names = {c.credential_name.strip().lower() for c in wanted}
+    qs = UserCredential.objects.annotate(lname=Lower("name")).filter(
+        tenant_id__in={c.tenant_id for c in wanted}, lname__in=names
+    )
+    return {(u.tenant_id, u.name): u for u in qs}
 
 
 def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Evaluation:

@@ -40,10 +40,11 @@ class Command(BaseCommand):
         try:
             plan = config.apply(config.load(text), dry_run=dry_run, prune=prune)
         except config.ConfigValidationError as exc:
+            where = "<stdin>" if file == "-" else file
             for error in exc.errors:
-                self.stderr.write(f"{file}: {error}")
+                self.stderr.write(f"{where}: {error}")
             raise CommandError(
-                f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in {file}; nothing was changed."
+                f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in {where}; nothing was changed."
             ) from None
         except TenantMailError as exc:
             raise CommandError(f"{exc} Nothing was changed.") from None
