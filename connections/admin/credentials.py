@@ -143,6 +143,17 @@ class UserCredentialAdmin(TenantScopedAdmin):
             fields.remove("tenant")  # one tenant: the column says nothing
         return fields
 
+    def construct_change_message(self, request: HttpRequest, form, formsets, add: bool = False):
+        # History says "Changed Password" (never a value), not the two input boxes.
+        message = super().construct_change_message(request, form, formsets, add)
+        for entry in message:
+            changed = entry.get("changed", {}).get("fields")
+            if changed:
+                labels = {str(form.fields[n].label) for n in SECRET_POST_FIELDS}
+                kept = [f for f in changed if f not in labels]
+                entry["changed"]["fields"] = kept + (["Password"] if len(kept) < len(changed) else [])
+        return message
+
     def save_model(self, request: HttpRequest, obj: UserCredential, form, change: bool) -> None:
         service.save_artifact(credential=obj, password=form.cleaned_data.get("new_password") or None)
 
