@@ -1,0 +1,95 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright, with watchers.
+
+Every page records: dialogs (alert/confirm/prompt), console messages, and every request;
+requests to any host other than the live server are recorded and aborted, so a test can
+prove that nothing left for an outside host.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+
+CHROMIUM = os.environ.get("TENANTMAIL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
+
+
+@dataclass
+class Watch:
+    origin: str
+    dialogs: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    outside: list[str] = field(default_factory=list)
+    responses: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def is_local(self, url: str) -> bool:
+        parsed = urlparse(url)
+        if parsed.scheme in {"data", "about", "blob"}:
+            return True
+        return f"{parsed.scheme}://{parsed.netloc}" == self.origin
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    # Playwright's sync API keeps an event loop in this thread; Django's ORM would refuse
+    # to run next to it in the test code without this flag (tests only).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (scripts/test does this).")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+    if previous is None:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def open_context(browser, live_server, user=None):
+    """A fresh browser context signed in as `user`, and its Watch."""
+    from django.test import Client
+
+    origin = live_server.url.rstrip("/")
+    watch = Watch(origin=origin)
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    if user is not None:
+        client = Client()
+        client.force_login(user)
+        context.add_cookies([{"name": settings.SESSION_COOKIE_NAME,
+                              "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+                              "url": origin}])
+
+    def route(route_, request):
+        if watch.is_local(request.url):
+            route_.continue_()
+        else:
+            watch.outside.append(request.url)
+            route_.abort()
+
+    context.route("**/*", route)
+
+    def on_page(page):
+        page.on("dialog", lambda d: (watch.dialogs.append(f"{d.type}: {d.message}"), d.dismiss()))
+        page.on("console", lambda m: watch.console.append(m.text))
+        page.on("request", lambda r: watch.requests.append(r.url))
+        page.on("response", lambda r: watch.responses.append((r.url, r.status, r.headers.get("content-type", ""))))
+
+    context.on("page", on_page)
+    return context, watch
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
