@@ -229,22 +229,27 @@ def _transport_item(c: Connection) -> Item:
     auth = c.authentication
     fails: list[str] = []
     warns: list[str] = []
-    tls = prot in (Protection.STARTTLS_MANDATORY, Protection.SSL_TLS)
-    if auth == Authentication.PLAIN and not tls:
+    if auth == Authentication.PLAIN and prot == Protection.OFF:
         if c.allow_plain_without_tls:
             warns.append(
-                f"Plain user/password with {prot.label}: the password can be read on the network "
+                "Plain user/password without TLS: the password can be read on the network "
                 "(allowed by 'allow plain login without TLS')."
             )
         else:
             fails.append(
-                f"Plain user/password needs STARTTLS mandatory or SSL/TLS, but protection is {prot.label}: "
+                "Plain user/password needs STARTTLS mandatory or SSL/TLS, but protection is Off: "
                 "the connection refuses to send the password."
             )
     elif c.allow_plain_without_tls:
         warns.append("'Allow plain login without TLS' is on: turn it off unless you need it.")
     if prot == Protection.STARTTLS_OPTIONAL:
-        warns.append("STARTTLS optional: if the server offers no STARTTLS, mail travels unencrypted.")
+        if auth == Authentication.PLAIN and not c.allow_plain_without_tls:
+            warns.append(
+                "STARTTLS optional with plain user/password: if the server offers no STARTTLS, the "
+                "login is refused; choose STARTTLS mandatory."
+            )
+        else:
+            warns.append("STARTTLS optional: if the server offers no STARTTLS, mail travels unencrypted.")
     elif prot == Protection.OFF:
         warns.append("No TLS: mail travels unencrypted.")
     if prot != Protection.OFF and not c.verify_certificate:

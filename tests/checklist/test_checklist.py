@@ -119,7 +119,7 @@ def test_deployed_item_never_deployed_then_changed_then_redeployed(acme):
         (dict(protection="ssl_tls", authentication="plain"), "ok", "SSL/TLS with certificate validation."),
         (dict(protection="starttls_mandatory", authentication="plain"), "ok", "STARTTLS mandatory"),
         (dict(protection="off", authentication="plain"), "fail", "Plain user/password needs STARTTLS mandatory or SSL/TLS"),
-        (dict(protection="starttls_optional", authentication="plain"), "fail", "Plain user/password needs"),
+        (dict(protection="starttls_optional", authentication="plain"), "warn", "the login is refused"),
         (dict(protection="off", authentication="plain", allow_plain_without_tls=True), "warn", "password can be read"),
         (dict(protection="starttls_optional", authentication="encrypted"), "warn", "STARTTLS optional"),
         (dict(protection="off", authentication="encrypted"), "warn", "No TLS"),
