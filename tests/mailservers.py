@@ -308,6 +308,7 @@ class MailServers:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    _map_mtime: float = field(default=0.0, repr=False)
 
     # ----- users
     def add_user(self, *, local: str | None = None, password: str | None = None) -> tuple[str, str]:
@@ -348,9 +349,13 @@ class MailServers:
         tmp = etc / "vmailbox.tmp"
         tmp.write_text("".join(f"{user} ok\n" for user in self._users), encoding="utf-8")
         os.replace(tmp, vmap)
-        # hash tables are re-opened by Postfix daemons when the .db file changes.
+        # hash tables are re-opened by Postfix daemons when the .db file's mtime changes, compared
+        # in whole seconds: move it strictly forward on every change so no new user goes unseen.
         subprocess.run(["/usr/sbin/postmap", "-c", str(self.root / "postfix" / "etc"), f"hash:{vmap}"],
                        check=True, capture_output=True)
+        stamp = max(time.time(), self._map_mtime) + 1
+        os.utime(etc / "vmailbox.db", (stamp, stamp))
+        self._map_mtime = stamp
 
     # ----- IMAP access as the user (over the plain listener, for speed)
     def _imap(self, address: str) -> imaplib.IMAP4:

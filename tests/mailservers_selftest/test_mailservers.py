@@ -340,3 +340,12 @@ def test_stop_leaves_no_daemon_and_no_files() -> None:
                 leftovers.append(entry)
     assert leftovers == []
     assert not root.exists()
+
+
+def test_users_added_in_quick_succession_are_known_to_a_running_smtpd(mail_servers: MailServers) -> None:
+    for _ in range(3):
+        address, _ = mail_servers.add_user()
+        with smtplib.SMTP(mail_servers.host, mail_servers.ports["smtp_notls"], timeout=5) as smtp:
+            smtp.ehlo()
+            smtp.mail("someone@elsewhere.invalid")
+            assert smtp.rcpt(address)[0] == 250

@@ -1,0 +1,146 @@
+"""`manage.py test_connection <tenant-slug> <connection-name>`: the connectivity test from the shell.
+
+Exit status: 0 the test passed, 1 it failed, 2 it could not run (unknown tenant or connection,
+ambiguous name, bad options). `--json` prints one JSON object (the stored report) instead of
+the step-by-step text. The password is never printed.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from connections.errors import TenantMailError
+from connections.services.connectivity import ConnectionNotFound, find_connection, probe_connection
+
+# Detail keys shown in the text output, per step, in this order (the JSON has everything).
+_TEXT_DETAILS = {
+    "credential": ["name", "username", "version"],
+    "dns": ["host", "addresses"],
+    "tcp": ["address", "port"],
+    "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",
+            "verify_error"],
+    "greeting": ["text"],
+    "capabilities": ["capabilities", "extensions", "sasl", "auth", "size", "capabilities_before_tls",
+                     "extensions_before_tls"],
+    "auth": ["user", "mechanism", "offered"],
+    "folders": ["count", "separator", "folders"],
+    "folder": ["folder", "exists"],
+    "status": ["folder", "messages", "unseen", "uidvalidity", "uidnext"],
+    "stat": ["messages", "size"],
+    "uidl": ["supported", "count"],
+    "addresses": ["sender", "results"],
+}
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the connectivity test of a connection (DNS, TCP, TLS, greeting, capabilities, "
+        "authentication, then folders/STAT/address checks) and store the result on it. "
+        "Exit 0 when it passes, 1 when it fails, 2 when it cannot run."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("tenant_slug", help="slug of the tenant")
+        parser.add_argument("connection_name", help="name of the inbound or outbound connection")
+        parser.add_argument("--kind", choices=["inbound", "outbound"],
+                            help="which connection, when the name exists both inbound and outbound")
+        parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        parser.add_argument("--check-address", action="append", default=[], metavar="ADDR", dest="check_addresses",
+                            help="SMTP only: MAIL FROM + RCPT TO for ADDR, then RSET; nothing is sent (repeatable)")
+        parser.add_argument("--from", dest="sender", metavar="ADDR",
+                            help="SMTP only: the MAIL FROM address for --check-address (default: the "
+                                 "connection's default From)")
+        parser.add_argument("--no-store", action="store_true",
+                            help="do not record the result as the connection's last test")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        as_json = options["json"]
+        try:
+            connection = find_connection(tenant_slug=options["tenant_slug"], name=options["connection_name"],
+                                         kind=options["kind"])
+            result = probe_connection(
+                connection, check_addresses=options["check_addresses"], sender=options["sender"],
+                store=not options["no_store"],
+            )
+        except (ConnectionNotFound, TenantMailError) as exc:
+            if as_json:
+                self.stdout.write(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
+            raise CommandError(str(exc), returncode=2) from None
+
+        if as_json:
+            self.stdout.write(json.dumps(result.report, indent=2, ensure_ascii=False, default=str))
+        else:
+            self._print_text(result.report, verbosity=options["verbosity"])
+        if not result.ok:
+            sys.exit(1)
+
+    # --- text output
+    def _print_text(self, report: dict[str, Any], *, verbosity: int) -> None:
+        c = report["connection"]
+        auth = c["authentication"] + (f", credential '{c['credential_name']}'" if c["credential_name"] else "")
+        self.stdout.write(
+            f"Connectivity test of {c['kind']} connection '{c['name']}' (tenant {c['tenant']}): "
+            f"{c['protocol'].upper()} {c['host']}:{c['port']}, protection {c['protection']}, "
+            f"authentication {auth}, timeout {c['timeout']} s"
+        )
+        for warning in report.get("warnings", []):
+            self.stdout.write(self.style.WARNING(f"  ! warning: {warning}"))
+        width = max((len(s["name"]) for s in report["steps"]), default=8)
+        for step in report["steps"]:
+            if not step["ok"]:
+                mark, style = "FAIL", self.style.ERROR
+            elif step.get("skipped"):
+                mark, style = "skip", self.style.WARNING
+            else:
+                mark, style = " ok ", self.style.SUCCESS
+            self.stdout.write(
+                style(f"  [{mark}] {step['name']:<{width}} {step['duration_ms']:>9.1f} ms")
+                + (f"  {step['message']}" if step.get("message") else "")
+            )
+            for line in self._detail_lines(step, verbosity=verbosity):
+                self.stdout.write(f"         {' ' * width}            {line}")
+            if step.get("hint"):
+                self.stdout.write(f"         {' ' * width}            hint: {step['hint']}")
+            chain = self._chain(step)
+            if chain and (verbosity >= 2 or not step["ok"] or not step["detail"].get("verified", True)):
+                self.stdout.write(f"         {' ' * width}            the server's certificate chain (PEM), to "
+                                  "trust it paste it into the connection's trusted CA:")
+                self.stdout.write(chain.rstrip())
+        status = self.style.SUCCESS("PASS") if report["ok"] else self.style.ERROR("FAIL")
+        self.stdout.write(f"{status}: {report['summary']} (total {report['duration_ms']:.1f} ms)")
+
+    @staticmethod
+    def _chain(step: dict[str, Any]) -> str:
+        detail = step.get("detail") or {}
+        return detail.get("chain_pem") or (detail.get("certificate") or {}).get("chain_pem") or ""
+
+    @staticmethod
+    def _detail_lines(step: dict[str, Any], *, verbosity: int) -> list[str]:
+        detail = dict(step.get("detail") or {})
+        if "certificate" in detail and isinstance(detail["certificate"], dict):
+            # The certificate read after a failed verification: show what the server presents.
+            detail = {**detail["certificate"], **{k: v for k, v in detail.items() if k != "certificate"}}
+        keys = _TEXT_DETAILS.get(step["name"], list(detail))
+        if verbosity >= 2:
+            keys = keys + [k for k in detail if k not in keys]
+        lines = []
+        for key in keys:
+            if key not in detail or key == "chain_pem" or detail[key] in (None, "", [], {}):
+                continue
+            value = detail[key]
+            if key == "results" and isinstance(value, dict):
+                for address, r in value.items():
+                    lines.append(f"{address}: {'accepted' if r.get('accepted') else 'REFUSED'} "
+                                 f"({r.get('code')} {r.get('reply', '')})")
+                continue
+            if key == "folders" and isinstance(value, list) and verbosity < 2 and len(value) > 20:
+                value = value[:20] + [f"... {len(value) - 20} more"]
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" for k, v in value.items())
+            lines.append(f"{key.replace('_', ' ')}: {value}")
+        return lines
