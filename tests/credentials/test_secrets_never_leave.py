@@ -248,3 +248,21 @@ def test_error_report_filter_hides_frame_locals(world, settings, secret):
         assert leaks(_error_report(error, secret)[1], secret) == []
         assert "owner@example.test" in _error_report(error, secret)[0]  # the report is still useful
     assert issubclass(service.SecretSafeExceptionReporterFilter, SafeExceptionReporterFilter)
+
+
+def test_no_celery_task_takes_a_secret():
+    """Tasks take ids and resolve credentials themselves: no task parameter may carry a secret."""
+    import inspect
+    import re
+
+    import connections.tasks  # noqa: F401  (registers the project's tasks)
+    from celery import current_app
+
+    secretish = re.compile(r"pass|secret|token|credential(?!_id|_name)|key", re.I)
+    tasks = {name: task for name, task in current_app.tasks.items() if name.startswith("connections.")}
+    assert tasks, "no connections.* Celery task registered"
+    offenders = {
+        name: [p for p in inspect.signature(task.run).parameters if secretish.search(p)]
+        for name, task in tasks.items()
+    }
+    assert {name: params for name, params in offenders.items() if params} == {}
