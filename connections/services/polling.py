@@ -106,38 +106,11 @@ class _Interrupt(BaseException):
 
 def _credential_and_settings(connection: InboundConnection):
     """(MailSettings, password) for the connection, through the connection-settings service."""
-    try:
-        from .connection_settings import mail_settings_for, open_credential
-    except ImportError:  # until the connectivity engineer's module lands
-        mail_settings_for, open_credential = _mail_settings_for, _open_credential
+    from .connection_settings import mail_settings_for, open_credential
+
     credential = open_credential(connection)
     settings = mail_settings_for(connection, credential=credential)
     return settings, (credential.password if credential is not None else "")
-
-
-def _open_credential(connection: InboundConnection):
-    from .credentials import resolve_deployed
-
-    if connection.authentication == "none":
-        return None
-    if not connection.credential_name:
-        raise TenantMailError(
-            "The connection has no Credential Name.", hint="set the Credential Name of a deployed User Credentials artifact"
-        )
-    return resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name)
-
-
-def _mail_settings_for(connection: InboundConnection, *, credential):
-    from ..mail import MailSettings
-
-    return MailSettings(
-        protocol=connection.protocol, host=connection.host, port=connection.port, protection=connection.protection,
-        authentication=connection.authentication, username=credential.username if credential else "",
-        timeout=float(connection.timeout), verify_certificate=connection.verify_certificate,
-        trusted_ca=connection.trusted_ca, allow_plain_without_tls=connection.allow_plain_without_tls,
-        credential_name=connection.credential_name, credential_version=credential.version if credential else None,
-        folder=connection.folder,
-    )
 
 
 # --------------------------------------------------------------------------- the poll

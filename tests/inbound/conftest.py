@@ -53,15 +53,26 @@ def tenant(db) -> Tenant:
 
 
 @pytest.fixture
-def make_inbound(tenant, mail_servers):
+def make_credential(tenant):
+    """make(username, password) -> the name of a deployed User Credentials artifact."""
+
+    def make(username: str = "nobody@example.test", password: str = "secret-pw") -> str:
+        name = f"cred-{uuid.uuid4().hex[:8]}"
+        cred = UserCredential(tenant=tenant, name=name, username=username)
+        credential_service.save_artifact(credential=cred, password=password)
+        credential_service.deploy(credential_id=cred.pk, user=None)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def make_inbound(tenant, mail_servers, make_credential):
     """make(address, password, protocol="imap", **fields) -> InboundConnection (deployed credential)."""
 
     def make(address: str, password: str, *, protocol: str = "imap", protection: str = "ssl_tls",
              authentication: str = "plain", **fields) -> InboundConnection:
-        cred_name = f"cred-{uuid.uuid4().hex[:8]}"
-        cred = UserCredential(tenant=tenant, name=cred_name, username=address)
-        credential_service.save_artifact(credential=cred, password=password)
-        credential_service.deploy(credential_id=cred.pk, user=None)
+        cred_name = make_credential(address, password)
         ms = mail_servers.mail_settings(protocol=protocol, protection=protection, authentication=authentication,
                                         username=address)
         values = dict(
