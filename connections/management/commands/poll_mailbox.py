@@ -1,0 +1,43 @@
+"""Run one poll of an inbound connection now and print a summary (see docs/inbound.md)."""
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from connections.errors import TenantMailError
+from connections.models import PollOutcome
+from connections.services import polling
+
+
+class Command(BaseCommand):
+    help = (
+        "Poll the inbound connection CONNECTION-NAME of the tenant TENANT-SLUG once, now (the "
+        "mailbox lock and every post-processing rule apply as in a scheduled poll), and print a "
+        "summary. Exit status: 0 success, 1 failed or some mails failed, 2 skipped because "
+        "another poll of the mailbox is running."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("tenant_slug", metavar="TENANT-SLUG")
+        parser.add_argument("connection_name", metavar="CONNECTION-NAME")
+        parser.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
+
+    def handle(self, *args, tenant_slug: str, connection_name: str, json: bool = False, **options) -> None:
+        try:
+            connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
+        except TenantMailError as exc:
+            raise CommandError(str(exc)) from None
+        result = polling.poll(connection_id=connection.pk, trigger="command")
+        if json:
+            self.stdout.write(_json_dumps({"tenant": tenant_slug, "connection": connection_name, **result.to_dict()}))
+        else:
+            self.stdout.write(f"{tenant_slug}/{connection_name}: {result.summary()}")
+        if result.outcome == PollOutcome.LOCKED:
+            raise SystemExit(2)
+        if result.outcome != PollOutcome.SUCCESS:
+            raise SystemExit(1)
+
+
+def _json_dumps(data: dict) -> str:
+    return json.dumps(data, sort_keys=True)
