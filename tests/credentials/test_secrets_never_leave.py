@@ -4,7 +4,7 @@ messages, the admin history or any database column other than the encrypted ones
 including a failed login against the real mail servers."""
 from __future__ import annotations
 
-import importlib.util
+import json
 import logging
 import sys
 import traceback
@@ -25,6 +25,8 @@ from django.views.debug import (
 )
 
 from connections.mail.errors import MailError
+from connections.mail.imap import IMAPClient
+from connections.mail.pop3 import POP3Client
 from connections.mail.smtp import SMTPClient
 from connections.models import InboundConnection, OutboundConnection, UserCredential
 from connections.services import credentials as service
@@ -147,9 +149,38 @@ def test_password_appears_nowhere(world, mail_servers, secret, caplog, capfd, pu
         credential_name="leak-box", trusted_ca=mail_servers.ca_pem, timeout=10,
     )
     inbound = InboundConnection.objects.create(name="leak-in", port=mail_servers.ports["imaps"], **common)
+    inbound_pop3 = InboundConnection.objects.create(
+        name="leak-pop", protocol="pop3", port=mail_servers.ports["pop3s"], **common
+    )
     outbound = OutboundConnection.objects.create(
         name="leak-out", port=mail_servers.ports["smtps"], default_from=address, **common
     )
+
+    # --- failing logins against the real servers, with the deployed (wrong) password, as the
+    # runtime does them: every protocol, plain (over TLS) and encrypted (CRAM-MD5 / APOP).
+    errors: list[MailError] = []
+    for client_class, protocol in ((SMTPClient, "smtp"), (IMAPClient, "imap"), (POP3Client, "pop3")):
+        for protection, authentication in (("ssl_tls", "plain"), ("starttls_mandatory", "encrypted")):
+            ms = mail_servers.mail_settings(
+                protocol=protocol, protection=protection, authentication=authentication, username=address,
+                credential_name="leak-box",
+            )
+            errors.append(_failed_login(client_class, ms, tenant_id=world.tenant_a.pk, name="leak-box"))
+    for i, exc in enumerate(errors):
+        assert exc.step == "auth", str(exc)
+        for part, text in _exception_texts(exc).items():
+            outputs[f"login error {i} {part}"] = text
+        report_text, report_html = _error_report(exc, secret)
+        outputs[f"error report {i} text"] = report_text
+        outputs[f"error report {i} html"] = report_html
+
+    # --- the connectivity test (service), which stores its report on the connection.
+    from connections.services.connectivity import run_connectivity_test
+
+    for kind, obj in (("inbound", inbound), ("inbound", inbound_pop3), ("outbound", outbound)):
+        result = run_connectivity_test(kind=kind, connection_id=obj.pk)
+        assert not result.ok and result.failed_step and result.failed_step["name"] == "auth", result.summary
+        outputs[f"connectivity {obj.name}"] = f"{result.summary} {result!r} {json.dumps(result.report, default=str)}"
 
     # --- every admin page of the credential, as superuser, tenant admin, operator and viewer.
     for who, client in (("superuser", world.client(world.superuser)), ("admin", admin_client),
@@ -166,8 +197,10 @@ def test_password_appears_nowhere(world, mail_servers, secret, caplog, capfd, pu
             bulk = client.post(reverse("admin:connections_usercredential_changelist"),
                                {"action": "delete_selected", "_selected_action": [cred.pk]})
             outputs[f"page {who} credential bulk delete confirmation"] = bulk.content.decode()
-        # ...and of the connections using it, whatever admin classes are registered for them.
-        for model, obj in ((InboundConnection, inbound), (OutboundConnection, outbound)):
+        # ...and of the connections using it, whatever admin classes are registered for them
+        # (with the failed test's result panel), plus their "Test connection" button if any.
+        for model, obj in ((InboundConnection, inbound), (InboundConnection, inbound_pop3),
+                           (OutboundConnection, outbound)):
             if model not in admin.site._registry:
                 continue
             opts = model._meta
@@ -178,32 +211,19 @@ def test_password_appears_nowhere(world, mail_servers, secret, caplog, capfd, pu
                 continue
             get(client, changelist, f"{who} {opts.model_name} changelist")
             get(client, change, f"{who} {opts.model_name} change")
+            try:
+                test_url = reverse(f"admin:{opts.app_label}_{opts.model_name}_test", args=[obj.pk])
+            except NoReverseMatch:
+                continue
+            if who == "operator":
+                response = client.post(test_url, follow=True)
+                assert response.status_code == 200
+                outputs[f"page {who} {opts.model_name} test connection"] = response.content.decode()
+                rendered.append(f"{who} {opts.model_name} test connection")
     assert sum("credential" in label for label in rendered) >= 4 * 4 + 2 * 2
-
-    # --- a failing login against the real servers, with the deployed (wrong) password.
-    errors: list[MailError] = []
-    for protection, authentication in (("ssl_tls", "plain"), ("starttls_mandatory", "encrypted")):
-        ms = mail_servers.mail_settings(
-            protocol="smtp", protection=protection, authentication=authentication, username=address,
-            credential_name="leak-box",
-        )
-        errors.append(_failed_login(SMTPClient, ms, tenant_id=world.tenant_a.pk, name="leak-box"))
-    if importlib.util.find_spec("connections.mail.imap") is not None:  # the IMAP client, once it lands
-        from connections.mail.imap import IMAPClient
-
-        for protection, authentication in (("ssl_tls", "plain"), ("starttls_mandatory", "encrypted")):
-            ms = mail_servers.mail_settings(
-                protocol="imap", protection=protection, authentication=authentication, username=address,
-                credential_name="leak-box",
-            )
-            errors.append(_failed_login(IMAPClient, ms, tenant_id=world.tenant_a.pk, name="leak-box"))
-    for i, exc in enumerate(errors):
-        assert "authentication failed" in str(exc).lower() or exc.step == "auth", str(exc)
-        for part, text in _exception_texts(exc).items():
-            outputs[f"login error {i} {part}"] = text
-        report_text, report_html = _error_report(exc, secret)
-        outputs[f"error report {i} text"] = report_text
-        outputs[f"error report {i} html"] = report_html
+    for model in (InboundConnection, OutboundConnection):
+        if model in admin.site._registry:  # its admin is there: its pages were checked
+            assert any(f"{model._meta.model_name} change" in label for label in rendered), model
 
     # --- logs, console, task messages, every database column that is not encrypted.
     outputs["logs"] = caplog.text + "\n".join(
