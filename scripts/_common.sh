@@ -25,3 +25,50 @@ ensure_venv() {  # ensure_venv REQUIREMENTS_FILE
         echo "$want" > "$stamp"
     fi
 }
+
+# Debian packages the tests run for real (Dovecot, Postfix, openssl, Chromium).
+TEST_DEBIAN_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl chromium"
+
+ensure_debian_packages() {
+    local missing="" p
+    for p in $TEST_DEBIAN_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    command -v apt-get >/dev/null || die "the tests need these Debian packages:$missing; install them (no apt-get here)."
+    local sudo=""
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "the tests need these Debian packages:$missing; run as root or install sudo."
+        # Without a terminal (CI) sudo must not wait for a password.
+        if [ -t 0 ]; then sudo="sudo"; else sudo="sudo -n"; fi
+    fi
+    say "installing Debian packages:$missing"
+    # Postfix asks how to configure itself: the tests start their own instance, so none.
+    printf '%s\n' "postfix postfix/main_mailer_type select No configuration" \
+                  "postfix postfix/mailname string localhost" | $sudo debconf-set-selections
+    # Keep the packages' own daemons from starting (policy-rc.d exit 101 = "not allowed").
+    local policy=/usr/sbin/policy-rc.d added_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if [ $rc = 0 ]; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold $missing || rc=$?
+    fi
+    [ -n "$added_policy" ] && $sudo rm -f "$policy"
+    [ $rc = 0 ] || die "apt-get could not install:$missing (see above)."
+}
+
+# require_service NAME URL DEFAULT_PORT HINT
+require_service() {
+    local name=$1 url=$2 port=$3 hint=$4 hostport
+    hostport=$(.venv/bin/python -c 'import sys; from urllib.parse import urlparse; u = urlparse(sys.argv[1]); print(u.hostname or "127.0.0.1", u.port or int(sys.argv[2]))' "$url" "$port")
+    set -- $hostport
+    if ! .venv/bin/python -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()' "$1" "$2" 2>/dev/null; then
+        die "$name is not reachable at $1:$2. The tests run against a real $name: $hint"
+    fi
+}

@@ -111,8 +111,9 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
-if os.environ.get("TM_TEST_DB"):
-    # Lets several test runs share one PostgreSQL server without colliding.
+if os.environ.get("TM_TEST_DB") and not DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # Lets several test runs share one PostgreSQL server without colliding (SQLite
+    # tests use an in-memory database anyway).
     DATABASES["default"]["TEST"] = {"NAME": os.environ["TM_TEST_DB"]}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -185,3 +185,17 @@ def test_check_deploy_flags_a_plain_http_setup(tmp_path):
     )
     assert result.returncode != 0
     assert "security.W008" in result.stderr and "security.W012" in result.stderr
+
+
+@pytest.mark.smoke
+def test_env_example_documents_every_variable_the_settings_read():
+    import re
+
+    source = (ROOT / "tenantmail" / "settings.py").read_text()
+    read = set(re.findall(r'(?:env\.\w+|_raw|os\.environ\.get)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    read -= {"TM_TEST_DB"}  # the test suite's own
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
+    documented |= set(re.findall(r"^#\s+([A-Z][A-Z0-9_]+)\s{2,}", example, re.M))  # environment-only list
+    assert read, "no variables found: the pattern is out of date"
+    assert read - documented == set(), "add these to .env.example with an explanation"
