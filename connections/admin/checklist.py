@@ -11,6 +11,7 @@ whole page at once. Usage::
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from django.contrib import admin
@@ -26,6 +27,8 @@ from ..services.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
 CHECKLIST_FIELDS = ("setup_checklist", "connection_diagram")
+# The request being rendered: read-only field callables only get the object.
+_REQUEST: ContextVar[HttpRequest | None] = ContextVar("tenantmail_checklist_request", default=None)
 READINESS_COLOURS = {Readiness.READY: "#417505", Readiness.NEEDS_ATTENTION: "#b36b00", Readiness.BLOCKED: "#ba2121"}
 
 
@@ -45,11 +48,11 @@ class ReadinessListFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=checklist.ids_with_readiness(queryset, value))
 
 
-def render_panel(connection: Any, *, refresh_url: str = "") -> str:
-    """The checklist panel's HTML for one connection."""
-    return render_to_string(
-        PANEL_TEMPLATE, {"evaluation": checklist.evaluation(connection), "refresh_url": refresh_url}
-    )
+def render_panel(connection: Any, *, refresh_url: str = "", test_url: str = "") -> str:
+    """The checklist panel's HTML for one connection (`test_url`: a Test connection button)."""
+    return render_to_string(PANEL_TEMPLATE, {
+        "evaluation": checklist.evaluation(connection), "refresh_url": refresh_url, "test_url": test_url,
+    })
 
 
 class SetupChecklistAdminMixin:
@@ -73,11 +76,29 @@ class SetupChecklistAdminMixin:
             return cleaned
         return [(self.checklist_fieldset_title, {"fields": list(CHECKLIST_FIELDS)}), *cleaned]
 
+    def changeform_view(self, request: HttpRequest, object_id=None, form_url: str = "", extra_context=None):
+        token = _REQUEST.set(request)
+        try:
+            response = super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+            if hasattr(response, "render") and not getattr(response, "is_rendered", True):
+                response.render()  # while the request is known to the field callables
+            return response
+        finally:
+            _REQUEST.reset(token)
+
+    def _test_url(self, request: HttpRequest | None, obj: Any) -> str:
+        """The connectivity test URL (ConnectivityTestAdminMixin) when the user may run it."""
+        url_for = getattr(self, "connectivity_test_url", None)
+        if request is None or url_for is None or not self.has_run_permission(request, obj):  # type: ignore[attr-defined]
+            return ""
+        return url_for(obj)
+
     @admin.display(description="checklist")
     def setup_checklist(self, obj: Any) -> str:
         if obj is None or obj.pk is None:
             return "Save the connection to see its checklist."
-        return mark_safe(render_panel(obj, refresh_url=self._checklist_url(obj)))  # noqa: S308 - template-escaped
+        html = render_panel(obj, refresh_url=self._checklist_url(obj), test_url=self._test_url(_REQUEST.get(), obj))
+        return mark_safe(html)  # noqa: S308 - the template escapes every value
 
     @admin.display(description="diagram")
     def connection_diagram(self, obj: Any) -> str:
@@ -107,7 +128,7 @@ class SetupChecklistAdminMixin:
         obj = self.get_object(request, object_id)  # type: ignore[attr-defined]
         if obj is None or not self.has_view_permission(request, obj):  # type: ignore[attr-defined]
             raise Http404("No such object.")
-        response = HttpResponse(render_panel(obj, refresh_url=""))
+        response = HttpResponse(render_panel(obj, test_url=self._test_url(request, obj)))
         response["Cache-Control"] = "no-store"
         return response
 

@@ -22,7 +22,18 @@ class OutboundAdmin(SetupChecklistAdminMixin, TenantScopedAdmin):
     list_filter = [ReadinessListFilter]
 
 
+class _FakeConnectivity:
+    """Stands in for ConnectivityTestAdminMixin's URL (only the URL is used by the checklist)."""
+
+    def connectivity_test_url(self, obj):
+        return f"/tmtest/connections/outboundconnection/{obj.pk}/test/"
+
+
+class OutboundWithTestAdmin(_FakeConnectivity, OutboundAdmin):
+    pass
+
+
 site.register(InboundConnection, InboundAdmin)
-site.register(OutboundConnection, OutboundAdmin)
+site.register(OutboundConnection, OutboundWithTestAdmin)
 
 urlpatterns = [path("tmtest/", site.urls), *project_urlpatterns]

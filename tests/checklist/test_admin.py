@@ -127,3 +127,16 @@ def test_superuser_dashboard_lists_every_tenant(client, superuser):
     html = client.get("/admin/").content.decode()
     assert 'data-tenant="acme"' in html and 'data-tenant="globex"' in html
     assert 'id="content-main"' in html  # Django's own index is still there
+
+
+def test_connectivity_item_has_a_test_button_for_operators_only(client):
+    t = f.tenant("acme")
+    conn = f.outbound(t, last_test_at=None, last_test_ok=None)
+    member(client, t, role="operator", name="olga")
+    html = client.get(f"/tmtest/connections/outboundconnection/{conn.pk}/change/").content.decode()
+    assert f'formaction="/tmtest/connections/outboundconnection/{conn.pk}/test/"' in html
+    panel = client.get(f"/tmtest/connections/outboundconnection/{conn.pk}/checklist/").content.decode()
+    assert "formaction=" in panel
+    member(client, t, role="viewer", name="vic")
+    html = client.get(f"/tmtest/connections/outboundconnection/{conn.pk}/change/").content.decode()
+    assert "formaction=" not in html and 'href="#connectivity-test"' in html
