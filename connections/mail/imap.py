@@ -395,27 +395,38 @@ class IMAPClient:
         self.auth_mechanism = mechanism
 
     def _login(self, username: str, password: str) -> None:
-        """LOGIN with quoted strings when ASCII, else literals (UTF-8 bytes)."""
+        """LOGIN with quoted strings when ASCII, else literals of UTF-8 bytes.
+
+        imaplib can send only one (synchronising) literal per command, so the command is written
+        here: non-synchronising literals with LITERAL+, else wait for each continuation.
+        """
         imap = self._imap
-        literal_plus = "LITERAL+" in self.capabilities or "LITERAL-" in self.capabilities
+        literal_plus = "LITERAL+" in self.capabilities
 
-        def arg(value: str, last: bool) -> bytes | None:
+        def quotable(value: str) -> bool:
+            return value.isascii() and not any(c in value for c in '"\\\r\n')
+
+        tag = imap._new_tag()
+        line = tag + b" LOGIN"
+        rejected = False
+        for value in (username, password):
             raw = value.encode("utf-8")
-            if value.isascii() and '"' not in value and "\\" not in value and "\r" not in value and "\n" not in value:
-                return b'"' + raw + b'"'
-            if literal_plus:
-                return b"{%d+}\r\n" % len(raw) + raw
-            if last:
-                imap.literal = raw  # imaplib sends a synchronising literal for the last argument
-                return None
-            raise MechanismUnavailable(
-                "cannot send this user name with IMAP LOGIN (the server offers neither LITERAL+ nor AUTH=PLAIN)",
-                offered=self.auth_mechanisms, transient=False,
-            )
-
-        user_arg = arg(username, last=False)
-        pass_arg = arg(password, last=True)
-        typ, data = imap._simple_command("LOGIN", user_arg, pass_arg)
+            if quotable(value):
+                line += b' "' + raw + b'"'
+            elif literal_plus:
+                line += b" {%d+}\r\n" % len(raw) + raw
+            else:
+                imap.send(line + b" {%d}\r\n" % len(raw))
+                while imap._get_response():  # None means a continuation request
+                    if imap.tagged_commands[tag]:
+                        rejected = True
+                        break
+                if rejected:
+                    break
+                line = raw
+        if not rejected:
+            imap.send(line + b"\r\n")
+        typ, data = imap._command_complete("LOGIN", tag)
         if typ != "OK":
             raise imaplib.IMAP4.error(_text(data))
         imap.state = "AUTH"

@@ -37,12 +37,16 @@ _READ = 65536
 _FLUSH = 256 * 1024
 
 
-def read_multiline(reader, sink: BinaryIO) -> int:
+def read_multiline(reader, sink: BinaryIO, *, size: int | None = None) -> int:
     """Copy a POP3 multi-line response body (after the status line) from `reader` to `sink`.
 
     Removes the byte-stuffed leading dot of lines (RFC 1939 3.) and stops at the terminating
     ".CRLF" line; everything else, including bare CR or LF line ends, is kept byte for byte.
     Lines of any length are fine: a long line is read in pieces. Returns the bytes written.
+
+    `size` is the message's size from LIST. A server must end the response with CRLF even when
+    the mail does not end with one, so it adds one: when the body is exactly `size` + 2 bytes
+    and ends with that CRLF, it is dropped, giving the mail as stored (and as IMAP hands it out).
     """
     written = 0
     pending: list[bytes] = []
@@ -61,12 +65,16 @@ def read_multiline(reader, sink: BinaryIO) -> int:
         pending.append(line)
         buffered += len(line)
         if buffered >= _FLUSH:
-            sink.write(b"".join(pending))
-            written += buffered
-            pending, buffered = [], 0
-    if pending:
-        sink.write(b"".join(pending))
-        written += buffered
+            data = b"".join(pending)
+            sink.write(data[:-2])  # keep the last two bytes: they may be the added CRLF
+            written += len(data) - 2
+            pending, buffered = [data[-2:]], 2
+    data = b"".join(pending)
+    if size is not None and written + len(data) == size + 2 and data.endswith(b"\r\n"):
+        data = data[:-2]
+    if data:
+        sink.write(data)
+        written += len(data)
     return written
 
 
@@ -391,23 +399,27 @@ class POP3Client:
                 out[int(parts[0])] = int(parts[1])
         return out
 
-    def _multiline(self, command: str, sink: BinaryIO, doing: str) -> int:
+    def _multiline(self, command: str, sink: BinaryIO, doing: str, size: int | None = None) -> int:
         pop = self._require()
 
         def run() -> int:
             pop._putcmd(command)
             pop._getresp()
-            return read_multiline(pop.file, sink)
+            return read_multiline(pop.file, sink, size=size)
 
         return self._call(run, doing=doing)
 
-    def retr_to(self, msgnum: int, sink: BinaryIO) -> int:
-        """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written."""
-        return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}")
+    def retr_to(self, msgnum: int, sink: BinaryIO, *, size: int | None = None) -> int:
+        """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written.
 
-    def retr(self, msgnum: int) -> bytes:
+        Pass the LIST size (list_sizes()) as `size` to drop the CRLF a server must add after a
+        mail that does not end with one, so the bytes equal the stored mail (IMAP's BODY[]).
+        """
+        return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}", size=size)
+
+    def retr(self, msgnum: int, *, size: int | None = None) -> bytes:
         buffer = io.BytesIO()
-        self.retr_to(msgnum, buffer)
+        self.retr_to(msgnum, buffer, size=size)
         return buffer.getvalue()
 
     def top(self, msgnum: int, lines: int = 0) -> bytes:

@@ -96,6 +96,21 @@ def test_read_multiline_empty_body_and_bare_lf_terminator():
     assert _read(b"line\n.\n") == (b"line\n", b"")
 
 
+def test_read_multiline_drops_the_crlf_the_server_added_only_with_the_list_size():
+    def read(wire, size):
+        sink = io.BytesIO()
+        read_multiline(io.BufferedReader(io.BytesIO(wire), buffer_size=7), sink, size=size)
+        return sink.getvalue()
+
+    bare = b"Subject: x\r\n\r\nno final newline"
+    ended = b"Subject: x\r\n\r\nwith final newline\r\n"
+    assert read(bare + b"\r\n.\r\n", len(bare)) == bare
+    assert read(ended + b".\r\n", len(ended)) == ended
+    assert read(b"Subject: x\r\n\r\nno final newline\r\n.\r\n", None).endswith(b"newline\r\n")
+    big = b"z" * 300_000  # crosses a flush: the last two bytes are held back until the end
+    assert read(big + b"\r\n.\r\n", len(big)) == big
+
+
 def test_read_multiline_raises_when_the_connection_drops():
     with pytest.raises(EOFError):
         _read(b"Subject: x\r\n\r\nbody without terminator\r\n")

@@ -1,0 +1,230 @@
+"""POP3Client against the real Dovecot of the fixture, and a scripted server for faults."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+import tempfile
+import time
+import tracemalloc
+
+import pytest
+
+from connections.mail import MailSettings, POP3Client
+from connections.mail.errors import (
+    AuthenticationFailed,
+    ConnectError,
+    InsecureAuthRefused,
+    MechanismUnavailable,
+    ProtocolError,
+)
+
+from .conftest import new_user
+from .test_imap import corpus_mails, mail
+
+pytestmark = pytest.mark.mailservers
+
+
+def pop_settings(mail_servers, address, protection="ssl_tls", authentication="plain", **kw) -> MailSettings:
+    return mail_servers.mail_settings(protocol="pop3", protection=protection, authentication=authentication, username=address, **kw)
+
+
+@pytest.mark.parametrize(
+    "protection, authentication, mechanism, expected",
+    [
+        ("ssl_tls", "plain", None, "USER"),
+        ("ssl_tls", "plain", "PLAIN", "PLAIN"),
+        ("starttls_mandatory", "plain", None, "USER"),
+        ("starttls_mandatory", "encrypted", None, "CRAM-MD5"),
+        ("ssl_tls", "encrypted", "APOP", "APOP"),
+        ("off", "encrypted", None, "CRAM-MD5"),
+        ("off", "encrypted", "APOP", "APOP"),
+    ],
+)
+def test_login_methods_with_utf8_credentials(mail_servers, protection, authentication, mechanism, expected):
+    address, password = new_user(mail_servers, local="pöp" + os.urandom(3).hex(), password="Pässwörd ✓ €")
+    mail_servers.append(address, [mail(1)])
+    with POP3Client(pop_settings(mail_servers, address, protection, authentication), password, mechanism=mechanism) as pop:
+        assert pop.auth_mechanism == expected
+        assert pop.encrypted is (protection != "off")
+        assert pop.stat() == (1, len(mail_servers.server_copies(address)[1]))
+
+
+def test_wrong_password_and_plain_refusal(mail_servers):
+    address, password = new_user(mail_servers)
+    with pytest.raises(AuthenticationFailed) as info:
+        POP3Client(pop_settings(mail_servers, address, credential_name="pop-cred", credential_version=1), "bad-pw").__enter__()
+    assert "credential 'pop-cred' (deployed version 1)" in info.value.message and "bad-pw" not in str(info.value)
+    with pytest.raises(InsecureAuthRefused) as refused:
+        POP3Client(pop_settings(mail_servers, address, "off", listener="pop3"), password).__enter__()
+    assert "STARTTLS mandatory" in refused.value.hint  # the listener offers STLS
+    with pytest.raises(InsecureAuthRefused):
+        POP3Client(pop_settings(mail_servers, address, "starttls_optional", listener="pop3_notls"), password).__enter__()
+
+
+def test_stat_uidl_list_top_and_retr_are_byte_exact_for_the_corpus(mail_servers):
+    address, password = new_user(mail_servers)
+    mails = corpus_mails()
+    mail_servers.append(address, mails)
+    imap_copies = list(mail_servers.server_copies(address).values())  # in UID order = POP3 order
+    with POP3Client(pop_settings(mail_servers, address), password) as pop:
+        count, total = pop.stat()
+        assert count == len(mails)
+        sizes = pop.list_sizes()
+        assert sum(sizes.values()) == total and len(sizes) == count
+        uids = pop.uidl()
+        assert sorted(uids) == list(range(1, count + 1)) and len(set(uids.values())) == count
+        mismatches = []
+        added_crlf = 0
+        for number in range(1, count + 1):
+            sink = io.BytesIO()
+            written = pop.retr_to(number, sink, size=sizes[number])
+            raw = sink.getvalue()
+            assert written == len(raw) == sizes[number]
+            if raw != imap_copies[number - 1]:
+                # IMAP cannot carry NUL: Dovecot hands out 0x80 there, POP3 the stored NUL.
+                if not (b"\0" in raw and raw.replace(b"\0", b"\x80") == imap_copies[number - 1]):
+                    mismatches.append(number)
+            # Without the LIST size the server's added CRLF stays: exactly what was sent.
+            unsized = pop.retr(number)
+            if unsized != raw:
+                assert unsized == raw + b"\r\n" and not raw.endswith(b"\r\n")
+                added_crlf += 1
+        assert mismatches == []
+        assert added_crlf > 0  # the corpus has mails without a final line end
+        top = pop.top(1, 0)
+        assert imap_copies[0].startswith(top[:-2]) and top.endswith(b"\r\n")
+
+
+def test_dele_is_applied_only_at_a_clean_quit(mail_servers):
+    address, password = new_user(mail_servers)
+    mail_servers.append(address, [mail(i) for i in range(3)])
+    settings = pop_settings(mail_servers, address)
+    with pytest.raises(RuntimeError):
+        with POP3Client(settings, password) as pop:
+            pop.dele(1)
+            raise RuntimeError("storing failed")
+    assert len(mail_servers.server_copies(address)) == 3  # nothing deleted
+    with POP3Client(settings, password) as pop:
+        pop.dele(1)
+        pop.dele(3)
+        with pytest.raises(ProtocolError):
+            pop.dele(99)
+    remaining = list(mail_servers.server_copies(address).values())
+    assert remaining == [mail(1)]
+
+
+def test_retr_streams_a_20mb_mail_with_bounded_memory(mail_servers):
+    address, password = new_user(mail_servers)
+    payload = base64.encodebytes(os.urandom(15 * 1024 * 1024)).replace(b"\n", b"\r\n")
+    big = b"Subject: big\r\nContent-Transfer-Encoding: base64\r\n\r\n" + payload + b".starts with a dot\r\n"
+    mail_servers.append(address, [big])
+    expected = hashlib.sha256(big).hexdigest()
+    size = len(big)
+    del big, payload
+    with POP3Client(pop_settings(mail_servers, address), password) as pop, tempfile.TemporaryFile() as sink:
+        tracemalloc.start()
+        try:
+            written = pop.retr_to(1, sink)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert written == size
+        assert peak < 3 * 1024 * 1024, f"peak {peak} bytes for a {size}-byte mail"
+        sink.seek(0)
+        assert hashlib.sha256(sink.read()).hexdigest() == expected
+
+
+# --- scripted POP3 server ----------------------------------------------------------------
+
+def pop_script(*, greeting="+OK fake ready", capa=("USER", "UIDL", "TOP"), retr_then_drop=False,
+               uidl=True, passwords=None):
+    import hashlib as _h
+
+    def handler(conn):
+        conn.send(greeting + "\r\n")
+        while True:
+            line = conn.readline()
+            if not line:
+                return
+            words = line.decode("utf-8", "replace").strip().split(" ")
+            verb = words[0].upper()
+            if verb == "CAPA":
+                if capa is None:
+                    conn.send("-ERR unknown command\r\n")
+                else:
+                    conn.send("+OK\r\n" + "".join(f"{c}\r\n" for c in capa) + ".\r\n")
+            elif verb in ("USER", "PASS"):
+                conn.send("+OK\r\n")
+            elif verb == "APOP":
+                stamp = greeting[greeting.index("<"):greeting.index(">") + 1]
+                good = _h.md5((stamp + passwords[words[1]]).encode()).hexdigest()
+                conn.send("+OK in\r\n" if words[2] == good else "-ERR [AUTH] wrong\r\n")
+            elif verb == "STAT":
+                conn.send("+OK 1 100\r\n")
+            elif verb == "UIDL":
+                conn.send("+OK\r\n1 abc\r\n.\r\n" if uidl else "-ERR no UIDL here\r\n")
+            elif verb == "RETR":
+                if retr_then_drop:
+                    conn.send("+OK 100 octets\r\nSubject: x\r\n\r\nhalf a mail")
+                    return
+                conn.send("+OK\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
+            elif verb == "QUIT":
+                conn.send("+OK bye\r\n")
+                return
+            else:
+                conn.send("-ERR unknown\r\n")
+
+    return handler
+
+
+def fake(server, **kw) -> MailSettings:
+    values = dict(protocol="pop3", host=server.host, port=server.port, protection="off", username="u@x.test", timeout=5)
+    values.update(kw)
+    return MailSettings(**values)
+
+
+def test_plain_refused_before_user_or_password_is_sent(scripted):
+    server = scripted(pop_script())
+    with pytest.raises(InsecureAuthRefused):
+        POP3Client(fake(server, authentication="plain"), "Geheim-42").__enter__()
+    time.sleep(0.1)
+    assert b"CAPA" in server.data
+    assert b"USER" not in server.data and b"PASS" not in server.data and b"Geheim-42" not in server.data
+
+
+def test_encrypted_without_cram_md5_or_apop_names_what_is_offered(scripted):
+    server = scripted(pop_script(capa=("USER", "SASL PLAIN LOGIN", "UIDL")))
+    with pytest.raises(MechanismUnavailable) as info:
+        POP3Client(fake(server, authentication="encrypted"), "pw").__enter__()
+    assert info.value.offered == ["PLAIN", "LOGIN", "USER"]
+    assert "PLAIN, LOGIN, USER" in info.value.message
+    assert b"AUTH" not in server.data and b"USER" not in server.data.split(b"CAPA")[-1][:0] + b""
+
+
+def test_apop_is_used_when_cram_md5_is_not_offered(scripted):
+    server = scripted(pop_script(greeting="+OK fake <1896.697170952@dbc.mtview.ca.us>", capa=None,
+                                 passwords={"jürgen": "tänstaaf"}))
+    with POP3Client(fake(server, authentication="encrypted", username="jürgen"), "tänstaaf") as pop:
+        assert pop.auth_mechanism == "APOP" and not pop.capa_supported
+        assert pop.retr(1) == b"Subject: x\r\n\r\nbody\r\n"
+    assert "tänstaaf".encode() not in server.data
+
+
+def test_server_dropping_mid_retr_and_missing_uidl(scripted):
+    server = scripted(pop_script(retr_then_drop=True, uidl=False))
+    with pytest.raises(ConnectError) as info:
+        with POP3Client(fake(server, authentication="plain", allow_plain_without_tls=True), "pw") as pop:
+            with pytest.raises(ProtocolError):
+                pop.uidl()
+            pop.retr_to(1, io.BytesIO())
+    assert info.value.transient
+
+
+def test_silent_server_times_out(scripted):
+    server = scripted(lambda conn: time.sleep(5))
+    started = time.monotonic()
+    with pytest.raises(ConnectError) as info:
+        POP3Client(fake(server, timeout=1), "pw").__enter__()
+    assert time.monotonic() - started < 3 and "within 1 s" in info.value.message
