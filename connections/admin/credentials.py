@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
@@ -164,7 +165,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
     @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         extra_context = dict(extra_context or {})
-        obj = self.get_object(request, object_id)
+        obj = self.get_object(request, unquote(object_id))
         if obj is not None:
             extra_context["can_deploy"] = self.has_run_permission(request, obj)
             extra_context["deploy_url"] = reverse(
@@ -278,7 +279,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
     def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        obj = self.get_object(request, object_id)
+        obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No such object.")
         if not self.has_run_permission(request, obj):

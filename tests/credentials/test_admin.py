@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
