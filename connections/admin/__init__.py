@@ -2,3 +2,4 @@
 from . import tenancy  # noqa: F401
 from . import credentials  # noqa: F401
 from . import outbound  # noqa: F401
+from . import inbound  # noqa: F401
