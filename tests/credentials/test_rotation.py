@@ -1,6 +1,8 @@
 """Key rotation with real key lists: new,old decrypts; rotate_credentials; new alone works."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 from cryptography.fernet import Fernet
 from django.core.management import CommandError, call_command
@@ -104,3 +106,47 @@ def test_rotation_leaves_updated_at_alone(world, settings):
     settings.FERNET_KEYS = [new, old]
     call_command("rotate_credentials")
     assert UserCredential.objects.get(pk=cred.pk).updated_at == cred.updated_at
+
+
+def _manage(*args: str, keys: list[str]) -> "subprocess.CompletedProcess[str]":
+    """Run manage.py as an operator does, with FERNET_KEYS from the environment."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from django.conf import settings as django_settings
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "FERNET_KEYS": ",".join(keys),
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+    }
+    env.pop("TM_TEST_DB", None)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=Path(django_settings.BASE_DIR), env=env,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rotate_credentials_command_with_keys_from_the_environment(world, settings):
+    old, new = new_key(), new_key()
+    settings.FERNET_KEYS = [old]
+    cred = make_credential(world.tenant_a, "cli-box", deploy_as=world.superuser)
+
+    missing = _manage("rotate_credentials", keys=[new])  # old key already removed: refused
+    assert missing.returncode == 1
+    assert "'cli-box' in tenant 'Alpha Corp'" in missing.stderr and "Traceback" not in missing.stderr
+
+    done = _manage("rotate_credentials", keys=[new, old])
+    assert done.returncode == 0, done.stderr
+    assert "re-encrypted 1 artifact(s) (2 encrypted value(s))" in done.stdout
+
+    assert _manage("rotate_credentials", "--dry-run", keys=[new]).returncode == 0  # new alone works
+    settings.FERNET_KEYS = [new]
+    fresh = UserCredential.objects.get(pk=cred.pk)
+    assert fresh.password == SECRET and fresh.deployed_password == SECRET
+    assert fresh.status == CredentialStatus.DEPLOYED
