@@ -75,7 +75,7 @@ class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixi
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
     list_display = ["name", "tenant", "protocol", "host", "folder", "enabled", "schedule_text", "next_run",
-                    "last_poll", "poll_state"]
+                    "last_poll", "poll_state", "readiness"]
     list_filter = ["enabled", "protocol", "last_poll_ok", "post_processing", "tenant"]
     search_fields = ["name", "host", "credential_name", "tenant__name", "tenant__slug"]
     actions = ["poll_now_action"]

@@ -140,3 +140,22 @@ def test_connectivity_item_has_a_test_button_for_operators_only(client):
     member(client, t, role="viewer", name="vic")
     html = client.get(f"/tmtest/connections/outboundconnection/{conn.pk}/change/").content.decode()
     assert "formaction=" not in html and 'href="#connectivity-test"' in html
+
+
+@pytest.mark.urls("tenantmail.urls")
+def test_the_real_connection_admins_show_readiness_and_the_checklist(client, superuser):
+    t = f.tenant("acme")
+    f.credential(t)
+    inbound = f.inbound(t, "ready-in")
+    f.inbound(t, "blocked-in", credential_name="nope")
+    outbound = f.outbound(t, "blocked-out", credential_name="nope")
+    for model, ready_name, blocked_name in (
+        ("inboundconnection", "ready-in", "blocked-in"), ("outboundconnection", None, "blocked-out"),
+    ):
+        html = client.get(f"/admin/connections/{model}/").content.decode()
+        assert 'class="tm-readiness" data-readiness=' in html, model
+        html = client.get(f"/admin/connections/{model}/?readiness=blocked").content.decode()
+        assert blocked_name in html and (ready_name is None or ready_name not in html)
+    for model, conn in (("inboundconnection", inbound), ("outboundconnection", outbound)):
+        html = client.get(f"/admin/connections/{model}/{conn.pk}/change/").content.decode()
+        assert html.count('id="setup-checklist"') == 1 and "tm-diagram" in html, model
