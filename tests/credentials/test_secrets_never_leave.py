@@ -14,6 +14,7 @@ from celery.signals import before_task_publish
 from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.models import LogEntry
+from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import RequestFactory
 from django.urls import NoReverseMatch, reverse
@@ -89,9 +90,9 @@ def _error_report(exc: BaseException, secret: str) -> tuple[str, str]:
 
 
 def _table_texts(exclude_columns: set[tuple[str, str]]) -> dict[str, str]:
-    """Every non-binary column of every table of the project and of the admin log, as text."""
+    """Every non-binary column of every table of the project, the admin log and the sessions, as text."""
     texts: dict[str, str] = {}
-    models = list(apps.get_app_config("connections").get_models()) + [LogEntry]
+    models = list(apps.get_app_config("connections").get_models()) + [LogEntry, Session]
     with connection.cursor() as cursor:
         for model in models:
             table = model._meta.db_table
@@ -231,6 +232,7 @@ def test_password_appears_nowhere(world, mail_servers, secret, caplog, capfd, pu
     out, err = capfd.readouterr()
     outputs["stdout"], outputs["stderr"] = out, err
     outputs["celery messages"] = "\n".join(published_tasks)
+    outputs["cookies"] = admin_client.cookies.output() + operator_client.cookies.output()
     outputs.update(_table_texts(exclude_columns=set()))
 
     found = {source: leaks(text, secret) for source, text in outputs.items()}
