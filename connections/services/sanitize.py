@@ -23,6 +23,7 @@ on its own:
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -96,13 +97,10 @@ def _normalise_url(value: str) -> str:
 
 def normalise_content_id(value: str) -> str:
     """'<Part1.ABC@host>' and 'cid:part1.abc@host' both become 'part1.abc@host'."""
-    value = value.strip()
+    value = unquote(value.strip())
     if value.lower().startswith("cid:"):
         value = value[4:]
-    value = value.strip().strip("<>").strip()
-    from urllib.parse import unquote
-
-    return unquote(value).lower()
+    return value.strip().strip("<>").strip().lower()
 
 
 @dataclass

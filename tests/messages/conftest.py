@@ -9,15 +9,15 @@ from connections.services.messages import ensure_message_indexes
 from . import mailfactory
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _message_indexes(django_db_setup, django_db_blocker):
+@pytest.fixture(scope="session")
+def message_indexes(django_db_setup, django_db_blocker):
     # Tests run with --nomigrations: create the list/search indexes the service expects.
     with django_db_blocker.unblock():
         ensure_message_indexes()
 
 
 @pytest.fixture
-def tenants(db, django_user_model):
+def tenants(db, message_indexes, django_user_model):
     acme = Tenant.objects.create(name="Acme", slug="acme")
     globex = Tenant.objects.create(name="Globex", slug="globex")
     alice = django_user_model.objects.create_user("alice", password="pw-alice-123")

@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from connections.models import Membership, Role
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
 
 @pytest.fixture
