@@ -191,7 +191,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         problem = obj.decryption_problem()
         if problem:
             return format_html('{} <span style="color:#ba2121">{}</span>', _badge("Error", "#ba2121"), problem)
-        return f"{MASK} (encrypted; type a new password below to replace it)"
+        return f"{MASK} (encrypted, write-only: never shown)"
 
     @admin.display(description="status")
     def status_badge(self, obj: UserCredential) -> str:
