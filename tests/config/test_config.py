@@ -445,8 +445,10 @@ def test_export_command_filters_by_tenant_and_refuses_unknown_slugs():
     make_rich_setup()
     out = io.StringIO()
     call_command("export_config", "globex", stdout=out)
+    assert out.getvalue().startswith("# TenantMail configuration")
     document = config.load(out.getvalue())
     assert [t["slug"] for t in document["tenants"]] == ["globex"]
+    assert document == config.export(tenant_slugs=["globex"])
     with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
         call_command("export_config", "nope", stdout=io.StringIO())
 

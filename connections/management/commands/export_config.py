@@ -7,6 +7,12 @@ from connections.errors import TenantMailError
 from connections.services import config
 
 
+HEADER = (
+    "# TenantMail configuration: apply with `python manage.py apply_config FILE` (see docs/config.md).\n"
+    "# No secret is in this file: each password is read from the environment variable named by password_env.\n"
+)
+
+
 class Command(BaseCommand):
     help = (
         "Write tenants, User Credentials artifacts (passwords as password_env references, never "
@@ -22,4 +28,4 @@ class Command(BaseCommand):
             document = config.export(tenant_slugs=tenant_slugs or None)
         except TenantMailError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(config.dump(document), ending="")
+        self.stdout.write(HEADER + config.dump(document), ending="")
