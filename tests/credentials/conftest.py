@@ -36,15 +36,6 @@ class World:
         return c
 
 
-@pytest.fixture(autouse=True)
-def _plain_static_storage(settings):
-    """Admin pages render without a collectstatic manifest (the production storage needs one)."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-
-
 @pytest.fixture
 def world(db) -> World:
     User = get_user_model()
