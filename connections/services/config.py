@@ -102,7 +102,7 @@ CREDENTIAL_KEYS = (
 )
 CREDENTIAL_EXTRA = ("password_env", "deploy")
 
-OUTBOUND_KEYS = _CONNECTION_KEYS[:2] + _CONNECTION_KEYS[2:] + (
+OUTBOUND_KEYS = _CONNECTION_KEYS + (
     Key("from", "default_from", "str", required=True),
     Key("reply_to", "default_reply_to", "str", nullable=True),
     Key("max_per_session", "max_per_session", "int"),
