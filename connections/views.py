@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.clickjacking import xframe_options_sameorigin
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from .middleware import FILE_POLICY, PAGE_POLICY, content_security_policy, frame_policy
 from .services import messages as svc
@@ -46,12 +46,12 @@ def _not_found_on_miss(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
 
 
 def reader(policy: str = "") -> Callable:
-    """Login required, GET only, 404 for anything not visible, and the right CSP."""
+    """Login required, GET/HEAD only, 404 for anything not visible, and the right CSP."""
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
         view = _not_found_on_miss(view)
         view = content_security_policy(policy)(view) if policy else content_security_policy()(view)
-        return require_GET(login_required(view, login_url=LOGIN_URL))
+        return require_safe(login_required(view, login_url=LOGIN_URL))
 
     return decorator
 
@@ -66,13 +66,14 @@ def message_list(request: HttpRequest) -> HttpResponse:
         newer_than=request.GET.get("newer"),
     )
     base = {k: v for k, v in request.GET.items() if k not in {"older", "newer"} and v}
-    connections = svc.visible_connections(user=request.user)
+    connections = svc.visible_connections(user=request.user, selected=filters.connection_id)
     context = {
         "page": page,
         "filters": filters,
         "errors": errors,
         "connections": connections,
         "many_tenants": len({c["tenant__name"] for c in connections}) > 1,
+        "connection_groups": svc.group_by_tenant(connections),
         "newer_url": f"?{urlencode({**base, 'newer': page.newer})}" if page.newer else "",
         "older_url": f"?{urlencode({**base, 'older': page.older})}" if page.older else "",
         "first_url": f"?{urlencode(base)}" if base else "?",
@@ -93,6 +94,9 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "message": message,
         "sender": svc.sender(message.from_header),
         "subject": svc.decode_header_value(message.subject),
+        "to": svc.decode_header_value(message.to_header),
+        "cc": svc.decode_header_value(message.cc_header),
+        "reply_to": svc.decode_header_value(message.reply_to_header),
         "headers": svc.raw_headers(message=message),
         "attachments": attachments,
         "problems": svc.parse_problems(message=message),
@@ -176,7 +180,7 @@ def attachment_inline(request: HttpRequest, pk: int, attachment_id: int) -> Http
     return _private(response, cacheable=True)
 
 
-@require_GET
+@require_safe
 def stylesheet(request: HttpRequest) -> HttpResponse:
     """The pages' one small stylesheet, served here so it works without static file setup."""
     response = HttpResponse(_STYLESHEET.read_bytes(), content_type="text/css; charset=utf-8")

@@ -102,10 +102,27 @@ def visible_messages(*, user: tenancy.UserLike) -> QuerySet[StoredMessage]:
     return tenancy.scope(StoredMessage.objects.all(), user, action="view")
 
 
-def visible_connections(*, user: tenancy.UserLike) -> list[dict]:
-    """Inbound connections for the filter menu: id, name, tenant name."""
-    qs = tenancy.scope(InboundConnection.objects.all(), user, action="view")
-    return list(qs.order_by("tenant__name", "name").values("id", "name", "tenant__name"))
+MAX_FILTER_CONNECTIONS = 500
+
+
+def visible_connections(*, user: tenancy.UserLike, selected: int | None = None) -> list[dict]:
+    """Inbound connections for the filter menu (id, name, tenant name), at most 500.
+
+    An operator with thousands of connections gets the first 500 by tenant and name,
+    plus the selected one, so the page stays small.
+    """
+    qs = tenancy.scope(InboundConnection.objects.all(), user, action="view").order_by("tenant__name", "name")
+    rows = list(qs.values("id", "name", "tenant__name")[:MAX_FILTER_CONNECTIONS])
+    if selected and all(r["id"] != selected for r in rows):
+        rows += list(qs.filter(pk=selected).values("id", "name", "tenant__name"))
+    return rows
+
+
+def group_by_tenant(connections: list[dict]) -> list[tuple[str, list[dict]]]:
+    groups: dict[str, list[dict]] = {}
+    for row in connections:
+        groups.setdefault(row["tenant__name"], []).append(row)
+    return list(groups.items())
 
 
 @dataclass(frozen=True)

@@ -224,11 +224,36 @@ def test_remote_switch_allows_remote_images_only(chromium, live_server, tenants)
 def test_watchers_see_payloads_that_do_run(chromium, live_server):
     """Control: the same payloads without the sanitiser and sandbox are caught by the watchers."""
     context, watch = open_context(chromium, live_server)
-    page = context.new_page()
-    page.goto(live_server.url + "/messages/login/")
+    page = context.new_page()  # about:blank: no sanitiser, no sandbox, no CSP
     page.set_content("<html><body>" + PAYLOADS["event-handlers"] + PAYLOADS["script-tags"] + "</body></html>")
     page.wait_for_timeout(300)
     assert watch.dialogs and any("XSS-RAN" in c for c in watch.console)
     assert page.evaluate("() => window.__xss") is not None
     assert any("attacker.test" in u for u in watch.outside)
+    context.close()
+
+
+def test_pages_respect_their_own_policy_on_desktop_and_phone(chromium, live_server, tenants):
+    """A normal mail: list and detail render with their stylesheet and without a single CSP
+    violation (which Chromium reports on the console), at desktop and phone widths."""
+    for i in range(3):
+        mailfactory.store(connection=tenants["conn_a"], raw=mailfactory.build(
+            subject=f"Quarterly numbers {i}", sender="Jörg Müller <jorg@example.com>",
+            text="Hello,\nthe numbers are attached.", html="<p>Hello,</p><p><b>the numbers</b> are attached.</p>",
+            attachments=[("numbers.csv", "text/csv", b"a,b\n1,2\n")] if i == 1 else []))
+    message = mailfactory.store(connection=tenants["conn_a"], raw=mailfactory.build(
+        subject="Newsletter", html='<p>News <img src="https://cdn.example/banner.png" alt="banner"></p>'))
+    context, watch = open_context(chromium, live_server, tenants["alice"])
+    page = context.new_page()
+    for width, label in ((1100, "desktop"), (390, "phone")):
+        page.set_viewport_size({"width": width, "height": 800})
+        page.goto(live_server.url + reverse("messages:list"), wait_until="load")
+        assert page.locator("table.messages tbody tr").count() == 4
+        # The stylesheet applied (the top bar is dark), and the table is readable.
+        assert page.locator(".topbar").evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(36, 41, 47)"
+        screenshot(page, f"list-{label}")
+        page.goto(live_server.url + reverse("messages:detail", args=[message.pk]), wait_until="load")
+        screenshot(page, f"detail-{label}")
+    assert not [c for c in watch.console if "Content Security Policy" in c or "Refused" in c], watch.console
+    assert watch.outside == [] and watch.dialogs == []
     context.close()

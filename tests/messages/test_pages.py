@@ -226,3 +226,19 @@ def test_list_query_count_is_constant(client, tenants, many, django_assert_max_n
     client.get(reverse("messages:list"))
     with django_assert_max_num_queries(6):  # session, user, roles, messages, connections
         client.get(reverse("messages:list"), {"q": "report", "attachments": "yes"})
+
+
+def test_connection_menu_is_capped_but_keeps_the_selected_one(client, tenants, monkeypatch):
+    for i in range(5):
+        InboundConnection.objects.create(tenant=tenants["acme"], name=f"box-{i}", host="imap.acme.test")
+    last = InboundConnection.objects.filter(tenant=tenants["acme"]).order_by("name").last()
+    monkeypatch.setattr(svc, "MAX_FILTER_CONNECTIONS", 3)
+    names = [c["name"] for c in svc.visible_connections(user=tenants["alice"])]
+    assert names == ["acme-inbox", "box-0", "box-1"]
+    with_selected = svc.visible_connections(user=tenants["alice"], selected=last.pk)
+    assert with_selected[-1]["id"] == last.pk and len(with_selected) == 4
+    # Another tenant's connection id is never added, even when "selected".
+    assert all(c["id"] != tenants["conn_b"].pk for c in svc.visible_connections(user=tenants["alice"], selected=tenants["conn_b"].pk))
+    client.force_login(tenants["alice"])
+    page = client.get(reverse("messages:list"), {"connection": last.pk}).content.decode()
+    assert f'<option value="{last.pk}" selected>{last.name}</option>' in page
