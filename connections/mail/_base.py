@@ -166,7 +166,7 @@ def open_socket(settings: MailSettings, trace: Trace) -> tuple[socket.socket, TL
 def wrap_tls(sock: socket.socket, settings: MailSettings, *, starttls: str | None) -> tuple[ssl.SSLSocket, TLSInfo]:
     context = make_ssl_context(settings)
     try:
-        tls = context.wrap_socket(sock, server_hostname=settings.host)
+        tls = context.wrap_socket(sock, server_hostname=settings.tls_hostname)
     except ssl.SSLError as exc:
         sock.close()
         if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):

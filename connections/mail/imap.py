@@ -210,7 +210,7 @@ class IMAPClient:
         try:
             with self.trace.step("greeting") as detail:
                 try:
-                    self._imap = _IMAP4(sock, s.host, s.effective_port, s.timeout)
+                    self._imap = _IMAP4(sock, s.tls_hostname, s.effective_port, s.timeout)  # host: STARTTLS's name check
                 except imaplib.IMAP4.error as exc:
                     sock.close()
                     if isinstance(exc, imaplib.IMAP4.abort):
@@ -239,7 +239,10 @@ class IMAPClient:
             if self._imap.state == "NONAUTH":
                 with self.trace.step("auth") as detail:
                     self._authenticate(detail)
+                    before = set(self.capabilities)
                     self._read_capabilities(refresh=True)
+                    if self.capabilities != before:
+                        detail["capabilities_after_login"] = sorted(self.capabilities)
         except BaseException:
             self.close(logout=False)
             raise
@@ -367,16 +370,17 @@ class IMAPClient:
         password = self._password or ""
         try:
             if mechanism == "CRAM-MD5":
-                imap.authenticate("CRAM-MD5", lambda challenge: cram_md5_response(s.username, password, challenge or b""))
+                _typ, data = imap.authenticate("CRAM-MD5", lambda challenge: cram_md5_response(s.username, password, challenge or b""))
             elif mechanism == "PLAIN" and "SASL-IR" in self.capabilities:
                 typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", b64(sasl_plain(s.username, password)))
+                data = [d for d in data if d is not None]
                 if typ != "OK":
                     raise imaplib.IMAP4.error(_text(data))
                 imap.state = "AUTH"
             elif mechanism == "PLAIN":
-                imap.authenticate("PLAIN", lambda _challenge: sasl_plain(s.username, password))
+                _typ, data = imap.authenticate("PLAIN", lambda _challenge: sasl_plain(s.username, password))
             else:
-                self._login(s.username, password)
+                data = self._login(s.username, password)
         except imaplib.IMAP4.abort:
             raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
         except imaplib.IMAP4.error as exc:
@@ -393,6 +397,10 @@ class IMAPClient:
         finally:
             imap._cmd_log = {}  # imaplib keeps the last commands (with the login line) in memory
         self.auth_mechanism = mechanism
+        # Servers announce the post-login capabilities in the tagged OK: saves a CAPABILITY.
+        match = re.match(r"\[CAPABILITY ([^\]]*)\]", _text(data))
+        if match:
+            imap.untagged_responses["CAPABILITY"] = [match.group(1).encode()]
 
     def _login(self, username: str, password: str) -> None:
         """LOGIN with quoted strings when ASCII, else literals of UTF-8 bytes.
@@ -430,6 +438,7 @@ class IMAPClient:
         if typ != "OK":
             raise imaplib.IMAP4.error(_text(data))
         imap.state = "AUTH"
+        return data
 
     # --- commands -------------------------------------------------------------------------
 

@@ -243,7 +243,7 @@ class POP3Client:
             context = make_ssl_context(s)
             try:
                 self._pop._shortcmd("STLS")
-                self._pop.sock = context.wrap_socket(self._pop.sock, server_hostname=s.host)
+                self._pop.sock = context.wrap_socket(self._pop.sock, server_hostname=s.tls_hostname)
                 self._pop.file = self._pop.sock.makefile("rb")
                 self._pop._tls_established = True
             except poplib.error_proto as exc:

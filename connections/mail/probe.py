@@ -101,6 +101,7 @@ def run_probe(
     if failure is not None and not any(not s.ok for s in steps):
         message = getattr(failure, "message", str(failure))
         steps.append(ProbeStep(getattr(failure, "step", "command"), False, 0.0, {}, message, getattr(failure, "hint", "")))
+    _add_features(steps, settings)
     _add_hints(steps, settings)
     ok = failure is None and all(s.ok for s in steps)
     report = ProbeReport(
@@ -180,6 +181,57 @@ def _smtp_steps(client: SMTPClient, settings: MailSettings, trace: Trace, recipi
                 hint="check the addresses; a 'relay access denied' reply means this login may not send to that domain",
                 step="command", transient=any(400 <= c < 500 for c, _ in refused.values()),
             )
+
+
+def _add_features(steps: list[ProbeStep], settings: MailSettings) -> None:
+    """One flat view of what the server offers, for the report: STARTTLS, AUTH mechanisms,
+    SIZE, IDLE, MOVE, UIDPLUS, PIPELINING (after login where the server tells more then)."""
+    by_name = {s.name: s for s in steps}
+    caps_step = by_name.get("capabilities")
+    if caps_step is None:
+        return
+    detail = caps_step.detail
+    auth = by_name.get("auth")
+    if settings.protocol == "smtp":
+        ext = {k.lower(): v for k, v in (detail.get("extensions") or {}).items()}
+        before = {k.lower() for k in (detail.get("extensions_before_tls") or {})}
+        size = ext.get("size", "")
+        detail["features"] = {
+            "starttls": "starttls" in ext or "starttls" in before,
+            "auth": ext.get("auth", "").upper().split(),
+            "size": int(size) if size.isdigit() else None,
+            "pipelining": "pipelining" in ext,
+            "smtputf8": "smtputf8" in ext,
+            "8bitmime": "8bitmime" in ext,
+        }
+    elif settings.protocol == "imap":
+        caps = set(detail.get("capabilities") or [])
+        if auth is not None:
+            caps |= set(auth.detail.get("capabilities_after_login") or [])
+        before = set(detail.get("capabilities_before_tls") or [])
+        appendlimit = next((c.split("=", 1)[1] for c in caps if c.startswith("APPENDLIMIT=")), "")
+        detail["features"] = {
+            "starttls": "STARTTLS" in caps or "STARTTLS" in before,
+            "auth": sorted({c[5:] for c in caps | before if c.startswith("AUTH=")}),
+            "size": int(appendlimit) if appendlimit.isdigit() else None,
+            "idle": "IDLE" in caps,
+            "move": "MOVE" in caps,
+            "uidplus": "UIDPLUS" in caps,
+            "literal+": "LITERAL+" in caps,
+        }
+    else:
+        caps = set(detail.get("capabilities") or [])
+        before = set(detail.get("capabilities_before_tls") or [])
+        greeting = by_name.get("greeting")
+        detail["features"] = {
+            "starttls": "STLS" in caps or "STLS" in before,
+            "auth": list(detail.get("sasl") or []),
+            "user": "USER" in caps,
+            "apop": bool(greeting and greeting.detail.get("apop")),
+            "uidl": "UIDL" in caps,
+            "top": "TOP" in caps,
+            "pipelining": "PIPELINING" in caps,
+        }
 
 
 def _add_hints(steps: list[ProbeStep], settings: MailSettings) -> None:

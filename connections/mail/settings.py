@@ -46,6 +46,9 @@ class MailSettings:
     credential_version: int | None = None
     # IMAP folder for the connectivity test and polls.
     folder: str = "INBOX"
+    # The name the server's certificate must carry, when it differs from `host` (connecting by
+    # IP address or through a tunnel). Empty: `host`.
+    tls_server_name: str = ""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -54,7 +57,14 @@ class MailSettings:
             raise ValueError(f"unknown protection {self.protection!r}")
         if self.authentication not in AUTHENTICATIONS:
             raise ValueError(f"unknown authentication {self.authentication!r}")
+        if not self.timeout or self.timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
 
     @property
     def effective_port(self) -> int:
         return self.port or default_port(self.protocol, self.protection)
+
+    @property
+    def tls_hostname(self) -> str:
+        """The name the server's certificate is checked against."""
+        return self.tls_server_name or self.host

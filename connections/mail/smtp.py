@@ -131,7 +131,7 @@ class SMTPClient:
         self.encrypted = self.tls_info is not None
         try:
             self._smtp = _SMTP(
-                sock, host=s.host, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
+                sock, host=s.tls_hostname, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
             )
             with self.trace.step("greeting") as detail:
                 code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
