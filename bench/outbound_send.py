@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""Outbox throughput against the real Postfix of the test fixture, in one interleaved run.
+
+Three contenders send the same kind of message (~10 KB, text/plain, one recipient) to the
+local Postfix (plain SMTP listener, no TLS, no AUTH: only the clients' own cost differs),
+which delivers into Dovecot over LMTP:
+
+  ours         TenantMail's outbox: messages queued with outbox.enqueue(), then the timed
+               part is outbox.send_due() — claim, one SMTP session, a result row per message;
+  bare         a bare smtplib loop: one SMTP connection reused, sendmail() per message
+               (the same MIME bytes the outbox built);
+  post-office  django-post-office 3.12's `send_queued_mail` (defaults: 5 threads, one SMTP
+               connection each), queued with post_office.mail.send(); run in its own
+               virtualenv and database (var/bench/venv-post-office, created when missing).
+
+ROUNDS rounds of PER_ROUND messages each, the contenders' order rotating every round; after
+each batch the script waits until Dovecot has every mail, so each batch meets a quiet server.
+Connecting is part of every timed batch. Prints each contender's rate (messages / total
+seconds), the per-round medians, and the ratios.
+
+    .venv/bin/python bench/outbound_send.py [--rounds 5] [--per-round 200]
+
+Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and root for Postfix/Dovecot, like the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import smtplib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PO_VENV = ROOT / "var" / "bench" / "venv-post-office"
+PO_REQUIREMENTS = ["Django==5.2.19", "django-post-office==3.12.0", "psycopg[binary]==3.2.10"]
+PO_DB = "bench_tm_postoffice"
+OUR_DB = "bench_tm_outbound"
+SENDER = "bench-sender@example.test"
+
+
+def body_10k(i: int) -> str:
+    line = "The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
+    return f"Benchmark message {i}\n\n" + line * 118  # ~10 KB
+
+
+# --------------------------------------------------------------------------- post-office side
+def post_office_worker(host: str, port: int) -> None:
+    """Runs in the post-office virtualenv: reads {"n", "rcpt", "round"} lines, answers timings."""
+    import django
+    from django.conf import settings
+
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes", "post_office"],
+        DATABASES={"default": {"ENGINE": "django.db.backends.postgresql", "NAME": PO_DB, "USER": "postgres",
+                               "HOST": "127.0.0.1", "PORT": "5432"}},
+        EMAIL_BACKEND="post_office.EmailBackend",
+        EMAIL_HOST=host, EMAIL_PORT=port, EMAIL_USE_TLS=False, EMAIL_USE_SSL=False,
+        POST_OFFICE={"BACKENDS": {"default": "django.core.mail.backends.smtp.EmailBackend"}},
+        TEMPLATES=[{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}],
+        USE_TZ=True, TIME_ZONE="UTC", DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        LOGGING={"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}},
+        POST_OFFICE_LOCK_FILE=os.path.join(tempfile.gettempdir(), "bench-post-office"),
+    )
+    django.setup()
+    from django.core.management import call_command
+    from post_office import mail
+    from post_office.models import Email, STATUS
+
+    call_command("migrate", verbosity=0)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        job = json.loads(line)
+        mail.send_many([
+            dict(sender=SENDER, recipients=[job["rcpt"]], subject=f"po {job['round']} {i}",
+                 message=body_10k(i), priority="medium")
+            for i in range(job["n"])
+        ])
+        started = time.perf_counter()
+        call_command("send_queued_mail", processes=1)
+        seconds = time.perf_counter() - started
+        sent = Email.objects.filter(status=STATUS.sent, subject__startswith=f"po {job['round']} ").count()
+        print(json.dumps({"seconds": seconds, "sent": sent}), flush=True)
+
+
+def ensure_post_office_venv() -> Path:
+    python = PO_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PO_VENV} for django-post-office …", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PO_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *PO_REQUIREMENTS], check=True)
+    return python
+
+
+def _psql(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
+        conn.execute(sql)
+
+
+# --------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--per-round", type=int, default=200)
+    args = parser.parse_args()
+
+    run_dir = tempfile.mkdtemp(prefix="tm-bench-outbound-")
+    os.environ.update({
+        "TENANTMAIL_ENV_FILE": "/nonexistent", "TENANTMAIL_VAR_DIR": run_dir,
+        "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        "FERNET_KEYS": "ob-8dVjrl0aKu7CBUa_Q2lpaZJU4tTJ1CzCQ7P9gjuw=",
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres", "TM_TEST_DB": OUR_DB,
+        "CELERY_BROKER_URL": "filesystem://", "DEBUG": "false", "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "tenantmail.settings",
+    })
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.db import connection
+
+    from connections.models import OutboundConnection, OutboxMessage, Tenant
+    from connections.services import outbox
+    from tests.mailservers import start_mail_servers
+
+    po_python = ensure_post_office_venv()
+    servers = start_mail_servers()
+    host, port = servers.host, servers.ports["smtp_notls"]
+    from django.apps import apps
+    from django.conf import settings
+
+    # Tables straight from the models, like the test suite (--nomigrations).
+    settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    _psql(f'DROP DATABASE IF EXISTS "{PO_DB}"')
+    _psql(f'CREATE DATABASE "{PO_DB}"')
+    po = subprocess.Popen([str(po_python), __file__, "--post-office-worker", host, str(port)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+    try:
+        assert json.loads(po.stdout.readline()).get("ready"), "post-office worker did not start"
+        tenant = Tenant.objects.create(name="Bench", slug="bench")
+        conn = OutboundConnection.objects.create(
+            tenant=tenant, name="postfix", host=host, port=port, protection="off", authentication="none",
+            default_from=SENDER, max_per_session=100_000, timeout=60,
+        )
+        n = args.per_round
+
+        def run_ours(rnd: int) -> float:
+            rcpt = servers.add_user()[0]
+            for i in range(n):
+                outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"ours {rnd} {i}", text=body_10k(i),
+                               dispatch=False)
+            started = time.perf_counter()
+            report = outbox.send_due(connection_id=conn.pk, time_budget=3600)
+            seconds = time.perf_counter() - started
+            assert report.sent == n, str(report)
+            servers.wait_for_messages(rcpt, count=n, timeout=300)
+            return seconds
+
+        def run_bare(rnd: int) -> float:
+            rcpt = servers.add_user()[0]
+            # The same bytes the outbox builds, built beforehand (not timed).
+            prepared = [outbox.prepare(connection_id=conn.pk, to=[rcpt], subject=f"bare {rnd} {i}",
+                                       text=body_10k(i)).mime for i in range(n)]
+            started = time.perf_counter()
+            smtp = smtplib.SMTP(host, port, timeout=60)
+            for raw in prepared:
+                smtp.sendmail(SENDER, [rcpt], raw)
+            smtp.quit()
+            seconds = time.perf_counter() - started
+            servers.wait_for_messages(rcpt, count=n, timeout=300)
+            return seconds
+
+        def run_post_office(rnd: int) -> float:
+            rcpt = servers.add_user()[0]
+            po.stdin.write(json.dumps({"n": n, "rcpt": rcpt, "round": rnd}) + "\n")
+            po.stdin.flush()
+            answer = json.loads(po.stdout.readline())
+            assert answer["sent"] == n, answer
+            servers.wait_for_messages(rcpt, count=n, timeout=300)
+            return answer["seconds"]
+
+        contenders = {"ours": run_ours, "bare": run_bare, "post-office": run_post_office}
+        seconds: dict[str, list[float]] = {name: [] for name in contenders}
+        names = list(contenders)
+        # One warm-up batch each, not counted: imports, caches, Postfix's processes.
+        for name in names:
+            contenders[name](-1)
+        for rnd in range(args.rounds):
+            order = names[rnd % 3:] + names[: rnd % 3]
+            for name in order:
+                seconds[name].append(contenders[name](rnd))
+            print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
+                f"{name} {n / seconds[name][-1]:.0f}/s" for name in names), flush=True)
+        size = len(bytes(OutboxMessage.objects.first().mime))
+    finally:
+        po.stdin.close()
+        po.wait(30)
+        servers.stop()
+        connection.creation.destroy_test_db(OUR_DB, verbosity=0)
+        _psql(f'DROP DATABASE IF EXISTS "{PO_DB}"')
+
+    total = args.rounds * n
+    rate = {name: total / sum(values) for name, values in seconds.items()}
+    medians = {name: statistics.median(n / s for s in values) for name, values in seconds.items()}
+    print()
+    print(f"{total} messages of {size} bytes per contender, {args.rounds} interleaved rounds of {n}, "
+          f"Postfix {host}:{port} (no TLS, no AUTH), {os.cpu_count()} CPUs")
+    for name in names:
+        print(f"  {name:12s} {rate[name]:7.1f} mails/s  (median round {medians[name]:.1f}/s)")
+    print(f"ours / bare smtplib loop:   {rate['ours'] / rate['bare']:.2f}  (target >= 0.80)")
+    print(f"ours / post-office:         {rate['ours'] / rate['post-office']:.2f}  (target > 1)")
+    print(f"post-office / bare:         {rate['post-office'] / rate['bare']:.2f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--post-office-worker":
+        post_office_worker(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()
