@@ -486,3 +486,18 @@ def test_a_missing_password_env_key_is_reported_once():
     assert errors == [
         "tenants[0].credentials[0].password_env: required (the name of the environment variable with the password)"
     ]
+
+
+def test_deploys_can_be_recorded_as_a_user(tmp_path, monkeypatch):
+    from django.contrib.auth import get_user_model
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    ops = get_user_model().objects.create_superuser("deployer", "d@example.com", "pw")
+    path = tmp_path / "tm.yaml"
+    path.write_text(BASE)
+    call_command("apply_config", str(path), "--user", "deployer", stdout=io.StringIO())
+    cred = UserCredential.objects.get()
+    assert cred.deployed_by == ops and cred.version == 1
+    with pytest.raises(CommandError, match="No active user named 'ghost'"):
+        call_command("apply_config", str(path), "--user", "ghost", stdout=io.StringIO())

@@ -25,8 +25,20 @@ class Command(BaseCommand):
             help="Also delete the credentials and connections of the file's tenants that the file "
             "no longer names (tenants themselves are never deleted).",
         )
+        parser.add_argument(
+            "--user", metavar="USERNAME",
+            help="Record deploys as done by this user (admin history, 'deployed by'); the user needs the "
+            "operator role in the tenants (or is a superuser). Default: the system.",
+        )
 
-    def handle(self, *args, file: str, dry_run: bool, prune: bool, **options) -> None:
+    def handle(self, *args, file: str, dry_run: bool, prune: bool, user: str | None = None, **options) -> None:
+        actor = None
+        if user:
+            from django.contrib.auth import get_user_model
+
+            actor = get_user_model().objects.filter(username=user, is_active=True).first()
+            if actor is None:
+                raise CommandError(f"No active user named '{user}'.")
         try:
             if file == "-":
                 text = sys.stdin.read()
@@ -38,7 +50,7 @@ class Command(BaseCommand):
         except UnicodeDecodeError:
             raise CommandError(f"{file} is not UTF-8 text.") from None
         try:
-            plan = config.apply(config.load(text), dry_run=dry_run, prune=prune)
+            plan = config.apply(config.load(text), dry_run=dry_run, prune=prune, user=actor)
         except config.ConfigValidationError as exc:
             where = "<stdin>" if file == "-" else file
             for error in exc.errors:
