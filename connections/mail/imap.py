@@ -38,6 +38,7 @@ _LIST = re.compile(rb'^\((?P<flags>[^)]*)\) (?P<sep>"(?:\\.|[^"\\])*"|NIL) ?(?P<
 _STATUS_ITEMS = re.compile(rb"\(([^()]*)\)\s*$")
 _CODE = re.compile(rb"^\[([A-Z-]+)")
 _SAFE_ATOM = re.compile(r"^[\x21-\x7e]+$")
+_MAX_LINE = 64 * 1024 * 1024
 
 
 @dataclass
@@ -158,6 +159,14 @@ class _IMAP4(imaplib.IMAP4):
     def _create_socket(self, timeout):  # imaplib hook
         sock, self._ready_sock = self._ready_sock, None
         return sock
+
+    def readline(self) -> bytes:
+        # imaplib caps a response line at 1 MB; UID SEARCH in a mailbox of ~150,000 mails is
+        # longer than that. Allow more (a line is still bounded).
+        line = self.file.readline(_MAX_LINE + 1)
+        if len(line) > _MAX_LINE:
+            raise self.error(f"got more than {_MAX_LINE} bytes in one response line")
+        return line
 
 
 class IMAPClient:

@@ -6,6 +6,7 @@ the connection's own trusted CA (PEM), host name checked, TLS 1.2 at least.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import socket
 import ssl
@@ -28,15 +29,25 @@ _NO_ISSUER_CERT = 2
 
 
 def make_ssl_context(settings: MailSettings) -> ssl.SSLContext:
-    """The client context: system store + settings.trusted_ca, host name check, TLS >= 1.2."""
+    """The client context: system store + settings.trusted_ca, host name check, TLS >= 1.2.
+
+    Contexts are cached per (trusted CA, verification): loading the system trust store costs
+    tens of milliseconds, more than a whole poll of an empty mailbox. A context is safe to share
+    between connections and threads; do not modify the one returned.
+    """
+    return _cached_context(settings.trusted_ca.strip(), bool(settings.verify_certificate))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_context(trusted_ca: str, verify: bool) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     # A trusted *server certificate* (not only a CA) is a trust anchor of its own, as the
     # connection's "trusted CA or certificate" field promises (Python 3.13's default too).
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    if settings.trusted_ca.strip():
+    if trusted_ca:
         try:
-            context.load_verify_locations(cadata=settings.trusted_ca)
+            context.load_verify_locations(cadata=trusted_ca)
         except (ssl.SSLError, ValueError) as exc:
             raise TLSError(
                 f"the connection's trusted CA is not a valid PEM certificate ({exc})",
@@ -44,7 +55,7 @@ def make_ssl_context(settings: MailSettings) -> ssl.SSLContext:
                 step="tls",
                 transient=False,
             ) from None
-    if not settings.verify_certificate:
+    if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
@@ -187,7 +198,7 @@ def peek_certificate(
     Used after a failed verification so that the report can say which names the certificate
     is for and show the chain the operator may decide to trust. Nothing else is sent.
     """
-    context = ssl.create_default_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # no trust store needed: nothing is verified
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
