@@ -139,3 +139,14 @@ def test_real_process_exit_codes(make_connection, tenant, mail_servers) -> None:
     tls = next(s for s in json.loads(failed.stdout)["steps"] if s["name"] == "tls")
     assert not tls["ok"] and tls["hint"]
     assert manage(tenant.slug, "missing").returncode == 2
+
+
+@pytest.mark.django_db
+def test_verbosity_0_prints_one_line_and_2_the_chain(make_connection, tenant) -> None:
+    conn = make_connection("imap", "ssl_tls", "plain")
+    code, out, _ = run(tenant.slug, conn.name, "-v", "0")
+    assert code == 0 and len(out.strip().splitlines()) == 1 and out.startswith("PASS: ")
+    code, out, _ = run(tenant.slug, conn.name, "-v", "2")
+    assert code == 0 and "-----BEGIN CERTIFICATE-----" in out
+    code, out, _ = run(tenant.slug, conn.name)
+    assert code == 0 and "-----BEGIN CERTIFICATE-----" not in out  # verified: no need to show it

@@ -79,6 +79,10 @@ class Command(BaseCommand):
 
     # --- text output
     def _print_text(self, report: dict[str, Any], *, verbosity: int) -> None:
+        status = self.style.SUCCESS("PASS") if report["ok"] else self.style.ERROR("FAIL")
+        if verbosity == 0:  # one line, for cron mails and scripts
+            self.stdout.write(f"{status}: {report['summary']}")
+            return
         c = report["connection"]
         auth = c["authentication"] + (f", credential '{c['credential_name']}'" if c["credential_name"] else "")
         self.stdout.write(
@@ -109,7 +113,6 @@ class Command(BaseCommand):
                 self.stdout.write(f"         {' ' * width}            the server's certificate chain (PEM), to "
                                   "trust it paste it into the connection's trusted CA:")
                 self.stdout.write(chain.rstrip())
-        status = self.style.SUCCESS("PASS") if report["ok"] else self.style.ERROR("FAIL")
         self.stdout.write(f"{status}: {report['summary']} (total {report['duration_ms']:.1f} ms)")
 
     @staticmethod
