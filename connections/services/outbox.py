@@ -358,6 +358,7 @@ class _Claimed:
     attempts: int
     delivery_log: list
     size: int
+    previous_results: dict
     claimed_at: datetime
     mime: bytes | None = None
 
@@ -415,7 +416,8 @@ def _claim(connection: OutboundConnection, limit: int, only_ids: Sequence[int] |
         rows = list(
             qs.select_for_update(skip_locked=True, of=("self",))
             .order_by("-priority", "next_attempt_at", "pk")
-            .values_list("pk", "envelope_from", "envelope_to", "attempts", "delivery_log", "size")[:limit]
+            .values_list("pk", "envelope_from", "envelope_to", "attempts", "delivery_log", "size",
+                         "recipient_results")[:limit]
         )
         if not rows:
             return []
@@ -444,18 +446,42 @@ def _entry(outcome: str, detail: str = "", code: int | None = None, **extra: Any
     return entry
 
 
-def _update(item: _Claimed, **values: Any) -> bool:
+def _update(item: _Claimed, *, followup: dict | None = None, **values: Any) -> bool:
     """Record an outcome, only if the message is still ours (an operator may have requeued it).
 
-    One UPDATE: its own short transaction (or part of the caller's, if it has one).
+    One UPDATE: its own short transaction (or part of the caller's, if it has one); with a
+    `followup` (recipients refused temporarily), the follow-up message in the same one.
     """
-    done = OutboxMessage.objects.filter(
-        pk=item.id, status=OutboxStatus.SENDING, claimed_at=item.claimed_at
-    ).update(**values)
+    rows = OutboxMessage.objects.filter(pk=item.id, status=OutboxStatus.SENDING, claimed_at=item.claimed_at)
+    if followup is None:
+        done = rows.update(**values)
+    else:
+        with transaction.atomic():
+            done = rows.update(**values)
+            if done:
+                _create_followup(item, **followup)
     if not done:
         log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
                     item.id, values.get("status"))
     return bool(done)
+
+
+def _create_followup(item: _Claimed, *, recipients: list[str], delay: float, reason: str) -> OutboxMessage:
+    original = OutboxMessage.objects.get(pk=item.id)
+    copy = OutboxMessage(
+        tenant_id=original.tenant_id, connection_id=original.connection_id, retry_of=original,
+        from_address=original.from_address, to=original.to, cc=original.cc, bcc=original.bcc,
+        reply_to=original.reply_to, subject=original.subject, text_body=original.text_body,
+        html_body=original.html_body, extra_headers=original.extra_headers, priority=original.priority,
+        send_after=original.send_after, message_id=original.message_id, envelope_from=original.envelope_from,
+        envelope_to=recipients, mime=original.mime, size=original.size,
+        status=OutboxStatus.QUEUED, attempts=item.attempts + 1,
+        next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=reason,
+        delivery_log=[_entry("deferred", f"refused temporarily in message #{original.pk}: {reason}",
+                             retry_in=int(delay))],
+    )
+    copy.save()
+    return copy
 
 
 class _Writer:
@@ -540,11 +566,20 @@ def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tup
     if refused:
         summary += "; refused: " + "; ".join(f"{r}: {v['code']} {v['text']}" for r, v in results.items()
                                              if v["status"] == "refused")
+    followup = None
+    deferred = [r for r, v in results.items() if v["status"] == "refused" and 400 <= v["code"] < 500]
+    if deferred and item.attempts + 1 < _max_attempts():
+        delay = backoff_seconds(item.attempts + 1)
+        reason = "; ".join(f"{r}: {results[r]['code']} {results[r]['text']}" for r in deferred)
+        followup = {"recipients": deferred, "delay": delay, "reason": reason}
+        summary += f"; {len(deferred)} refused temporarily: tried again in a follow-up message"
     now = timezone.now()
     write(
         item, status=OutboxStatus.SENT, sent_at=now, attempts=item.attempts + 1,
-        recipient_results=results, last_error="" if not refused else summary, next_attempt_at=None,
+        recipient_results={**(item.previous_results or {}), **results},
+        last_error="" if not refused else summary, next_attempt_at=None,
         delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary)],
+        followup=followup,
     )
     return MessageOutcome(item.id, "sent", summary, results)
 
@@ -557,17 +592,24 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
     results = {r: {"status": "refused", "code": c, "text": _text(t)} for r, (c, t) in refused.items()}
     if transient and attempts < _max_attempts():
         delay = backoff_seconds(attempts)
+        extra: dict[str, Any] = {}
+        # Every recipient refused, some for good (5xx): the retry is only for the others.
+        still = [r for r in item.envelope_to if r not in refused or 400 <= refused[r][0] < 500]
+        if refused and still and len(still) < len(item.envelope_to):
+            extra["envelope_to"] = still
         write(
             item, status=OutboxStatus.QUEUED, attempts=attempts, last_error=detail,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay), recipient_results=results,
-            delivery_log=item.delivery_log + [_entry("retry", detail, code, retry_in=int(delay))],
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            recipient_results={**(item.previous_results or {}), **results},
+            delivery_log=item.delivery_log + [_entry("retry", detail, code, retry_in=int(delay))], **extra,
         )
         return MessageOutcome(item.id, "retry", detail, results)
     if transient:
         detail = f"gave up after {attempts} attempts; last error: {detail}"
     write(
         item, status=OutboxStatus.FAILED, attempts=attempts, last_error=detail, next_attempt_at=None,
-        recipient_results=results, delivery_log=item.delivery_log + [_entry("failed", detail, code)],
+        recipient_results={**(item.previous_results or {}), **results},
+        delivery_log=item.delivery_log + [_entry("failed", detail, code)],
     )
     return MessageOutcome(item.id, "failed", detail, results)
 
@@ -595,41 +637,11 @@ def _text(text: Any) -> str:
 def _open_session(connection: OutboundConnection):
     """An SMTPClient (not yet entered) for the connection, with its deployed credential."""
     from ..mail.smtp import SMTPClient
-
-    try:
-        from .connection_settings import mail_settings_for, open_credential
-    except ImportError:  # until the connectivity engineer's module lands
-        mail_settings_for, open_credential = _fallback_mail_settings_for, _fallback_open_credential
+    from .connection_settings import mail_settings_for, open_credential
 
     credential = open_credential(connection)
     mail_settings = mail_settings_for(connection, credential=credential)
     return SMTPClient(mail_settings, credential.password if credential else None)
-
-
-def _fallback_open_credential(connection: OutboundConnection):
-    from .credentials import resolve_deployed
-
-    if connection.authentication == "none":
-        return None
-    if not connection.credential_name:
-        raise ConfigurationError(
-            f"Connection '{connection.name}' needs a Credential Name for its authentication.",
-            hint="set the Credential Name, or authentication None",
-        )
-    return resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name)
-
-
-def _fallback_mail_settings_for(connection: OutboundConnection, *, credential):
-    from ..mail import MailSettings
-
-    return MailSettings(
-        protocol="smtp", host=connection.host, port=connection.port, protection=connection.protection,
-        authentication=connection.authentication, username=credential.username if credential else "",
-        timeout=float(connection.timeout), verify_certificate=connection.verify_certificate,
-        trusted_ca=connection.trusted_ca, allow_plain_without_tls=connection.allow_plain_without_tls,
-        credential_name=connection.credential_name,
-        credential_version=credential.version if credential else None,
-    )
 
 
 def _remember_size(connection: OutboundConnection, max_size: int | None) -> None:

@@ -1,6 +1,7 @@
 """Parse a raw mail into headers, bodies and attachments — without ever losing it.
 
-Python's email package (policy.default) does the MIME work; everything it can trip on is
+Python's email package does the MIME work (the fast compat32 policy for the structure,
+policy.default's header parser for the decoded headers); everything it can trip on is
 caught per header and per part. Known traps, all handled here:
 
 - a multipart part without a boundary parses as a non-multipart whose get_content()
@@ -298,57 +299,56 @@ def decode_header_value(value: str) -> str:
     return _clean_text(" ".join(text.split()))
 
 
+_LINESEP = re.compile(r"\r|\n")
+_FACTORY = policy.default.header_factory
+
+
+def _raw_values(msg: Message, name: str) -> list[str]:
+    """The header's raw values (undecoded; 8-bit bytes as surrogates), unfolded."""
+    lname = name.lower()
+    return [_LINESEP.sub("", str(v)) for k, v in msg.raw_items() if k.lower() == lname]
+
+
 def _header(msg: Message, name: str, result: ParsedMessage) -> str:
-    """One header, decoded; never raises (broken headers fall back to a raw decode)."""
-    try:
-        values = msg.get_all(name)
-    except Exception as exc:  # policy.default parses on access
-        result.problem(f"header {name}: {type(exc).__name__}; raw value decoded instead")
-        values = None
-        for key, raw in msg.raw_items():
-            if key.lower() == name.lower():
-                values = [decode_header_value(raw)]
-                break
-        if values is None:
-            return ""
+    """One header, decoded; never raises (broken headers fall back to a raw decode).
+
+    The mail is parsed with the fast compat32 policy; only these few headers go through
+    policy.default's header parser (RFC 2047, address syntax).
+    """
+    values = _raw_values(msg, name)
     if not values:
         return ""
+    if name.lower() not in ("to", "cc"):
+        values = values[:1]
     try:
-        text = ", ".join(str(v) for v in values) if name.lower() in ("to", "cc") else str(values[0])
-    except Exception as exc:
+        text = ", ".join(str(_FACTORY(name, v)) for v in values)
+    except Exception as exc:  # broken address headers raise on parse
         result.problem(f"header {name}: {type(exc).__name__}; raw value decoded instead")
-        text = decode_header_value(_raw_header(msg, name))
+        text = ", ".join(decode_header_value(v) for v in values)
     if "=?" in text:  # encoded words the header parser left alone (e.g. inside quotes)
         text = decode_header_value(text)
     if "\ufffd" in text or "\x1b" in text:
         # policy.default replaced raw 8-bit bytes or failed on a charset it does not know
         # (iso-8859-8-i, CP50220 ISO-2022-JP, GBK labelled gb2312): decode the raw value.
-        raw = _raw_header(msg, name)
-        if raw:
-            again = decode_header_value(raw)
-            if again.count("\ufffd") < text.count("\ufffd") or "\x1b" in text:
-                text = again
+        again = ", ".join(decode_header_value(v) for v in values)
+        if again.count("\ufffd") < text.count("\ufffd") or "\x1b" in text:
+            text = again
     return _clean_text(_surrogates_to_text(text))[:MAX_HEADER_CHARS]
 
 
 def _raw_header(msg: Message, name: str) -> str:
-    for key, raw in msg.raw_items():
-        if key.lower() == name.lower():
-            return str(raw)
-    return ""
+    values = _raw_values(msg, name)
+    return values[0] if values else ""
 
 
 def _date(msg: Message, result: ParsedMessage) -> datetime | None:
-    raw = ""
+    raw = _raw_header(msg, "Date")
+    if not raw.strip():
+        return None
     try:
-        header = msg.get("Date")
-        if header is None:
-            return None
-        value = getattr(header, "datetime", None)
-        raw = str(header)
+        value = _FACTORY("Date", raw).datetime
     except Exception:
         value = None
-        raw = _raw_header(msg, "Date")
     if value is None and raw:
         try:
             value = email.utils.parsedate_to_datetime(raw)
@@ -430,10 +430,7 @@ def _disposition(part: Message) -> str | None:
 
 
 def _content_id(part: Message) -> str:
-    try:
-        value = part.get("Content-ID")
-    except Exception:
-        value = _raw_header(part, "Content-ID")
+    value = _raw_header(part, "Content-ID")
     if not value:
         return ""
     return _clean_text(str(value)).strip().strip("<>").strip()[:255]
@@ -621,7 +618,7 @@ def parse_bytes(raw: bytes) -> ParsedMessage:
     if b"\x00" in raw:
         result.problem("the mail contains NUL bytes (removed from the decoded text)")
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=policy.compat32).parsebytes(raw)
     except Exception as exc:  # never seen, but a mail must not be lost to a parser bug
         result.problem(f"the mail could not be parsed ({type(exc).__name__}); kept raw only")
         result.text_body = decode_bytes(raw[:1_000_000], None)
@@ -655,7 +652,7 @@ class _PartSink:
         self.headers = headers
         self.index = index
         try:
-            self.cte = str(headers.get("Content-Transfer-Encoding", "") or "").strip().lower()
+            self.cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
         except Exception:
             self.cte = ""
         fd, self.path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
@@ -746,7 +743,7 @@ def _read_header_block(fh: BinaryIO) -> tuple[bytes, bytes | None]:
 
 def _stream_parse(fh: BinaryIO, result: ParsedMessage, tmpdir: str | None) -> None:
     block, _ = _read_header_block(fh)
-    top = BytesHeaderParser(policy=policy.default).parsebytes(block)
+    top = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
     _headers_into(top, result)
     bodies: dict[str, list[str]] = {"text": [], "html": []}
     # Stack of (boundary bytes, in_alternative, index prefix, child counter).
@@ -837,7 +834,7 @@ def _stream_parse(fh: BinaryIO, result: ParsedMessage, tmpdir: str | None) -> No
                 frame[3] += 1
                 index = f"{frame[2]}.{frame[3]}" if frame[2] else str(frame[3])
                 block, _ = _read_header_block(fh)
-                headers = BytesHeaderParser(policy=policy.default).parsebytes(block)
+                headers = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
                 open_part(headers, index, frame[1])
                 continue
         if sink is not None:
@@ -853,7 +850,7 @@ def parse_headers_only(raw_header: bytes) -> ParsedMessage:
     """Headers of a mail too large to download (oversized)."""
     result = ParsedMessage()
     try:
-        msg = BytesHeaderParser(policy=policy.default).parsebytes(raw_header)
+        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw_header)
         _headers_into(msg, result)
     except Exception as exc:
         result.problem(f"headers unreadable ({type(exc).__name__})")

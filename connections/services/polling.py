@@ -18,6 +18,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -347,13 +349,16 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             return
         sizes = client.fetch_sizes(new)
 
-        # 3. Fetch in batches; store + commit; then post-process.
-        small_batch: list[int] = []
-        small_bytes = 0
-
-        def flush(batch_uids: list[int], mails: list[FetchedMail]) -> None:
-            outcomes = store_batch(connection=connection, mails=mails, parse=parse)
-            hook("stored")
+        # 3. Fetch in batches; store + commit; then post-process. While a batch of small
+        #    mails is stored (disk + database), the next one is already being fetched in a
+        #    helper thread; the IMAP connection is only used by one thread at a time (the
+        #    prefetch is awaited before the batch is post-processed).
+        def flush(mails: list[FetchedMail], before_post: Callable[[], None] = lambda: None) -> None:
+            try:
+                outcomes = store_batch(connection=connection, mails=mails, parse=parse)
+                hook("stored")
+            finally:
+                before_post()  # the connection must be free again, whatever happened
             done = _record(result, outcomes)
             uids_done = [o.mail.uid for o in done]
             pks_done = [o.pk for o in done if o.pk]
@@ -365,48 +370,74 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             hook("post_processed")
             lease.renew()
 
-        def fetch_small(batch_uids: list[int]) -> None:
-            mails = []
-            for uid, data in client.fetch_many(batch_uids):
-                result.fetched += 1
-                result.bytes += len(data)
-                mails.append(FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)),
-                                         data=data, uidvalidity=uidvalidity, uid=uid))
-            flush(batch_uids, mails)
+        def fetch_small(batch_uids: list[int]) -> list[FetchedMail]:
+            return [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
+                                uidvalidity=uidvalidity, uid=uid)
+                    for uid, data in client.fetch_many(batch_uids)]
 
-        for uid in new:
-            size = sizes.get(uid)
-            if size is None:
-                continue  # expunged meanwhile
-            if size > connection.max_message_size:
-                header = client.fetch_header(uid)
-                result.fetched += 1
-                result.bytes += len(header)
-                flush([uid], [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=size, data=header,
-                                          uidvalidity=uidvalidity, uid=uid, oversized=True)])
-                continue
-            if size > stream_threshold():
-                fh, path = new_spool_file()
-                try:
-                    with fh:
-                        written = client.fetch_to(uid, fh, size=size)
-                except BaseException:
-                    os.unlink(path)
-                    raise
-                result.fetched += 1
-                result.bytes += written
-                flush([uid], [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=size, path=path,
-                                          uidvalidity=uidvalidity, uid=uid)])
-                continue
-            small_batch.append(uid)
-            small_bytes += size
-            if len(small_batch) >= batch_count() or small_bytes >= batch_bytes():
-                fetch_small(small_batch)
-                small_batch, small_bytes = [], 0
-        if small_batch:
-            fetch_small(small_batch)
+        plan = _plan(new, sizes, connection.max_message_size)
+        prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch")
+        ahead: Future | None = None
+        try:
+            for index, (kind, batch) in enumerate(plan):
+                if kind == "small":
+                    mails = ahead.result() if ahead is not None else fetch_small(batch)
+                    ahead = None
+                    if index + 1 < len(plan) and plan[index + 1][0] == "small":
+                        ahead = prefetcher.submit(fetch_small, plan[index + 1][1])
+                    result.fetched += len(mails)
+                    result.bytes += sum(len(m.data or b"") for m in mails)
+                    pending = ahead
+                    flush(mails, before_post=lambda: futures_wait([pending]) if pending is not None else None)
+                elif kind == "oversized":
+                    uid = batch[0]
+                    header = client.fetch_header(uid)
+                    result.fetched += 1
+                    result.bytes += len(header)
+                    flush([FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes[uid], data=header,
+                                       uidvalidity=uidvalidity, uid=uid, oversized=True)])
+                else:  # large: streamed to a spool file in chunks
+                    uid = batch[0]
+                    fh, path = new_spool_file()
+                    try:
+                        with fh:
+                            written = client.fetch_to(uid, fh, size=sizes[uid])
+                    except BaseException:
+                        os.unlink(path)
+                        raise
+                    result.fetched += 1
+                    result.bytes += written
+                    flush([FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes[uid], path=path,
+                                       uidvalidity=uidvalidity, uid=uid)])
+        finally:
+            prefetcher.shutdown(wait=True, cancel_futures=True)
         if connection.imap_resync and not more_waiting and not result.failed:
             _end_resync(connection)
+
+
+def _plan(uids: list[int], sizes: dict[int, int], max_size: int) -> list[tuple[str, list[int]]]:
+    """Work items in UID order: batches of small mails, single large or oversized ones."""
+    plan: list[tuple[str, list[int]]] = []
+    batch: list[int] = []
+    batch_size = 0
+    for uid in uids:
+        size = sizes.get(uid)
+        if size is None:
+            continue  # expunged meanwhile
+        if size > max_size or size > stream_threshold():
+            if batch:
+                plan.append(("small", batch))
+                batch, batch_size = [], 0
+            plan.append(("oversized" if size > max_size else "large", [uid]))
+            continue
+        batch.append(uid)
+        batch_size += size
+        if len(batch) >= batch_count() or batch_size >= batch_bytes():
+            plan.append(("small", batch))
+            batch, batch_size = [], 0
+    if batch:
+        plan.append(("small", batch))
+    return plan
 
 
 def _end_resync(connection: InboundConnection) -> None:

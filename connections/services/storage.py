@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterable
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
@@ -117,10 +117,36 @@ def _dated(prefix: str) -> str:
     return timezone.now().strftime(f"{prefix}/%Y/%m/%d/")
 
 
+_made_dirs: set[str] = set()
+
+
+def _save_bytes(name: str, data: bytes) -> str:
+    """Save a new file. For local storage, one exclusive create + write: the names are
+    unique (uuid4) already, so Django's name-availability dance is not needed."""
+    if not isinstance(default_storage, FileSystemStorage):
+        return default_storage.save(name, ContentFile(data))
+    path = default_storage.path(name)
+    directory = os.path.dirname(path)
+    if directory not in _made_dirs:
+        os.makedirs(directory, exist_ok=True)
+        _made_dirs.add(directory)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    finally:
+        os.close(fd)
+    if settings.FILE_UPLOAD_PERMISSIONS is not None:
+        os.chmod(path, settings.FILE_UPLOAD_PERMISSIONS)
+    return name
+
+
 def _save_raw(mail: FetchedMail) -> str:
     name = _dated("raw") + f"{uuid.uuid4().hex}.eml"
     if mail.data is not None:
-        return default_storage.save(name, ContentFile(mail.data))
+        return _save_bytes(name, mail.data)
     content = _SpooledFile(mail.path)  # type: ignore[arg-type]
     try:
         saved = default_storage.save(name, content)
@@ -132,10 +158,17 @@ def _save_raw(mail: FetchedMail) -> str:
 
 
 def _save_attachment(att: parsing.ParsedAttachment) -> str:
-    base = get_valid_filename(att.filename)[:80] if att.filename else ""
+    base = ""
+    if att.filename:
+        try:
+            base = get_valid_filename(att.filename)
+        except Exception:  # e.g. a name of dots only
+            base = ""
+        # File systems limit a name to 255 bytes: keep the readable part short (UTF-8).
+        base = base.encode("utf-8")[:100].decode("utf-8", "ignore")
     name = _dated("attachments") + f"{uuid.uuid4().hex}" + (f"-{base}" if base else "")
     if att.payload is not None:
-        return default_storage.save(name, ContentFile(att.payload))
+        return _save_bytes(name, att.payload)
     content = _SpooledFile(att.path)  # type: ignore[arg-type]
     try:
         saved = default_storage.save(name, content)
