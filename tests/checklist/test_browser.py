@@ -140,5 +140,10 @@ def test_operator_sets_up_a_connection_and_the_checklist_turns_green(browser, li
     page.goto(f"{base}/admin/connections/outboundconnection/")
     assert page.get_attribute(".tm-readiness", "data-readiness") == "ready"
     shot(page, "7-list")
+
+    # And the dashboard counts it as Ready.
+    page.goto(f"{base}/admin/")
+    assert page.inner_text('#tm-dashboard tr[data-tenant="acme"] td[data-col="ready"]') == "1"
+    shot(page, "8-dashboard")
     assert conn.pk
     context.close()
