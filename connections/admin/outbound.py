@@ -284,7 +284,8 @@ class OutboxAttachmentInline(admin.TabularInline):
 DELIVERY_FIELDS = ["status_badge", "attempts", "next_attempt_at", "claimed_at", "sent_at", "last_error",
                    "recipient_table", "delivery_log_table"]
 MESSAGE_FIELDS = ["tenant", "connection", "from_address", "to_list", "cc_list", "bcc_list", "reply_to",
-                  "subject", "message_id", "size_display", "priority", "send_after", "created_at", "source_link"]
+                  "subject", "message_id", "size_display", "priority", "send_after", "created_at", "source_link",
+                  "retry_links"]
 
 
 @admin.register(OutboxMessage)
@@ -459,6 +460,18 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     def source_link(self, obj: OutboxMessage) -> str:
         url = reverse("admin:connections_outboxmessage_source", args=[obj.pk])
         return format_html('<a href="{}">download the message as sent (.eml)</a>', url)
+
+    @admin.display(description="follow-ups")
+    def retry_links(self, obj: OutboxMessage) -> str:
+        """Recipients refused temporarily are retried in follow-up messages (same Message-ID)."""
+        links = []
+        if obj.retry_of_id:
+            url = reverse("admin:connections_outboxmessage_change", args=[obj.retry_of_id])
+            links.append(format_html('retries recipients of <a href="{}">#{}</a>', url, obj.retry_of_id))
+        for pk, status in obj.retries.values_list("pk", "status"):
+            url = reverse("admin:connections_outboxmessage_change", args=[pk])
+            links.append(format_html('follow-up <a href="{}">#{}</a> ({})', url, pk, status))
+        return format_html_join(" · ", "{}", ((link,) for link in links)) if links else "–"
 
     @admin.display(description="text")
     def text_display(self, obj: OutboxMessage) -> str:

@@ -89,6 +89,12 @@ class OutboxMessage(TenantOwned):
     envelope_to = models.JSONField(default=list, blank=True)
     mime = models.BinaryField(default=b"", editable=False)
     size = models.PositiveBigIntegerField("size (bytes)", default=0)
+    # Recipients a server refused temporarily (4xx) while accepting others are tried again
+    # in a follow-up message: the same bytes and Message-ID, only those recipients.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
+        help_text="The message whose temporarily refused recipients this one retries.",
+    )
 
     class Meta:
         verbose_name = "outbox message"

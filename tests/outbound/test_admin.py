@@ -160,3 +160,33 @@ def test_connection_form_checks_default_from(client, django_user_model, tenant):
     })
     assert response.status_code == 200
     assert "line break" in response.content.decode() or "not a valid" in response.content.decode()
+
+
+def test_connection_change_page_has_checklist_connectivity_and_outbox_counts(client, django_user_model,
+                                                                            make_connection):
+    conn = make_connection()
+    outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    admin_user = django_user_model.objects.create_superuser("root2", "root@example.test", "pw")
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:connections_outboundconnection_change", args=[conn.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="setup-checklist"' in html
+    assert "Queued: 1" in html
+    listing = client.get(reverse("admin:connections_outboundconnection_changelist")).content.decode()
+    assert "send_test_mail" in listing and "test_connection_action" in listing
+    assert "1 queued" in listing
+
+
+def test_record_links_a_follow_up(client, operator, make_connection, fault):
+    conn = make_connection(port=fault.port)
+    msg = outbox.enqueue(connection_id=conn.pk, to=["ok@example.test", "rcpt452-x@example.test"], subject="s",
+                         dispatch=False)
+    outbox.send_due(connection_id=conn.pk)
+    follow = OutboxMessage.objects.get(retry_of=msg)
+    client.force_login(operator)
+    html = client.get(reverse("admin:connections_outboxmessage_change", args=[msg.pk])).content.decode()
+    assert f"follow-up <a href=\"{reverse('admin:connections_outboxmessage_change', args=[follow.pk])}\">" in html
+    assert "refused 452" in html and "Too many recipients" in html
+    html = client.get(reverse("admin:connections_outboxmessage_change", args=[follow.pk])).content.decode()
+    assert f"retries recipients of <a" in html

@@ -269,3 +269,40 @@ def test_message_sent_is_parseable_by_the_receiver(fault_connection, fault):
     assert parsed["Subject"] == "Ünïcödé"
     att = next(parsed.iter_attachments())
     assert att.get_filename() == "ä.bin" and att.get_content() == b"\x00\xff" * 100
+
+
+def test_temporarily_refused_recipients_get_a_follow_up_message(fault_connection, fault):
+    msg = _enqueue(fault_connection, ["ok@example.test", "rcpt452-later@example.test", "rcpt550-never@example.test"])
+    outbox.send_due(connection_id=fault_connection.pk)
+    got = _get(msg)
+    assert got.status == OutboxStatus.SENT
+    assert "tried again in a follow-up message" in got.last_error
+    [follow] = OutboxMessage.objects.filter(retry_of=msg)
+    assert follow.status == OutboxStatus.QUEUED and follow.attempts == 1
+    assert follow.envelope_to == ["rcpt452-later@example.test"]  # not the accepted, not the 550
+    assert follow.message_id == got.message_id and bytes(follow.mime) == bytes(got.mime)
+    assert follow.next_attempt_at > timezone.now() + timedelta(seconds=50)
+    assert follow.delivery_log[0]["outcome"] == "deferred"
+    # when it is due, only that recipient is tried
+    OutboxMessage.objects.filter(pk=follow.pk).update(next_attempt_at=timezone.now())
+    fault.reset()
+    outbox.send_due(connection_id=fault_connection.pk)
+    follow = _get(follow)
+    assert follow.status == OutboxStatus.QUEUED and follow.attempts == 2  # 452 again: retried later
+    assert not fault.received
+
+
+def test_all_refused_mixed_codes_retries_only_the_temporary_ones(fault_connection, fault):
+    msg = _enqueue(fault_connection, ["rcpt550-never@example.test", "rcpt451-later@example.test"])
+    outbox.send_due(connection_id=fault_connection.pk)
+    got = _get(msg)
+    assert got.status == OutboxStatus.QUEUED and got.attempts == 1
+    assert got.envelope_to == ["rcpt451-later@example.test"]
+    assert got.recipient_results["rcpt550-never@example.test"]["code"] == 550
+    OutboxMessage.objects.filter(pk=msg.pk).update(next_attempt_at=timezone.now())
+    outbox.send_due(connection_id=fault_connection.pk)
+    got = _get(msg)
+    assert got.attempts == 2
+    # the permanent refusal of the first attempt is kept in the record
+    assert got.recipient_results["rcpt550-never@example.test"]["code"] == 550
+    assert got.recipient_results["rcpt451-later@example.test"]["code"] == 451
