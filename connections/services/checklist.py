@@ -170,6 +170,7 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
         items.append(_post_processing_item(c))
     else:
         items.append(_default_from_item(c))
+        items.append(_outbound_enabled_item(c))
     return ev
 
 
@@ -335,6 +336,14 @@ def _default_from_item(c: OutboundConnection) -> Item:
         return Item("default_from", FAIL, label, "No default From: messages that name no From cannot be sent.",
                     "#id_default_from", "Set the default From")
     return Item("default_from", OK, label, c.default_from)
+
+
+def _outbound_enabled_item(c: OutboundConnection) -> Item:
+    label = "Enabled"
+    if not c.enabled:
+        return Item("enabled", WARN, label, "Disabled: queued messages wait and are not sent.",
+                    "#id_enabled", "Enable")
+    return Item("enabled", OK, label, "Queued messages are sent.")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -35,7 +35,7 @@ def test_complete_inbound_and_outbound_are_ready(acme):
     ]
     assert list(items(f.outbound(acme, "o2"))) == [
         "authentication", "credential_exists", "credential_deployed", "credential_name", "transport",
-        "connectivity", "default_from",
+        "connectivity", "default_from", "enabled",
     ]
 
 
@@ -183,6 +183,13 @@ def test_default_from_item(acme):
     assert items(f.outbound(acme))["default_from"].state == "ok"
     got = items(f.outbound(acme, "nofrom", default_from=""))["default_from"]
     assert got.state == "fail"
+
+
+def test_outbound_enabled_item(acme):
+    f.credential(acme)
+    assert items(f.outbound(acme))["enabled"].state == "ok"
+    got = items(f.outbound(acme, "off", enabled=False))["enabled"]
+    assert got.state == "warn" and got.detail.startswith("Disabled")
 
 
 def test_readiness_is_the_worst_item(acme):
