@@ -167,6 +167,8 @@ class MessageRow:
     sender_address: str
     subject: str
     date: dt.datetime | None
+    date_iso: str
+    date_label: str  # in the current time zone, "YYYY-MM-DD HH:MM"
     connection_name: str
     tenant_name: str
     has_attachments: bool
@@ -244,14 +246,22 @@ def list_messages(
     return MessagePage(rows=rows, newer=newer, older=older)
 
 
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def _row(message: StoredMessage) -> MessageRow:
     name, address = sender(message.from_header)
+    when = message.date or message.fetched_at
+    local = timezone.localtime(when) if when else None
     return MessageRow(
         id=message.pk,
-        sender_name=name,
+        sender_name=_shorten(name, 80),
         sender_address=address,
-        subject=decode_header_value(message.subject),
-        date=message.date or message.fetched_at,
+        subject=_shorten(decode_header_value(message.subject), 140),
+        date=when,
+        date_iso=local.isoformat() if local else "",
+        date_label=local.strftime("%Y-%m-%d %H:%M") if local else "",
         connection_name=message.connection.name,
         tenant_name=message.tenant.name,
         has_attachments=message.has_attachments,
@@ -272,9 +282,16 @@ def decode_header_value(value: str) -> str:
         return value
 
 
+_SIMPLE_FROM = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:@\\]*?))\s*<([^<>\s,;]+@[^<>\s,;]+)>\s*$')
+
+
 def sender(from_header: str) -> tuple[str, str]:
     """(display name, address) of a From header, tolerant of broken headers."""
     decoded = decode_header_value(from_header)
+    simple = _SIMPLE_FROM.match(decoded)
+    if simple:  # the common 'Name <addr>' shape, without the full RFC 5322 parser
+        name = (simple[1] if simple[1] is not None else simple[2] or "").strip()
+        return name or simple[3], simple[3]
     try:
         name, address = email.utils.parseaddr(decoded)
     except (ValueError, IndexError, TypeError):
