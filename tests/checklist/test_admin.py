@@ -159,3 +159,14 @@ def test_the_real_connection_admins_show_readiness_and_the_checklist(client, sup
     for model, conn in (("inboundconnection", inbound), ("outboundconnection", outbound)):
         html = client.get(f"/admin/connections/{model}/{conn.pk}/change/").content.decode()
         assert html.count('id="setup-checklist"') == 1 and "tm-diagram" in html, model
+
+
+def test_panel_and_column_escape_what_operators_typed(client, superuser):
+    t = f.tenant("acme", "<b>ACME</b>")
+    evil = '"><img src=x onerror=alert(1)>'
+    conn = f.inbound(t, credential_name=evil, folder=evil, selection="all")
+    html = client.get(f"/tmtest/connections/inboundconnection/{conn.pk}/change/").content.decode()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "name=%22%3E%3Cimg" in html  # the add link's query string is URL-encoded
+    html = client.get("/tmtest/connections/inboundconnection/").content.decode()
+    assert "<img src=x" not in html
