@@ -139,23 +139,27 @@ class MessageFilters:
                     or self.has_attachments is not None)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 @dataclass(frozen=True)
 class Cursor:
     sort_at: dt.datetime
     id: int
 
     def encode(self) -> str:
-        micros = int(self.sort_at.timestamp() * 1_000_000) if self.sort_at else 0
+        # Integer microseconds: exact, unlike float timestamps.
+        micros = (self.sort_at - _EPOCH) // dt.timedelta(microseconds=1)
         return f"{micros}-{self.id}"
 
     @classmethod
     def decode(cls, value: str) -> "Cursor | None":
-        match = re.fullmatch(r"(-?\d{1,20})-(\d{1,19})", value or "")
+        match = re.fullmatch(r"(-?\d{1,17})-(\d{1,19})", value or "")
         if not match:
             return None
         try:
-            sort_at = dt.datetime.fromtimestamp(int(match[1]) / 1_000_000, tz=dt.timezone.utc)
-        except (OverflowError, OSError, ValueError):
+            sort_at = _EPOCH + dt.timedelta(microseconds=int(match[1]))
+        except OverflowError:
             return None
         return cls(sort_at=sort_at, id=int(match[2]))
 

@@ -242,3 +242,13 @@ def test_connection_menu_is_capped_but_keeps_the_selected_one(client, tenants, m
     client.force_login(tenants["alice"])
     page = client.get(reverse("messages:list"), {"connection": last.pk}).content.decode()
     assert f'<option value="{last.pk}" selected>{last.name}</option>' in page
+
+
+def test_cursor_round_trip_is_exact():
+    for when in (dt.datetime(2026, 11, 21, 9, 3, 7, 999999, tzinfo=dt.timezone.utc),
+                 dt.datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=dt.timezone.utc),
+                 dt.datetime(2099, 1, 1, 0, 0, 0, 123457, tzinfo=dt.timezone.utc)):
+        cursor = svc.Cursor(sort_at=when, id=42)
+        assert svc.Cursor.decode(cursor.encode()) == cursor
+    for junk in ("", "x-1", "1-", "99999999999999999999-1", "1-2-3"):
+        assert svc.Cursor.decode(junk) is None
