@@ -372,6 +372,15 @@ class SMTPClient:
         smtp = self._require()
         if not recipients:
             raise ProtocolError("no recipients", transient=False)
+        if isinstance(message, str):
+            message = message.encode("utf-8")
+        if self.max_size is not None and len(message) > self.max_size:
+            # The server would refuse it after the whole transfer: refuse it before.
+            raise SMTPReplyError(
+                f"the message ({len(message)} bytes) is larger than the server accepts ({self.max_size} bytes, EHLO SIZE)",
+                code=552, reply="message size exceeds the server's SIZE limit",
+                hint="send smaller attachments, or ask the server's administrator to raise the limit",
+            )
         sender, recipients, params, encoding = self._envelope(sender, recipients, message)
         payload = _DOT_AT_LINE_START.sub(b"..", message)
         if not payload.endswith(_CRLF):

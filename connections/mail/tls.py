@@ -235,8 +235,8 @@ def tls_error_from(
         if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
             message = f"certificate is for {names}, not {name}"
             hint = (
-                f"connect with a host name the certificate covers ({names}) or set it as the "
-                "connection's TLS server name, or have the server's certificate reissued"
+                f"set the host to a name the certificate covers ({names}), or have the server's "
+                "certificate reissued for this name; trusting the certificate does not fix a name mismatch"
             )
         elif code == _EXPIRED:
             when = info.not_after.date().isoformat() if info and info.not_after else "an earlier date"

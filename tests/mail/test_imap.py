@@ -56,6 +56,7 @@ def imap_settings(mail_servers, address, protection="ssl_tls", authentication="p
         ("starttls_mandatory", "encrypted", None, "CRAM-MD5"),
         ("ssl_tls", "encrypted", None, "CRAM-MD5"),
         ("off", "encrypted", None, "CRAM-MD5"),
+        ("starttls_optional", "plain", None, "PLAIN"),
     ],
 )
 def test_login_methods_with_utf8_credentials(mail_servers, protection, authentication, mechanism, expected):
@@ -65,6 +66,8 @@ def test_login_methods_with_utf8_credentials(mail_servers, protection, authentic
         assert imap.auth_mechanism == expected
         assert imap.encrypted is (protection != "off")
         assert "IMAP4REV1" in imap.capabilities
+        if protection.startswith("starttls"):
+            assert "STARTTLS" in imap.capabilities_before_tls and imap.tls_info.verified
         assert imap.select("INBOX").exists == 0
 
 

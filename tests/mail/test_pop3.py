@@ -40,6 +40,7 @@ def pop_settings(mail_servers, address, protection="ssl_tls", authentication="pl
         ("ssl_tls", "encrypted", "APOP", "APOP"),
         ("off", "encrypted", None, "CRAM-MD5"),
         ("off", "encrypted", "APOP", "APOP"),
+        ("starttls_optional", "plain", None, "USER"),
     ],
 )
 def test_login_methods_with_utf8_credentials(mail_servers, protection, authentication, mechanism, expected):

@@ -145,6 +145,21 @@ def test_plain_refused_on_the_cleartext_listener_but_cram_md5_works(mail_servers
         assert smtp.auth_mechanism == "PLAIN"
 
 
+def test_no_authentication_delivers_locally_and_starttls_optional_upgrades(mail_servers):
+    address, password = new_user(mail_servers)
+    plain = mail_servers.mail_settings(protocol="smtp", protection="off", authentication="none", username="")
+    with SMTPClient(plain, None) as smtp:
+        assert not smtp.encrypted and smtp.auth_mechanism == ""
+        smtp.send(sender="someone@elsewhere.test", recipients=[address], message=_message("a@b.test", address, "x", b"no auth\r\n"))
+        with pytest.raises(SMTPReplyError) as info:
+            smtp.send(sender=address, recipients=["x@elsewhere.test"], message=_message(address, "x@elsewhere.test", "x", b"relay\r\n"))
+        assert info.value.code // 100 == 5
+    optional = mail_servers.mail_settings(protocol="smtp", protection="starttls_optional", authentication="plain", username=address)
+    with SMTPClient(optional, password) as smtp:
+        assert smtp.encrypted and smtp.tls_info.verified and "starttls" in smtp.extensions_before_tls
+    assert _body(next(iter(mail_servers.wait_for_messages(address).values()))) == b"no auth\r\n"
+
+
 def test_starttls_mandatory_fails_when_not_offered(mail_servers):
     address, password = new_user(mail_servers)
     settings = mail_servers.mail_settings(
@@ -264,6 +279,17 @@ def test_552_after_data_is_permanent(scripted):
         assert info.value.code == 552 and not info.value.transient
         # Still usable afterwards.
         server_ok = smtp.send  # noqa: F841
+
+
+def test_message_over_the_servers_size_limit_is_refused_before_sending(scripted):
+    server = scripted(smtp_script(extensions=("PIPELINING", "SIZE 1000")))
+    with SMTPClient(_fake_settings(server), None) as smtp:
+        assert smtp.max_size == 1000
+        with pytest.raises(SMTPReplyError) as info:
+            smtp.send(sender="s@x.test", recipients=["a@x.test"], message=b"Subject: big\r\n\r\n" + b"x" * 2000)
+        assert info.value.code == 552 and not info.value.transient and "1000 bytes" in info.value.message
+        assert smtp.send(sender="s@x.test", recipients=["a@x.test"], message=RAW).accepted == ["a@x.test"]
+    assert b"MAIL FROM" in server.data and server.data.count(b"MAIL FROM") == 1
 
 
 def test_size_and_body_parameters(scripted):
