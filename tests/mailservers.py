@@ -12,7 +12,10 @@ work), ``auth_mechanisms = plain login cram-md5 apop``, ``disable_plaintext_auth
 Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5); ``example.test`` delivered via
 LMTP into Dovecot, so mail sent over SMTP can be read back over IMAP/POP3 (``wait_for_messages``).
 Unknown ``@example.test`` recipients are refused at RCPT TO (550 User unknown), other domains
-without AUTH get "Relay access denied"; nothing ever leaves the machine.
+without AUTH get "Relay access denied"; nothing ever leaves the machine. Limit: Dovecot 2.3 has
+no SMTPUTF8 (neither LMTP nor LDA), so a mail whose envelope needs it (a UTF-8 sender or
+recipient address) is accepted by Postfix and then bounced: use ASCII envelope addresses for
+delivery tests. UTF-8 user names and passwords for logging in work everywhere.
 
 ``mail_servers.ports`` keys (every value an int port on ``mail_servers.host``):
 
