@@ -501,3 +501,17 @@ def test_deploys_can_be_recorded_as_a_user(tmp_path, monkeypatch):
     assert cred.deployed_by == ops and cred.version == 1
     with pytest.raises(CommandError, match="No active user named 'ghost'"):
         call_command("apply_config", str(path), "--user", "ghost", stdout=io.StringIO())
+
+
+def test_check_exits_2_on_drift_and_writes_nothing(tmp_path, monkeypatch):
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    path = tmp_path / "tm.yaml"
+    path.write_text(BASE)
+    with pytest.raises(CommandError) as info:
+        call_command("apply_config", str(path), "--check", stdout=io.StringIO())
+    assert info.value.returncode == 2 and counts() == (0, 0, 0, 0)
+    call_command("apply_config", str(path), stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("apply_config", str(path), "--check", stdout=out)
+    assert out.getvalue().strip() == "No changes."

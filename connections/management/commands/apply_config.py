@@ -21,6 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("file", metavar="FILE", help="The YAML file, or - for stdin.")
         parser.add_argument("--dry-run", action="store_true", help="Print the changes; write nothing.")
         parser.add_argument(
+            "--check", action="store_true",
+            help="Like --dry-run, and exit with status 2 when the database differs from the file "
+            "(drift detection in CI); 0 when it matches.",
+        )
+        parser.add_argument(
             "--prune", action="store_true",
             help="Also delete the credentials and connections of the file's tenants that the file "
             "no longer names (tenants themselves are never deleted).",
@@ -31,7 +36,10 @@ class Command(BaseCommand):
             "operator role in the tenants (or is a superuser). Default: the system.",
         )
 
-    def handle(self, *args, file: str, dry_run: bool, prune: bool, user: str | None = None, **options) -> None:
+    def handle(
+        self, *args, file: str, dry_run: bool, prune: bool, check: bool = False, user: str | None = None, **options
+    ) -> None:
+        dry_run = dry_run or check
         actor = None
         if user:
             from django.contrib.auth import get_user_model
@@ -62,3 +70,5 @@ class Command(BaseCommand):
             raise CommandError(f"{exc} Nothing was changed.") from None
         for line in plan.lines():
             self.stdout.write(line)
+        if check and not plan.empty:
+            raise CommandError("The database differs from the file (see the changes above).", returncode=2)
