@@ -129,6 +129,7 @@ class POP3Client:
         self.greeting = ""
         self.apop_timestamp: bytes | None = None
         self.auth_mechanism = ""
+        self._sizes: dict[int, int] = {}  # from LIST: message numbers are stable in a session
 
     # --- session ------------------------------------------------------------------------
 
@@ -397,6 +398,7 @@ class POP3Client:
             parts = line.split()
             if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
                 out[int(parts[0])] = int(parts[1])
+        self._sizes = dict(out)
         return out
 
     def _multiline(self, command: str, sink: BinaryIO, doing: str, size: int | None = None) -> int:
@@ -412,9 +414,12 @@ class POP3Client:
     def retr_to(self, msgnum: int, sink: BinaryIO, *, size: int | None = None) -> int:
         """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written.
 
-        Pass the LIST size (list_sizes()) as `size` to drop the CRLF a server must add after a
-        mail that does not end with one, so the bytes equal the stored mail (IMAP's BODY[]).
+        With the message's LIST size - passed as `size`, or remembered from list_sizes() in
+        this session - the CRLF a server must add after a mail that does not end with one is
+        dropped, so the bytes equal the stored mail (what IMAP's BODY[] hands out).
         """
+        if size is None:
+            size = self._sizes.get(int(msgnum))
         return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}", size=size)
 
     def retr(self, msgnum: int, *, size: int | None = None) -> bytes:

@@ -87,8 +87,9 @@ def test_stat_uidl_list_top_and_retr_are_byte_exact_for_the_corpus(mail_servers)
                 # IMAP cannot carry NUL: Dovecot hands out 0x80 there, POP3 the stored NUL.
                 if not (b"\0" in raw and raw.replace(b"\0", b"\x80") == imap_copies[number - 1]):
                     mismatches.append(number)
+            assert pop.retr(number) == raw  # the size remembered from list_sizes()
             # Without the LIST size the server's added CRLF stays: exactly what was sent.
-            unsized = pop.retr(number)
+            unsized = pop.retr(number, size=-1)
             if unsized != raw:
                 assert unsized == raw + b"\r\n" and not raw.endswith(b"\r\n")
                 added_crlf += 1
