@@ -184,7 +184,7 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
             Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
                  "Nothing to deploy until an artifact is named."),
             Item("credential_name", FAIL, "Credential Name refers to the artifact",
-                 "Credential Name is empty.", "#id_credential_name", "Enter the Credential Name"),
+                 "Credential Name is empty.", _on_page(c, "#id_credential_name"), "Enter the Credential Name"),
         ]
     cred = creds.get((c.tenant_id, name))
     items: list[Item] = []
@@ -198,7 +198,7 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
         items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
                           "Create the artifact first, then deploy it."))
         items.append(Item("credential_name", FAIL, "Credential Name refers to the artifact",
-                          f"Credential Name '{name}' refers to no artifact.", "#id_credential_name",
+                          f"Credential Name '{name}' refers to no artifact.", _on_page(c, "#id_credential_name"),
                           "Correct the Credential Name"))
         return items
     change_url = _url("admin:connections_usercredential_change", cred.pk)
@@ -256,9 +256,10 @@ def _transport_item(c: Connection) -> Item:
     if prot != Protection.OFF and not c.verify_certificate:
         warns.append("Certificate validation is off: an impostor server would not be noticed.")
     if fails:
-        return Item("transport", FAIL, "Transport security", " ".join(fails + warns), "#id_protection", "Change protection")
+        return Item("transport", FAIL, "Transport security", " ".join(fails + warns),
+                    _on_page(c, "#id_protection"), "Change protection")
     if warns:
-        return Item("transport", WARN, "Transport security", " ".join(warns), "#id_protection", "Review")
+        return Item("transport", WARN, "Transport security", " ".join(warns), _on_page(c, "#id_protection"), "Review")
     return Item("transport", OK, "Transport security",
                 f"{prot.label} with certificate validation.")
 
@@ -284,11 +285,11 @@ def _schedule_item(c: InboundConnection) -> Item:
         schedule_service.validate(schedule=sched)
     except Exception as exc:  # the schedule service's ValidationError
         return Item("schedule", FAIL, label, f"The schedule cannot run: {getattr(exc, 'message', exc)}",
-                    "#id_schedule_kind", "Fix the schedule")
+                    _on_page(c, "#id_schedule_kind"), "Fix the schedule")
     text = schedule_service.describe(schedule=sched)
     if not c.enabled:
         return Item("schedule", WARN, label, f"Disabled: no scheduled polls (schedule: {text}).",
-                    "#id_enabled", "Enable")
+                    _on_page(c, "#id_enabled"), "Enable")
     nxt = f"; next poll {_when(c.next_poll_at)}" if c.next_poll_at else ""
     return Item("schedule", OK, label, f"Polls {text}{nxt}.")
 
@@ -301,25 +302,25 @@ def _post_processing_item(c: InboundConnection) -> Item:
         if pp not in (PostProcessing.DELETE, PostProcessing.KEEP):
             return Item("post_processing", FAIL, label,
                         f"POP3 has no folders or read flags: '{shown}' cannot be done; use Delete or Keep.",
-                        "#id_post_processing", "Change")
+                        _on_page(c, "#id_post_processing"), "Change")
         if pp == PostProcessing.KEEP:
             return Item("post_processing", WARN, label,
                         "Keep: mails stay on the server and the mailbox grows; already stored mails are "
-                        "recognised and not stored again.", "#id_post_processing", "Review")
+                        "recognised and not stored again.", _on_page(c, "#id_post_processing"), "Review")
         return Item("post_processing", OK, label, "Delete: mails are deleted on the server once stored.")
     if pp in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ) and not c.archive_folder.strip():
         return Item("post_processing", FAIL, label, f"'{shown}' needs an archive folder.",
-                    "#id_archive_folder", "Set the archive folder")
+                    _on_page(c, "#id_archive_folder"), "Set the archive folder")
     if c.selection == Selection.ALL and pp in (PostProcessing.MARK_READ, PostProcessing.KEEP):
         return Item("post_processing", WARN, label,
                     f"'{shown}' with selection All re-processes mail: every poll looks at every mail in "
                     f"'{c.folder}' again (stored mails are skipped, but the work grows with the folder). "
                     "Use selection Only unread, or move/delete after storing.",
-                    "#id_selection", "Review")
+                    _on_page(c, "#id_selection"), "Review")
     if c.selection == Selection.UNREAD and pp == PostProcessing.KEEP:
         return Item("post_processing", WARN, label,
                     "Keep with selection Only unread: mails stay unread and every poll looks at them again.",
-                    "#id_post_processing", "Review")
+                    _on_page(c, "#id_post_processing"), "Review")
     detail = {
         PostProcessing.MARK_READ: "Mark as read: stored mails are flagged as read on the server.",
         PostProcessing.DELETE: "Delete: mails are deleted on the server once stored.",
@@ -334,7 +335,7 @@ def _default_from_item(c: OutboundConnection) -> Item:
     label = "Default From"
     if not (c.default_from or "").strip():
         return Item("default_from", FAIL, label, "No default From: messages that name no From cannot be sent.",
-                    "#id_default_from", "Set the default From")
+                    _on_page(c, "#id_default_from"), "Set the default From")
     return Item("default_from", OK, label, c.default_from)
 
 
@@ -342,7 +343,7 @@ def _outbound_enabled_item(c: OutboundConnection) -> Item:
     label = "Enabled"
     if not c.enabled:
         return Item("enabled", WARN, label, "Disabled: queued messages wait and are not sent.",
-                    "#id_enabled", "Enable")
+                    _on_page(c, "#id_enabled"), "Enable")
     return Item("enabled", OK, label, "Queued messages are sent.")
 
 
@@ -373,4 +374,11 @@ def _add_credential_url(c: Connection, name: str) -> str:
 
 def _test_url(c: Connection) -> str:
     """The connectivity test panel of the connection's change page (it has the button)."""
-    return "#connectivity-test"
+    return _on_page(c, "#connectivity-test")
+
+
+def _on_page(c: Connection, fragment: str) -> str:
+    """A place on the connection's change page (absolute, so it works in check_setup --json too)."""
+    if c.pk is None:
+        return fragment
+    return _url(f"admin:connections_{c._meta.model_name}_change", c.pk) + fragment
