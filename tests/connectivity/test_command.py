@@ -40,6 +40,8 @@ def test_pass_prints_every_step_with_duration_and_details(make_connection, tenan
                  "status"):
         assert f"[ ok ] {step}" in out
     assert " ms" in out and "mechanism: CRAM-MD5" in out and "STARTTLS" in out
+    after_login = next(line for line in out.splitlines() if "capabilities after login:" in line)
+    assert "MOVE" in after_login and "UIDPLUS" in after_login and "IDLE" in after_login
     assert "issuer: CN=TenantMail Test CA" in out and "days left:" in out and "verified: True" in out
     assert out.strip().splitlines()[-1].startswith("PASS: ")
     assert password not in out
