@@ -850,8 +850,12 @@ def _plan_and_write(
                 "outbound": {o.name for o in t.outbound},
                 "inbound": {i.name for i in t.inbound},
             }
+            # Only the lists the tenant entry gives are pruned: a list left out is not managed
+            # by this file (write `outbound: []` to delete them all).
             doomed_conns = []
             for kind in ("outbound", "inbound"):
+                if kind not in t.given:
+                    continue
                 for name, obj in sorted(by_tenant[kind].get(tid, {}).items()):
                     if name not in named[kind]:
                         doomed_conns.append((kind, obj))
@@ -860,7 +864,7 @@ def _plan_and_write(
                 plan.changes.append(Change("delete", kind, t.name, obj.name))
                 work.append(("delete", obj))
             for name, obj in sorted(creds.items()):
-                if name not in named["credentials"]:
+                if "credentials" in t.given and name not in named["credentials"]:
                     plan.changes.append(Change("delete", "credential", t.name, name))
                     work.append(("delete", obj))
 

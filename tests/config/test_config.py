@@ -362,6 +362,14 @@ def test_prune_deletes_what_the_file_no_longer_names_within_its_tenants():
     assert apply_text(smaller, prune=True).empty
 
 
+def test_prune_leaves_alone_the_lists_a_tenant_entry_does_not_give():
+    apply_text(BASE)
+    only_inbound = BASE.split("    credentials:\n")[0] + "    inbound: []\n"
+    plan = apply_text(only_inbound, prune=True)
+    assert [(c.action, c.label) for c in plan.changes] == [("delete", "acme/orders")]
+    assert counts() == (1, 1, 1, 0)
+
+
 def test_prune_refuses_to_delete_a_connection_with_stored_mail():
     apply_text(BASE)
     inbound = InboundConnection.objects.get()
@@ -369,7 +377,7 @@ def test_prune_refuses_to_delete_a_connection_with_stored_mail():
         tenant=inbound.tenant, connection=inbound, server_key="imap:1:1", fetched_at="2026-01-01T00:00:00Z",
         raw="raw/x.eml", raw_sha256="0" * 64,
     )
-    errors = refused(BASE.split("    inbound:\n")[0], prune=True)
+    errors = refused(BASE.split("    inbound:\n")[0] + "    inbound: []\n", prune=True)
     assert errors == [
         "tenants[0].inbound: --prune would delete inbound connection 'orders', which has stored messages; "
         "keep it in the file (enabled: false to stop it) or delete its messages first"
