@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prune", action="store_true",
             help="Also delete the credentials and connections of the file's tenants that the file "
-            "no longer names (tenants themselves are never deleted).",
+            "no longer names, in the lists each tenant entry gives (tenants are never deleted).",
         )
         parser.add_argument(
             "--user", metavar="USERNAME",
