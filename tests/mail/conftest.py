@@ -28,25 +28,3 @@ def scripted():
     for server in servers:
         server.stop()
 
-
-_last_map_mtime = 0.0
-
-
-def new_user(mail_servers, **kwargs) -> tuple[str, str]:
-    """mail_servers.add_user(), plus a strictly newer mtime on Postfix's recipient map.
-
-    Postfix daemons notice a changed hash table by its mtime in whole seconds, so a user added
-    in the same second as the previous one may be unknown to a running smtpd. Until the fixture
-    handles that itself, every test here creates users through this helper.
-    """
-    import os
-    import time
-
-    global _last_map_mtime
-    address, password = mail_servers.add_user(**kwargs)
-    db = mail_servers.root / "etc" / "vmailbox.db"
-    if db.exists():
-        stamp = max(time.time(), _last_map_mtime) + 1
-        os.utime(db, (stamp, stamp))
-        _last_map_mtime = stamp
-    return address, password

@@ -23,7 +23,6 @@ from connections.mail.errors import (
     TLSError,
 )
 
-from .conftest import new_user
 
 pytestmark = pytest.mark.mailservers
 
@@ -60,7 +59,7 @@ def imap_settings(mail_servers, address, protection="ssl_tls", authentication="p
     ],
 )
 def test_login_methods_with_utf8_credentials(mail_servers, protection, authentication, mechanism, expected):
-    address, password = new_user(mail_servers, local="jürgen.ü" + os.urandom(3).hex(), password="Pässwörd ✓ \"quoted\" \\ €")
+    address, password = mail_servers.add_user(local="jürgen.ü" + os.urandom(3).hex(), password="Pässwörd ✓ \"quoted\" \\ €")
     settings = imap_settings(mail_servers, address, protection, authentication)
     with IMAPClient(settings, password, mechanism=mechanism) as imap:
         assert imap.auth_mechanism == expected
@@ -72,7 +71,7 @@ def test_login_methods_with_utf8_credentials(mail_servers, protection, authentic
 
 
 def test_wrong_password(mail_servers):
-    address, _ = new_user(mail_servers)
+    address, _ = mail_servers.add_user()
     settings = imap_settings(mail_servers, address, credential_name="inbox-cred", credential_version=2)
     with pytest.raises(AuthenticationFailed) as info:
         IMAPClient(settings, "not-the-password").__enter__()
@@ -81,7 +80,7 @@ def test_wrong_password(mail_servers):
 
 
 def test_plain_refused_without_tls_and_starttls_rules(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     with pytest.raises(InsecureAuthRefused) as info:
         IMAPClient(imap_settings(mail_servers, address, "off"), password).__enter__()
     assert "STARTTLS" not in info.value.hint or "offers STARTTLS" not in info.value.hint  # notls offers none
@@ -104,7 +103,7 @@ def test_plain_refused_without_tls_and_starttls_rules(mail_servers):
 
 
 def test_folders_select_status_search_and_flags(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     mail_servers.append(address, [mail(i) for i in range(5)])
     mail_servers.append(address, [mail(10)], seen=True)
     names = ["Entwürfe", "With Space", "Archive.2026", "Tom & Jerry"]
@@ -138,7 +137,7 @@ def test_folders_select_status_search_and_flags(mail_servers):
 
 
 def test_fetch_many_and_fetch_to_are_byte_exact_for_the_whole_corpus(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     mails = corpus_mails()
     mail_servers.append(address, mails)
     copies = mail_servers.server_copies(address)
@@ -164,7 +163,7 @@ def test_fetch_many_and_fetch_to_are_byte_exact_for_the_whole_corpus(mail_server
 
 
 def test_fetch_to_streams_a_20mb_mail_with_bounded_memory(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     payload = base64.encodebytes(os.urandom(15 * 1024 * 1024)).replace(b"\n", b"\r\n")
     big = (
         b"From: a@example.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
@@ -196,7 +195,7 @@ def test_fetch_to_streams_a_20mb_mail_with_bounded_memory(mail_servers):
 
 
 def test_delete_and_move_with_and_without_extensions(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     mail_servers.append(address, [mail(i) for i in range(8)])
     with IMAPClient(imap_settings(mail_servers, address), password) as imap:
         assert {"UIDPLUS", "MOVE"} <= imap.capabilities

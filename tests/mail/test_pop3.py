@@ -20,7 +20,6 @@ from connections.mail.errors import (
     ProtocolError,
 )
 
-from .conftest import new_user
 from .test_imap import corpus_mails, mail
 
 pytestmark = pytest.mark.mailservers
@@ -44,7 +43,7 @@ def pop_settings(mail_servers, address, protection="ssl_tls", authentication="pl
     ],
 )
 def test_login_methods_with_utf8_credentials(mail_servers, protection, authentication, mechanism, expected):
-    address, password = new_user(mail_servers, local="pöp" + os.urandom(3).hex(), password="Pässwörd ✓ €")
+    address, password = mail_servers.add_user(local="pöp" + os.urandom(3).hex(), password="Pässwörd ✓ €")
     mail_servers.append(address, [mail(1)])
     with POP3Client(pop_settings(mail_servers, address, protection, authentication), password, mechanism=mechanism) as pop:
         assert pop.auth_mechanism == expected
@@ -53,7 +52,7 @@ def test_login_methods_with_utf8_credentials(mail_servers, protection, authentic
 
 
 def test_wrong_password_and_plain_refusal(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     with pytest.raises(AuthenticationFailed) as info:
         POP3Client(pop_settings(mail_servers, address, credential_name="pop-cred", credential_version=1), "bad-pw").__enter__()
     assert "credential 'pop-cred' (deployed version 1)" in info.value.message and "bad-pw" not in str(info.value)
@@ -65,7 +64,7 @@ def test_wrong_password_and_plain_refusal(mail_servers):
 
 
 def test_stat_uidl_list_top_and_retr_are_byte_exact_for_the_corpus(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     mails = corpus_mails()
     mail_servers.append(address, mails)
     imap_copies = list(mail_servers.server_copies(address).values())  # in UID order = POP3 order
@@ -100,7 +99,7 @@ def test_stat_uidl_list_top_and_retr_are_byte_exact_for_the_corpus(mail_servers)
 
 
 def test_dele_is_applied_only_at_a_clean_quit(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     mail_servers.append(address, [mail(i) for i in range(3)])
     settings = pop_settings(mail_servers, address)
     with pytest.raises(RuntimeError):
@@ -118,7 +117,7 @@ def test_dele_is_applied_only_at_a_clean_quit(mail_servers):
 
 
 def test_retr_streams_a_20mb_mail_with_bounded_memory(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     payload = base64.encodebytes(os.urandom(15 * 1024 * 1024)).replace(b"\n", b"\r\n")
     big = b"Subject: big\r\nContent-Transfer-Encoding: base64\r\n\r\n" + payload + b".starts with a dot\r\n"
     mail_servers.append(address, [big])

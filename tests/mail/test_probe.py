@@ -9,7 +9,6 @@ import pytest
 
 from connections.mail import MailSettings, run_probe
 
-from .conftest import new_user
 from .test_imap import mail
 
 pytestmark = pytest.mark.mailservers
@@ -29,7 +28,7 @@ def as_json(report) -> str:
 
 @pytest.fixture(scope="module")
 def account(mail_servers):
-    address, password = new_user(mail_servers, password=SECRET)
+    address, password = mail_servers.add_user(password=SECRET)
     mail_servers.append(address, [mail(1), mail(2)])
     mail_servers.append(address, [mail(3)], seen=True)
     return address, password

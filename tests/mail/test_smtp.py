@@ -8,8 +8,6 @@ import uuid
 import pytest
 
 from connections.mail import MailSettings, SMTPClient
-
-from .conftest import new_user
 from connections.mail.errors import (
     AuthenticationFailed,
     ConnectError,
@@ -38,7 +36,7 @@ def _body(raw: bytes) -> bytes:
     [("starttls_mandatory", "plain"), ("starttls_mandatory", "encrypted"), ("ssl_tls", "plain"), ("ssl_tls", "encrypted")],
 )
 def test_send_and_read_back_with_utf8_credentials(mail_servers, protection, authentication):
-    address, password = new_user(mail_servers, password=f"Pä§wörd €{uuid.uuid4().hex[:6]} ✓")
+    address, password = mail_servers.add_user(password=f"Pä§wörd €{uuid.uuid4().hex[:6]} ✓")
     settings = mail_servers.mail_settings(
         protocol="smtp", protection=protection, authentication=authentication, username=address
     )
@@ -56,7 +54,7 @@ def test_send_and_read_back_with_utf8_credentials(mail_servers, protection, auth
 
 
 def test_login_mechanism_and_many_messages_over_one_session(mail_servers):
-    address, password = new_user(mail_servers, password="ünïcode-pässword")
+    address, password = mail_servers.add_user(password="ünïcode-pässword")
     settings = mail_servers.mail_settings(protocol="smtp", protection="ssl_tls", authentication="plain", username=address)
     bodies = [f"message {i}\r\n".encode() for i in range(30)]
     with SMTPClient(settings, password, mechanism="LOGIN", pipelining=False) as smtp:
@@ -72,8 +70,8 @@ def test_login_mechanism_and_many_messages_over_one_session(mail_servers):
 
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_per_recipient_results_and_all_refused(mail_servers, pipelining):
-    address, password = new_user(mail_servers)
-    other, _ = new_user(mail_servers)
+    address, password = mail_servers.add_user()
+    other, _ = mail_servers.add_user()
     unknown = f"nobody-{uuid.uuid4().hex[:6]}@{mail_servers.domain}"
     settings = mail_servers.mail_settings(protocol="smtp", protection="starttls_mandatory", authentication="plain", username=address)
     with SMTPClient(settings, password, pipelining=pipelining) as smtp:
@@ -91,7 +89,7 @@ def test_per_recipient_results_and_all_refused(mail_servers, pipelining):
 
 
 def test_check_addresses_sends_nothing(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     unknown = f"nobody-{uuid.uuid4().hex[:6]}@{mail_servers.domain}"
     settings = mail_servers.mail_settings(protocol="smtp", protection="ssl_tls", authentication="encrypted", username=address)
     with SMTPClient(settings, password) as smtp:
@@ -104,7 +102,7 @@ def test_check_addresses_sends_nothing(mail_servers):
 
 
 def test_wrong_password_names_user_and_credential_but_not_the_secret(mail_servers):
-    address, _password = new_user(mail_servers)
+    address, _password = mail_servers.add_user()
     settings = mail_servers.mail_settings(
         protocol="smtp", protection="ssl_tls", authentication="plain", username=address,
         credential_name="outbound-main", credential_version=3,
@@ -119,7 +117,7 @@ def test_wrong_password_names_user_and_credential_but_not_the_secret(mail_server
 
 
 def test_auth_only_after_starttls_gets_a_hint(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     settings = mail_servers.mail_settings(
         protocol="smtp", protection="off", authentication="plain", username=address,
         listener="submission", allow_plain_without_tls=True,
@@ -131,7 +129,7 @@ def test_auth_only_after_starttls_gets_a_hint(mail_servers):
 
 
 def test_plain_refused_on_the_cleartext_listener_but_cram_md5_works(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     settings = mail_servers.mail_settings(protocol="smtp", protection="off", authentication="plain", username=address)
     with pytest.raises(InsecureAuthRefused):
         SMTPClient(settings, password).__enter__()
@@ -146,7 +144,7 @@ def test_plain_refused_on_the_cleartext_listener_but_cram_md5_works(mail_servers
 
 
 def test_no_authentication_delivers_locally_and_starttls_optional_upgrades(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     plain = mail_servers.mail_settings(protocol="smtp", protection="off", authentication="none", username="")
     with SMTPClient(plain, None) as smtp:
         assert not smtp.encrypted and smtp.auth_mechanism == ""
@@ -161,7 +159,7 @@ def test_no_authentication_delivers_locally_and_starttls_optional_upgrades(mail_
 
 
 def test_starttls_mandatory_fails_when_not_offered(mail_servers):
-    address, password = new_user(mail_servers)
+    address, password = mail_servers.add_user()
     settings = mail_servers.mail_settings(
         protocol="smtp", protection="starttls_mandatory", authentication="plain", username=address, listener="smtp_notls"
     )

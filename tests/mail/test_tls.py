@@ -9,7 +9,6 @@ from cryptography import x509
 from connections.mail import IMAPClient, POP3Client, SMTPClient
 from connections.mail.errors import TLSError
 
-from .conftest import new_user
 
 pytestmark = pytest.mark.mailservers
 
@@ -23,7 +22,7 @@ WRONGHOST = [
 
 @pytest.fixture(scope="module")
 def user(mail_servers):
-    return new_user(mail_servers)
+    return mail_servers.add_user()
 
 
 def test_tls_details_of_a_good_server(mail_servers, user):
