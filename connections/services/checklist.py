@@ -164,7 +164,7 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
     if auth != Authentication.NONE:
         items.extend(_credential_items(c, creds))
     items.append(_transport_item(c))
-    items.append(_connectivity_item(c))
+    items.append(_connectivity_item(c, creds))
     if isinstance(c, InboundConnection):
         items.append(_schedule_item(c))
         items.append(_post_processing_item(c))
@@ -264,7 +264,7 @@ def _transport_item(c: Connection) -> Item:
                 f"{prot.label} with certificate validation.")
 
 
-def _connectivity_item(c: Connection) -> Item:
+def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Item:
     link = _test_url(c)
     label = "Last connectivity test passed"
     if c.last_test_at is None:
@@ -272,6 +272,13 @@ def _connectivity_item(c: Connection) -> Item:
     summary = (c.last_test_summary or "").strip()
     detail = f"{_when(c.last_test_at)}" + (f": {summary}" if summary else "")
     if c.last_test_ok:
+        cred = creds.get((c.tenant_id, (c.credential_name or "").strip()))
+        if (c.authentication != Authentication.NONE and cred is not None and cred.deployed_at
+                and cred.deployed_at > c.last_test_at):
+            # The pass was with the credential's earlier version: it says little about this one.
+            return Item("connectivity", WARN, label,
+                        f"Passed {detail} — but '{cred.name}' was deployed again on {_when(cred.deployed_at)}; "
+                        "test again.", link, "Test again")
         return Item("connectivity", OK, label, detail, link, "Test again")
     return Item("connectivity", FAIL, label, f"Failed {detail}", link, "Test connection")
 

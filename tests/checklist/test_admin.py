@@ -45,6 +45,7 @@ def test_change_page_shows_the_checklist_and_the_diagram(client, superuser):
     assert html.count('id="setup-checklist"') == 1 and 'name="host"' in html
 
     f.credential(t, "orders-box")  # created and deployed: the panel refreshes to ✓
+    type(conn).objects.filter(pk=conn.pk).update(last_test_at=timezone.now())  # and tested again
     panel = client.get(f"/tmtest/connections/inboundconnection/{conn.pk}/checklist/").content.decode()
     assert states(panel)["credential_exists"] == "ok" and states(panel)["credential_deployed"] == "ok"
     assert 'data-readiness="ready"' in panel

@@ -4,6 +4,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from django.utils import timezone
 
 from connections.models import Readiness, UserCredential
 from connections.services import checklist
@@ -74,6 +75,8 @@ def test_credential_missing_links_to_its_add_form_with_the_name_filled_in(acme):
     f.credential(acme, "orders-box")
     got = items(conn)
     assert [got[k].state for k in ("credential_exists", "credential_deployed", "credential_name")] == ["ok"] * 3
+    assert got["connectivity"].state == "warn"  # the last pass predates the deploy
+    conn.last_test_at = timezone.now()  # tested again
     assert checklist.readiness(conn) == Readiness.READY
 
 
@@ -145,6 +148,16 @@ def test_connectivity_item(acme):
     conn = f.outbound(acme, "o3")
     got = items(conn)["connectivity"]
     assert got.state == "ok" and "Logged in; INBOX has 3 mails" in got.detail
+
+
+def test_a_pass_before_the_credential_was_deployed_again_is_only_a_warning(acme):
+    cred = f.credential(acme)
+    conn = f.outbound(acme)  # tested now, after the deploy
+    assert items(conn)["connectivity"].state == "ok"
+    credential_service.save_artifact(credential=cred, password="rotated")
+    credential_service.deploy(credential_id=cred.pk, user=None)
+    got = items(conn)["connectivity"]
+    assert got.state == "warn" and "was deployed again" in got.detail and got.detail.startswith("Passed ")
 
 
 def test_schedule_item(acme):
