@@ -217,7 +217,8 @@ def test_delete_and_move_with_and_without_extensions(mail_servers):
 
 # --- scripted IMAP server ----------------------------------------------------------------
 
-def imap_script(capabilities: str, *, fetch_then_drop: bool = False, logins: list | None = None):
+def imap_script(capabilities: str, *, fetch_then_drop: bool = False, logins: list | None = None,
+                login_reply: str = "OK logged in"):
     def handler(conn):
         conn.send(f"* OK [CAPABILITY {capabilities}] fake ready\r\n")
         while True:
@@ -237,7 +238,16 @@ def imap_script(capabilities: str, *, fetch_then_drop: bool = False, logins: lis
                     raw = raw + conn.readline()
                 if logins is not None:
                     logins.append(raw)
-                conn.send(f"{tag} OK logged in\r\n")
+                conn.send(f"{tag} {login_reply}\r\n")
+            elif command == "LIST":
+                conn.send(
+                    '* LIST (\\HasNoChildren) "/" {10}\r\nFolder "x"\r\n'
+                    '* LIST (\\Noselect \\HasChildren) NIL "Top"\r\n'
+                    '* LIST () "/" "Entw&APw-rfe"\r\n'
+                    '* LIST (\\HasNoChildren) "/" INBOX\r\n'
+                    '* LIST () "/" "Back\\\\slash \\"q\\""\r\n'
+                    f"{tag} OK done\r\n"
+                )
             elif command in ("SELECT", "EXAMINE"):
                 conn.send(f"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n{tag} OK [READ-WRITE] done\r\n")
             elif command == "UID" and fetch_then_drop:
@@ -290,6 +300,25 @@ def test_cram_md5_missing_names_what_is_offered(scripted):
         IMAPClient(fake(server, authentication="encrypted"), "pw").__enter__()
     assert info.value.offered == ["LOGIN", "PLAIN"]
     assert "LOGIN, PLAIN" in info.value.message and "CRAM-MD5" in info.value.message
+
+
+def test_list_parses_literals_nil_separators_utf7_and_escapes(scripted):
+    server = scripted(imap_script("IMAP4rev1"))
+    with IMAPClient(fake(server, authentication="plain", allow_plain_without_tls=True), "pw") as imap:
+        folders = imap.list_folder_details()
+    assert [f.name for f in folders] == ['Folder "x"', "Top", "Entwürfe", "INBOX", 'Back\\slash "q"']
+    assert [f.separator for f in folders] == ["/", None, "/", "/", "/"]
+    assert folders[1].flags == ["\\Noselect", "\\HasChildren"] and not folders[1].selectable
+    assert imap.separator == "/"
+
+
+def test_temporary_login_failure_is_transient(scripted):
+    server = scripted(imap_script("IMAP4rev1", login_reply="NO [UNAVAILABLE] Temporary authentication failure"))
+    from connections.mail.errors import MailError
+
+    with pytest.raises(MailError) as info:
+        IMAPClient(fake(server, authentication="plain", allow_plain_without_tls=True), "pw").__enter__()
+    assert info.value.transient and not isinstance(info.value, AuthenticationFailed)
 
 
 def test_server_dropping_mid_response(scripted):

@@ -140,7 +140,7 @@ def test_retr_streams_a_20mb_mail_with_bounded_memory(mail_servers):
 # --- scripted POP3 server ----------------------------------------------------------------
 
 def pop_script(*, greeting="+OK fake ready", capa=("USER", "UIDL", "TOP"), retr_then_drop=False,
-               uidl=True, passwords=None):
+               uidl=True, passwords=None, pass_reply="+OK logged in"):
     import hashlib as _h
 
     def handler(conn):
@@ -156,8 +156,10 @@ def pop_script(*, greeting="+OK fake ready", capa=("USER", "UIDL", "TOP"), retr_
                     conn.send("-ERR unknown command\r\n")
                 else:
                     conn.send("+OK\r\n" + "".join(f"{c}\r\n" for c in capa) + ".\r\n")
-            elif verb in ("USER", "PASS"):
+            elif verb == "USER":
                 conn.send("+OK\r\n")
+            elif verb == "PASS":
+                conn.send(pass_reply + "\r\n")
             elif verb == "APOP":
                 stamp = greeting[greeting.index("<"):greeting.index(">") + 1]
                 good = _h.md5((stamp + passwords[words[1]]).encode()).hexdigest()
@@ -211,6 +213,22 @@ def test_apop_is_used_when_cram_md5_is_not_offered(scripted):
         assert pop.auth_mechanism == "APOP" and not pop.capa_supported
         assert pop.retr(1) == b"Subject: x\r\n\r\nbody\r\n"
     assert "tänstaaf".encode() not in server.data
+
+
+@pytest.mark.parametrize("reply, transient", [
+    ("-ERR [IN-USE] Mailbox is locked by another POP3 session", True),
+    ("-ERR [SYS/TEMP] Temporary failure", True),
+    ("-ERR [AUTH] Authentication failed", False),
+])
+def test_login_failures_are_classified(scripted, reply, transient):
+    from connections.mail.errors import MailError
+
+    server = scripted(pop_script(pass_reply=reply))
+    with pytest.raises(MailError) as info:
+        POP3Client(fake(server, authentication="plain", allow_plain_without_tls=True), "pw").__enter__()
+    assert info.value.transient is transient
+    assert isinstance(info.value, AuthenticationFailed) is (not transient)
+    assert reply[5:] in info.value.message
 
 
 def test_server_dropping_mid_retr_and_missing_uidl(scripted):

@@ -306,6 +306,19 @@ def test_drop_after_data_is_transient_and_maybe_delivered(scripted):
     assert "after the message data was sent" in info.value.message and "may have been delivered" in info.value.hint
 
 
+def test_server_refusing_the_session_at_greeting(scripted):
+    def refuse(conn):
+        conn.send("554 5.7.1 No SMTP service here\r\n")
+        conn.readline()
+
+    server = scripted(refuse)
+    from connections.mail.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        SMTPClient(_fake_settings(server), None).__enter__()
+    assert info.value.step == "greeting" and info.value.code == 554 and "No SMTP service" in info.value.message
+
+
 def test_slow_server_hits_the_timeout(scripted):
     def silent(conn):
         time.sleep(5)
