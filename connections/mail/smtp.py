@@ -140,7 +140,7 @@ class SMTPClient:
                 if code != 220:
                     raise ProtocolError(
                         f"the server at {where(s)} refused the session: {code} {self.greeting}",
-                        code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500 or code == 554,
+                        code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500,
                         hint="the server does not accept mail from this client right now",
                     )
             if s.protection in ("starttls_mandatory", "starttls_optional"):
