@@ -126,17 +126,25 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     connection = InboundConnection.objects.select_related("tenant").get(pk=connection_id)
     if parse is None:
         parse = bool(getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True))
-    run = PollRun.objects.create(
-        tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16], started_at=timezone.now()
-    )
-    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING, poll_run_id=run.pk)
+    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING)
     hook = _hook or (lambda point: None)
     key = token = None
+    run: PollRun | None = None
+
+    def open_run() -> PollRun:
+        return PollRun.objects.create(
+            tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16], started_at=timezone.now()
+        )
+
     try:
         mail_settings, password = _credential_and_settings(connection)
         folder = connection.folder if connection.protocol == Protocol.IMAP else "INBOX"
         key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
-        token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
+        # One short transaction (one commit) for the history row and the lock.
+        with transaction.atomic():
+            run = open_run()
+            token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
+        result.poll_run_id = run.pk
         if token is None:
             held = locks.holder(key=key)
             result.outcome = PollOutcome.LOCKED
@@ -154,21 +162,21 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         result.outcome = PollOutcome.FAILED
         result.error = str(exc)
     except _Interrupt:
-        raise
+        raise  # a simulated killed worker: leaves its lock and RUNNING row, like a real one
     except Exception as exc:  # a bug or an unexpected server reply: recorded, not lost
         log.exception("poll of inbound connection %s failed", connection.pk)
         result.outcome = PollOutcome.FAILED
         result.error = f"Unexpected error: {type(exc).__name__}: {exc}"
-    finally:
-        if token is not None and key is not None and not _interrupted(result):
-            locks.release(key=key, token=token)
     result.duration_ms = int((time.monotonic() - started) * 1000)
-    _finish(connection, run, result)
+    # One short transaction (one commit) to release the lock and record the outcome.
+    with transaction.atomic():
+        if token is not None and key is not None:
+            locks.release(key=key, token=token)
+        if run is None:
+            run = open_run()
+            result.poll_run_id = run.pk
+        _finish(connection, run, result)
     return result
-
-
-def _interrupted(result: PollResult) -> bool:
-    return result.outcome == PollOutcome.RUNNING
 
 
 class _Lease:

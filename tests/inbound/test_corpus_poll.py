@@ -17,8 +17,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 def _pop3_copies(mail_servers, address: str, password: str) -> dict[str, bytes]:
     """UIDL -> what the server hands out over POP3, read with the bare standard library.
 
-    Not the IMAP copies: over POP3 Dovecot keeps NUL bytes (IMAP replaces them) and ends
-    every mail with CRLF before the terminating "." (RFC 1939).
+    Not the IMAP copies: over POP3 Dovecot keeps NUL bytes (IMAP replaces them). A mail
+    not ending in CRLF gets one before the terminating "." (RFC 1939); the LIST size tells
+    it apart from the mail, as the product's POP3 client does.
     """
     import poplib
     import ssl
@@ -30,10 +31,13 @@ def _pop3_copies(mail_servers, address: str, password: str) -> dict[str, bytes]:
         pop.user(address)
         pop.pass_(password)
         copies = {}
+        sizes = dict(tuple(map(int, line.split())) for line in pop.list()[1])
         for line in pop.uidl()[1]:
             num, uidl = line.decode().split()
-            lines = pop.retr(int(num))[1]
-            copies[uidl] = b"".join(line + b"\r\n" for line in lines)
+            data = b"".join(line + b"\r\n" for line in pop.retr(int(num))[1])
+            if len(data) == sizes[int(num)] + 2:
+                data = data[:-2]  # the CRLF the server adds before "." to a mail not ending in one
+            copies[uidl] = data
         return copies
     finally:
         pop.quit()
