@@ -25,7 +25,7 @@ from croniter import croniter
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
-from ..errors import ConfigurationError, ValidationError
+from ..errors import ConfigurationError, TenantMailError, ValidationError
 from ..models import (
     Authentication,
     CredentialStatus,
@@ -831,7 +831,9 @@ def _plan_and_write(
                 obj = _copy(cur or model(), item.values)
                 _model_errors(errors, item, obj, keys)
                 if kind == "inbound":
-                    _schedule_errors(errors, item, obj)
+                    _inbound_rules(errors, item, obj)
+                else:
+                    _outbound_rules(errors, item, obj)
                 if cur is None:
                     fields = _created({k: v for k, v in item.values.items() if k not in SCHEDULE_FIELDS}, keys)
                     if kind == "inbound":
@@ -880,16 +882,31 @@ def _plan_and_write(
     return plan
 
 
-def _schedule_errors(errors: list[str], item: _Item, conn: InboundConnection) -> None:
-    """The poll scheduler's own rules (e.g. the minimum interval), unless already reported."""
-    from . import schedule as schedule_service
+def _inbound_rules(errors: list[str], item: _Item, conn: InboundConnection) -> None:
+    """The poller's own rules (the admin form applies the same), unless already reported."""
+    from . import polling
 
-    if any(e.startswith((f"{item.path}.schedule", f"{item.path}.timezone")) for e in errors):
-        return
-    try:
-        schedule_service.validate(schedule=schedule_service.Schedule.of(conn))
-    except ValidationError as exc:
-        errors.append(f"{item.path}.schedule: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+    to_key = _field_to_key(INBOUND_KEYS)
+    for fname, message in polling.validation_errors(conn).items():
+        where = f"{item.path}.{to_key.get(fname, fname)}"
+        if not any(e.startswith((f"{where}: ", f"{where}.")) for e in errors):
+            errors.append(f"{where}: {message}")
+
+
+def _outbound_rules(errors: list[str], item: _Item, conn: OutboundConnection) -> None:
+    """From and Reply-To must be addresses the sender can use (as the admin form checks)."""
+    from . import mime
+
+    for key, value in (("from", conn.default_from), ("reply_to", conn.default_reply_to)):
+        where = f"{item.path}.{key}"
+        if not value or any(e.startswith(f"{where}: ") for e in errors):
+            continue
+        try:
+            mime.parse_address(value, field=key)
+        except TenantMailError as exc:
+            message = str(exc)
+            message = message[len(key) + 2:] if message.startswith(f"{key}: ") else message  # the place says it
+            errors.append(f"{where}: {message}")
 
 
 def _refuse_protected_deletes(errors: list[str], t: _TenantItem, doomed: list[tuple[str, Any]]) -> None:

@@ -523,3 +523,15 @@ def test_check_exits_2_on_drift_and_writes_nothing(tmp_path, monkeypatch):
     out = io.StringIO()
     call_command("apply_config", str(path), "--check", stdout=out)
     assert out.getvalue().strip() == "No changes."
+
+
+def test_the_admin_forms_rules_apply_too():
+    text = (
+        BASE.replace("from: orders@acme.example", "from: not an address")
+        .replace("post_processing: mark_read", "post_processing: move\n        archive_folder: INBOX\n        lock_timeout: 5")
+    )
+    errors = refused(text)
+    assert "tenants[0].inbound[0].archive_folder: The archive folder must differ from the polled folder." in errors
+    assert "tenants[0].inbound[0].lock_timeout: Use at least 60 seconds: a poll that outlives its lock could run twice." in errors
+    assert any(e.startswith("tenants[0].outbound[0].from: 'not an address' is not a valid e-mail address") for e in errors), errors
+    assert len(errors) == 3
