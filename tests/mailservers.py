@@ -79,6 +79,7 @@ are installed with apt-get when missing (needs root, which Dovecot/Postfix need 
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime as dt
 import ipaddress
@@ -277,6 +278,17 @@ def _wait_until(predicate, timeout: float, what: str, logs: Path) -> None:
     for log in sorted(logs.glob("*.log")):
         tails.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
     raise MailServersError(f"{what} did not come up within {timeout}s\n" + "\n".join(tails))
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies, even by SIGKILL, so a
+    crashed run leaves no daemons behind (each master then stops its own children)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # not Linux: the session finalizer and atexit still stop them
+        pass
 
 
 def _port_open(port: int) -> bool:
@@ -721,9 +733,24 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 
 # --------------------------------------------------------------------------- start
+def _sweep_stale_dirs() -> None:
+    """Remove temp dirs of earlier runs that were killed before they could clean up (none of
+    their daemons alive any more). Dirs of live runs are left alone."""
+    for old in Path("/tmp").glob("tmms-*"):
+        try:
+            if time.time() - old.stat().st_mtime < 600:
+                continue
+            pids = [int(p) for p in (old / "pids").read_text().split()]
+        except (OSError, ValueError):
+            continue  # no pid list (yet): not ours to judge
+        if pids and all(not Path(f"/proc/{pid}").exists() for pid in pids):
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def start_mail_servers() -> MailServers:
     ensure_installed()
     started = time.monotonic()
+    _sweep_stale_dirs()
     root = Path(tempfile.mkdtemp(prefix="tmms-", dir="/tmp"))  # short: unix socket paths <= 107 bytes
     root.chmod(0o755)  # dovecot (mail user), postfix and dovenull must traverse it
     for sub in ("etc", "etc/users", "logs", "certs"):
@@ -744,16 +771,19 @@ def start_mail_servers() -> MailServers:
         servers._write_user_files()  # empty user db + postfix map
         for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
             conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports)
-            servers._procs.append(subprocess.Popen(
-                ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL,
-                stdout=open(root / "logs" / f"dovecot-{name}.out.log", "wb"), stderr=subprocess.STDOUT,
-                start_new_session=True,
-            ))
+            with open(root / "logs" / f"dovecot-{name}.out.log", "wb") as out:
+                servers._procs.append(subprocess.Popen(
+                    ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                ))
         # The master becomes its own session leader; its children share its process group.
-        servers._procs.append(subprocess.Popen(
-            [f"{POSTFIX_DAEMONS}/master", "-c", str(postfix_etc)], stdin=subprocess.DEVNULL,
-            stdout=open(root / "logs" / "postfix.out.log", "wb"), stderr=subprocess.STDOUT,
-        ))
+        with open(root / "logs" / "postfix.out.log", "wb") as out:
+            servers._procs.append(subprocess.Popen(
+                [f"{POSTFIX_DAEMONS}/master", "-c", str(postfix_etc)], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            ))
+        atexit.register(servers.stop)  # also when the session ends without running finalizers
+        (root / "pids").write_text(" ".join(str(p.pid) for p in servers._procs))
         lmtp_socket = root / "dovecot" / "main" / "run" / "lmtp"
         _wait_until(lambda: lmtp_socket.exists(), 10, "Dovecot (main)", root / "logs")
         for key, port in ports.items():
