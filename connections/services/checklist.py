@@ -318,6 +318,10 @@ def _post_processing_item(c: InboundConnection) -> Item:
     if pp in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ) and not c.archive_folder.strip():
         return Item("post_processing", FAIL, label, f"'{shown}' needs an archive folder.",
                     _on_page(c, "#id_archive_folder"), "Set the archive folder")
+    if pp in (PostProcessing.MOVE, PostProcessing.MOVE_AND_MARK_READ) and \
+            c.archive_folder.strip() == (c.folder or "").strip():
+        return Item("post_processing", FAIL, label, "The archive folder must differ from the polled folder.",
+                    _on_page(c, "#id_archive_folder"), "Change the archive folder")
     if c.selection == Selection.ALL and pp in (PostProcessing.MARK_READ, PostProcessing.KEEP):
         return Item("post_processing", WARN, label,
                     f"'{shown}' with selection All re-processes mail: every poll looks at every mail in "

@@ -178,6 +178,7 @@ def test_schedule_item(acme):
         (dict(selection="all", post_processing="keep"), "warn", "re-processes mail"),
         (dict(selection="unread", post_processing="keep"), "warn", "stay unread"),
         (dict(post_processing="move", archive_folder=""), "fail", "needs an archive folder"),
+        (dict(post_processing="move", archive_folder="INBOX"), "fail", "must differ from the polled folder"),
         (dict(post_processing="move_and_mark_read", archive_folder="Archive"), "ok", "move to 'Archive'"),
         (dict(post_processing="delete"), "ok", "deleted on the server"),
         (dict(protocol="pop3", post_processing="mark_read"), "fail", "POP3 has no folders"),
