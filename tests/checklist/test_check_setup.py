@@ -49,6 +49,9 @@ def test_needs_attention_only_exits_0():
     f.inbound(t, last_test_at=None, last_test_ok=None)
     text = run()
     assert "Needs attention" in text and "⚠ Last connectivity test passed: Not tested yet." in text
+    with pytest.raises(CommandError, match="1 connection needs attention") as info:
+        call_command("check_setup", "--strict", stdout=io.StringIO())
+    assert info.value.returncode == 1
 
 
 def test_tenant_filter_and_json():

@@ -20,8 +20,14 @@ class Command(BaseCommand):
         parser.add_argument("tenant_slug", nargs="?", metavar="tenant-slug", help="Only this tenant.")
         parser.add_argument("--json", dest="as_json", action="store_true", help="Print JSON (every item of every connection).")
         parser.add_argument("--all", dest="show_all", action="store_true", help="Also print the items that are done.")
+        parser.add_argument(
+            "--strict", action="store_true", help="Exit with status 1 also when a connection Needs attention.",
+        )
 
-    def handle(self, *args, tenant_slug: str | None = None, as_json: bool = False, show_all: bool = False, **options):
+    def handle(
+        self, *args, tenant_slug: str | None = None, as_json: bool = False, show_all: bool = False,
+        strict: bool = False, **options,
+    ):
         tenant_ids = None
         if tenant_slug:
             tenant = Tenant.objects.filter(slug=tenant_slug).first()
@@ -36,6 +42,12 @@ class Command(BaseCommand):
             self._text(evaluations, show_all=show_all)
         if blocked:
             raise CommandError(f"{blocked} connection{'s are' if blocked != 1 else ' is'} Blocked.", returncode=1)
+        attention = sum(1 for e in evaluations if e.readiness == Readiness.NEEDS_ATTENTION)
+        if strict and attention:
+            raise CommandError(
+                f"{attention} connection{'s' if attention != 1 else ''} {'need' if attention != 1 else 'needs'} "
+                "attention (--strict).", returncode=1,
+            )
 
     def _json(self, evaluations) -> None:
         counts = {r.value: 0 for r in Readiness}
