@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 import pytest
-from django.contrib.admin import AdminSite
+from django.contrib.admin import AdminSite, TabularInline
 from django.contrib.auth import get_user_model
 from django.test import Client, RequestFactory
 from django.urls import reverse
@@ -346,3 +346,51 @@ def test_base_scopes_plain_related_list_filters(world):
     tenant_filter = next(f for f in changelist.filter_specs if f.field_path == "tenant")
     assert {label for _, label in tenant_filter.lookup_choices} == {"Acme Alpha", "Initech Gamma"}
     assert set(changelist.result_list) == {world.cred_a, UserCredential.objects.get(name="gamma-box")}
+
+
+# --- inlines of tenant-owned rows
+
+
+def test_tenant_scoped_inline_follows_the_parent_and_saves_rows_into_its_tenant(world):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from connections.admin.base import TenantScopedInline
+    from connections.models import OutboxAttachment
+
+    class AttachmentProbeInline(TenantScopedInline, TabularInline):
+        model = OutboxAttachment
+        fields = ["name", "file"]
+
+    class MessageProbeAdmin(TenantScopedAdmin):
+        fields = ["from_address"]
+        inlines = [AttachmentProbeInline]
+
+    conn = OutboundConnection.objects.create(tenant=world.a, name="a-out", host="smtp.a", default_from="a@a")
+    message = OutboxMessage.objects.create(tenant=world.a, connection=conn, from_address="a@a")
+    site = AdminSite(name="probe4")
+    parent_admin = MessageProbeAdmin(OutboxMessage, site)
+    inline = AttachmentProbeInline(OutboxMessage, site)
+    request = RequestFactory().post("/")
+    User = get_user_model()
+
+    request.user = User.objects.get(username="viewer")
+    assert inline.has_view_permission(request, message)
+    assert not inline.has_add_permission(request, message) and not inline.has_change_permission(request, message)
+    request.user = User.objects.get(username="admin_both")
+    assert inline.has_add_permission(request, message)
+    request.user = User.objects.get(username="nomember")
+    assert not inline.has_view_permission(request, message)
+
+    request.user = User.objects.get(username="admin")
+    FormSet = inline.get_formset(request, message)
+    assert "tenant" not in FormSet.form.base_fields
+    formset = FormSet(
+        {"attachments-TOTAL_FORMS": "1", "attachments-INITIAL_FORMS": "0", "attachments-0-name": "a.txt"},
+        {"attachments-0-file": SimpleUploadedFile("a.txt", b"hello")},
+        instance=message, prefix="attachments",
+    )
+    assert formset.is_valid(), formset.errors
+    parent_form = parent_admin.get_form(request, message)(instance=message)
+    parent_admin.save_formset(request, parent_form, formset, change=True)
+    assert OutboxAttachment.objects.get(message=message).tenant == world.a
+    assert list(inline.get_queryset(request)) == list(OutboxAttachment.objects.filter(tenant=world.a))
