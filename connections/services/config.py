@@ -775,7 +775,7 @@ def _plan_and_write(
             if diff:
                 plan.changes.append(Change("update", "tenant", t.name, t.name, diff))
             changed = bool(diff)
-        work.append(("tenant", (t, candidate, changed)))
+        work.append(("tenant", (t, candidate, _changed_fields(current, t.values) if current else True)))
         tid = current.pk if current else None
 
         creds = by_tenant["credentials"].get(tid, {})
@@ -839,12 +839,12 @@ def _plan_and_write(
                     if kind == "inbound":
                         fields["schedule"] = (None, _schedule_to_yaml(obj))
                     plan.changes.append(Change("create", kind, t.name, item.name, fields))
-                    work.append((kind, (t.name, obj, True)))
+                    work.append((kind, (t.name, obj, True)))  # created: every field
                 else:
                     diff = _diff(cur, item.values, keys)
                     if diff:
                         plan.changes.append(Change("update", kind, t.name, item.name, diff))
-                    work.append((kind, (t.name, obj, bool(diff))))
+                    work.append((kind, (t.name, obj, _changed_fields(cur, item.values))))
 
         if prune and current is not None:
             named = {
@@ -940,8 +940,7 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
     for step, payload in work:
         if step == "tenant":
             t, obj, changed = payload
-            if changed:
-                obj.save()
+            _save(obj, changed)
             tenants[t.name] = obj
         elif step == "credential":
             slug, obj, password, changed, deploy = payload
@@ -954,13 +953,29 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
             slug, obj, changed = payload
             obj.tenant = tenants[slug]
             if changed:
-                obj.save()
+                _save(obj, changed)
                 if step == "inbound":
                     from . import schedule as schedule_service
 
                     schedule_service.reschedule(connection=obj)
     for cred in deploys:
         credential_service.deploy(credential_id=cred.pk, user=user)
+
+
+def _changed_fields(current: models.Model, values: Mapping[str, Any]) -> list[str]:
+    return [f for f, v in values.items() if getattr(current, f) != v]
+
+
+def _save(obj: models.Model, changed: bool | list[str]) -> None:
+    """Create, or write only the changed settings: poll state written meanwhile by a worker
+    (last poll, errors, backoff) must not be overwritten with what we read before."""
+    if changed is True:
+        obj.save()
+    elif changed:
+        fields = list(changed)
+        if any(f.name == "updated_at" for f in obj._meta.concrete_fields):
+            fields.append("updated_at")
+        obj.save(update_fields=fields)
 
 
 def _copy(instance: models.Model, values: Mapping[str, Any]) -> models.Model:

@@ -535,3 +535,26 @@ def test_the_admin_forms_rules_apply_too():
     assert "tenants[0].inbound[0].lock_timeout: Use at least 60 seconds: a poll that outlives its lock could run twice." in errors
     assert any(e.startswith("tenants[0].outbound[0].from: 'not an address' is not a valid e-mail address") for e in errors), errors
     assert len(errors) == 3
+
+
+def test_an_update_writes_only_the_changed_settings(monkeypatch):
+    """Poll state a worker wrote meanwhile is not overwritten with what apply read before."""
+    from django.utils import timezone
+
+    apply_text(BASE)
+    document = config.load(BASE.replace("port: 993", "port: 995"))
+    inbound = InboundConnection.objects.get()
+    original_copy = config._copy
+
+    def copy_then_worker_writes(instance, values):  # the worker's update lands between read and write
+        clone = original_copy(instance, values)
+        if isinstance(instance, InboundConnection):
+            InboundConnection.objects.filter(pk=inbound.pk).update(last_error="timeout", consecutive_failures=3)
+        return clone
+
+    monkeypatch.setattr(config, "_copy", copy_then_worker_writes)
+    config.apply(document, environ=ENV)
+    inbound.refresh_from_db()
+    assert inbound.port == 995
+    assert (inbound.last_error, inbound.consecutive_failures) == ("timeout", 3)
+    assert inbound.updated_at <= timezone.now()
