@@ -8,16 +8,32 @@ from celery import shared_task
 
 @shared_task(name="connections.tasks.dispatch_due_polls", ignore_result=True)
 def dispatch_due_polls() -> int:
-    """Beat: one query claims every due connection; one poll task each (published over one
-    broker connection)."""
+    """Beat: one query claims every due connection. Up to POLL_DISPATCH_FANOUT of them get a
+    poll task each right here; more are handed out in chunks of that size to fan_out_polls
+    tasks, so that beat's tick stays short at 10,000 connections (publishing is the cost)."""
+    from django.conf import settings
+
     from .services import polling
 
     ids = polling.claim_due()
-    if ids:
-        with poll_connection.app.producer_or_acquire() as producer:
+    chunk = max(1, int(getattr(settings, "POLL_DISPATCH_FANOUT", 200)))
+    with poll_connection.app.producer_or_acquire() as producer:
+        if len(ids) <= chunk:
             for connection_id in ids:
                 poll_connection.apply_async((connection_id,), producer=producer)
+        else:
+            for start in range(0, len(ids), chunk):
+                fan_out_polls.apply_async((ids[start:start + chunk],), producer=producer)
     return len(ids)
+
+
+@shared_task(name="connections.tasks.fan_out_polls", ignore_result=True)
+def fan_out_polls(connection_ids: list[int]) -> int:
+    """Second stage of dispatch: one poll task per id (already claimed by the dispatcher)."""
+    with poll_connection.app.producer_or_acquire() as producer:
+        for connection_id in connection_ids:
+            poll_connection.apply_async((int(connection_id),), producer=producer)
+    return len(connection_ids)
 
 
 @shared_task(name="connections.tasks.poll_connection", ignore_result=True)

@@ -142,6 +142,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
         # One short transaction (one commit) for the history row and the lock.
         with transaction.atomic():
+            _bookkeeping_commit()
             run = open_run()
             token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
         result.poll_run_id = run.pk
@@ -170,6 +171,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     result.duration_ms = int((time.monotonic() - started) * 1000)
     # One short transaction (one commit) to release the lock and record the outcome.
     with transaction.atomic():
+        _bookkeeping_commit()
         if token is not None and key is not None:
             locks.release(key=key, token=token)
         if run is None:
@@ -177,6 +179,17 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
             result.poll_run_id = run.pk
         _finish(connection, run, result)
     return result
+
+
+def _bookkeeping_commit() -> None:
+    """PostgreSQL: do not wait for the WAL flush when committing poll bookkeeping (history
+    row, lock, outcome). Losing it in a database crash is harmless — a lock then expires,
+    a RUNNING row is closed by pruning, the dispatcher's claim re-polls — and any later
+    stored-mail commit (always synchronous) flushes it anyway. Never used for mail rows."""
+    conn = transaction.get_connection()
+    if conn.vendor == "postgresql":
+        with conn.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 class _Lease:

@@ -43,3 +43,17 @@ def test_poll_now_task_on_commit(tenantmail_worker, mail_servers, mailbox, make_
                timeout=30, message="the manual poll")
     assert PollRun.objects.get(connection=conn).trigger == "manual"
     assert StoredMessage.objects.get(connection=conn).subject == "now"
+
+
+def test_dispatch_fans_out_in_chunks(tenantmail_worker, mail_servers, make_inbound, settings):
+    settings.POLL_DISPATCH_FANOUT = 1  # every due connection goes through a fan_out_polls task
+    conns = []
+    for i in range(3):
+        address, password = mail_servers.add_user()
+        mail_servers.append(address, [make_mail(f"fan {i}")])
+        conns.append(make_inbound(address, password, next_poll_at=timezone.now() - timedelta(seconds=1)))
+    assert dispatch_due_polls.run() == 3
+    wait_until(lambda: StoredMessage.objects.filter(connection__in=conns).count() == 3, timeout=60,
+               message="three fanned-out polls")
+    for conn in conns:
+        assert PollRun.objects.get(connection=conn).outcome == PollOutcome.SUCCESS
