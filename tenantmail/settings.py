@@ -205,6 +205,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
 
+# Error reports (DEBUG pages, admin mails) hide secret-named locals in every frame.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
