@@ -24,6 +24,7 @@ def conn(make_connection):
     return make_connection()
 
 
+@pytest.mark.smoke
 def test_plain_text_message_is_stored_queued_with_message_id_and_date(conn):
     msg = outbox.enqueue(connection_id=conn.pk, to=["bob@example.test"], subject="Hello", text="Hi Bob\n",
                          dispatch=False)
@@ -67,6 +68,7 @@ def test_utf8_subject_and_display_names_are_rfc2047_and_idn_domain_is_punycode(c
     assert names == ["Zoë Ångström", "Doe, John"]
 
 
+@pytest.mark.smoke
 def test_text_html_and_attachments_structure_and_rfc2231_names(conn):
     pdf = bytes(range(256)) * 40
     msg = outbox.enqueue(

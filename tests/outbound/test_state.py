@@ -173,6 +173,7 @@ def test_an_exception_mid_batch_releases_the_untried_messages(make_connection, f
     assert statuses == [OutboxStatus.QUEUED, OutboxStatus.QUEUED, OutboxStatus.SENT]
 
 
+@pytest.mark.smoke
 @pytest.mark.django_db(transaction=True)
 def test_outside_a_transaction_outcomes_are_written_by_the_writer_thread(make_connection, fault):
     """Workers and the CLI run outside a transaction: outcomes go through the writer thread,

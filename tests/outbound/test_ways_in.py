@@ -22,6 +22,7 @@ def _parsed(message: OutboxMessage):
 
 # --- the email backend -------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_send_mail_through_the_backend_chosen_in_settings(settings, make_connection):
     conn = make_connection(name="smtp-main")
     settings.EMAIL_BACKEND = BACKEND
@@ -119,6 +120,7 @@ def test_command_errors_are_clear(make_connection):
     assert not OutboxMessage.objects.exists()
 
 
+@pytest.mark.smoke
 def test_command_now_sends_and_prints_each_recipient(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
     out = StringIO()
