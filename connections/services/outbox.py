@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "AttachmentIn", "SendReport", "enqueue", "prepare", "store", "send_due", "send_now",
     "dispatch_due", "requeue", "cancel", "stale_cutoff", "send_test_mail", "resolve_connection",
+    "known_size_limit", "kick",
 ]
 
 # Bytes of MIME fetched per query while sending: bounds memory with big attachments.
@@ -203,7 +204,7 @@ def prepare(
     except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
         raise ValidationError(f"The message cannot be encoded: {exc}.") from None
 
-    limit = connection.smtp_max_size
+    limit = known_size_limit(connection)
     if limit and len(raw) > limit:
         raise ValidationError(
             f"The message is {_human(len(raw))} with its attachments encoded; the server of "
@@ -230,6 +231,19 @@ def prepare(
         attachments=checked_atts, priority=priority, send_after=send_after,
         message_id=message_id, envelope_from=sender.addr_spec, envelope_to=envelope, mime=raw,
     )
+
+
+def known_size_limit(connection: OutboundConnection) -> int | None:
+    """The server's SIZE: from the last SMTP session, else from the last connectivity test."""
+    if connection.smtp_max_size:
+        return connection.smtp_max_size
+    report = connection.last_test_report or {}
+    for step in report.get("steps") or []:
+        if isinstance(step, dict) and step.get("name") == "capabilities" and step.get("ok"):
+            size = ((step.get("detail") or {}).get("features") or {}).get("size")
+            if isinstance(size, int) and size > 0:
+                return size
+    return None
 
 
 def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:

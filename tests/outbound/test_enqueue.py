@@ -225,3 +225,16 @@ def test_message_larger_than_the_servers_size_is_refused(make_connection):
     outbox.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
                    attachments=[AttachmentIn("big.bin", b"\0" * 40_000)], dispatch=False)
     assert OutboxMessage.objects.count() == 2
+
+
+def test_size_limit_from_the_last_connectivity_test_is_used_when_no_session_told_it(make_connection):
+    report = {"ok": True, "steps": [{"name": "capabilities", "ok": True,
+                                     "detail": {"features": {"size": 20_000}}}]}
+    conn = make_connection(last_test_report=report)
+    with pytest.raises(ValidationError, match="SIZE 20000"):
+        outbox.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
+                       attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
+    conn.smtp_max_size = 100_000  # a later session's SIZE wins
+    conn.save()
+    outbox.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
+                   attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
