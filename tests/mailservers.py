@@ -291,6 +291,30 @@ def _die_with_parent() -> None:
         pass
 
 
+_WATCHDOG = """
+import os, signal, sys, time
+parent, groups = int(sys.argv[1]), [int(g) for g in sys.argv[2:]]
+while os.getppid() == parent:
+    time.sleep(0.5)
+for sig, pause in ((signal.SIGTERM, 1.5), (signal.SIGKILL, 0)):
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except OSError:
+            pass
+    time.sleep(pause)
+"""
+
+
+def _start_watchdog(groups: list[int]) -> subprocess.Popen:
+    """A tiny process that stops the servers' process groups if the test process dies without
+    cleaning up (SIGKILL, OOM): Dovecot alone may take seconds to shut down."""
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), *map(str, groups)],
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+
+
 def _port_open(port: int) -> bool:
     try:
         socket.create_connection((HOST, port), timeout=0.2).close()
@@ -324,6 +348,7 @@ class MailServers:
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
     _map_mtime: float = field(default=0.0, repr=False)
+    _watchdog: subprocess.Popen | None = field(default=None, repr=False)
 
     # ----- users
     def add_user(self, *, local: str | None = None, password: str | None = None) -> tuple[str, str]:
@@ -518,6 +543,9 @@ class MailServers:
     # ----- lifecycle
     def stop(self, *, keep_files: bool = False) -> None:
         """Stop every daemon this run started (by pid) and remove the temp directory."""
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            self._watchdog.kill()
+            self._watchdog.wait(timeout=5)
         for proc in reversed(self._procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -618,6 +646,8 @@ default_login_user = dovenull
 default_internal_user = dovecot
 login_greeting = TenantMail test Dovecot ({name}) ready.
 shutdown_clients = yes
+# No stats: on shutdown a login process would wait seconds for the (already stopped) stats service.
+stats_writer_socket_path =
 {''.join(services)}{lmtp}"""
     path = root / "etc" / f"dovecot-{name}.conf"
     path.write_text(conf)
@@ -784,6 +814,7 @@ def start_mail_servers() -> MailServers:
             ))
         atexit.register(servers.stop)  # also when the session ends without running finalizers
         (root / "pids").write_text(" ".join(str(p.pid) for p in servers._procs))
+        servers._watchdog = _start_watchdog([p.pid for p in servers._procs])
         lmtp_socket = root / "dovecot" / "main" / "run" / "lmtp"
         _wait_until(lambda: lmtp_socket.exists(), 10, "Dovecot (main)", root / "logs")
         for key, port in ports.items():

@@ -349,3 +349,37 @@ def test_users_added_in_quick_succession_are_known_to_a_running_smtpd(mail_serve
             smtp.ehlo()
             smtp.mail("someone@elsewhere.invalid")
             assert smtp.rcpt(address)[0] == 250
+
+
+def test_a_killed_test_process_leaves_no_daemon() -> None:
+    """Even SIGKILL of the test process (no finalizer runs) stops the servers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import os, signal, sys; sys.path.insert(0, %r)\n"
+        "from tests.mailservers import start_mail_servers\n"
+        "s = start_mail_servers()\n"
+        "print(' '.join(str(p.pid) for p in s._procs), s.root, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    ) % str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    *pids, root = done.stdout.split()
+    pids = [int(p) for p in pids]
+    assert len(pids) == 6
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                        alive.append(pid)
+            except OSError:
+                pass
+    assert alive == []
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
