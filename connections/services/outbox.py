@@ -212,6 +212,11 @@ def prepare(
             hint="send smaller or fewer attachments, e.g. a link to the file instead",
         )
 
+    reply_text = ", ".join(mime.format_address(a) for a in reply_list)
+    for label, value in (("From", mime.format_address(sender)), ("Reply-To", reply_text), ("Message-ID", message_id)):
+        if len(value) > 998:
+            raise ValidationError(f"{label} is longer than 998 characters.")
+
     # Envelope: every To, Cc and Bcc address once, in order (case-insensitive domain).
     envelope: list[str] = []
     seen: set[str] = set()
@@ -226,7 +231,7 @@ def prepare(
         to=[mime.format_address(a) for a in to_list],
         cc=[mime.format_address(a) for a in cc_list],
         bcc=[mime.format_address(a) for a in bcc_list],
-        reply_to=", ".join(mime.format_address(a) for a in reply_list),
+        reply_to=reply_text,
         subject=subject, text=text, html=html, extra_headers=headers,
         attachments=checked_atts, priority=priority, send_after=send_after,
         message_id=message_id, envelope_from=sender.addr_spec, envelope_to=envelope, mime=raw,
