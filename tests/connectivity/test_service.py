@@ -213,3 +213,20 @@ def test_outbound_without_authentication(make_connection, mail_servers) -> None:
     assert result.ok, result.summary
     assert result.steps[0]["skipped"] is True
     assert isinstance(OutboundConnection.objects.get(pk=conn.pk).last_test_report, dict)
+
+
+def test_a_silent_server_fails_within_the_connection_timeout(make_connection) -> None:
+    import socket
+    import time
+
+    # Accepts TCP (the kernel's backlog) but never says a word: the greeting must time out.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        conn = make_connection("imap", "ssl_tls", "plain", port=silent.getsockname()[1], timeout=1)
+        started = time.monotonic()
+        result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
+        elapsed = time.monotonic() - started
+    assert not result.ok and elapsed < 5
+    failed = result.failed_step
+    assert failed["name"] == "tls" and "no answer" in failed["message"] and "within 1 s" in failed["message"]
+    conn.refresh_from_db()
+    assert conn.last_test_ok is False
