@@ -222,13 +222,20 @@ class IMAPClient:
                     self._imap = _IMAP4(sock, s.tls_hostname, s.effective_port, s.timeout)  # host: STARTTLS's name check
                 except imaplib.IMAP4.error as exc:
                     sock.close()
-                    if isinstance(exc, imaplib.IMAP4.abort):
+                    text = _text(exc.args[0] if exc.args else "")
+                    if isinstance(exc, imaplib.IMAP4.abort) and "unexpected response" not in text:
                         raise ConnectError(
                             f"the server at {where(s)} closed the connection before greeting",
                             step="greeting",
                         ) from None
+                    if text.startswith("* BYE") or text.startswith("BYE"):
+                        raise ConnectError(
+                            f"the server at {where(s)} refused the connection: {text}",
+                            hint="the server may be overloaded or limit connections; try again later",
+                            step="greeting",
+                        ) from None
                     raise ProtocolError(
-                        f"the server at {where(s)} did not greet as an IMAP4rev1 server: {_text(exc.args[0] if exc.args else '')}",
+                        f"the server at {where(s)} did not greet as an IMAP4rev1 server: {text}",
                         hint="check the port: is it an IMAP port?", step="greeting", transient=False,
                     ) from None
                 except (OSError, EOFError) as exc:

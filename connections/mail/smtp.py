@@ -137,6 +137,12 @@ class SMTPClient:
                 code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
                 self.greeting = _text(msg)
                 detail.update(code=code, text=self.greeting)
+                if code == -1:
+                    raise ProtocolError(
+                        f"the server at {where(s)} did not greet as an SMTP server: {self.greeting[:200]}",
+                        reply=self.greeting, step="greeting", transient=False,
+                        hint="check the port: is it an SMTP port (25, 587, 465)?",
+                    )
                 if code != 220:
                     raise ProtocolError(
                         f"the server at {where(s)} refused the session: {code} {self.greeting}",

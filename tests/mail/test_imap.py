@@ -330,6 +330,17 @@ def test_server_dropping_mid_response(scripted):
     assert info.value.transient
 
 
+def test_bye_greeting_is_transient_and_non_imap_greeting_explains(scripted):
+    bye = scripted(lambda conn: conn.send("* BYE Too many connections\r\n"))
+    with pytest.raises(ConnectError) as info:
+        IMAPClient(fake(bye), "pw").__enter__()
+    assert info.value.transient and "Too many connections" in info.value.message
+    smtp_like = scripted(lambda conn: (conn.send("220 mail ESMTP\r\n"), conn.readline()))
+    with pytest.raises(ProtocolError) as info:
+        IMAPClient(fake(smtp_like), "pw").__enter__()
+    assert info.value.step == "greeting" and "IMAP port" in info.value.hint
+
+
 def test_silent_server_times_out(scripted):
     server = scripted(lambda conn: time.sleep(5))
     started = time.monotonic()

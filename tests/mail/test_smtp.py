@@ -319,6 +319,15 @@ def test_server_refusing_the_session_at_greeting(scripted):
     assert info.value.step == "greeting" and info.value.code == 554 and "No SMTP service" in info.value.message
 
 
+def test_a_non_smtp_greeting_explains(scripted):
+    server = scripted(lambda conn: (conn.send("* OK [CAPABILITY IMAP4rev1] Dovecot ready.\r\n"), conn.readline()))
+    from connections.mail.errors import ProtocolError
+
+    with pytest.raises(ProtocolError) as info:
+        SMTPClient(_fake_settings(server), None).__enter__()
+    assert "did not greet as an SMTP server" in info.value.message and "SMTP port" in info.value.hint
+
+
 def test_slow_server_hits_the_timeout(scripted):
     def silent(conn):
         time.sleep(5)
