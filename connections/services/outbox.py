@@ -534,7 +534,7 @@ class _Writer:
     `sending` — the at-least-once window of docs/outbound.md, not a loss.
     """
 
-    QUEUE_SIZE = 8
+    QUEUE_SIZE = 32  # a few milliseconds of sending: the most a dead worker leaves unrecorded
 
     def __init__(self, *, threaded: bool) -> None:
         self.threaded = threaded
