@@ -9,7 +9,9 @@ Sending (`send_due`) follows the rule "no transaction open across network I/O":
 1. claim: one short transaction, `SELECT … FOR UPDATE SKIP LOCKED` of the due messages of one
    connection, set to `sending` with `claimed_at`;
 2. talk: one SMTP session for up to `max_per_session` messages;
-3. record: each message's outcome in its own short statement, right after the server's reply.
+3. record: each message's outcome in its own short transaction (one UPDATE), right after
+   the server's reply — handed to a writer thread, so that the commit overlaps with the
+   next message's SMTP exchange instead of adding to it.
 A crash between 1 and 3 leaves the message in `sending`; see docs/outbound.md.
 """
 from __future__ import annotations
@@ -534,7 +536,7 @@ class _Writer:
     `sending` — the at-least-once window of docs/outbound.md, not a loss.
     """
 
-    QUEUE_SIZE = 32  # a few milliseconds of sending: the most a dead worker leaves unrecorded
+    QUEUE_SIZE = 32  # about a tenth of a second of sending: the most a dead worker leaves unrecorded
 
     def __init__(self, *, threaded: bool) -> None:
         self.threaded = threaded
