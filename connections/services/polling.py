@@ -124,8 +124,9 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     outcome and error are in the result and in the PollRun row."""
     started = time.monotonic()
     connection = InboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    deferred_by_setting = parse is None and not getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True)
     if parse is None:
-        parse = bool(getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True))
+        parse = not deferred_by_setting
     result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING)
     hook = _hook or (lambda point: None)
     key = token = None
@@ -178,6 +179,10 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
             run = open_run()
             result.poll_run_id = run.pk
         _finish(connection, run, result)
+    if deferred_by_setting and result.stored:
+        from ..tasks import parse_stored_messages
+
+        parse_stored_messages.delay(connection.pk)  # parsing off the poll's path
     return result
 
 
@@ -381,12 +386,14 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             finally:
                 before_post()  # the connection must be free again, whatever happened
             done = _record(result, outcomes)
-            uids_done = [o.mail.uid for o in done]
+            # An oversized mail is stored as headers only: deleting it on the server would
+            # lose it, so Delete leaves it there (it is remembered by UID, never re-fetched).
+            uids_done = [o.mail.uid for o in done if not (o.mail.oversized and mode == PostProcessing.DELETE)]
             pks_done = [o.pk for o in done if o.pk]
             if mode != PostProcessing.KEEP and uids_done:
                 if _post_process_safely(lambda: _imap_post_process(client, connection, uids_done), result, "new mails"):
                     _mark_post_processed(pks_done)
-            elif mode == PostProcessing.KEEP:
+            else:  # nothing to do on the server
                 _mark_post_processed(pks_done)
             hook("post_processed")
             lease.renew()
@@ -513,7 +520,8 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
             done = _record(result, outcomes)
             if delete:
                 for outcome in done:
-                    client.dele(outcome.mail.msgnum)
+                    if not outcome.mail.oversized:  # headers only: deleting would lose it
+                        client.dele(outcome.mail.msgnum)
                     if outcome.pk:
                         to_mark.append(outcome.pk)
             else:

@@ -110,7 +110,7 @@ def test_oversized_mail_is_recorded_with_headers_and_marked(mail_servers, mailbo
     address, password = mailbox
     big = make_mail("too big", attachment=b"x" * 300_000)
     mail_servers.append(address, [big, make_mail("small")])
-    conn = make_inbound(address, password, max_message_size=100_000, post_processing="mark_read")
+    conn = make_inbound(address, password, max_message_size=100_000, post_processing="delete")
     result = poll(connection_id=conn.pk)
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert (result.stored, result.oversized) == (2, 1)
@@ -119,6 +119,11 @@ def test_oversized_mail_is_recorded_with_headers_and_marked(mail_servers, mailbo
     assert any("oversized" in p for p in over.parse_problems)
     assert _raw(over).startswith(b"From:") or b"Subject: too big" in _raw(over)
     assert not StoredMessage.objects.get(connection=conn, subject="small").oversized
+    # Delete removed the small mail but left the oversized one (only its headers are stored).
+    left = mail_servers.server_copies(address)
+    assert len(left) == 1 and b"Subject: too big" in next(iter(left.values()))
+    assert over.post_processed_at is not None
+    assert poll(connection_id=conn.pk).stored == 0  # remembered, not fetched again
 
 
 def test_large_mail_is_streamed_and_identical(mail_servers, mailbox, make_inbound, settings):
@@ -162,3 +167,20 @@ def test_bad_login_fails_and_backs_off(mail_servers, mailbox, make_inbound):
     assert ok.outcome == PollOutcome.SUCCESS, ok.error
     conn.refresh_from_db()
     assert conn.consecutive_failures == 0 and conn.backoff_until is None and conn.last_error == ""
+
+
+def test_deferred_parsing(mail_servers, mailbox, make_inbound):
+    address, password = mailbox
+    mail_servers.append(address, [make_mail("later", body="parsed later", attachment=b"zz", attachment_name="z.txt")])
+    conn = make_inbound(address, password, post_processing="mark_read")
+    result = poll(connection_id=conn.pk, parse=False)
+    assert result.stored == 1
+    msg = StoredMessage.objects.get(connection=conn)
+    assert not msg.parsed and msg.subject == "" and msg.post_processed_at is not None
+    from connections.services.polling import parse_pending
+
+    assert parse_pending(connection_id=conn.pk) == 1
+    msg.refresh_from_db()
+    assert msg.parsed and msg.subject == "later" and msg.text_body.strip() == "parsed later"
+    assert msg.attachments.get().filename == "z.txt"
+    assert parse_pending(connection_id=conn.pk) == 0

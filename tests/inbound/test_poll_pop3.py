@@ -49,8 +49,13 @@ def test_pop3_delete(mail_servers, mailbox, make_inbound):
 def test_pop3_oversized(mail_servers, mailbox, make_inbound):
     address, password = mailbox
     mail_servers.append(address, [make_mail("huge", attachment=b"y" * 200_000)])
-    conn = make_inbound(address, password, protocol="pop3", post_processing="keep", max_message_size=50_000)
+    mail_servers.append(address, [make_mail("fine")])
+    conn = make_inbound(address, password, protocol="pop3", post_processing="delete", max_message_size=50_000)
     result = poll(connection_id=conn.pk)
-    assert (result.stored, result.oversized) == (1, 1)
-    message = StoredMessage.objects.get(connection=conn)
-    assert message.oversized and message.subject == "huge" and message.size > 200_000
+    assert (result.stored, result.oversized) == (2, 1)
+    message = StoredMessage.objects.get(connection=conn, subject="huge")
+    assert message.oversized and message.size > 200_000
+    left = mail_servers.server_copies(address)  # the oversized mail is not deleted
+    assert len(left) == 1 and b"Subject: huge" in next(iter(left.values()))
+    again = poll(connection_id=conn.pk)
+    assert (again.stored, again.skipped) == (0, 1)
