@@ -58,7 +58,9 @@ class OutboxStatus(models.TextChoices):
 
 
 class OutboxMessage(TenantOwned):
-    connection = models.ForeignKey(OutboundConnection, on_delete=models.PROTECT, related_name="outbox")
+    # RESTRICT: a connection with messages cannot be deleted on its own, but deleting its
+    # tenant deletes both.
+    connection = models.ForeignKey(OutboundConnection, on_delete=models.RESTRICT, related_name="outbox")
     from_address = models.CharField("From", max_length=998)
     to = models.JSONField(default=list)
     cc = models.JSONField(default=list, blank=True)

@@ -190,3 +190,15 @@ def test_record_links_a_follow_up(client, operator, make_connection, fault):
     assert "refused 452" in html and "Too many recipients" in html
     html = client.get(reverse("admin:connections_outboxmessage_change", args=[follow.pk])).content.decode()
     assert f"retries recipients of <a" in html
+
+
+def test_deleting_a_connection_with_messages_is_refused_in_the_admin(client, django_user_model, make_connection):
+    conn = make_connection()
+    outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="kept", dispatch=False)
+    admin_user = django_user_model.objects.create_superuser("root3", "root@example.test", "pw")
+    client.force_login(admin_user)
+    url = reverse("admin:connections_outboundconnection_delete", args=[conn.pk])
+    page = client.get(url)
+    assert page.status_code == 200 and "would require deleting the following protected" in page.content.decode()
+    client.post(url, {"post": "yes"})
+    assert OutboxMessage.objects.filter(subject="kept").exists()

@@ -216,3 +216,15 @@ def test_outside_a_transaction_an_interruption_loses_nothing(make_connection, fa
     statuses = sorted(_status(m) for m in msgs)
     assert statuses == [OutboxStatus.QUEUED, OutboxStatus.QUEUED, OutboxStatus.SENT, OutboxStatus.SENT]
     assert len(fault.accepted) == 2
+
+
+@pytest.mark.django_db
+def test_a_connection_with_messages_cannot_be_deleted_but_its_tenant_can(make_connection, tenant):
+    from django.db.models import RestrictedError
+
+    conn = make_connection()
+    _enqueue(conn)
+    with pytest.raises(RestrictedError):
+        conn.delete()
+    tenant.delete()
+    assert not OutboxMessage.objects.exists()
