@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 import sys
+import time
 from email.utils import getaddresses
 from pathlib import Path
 
@@ -126,6 +127,12 @@ class Command(BaseCommand):
             return
 
         message, report = outbox.send_now(message_id=message.pk)
+        if message.status == OutboxStatus.SENDING:
+            # A worker claimed it first (beat's dispatcher): wait for its outcome.
+            deadline = time.monotonic() + 3 * connection.timeout + 10
+            while message.status == OutboxStatus.SENDING and time.monotonic() < deadline:
+                time.sleep(0.2)
+                message.refresh_from_db(fields=["status", "recipient_results", "last_error", "next_attempt_at"])
         for address, result in message.recipient_results.items():
             if result.get("status") == "accepted":
                 self.stdout.write(f"  {address}: accepted")
