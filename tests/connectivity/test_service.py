@@ -230,3 +230,22 @@ def test_a_silent_server_fails_within_the_connection_timeout(make_connection) ->
     assert failed["name"] == "tls" and "no answer" in failed["message"] and "within 1 s" in failed["message"]
     conn.refresh_from_db()
     assert conn.last_test_ok is False
+
+
+def test_unknown_host_fails_at_dns_with_a_hint(make_connection) -> None:
+    conn = make_connection("smtp", "ssl_tls", "plain", host="no-such-host.invalid")
+    result = run_connectivity_test(kind="outbound", connection_id=conn.pk)
+    failed = result.failed_step
+    assert failed["name"] == "dns" and "no-such-host.invalid" in failed["message"] and failed["hint"]
+    assert [s["name"] for s in result.steps] == ["credential", "dns"]
+
+
+def test_refused_port_fails_at_tcp_with_a_hint(make_connection) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    conn = make_connection("pop3", "ssl_tls", "plain", port=port)
+    failed = run_connectivity_test(kind="inbound", connection_id=conn.pk).failed_step
+    assert failed["name"] == "tcp" and str(port) in failed["message"] and failed["hint"]
