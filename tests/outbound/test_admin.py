@@ -202,3 +202,29 @@ def test_deleting_a_connection_with_messages_is_refused_in_the_admin(client, dja
     assert page.status_code == 200 and "would require deleting the following protected" in page.content.decode()
     client.post(url, {"post": "yes"})
     assert OutboxMessage.objects.filter(subject="kept").exists()
+
+
+def test_connection_list_queries_do_not_grow_with_the_rows(client, django_user_model, make_connection):
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    admin_user = django_user_model.objects.create_superuser("root4", "root@example.test", "pw")
+    client.force_login(admin_user)
+    url = reverse("admin:connections_outboundconnection_changelist")
+
+    def queries_for_page() -> int:
+        client.get(url)  # warm caches
+        with CaptureQueriesContext(db) as captured:
+            html = client.get(url).content.decode()
+        return len(captured), html
+
+    for _ in range(2):
+        conn = make_connection()
+        outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    few, _ = queries_for_page()
+    for _ in range(6):
+        conn = make_connection()
+        outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    many, html = queries_for_page()
+    assert html.count("1 queued") == 8
+    assert many == few
