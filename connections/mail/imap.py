@@ -39,6 +39,7 @@ _STATUS_ITEMS = re.compile(rb"\(([^()]*)\)\s*$")
 _CODE = re.compile(rb"^\[([A-Z-]+)")
 _SAFE_ATOM = re.compile(r"^[\x21-\x7e]+$")
 _MAX_LINE = 64 * 1024 * 1024
+_EMPTY_BODY = re.compile(rb'BODY\[[^\]]*\](?:<\d+>)? ""')
 
 
 @dataclass
@@ -618,35 +619,56 @@ class IMAPClient:
             for uid_set in uid_sets(ordered[start:start + batch_size]):
                 yield from self._fetch_literals(uid_set, "BODY.PEEK[]", "UID FETCH BODY[]")
 
+    def _fetch_one(self, uid: int, item: str, doing: str) -> bytes | None:
+        """The literal of one item of one mail; b"" for an empty or NIL value; None when the
+        server sent nothing for that UID (the mail is gone)."""
+        data = self._uid("FETCH", str(uid), f"(UID {item})", doing=doing)
+        answered = False
+        for i, part in enumerate(data):
+            head = part[0] if isinstance(part, tuple) else part
+            match = _UID.search(head or b"")
+            if isinstance(part, tuple):
+                if match is None and i + 1 < len(data) and isinstance(data[i + 1], bytes):
+                    match = _UID.search(data[i + 1])
+                if match is not None and int(match.group(1)) == uid:
+                    return part[1]
+            elif match is not None and int(match.group(1)) == uid and _EMPTY_BODY.search(head):
+                # "" is the answer past the end of a mail (RFC 3501 6.4.5); NIL means the server
+                # cannot hand it out any more (expunged meanwhile: Dovecot's EXPUNGEISSUED).
+                # An unsolicited FLAGS update is no answer at all.
+                answered = True
+        return b"" if answered else None
+
     def fetch_to(self, uid: int, sink: BinaryIO, *, size: int | None = None, chunk_size: int = 1 << 20) -> int:
         """Stream one mail into `sink` in BODY.PEEK[]<offset.length> chunks; returns bytes written.
 
-        Memory stays around one chunk whatever the mail's size.
+        Memory stays around one chunk whatever the mail's size. `size` (RFC822.SIZE) only saves
+        the partial fetch for small mails; the end is where the server sends a short chunk.
+        Raises ProtocolError when the mail is gone (also when it vanishes mid-way).
         """
         if size is not None and size <= chunk_size:
-            parts = self._fetch_literals(str(uid), "BODY.PEEK[]", "UID FETCH BODY[]")
-            if not parts:
+            whole = self._fetch_one(uid, "BODY.PEEK[]", "UID FETCH BODY[]")
+            if whole is None:
                 raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
-            sink.write(parts[0][1])
-            return len(parts[0][1])
+            sink.write(whole)
+            return len(whole)
         offset = 0
         while True:
-            parts = self._fetch_literals(str(uid), f"BODY.PEEK[]<{offset}.{chunk_size}>", "UID FETCH BODY[] (partial)")
-            chunk = parts[0][1] if parts else b""
-            if not parts and offset == 0:
-                raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
+            chunk = self._fetch_one(uid, f"BODY.PEEK[]<{offset}.{chunk_size}>", "UID FETCH BODY[] (partial)")
+            if chunk is None:
+                where_ = "" if offset == 0 else f" (it disappeared after {offset} bytes were read)"
+                raise ProtocolError(f"mail UID {uid} is no longer on the server{where_}", transient=False)
             if chunk:
                 sink.write(chunk)
                 offset += len(chunk)
-            del parts
             if len(chunk) < chunk_size:
                 return offset
 
     def fetch_header(self, uid: int) -> bytes:
-        parts = self._fetch_literals(str(uid), "BODY.PEEK[HEADER]", "UID FETCH BODY[HEADER]")
-        if not parts:
+        header = self._fetch_one(uid, "BODY.PEEK[HEADER]", "UID FETCH BODY[HEADER]")
+        if header is None:
             raise ProtocolError(f"mail UID {uid} is no longer on the server", transient=False)
-        return parts[0][1]
+        return header
 
     def mark_seen(self, uids: list[int]) -> None:
         for uid_set in uid_sets(uids):

@@ -157,6 +157,14 @@ def test_fetch_many_and_fetch_to_are_byte_exact_for_the_whole_corpus(mail_server
             sink = io.BytesIO()
             imap.fetch_to(uid, sink, size=sizes[uid])
             assert sink.getvalue() == copies[uid]
+        with pytest.raises(ProtocolError) as gone:
+            imap.fetch_to(max(uids) + 100, io.BytesIO())
+        assert "no longer on the server" in gone.value.message
+        # A chunk size that divides a mail exactly ends on an empty partial answer.
+        exact = uids[1]
+        sink = io.BytesIO()
+        assert imap.fetch_to(exact, sink, chunk_size=len(copies[exact])) == len(copies[exact])
+        assert sink.getvalue() == copies[exact]
         header = imap.fetch_header(uids[0])
         assert copies[uids[0]].startswith(header) and header.endswith(b"\r\n\r\n")
     assert mail_servers.flags(address)[uids[0]] == set()  # BODY.PEEK: nothing marked seen
@@ -192,6 +200,35 @@ def test_fetch_to_streams_a_20mb_mail_with_bounded_memory(mail_servers):
         for block in iter(lambda: sink.read(1 << 20), b""):
             digest.update(block)
         assert digest.hexdigest() == expected
+
+
+def test_mail_expunged_by_another_client_during_a_streamed_fetch(mail_servers):
+    address, password = mail_servers.add_user()
+    mail_servers.append(address, [mail(1, 300_000)])
+
+    class ExpungingSink(io.BytesIO):
+        def write(self, data):
+            if not self.tell():  # after the first chunk: another client deletes the mail
+                other = mail_servers._imap(address)
+                other.select("INBOX")
+                other.uid("STORE", "1", "+FLAGS", r"(\Deleted)")
+                other.expunge()
+                other.logout()
+            return super().write(data)
+
+    original = mail_servers.server_copies(address)[1]
+    with IMAPClient(imap_settings(mail_servers, address), password) as imap:
+        imap.select("INBOX")
+        sink = ExpungingSink()
+        # IMAP lets a session read a mail until it has been told of the expunge (Dovecot does);
+        # a server may also refuse. Either way: never a silently truncated mail.
+        try:
+            written = imap.fetch_to(1, sink, chunk_size=65536)
+        except ProtocolError as exc:
+            assert "UID 1" in exc.message or "no longer exist" in exc.message
+        else:
+            assert written == len(original) and sink.getvalue() == original
+        assert imap.search_uids(unseen_only=False) == []  # the session goes on, the mail is gone
 
 
 def test_delete_and_move_with_and_without_extensions(mail_servers):
