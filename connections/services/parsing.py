@@ -612,8 +612,140 @@ def _iter_parts(msg: Message) -> Iterator[Message]:
                 pass
 
 
+FAST_PATH_MIN = 48 * 1024  # mails smaller than this always take the email package's path
+_FAST_B64_MIN = 8 * 1024  # base64 leaves at least this large are decoded without feedparser
+
+
 def parse_bytes(raw: bytes) -> ParsedMessage:
-    """Parse a whole mail held in memory. Never raises."""
+    """Parse a whole mail held in memory. Never raises.
+
+    A well-formed multipart mail of some size takes a fast path: the MIME tree is split
+    with bytes.find on the boundaries and big base64 leaves are decoded in one C call
+    (the email package's feedparser walks them line by line in Python, which dominates
+    the cost of mails with attachments). Every other leaf still goes through the email
+    package, and anything unusual (a defect, a missing boundary, bad base64) sends the
+    whole mail down the email package's path.
+    """
+    if len(raw) >= FAST_PATH_MIN and b"\x00" not in raw:
+        try:
+            fast = _fast_parse(raw)
+        except RecursionError:
+            fast = None
+        except Exception:  # the fast path is an optimisation: never let it lose a mail
+            fast = None
+        if fast is not None:
+            return fast
+    return _parse_with_email_package(raw)
+
+
+def _find_header_end(raw: bytes, start: int, end: int) -> tuple[int, int] | None:
+    """(end of the header block, start of the body) in raw[start:end], or None."""
+    if raw.startswith(b"\r\n", start):
+        return start, start + 2
+    if raw.startswith(b"\n", start):
+        return start, start + 1
+    crlf = raw.find(b"\r\n\r\n", start, end)
+    lf = raw.find(b"\n\n", start, end)
+    if crlf == -1 and lf == -1:
+        return None
+    if crlf != -1 and (lf == -1 or crlf + 1 <= lf):
+        return crlf + 2, crlf + 4
+    return lf + 1, lf + 2
+
+
+def _fast_parse(raw: bytes) -> ParsedMessage | None:
+    found = _find_header_end(raw, 0, len(raw))
+    if found is None:
+        return None
+    header_end, body_start = found
+    top = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:header_end])
+    if top.defects or not top.get_content_type().startswith("multipart/"):
+        return None
+    result = ParsedMessage()
+    linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
+    bodies: dict[str, list[str]] = {"text": [], "html": []}
+    if not _fast_multipart(raw, body_start, len(raw), top, "", result, bodies, linesep, 0):
+        return None
+    _headers_into(top, result)
+    result.text_body = "\n".join(t for t in bodies["text"] if t)
+    result.html_body = "\n".join(t for t in bodies["html"] if t)
+    return result
+
+
+def _fast_multipart(raw: bytes, start: int, end: int, headers: Message, index: str, result: ParsedMessage,
+                    bodies: dict[str, list[str]], linesep: str, depth: int) -> bool:
+    if depth > 20:
+        return False
+    boundary = headers.get_boundary()
+    if not boundary or not boundary.isascii():
+        return False
+    delim = b"--" + boundary.encode("ascii")
+    # Delimiter lines: at the start of a line, followed by "--" (close), or by optional
+    # white space and the line end. A longer boundary sharing the prefix does not match.
+    positions: list[tuple[int, int, bool]] = []  # (start of the line break before, end of the line, closing)
+    cursor = start
+    while True:
+        if cursor == start and raw.startswith(delim, start):
+            hit, line_start = start, start
+        else:
+            hit = raw.find(b"\n" + delim, cursor, end)
+            if hit == -1:
+                return False  # no close delimiter: let the email package report it
+            line_start = hit + 1
+        after = line_start + len(delim)
+        closing = raw.startswith(b"--", after)
+        eol = raw.find(b"\n", after, end)
+        line_end = end if eol == -1 else eol + 1
+        rest = raw[after + (2 if closing else 0):line_end].strip()
+        if rest:
+            cursor = after  # e.g. "--abc-1" while looking for "--abc"
+            continue
+        before = hit - 1 if hit > start and raw[hit - 1:hit] == b"\r" else hit
+        positions.append((before if line_start != start else start, line_end, closing))
+        if closing:
+            break
+        cursor = line_end - 1 if line_end > start else line_end
+    if len(positions) < 2 or positions[0][2]:
+        return False
+    alternative = headers.get_content_type() == "multipart/alternative"
+    for n in range(len(positions) - 1):
+        part_start, part_end = positions[n][1], positions[n + 1][0]
+        child_index = f"{index}.{n + 1}" if index else str(n + 1)
+        if not _fast_leaf(raw, part_start, max(part_start, part_end), child_index, alternative, result, bodies,
+                          linesep, depth):
+            return False
+    return True
+
+
+def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: bool, result: ParsedMessage,
+               bodies: dict[str, list[str]], linesep: str, depth: int) -> bool:
+    found = _find_header_end(raw, start, end)
+    if found is None:
+        return False
+    header_end, body_start = found
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[start:header_end])
+    if headers.defects:
+        return False
+    ctype = _content_type(headers)
+    if ctype.startswith("multipart/"):
+        return _fast_multipart(raw, body_start, end, headers, index, result, bodies, linesep, depth + 1)
+    cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
+    maintype = ctype.split("/", 1)[0]
+    if cte == "base64" and end - body_start >= _FAST_B64_MIN and maintype not in ("text", "message"):
+        try:
+            data = binascii.a2b_base64(raw[body_start:end])
+        except binascii.Error:
+            return False
+        result.attachments.append(_attachment(headers, data, result, index, content_type=ctype))
+        return True
+    leaf = BytesParser(policy=policy.compat32).parsebytes(raw[start:end])
+    for part in _iter_parts(leaf):
+        part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
+    _walk(leaf, result, index, in_alternative=in_alternative, bodies=bodies)
+    return True
+
+
+def _parse_with_email_package(raw: bytes) -> ParsedMessage:
     result = ParsedMessage()
     if b"\x00" in raw:
         result.problem("the mail contains NUL bytes (removed from the decoded text)")

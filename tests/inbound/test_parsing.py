@@ -165,3 +165,46 @@ def test_streaming_parser_survives_the_corpus(tmp_path):
             assert "\x00" not in value
         parsed.cleanup()
     assert not list(tmp_path.iterdir()), "temporary part files left behind"
+
+
+def test_fast_path_equals_the_email_package_path():
+    """Big well-formed multipart mails take the fast splitter; it must agree exactly."""
+    from connections.services import parsing
+
+    def key(r):
+        return (r.subject, r.from_header, r.to_header, r.date, r.text_body, r.html_body,
+                sorted((a.filename, a.content_type, a.sha256, a.size, a.inline, a.content_id) for a in r.attachments))
+
+    import base64
+    import os
+
+    blob = os.urandom(100_000)
+    synthetic = (
+        b"From: a@example.test\r\nTo: b@example.test\r\nSubject: fast\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"abc\"\r\n\r\npreamble\r\n"
+        b"--abc\r\nContent-Type: multipart/alternative; boundary=\"abc-1\"\r\n\r\n"
+        b"--abc-1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"caf=C3=A9 =\r\nau lait\r\n--abc-1\r\nContent-Type: text/html\r\n\r\n<b>x</b>\r\n--abc-1--\r\n"
+        b"--abc\r\nContent-Type: image/png\r\nContent-ID: <i1>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(blob).replace(b"\n", b"\r\n") +
+        b"--abc\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(blob[:50_000]).replace(b"\n", b"\r\n") + b"--abc--\r\nepilogue\r\n"
+    )
+    samples = [synthetic] + [p.read_bytes() for p in corpus_files()]
+    used = 0
+    for raw in samples:
+        if len(raw) < parsing.FAST_PATH_MIN:
+            continue
+        fast = parsing._fast_parse(raw)
+        if fast is None:
+            continue
+        used += 1
+        assert key(fast) == key(parsing._parse_with_email_package(raw))
+    assert used >= 5
+    parsed = parsing.parse_bytes(synthetic)
+    assert parsed.text_body == "café au lait" and parsed.html_body == "<b>x</b>"
+    assert {a.sha256 for a in parsed.attachments} == {hashlib.sha256(blob).hexdigest(),
+                                                       hashlib.sha256(blob[:50_000]).hexdigest()}
+    broken = synthetic.replace(b"--abc--", b"--abd--")  # no close delimiter: the email package decides
+    assert parsing._fast_parse(broken) is None
+    assert parsing.parse_bytes(broken).attachments
