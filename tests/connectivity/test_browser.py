@@ -1,0 +1,86 @@
+"""A real browser presses "Test connection" on a connection's change page: the object-tools
+button and the one in the Connectivity test panel (inside the change form, via formaction).
+Screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+from django.urls import reverse
+
+from connections.models import Membership, Role
+
+pytestmark = [pytest.mark.browser, pytest.mark.mailservers, pytest.mark.django_db(transaction=True)]
+
+CHROMIUM = os.environ.get("TENANTMAIL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(django_settings.BASE_DIR) / "test-artifacts"
+
+
+@pytest.fixture
+def browser():
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop in this thread (tests only)
+    from playwright.sync_api import sync_playwright
+
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (scripts/test does this).")
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            yield b
+            b.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def test_operator_presses_test_connection(browser, live_server, settings, make_connection, tenant) -> None:
+    settings.SESSION_COOKIE_SECURE = False  # the live server speaks plain HTTP
+    settings.CSRF_COOKIE_SECURE = False
+    settings.STORAGES = {**settings.STORAGES,
+                         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+    operator = get_user_model().objects.create_user("op", password="login-pw-1", is_staff=True)
+    Membership.objects.create(user=operator, tenant=tenant, role=Role.OPERATOR)
+    good = make_connection("smtp", "starttls_mandatory", "encrypted")
+    bad = make_connection("imap", "ssl_tls", "plain", listener="imaps_wronghost")
+
+    client = Client()
+    client.force_login(operator)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME,
+                          "value": client.cookies[settings.SESSION_COOKIE_NAME].value, "url": live_server.url}])
+    page = context.new_page()
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # The button in the object tools.
+    page.goto(live_server.url + reverse("admin:connections_outboundconnection_change", args=[good.pk]))
+    assert page.inner_text("#connectivity-test").count("Not tested yet.") == 1
+    with page.expect_navigation():
+        page.click("#content .object-tools button.tm-connectivity-test")
+    assert "test passed" in page.inner_text("ul.messagelist")
+    assert page.get_attribute("#connectivity-test .tm-connectivity-outcome", "data-ok") == "1"
+    page.screenshot(path=str(ARTIFACTS / "connectivity-passed.png"), full_page=True)
+    good.refresh_from_db()
+    assert good.last_test_ok is True
+
+    # The button inside the change form's panel (formaction): a failing test, with its hint.
+    page.goto(live_server.url + reverse("admin:connections_inboundconnection_change", args=[bad.pk]))
+    with page.expect_navigation():
+        page.click("#connectivity-test button.tm-connectivity-test")
+    message = page.inner_text("ul.messagelist")
+    assert "FAILED at tls" in message and "mail.example.org" in message and "hint:" in message
+    assert page.get_attribute("#connectivity-test .tm-connectivity-outcome", "data-ok") == "0"
+    assert page.is_visible('#connectivity-test tr[data-step="tls"]')
+    page.screenshot(path=str(ARTIFACTS / "connectivity-failed.png"), full_page=True)
+    bad.refresh_from_db()
+    assert bad.last_test_ok is False
+    context.close()
