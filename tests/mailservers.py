@@ -65,14 +65,22 @@ Methods
     not with the source files (Dovecot rewrites e.g. NUL bytes).
 ``wait_for_messages(address, *, count=1, folder="INBOX", timeout=10) -> {uid: bytes}``
     Polls until ``count`` mails are there (SMTP delivery via LMTP is asynchronous, ~50 ms).
-``flags(address, *, folder="INBOX") -> {uid: set of flags}``
+``flags(address, *, folder="INBOX") -> {uid: set of flags}``  (without ``\\Recent``)
 ``folders(address) -> list[str]``
+``password(address) -> str``  (of a user made by add_user)
 ``mail_settings(*, protocol, protection, authentication, username, listener=None, **overrides)``
     A ``connections.mail.MailSettings`` for the right listener, with ``trusted_ca`` = the CA
     and ``timeout`` = 10 unless overridden. Default listener by protocol and protection:
     off -> ``<proto>_notls``; starttls_* -> ``imap`` / ``pop3`` / ``submission``;
     ssl_tls -> ``imaps`` / ``pop3s`` / ``smtps``. ``listener="imaps_wronghost"`` (any key of
     ``ports``) picks another one; ``port=`` and ``host=`` in overrides win over everything.
+
+Good to know: a failed login is answered after about 0.5 s (Dovecot), without the growing
+per-IP penalty (disabled here). Passwords may be any Unicode except CR, LF and NUL.
+
+Outside pytest: ``servers = start_mail_servers()`` ... ``servers.stop()``. Daemons are stopped at
+session end, at interpreter exit, and by a small watchdog process even when the test process is
+killed (SIGKILL). ``TM_KEEP_MAILSERVERS=1`` keeps the temp directory (configs, logs) for a look.
 
 The Debian packages (dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl)
 are installed with apt-get when missing (needs root, which Dovecot/Postfix need here anyway).
