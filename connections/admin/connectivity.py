@@ -21,6 +21,7 @@ viewers see the last result only. All work is done by ``connections.services.con
 """
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from typing import Any
 
@@ -91,12 +92,14 @@ class ConnectivityTestAdminMixin:
             return HttpResponseNotAllowed(["POST"], "The connectivity test runs on POST (the button).")
         if not self.has_run_permission(request, obj):  # type: ignore[attr-defined]
             raise PermissionDenied
-        self._run_and_report(request, obj)
+        # Outbound: the panel's optional "check addresses" box (MAIL FROM/RCPT TO, then RSET).
+        addresses = [a for a in re.split(r"[\s,;]+", request.POST.get("_check_addresses", "")) if a]
+        self._run_and_report(request, obj, check_addresses=addresses if connection_kind(obj) == "outbound" else [])
         return HttpResponseRedirect(self._change_url(obj) + "#connectivity-test")
 
-    def _run_and_report(self, request: HttpRequest, obj: Any) -> None:
+    def _run_and_report(self, request: HttpRequest, obj: Any, *, check_addresses: list[str] | None = None) -> None:
         try:
-            result = connectivity.probe_connection(obj)
+            result = connectivity.probe_connection(obj, check_addresses=check_addresses or None)
         except TenantMailError as exc:
             self.message_user(request, f"Connection '{obj.name}': the test could not run: {exc}",  # type: ignore[attr-defined]
                               messages.ERROR)

@@ -12,6 +12,7 @@ I/O; no transaction is open while the server is talked to.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -30,6 +31,8 @@ from .connection_settings import (
     open_credential,
     warnings_for,
 )
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["inbound", "outbound"]
 MODELS: dict[str, type[InboundConnection] | type[OutboundConnection]] = {
@@ -196,6 +199,8 @@ def probe_connection(
         )
         connection.last_test_at, connection.last_test_ok = tested_at, ok
         connection.last_test_summary, connection.last_test_report = summary[:2000], report
+    log.info("connectivity test of %s connection %r (tenant %s): %s — %s", kind, connection.name,
+             connection.tenant.slug, "passed" if ok else "FAILED", summary)
     return ConnectivityResult(kind=kind, connection_id=connection.pk, ok=ok, summary=summary,
                               tested_at=tested_at, report=report)
 

@@ -164,3 +164,20 @@ def test_warning_for_plain_without_tls_on_the_change_page(make_connection, users
     conn = make_connection("smtp", "off", "plain", allow_plain_without_tls=True)
     page = client_for(users["viewer"]).get(urls(conn)[1]).content.decode()
     assert "allow plain login without TLS" in page and "tm-connectivity-warning" in page
+
+
+def test_outbound_button_can_check_addresses(make_connection, users, mail_servers) -> None:
+    sender, sender_pw = mail_servers.add_user()
+    rcpt, _ = mail_servers.add_user()
+    conn = make_connection("smtp", "starttls_mandatory", "plain", address=sender, password=sender_pw)
+    test_url, change_url = urls(conn)
+    client = client_for(users["operator"])
+    assert 'name="_check_addresses"' in client.get(change_url).content.decode()
+    response = client.post(test_url, {"_check_addresses": f"{rcpt}, ghost@{mail_servers.domain}"}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("FAILED at addresses" in m and "ghost@" in m for m in shown), shown
+    conn.refresh_from_db()
+    results = conn.last_test_report["steps"][-1]["detail"]["results"]
+    assert results[rcpt]["accepted"] is True and results[f"ghost@{mail_servers.domain}"]["code"] == 550
+    response = client.post(test_url, {"_check_addresses": rcpt}, follow=True)
+    assert any("test passed" in str(m) for m in response.context["messages"])
