@@ -277,6 +277,9 @@ def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
             att.file.save(name, ContentFile(content), save=False)
             att.save()
         if dispatch and conn.enabled and message.next_attempt_at <= now:
+            # send_outbox.delay_on_commit, plus an expiry and robustness: a broker outage
+            # must not turn a stored message into an exception for the caller (beat's
+            # dispatcher sends it anyway).
             transaction.on_commit(lambda: kick(connection_id=conn.pk), robust=True)
     return message
 
