@@ -61,7 +61,8 @@ def test_passing_test_reports_every_step_and_is_stored(make_connection, mail_ser
 
 
 def test_wrong_password_names_user_credential_and_version_never_the_password(make_connection, make_credential,
-                                                                             mail_servers) -> None:
+                                                                             mail_servers, caplog) -> None:
+    caplog.set_level("DEBUG")
     address, password = mail_servers.add_user()
     wrong = "Wrong-Pässwort-" + password[-6:]
     cred = make_credential(address, wrong, deploy_times=3)
@@ -79,6 +80,7 @@ def test_wrong_password_names_user_credential_and_version_never_the_password(mak
     conn.refresh_from_db()
     assert conn.last_test_ok is False and "auth" in conn.last_test_summary
     assert wrong not in conn.last_test_summary
+    assert "FAILED" in caplog.text and wrong not in caplog.text and password not in caplog.text
 
 
 def test_credential_problems_fail_before_any_network_step(make_connection, make_credential, mail_servers,
