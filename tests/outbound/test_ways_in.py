@@ -146,3 +146,22 @@ def test_command_now_failure_exits_non_zero(make_connection, fault):
     with pytest.raises(CommandError, match="stays queued"):
         call_command("send_message", conn.tenant.slug, "smtp-fault", "--to", "data451-x@example.test",
                      "--subject", "s", "--body", "b", "--now")
+
+
+def test_backend_keeps_mimebase_and_message_attachments(make_connection):
+    from email.mime.application import MIMEApplication
+
+    conn = make_connection(name="smtp-mime")
+    backend = mail.get_connection(BACKEND, tenant=conn.tenant.slug, connection="smtp-mime")
+    inner = mail.EmailMessage("Inner", "inner body", "x@example.test", ["y@example.test"])
+    email = mail.EmailMessage("Outer", "outer", None, ["a@example.test"], connection=backend)
+    part = MIMEApplication(b"\x00\x01binary", "octet-stream")
+    part.add_header("Content-Disposition", "attachment", filename="raw.bin")
+    email.attach(part)
+    email.attach("inner.eml", inner.message(), "message/rfc822")
+    assert email.send() == 1
+    parsed = _parsed(OutboxMessage.objects.get())
+    atts = {a.get_filename(): a.get_payload(decode=True) for a in parsed.iter_attachments()}
+    assert atts["raw.bin"] == b"\x00\x01binary"
+    inner_parsed = message_from_bytes(atts["inner.eml"], policy=policy.default)
+    assert inner_parsed["Subject"] == "Inner" and inner_parsed.get_content().strip() == "inner body"
