@@ -612,7 +612,7 @@ def _iter_parts(msg: Message) -> Iterator[Message]:
                 pass
 
 
-FAST_PATH_MIN = 48 * 1024  # mails smaller than this always take the email package's path
+FAST_PATH_MIN = 16 * 1024  # mails smaller than this always take the email package's path
 _FAST_B64_MIN = 8 * 1024  # base64 leaves at least this large are decoded without feedparser
 
 
@@ -659,8 +659,10 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
         return None
     header_end, body_start = found
     top = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:header_end])
-    if top.defects or not top.get_content_type().startswith("multipart/"):
+    if top.defects:
         return None
+    if not top.get_content_type().startswith("multipart/"):
+        return _fast_single(raw, body_start, top)
     result = ParsedMessage()
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
     bodies: dict[str, list[str]] = {"text": [], "html": []}
@@ -669,6 +671,26 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
     _headers_into(top, result)
     result.text_body = "\n".join(t for t in bodies["text"] if t)
     result.html_body = "\n".join(t for t in bodies["html"] if t)
+    return result
+
+
+def _fast_single(raw: bytes, body_start: int, top: Message) -> ParsedMessage | None:
+    """A single-part text mail: the body decoded without feedparser's line loop."""
+    ctype = _content_type(top)
+    cte = _raw_header(top, "Content-Transfer-Encoding").strip().lower()
+    if ctype not in ("text/plain", "text/html") or cte not in ("", "7bit", "8bit", "binary", "quoted-printable"):
+        return None
+    if _disposition(top) == "attachment" or top.get_filename():
+        return None
+    body = raw[body_start:]
+    payload = quopri.decodestring(body) if cte == "quoted-printable" else body
+    result = ParsedMessage()
+    _headers_into(top, result)
+    text = decode_bytes(payload, top.get_content_charset(), result, where="part 1: ")
+    if ctype == "text/plain":
+        result.text_body = text
+    else:
+        result.html_body = text
     return result
 
 
