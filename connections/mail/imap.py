@@ -413,6 +413,8 @@ class IMAPClient:
             raise network_error(exc, s, step="auth", doing="authenticating") from None
         finally:
             imap._cmd_log = {}  # imaplib keeps the last commands (with the login line) in memory
+            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
+            password = self._password = None
         self.auth_mechanism = mechanism
         # Servers announce the post-login capabilities in the tagged OK: saves a CAPABILITY.
         match = re.match(r"\[CAPABILITY ([^\]]*)\]", _text(data))

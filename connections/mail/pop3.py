@@ -351,6 +351,9 @@ class POP3Client:
             raise auth_failed(s, reply, mechanism=mechanism) from None
         except (OSError, EOFError) as exc:
             raise network_error(exc, s, step="auth", doing="authenticating") from None
+        finally:
+            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
+            password = self._password = None
 
     # --- commands -------------------------------------------------------------------------
 

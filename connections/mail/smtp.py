@@ -317,21 +317,25 @@ class SMTPClient:
     def _auth(self, mechanism: str) -> None:
         s, smtp = self.settings, self._smtp
         password = self._password or ""
-        cmd = lambda args: self._guard(lambda: smtp.docmd("AUTH", args), "auth", "authenticating")  # noqa: E731
-        line = lambda data: self._guard(lambda: smtp.docmd(data), "auth", "authenticating")  # noqa: E731
-        if mechanism == "PLAIN":
-            code, msg = cmd("PLAIN " + b64(sasl_plain(s.username, password)))
-        elif mechanism == "LOGIN":
-            code, msg = cmd("LOGIN")
-            if code == 334:
-                code, msg = line(b64(s.username.encode("utf-8")))
-            if code == 334:
-                code, msg = line(b64(password.encode("utf-8")))
-        else:
-            code, msg = cmd("CRAM-MD5")
-            if code == 334:
-                challenge = b64decode_challenge(msg)
-                code, msg = line(b64(cram_md5_response(s.username, password, challenge)))
+        try:
+            cmd = lambda args: self._guard(lambda: smtp.docmd("AUTH", args), "auth", "authenticating")  # noqa: E731
+            line = lambda data: self._guard(lambda: smtp.docmd(data), "auth", "authenticating")  # noqa: E731
+            if mechanism == "PLAIN":
+                code, msg = cmd("PLAIN " + b64(sasl_plain(s.username, password)))
+            elif mechanism == "LOGIN":
+                code, msg = cmd("LOGIN")
+                if code == 334:
+                    code, msg = line(b64(s.username.encode("utf-8")))
+                if code == 334:
+                    code, msg = line(b64(password.encode("utf-8")))
+            else:
+                code, msg = cmd("CRAM-MD5")
+                if code == 334:
+                    challenge = b64decode_challenge(msg)
+                    code, msg = line(b64(cram_md5_response(s.username, password, challenge)))
+        finally:
+            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
+            password = self._password = None
         if code == 235 or code == 503 and b"already" in msg.lower():
             return
         if code == 334:  # the server wants more than the mechanism defines: cancel
