@@ -168,7 +168,9 @@ def probe_connection(
     port = (settings.effective_port if settings else connection.port) or None
     target = f"{protocol.upper()} {connection.host}:{port or 'default port'}"
     if probe_dict:
-        summary = probe_dict["summary"]
+        # The probe counts its own steps; the credential step is one more.
+        summary = probe_dict["summary"].replace(
+            f"all {len(probe_dict['steps'])} steps", f"all {len(steps)} steps", 1)
     else:
         summary = f"{target}: failed at credential: {credential_step['message']}"
     report: dict[str, Any] = {

@@ -55,7 +55,8 @@ def test_passing_test_reports_every_step_and_is_stored(make_connection, mail_ser
 
     conn.refresh_from_db()
     assert conn.last_test_ok is True and conn.last_test_at is not None
-    assert conn.last_test_summary == result.summary and "passed" in conn.last_test_summary
+    assert conn.last_test_summary == result.summary
+    assert f"all {len(result.steps)} steps passed" in conn.last_test_summary
     assert conn.last_test_report["steps"] == json.loads(json.dumps(result.report["steps"]))
     assert password not in json.dumps(conn.last_test_report)
 
