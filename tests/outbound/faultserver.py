@@ -77,7 +77,8 @@ class FaultHandler:
             return "250 2.0.0 never seen"
         if "slow" in faults:
             await asyncio.sleep(self.owner.slow_seconds)
-            return "250 2.0.0 Ok: queued (too late)"
+            self.owner.accepted.append(self.owner.received[-1])
+            return "250 2.0.0 Ok: queued (late)"
         if "data421" in faults:
             asyncio.get_running_loop().call_soon(server.transport.close)
             return "421 4.3.2 Shutting down"
