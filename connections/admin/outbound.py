@@ -189,10 +189,8 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
 # --- outbox messages ---------------------------------------------------------------------
 
 def _split_addresses(value: str) -> list[str]:
-    from ..management.commands.send_message import _addresses
-
     lines = [line.strip() for line in (value or "").replace("\r", "\n").split("\n")]
-    return _addresses([line for line in lines if line])
+    return mime.split_addresses([line for line in lines if line])
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -150,6 +150,31 @@ def parse_address_list(values: list[str] | tuple[str, ...] | str | None, *, fiel
     return [parse_address(v, field=field) for v in values]
 
 
+def split_addresses(values: list[str] | None) -> list[str]:
+    """Address lists as people type them: items that may each hold several comma-separated
+    addresses ("Doe, John" <j@x> stays one). Each piece is kept as written, for parse_address."""
+    result: list[str] = []
+    for value in values or []:
+        if len(getaddresses([value])) <= 1:
+            if value.strip():
+                result.append(value.strip())
+            continue
+        pieces, depth, quoted, start = [], 0, False, 0
+        for i, ch in enumerate(value):
+            if ch == '"' and (i == 0 or value[i - 1] != "\\"):
+                quoted = not quoted
+            elif not quoted and ch == "<":
+                depth += 1
+            elif not quoted and ch == ">":
+                depth -= 1
+            elif not quoted and depth == 0 and ch == ",":
+                pieces.append(value[start:i])
+                start = i + 1
+        pieces.append(value[start:])
+        result.extend(p.strip() for p in pieces if p.strip())
+    return result
+
+
 def format_address(address: Address) -> str:
     """Display form for storing and showing: "Name <user@domain>" (Unicode kept)."""
     if address.display_name:

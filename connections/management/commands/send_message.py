@@ -9,7 +9,6 @@ from __future__ import annotations
 import mimetypes
 import sys
 import time
-from email.utils import getaddresses
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -17,32 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from connections.errors import TenantMailError
 from connections.models import OutboxStatus
 from connections.services import outbox
-from connections.services.mime import AttachmentIn
-
-
-def _addresses(values: list[str] | None) -> list[str]:
-    """--to may repeat and may hold comma-separated addresses ("Doe, John" <j@x> stays one)."""
-    result: list[str] = []
-    for value in values or []:
-        parsed = getaddresses([value])
-        if len(parsed) <= 1:
-            result.append(value.strip())
-            continue
-        # Split at the commas the address parser saw, keeping each piece as written.
-        pieces, depth, quoted, start = [], 0, False, 0
-        for i, ch in enumerate(value):
-            if ch == '"' and (i == 0 or value[i - 1] != "\\"):
-                quoted = not quoted
-            elif not quoted and ch == "<":
-                depth += 1
-            elif not quoted and ch == ">":
-                depth -= 1
-            elif not quoted and depth == 0 and ch == ",":
-                pieces.append(value[start:i])
-                start = i + 1
-        pieces.append(value[start:])
-        result.extend(p.strip() for p in pieces if p.strip())
-    return result
+from connections.services.mime import AttachmentIn, split_addresses
 
 
 def _read_text(path: str, what: str) -> str:
@@ -87,7 +61,7 @@ class Command(BaseCommand):
             connection = outbox.resolve_connection(tenant=opts["tenant"], connection=opts["connection"])
         except TenantMailError as exc:
             raise CommandError(str(exc)) from None
-        to, cc, bcc = _addresses(opts["to"]), _addresses(opts["cc"]), _addresses(opts["bcc"])
+        to, cc, bcc = split_addresses(opts["to"]), split_addresses(opts["cc"]), split_addresses(opts["bcc"])
         if not (to or cc or bcc):
             raise CommandError("Give at least one recipient with --to, --cc or --bcc.")
         text = opts["body"] if opts["body"] is not None else _read_text(opts["body_file"], "body")
@@ -111,7 +85,7 @@ class Command(BaseCommand):
             message = outbox.enqueue(
                 connection_id=connection.pk, to=to, cc=cc, bcc=bcc, subject=opts["subject"],
                 text=text, html=html, from_address=opts["from_address"],
-                reply_to=_addresses(opts["reply_to"]) if opts["reply_to"] is not None else None,
+                reply_to=split_addresses(opts["reply_to"]) if opts["reply_to"] is not None else None,
                 attachments=attachments, extra_headers=headers, priority=opts["priority"],
                 dispatch=not opts["now"],
             )
