@@ -39,9 +39,13 @@ def fan_out_polls(connection_ids: list[int]) -> int:
 @shared_task(name="connections.tasks.poll_connection", ignore_result=True)
 def poll_connection(connection_id: int, trigger: str = "schedule") -> str:
     """Poll one inbound connection (the mailbox lock makes a duplicate task harmless)."""
+    from .models import InboundConnection
     from .services import polling
 
-    return polling.poll(connection_id=connection_id, trigger=trigger).outcome
+    try:
+        return polling.poll(connection_id=connection_id, trigger=trigger).outcome
+    except InboundConnection.DoesNotExist:
+        return "deleted"  # the connection was deleted while the task waited in the queue
 
 
 @shared_task(name="connections.tasks.parse_stored_messages", ignore_result=True)

@@ -146,6 +146,12 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
             _bookkeeping_commit()
             run = open_run()
             token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
+            if token is not None:
+                # We hold the mailbox: a RUNNING row of this connection is a dead worker's.
+                PollRun.objects.filter(connection=connection, outcome=PollOutcome.RUNNING).exclude(pk=run.pk).update(
+                    outcome=PollOutcome.FAILED, finished_at=timezone.now(),
+                    error="The worker stopped during this poll (killed or crashed); the next poll completed its work.",
+                )
         result.poll_run_id = run.pk
         if token is None:
             held = locks.holder(key=key)
@@ -349,6 +355,13 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             ).values_list("pk", "uid")[:10000]
         )
         if pending:
+            # Only UIDs still in the folder (a person may have moved or deleted some meanwhile;
+            # a MOVE of a vanished UID could fail on every poll otherwise).
+            present = set(client.search_uids(unseen_only=False))
+            gone = [pk for pk, uid in pending if uid not in present]
+            _mark_post_processed(gone)
+            pending = [(pk, uid) for pk, uid in pending if uid in present]
+            result.recovered += len(gone)
             for start in range(0, len(pending), 500):
                 chunk = pending[start:start + 500]
                 if _post_process_safely(lambda: _imap_post_process(client, connection, [u for _, u in chunk]),

@@ -44,6 +44,8 @@ def test_imap_worker_killed_between_store_and_post_processing(mail_servers, mail
     result = poll(connection_id=conn.pk)
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert result.stored == 0 and result.recovered == 4
+    dead = PollRun.objects.filter(connection=conn).order_by("started_at").first()
+    assert dead.outcome == PollOutcome.FAILED and "worker stopped" in dead.error
     assert StoredMessage.objects.filter(connection=conn).count() == 4  # no duplicate, no loss
     assert not StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).exists()
     flags = mail_servers.flags(address)
@@ -134,3 +136,24 @@ def test_two_concurrent_pollers_one_gets_locked(mail_servers, mailbox, make_inbo
     assert winner.stored == 60
     assert StoredMessage.objects.filter(connection_id=winner.connection_id).count() == 60
     assert not MailboxLock.objects.exists()  # released at the end
+
+
+def test_pending_mail_moved_away_by_a_person_does_not_block(mail_servers, mailbox, make_inbound):
+    address, password = mailbox
+    mail_servers.append(address, [make_mail(f"gone{i}") for i in range(2)])
+    conn = make_inbound(address, password, post_processing="move", archive_folder="Done", lock_timeout=60)
+    with pytest.raises(_Interrupt):
+        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    MailboxLock.objects.all().delete()  # (the dead worker's lock; expiry is tested above)
+    # Meanwhile someone deletes one of the two mails in their mail program.
+    from connections.mail.imap import IMAPClient
+
+    settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain", username=address)
+    with IMAPClient(settings, password) as client:
+        client.select("INBOX")
+        client.delete([min(mail_servers.flags(address))])
+    result = poll(connection_id=conn.pk)
+    assert result.outcome == PollOutcome.SUCCESS, result.error
+    assert result.recovered == 2 and result.stored == 0
+    assert mail_servers.flags(address) == {} and len(mail_servers.flags(address, folder="Done")) == 1
+    assert not StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).exists()
