@@ -22,9 +22,11 @@ viewers see the last result only. All work is done by ``connections.services.con
 from __future__ import annotations
 
 import re
+import time
 from contextvars import ContextVar
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -98,11 +100,31 @@ class ConnectivityTestAdminMixin:
         return HttpResponseRedirect(self._change_url(obj) + "#connectivity-test")
 
     def _run_and_report(self, request: HttpRequest, obj: Any, *, check_addresses: list[str] | None = None) -> None:
+        running = self._start(request, obj, check_addresses=check_addresses)
+        if running is not None:
+            self._report(request, obj, running, wait=admin_wait())
+
+    def _start(self, request: HttpRequest, obj: Any, *, check_addresses: list[str] | None = None):
         try:
-            result = connectivity.probe_connection(obj, check_addresses=check_addresses or None)
+            prepared = connectivity.prepare_test(obj, check_addresses=check_addresses or None)
         except TenantMailError as exc:
             self.message_user(request, f"Connection '{obj.name}': the test could not run: {exc}",  # type: ignore[attr-defined]
                               messages.ERROR)
+            return None
+        return connectivity.BackgroundTest(prepared)
+
+    def _report(self, request: HttpRequest, obj: Any, running: Any, *, wait: float) -> None:
+        # The page must answer before the web server's worker timeout: a test that needs longer
+        # (a slow or silent server, a long connection timeout) goes on and records its result.
+        result = running.result(wait=wait)
+        if result is None:
+            self.message_user(  # type: ignore[attr-defined]
+                request,
+                f"Connection '{obj.name}': the test is still running (the server is slow to answer; the "
+                f"connection's timeout is {obj.timeout} s). Its result will appear in the Connectivity "
+                "test section: reload this page in a moment.",
+                messages.WARNING,
+            )
             return
         if result.ok:
             self.message_user(request, f"Connection '{obj.name}': test passed. {result.summary}",  # type: ignore[attr-defined]
@@ -126,9 +148,13 @@ class ConnectivityTestAdminMixin:
                 messages.WARNING,
             )
             objs = objs[:MAX_ACTION_CONNECTIONS]
-        for obj in objs:
-            if self.has_run_permission(request, obj):  # type: ignore[attr-defined]
-                self._run_and_report(request, obj)
+        # All selected tests run side by side, within one shared wait.
+        started = [(obj, self._start(request, obj)) for obj in objs
+                   if self.has_run_permission(request, obj)]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + admin_wait()
+        for obj, running in started:
+            if running is not None:
+                self._report(request, obj, running, wait=deadline - time.monotonic())
 
     # --- change page: panel + button
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
@@ -193,6 +219,12 @@ class ConnectivityTestAdminMixin:
             "1" if obj.last_test_ok else "0", obj.last_test_summary, colour, label,
             obj.last_test_at.strftime("%Y-%m-%d %H:%M"),
         )
+
+
+def admin_wait() -> float:
+    """Seconds an admin request waits for a test (settings.CONNECTIVITY_ADMIN_WAIT, default 20):
+    below the web server's worker timeout (gunicorn: 30 s)."""
+    return float(getattr(settings, "CONNECTIVITY_ADMIN_WAIT", 20))
 
 
 def _own_change_form_exists(opts: Any) -> bool:

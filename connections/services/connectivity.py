@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import Any, Literal
 
+from django.db import connections as db_connections
 from django.utils import timezone
 
 from ..errors import ConfigurationError, TenantMailError
@@ -124,10 +126,36 @@ def probe_connection(
     store: bool = True,
 ) -> ConnectivityResult:
     """As run_connectivity_test, for a connection already loaded."""
+    prepared = prepare_test(connection, check_addresses=check_addresses, sender=sender)
+    return record_test(prepared, execute_test(prepared), store=store)
+
+
+@dataclass
+class PreparedTest:
+    """Everything the network part needs, read from the database beforehand (so no query and no
+    transaction runs while the server is talked to). Holds the secret: never log or show it."""
+
+    connection: Connection
+    kind: str
+    protocol: str
+    tested_at: dt.datetime
+    started: float
+    credential_step: dict[str, Any]
+    settings: Any  # MailSettings | None (None: the credential step failed, nothing to probe)
+    password: str | None = field(default=None, repr=False)
+    addresses: list[str] = field(default_factory=list)
+    sender: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_test(
+    connection: Connection, *, check_addresses: list[str] | None = None, sender: str | None = None
+) -> PreparedTest:
+    """Phase 1 (database): resolve the credential and build the settings.
+
+    Raises ConfigurationError for options that make no sense (addresses on IMAP/POP3)."""
     kind = connection_kind(connection)
     protocol = connection_protocol(connection)
-    tested_at = timezone.now()
-    started = time.perf_counter()
     addresses = [a.strip() for a in (check_addresses or []) if a and a.strip()]
     if addresses and protocol != "smtp":
         raise ConfigurationError(
@@ -139,34 +167,47 @@ def probe_connection(
     if addresses and not sender and kind == "outbound":
         sender = parseaddr(getattr(connection, "default_from", "") or "")[1] or None
 
-    password: str | None = None
-    credential_step = {"name": "credential", "ok": True, "duration_ms": 0.0, "detail": {}, "message": "",
-                       "hint": "", "skipped": False}
-    probe_dict: dict[str, Any] | None = None
-    settings = None
-    step_started = time.perf_counter()
+    prepared = PreparedTest(
+        connection=connection, kind=kind, protocol=protocol, tested_at=timezone.now(),
+        started=time.perf_counter(), settings=None, addresses=addresses, sender=sender,
+        warnings=warnings_for(connection),
+        credential_step={"name": "credential", "ok": True, "duration_ms": 0.0, "detail": {}, "message": "",
+                         "hint": "", "skipped": False},
+    )
+    step = prepared.credential_step
     try:
+        connection.tenant  # noqa: B018 - loaded now, not later in another thread
         credential = open_credential(connection)
         if credential is None:
-            credential_step.update(skipped=True, message="authentication None: no credential is used")
+            step.update(skipped=True, message="authentication None: no credential is used")
         else:
-            password = credential.password
-            credential_step["detail"] = {
-                "name": credential.name, "username": credential.username, "version": credential.version,
-            }
-        settings = mail_settings_for(connection, credential=credential)
+            prepared.password = credential.password
+            step["detail"] = {"name": credential.name, "username": credential.username, "version": credential.version}
+        prepared.settings = mail_settings_for(connection, credential=credential)
     except TenantMailError as exc:
-        credential_step.update(ok=False, message=exc.message, hint=exc.hint)
-    credential_step["duration_ms"] = round((time.perf_counter() - step_started) * 1000.0, 2)
+        step.update(ok=False, message=exc.message, hint=exc.hint)
+    step["duration_ms"] = round((time.perf_counter() - prepared.started) * 1000.0, 2)
+    return prepared
 
-    if settings is not None:
-        probe = run_probe(settings, password, check_addresses=addresses or None, sender=sender)
-        probe_dict = probe.to_dict()
 
+def execute_test(prepared: PreparedTest) -> dict[str, Any] | None:
+    """Phase 2 (network only, no database): run the probe. None when there was nothing to run."""
+    if prepared.settings is None:
+        return None
+    probe = run_probe(prepared.settings, prepared.password, check_addresses=prepared.addresses or None,
+                      sender=prepared.sender)
+    return probe.to_dict()
+
+
+def record_test(prepared: PreparedTest, probe_dict: dict[str, Any] | None, *, store: bool = True
+                ) -> ConnectivityResult:
+    """Phase 3 (database): build the report and store it on the connection (one short UPDATE)."""
+    connection, settings = prepared.connection, prepared.settings
+    credential_step = prepared.credential_step
     steps = [credential_step, *(probe_dict["steps"] if probe_dict else [])]
     ok = all(s["ok"] for s in steps)
     port = (settings.effective_port if settings else connection.port) or None
-    target = f"{protocol.upper()} {connection.host}:{port or 'default port'}"
+    target = f"{prepared.protocol.upper()} {connection.host}:{port or 'default port'}"
     if probe_dict:
         # The probe counts its own steps; the credential step is one more.
         summary = probe_dict["summary"].replace(
@@ -176,35 +217,91 @@ def probe_connection(
     report: dict[str, Any] = {
         "ok": ok,
         "summary": summary,
-        "tested_at": tested_at.isoformat(),
-        "duration_ms": round((time.perf_counter() - started) * 1000.0, 2),
+        "tested_at": prepared.tested_at.isoformat(),
+        "duration_ms": round((time.perf_counter() - prepared.started) * 1000.0, 2),
         "connection": {
-            "kind": kind, "id": connection.pk, "name": connection.name,
-            "tenant": connection.tenant.slug, "protocol": protocol, "host": connection.host,
+            "kind": prepared.kind, "id": connection.pk, "name": connection.name,
+            "tenant": connection.tenant.slug, "protocol": prepared.protocol, "host": connection.host,
             "port": port, "protection": connection.protection, "authentication": connection.authentication,
             "credential_name": connection.credential_name, "timeout": connection.timeout,
             "verify_certificate": connection.verify_certificate,
             "allow_plain_without_tls": connection.allow_plain_without_tls,
         },
-        "warnings": warnings_for(connection),
+        "warnings": prepared.warnings,
         "steps": steps,
     }
-    if addresses:
-        report["check_addresses"] = addresses
-        report["sender"] = sender or ""
-    if password:
-        report = _scrub(report, password)
+    if prepared.addresses:
+        report["check_addresses"] = prepared.addresses
+        report["sender"] = prepared.sender or ""
+    if prepared.password:
+        report = _scrub(report, prepared.password)
         summary = report["summary"]
+    tested_at = prepared.tested_at
     if store:
         type(connection).objects.filter(pk=connection.pk).update(
             last_test_at=tested_at, last_test_ok=ok, last_test_summary=summary[:2000], last_test_report=report,
         )
         connection.last_test_at, connection.last_test_ok = tested_at, ok
         connection.last_test_summary, connection.last_test_report = summary[:2000], report
-    log.info("connectivity test of %s connection %r (tenant %s): %s — %s", kind, connection.name,
+    log.info("connectivity test of %s connection %r (tenant %s): %s — %s", prepared.kind, connection.name,
              connection.tenant.slug, "passed" if ok else "FAILED", summary)
-    return ConnectivityResult(kind=kind, connection_id=connection.pk, ok=ok, summary=summary,
+    return ConnectivityResult(kind=prepared.kind, connection_id=connection.pk, ok=ok, summary=summary,
                               tested_at=tested_at, report=report)
+
+
+class BackgroundTest:
+    """A prepared test whose network part runs in its own thread, for callers that may not wait
+    for the whole timeout (a web request must answer before the web server gives up on it).
+
+        running = BackgroundTest(prepare_test(connection))
+        result = running.result(wait=20)   # None: still running; it records its result itself
+
+    The database is used only by the caller's thread (prepare, and record when the result comes
+    in time) or, when the caller stopped waiting, by the test's thread after the network part.
+    """
+
+    def __init__(self, prepared: PreparedTest, *, store: bool = True) -> None:
+        self.prepared = prepared
+        self.store = store
+        self._lock = threading.Lock()
+        self._done = False
+        self._abandoned = False
+        self._probe: dict[str, Any] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"connectivity-{prepared.kind}-{prepared.connection.pk}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            probe, error = execute_test(self.prepared), None
+        except BaseException as exc:  # run_probe turns server trouble into steps: this is a bug
+            probe, error = None, exc
+        with self._lock:
+            self._probe, self._error, self._done = probe, error, True
+            record_here = self._abandoned
+        if not record_here:
+            return
+        try:  # nobody waits any more: record the result from this thread
+            if error is not None:
+                log.error("connectivity test of %r crashed: %r", self.prepared.connection.name, error)
+                return
+            record_test(self.prepared, probe, store=self.store)
+        except Exception:
+            log.exception("recording the connectivity test of %r failed", self.prepared.connection.name)
+        finally:
+            db_connections.close_all()  # this thread's own connections
+
+    def result(self, *, wait: float) -> ConnectivityResult | None:
+        """The result if the test finishes within `wait` seconds, else None (it goes on)."""
+        self._thread.join(max(0.0, wait))
+        with self._lock:
+            if not self._done:
+                self._abandoned = True
+                return None
+        if self._error is not None:
+            raise self._error
+        return record_test(self.prepared, self._probe, store=self.store)
 
 
 def _scrub(value: Any, secret: str) -> Any:

@@ -181,3 +181,29 @@ def test_outbound_button_can_check_addresses(make_connection, users, mail_server
     assert results[rcpt]["accepted"] is True and results[f"ghost@{mail_servers.domain}"]["code"] == 550
     response = client.post(test_url, {"_check_addresses": rcpt}, follow=True)
     assert any("test passed" in str(m) for m in response.context["messages"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_server_does_not_hold_the_page(make_connection, users, settings) -> None:
+    """The page answers within CONNECTIVITY_ADMIN_WAIT; the test goes on and records its result."""
+    import socket
+    import time
+
+    settings.CONNECTIVITY_ADMIN_WAIT = 0.5
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        conn = make_connection("imap", "ssl_tls", "plain", port=silent.getsockname()[1], timeout=3)
+        test_url, _ = urls(conn)
+        started = time.monotonic()
+        response = client_for(users["operator"]).post(test_url, follow=True)
+        assert time.monotonic() - started < 2.5
+        shown = [str(m) for m in response.context["messages"]]
+        assert any("still running" in m and "3 s" in m for m in shown), shown
+        conn.refresh_from_db()
+        assert conn.last_test_at is None
+        deadline = time.monotonic() + 15
+        while conn.last_test_at is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            conn.refresh_from_db()
+    assert conn.last_test_ok is False
+    assert conn.last_test_report["steps"][-1]["name"] == "tls"
+    assert "within 3 s" in conn.last_test_summary
