@@ -8,6 +8,11 @@ probe's own: dns, tcp, tls, greeting, capabilities, auth, and per protocol folde
 (IMAP), stat/uidl (POP3) or addresses (SMTP, only when addresses are given). The last result is
 stored on the connection (last_test_at/ok/summary/report) in a short write after the network
 I/O; no transaction is open while the server is talked to.
+
+Three phases, usable one by one: prepare_test (database: credential, settings), execute_test
+(network only), record_test (database: report, store). probe_connection runs all three;
+BackgroundTest runs the network phase in a thread for callers that may not wait for the whole
+timeout (the admin), and records the result itself when the caller stopped waiting.
 """
 from __future__ import annotations
 
