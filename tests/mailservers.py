@@ -92,10 +92,10 @@ import base64
 import datetime as dt
 import ipaddress
 import itertools
-import os
-import pwd
 import grp
 import imaplib
+import os
+import pwd
 import re
 import shutil
 import signal
