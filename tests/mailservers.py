@@ -90,10 +90,10 @@ from __future__ import annotations
 import atexit
 import base64
 import datetime as dt
-import ipaddress
-import itertools
 import grp
 import imaplib
+import ipaddress
+import itertools
 import os
 import pwd
 import re
