@@ -90,6 +90,8 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
 def warnings_for(connection: Connection) -> list[str]:
     """Settings an operator should know are risky (shown with every test result)."""
     out = []
+    if not connection.enabled:
+        out.append("the connection is disabled: it is tested, but no poll or send runs until it is enabled.")
     if connection.allow_plain_without_tls and connection.authentication == Authentication.PLAIN:
         out.append(
             "'allow plain login without TLS' is on: the password may cross the network readable. "

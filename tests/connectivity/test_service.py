@@ -252,3 +252,9 @@ def test_refused_port_fails_at_tcp_with_a_hint(make_connection) -> None:
     conn = make_connection("pop3", "ssl_tls", "plain", port=port)
     failed = run_connectivity_test(kind="inbound", connection_id=conn.pk).failed_step
     assert failed["name"] == "tcp" and str(port) in failed["message"] and failed["hint"]
+
+
+def test_a_disabled_connection_is_tested_with_a_warning(make_connection) -> None:
+    conn = make_connection("pop3", "ssl_tls", "encrypted", enabled=False)
+    result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
+    assert result.ok and any("disabled" in w for w in result.report["warnings"])
