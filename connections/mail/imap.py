@@ -312,7 +312,10 @@ class IMAPClient:
             except imaplib.IMAP4.abort as exc:
                 raise ConnectError(f"STARTTLS failed: {_text(exc.args[0] if exc.args else '')}", step="tls") from None
             except imaplib.IMAP4.error as exc:
-                raise TLSError(f"the server refused STARTTLS: {_text(exc.args[0] if exc.args else '')}") from None
+                raise TLSError(
+                    f"the server refused STARTTLS: {_text(exc.args[0] if exc.args else '')}",
+                    hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 993",
+                ) from None
             except (OSError, EOFError, ValueError) as exc:
                 raise after_tls_handshake_error(exc, s, "imap") from None
             self.encrypted = True

@@ -248,7 +248,10 @@ class POP3Client:
                 self._pop.file = self._pop.sock.makefile("rb")
                 self._pop._tls_established = True
             except poplib.error_proto as exc:
-                raise TLSError(f"the server refused STLS: {_text(exc)}") from None
+                raise TLSError(
+                    f"the server refused STLS: {_text(exc)}",
+                    hint="the server advertises STLS but refused it: check its TLS setup, or use SSL/TLS on port 995",
+                ) from None
             except (OSError, EOFError, ValueError) as exc:
                 raise after_tls_handshake_error(exc, s, "pop3") from None
             self.encrypted = True

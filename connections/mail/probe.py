@@ -22,6 +22,22 @@ __all__ = ["ProbeReport", "ProbeStep", "run_probe"]
 
 CERT_EXPIRY_WARNING_DAYS = 14
 
+# Every failure carries a hint; these cover the rare errors that bring none of their own.
+_DEFAULT_HINTS = {
+    "dns": "check the host name and this machine's DNS resolver",
+    "tcp": "check host, port and firewall",
+    "tls": "check the server's TLS configuration, the protection and the port",
+    "greeting": "check that the port belongs to this protocol and the server accepts this client",
+    "capabilities": "the server answered its capabilities unexpectedly: check the port and protocol",
+    "auth": "check the user name, the credential's deployed password and the authentication setting",
+    "folders": "the server could not list folders for this user: check the account on the server",
+    "folder": "check the connection's folder name against the server's folders",
+    "status": "the server could not report the folder's counts: check the account on the server",
+    "stat": "the server could not open the mailbox: check the account on the server",
+    "uidl": "the server could not list unique ids: try again later",
+    "addresses": "check the addresses and the sender",
+}
+
 
 @dataclass
 class ProbeStep:
@@ -235,6 +251,9 @@ def _add_features(steps: list[ProbeStep], settings: MailSettings) -> None:
 
 
 def _add_hints(steps: list[ProbeStep], settings: MailSettings) -> None:
+    for step in steps:
+        if not step.ok and not step.hint:
+            step.hint = _DEFAULT_HINTS.get(step.name, "the server's reply above says why; try again later if it is temporary")
     by_name = {s.name: s for s in steps}
     tls = by_name.get("tls")
     caps = by_name.get("capabilities")

@@ -252,6 +252,7 @@ class SMTPClient:
             except smtplib.SMTPResponseException as exc:
                 raise TLSError(
                     f"the server refused STARTTLS: {exc.smtp_code} {_text(exc.smtp_error)}",
+                    hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
                     transient=400 <= exc.smtp_code < 500,
                 ) from None
             except smtplib.SMTPServerDisconnected:

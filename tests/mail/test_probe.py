@@ -202,6 +202,33 @@ def test_connection_refused():
     assert "refused" in report.failed_step.message and "465" in report.failed_step.hint
 
 
+def test_every_failed_step_has_a_hint(scripted):
+    def odd_imap(conn):
+        conn.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n")
+        while True:
+            line = conn.readline()
+            if not line:
+                return
+            tag, _, rest = line.decode().partition(" ")
+            verb = rest.split(" ", 1)[0].upper().strip()
+            if verb == "CAPABILITY":
+                conn.send(f"* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n{tag} OK done\r\n")
+            elif verb == "AUTHENTICATE":
+                conn.send(f"{tag} OK logged in\r\n")
+            elif verb == "LIST":
+                conn.send(f"{tag} NO [SERVERBUG] Internal error\r\n")
+            else:
+                conn.send(f"* BYE\r\n{tag} OK bye\r\n")
+                return
+
+    server = scripted(odd_imap)
+    settings = MailSettings(protocol="imap", host=server.host, port=server.port, protection="off",
+                            username="u", timeout=5, allow_plain_without_tls=True)
+    report = run_probe(settings, "pw")
+    assert not report.ok and report.failed_step.name == "folders"
+    assert "Internal error" in report.failed_step.message and report.failed_step.hint
+
+
 def test_greeting_timeout(scripted):
     server = scripted(lambda conn: time.sleep(4))
     settings = MailSettings(protocol="pop3", host=server.host, port=server.port, protection="off", username="u", timeout=1)
