@@ -320,6 +320,9 @@ def _header(msg: Message, name: str, result: ParsedMessage) -> str:
         return ""
     if name.lower() not in ("to", "cc"):
         values = values[:1]
+    simple = [_simple_header(name, v) for v in values]
+    if all(v is not None for v in simple):
+        return ", ".join(simple)[:MAX_HEADER_CHARS]  # type: ignore[arg-type]
     try:
         text = ", ".join(str(_FACTORY(name, v)) for v in values)
     except Exception as exc:  # broken address headers raise on parse
@@ -336,6 +339,46 @@ def _header(msg: Message, name: str, result: ParsedMessage) -> str:
     return _clean_text(_surrogates_to_text(text))[:MAX_HEADER_CHARS]
 
 
+_PLAIN_TEXT = re.compile(r"[\x20-\x7e\t]*")
+_SIMPLE_ADDR = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+")
+_SIMPLE_NAME = re.compile(r"[A-Za-z0-9 !#$%&'*+/=?^_`{|}~.-]*")
+_NAME_SPECIALS = set('()<>@,:;."[]\\')
+_ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender", "bcc"}
+
+
+def _simple_header(name: str, value: str) -> str | None:
+    """The decoded form of a plain ASCII header without encoded words, comments or quoting
+    subtleties — what policy.default's parser returns for it, without the parser's cost
+    (it dominates the parse of an ordinary mail). None: use the real parser."""
+    if "=?" in value or not _PLAIN_TEXT.fullmatch(value):
+        return None
+    if name.lower() not in _ADDRESS_HEADERS:
+        if name.lower() == "message-id" and not re.fullmatch(r"<[^<>@\s\\\"()]+@[^<>@\s\\\"()]+>", value):
+            return None
+        return None if "\t" in value else value
+    value = value.strip()
+    if _SIMPLE_ADDR.fullmatch(value):
+        return value
+    if not value.endswith(">") or value.count("<") != 1:
+        return None
+    display, _, addr = value[:-1].partition("<")
+    display = display.strip()
+    if not _SIMPLE_ADDR.fullmatch(addr):
+        return None
+    if display.startswith('"') and display.endswith('"') and len(display) >= 2:
+        display = display[1:-1]
+        if '"' in display or "\\" in display:
+            return None
+    if not _SIMPLE_NAME.fullmatch(display):
+        return None
+    display = " ".join(display.split())
+    if not display:
+        return addr
+    if _NAME_SPECIALS & set(display):
+        return f'"{display}" <{addr}>'
+    return f"{display} <{addr}>"
+
+
 def _raw_header(msg: Message, name: str) -> str:
     values = _raw_values(msg, name)
     return values[0] if values else ""
@@ -346,7 +389,8 @@ def _date(msg: Message, result: ParsedMessage) -> datetime | None:
     if not raw.strip():
         return None
     try:
-        value = _FACTORY("Date", raw).datetime
+        # What policy.default's DateHeader does, without building the header object.
+        value = email.utils.parsedate_to_datetime(_surrogates_to_text(raw).strip())
     except Exception:
         value = None
     if value is None and raw:
