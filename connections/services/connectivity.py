@@ -102,6 +102,18 @@ def find_connection(*, tenant_slug: str, name: str, kind: Kind | None = None) ->
     )
 
 
+def tenant_connections(*, tenant_slug: str, kind: Kind | None = None) -> list[Connection]:
+    """Every connection of the tenant (inbound first, by name), or of one kind."""
+    tenant = Tenant.objects.filter(slug=tenant_slug).first()
+    if tenant is None:
+        raise ConnectionNotFound(f"No tenant with slug '{tenant_slug}'.")
+    kinds = [kind] if kind else ["inbound", "outbound"]
+    found = [c for k in kinds for c in MODELS[k].objects.filter(tenant=tenant).select_related("tenant").order_by("name")]
+    if not found:
+        raise ConnectionNotFound(f"Tenant '{tenant_slug}' has no {kind + ' ' if kind else ''}connections.")
+    return found
+
+
 def get_connection(*, kind: Kind, connection_id: int) -> Connection:
     if kind not in MODELS:
         raise ValueError(f"unknown connection kind {kind!r}")

@@ -152,3 +152,23 @@ def test_verbosity_0_prints_one_line_and_2_the_chain(make_connection, tenant) ->
     assert code == 0 and "-----BEGIN CERTIFICATE-----" in out
     code, out, _ = run(tenant.slug, conn.name)
     assert code == 0 and "-----BEGIN CERTIFICATE-----" not in out  # verified: no need to show it
+
+
+@pytest.mark.django_db
+def test_all_connections_of_a_tenant(make_connection, tenant) -> None:
+    a = make_connection("imap", "ssl_tls", "plain")
+    b = make_connection("smtp", "ssl_tls", "encrypted")
+    code, out, _ = run(tenant.slug, "--all")
+    assert code == 0 and "2 of 2 connections passed" in out and a.name in out and b.name in out
+    bad = make_connection("pop3", "ssl_tls", "plain", listener="pop3s_expired")
+    code, out, _ = run(tenant.slug, "--all", "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["ok"] is False and [r["ok"] for r in data["results"]].count(False) == 1
+    assert {r["connection"]["name"] for r in data["results"]} == {a.name, b.name, bad.name}
+    code, out, _ = run(tenant.slug, "--all", "--kind", "outbound")
+    assert code == 0 and "1 of 1 connections passed" in out
+    code, out, _ = run(tenant.slug, "--all", "-v", "0")
+    assert code == 1 and f"failed: {bad.name}" in out and len(out.strip().splitlines()) == 4
+    assert run(tenant.slug)[0] == 2  # neither a name nor --all
+    assert run(tenant.slug, a.name, "--all")[0] == 2

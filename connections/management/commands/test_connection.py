@@ -13,7 +13,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.errors import TenantMailError
-from connections.services.connectivity import ConnectionNotFound, find_connection, probe_connection
+from connections.services.connectivity import (
+    ConnectionNotFound,
+    find_connection,
+    probe_connection,
+    tenant_connections,
+)
 
 # Detail keys shown in the text output, per step, in this order (the JSON has everything).
 _TEXT_DETAILS = {
@@ -44,7 +49,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("tenant_slug", help="slug of the tenant")
-        parser.add_argument("connection_name", help="name of the inbound or outbound connection")
+        parser.add_argument("connection_name", nargs="?",
+                            help="name of the inbound or outbound connection (or --all)")
+        parser.add_argument("--all", action="store_true", dest="all_connections",
+                            help="test every connection of the tenant (with --kind: every one of that kind); "
+                                 "exit 1 if any fails")
         parser.add_argument("--kind", choices=["inbound", "outbound"],
                             help="which connection, when the name exists both inbound and outbound")
         parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -59,22 +68,46 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         as_json = options["json"]
         try:
-            connection = find_connection(tenant_slug=options["tenant_slug"], name=options["connection_name"],
-                                         kind=options["kind"])
-            result = probe_connection(
-                connection, check_addresses=options["check_addresses"], sender=options["sender"],
-                store=not options["no_store"],
-            )
-        except (ConnectionNotFound, TenantMailError) as exc:
+            if options["all_connections"] == bool(options["connection_name"]):
+                raise ConnectionNotFound("Name one connection, or use --all.",
+                                         hint="test_connection <tenant-slug> <connection-name> | --all")
+            if options["all_connections"]:
+                if options["check_addresses"]:
+                    raise ConnectionNotFound("--check-address needs one connection, not --all.")
+                connections = tenant_connections(tenant_slug=options["tenant_slug"], kind=options["kind"])
+            else:
+                connections = [find_connection(tenant_slug=options["tenant_slug"], name=options["connection_name"],
+                                               kind=options["kind"])]
+            results = [
+                probe_connection(c, check_addresses=options["check_addresses"], sender=options["sender"],
+                                 store=not options["no_store"])
+                for c in connections
+            ]
+        except TenantMailError as exc:
             if as_json:
                 self.stdout.write(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
             raise CommandError(str(exc), returncode=2) from None
 
-        if as_json:
-            self.stdout.write(json.dumps(result.report, indent=2, ensure_ascii=False, default=str))
+        ok = all(r.ok for r in results)
+        if options["all_connections"]:
+            if as_json:
+                self.stdout.write(json.dumps({"ok": ok, "tenant": options["tenant_slug"],
+                                              "results": [r.report for r in results]},
+                                             indent=2, ensure_ascii=False, default=str))
+            else:
+                for result in results:
+                    self._print_text(result.report, verbosity=options["verbosity"])
+                    if options["verbosity"]:
+                        self.stdout.write("")
+                failed = [r.report["connection"]["name"] for r in results if not r.ok]
+                line = f"{len(results) - len(failed)} of {len(results)} connections passed"
+                self.stdout.write(self.style.SUCCESS(line) if ok else self.style.ERROR(
+                    f"{line}; failed: {', '.join(failed)}"))
+        elif as_json:
+            self.stdout.write(json.dumps(results[0].report, indent=2, ensure_ascii=False, default=str))
         else:
-            self._print_text(result.report, verbosity=options["verbosity"])
-        if not result.ok:
+            self._print_text(results[0].report, verbosity=options["verbosity"])
+        if not ok:
             sys.exit(1)
 
     # --- text output
