@@ -17,7 +17,7 @@ from .errors import (
     SMTPReplyError,
     TLSError,
 )
-from .imap import FolderInfo, IMAPClient
+from .imap import Folder, FolderInfo, IMAPClient
 from .pop3 import POP3Client
 from .probe import ProbeReport, ProbeStep, run_probe
 from .settings import AUTHENTICATIONS, PROTECTIONS, PROTOCOLS, MailSettings, default_port
@@ -29,6 +29,6 @@ __all__ = [
     "MailError", "ConnectError", "TLSError", "InsecureAuthRefused", "MechanismUnavailable",
     "AuthenticationFailed", "ProtocolError", "SMTPReplyError",
     "TLSInfo", "make_ssl_context",
-    "SMTPClient", "SendResult", "IMAPClient", "FolderInfo", "POP3Client",
+    "SMTPClient", "SendResult", "IMAPClient", "Folder", "FolderInfo", "POP3Client",
     "ProbeReport", "ProbeStep", "run_probe",
 ]
