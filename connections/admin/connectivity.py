@@ -106,12 +106,12 @@ class ConnectivityTestAdminMixin:
 
     def _start(self, request: HttpRequest, obj: Any, *, check_addresses: list[str] | None = None):
         try:
-            prepared = connectivity.prepare_test(obj, check_addresses=check_addresses or None)
+            prepared = connectivity.prepare_test(connection=obj, check_addresses=check_addresses or None)
         except TenantMailError as exc:
             self.message_user(request, f"Connection '{obj.name}': the test could not run: {exc}",  # type: ignore[attr-defined]
                               messages.ERROR)
             return None
-        return connectivity.BackgroundTest(prepared)
+        return connectivity.BackgroundTest(prepared=prepared)
 
     def _report(self, request: HttpRequest, obj: Any, running: Any, *, wait: float) -> None:
         # The page must answer before the web server's worker timeout: a test that needs longer

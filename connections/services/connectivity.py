@@ -132,19 +132,19 @@ def run_connectivity_test(
     """Test the connection now. Never raises for server, network or credential trouble:
     those are a failed step with a message and a hint."""
     connection = get_connection(kind=kind, connection_id=connection_id)
-    return probe_connection(connection, check_addresses=check_addresses, sender=sender, store=store)
+    return probe_connection(connection=connection, check_addresses=check_addresses, sender=sender, store=store)
 
 
 def probe_connection(
-    connection: Connection,
     *,
+    connection: Connection,
     check_addresses: list[str] | None = None,
     sender: str | None = None,
     store: bool = True,
 ) -> ConnectivityResult:
     """As run_connectivity_test, for a connection already loaded."""
-    prepared = prepare_test(connection, check_addresses=check_addresses, sender=sender)
-    return record_test(prepared, execute_test(prepared), store=store)
+    prepared = prepare_test(connection=connection, check_addresses=check_addresses, sender=sender)
+    return record_test(prepared=prepared, probe=execute_test(prepared=prepared), store=store)
 
 
 @dataclass
@@ -166,7 +166,7 @@ class PreparedTest:
 
 
 def prepare_test(
-    connection: Connection, *, check_addresses: list[str] | None = None, sender: str | None = None
+    *, connection: Connection, check_addresses: list[str] | None = None, sender: str | None = None
 ) -> PreparedTest:
     """Phase 1 (database): resolve the credential and build the settings.
 
@@ -207,7 +207,7 @@ def prepare_test(
     return prepared
 
 
-def execute_test(prepared: PreparedTest) -> dict[str, Any] | None:
+def execute_test(*, prepared: PreparedTest) -> dict[str, Any] | None:
     """Phase 2 (network only, no database): run the probe. None when there was nothing to run."""
     if prepared.settings is None:
         return None
@@ -216,19 +216,18 @@ def execute_test(prepared: PreparedTest) -> dict[str, Any] | None:
     return probe.to_dict()
 
 
-def record_test(prepared: PreparedTest, probe_dict: dict[str, Any] | None, *, store: bool = True
-                ) -> ConnectivityResult:
+def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: bool = True) -> ConnectivityResult:
     """Phase 3 (database): build the report and store it on the connection (one short UPDATE)."""
     connection, settings = prepared.connection, prepared.settings
     credential_step = prepared.credential_step
-    steps = [credential_step, *(probe_dict["steps"] if probe_dict else [])]
+    steps = [credential_step, *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
     port = (settings.effective_port if settings else connection.port) or None
     target = f"{prepared.protocol.upper()} {connection.host}:{port or 'default port'}"
-    if probe_dict:
+    if probe:
         # The probe counts its own steps; the credential step is one more.
-        summary = probe_dict["summary"].replace(
-            f"all {len(probe_dict['steps'])} steps", f"all {len(steps)} steps", 1)
+        summary = probe["summary"].replace(
+            f"all {len(probe['steps'])} steps", f"all {len(steps)} steps", 1)
     else:
         summary = f"{target}: failed at credential: {credential_step['message']}"
     report: dict[str, Any] = {
@@ -270,14 +269,14 @@ class BackgroundTest:
     """A prepared test whose network part runs in its own thread, for callers that may not wait
     for the whole timeout (a web request must answer before the web server gives up on it).
 
-        running = BackgroundTest(prepare_test(connection))
+        running = BackgroundTest(prepared=prepare_test(connection=connection))
         result = running.result(wait=20)   # None: still running; it records its result itself
 
     The database is used only by the caller's thread (prepare, and record when the result comes
     in time) or, when the caller stopped waiting, by the test's thread after the network part.
     """
 
-    def __init__(self, prepared: PreparedTest, *, store: bool = True) -> None:
+    def __init__(self, *, prepared: PreparedTest, store: bool = True) -> None:
         self.prepared = prepared
         self.store = store
         self._lock = threading.Lock()
@@ -291,7 +290,7 @@ class BackgroundTest:
 
     def _run(self) -> None:
         try:
-            probe, error = execute_test(self.prepared), None
+            probe, error = execute_test(prepared=self.prepared), None
         except BaseException as exc:  # run_probe turns server trouble into steps: this is a bug
             probe, error = None, exc
         with self._lock:
@@ -303,7 +302,7 @@ class BackgroundTest:
             if error is not None:
                 log.error("connectivity test of %r crashed: %r", self.prepared.connection.name, error)
                 return
-            record_test(self.prepared, probe, store=self.store)
+            record_test(prepared=self.prepared, probe=probe, store=self.store)
         except Exception:
             log.exception("recording the connectivity test of %r failed", self.prepared.connection.name)
         finally:
@@ -318,7 +317,7 @@ class BackgroundTest:
                 return None
         if self._error is not None:
             raise self._error
-        return record_test(self.prepared, self._probe, store=self.store)
+        return record_test(prepared=self.prepared, probe=self._probe, store=self.store)
 
 
 def _scrub(value: Any, secret: str) -> Any:

@@ -121,7 +121,7 @@ def test_smtp_check_addresses_reports_each_and_sends_nothing(make_connection, ma
     rcpt, _ = mail_servers.add_user()
     conn = make_connection("smtp", "starttls_mandatory", "plain", address=sender, password=sender_pw)
     result = connectivity.probe_connection(
-        conn, check_addresses=[rcpt, f"nosuchuser@{mail_servers.domain}"], sender=sender)
+        connection=conn, check_addresses=[rcpt, f"nosuchuser@{mail_servers.domain}"], sender=sender)
     assert not result.ok
     step = result.failed_step
     assert step["name"] == "addresses"
@@ -130,7 +130,7 @@ def test_smtp_check_addresses_reports_each_and_sends_nothing(make_connection, ma
     assert results[f"nosuchuser@{mail_servers.domain}"]["code"] == 550
     assert "nosuchuser" in step["message"]
 
-    ok = connectivity.probe_connection(conn, check_addresses=[rcpt])
+    ok = connectivity.probe_connection(connection=conn, check_addresses=[rcpt])
     assert ok.ok and ok.report["sender"] == sender  # default: the connection's default From
     import time
     time.sleep(0.5)
@@ -140,7 +140,7 @@ def test_smtp_check_addresses_reports_each_and_sends_nothing(make_connection, ma
 def test_check_addresses_is_smtp_only(make_connection) -> None:
     conn = make_connection("imap", "ssl_tls", "plain")
     with pytest.raises(ConfigurationError):
-        connectivity.probe_connection(conn, check_addresses=["a@example.test"])
+        connectivity.probe_connection(connection=conn, check_addresses=["a@example.test"])
 
 
 def test_wrong_host_certificate_hint_and_chain(make_connection) -> None:
@@ -165,7 +165,7 @@ def test_warnings_for_plain_without_tls(make_connection, mail_servers) -> None:
 
 def test_store_false_leaves_the_connection_alone(make_connection) -> None:
     conn = make_connection("imap", "ssl_tls", "plain")
-    connectivity.probe_connection(conn, store=False)
+    connectivity.probe_connection(connection=conn, store=False)
     conn.refresh_from_db()
     assert conn.last_test_at is None and conn.last_test_report is None
 

@@ -79,7 +79,7 @@ class Command(BaseCommand):
                 connections = [find_connection(tenant_slug=options["tenant_slug"], name=options["connection_name"],
                                                kind=options["kind"])]
             results = [
-                probe_connection(c, check_addresses=options["check_addresses"], sender=options["sender"],
+                probe_connection(connection=c, check_addresses=options["check_addresses"], sender=options["sender"],
                                  store=not options["no_store"])
                 for c in connections
             ]
