@@ -412,9 +412,12 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             lease.renew()
 
         def fetch_small(batch_uids: list[int]) -> list[FetchedMail]:
-            return [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
-                                uidvalidity=uidvalidity, uid=uid)
-                    for uid, data in client.fetch_many(batch_uids)]
+            mails = [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
+                                 uidvalidity=uidvalidity, uid=uid)
+                     for uid, data in client.fetch_many(batch_uids)]
+            for mail in mails:  # CPU work here overlaps the other thread's disk and database waits
+                mail.prepare_ahead(parse=parse)
+            return mails
 
         plan = _plan(new, sizes, connection.max_message_size)
         prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch")

@@ -69,6 +69,16 @@ class FetchedMail:
     uidl: str = ""
     msgnum: int | None = None  # POP3 message number in this session
     oversized: bool = False  # data holds only the header section
+    # Filled in ahead by the fetching thread (see prepare_ahead), else by store_batch.
+    sha: str | None = None
+    parsed: parsing.ParsedMessage | None = None
+
+    def prepare_ahead(self, *, parse: bool) -> None:
+        """Hash (and parse) now: lets the poller do it in the thread that fetched the next
+        batch while the previous one is written to disk and database."""
+        self.sha = self.sha256()
+        if parse:
+            self.parsed = parse_mail(self)
 
     def sha256(self) -> str:
         if self.data is not None:
@@ -294,8 +304,8 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
     prepared: list[_Prepared] = []
     for index, mail in enumerate(mails):
         try:
-            sha = mail.sha256()
-            parsed = parse_mail(mail) if parse else None
+            sha = mail.sha or mail.sha256()
+            parsed = mail.parsed if mail.parsed is not None else (parse_mail(mail) if parse else None)
             prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed, raw_size=mail.stored_size))
         except Exception as exc:  # e.g. the spool file vanished
             log.exception("could not prepare mail %s", mail.server_key)
