@@ -82,7 +82,7 @@ class OutboxMessage(TenantOwned):
     recipient_results = models.JSONField(default=dict, blank=True)
     # One entry per attempt: {"at", "outcome", "code", "detail"}; the delivery record.
     delivery_log = models.JSONField(default=list, blank=True)
-    message_id = models.CharField(max_length=998, blank=True)
+    message_id = models.CharField("Message-ID", max_length=998, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # The envelope and the message exactly as they go on the wire, built and checked at

@@ -228,3 +228,19 @@ def test_connection_list_queries_do_not_grow_with_the_rows(client, django_user_m
     many, html = queries_for_page()
     assert html.count("1 queued") == 8
     assert many == few
+
+
+def test_a_message_being_sent_cannot_be_deleted(client, django_user_model, make_connection):
+    conn = make_connection()
+    done, flying = (outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+                    for _ in range(2))
+    OutboxMessage.objects.filter(pk=done.pk).update(status=OutboxStatus.SENT)
+    OutboxMessage.objects.filter(pk=flying.pk).update(status=OutboxStatus.SENDING, claimed_at=timezone.now())
+    admin_user = django_user_model.objects.create_superuser("root5", "root@example.test", "pw")
+    client.force_login(admin_user)
+    url = reverse("admin:connections_outboxmessage_changelist")
+    both = client.post(url, {"action": "delete_selected", "_selected_action": [done.pk, flying.pk], "post": "yes"})
+    assert both.status_code == 403 and OutboxMessage.objects.count() == 2  # nothing deleted
+    assert client.get(reverse("admin:connections_outboxmessage_delete", args=[flying.pk])).status_code == 403
+    client.post(url, {"action": "delete_selected", "_selected_action": [done.pk], "post": "yes"})
+    assert list(OutboxMessage.objects.values_list("pk", flat=True)) == [flying.pk]
