@@ -362,6 +362,14 @@ class OutboxMessageAdmin(TenantScopedAdmin):
             field.label_from_instance = lambda c: f"{c.tenant.slug} / {c.name} ({c.host})"
         return field
 
+    def formfield_for_dbfield(self, db_field, request: HttpRequest, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "connection" and field is not None:
+            # Composing a message is no place to add, change or delete connections.
+            for flag in ("can_add_related", "can_change_related", "can_delete_related", "can_view_related"):
+                setattr(field.widget, flag, False)
+        return field
+
     def save_form(self, request: HttpRequest, form, change: bool):
         if change:
             raise PermissionDenied  # the record is read-only
