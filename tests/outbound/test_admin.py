@@ -44,6 +44,7 @@ def test_operator_composes_a_message_with_attachments(client, operator, make_con
     html = page.content.decode()
     assert 'enctype="multipart/form-data"' in html
     assert conn.name in html and "theirs" not in html  # only the user's tenants' connections
+    assert 'id="add_id_connection"' not in html and 'id="delete_id_connection"' not in html
     response = client.post(add_url, {
         "connection": conn.pk, "to": "Bob <bob@example.test>\ncarol@example.test", "cc": "", "bcc": "",
         "reply_to": "", "from_address": "", "subject": "Grüße", "text_body": "Hallo", "html_body": "",
