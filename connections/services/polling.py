@@ -122,6 +122,14 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
          _hook: Callable[[str], None] | None = None) -> PollResult:
     """Run one poll of the connection now. Never raises for mail or server trouble: the
     outcome and error are in the result and in the PollRun row."""
+    if transaction.get_connection().in_atomic_block:
+        # Exactly-once needs each batch committed before the server is touched, and no
+        # transaction may stay open across network I/O.
+        raise TenantMailError(
+            "poll() must not run inside a database transaction.",
+            hint="call it outside transaction.atomic() (tests: django_db(transaction=True)); "
+                 "to poll after a commit use request_poll()",
+        )
     started = time.monotonic()
     connection = InboundConnection.objects.select_related("tenant").get(pk=connection_id)
     deferred_by_setting = parse is None and not getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True)
@@ -198,7 +206,9 @@ def _bookkeeping_commit() -> None:
     a RUNNING row is closed by pruning, the dispatcher's claim re-polls — and any later
     stored-mail commit (always synchronous) flushes it anyway. Never used for mail rows."""
     conn = transaction.get_connection()
-    if conn.vendor == "postgresql":
+    # Only in our own outermost transaction: inside a caller's transaction SET LOCAL would
+    # also cover the caller's (and the mail rows') commit.
+    if conn.vendor == "postgresql" and len(getattr(conn, "atomic_blocks", [None, None])) == 1:
         with conn.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 

@@ -161,3 +161,17 @@ def test_prune_history(tenant, settings):
     assert PollRun.objects.filter(pk=recent.pk).exists()
     stale = PollRun.objects.get(started_at=old)
     assert stale.outcome == PollOutcome.FAILED and "worker stopped" in stale.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_poll_refuses_to_run_inside_a_transaction(tenant, make_credential):
+    from django.db import transaction
+
+    from connections.errors import TenantMailError
+
+    conn = InboundConnection.objects.create(tenant=tenant, name="tx", host="127.0.0.1", port=1,
+                                            credential_name=make_credential())
+    with pytest.raises(TenantMailError, match="inside a database transaction"):
+        with transaction.atomic():
+            polling.poll(connection_id=conn.pk)
+    assert not PollRun.objects.exists()
