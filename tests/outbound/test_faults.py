@@ -308,3 +308,17 @@ def test_all_refused_mixed_codes_retries_only_the_temporary_ones(fault_connectio
     # the permanent refusal of the first attempt is kept in the record
     assert got.recipient_results["rcpt550-never@example.test"]["code"] == 550
     assert got.recipient_results["rcpt451-later@example.test"]["code"] == 451
+
+
+def test_idn_addresses_go_on_the_wire_in_idna_form(make_connection, fault):
+    conn = make_connection(port=fault.port, default_from="Bücherei <info@bücher.example>")
+    msg = _enqueue(conn, ["Zoë <zoe@bücher.example>"])
+    outbox.send_due(connection_id=conn.pk)
+    assert _get(msg).status == OutboxStatus.SENT
+    [received] = fault.accepted
+    assert received.mail_from == "info@xn--bcher-kva.example"
+    assert received.rcpt_tos == ["zoe@xn--bcher-kva.example"]
+    parsed = message_from_bytes(received.data, policy=policy.default)
+    assert parsed["To"].addresses[0].addr_spec == "zoe@xn--bcher-kva.example"
+    assert parsed["To"].addresses[0].display_name == "Zoë"
+    assert received.data.isascii()
