@@ -34,13 +34,23 @@ def _private(response: HttpResponse, *, cacheable: bool = False) -> HttpResponse
     return response
 
 
+def _not_found(request: HttpRequest) -> HttpResponse:
+    """The same plain 404 page for a missing, foreign or guessed id: nothing is revealed.
+
+    Rendered here (not by Django's handler) so that it carries the pages' CSP and look.
+    """
+    response = render(request, "messages/not_found.html", status=404)
+    response["Content-Security-Policy"] = PAGE_POLICY
+    return _private(response)
+
+
 def _not_found_on_miss(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
-        except svc.MessageNotFound as exc:
-            raise Http404(exc.message) from None
+        except (svc.MessageNotFound, Http404):
+            return _not_found(request)
 
     return wrapped
 
@@ -185,6 +195,7 @@ def stylesheet(request: HttpRequest) -> HttpResponse:
     """The pages' one small stylesheet, served here so it works without static file setup."""
     response = HttpResponse(_STYLESHEET.read_bytes(), content_type="text/css; charset=utf-8")
     response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = FILE_POLICY
     patch_cache_control(response, public=True, max_age=3600)
     return response
 
@@ -206,3 +217,8 @@ class LoginView(auth_views.LoginView):
 
 class LogoutView(auth_views.LogoutView):
     next_page = "messages:login"
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+        return response

@@ -1,9 +1,12 @@
 """Access rules with two tenants: login required, own tenants only, 404 for the rest."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
+from connections.middleware import PAGE_POLICY
 from connections.models import Membership, Role
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
@@ -123,3 +126,25 @@ def test_sign_in_page_works_for_non_staff_readers(client, tenants, mails):
 def test_pages_only_answer_get(client, tenants, mails):
     client.force_login(tenants["alice"])
     assert client.post(reverse("messages:detail", args=[mails["a"].pk])).status_code == 405
+
+
+def _without_csrf(content: bytes) -> bytes:
+    return re.sub(rb'name="csrfmiddlewaretoken" value="[^"]*"', b"", content)
+
+
+def test_not_found_is_the_same_page_for_foreign_and_missing_ids_with_csp(client, tenants, mails):
+    """A foreign id and an id that does not exist answer the same 404 page (no oracle),
+    with the pages' CSP and no caching, for every URL shape."""
+    client.force_login(tenants["alice"])
+    top = max(mails["a"].pk, mails["b"].pk) + 1000
+    pages = []
+    for foreign, missing in zip(urls_for(mails["b"], mails["b_att"]), urls_for(mails["b"], mails["b_att"])):
+        missing = missing.replace(f"/{mails['b'].pk}/", f"/{top}/", 1)
+        for url in (foreign, missing):
+            response = client.get(url)
+            assert response.status_code == 404, url
+            assert response["Content-Security-Policy"] == PAGE_POLICY, url
+            assert "no-store" in response["Cache-Control"], url
+            assert "Not found" in response.content.decode(), url
+            pages.append(_without_csrf(response.content))
+    assert len(set(pages)) == 1
