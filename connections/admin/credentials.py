@@ -15,7 +15,9 @@ from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -107,7 +109,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
     actions = ["deploy_selected"]
     readonly_fields = [
         "password_display", "status_badge", "version", "deployed_username", "deployed_at", "deployed_by",
-        "used_by_display", "created_at", "updated_at",
+        "deploy_history", "used_by_display", "password_env", "created_at", "updated_at",
     ]
 
     # --- forms and fieldsets
@@ -122,10 +124,10 @@ class UserCredentialAdmin(TenantScopedAdmin):
         return [
             (None, {"fields": main}),
             ("Deployment", {"fields": [
-                "status_badge", "version", "deployed_username", "deployed_at", "deployed_by",
+                "status_badge", "version", "deployed_username", "deployed_at", "deployed_by", "deploy_history",
             ]}),
             ("Used by", {"fields": ["used_by_display"]}),
-            ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+            ("Record", {"fields": ["password_env", "created_at", "updated_at"], "classes": ["collapse"]}),
         ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: UserCredential | None = None):
@@ -174,7 +176,28 @@ class UserCredentialAdmin(TenantScopedAdmin):
             extra_context["state_notice"] = self._state_notice(obj)
         return super().change_view(request, object_id, form_url, extra_context)
 
+    def history_view(self, request: HttpRequest, object_id: str, extra_context=None):
+        # Every deploy, also those without a user (apply_config), which Django's log cannot hold.
+        extra_context = dict(extra_context or {})
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None:
+            extra_context["deployments"] = list(obj.deployments.order_by("-version"))
+        return super().history_view(request, object_id, extra_context)
+
     # --- displayed values (never a secret)
+
+    @admin.display(description="deploy history")
+    def deploy_history(self, obj: UserCredential) -> str:
+        rows = list(obj.deployments.order_by("-version")[:10]) if obj.pk else []
+        if not rows:
+            return "Never deployed."
+        return format_html(
+            "<ul style='margin:0;padding-left:1.2em'>{}</ul>",
+            format_html_join(
+                "", "<li>version {} — {} — {}</li>",
+                ((d.version, date_format(timezone.localtime(d.deployed_at), "DATETIME_FORMAT"), d.actor) for d in rows),
+            ),
+        )
 
     @admin.display(description="password")
     def password_masked(self, obj: UserCredential) -> str:
@@ -258,7 +281,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
                 failed.append(f"'{obj.name}': your role in its tenant does not allow deploying")
                 continue
             try:
-                cred = service.deploy(credential_id=obj.pk, user=request.user)
+                cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
             except TenantMailError as exc:
                 failed.append(str(exc))
             else:
@@ -285,7 +308,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         if not self.has_run_permission(request, obj):
             raise PermissionDenied
         try:
-            cred = service.deploy(credential_id=obj.pk, user=request.user)
+            cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
         except TenantMailError as exc:
             self.message_user(request, f"Not deployed: {exc}", messages.ERROR)
         else:

@@ -1,6 +1,6 @@
 """TenantMail's models, one module per concept."""
 from .base import Authentication, ConnectionBase, Protection, Protocol, Readiness
-from .credentials import CredentialStatus, UserCredential
+from .credentials import CredentialDeployment, CredentialStatus, UserCredential
 from .inbound import (
     InboundConnection,
     MailboxLock,
@@ -15,7 +15,7 @@ from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, Outbo
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
 
 __all__ = [
-    "Attachment", "Authentication", "ConnectionBase", "CredentialStatus", "InboundConnection",
+    "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",

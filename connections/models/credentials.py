@@ -47,6 +47,12 @@ class UserCredential(TenantOwned):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     version = models.PositiveIntegerField(default=0, help_text="Deployed version; 0 = never deployed.")
+    # Configuration as code: the variable the applied file reads the password from, so that
+    # export_config writes back the name the operator chose (empty: a name is derived).
+    password_env = models.CharField(
+        "password environment variable", max_length=255, blank=True,
+        help_text="Set by apply_config: the environment variable its file reads the password from.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -91,3 +97,36 @@ class UserCredential(TenantOwned):
             return True
         # Compares plaintexts, or (Undecryptable.__eq__) ciphertexts when a key is missing.
         return self._raw("password") != self._raw("deployed_password")
+
+
+class CredentialDeployment(models.Model):
+    """One deploy of an artifact: which version, when, and by whom.
+
+    Written for every deploy, also those without a user (apply_config run by the system),
+    which Django's admin log cannot record (its entries need a user). The admin shows these
+    rows on the artifact's page and in its history. Never holds a secret.
+    """
+
+    credential = models.ForeignKey(UserCredential, on_delete=models.CASCADE, related_name="deployments")
+    version = models.PositiveIntegerField()
+    deployed_at = models.DateTimeField()
+    deployed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as text too: the record stays readable after the user is deleted.
+    deployed_by_name = models.CharField(max_length=150, blank=True)
+    source = models.CharField(max_length=32, blank=True, help_text="admin, apply_config, ...")
+
+    class Meta:
+        ordering = ["credential", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["credential", "version"], name="uniq_credential_deployment_version")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.credential_id} v{self.version}"
+
+    @property
+    def actor(self) -> str:
+        who = self.deployed_by_name or "system"
+        return f"{who} ({self.source})" if self.source else who

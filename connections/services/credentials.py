@@ -20,7 +20,8 @@ from django.views.decorators.debug import sensitive_variables
 
 from ..errors import CredentialError
 from ..fields import KEY_HINT, Undecryptable
-from ..models import CredentialStatus, InboundConnection, OutboundConnection, UserCredential
+from ..models import CredentialDeployment, CredentialStatus, InboundConnection, OutboundConnection, UserCredential
+from ..models.credentials import PASSWORD_MAX_LENGTH
 from . import tenancy
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ def _settled_status(cred: UserCredential) -> str:
 # What an edit writes: never the deployed values, which only deploy() changes.
 _DEPLOYED_FIELDS = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by"]
 _DEPLOYED_ATTNAMES = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by_id"]
-_ENTERED_FIELDS = ["name", "description", "username", "password", "status", "status_detail", "updated_at"]
+_ENTERED_FIELDS = [
+    "name", "description", "username", "password", "password_env", "status", "status_detail", "updated_at",
+]
 
 
 @sensitive_variables("password")
@@ -82,6 +85,12 @@ def save_artifact(*, credential: UserCredential, password: str | None = None) ->
     if password is not None:
         if not password:
             raise CredentialError("The password must not be empty.")
+        if len(password) > PASSWORD_MAX_LENGTH:
+            # Every way in (admin form, apply_config, code) gets the model's limit.
+            raise CredentialError(
+                f"The password of User Credentials artifact '{credential.name}' is {len(password)} "
+                f"characters long; at most {PASSWORD_MAX_LENGTH} are allowed."
+            )
         credential.password = password
     with transaction.atomic():
         keep_password = password is None and credential.pk is not None
@@ -110,11 +119,12 @@ def save_artifact(*, credential: UserCredential, password: str | None = None) ->
 
 
 @sensitive_variables("cred")
-def deploy(*, credential_id: int, user) -> UserCredential:
+def deploy(*, credential_id: int, user, source: str = "") -> UserCredential:
     """Make the entered user name and password the ones the runtime uses; returns the artifact.
 
-    Increments the version, records who and when, and writes "Deployed version N" to the
-    admin history. `user` may be None for system deploys (then no history entry is written).
+    Increments the version, records who, when and how (`source`, e.g. "admin" or
+    "apply_config") as a CredentialDeployment row — for every deploy, also a system deploy
+    (`user` None) — and, with a user, writes "Deployed version N" to Django's admin log.
     Raises CredentialError (naming the artifact) when its password cannot be decrypted,
     after marking it Error.
     """
@@ -138,10 +148,16 @@ def deploy(*, credential_id: int, user) -> UserCredential:
             cred.deployed_by = user if user is not None and user.is_authenticated else None
             cred.status, cred.status_detail = CredentialStatus.DEPLOYED, ""
             cred.save()
+            CredentialDeployment.objects.create(
+                credential=cred, version=cred.version, deployed_at=cred.deployed_at, deployed_by=cred.deployed_by,
+                deployed_by_name=cred.deployed_by.get_username() if cred.deployed_by is not None else "",
+                source=source[:32],
+            )
             if cred.deployed_by is not None:
                 LogEntry.objects.log_actions(
                     user_id=user.pk, queryset=[cred], action_flag=CHANGE,
-                    change_message=f"Deployed version {cred.version}", single_object=True,
+                    change_message=f"Deployed version {cred.version}" + (f" ({source})" if source not in ("", "admin") else ""),
+                    single_object=True,
                 )
     if failure is not None:
         # Recorded in its own short transaction: the deploy itself did not happen.
