@@ -41,6 +41,7 @@ from ..models import (
     Tenant,
     UserCredential,
 )
+from ..models.credentials import PASSWORD_MAX_LENGTH
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
@@ -166,6 +167,11 @@ def password_env_name(tenant_slug: str, credential_name: str) -> str:
 
 
 def _has_undeployed_changes(cred: UserCredential) -> bool:
+    if cred.decryption_problem():
+        # The passwords cannot be compared without the key (their ciphertexts always differ):
+        # trust the status the artifact had, so an export under a missing key does not
+        # silently turn `deploy: true` into `deploy: false`.
+        return not cred.is_deployed or cred.username != cred.deployed_username or cred.status == CredentialStatus.STORED
     return cred.has_undeployed_changes
 
 
@@ -205,15 +211,17 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
     for i in InboundConnection.objects.filter(tenant_id__in=ids).order_by("name"):
         ins[i.tenant_id].append(i)
 
-    used_env: set[str] = set()
+    # The names an applied file gave are written back as they were; the others are derived,
+    # avoiding every name already in use.
+    used_env: set[str] = {c.password_env for cs in creds.values() for c in cs if c.password_env}
     doc_tenants = []
     for t in tenants:
         entry: dict[str, Any] = {k.key: _to_yaml(k, getattr(t, k.field)) for k in TENANT_KEYS}
         entry["credentials"] = []
         for c in creds[t.pk]:
-            env_name = password_env_name(t.slug, c.name)
+            env_name = c.password_env or password_env_name(t.slug, c.name)
             suffix = 2
-            while env_name in used_env:  # two names that differ only in punctuation
+            while not c.password_env and env_name in used_env:  # names differing only in punctuation
                 env_name = f"{password_env_name(t.slug, c.name)[:-len('_PASSWORD')]}_{suffix}_PASSWORD"
                 suffix += 1
             used_env.add(env_name)
@@ -585,7 +593,7 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
             env = cmap.get("password_env")
             if "password_env" not in cmap:
                 v.err(f"{cpath}.password_env", "required (the name of the environment variable with the password)")
-            elif not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", env):
+            elif not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", env):
                 v.err(f"{cpath}.password_env", f"{env!r} is not an environment variable name")
             else:
                 extra["password_env"] = env
@@ -783,8 +791,17 @@ def _plan_and_write(
             cur = creds.get(c.name)
             env_name = c.extra.get("password_env", "")
             password = environ.get(env_name) if env_name else None
+            # The model's rules first: an environment problem must not hide them.
+            obj = _copy(cur or UserCredential(), c.values)
+            _model_errors(errors, c, obj, CREDENTIAL_KEYS)
             if password == "":
                 errors.append(f"{c.path}.password_env: the environment variable {env_name} is empty")
+                continue
+            if password is not None and len(password) > PASSWORD_MAX_LENGTH:
+                errors.append(
+                    f"{c.path}.password_env: the password in {env_name} is {len(password)} characters long; "
+                    f"at most {PASSWORD_MAX_LENGTH} are allowed"
+                )
                 continue
             if password is None and env_name:  # (a missing password_env is already reported)
                 if cur is None:
@@ -798,23 +815,33 @@ def _plan_and_write(
             if password is None and stored_problem:
                 errors.append(f"{c.path}.password_env: set {env_name}: {stored_problem}")
                 continue
-            obj = _copy(cur or UserCredential(), c.values)
-            _model_errors(errors, c, obj, CREDENTIAL_KEYS)
+            if env_name:
+                obj.password_env = env_name
+            diff: dict[str, tuple[Any, Any]] = {}
             if cur is None:
                 fields = _created(c.values, CREDENTIAL_KEYS)
+                fields["password_env"] = (None, env_name)
                 fields["password"] = (None, _SECRET)
                 plan.changes.append(Change("create", "credential", t.name, c.name, fields))
                 changed = True
             else:
                 diff = _diff(cur, c.values, CREDENTIAL_KEYS)
+                old_env = cur.password_env or password_env_name(t.name, c.name)
+                if env_name and env_name != old_env:
+                    diff["password_env"] = (old_env, env_name)
+                elif env_name:
+                    obj.password_env = cur.password_env  # same as exported: not a change
                 # Compare with the decrypted stored password: Fernet ciphertexts differ every time.
                 if password is not None and (stored_problem or cur.password != password):
                     diff["password"] = (_SECRET, _SECRET)
                 if diff:
                     plan.changes.append(Change("update", "credential", t.name, c.name, diff))
                 changed = bool(diff)
+            # Deploy only when the runtime's values would change: a new description or
+            # password_env is no reason for a new version.
             deploy = bool(c.extra.get("deploy")) and (
-                changed or cur is None or cur.has_undeployed_changes or cur.status != CredentialStatus.DEPLOYED
+                cur is None or "user" in diff or "password" in diff
+                or cur.has_undeployed_changes or cur.status != CredentialStatus.DEPLOYED
             )
             if deploy:
                 plan.changes.append(Change("deploy", "credential", t.name, c.name))
@@ -959,7 +986,7 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
 
                     schedule_service.reschedule(connection=obj)
     for cred in deploys:
-        credential_service.deploy(credential_id=cred.pk, user=user)
+        credential_service.deploy(credential_id=cred.pk, user=user, source="apply_config")
 
 
 def _changed_fields(current: models.Model, values: Mapping[str, Any]) -> list[str]:
