@@ -23,12 +23,14 @@ import datetime as dt
 import email.errors
 import email.header
 import email.utils
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 from urllib.parse import quote
 
+from django.db import DatabaseError, transaction
 from django.db import connection as default_connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Q, QuerySet
@@ -39,6 +41,8 @@ from ..errors import TenantMailError
 from ..models import Attachment, InboundConnection, StoredMessage
 from . import tenancy
 from .sanitize import SanitizedHtml, normalise_content_id, sanitize_html
+
+log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
 MAX_SEARCH_TERMS = 8
@@ -59,39 +63,87 @@ class MessageNotFound(TenantMailError):
 # --- Indexes ---------------------------------------------------------------------------
 
 _TABLE = StoredMessage._meta.db_table
+_SORT_PG = "LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC"
+_SORT_SQLITE = 'MIN(COALESCE("date", "fetched_at"), "fetched_at") DESC, id DESC'
+TRIGRAM_EXTENSION_SQL = "CREATE EXTENSION IF NOT EXISTS pg_trgm"
 MESSAGE_INDEX_SQL: dict[str, list[str]] = {
     "postgresql": [
-        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        TRIGRAM_EXTENSION_SQL,
         # Keyset order per tenant, per connection, and across tenants (superusers).
-        f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} "
-        "(tenant_id, LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC)",
-        f"CREATE INDEX IF NOT EXISTS message_conn_sort_idx ON {_TABLE} "
-        "(connection_id, LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC)",
-        f"CREATE INDEX IF NOT EXISTS message_sort_idx ON {_TABLE} "
-        "(LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC)",
-        # Django's icontains on PostgreSQL is UPPER(col) LIKE UPPER('%term%'): trigram
+        f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} (tenant_id, {_SORT_PG})",
+        f"CREATE INDEX IF NOT EXISTS message_conn_sort_idx ON {_TABLE} (connection_id, {_SORT_PG})",
+        f"CREATE INDEX IF NOT EXISTS message_sort_idx ON {_TABLE} ({_SORT_PG})",
+        # Django's icontains on PostgreSQL is UPPER(col::text) LIKE UPPER('%term%'): trigram
         # GIN indexes on exactly that expression serve substring search.
         f"CREATE INDEX IF NOT EXISTS message_subject_trgm_idx ON {_TABLE} USING gin (UPPER(subject) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_from_trgm_idx ON {_TABLE} USING gin (UPPER(from_header) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} USING gin (UPPER(text_body) gin_trgm_ops)",
     ],
     "sqlite": [
-        f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} "
-        '(tenant_id, MIN(COALESCE("date", "fetched_at"), "fetched_at") DESC, id DESC)',
-        f"CREATE INDEX IF NOT EXISTS message_conn_sort_idx ON {_TABLE} "
-        '(connection_id, MIN(COALESCE("date", "fetched_at"), "fetched_at") DESC, id DESC)',
+        f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} (tenant_id, {_SORT_SQLITE})",
+        f"CREATE INDEX IF NOT EXISTS message_conn_sort_idx ON {_TABLE} (connection_id, {_SORT_SQLITE})",
+        f"CREATE INDEX IF NOT EXISTS message_sort_idx ON {_TABLE} ({_SORT_SQLITE})",
     ],
 }
+MESSAGE_INDEX_NAMES = [
+    "message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx",
+    "message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
+]
 
 
 def ensure_message_indexes(*, using: BaseDatabaseWrapper | None = None) -> list[str]:
-    """Create the list/search indexes if missing (idempotent); returns the statements run."""
+    """Create the list/search indexes if missing; returns the statements that ran.
+
+    Idempotent (`IF NOT EXISTS`), so it is safe in a migration, at every deploy, or twice.
+    PostgreSQL: when the database user may not create the `pg_trgm` extension (it needs
+    the CREATE privilege on the database; pg_trgm is a trusted extension since PG 13),
+    the trigram indexes are skipped with a warning — search still works, only slower —
+    and the sort indexes are created anyway. Other databases: nothing to do.
+    """
     conn = using or default_connection
     statements = MESSAGE_INDEX_SQL.get(conn.vendor, [])
+    ran: list[str] = []
     with conn.cursor() as cursor:
+        trigram = True
+        if TRIGRAM_EXTENSION_SQL in statements:
+            try:
+                # A savepoint: a refused CREATE EXTENSION must not abort a migration's transaction.
+                with transaction.atomic(using=conn.alias):
+                    cursor.execute(TRIGRAM_EXTENSION_SQL)
+                ran.append(TRIGRAM_EXTENSION_SQL)
+            except DatabaseError as exc:
+                trigram = False
+                log.warning(
+                    "pg_trgm could not be created (%s); message search works without its indexes, "
+                    "only slower. A database superuser can run: CREATE EXTENSION pg_trgm;",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__,
+                )
         for sql in statements:
+            if sql == TRIGRAM_EXTENSION_SQL or (not trigram and "gin_trgm_ops" in sql):
+                continue
             cursor.execute(sql)
-    return statements
+            ran.append(sql)
+    return ran
+
+
+def drop_message_indexes(*, using: BaseDatabaseWrapper | None = None) -> None:
+    """Remove the indexes `ensure_message_indexes` creates (not the extension); idempotent."""
+    conn = using or default_connection
+    if conn.vendor not in MESSAGE_INDEX_SQL:
+        return
+    with conn.cursor() as cursor:
+        for name in MESSAGE_INDEX_NAMES:
+            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+def create_message_indexes(apps, schema_editor) -> None:
+    """`migrations.RunPython` forward step: `RunPython(create_message_indexes, remove_message_indexes)`."""
+    ensure_message_indexes(using=schema_editor.connection)
+
+
+def remove_message_indexes(apps, schema_editor) -> None:
+    """`migrations.RunPython` reverse step."""
+    drop_message_indexes(using=schema_editor.connection)
 
 
 # --- Listing ---------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""The list/search indexes: idempotent creation on PostgreSQL and SQLite, and the pages'
+real queries use them (EXPLAIN), so a change to the sort key or the search lookups that
+the indexes no longer match fails here rather than silently on a 100,000-message mailbox."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+import django.db
+import pytest
+from django.db import connection, transaction
+from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
+from django.test.utils import CaptureQueriesContext
+
+from connections.models import InboundConnection, StoredMessage, Tenant
+from connections.services import messages as svc
+
+pytestmark = pytest.mark.django_db
+
+
+def _index_names(conn) -> set[str]:
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT indexname FROM pg_indexes WHERE tablename = %s", [StoredMessage._meta.db_table])
+        else:
+            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = %s",
+                           [StoredMessage._meta.db_table])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _page_sql(user, **kwargs) -> str:
+    """The SQL the list page runs for its messages (the query that selects from the table)."""
+    with CaptureQueriesContext(connection) as queries:
+        svc.list_messages(user=user, **kwargs)
+    return next(q["sql"] for q in queries.captured_queries
+                if q["sql"].startswith("SELECT") and f'FROM "{StoredMessage._meta.db_table}"' in q["sql"])
+
+
+def _explain(sql: str, *, off: tuple[str, ...] = ("seqscan", "sort")) -> str:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # A test table is tiny: make the planner show what it would do on a big one.
+            for method in off:
+                cursor.execute(f"SET LOCAL enable_{method} = off")
+            cursor.execute("EXPLAIN " + sql)
+            return "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("EXPLAIN QUERY PLAN " + sql)
+        return "\n".join(str(row[-1]) for row in cursor.fetchall())
+
+
+@pytest.mark.smoke
+def test_ensure_is_idempotent_and_creates_every_index(tenants):
+    first = svc.ensure_message_indexes()
+    second = svc.ensure_message_indexes()
+    assert first == second and first, "the same statements run again without error"
+    expected = {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"}
+    if connection.vendor == "postgresql":
+        expected |= {"message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx"}
+    assert expected <= _index_names(connection)
+    # Reversible (for a migration's RunPython), and re-creatable; DDL is rolled back with
+    # the test's transaction on PostgreSQL, and re-created here for SQLite.
+    svc.drop_message_indexes()
+    svc.drop_message_indexes()
+    assert not expected & _index_names(connection)
+    svc.ensure_message_indexes()
+    assert expected <= _index_names(connection)
+
+
+@pytest.mark.smoke
+def test_list_pages_use_the_sort_indexes(tenants, store, build):
+    store(connection=tenants["conn_a"], raw=build())
+    alice = tenants["alice"]
+    first = svc.list_messages(user=alice, page_size=1)
+    plans = {
+        "member": _explain(_page_sql(alice)),
+        "member, deep page": _explain(_page_sql(alice, older_than=svc.Cursor(first.rows[0].date, 10**6).encode())),
+        "connection filter": _explain(_page_sql(alice, filters=svc.MessageFilters(connection_id=tenants["conn_a"].pk))),
+    }
+    assert "message_tenant_sort_idx" in plans["member"], plans["member"]
+    assert "message_tenant_sort_idx" in plans["member, deep page"], plans["member, deep page"]
+    assert "message_conn_sort_idx" in plans["connection filter"], plans["connection filter"]
+    for label, plan in plans.items():
+        # The order comes from the index: no sort step over the tenant's messages.
+        assert "Sort" not in plan.replace("Sort Key", "") and "TEMP B-TREE" not in plan, (label, plan)
+
+
+def test_search_uses_the_trigram_indexes_on_postgresql(tenants, django_user_model):
+    """Django's icontains SQL (UPPER(col::text) LIKE …) matches the trigram index expressions."""
+    assert connection.vendor == "postgresql", "the main test run is on PostgreSQL"
+    root = django_user_model.objects.create_superuser("root-idx", password="x")
+    # No tenant condition and no plain scans: only the trigram indexes can answer the LIKEs.
+    plan = _explain(_page_sql(root, filters=svc.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
+    for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx"):
+        assert name in plan, plan
+
+
+def test_without_the_right_to_create_pg_trgm_the_sort_indexes_still_come(tenants, caplog):
+    """A database user without CREATE on the database cannot add pg_trgm: the trigram
+    indexes are skipped with a warning, the sort indexes are created, nothing aborts."""
+    assert connection.vendor == "postgresql"
+    role = f"tm_noext_{uuid.uuid4().hex[:10]}"
+    table = StoredMessage._meta.db_table
+    with transaction.atomic():  # everything here (role, ownership, drops) is rolled back
+        sid = transaction.savepoint()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP EXTENSION IF EXISTS pg_trgm CASCADE")
+            svc.drop_message_indexes()
+            cursor.execute(f"CREATE ROLE {role} NOLOGIN")
+            cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+            cursor.execute(f"ALTER TABLE {table} OWNER TO {role}")
+            cursor.execute(f"SET LOCAL ROLE {role}")
+            with caplog.at_level(logging.WARNING, logger="connections.services.messages"):
+                ran = svc.ensure_message_indexes()
+            cursor.execute("RESET ROLE")
+            names = _index_names(connection)
+        transaction.savepoint_rollback(sid)
+    assert {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"} <= names
+    assert not any("trgm" in n for n in names) and not any("gin_trgm_ops" in s for s in ran)
+    assert "pg_trgm could not be created" in caplog.text
+    assert {"message_subject_trgm_idx"} <= _index_names(connection), "rolled back: the indexes are back"
+
+
+@pytest.fixture
+def sqlite_db():
+    """A separate in-memory SQLite database with the message tables (the embedded default)."""
+    from django.conf import settings
+
+    alias = f"tm_sqlite_{uuid.uuid4().hex[:8]}"
+    wrapper = SQLiteWrapper({**settings.DATABASES["default"], "ENGINE": "django.db.backends.sqlite3",
+                             "NAME": ":memory:", "OPTIONS": {}, "TEST": {}}, alias=alias)
+    django.db.connections[alias] = wrapper
+    try:
+        with wrapper.schema_editor() as editor:
+            for model in (Tenant, InboundConnection, StoredMessage):
+                editor.create_model(model)
+        yield wrapper
+    finally:
+        wrapper.close()
+        del django.db.connections[alias]
+
+
+def test_sqlite_indexes_are_idempotent_and_serve_the_list(sqlite_db):
+    assert svc.ensure_message_indexes(using=sqlite_db) == svc.ensure_message_indexes(using=sqlite_db)
+    assert {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"} <= _index_names(sqlite_db)
+    cases = {
+        "message_tenant_sort_idx": StoredMessage.objects.filter(tenant_id__in=[1]),
+        "message_conn_sort_idx": StoredMessage.objects.filter(tenant_id__in=[1], connection_id=3),
+        "message_sort_idx": StoredMessage.objects.all(),
+    }
+    for index, qs in cases.items():
+        # The same shape as list_messages builds: annotate the sort key, order, limit.
+        qs = qs.select_related("connection", "tenant").annotate(sort_at=svc.SORT_KEY).order_by("-sort_at", "-id")[:51]
+        sql, params = qs.query.get_compiler(connection=sqlite_db).as_sql()
+        with sqlite_db.cursor() as cursor:
+            cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        assert index in plan and "TEMP B-TREE" not in plan, plan
