@@ -892,8 +892,26 @@ def _plan_and_write(
             for kind, obj in doomed_conns:
                 plan.changes.append(Change("delete", kind, t.name, obj.name))
                 work.append(("delete", obj))
+            # The connections there will be after this apply: the file's, where it gives the list.
+            remaining = [
+                (kind, item.name, item.values.get("credential_name") or "")
+                for kind, items in (("outbound", t.outbound), ("inbound", t.inbound)) for item in items
+            ] + [
+                (kind, obj.name, obj.credential_name)
+                for kind in ("outbound", "inbound") if kind not in t.given
+                for obj in by_tenant[kind].get(tid, {}).values()
+            ]
             for name, obj in sorted(creds.items()):
                 if "credentials" in t.given and name not in named["credentials"]:
+                    users = sorted(f"{kind} connection {conn!r}" for kind, conn, cred in remaining if cred == name)
+                    if users:
+                        # As in the admin: an artifact a connection uses is not deleted.
+                        errors.append(
+                            f"{t.path}.credentials: --prune would delete credential {name!r}, which "
+                            f"{', '.join(users)} still use{'s' if len(users) == 1 else ''}; keep it in the "
+                            "file, or change their credential first"
+                        )
+                        continue
                     plan.changes.append(Change("delete", "credential", t.name, name))
                     work.append(("delete", obj))
 

@@ -79,9 +79,9 @@ def apply_text(text: str, env=ENV, **kw) -> config.Plan:
     return config.apply(config.load(text), environ=env, **kw)
 
 
-def refused(text: str, env=ENV) -> list[str]:
+def refused(text: str, env=ENV, **kw) -> list[str]:
     with pytest.raises(config.ConfigValidationError) as info:
-        apply_text(text, env=env)
+        apply_text(text, env=env, **kw)
     return info.value.errors
 
 
@@ -260,3 +260,28 @@ def test_the_command_prints_the_variable_name_never_the_password(tmp_path, monke
     assert "password_env='ACME_MAILBOX_PASSWORD'" in out.getvalue() and "password=(secret)" in out.getvalue()
     assert "Örders" not in out.getvalue() and "Dry run: 5 changes, nothing written." in out.getvalue()
     assert not Tenant.objects.exists()
+
+
+def test_prune_refuses_to_delete_a_credential_a_remaining_connection_uses():
+    apply_text(ISSUE_EXAMPLE)
+    without_credentials = ISSUE_EXAMPLE.replace(
+        ISSUE_EXAMPLE[ISSUE_EXAMPLE.index("    credentials:"):ISSUE_EXAMPLE.index("    outbound:")], "    credentials: []\n"
+    )
+    errors = refused(without_credentials, env={}, prune=True)
+    assert errors == [
+        "tenants[0].credentials: --prune would delete credential 'acme-mailbox', which inbound connection 'orders', "
+        "outbound connection 'smtp-main' still use; keep it in the file, or change their credential first"
+    ]
+    assert UserCredential.objects.count() == 1
+    # Connections not managed by the file (no `inbound:` list) count too.
+    only_outbound = without_credentials.split("    inbound:")[0].replace("credential: acme-mailbox", "credential: null")
+    errors = refused(only_outbound, env={}, prune=True)
+    assert errors == [
+        "tenants[0].credentials: --prune would delete credential 'acme-mailbox', which inbound connection 'orders' "
+        "still uses; keep it in the file, or change their credential first"
+    ]
+    # Once no connection names it, the prune deletes it.
+    freed = without_credentials.replace("credential: acme-mailbox", "credential: null")
+    plan = apply_text(freed, env={}, prune=True)
+    assert ("delete", "credential", "acme/acme-mailbox") in [(c.action, c.kind, c.label) for c in plan.changes]
+    assert not UserCredential.objects.exists()
