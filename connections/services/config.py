@@ -298,7 +298,39 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
                 None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
             )
         seen[key] = key_node.start_mark
-    return loader.construct_mapping(node, deep=deep)
+    mapping = _Mapping(loader.construct_mapping(node, deep=deep))
+    mapping.line = node.start_mark.line + 1
+    mapping.lines = {k: mark.line + 1 for k, mark in seen.items()}
+    return mapping
+
+
+class _Mapping(dict):
+    """A mapping from the file that remembers the line of each key (for error messages)."""
+
+    line: int = 0
+    lines: dict[Any, int] = {}
+
+
+def line_of(document: Any, error: str) -> int | None:
+    """The line in the file of the place an error names ("tenants[0].inbound[1].port: ..."), if known."""
+    place = error.split(": ", 1)[0]
+    if not place.startswith("tenants"):  # "(file)", or a YAML syntax error that says its line
+        return None
+    tokens = [int(t) if t.isdigit() else t for t in re.split(r"[\[\].]+", place) if t]
+    node, line = document, None
+    for token in tokens:
+        if isinstance(node, _Mapping) and isinstance(token, str):
+            if token not in node.lines:
+                return line or node.line or None  # a required key that is missing: its mapping
+            line = node.lines[token]
+            node = node.get(token)
+        elif isinstance(node, list) and isinstance(token, int) and 0 <= token < len(node):
+            node = node[token]
+            if isinstance(node, _Mapping):
+                line = node.line
+        else:
+            break
+    return line
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -324,8 +324,16 @@ def test_command_exits_1_listing_every_error(tmp_path, monkeypatch):
         call_command("apply_config", str(path), stderr=err)
     assert info.value.returncode == 1
     assert "2 errors in" in str(info.value), err.getvalue()
-    assert f"{path}: tenants[0].inbound[0].protection: 'tls' is not one of" in err.getvalue()
-    assert f"{path}: tenants[0].outbound[0].port: expected an integer" in err.getvalue()
+    lines = path.read_text().splitlines()
+    proto_line = lines.index("        protection: tls") + 1
+    port_line = lines.index("        port: x") + 1
+    reported = err.getvalue().splitlines()
+    # FILE:LINE: place: message, in the order of the file.
+    assert reported == [
+        f"{path}:{port_line}: tenants[0].outbound[0].port: expected an integer, got a string 'x'",
+        f"{path}:{proto_line}: tenants[0].inbound[0].protection: 'tls' is not one of off, starttls_mandatory, "
+        "starttls_optional, ssl_tls",
+    ]
     assert counts() == (0, 0, 0, 0)
 
 

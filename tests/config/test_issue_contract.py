@@ -285,3 +285,20 @@ def test_prune_refuses_to_delete_a_credential_a_remaining_connection_uses():
     plan = apply_text(freed, env={}, prune=True)
     assert ("delete", "credential", "acme/acme-mailbox") in [(c.action, c.kind, c.label) for c in plan.changes]
     assert not UserCredential.objects.exists()
+
+
+def test_line_of_names_the_line_of_the_place():
+    document = config.load(ISSUE_EXAMPLE)
+    lines = ISSUE_EXAMPLE.splitlines()
+    assert config.line_of(document, "tenants[0].inbound[0].post_processing: bad") == next(
+        i + 1 for i, line in enumerate(lines) if "post_processing: mark_read" in line
+    )
+    assert config.line_of(document, "tenants[0].outbound[0].from: bad") == next(
+        i + 1 for i, line in enumerate(lines) if line.strip().startswith("from:")
+    )
+    # A missing key: the line where its entry starts.
+    assert config.line_of(document, "tenants[0].inbound[0].nothing: required") == next(
+        i + 1 for i, line in enumerate(lines) if "- name: orders" in line
+    )
+    assert config.line_of(document, "(file): empty") is None
+    assert config.line_of(document, "tenants[7].name: x") is not None  # the nearest known place

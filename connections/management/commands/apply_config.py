@@ -57,12 +57,16 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
         except UnicodeDecodeError:
             raise CommandError(f"{file} is not UTF-8 text.") from None
+        document = None
         try:
-            plan = config.apply(config.load(text), dry_run=dry_run, prune=prune, user=actor)
+            document = config.load(text)
+            plan = config.apply(document, dry_run=dry_run, prune=prune, user=actor)
         except config.ConfigValidationError as exc:
             where = "<stdin>" if file == "-" else file
-            for error in exc.errors:
-                self.stderr.write(f"{where}: {error}")
+            located = [(config.line_of(document, e) if document is not None else None, e) for e in exc.errors]
+            # In the order of the file; FILE:LINE: as compilers write it, so editors and CI logs jump there.
+            for line, error in sorted(located, key=lambda le: le[0] or 0):
+                self.stderr.write(f"{where}:{line}: {error}" if line else f"{where}: {error}")
             raise CommandError(
                 f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in {where}; nothing was changed."
             ) from None
