@@ -35,17 +35,39 @@ def _text_nodes(markup: str) -> list[str]:
     return [html.unescape(t) for t in re.split(r"<[^>]*>", markup)]
 
 
-def _probe(text: str, subtype: str, ascii_only: bool) -> str | None:
+def _short(piece: str) -> str:
+    # A word-aligned slice keeps the probe short and free of wrapping issues.
+    return piece[:40].rsplit(" ", 1)[0] if len(piece) > 40 and " " in piece[:40] else piece[:40]
+
+
+def _probe(text: str, subtype: str) -> tuple[str, bool] | None:
+    """(probe, has non-ASCII letters): preferably a line with non-ASCII letters; else an
+    ASCII line (still a test for charsets like UTF-16, where a wrong decoding garbles it)."""
     pieces = _text_nodes(text) if subtype == "html" else text.splitlines()
+    fallback = None
     for piece in pieces:
-        piece = " ".join(piece.split())
+        piece = " ".join(piece.replace("\x00", "").split())
         has_letters = any(ch.isalpha() and ord(ch) > 127 for ch in piece)
         if len(piece) < (2 if has_letters else 4):
             continue
-        if has_letters or ascii_only:
-            # A word-aligned slice keeps the probe short and free of wrapping issues.
-            return piece[:40].rsplit(" ", 1)[0] if len(piece) > 40 and " " in piece[:40] else piece[:40]
-    return None
+        if has_letters:
+            # Start near the first non-ASCII letter, at a word boundary, so the probe has it.
+            first = next(i for i, ch in enumerate(piece) if ch.isalpha() and ord(ch) > 127)
+            start = piece.rfind(" ", 0, max(first - 15, 0)) + 1
+            return _short(piece[start:]), True
+        if fallback is None and any(ch.isalpha() for ch in piece):
+            fallback = (_short(piece), False)
+    return fallback
+
+
+def _mislabelled_utf8(payload: bytes, charset: str) -> bool:
+    if charset in {"utf-8", "us-ascii"} or payload.isascii() or charset.startswith("utf-16"):
+        return False
+    try:
+        payload.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
@@ -53,6 +75,7 @@ def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
     if not CORPUS.is_dir():
         pytest.fail(f"The public corpus is missing at {CORPUS}; set TENANTMAIL_CORPUS to its folder.")
     chosen: dict[str, tuple[Path, str, str]] = {}
+    quality: dict[str, tuple[bool, bool, bool]] = {}
     for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in {".md", ".tsv"}):
         try:
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
@@ -66,15 +89,20 @@ def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
                 continue
             if str(part.get("Content-Disposition") or "").lower().startswith("attachment"):
                 continue
-            if charset in chosen and not (chosen[charset][1] == "html" and subtype == "plain"):
-                continue
+            payload = part.get_payload(decode=True) or b""
             try:
-                text = (part.get_payload(decode=True) or b"").decode(ALIASES.get(charset, charset))
+                text = payload.decode(ALIASES.get(charset, charset))
             except (LookupError, UnicodeDecodeError):
                 continue
-            probe = _probe(text, subtype, ascii_only=charset == "us-ascii")
-            if probe:
-                chosen[charset] = (path, subtype, probe)
+            found = _probe(text, subtype)
+            if not found:
+                continue
+            probe, letters = found
+            # Keep the first example, but prefer one with non-ASCII letters, then one that is
+            # not UTF-8 mislabelled as a legacy charset (mojibake by its own label), then plain.
+            rank = (letters, not _mislabelled_utf8(payload, charset), subtype == "plain")
+            if charset not in quality or rank > quality[charset]:
+                chosen[charset], quality[charset] = (path, subtype, probe), rank
     return chosen
 
 
@@ -86,7 +114,8 @@ def test_corpus_has_the_charsets_we_expect():
     # (The corpus's one big5 mail is not valid big5 — spam with mislabelled bytes — so it
     # cannot serve as a readable example.)
     expected = {"utf-8", "iso-8859-1", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "euc-kr",
-                "ks_c_5601-1987", "gb2312", "windows-1251", "windows-1252", "x-mac-cyrillic"}
+                "ks_c_5601-1987", "gb2312", "windows-1251", "windows-1252", "x-mac-cyrillic",
+                "utf-16le", "utf-16be"}
     assert expected <= set(CHARSETS), sorted(set(CHARSETS))
 
 
@@ -109,4 +138,87 @@ def test_charset_shown_as_readable_text(chromium, live_server, tenants, charset)
     screenshot(page, f"charset-{charset}")
     assert probe in shown, f"{path.relative_to(CORPUS)} ({charset} {subtype}): {probe!r} not shown"
     assert watch.outside == []  # corpus mails reference remote images; none may load
+    context.close()
+
+
+# --- Encoded headers (RFC 2047) in every charset the corpus uses ------------------------
+
+HEADER_ALIASES = {**ALIASES, "iso-8859-8-i": "iso-8859-8"}
+_ENCODED_WORD = re.compile(r"=\?([^?*]+)(?:\*[^?]*)?\?[bBqQ]\?")
+
+
+def _decoded_fragments(value: str) -> list[tuple[str, str]]:
+    """(charset, text) of the RFC 2047 parts of a header value, decoded independently."""
+    import email.header
+
+    try:
+        pieces = email.header.decode_header(value)
+    except Exception:
+        return []
+    result = []
+    for data, charset in pieces:
+        if not charset or not isinstance(data, bytes):
+            continue
+        try:
+            text = data.decode(HEADER_ALIASES.get(charset.lower(), charset.lower()))
+        except (LookupError, UnicodeDecodeError):
+            continue
+        text = " ".join(text.split())
+        if len(text) >= 2:
+            result.append((charset.lower(), text))
+    return result
+
+
+def corpus_header_cases() -> dict[str, tuple[Path, str, str]]:
+    """charset -> (file, where, probe) for encoded words in Subject, From or a file name."""
+    chosen: dict[str, tuple[Path, str, str]] = {}
+    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in {".md", ".tsv"}):
+        try:
+            msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+            values = [("subject", str(msg.get("Subject") or "")), ("from", str(msg.get("From") or ""))]
+            for part in msg.walk():
+                name = part.get_param("name") or part.get_param("filename", header="Content-Disposition")
+                if isinstance(name, str):
+                    values.append(("filename", name))
+        except Exception:
+            continue
+        for where, value in values:
+            if not _ENCODED_WORD.search(value):
+                continue
+            for charset, text in _decoded_fragments(value):
+                has_letters = any(ch.isalpha() and ord(ch) > 127 for ch in text)
+                if charset in chosen and not has_letters:
+                    continue
+                if charset not in chosen or (has_letters and not any(
+                        ord(ch) > 127 for ch in chosen[charset][2])):
+                    chosen[charset] = (path, where, _short(text))
+    return chosen
+
+
+HEADER_CASES = corpus_header_cases() if CORPUS.is_dir() else {}
+
+
+def test_corpus_has_the_header_charsets_we_expect():
+    expected = {"utf-8", "iso-8859-1", "iso-8859-2", "iso-8859-8-i", "windows-1250", "windows-1251",
+                "windows-1252", "iso-2022-jp", "euc-kr", "gb2312", "ks_c_5601-1987"}
+    assert expected <= set(HEADER_CASES), sorted(HEADER_CASES)
+
+
+def test_encoded_headers_in_every_charset_shown_as_readable_text(chromium, live_server, tenants):
+    """Subject, sender and attachment names in each charset, decoded the same way by
+    Python's email package here, appear on the message page as text."""
+    context, watch = open_context(chromium, live_server, tenants["alice"])
+    page = context.new_page()
+    missed = []
+    for charset, (path, where, probe) in sorted(HEADER_CASES.items()):
+        message = mailfactory.store(connection=tenants["conn_a"], raw=path.read_bytes())
+        response = page.goto(live_server.url + reverse("messages:detail", args=[message.pk]), wait_until="load")
+        assert response.status == 200
+        region = {"subject": "h1", "from": "dl.headers", "filename": "main"}[where]
+        shown = " ".join(page.inner_text(region).split())
+        if probe not in shown:
+            missed.append(f"{path.relative_to(CORPUS)} ({charset} {where}): {probe!r} not in {shown[:200]!r}")
+        screenshot(page, f"charset-header-{charset}")
+    assert not missed, "\n".join(missed)
+    assert watch.outside == []
     context.close()
