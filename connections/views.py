@@ -184,7 +184,7 @@ def attachment_inline(request: HttpRequest, pk: int, attachment_id: int) -> Http
     attachment = svc.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
     if not svc.is_inline_image(attachment):
         raise Http404("Not an image that can be shown inline.")
-    response = FileResponse(_attachment_file(attachment), content_type=svc.stored_content_type(attachment))
+    response = FileResponse(_attachment_file(attachment), content_type=svc.inline_content_type(attachment))
     response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename, disposition="inline")
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response, cacheable=True)

@@ -48,7 +48,10 @@ PAGE_SIZE = 50
 MAX_SEARCH_TERMS = 8
 MAX_TERM_LENGTH = 200
 # Raster types a browser may show inline; everything else is only ever downloaded.
-INLINE_IMAGE_TYPES = {"image/png", "image/gif", "image/jpeg", "image/pjpeg", "image/webp", "image/bmp", "image/avif"}
+INLINE_IMAGE_TYPES = {"image/png", "image/gif", "image/jpeg", "image/pjpeg", "image/webp", "image/bmp", "image/avif",
+                      "image/jpg", "image/x-png"}
+# Common misspellings from mail programs, served under their registered names.
+_IMAGE_TYPE_NAMES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 SORT_KEY = Least(Coalesce("date", "fetched_at"), F("fetched_at"))
 _LIST_FIELDS = (
     "id", "tenant_id", "connection_id", "from_header", "subject", "date", "fetched_at",
@@ -392,6 +395,12 @@ def inline_url_map(*, attachments: Iterable[Attachment], url_for) -> dict[str, s
 
 def is_inline_image(attachment: Attachment) -> bool:
     return attachment.content_type.split(";")[0].strip().lower() in INLINE_IMAGE_TYPES
+
+
+def inline_content_type(attachment: Attachment) -> str:
+    """The registered type of an inline image ("image/jpg" → "image/jpeg")."""
+    value = stored_content_type(attachment)
+    return _IMAGE_TYPE_NAMES.get(value, value)
 
 
 def sanitized_body(*, message: StoredMessage, load_remote: bool, url_for) -> SanitizedHtml:

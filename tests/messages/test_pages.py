@@ -252,3 +252,32 @@ def test_cursor_round_trip_is_exact():
         assert svc.Cursor.decode(cursor.encode()) == cursor
     for junk in ("", "x-1", "1-", "99999999999999999999-1", "1-2-3"):
         assert svc.Cursor.decode(junk) is None
+
+
+def test_list_rows_show_from_subject_date_connection_and_attachment_mark(client, tenants, many):
+    client.force_login(tenants["alice"])
+    html = client.get(reverse("messages:list")).content.decode()
+    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    assert len(rows) == 30
+    for row in rows:
+        i = int(re.search(r"Report number (\d\d)", row)[1])
+        assert f">Sender {i}</td>" in row and f'title="s{i}@example.com"' in row
+        assert "2026-11-0" in row and '<time datetime="2026-11-0' in row
+        assert ("acme-sales" if i % 2 else "acme-inbox") in row
+        marked = "Has attachments" in row
+        assert marked is (i % 3 == 0), (i, row)
+
+
+def test_misspelled_image_types_show_inline_under_their_registered_name(client, tenants, store, build):
+    """Some mail programs label JPEGs "image/jpg": the picture still shows, as image/jpeg."""
+    jpeg = b"\xff\xd8\xff\xe0" + b"0" * 20
+    raw = build(html='<p><img src="cid:photo@x" alt="photo"></p>', inline=[("photo@x", "image/jpg", jpeg)])
+    message = store(connection=tenants["conn_a"], raw=raw)
+    att = message.attachments.get()
+    client.force_login(tenants["alice"])
+    url = reverse("messages:inline", args=[message.pk, att.pk])
+    assert f'src="{url}"' in client.get(reverse("messages:body", args=[message.pk])).content.decode()
+    image = client.get(url)
+    assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
+    assert b"".join(image.streaming_content) == jpeg
