@@ -6,6 +6,8 @@ from dataclasses import dataclass
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
 AUTHENTICATIONS = ("none", "plain", "encrypted")
+# The connection's timeout: 1 s to 5 min (the models validate the same range).
+MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 300.0
 
 _DEFAULT_PORTS = {
     ("smtp", "off"): 25,
@@ -57,8 +59,12 @@ class MailSettings:
             raise ValueError(f"unknown protection {self.protection!r}")
         if self.authentication not in AUTHENTICATIONS:
             raise ValueError(f"unknown authentication {self.authentication!r}")
-        if not self.timeout or self.timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        if not isinstance(self.timeout, (int, float)) or not MIN_TIMEOUT <= self.timeout <= MAX_TIMEOUT:
+            raise ValueError(
+                f"timeout must be from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} seconds, not {self.timeout!r}"
+            )
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"port must be from 1 to 65535, not {self.port!r}")
 
     @property
     def effective_port(self) -> int:
