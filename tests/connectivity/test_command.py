@@ -42,7 +42,11 @@ def test_pass_prints_every_step_with_duration_and_details(make_connection, tenan
     assert " ms" in out and "mechanism: CRAM-MD5" in out and "STARTTLS" in out
     after_login = next(line for line in out.splitlines() if "capabilities after login:" in line)
     assert "MOVE" in after_login and "UIDPLUS" in after_login and "IDLE" in after_login
-    assert "issuer: CN=TenantMail Test CA" in out and "days left:" in out and "verified: True" in out
+    assert "issuer: CN=TenantMail Test CA" in out and "days left:" in out and "verified: yes" in out
+    # The capabilities the issue names, in one readable line (after login, where IMAP tells more).
+    features = next(line for line in out.splitlines() if "features:" in line)
+    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN PLAIN", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
+        assert word in features, features
     assert out.strip().splitlines()[-1].startswith("PASS: ")
     assert password not in out
     conn.refresh_from_db()
@@ -172,3 +176,41 @@ def test_all_connections_of_a_tenant(make_connection, tenant) -> None:
     assert code == 1 and f"failed: {bad.name}" in out and len(out.strip().splitlines()) == 4
     assert run(tenant.slug)[0] == 2  # neither a name nor --all
     assert run(tenant.slug, a.name, "--all")[0] == 2
+
+
+@pytest.mark.django_db
+def test_smtp_features_and_ehlo_lines_read_like_ehlo(make_connection, tenant) -> None:
+    conn = make_connection("smtp", "starttls_mandatory", "plain")
+    code, out, _ = run(tenant.slug, conn.name)
+    assert code == 0, out
+    features = next(line for line in out.splitlines() if "features:" in line)
+    for word in ("STARTTLS yes", "AUTH PLAIN LOGIN CRAM-MD5", "SIZE 52428800", "PIPELINING yes"):
+        assert word in features, features
+    extensions = next(line for line in out.splitlines() if "extensions:" in line)
+    assert "PIPELINING, SIZE 52428800" in extensions and "=" not in extensions
+
+
+@pytest.mark.django_db
+def test_details_line_up_under_the_step_message(make_connection, tenant) -> None:
+    conn = make_connection("imap", "ssl_tls", "plain", listener="imaps_wronghost")
+    code, out, _ = run(tenant.slug, conn.name)
+    assert code == 1
+    lines = out.splitlines()
+    failed = next(line for line in lines if "[FAIL] tls" in line)
+    column = failed.index("certificate is for")
+    hint = next(line for line in lines if "hint:" in line)
+    assert hint.index("hint:") == column and hint[:column].strip() == ""
+    # Trusting the certificate cannot fix a wrong name: the chain is shown without that advice.
+    chain_caption = next(line for line in lines if "certificate chain (PEM)" in line)
+    assert "trust" not in chain_caption
+
+
+@pytest.mark.django_db
+def test_plain_without_tls_is_a_warning_in_the_output(make_connection, tenant) -> None:
+    conn = make_connection("imap", "off", "plain", allow_plain_without_tls=True)
+    code, out, _ = run(tenant.slug, conn.name)
+    assert code == 0, out
+    warning = next(line for line in out.splitlines() if "allow plain login without TLS" in line)
+    assert "warning" in warning
+    code, out, _ = run(tenant.slug, conn.name, "--json")
+    assert any("allow plain login without TLS" in w for w in json.loads(out)["warnings"])

@@ -17,28 +17,9 @@ from connections.services.connectivity import (
     ConnectionNotFound,
     find_connection,
     probe_connection,
+    step_details,
     tenant_connections,
 )
-
-# Detail keys shown in the text output, per step, in this order (the JSON has everything).
-_TEXT_DETAILS = {
-    "credential": ["name", "username", "version"],
-    "dns": ["host", "addresses"],
-    "tcp": ["address", "port"],
-    "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",
-            "verify_error"],
-    "greeting": ["text"],
-    "capabilities": ["capabilities", "extensions", "sasl", "auth", "size",
-                     "capabilities_before_tls", "extensions_before_tls"],
-    "auth": ["user", "mechanism", "offered", "capabilities_after_login"],
-    "folders": ["count", "separator", "folders"],
-    "folder": ["folder", "exists"],
-    "status": ["folder", "messages", "unseen", "uidvalidity", "uidnext"],
-    "stat": ["messages", "size"],
-    "uidl": ["supported", "count"],
-    "addresses": ["sender", "results"],
-}
-
 
 class Command(BaseCommand):
     help = (
@@ -126,6 +107,8 @@ class Command(BaseCommand):
         for warning in report.get("warnings", []):
             self.stdout.write(self.style.WARNING(f"  ! warning: {warning}"))
         width = max((len(s["name"]) for s in report["steps"]), default=8)
+        # Details, hints and the chain line up under the step's message.
+        indent = " " * len(f"  [ ok ] {'':<{width}} {0.0:>9.1f} ms  ")
         for step in report["steps"]:
             if not step["ok"]:
                 mark, style = "FAIL", self.style.ERROR
@@ -138,13 +121,14 @@ class Command(BaseCommand):
                 + (f"  {step['message']}" if step.get("message") else "")
             )
             for line in self._detail_lines(step, verbosity=verbosity):
-                self.stdout.write(f"         {' ' * width}            {line}")
+                self.stdout.write(f"{indent}{line}")
             if step.get("hint"):
-                self.stdout.write(f"         {' ' * width}            hint: {step['hint']}")
+                self.stdout.write(f"{indent}hint: {step['hint']}")
             chain = self._chain(step)
             if chain and (verbosity >= 2 or not step["ok"] or not step["detail"].get("verified", True)):
-                self.stdout.write(f"         {' ' * width}            the server's certificate chain (PEM), to "
-                                  "trust it paste it into the connection's trusted CA:")
+                # No advice here: trusting it fixes an unknown issuer, not a wrong name or an
+                # expired certificate; the step's hint says what to do.
+                self.stdout.write(f"{indent}the server's certificate chain (PEM):")
                 self.stdout.write(chain.rstrip())
         self.stdout.write(f"{status}: {report['summary']} (total {report['duration_ms']:.1f} ms)")
 
@@ -155,28 +139,4 @@ class Command(BaseCommand):
 
     @staticmethod
     def _detail_lines(step: dict[str, Any], *, verbosity: int) -> list[str]:
-        detail = dict(step.get("detail") or {})
-        if "certificate" in detail and isinstance(detail["certificate"], dict):
-            # The certificate read after a failed verification: show what the server presents.
-            detail = {**detail["certificate"], **{k: v for k, v in detail.items() if k != "certificate"}}
-        keys = _TEXT_DETAILS.get(step["name"], list(detail))
-        if verbosity >= 2:
-            keys = keys + [k for k in detail if k not in keys]
-        lines = []
-        for key in keys:
-            if key not in detail or key == "chain_pem" or detail[key] in (None, "", [], {}):
-                continue
-            value = detail[key]
-            if key == "results" and isinstance(value, dict):
-                for address, r in value.items():
-                    lines.append(f"{address}: {'accepted' if r.get('accepted') else 'REFUSED'} "
-                                 f"({r.get('code')} {r.get('reply', '')})")
-                continue
-            if key == "folders" and isinstance(value, list) and verbosity < 2 and len(value) > 20:
-                value = value[:20] + [f"... {len(value) - 20} more"]
-            if isinstance(value, list):
-                value = ", ".join(str(v) for v in value)
-            elif isinstance(value, dict):
-                value = ", ".join(f"{k}={v}" for k, v in value.items())
-            lines.append(f"{key.replace('_', ' ')}: {value}")
-        return lines
+        return [f"{label}: {text}" for label, text in step_details(step, everything=verbosity >= 2)]
