@@ -39,7 +39,7 @@ from django.utils.safestring import mark_safe
 
 from ..errors import TenantMailError
 from ..services import connectivity
-from ..services.connection_settings import connection_kind, warnings_for
+from ..services.connection_settings import connection_kind, short_warnings, warnings_for
 
 CHANGE_FORM_TEMPLATE = "admin/connections/connectivity_change_form.html"
 PANEL_TEMPLATE = "admin/connections/connectivity_result.html"
@@ -207,7 +207,18 @@ class ConnectivityTestAdminMixin:
     # --- list page
     def get_list_display(self, request: HttpRequest):
         columns = list(super().get_list_display(request))  # type: ignore[misc]
-        return columns if "last_test" in columns else [*columns, "last_test"]
+        # Risky settings show wherever the connection is listed, not only on its page.
+        return [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
+
+    @admin.display(description="warnings")
+    def security_warnings(self, obj: Any) -> str:
+        items = short_warnings(obj)
+        if not items:
+            return "–"
+        return format_html(
+            '<span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
+            " ".join(warnings_for(obj)), ", ".join(items),
+        )
 
     @admin.display(description="last test", ordering="last_test_at")
     def last_test(self, obj: Any) -> str:
@@ -244,12 +255,12 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
     report = obj.last_test_report if isinstance(obj.last_test_report, dict) else {}
     steps = []
     for step in report.get("steps", []):
-        detail = dict(step.get("detail") or {})
-        certificate = detail.pop("certificate", None)
-        if isinstance(certificate, dict):
-            detail = {**certificate, **detail}
-        chain = detail.pop("chain_pem", "")
-        steps.append({**step, "detail_items": list(detail.items()), "chain_pem": chain})
+        detail = step.get("detail") or {}
+        chain = detail.get("chain_pem") or (detail.get("certificate") or {}).get("chain_pem") or ""
+        # The same readable lines as `manage.py test_connection -v2` (features, EHLO lines, yes/no).
+        features = detail.get("features") if step.get("name") == "capabilities" else None
+        steps.append({**step, "detail_items": connectivity.step_details(step, everything=True), "chain_pem": chain,
+                      "features": connectivity.describe_features(features) if isinstance(features, dict) else ""})
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
         "warnings": warnings_for(obj), "test_url": test_url, "in_form": in_form,

@@ -97,6 +97,11 @@ def warnings_for(connection: Connection) -> list[str]:
             "'allow plain login without TLS' is on: the password may cross the network readable. "
             "Plain credentials are only for use together with SSL/TLS."
         )
+    elif connection.allow_plain_without_tls:
+        out.append(
+            "'allow plain login without TLS' is on (unused with "
+            f"{connection.get_authentication_display()}): turn it off unless you need it."
+        )
     if not connection.verify_certificate and connection.protection != "off":
         out.append(
             "server certificate validation is off: the connection is encrypted but the server's "
@@ -104,4 +109,16 @@ def warnings_for(connection: Connection) -> list[str]:
         )
     if connection.protection == "off" and connection.authentication != Authentication.NONE:
         out.append("protection is Off: mails, user name and commands travel unencrypted.")
+    return out
+
+
+def short_warnings(connection: Connection) -> list[str]:
+    """The security warnings of `warnings_for` in a few words each (the admin's list column)."""
+    out = []
+    if connection.allow_plain_without_tls:
+        out.append("plain login without TLS allowed")
+    if connection.protection != "off" and not connection.verify_certificate:
+        out.append("certificate not validated")
+    if connection.protection == "off" and connection.authentication != Authentication.NONE:
+        out.append("unencrypted")
     return out

@@ -166,6 +166,29 @@ def test_warning_for_plain_without_tls_on_the_change_page(make_connection, users
     assert "allow plain login without TLS" in page and "tm-connectivity-warning" in page
 
 
+@pytest.mark.parametrize("protocol", ["imap", "smtp"])
+def test_plain_without_tls_is_a_warning_on_the_list_page(make_connection, users, protocol) -> None:
+    risky = make_connection(protocol, "off", "plain", allow_plain_without_tls=True)
+    safe = make_connection(protocol, "ssl_tls", "plain")
+    page = client_for(users["viewer"]).get(
+        reverse(f"admin:connections_{risky._meta.model_name}_changelist")).content.decode()
+    rows = {conn.name: next(r for r in page.split("<tr")[1:] if f">{conn.name}<" in r) for conn in (risky, safe)}
+    assert "tm-security-warning" in rows[risky.name] and "plain login without TLS" in rows[risky.name]
+    assert "tm-security-warning" not in rows[safe.name]
+
+
+def test_panel_shows_the_capabilities_the_issue_names(make_connection, users) -> None:
+    conn = make_connection("imap", "starttls_mandatory", "encrypted")
+    client = client_for(users["operator"])
+    test_url, change_url = urls(conn)
+    client.post(test_url)
+    page = client.get(change_url).content.decode()
+    features = page.split('class="tm-connectivity-features">', 1)[1].split("</div>", 1)[0]
+    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN PLAIN", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
+        assert word in features, features
+    assert "{&#x27;" not in page  # no Python reprs of the details
+
+
 def test_outbound_button_can_check_addresses(make_connection, users, mail_servers) -> None:
     sender, sender_pw = mail_servers.add_user()
     rcpt, _ = mail_servers.add_user()

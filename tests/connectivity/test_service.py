@@ -258,3 +258,29 @@ def test_a_disabled_connection_is_tested_with_a_warning(make_connection) -> None
     conn = make_connection("pop3", "ssl_tls", "encrypted", enabled=False)
     result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
     assert result.ok and any("disabled" in w for w in result.report["warnings"])
+
+
+@pytest.mark.parametrize("timeout, valid", [(0, False), (1, True), (30, True), (300, True), (301, False)])
+@pytest.mark.parametrize("protocol", ["imap", "smtp"])
+def test_connection_timeout_is_validated_from_1s_to_5min(make_connection, protocol, timeout, valid) -> None:
+    from django.core.exceptions import ValidationError
+
+    conn = make_connection(protocol, "ssl_tls", "plain")
+    conn.timeout = timeout
+    if valid:
+        conn.full_clean()
+        assert mail_settings_for(conn, credential=open_credential(conn)).timeout == float(timeout)
+    else:
+        with pytest.raises(ValidationError) as caught:
+            conn.full_clean()
+        assert "timeout" in caught.value.message_dict
+
+
+def test_allow_plain_without_tls_is_a_warning_whatever_the_authentication(make_connection) -> None:
+    from connections.services.connection_settings import short_warnings, warnings_for
+
+    conn = make_connection("imap", "ssl_tls", "encrypted", allow_plain_without_tls=True)
+    assert any("allow plain login without TLS" in w for w in warnings_for(conn))
+    assert "plain login without TLS allowed" in short_warnings(conn)
+    conn.allow_plain_without_tls = False
+    assert not any("plain login" in w for w in warnings_for(conn)) and short_warnings(conn) == []
