@@ -381,5 +381,25 @@ def test_a_killed_test_process_leaves_no_daemon() -> None:
             except OSError:
                 pass
     assert alive == []
+    # Nor any of their children (logins, smtpd, qmgr, ...): each stays in its master's group.
+    deadline = time.monotonic() + 5
+    while _live_members_of(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _live_members_of(pids) == []
     import shutil
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _live_members_of(groups: list[int]) -> list[str]:
+    """Processes (not zombies) whose process group is one of `groups`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in groups and fields[0] != "Z":
+                found.append(entry)
+    return found
