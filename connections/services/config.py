@@ -875,6 +875,11 @@ def _plan_and_write(
                 cur is None or "user" in diff or "password" in diff
                 or cur.has_undeployed_changes or cur.status != CredentialStatus.DEPLOYED
             )
+            if deploy and user is not None and not _may_deploy(user, tid):
+                errors.append(
+                    f"{c.path}.deploy: user {user.get_username()!r} may not deploy in tenant {t.name!r} "
+                    "(needs the operator or admin role there, or be a superuser)"
+                )
             if deploy:
                 plan.changes.append(Change("deploy", "credential", t.name, c.name))
             obj_password = password if changed else None
@@ -957,6 +962,15 @@ def _plan_and_write(
         _write(work, user=user)
         plan.applied = True
     return plan
+
+
+def _may_deploy(user: Any, tenant_id: int | None) -> bool:
+    """The deploy permission of the --user, checked while planning (before anything is written)."""
+    from . import tenancy
+
+    if tenant_id is None:  # a tenant the file creates: nobody is a member yet
+        return tenancy.tenant_ids(user, action="run") is None
+    return tenancy.can(user, tenant_id, action="run")
 
 
 def _inbound_rules(errors: list[str], item: _Item, conn: InboundConnection) -> None:

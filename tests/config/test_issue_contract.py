@@ -316,3 +316,27 @@ def test_a_connection_naming_no_artifact_is_applied_and_its_checklist_shows_the_
     assert item.state == "fail"
     assert item.detail == "No User Credentials artifact named 'acme-nobody' exists in this tenant."
     assert checklist.evaluation(InboundConnection.objects.get()).item("credential_exists").state == "ok"
+
+
+def test_deploying_as_a_user_without_the_role_is_refused_before_writing(tmp_path, monkeypatch):
+    from connections.models import Membership, Role
+
+    User = get_user_model()
+    viewer = User.objects.create_user("viewer", password="x-login-pw-1")
+    # A tenant the file creates: only a superuser can deploy there.
+    errors = refused(ISSUE_EXAMPLE, user=viewer)
+    assert errors == [
+        "tenants[0].credentials[0].deploy: user 'viewer' may not deploy in tenant 'acme' "
+        "(needs the operator or admin role there, or be a superuser)"
+    ]
+    assert not Tenant.objects.exists()
+    apply_text(ISSUE_EXAMPLE.replace("deploy: true", "deploy: false"), user=viewer)
+    Membership.objects.create(user=viewer, tenant=Tenant.objects.get(), role=Role.VIEWER)
+    assert len(refused(ISSUE_EXAMPLE, user=viewer)) == 1
+    assert UserCredential.objects.get().version == 0
+
+    operator = User.objects.create_user("ops", password="x-login-pw-1")
+    Membership.objects.create(user=operator, tenant=Tenant.objects.get(), role=Role.OPERATOR)
+    assert apply_text(ISSUE_EXAMPLE, user=operator).applied
+    deployment = CredentialDeployment.objects.get()
+    assert (deployment.deployed_by, deployment.source) == (operator, "apply_config")
