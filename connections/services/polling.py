@@ -425,8 +425,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             mails = [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
                                  uidvalidity=uidvalidity, uid=uid)
                      for uid, data in client.fetch_many(batch_uids)]
-            for mail in mails:  # CPU work here overlaps the other thread's disk and database waits
-                mail.prepare_ahead(parse=parse)
+            for mail in mails:  # overlaps the other thread's database work
+                mail.prepare_ahead(parse=parse, write=True)
             return mails
 
         plan = _plan(new, sizes, connection.max_message_size)

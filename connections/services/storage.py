@@ -72,13 +72,29 @@ class FetchedMail:
     # Filled in ahead by the fetching thread (see prepare_ahead), else by store_batch.
     sha: str | None = None
     parsed: parsing.ParsedMessage | None = None
+    raw_name: str = ""
+    attachment_names: list[str] = field(default_factory=list)
+    write_error: str = ""
 
-    def prepare_ahead(self, *, parse: bool) -> None:
-        """Hash (and parse) now: lets the poller do it in the thread that fetched the next
-        batch while the previous one is written to disk and database."""
-        self.sha = self.sha256()
-        if parse:
-            self.parsed = parse_mail(self)
+    def prepare_ahead(self, *, parse: bool, write: bool = True) -> None:
+        """Hash, parse and write the files now (no database): the poller does this in the
+        thread that fetched the next batch while the previous batch's rows are inserted —
+        creating files and inserting rows wait on different things. Never raises."""
+        try:
+            self.sha = self.sha256()
+            if parse:
+                self.parsed = parse_mail(self)
+            if write:
+                self.raw_name = _save_raw(self)
+                if self.parsed is not None:
+                    for att in self.parsed.attachments:
+                        self.attachment_names.append(_save_attachment(att))
+        except Exception as exc:
+            log.exception("could not prepare mail %s", self.server_key)
+            self.write_error = f"{self.server_key}: cannot write to storage: {type(exc).__name__}: {exc}"
+        finally:
+            if self.parsed is not None:
+                self.parsed.cleanup()
 
     def sha256(self) -> str:
         if self.data is not None:
@@ -93,7 +109,11 @@ class FetchedMail:
     def stored_size(self) -> int:
         if self.data is not None:
             return len(self.data)
-        return os.path.getsize(self.path)  # type: ignore[arg-type]
+        if self.path:
+            return os.path.getsize(self.path)
+        return self._moved_size
+
+    _moved_size: int = 0
 
     def cleanup(self) -> None:
         if self.path:
@@ -157,6 +177,7 @@ def _save_raw(mail: FetchedMail) -> str:
     name = _dated("raw") + f"{uuid.uuid4().hex}.eml"
     if mail.data is not None:
         return _save_bytes(name, mail.data)
+    mail._moved_size = os.path.getsize(mail.path)  # type: ignore[arg-type]
     content = _SpooledFile(mail.path)  # type: ignore[arg-type]
     try:
         saved = default_storage.save(name, content)
@@ -306,7 +327,10 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
         try:
             sha = mail.sha or mail.sha256()
             parsed = mail.parsed if mail.parsed is not None else (parse_mail(mail) if parse else None)
-            prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed, raw_size=mail.stored_size))
+            prepared.append(_Prepared(mail=mail, sha=sha, parsed=parsed,
+                                      raw_size=mail.stored_size,
+                                      raw_name=mail.raw_name, attachment_names=list(mail.attachment_names),
+                                      error=mail.write_error))
         except Exception as exc:  # e.g. the spool file vanished
             log.exception("could not prepare mail %s", mail.server_key)
             outcomes[index] = StoreOutcome(mail, "failed", error=f"{mail.server_key}: {type(exc).__name__}: {exc}")
@@ -328,11 +352,14 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
             if match is not None:
                 candidates.remove(match)
                 rebound.append((prep, match))
+                _delete_files([prep.raw_name, *prep.attachment_names])  # written ahead, not needed
             else:
                 remaining.append(prep)
         prepared = remaining
 
     for prep in prepared:
+        if prep.raw_name or prep.error:
+            continue  # written ahead (or failed there)
         try:
             prep.raw_name = _save_raw(prep.mail)
             if prep.parsed is not None:
