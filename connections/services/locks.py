@@ -31,13 +31,19 @@ def mailbox_key(*, host: str, username: str, folder: str) -> str:
 
 def acquire(*, key: str, timeout_seconds: int) -> str | None:
     """Take the lock; returns its token, or None when someone else holds a live lock."""
+    token, _ = acquire_or_take_over(key=key, timeout_seconds=timeout_seconds)
+    return token
+
+
+def acquire_or_take_over(*, key: str, timeout_seconds: int) -> tuple[str | None, bool]:
+    """Like acquire(); the flag says the lock was taken over from a holder that died."""
     token = uuid.uuid4().hex
     now = timezone.now()
     expires = now + timedelta(seconds=max(1, timeout_seconds))
     try:
         with transaction.atomic():
             MailboxLock.objects.create(key=key, token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255])
-        return token
+        return token, False
     except IntegrityError:
         pass
     # Held: take it over only if it has expired (its holder died or hung). The condition in
@@ -46,7 +52,7 @@ def acquire(*, key: str, timeout_seconds: int) -> str | None:
         taken = MailboxLock.objects.filter(key=key, expires_at__lte=now).update(
             token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255]
         )
-    return token if taken else None
+    return (token, True) if taken else (None, False)
 
 
 def extend(*, key: str, token: str, timeout_seconds: int) -> bool:

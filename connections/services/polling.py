@@ -153,9 +153,9 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         with transaction.atomic():
             _bookkeeping_commit()
             run = open_run()
-            token = locks.acquire(key=key, timeout_seconds=connection.lock_timeout)
-            if token is not None:
-                # We hold the mailbox: a RUNNING row of this connection is a dead worker's.
+            token, took_over = locks.acquire_or_take_over(key=key, timeout_seconds=connection.lock_timeout)
+            if took_over:
+                # The previous holder died: its RUNNING row (of this connection) is closed.
                 PollRun.objects.filter(connection=connection, outcome=PollOutcome.RUNNING).exclude(pk=run.pk).update(
                     outcome=PollOutcome.FAILED, finished_at=timezone.now(),
                     error="The worker stopped during this poll (killed or crashed); the next poll completed its work.",
