@@ -57,13 +57,13 @@ def chromium():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
-def open_context(browser, live_server, user=None):
+def open_context(browser, live_server, user=None, *, color_scheme: str = "light", width: int = 1100):
     """A fresh browser context signed in as `user`, and its Watch."""
     from django.test import Client
 
     origin = live_server.url.rstrip("/")
     watch = Watch(origin=origin)
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context = browser.new_context(viewport={"width": width, "height": 900}, color_scheme=color_scheme)
     if user is not None:
         client = Client()
         client.force_login(user)
