@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from ..errors import ConfigurationError, TenantMailError
 from ..mail.probe import run_probe
+from ..mail.settings import PROTECTIONS, default_port
 from ..models import InboundConnection, OutboundConnection, Tenant
 from .connection_settings import (
     Connection,
@@ -222,8 +223,14 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
     credential_step = prepared.credential_step
     steps = [credential_step, *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
-    port = (settings.effective_port if settings else connection.port) or None
-    target = f"{prepared.protocol.upper()} {connection.host}:{port or 'default port'}"
+    # The port really used: the default of protocol and protection when the field is empty,
+    # also when the test stopped before the settings were built (a credential problem).
+    if settings is not None:
+        port = settings.effective_port
+    else:
+        port = connection.port or (default_port(prepared.protocol, connection.protection)
+                                   if connection.protection in PROTECTIONS else None)
+    target = f"{prepared.protocol.upper()} {connection.host}:{port}"
     if probe:
         # The probe counts its own steps; the credential step is one more.
         summary = probe["summary"].replace(

@@ -284,3 +284,15 @@ def test_allow_plain_without_tls_is_a_warning_whatever_the_authentication(make_c
     assert "plain login without TLS allowed" in short_warnings(conn)
     conn.allow_plain_without_tls = False
     assert not any("plain login" in w for w in warnings_for(conn)) and short_warnings(conn) == []
+
+
+@pytest.mark.parametrize("protocol, protection, port", [("imap", "ssl_tls", 993), ("pop3", "starttls_mandatory", 110),
+                                                        ("smtp", "ssl_tls", 465)])
+def test_an_empty_port_is_reported_as_the_default_even_when_the_credential_fails(
+        make_connection, protocol, protection, port) -> None:
+    conn = make_connection(protocol, protection, "plain", port=None, credential_name="no-such-credential")
+    kind = "outbound" if protocol == "smtp" else "inbound"
+    result = run_connectivity_test(kind=kind, connection_id=conn.pk)
+    assert not result.ok and result.failed_step["name"] == "credential"
+    assert result.report["connection"]["port"] == port
+    assert f"{conn.host}:{port}:" in result.summary and "None" not in result.summary
