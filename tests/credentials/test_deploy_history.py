@@ -30,6 +30,10 @@ def test_admin_and_system_deploys_are_all_in_the_history(world):
     assert "version 2" in page and "version 1" in page
     assert leaks(history, SECRET) == [] and leaks(page, SECRET) == []
 
+    # Another tenant's admin sees neither the page nor the deploys.
+    foreign = world.client(world.admin_b).get(reverse("admin:connections_usercredential_history", args=[cred.pk]))
+    assert foreign.status_code in (302, 404) and b"apply_config" not in foreign.content
+
     # The record survives the deleted user, by name.
     world.operator_a.delete()
     assert CredentialDeployment.objects.get(credential=cred, version=1).actor == "operator_a (admin)"
