@@ -803,6 +803,9 @@ def start_mail_servers() -> MailServers:
         host=HOST, domain=DOMAIN, ca_file=str(certs["ca"][0]), ca_pem=certs["ca"][2], ports=ports,
         certs={k: v[2] for k, v in certs.items() if k != "ca"}, root=root,
     )
+    # PDEATHSIG fires when the *thread* that started a daemon ends: only the main thread lives as
+    # long as the process. Started from another thread, the watchdog alone stops the daemons.
+    die_with_parent = _die_with_parent if threading.current_thread() is threading.main_thread() else None
     try:
         postfix_etc = _postfix_conf(root, certs, ports)
         servers._write_user_files()  # empty user db + postfix map
@@ -811,13 +814,13 @@ def start_mail_servers() -> MailServers:
             with open(root / "logs" / f"dovecot-{name}.out.log", "wb") as out:
                 servers._procs.append(subprocess.Popen(
                     ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                    stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
                 ))
         # The master becomes its own session leader; its children share its process group.
         with open(root / "logs" / "postfix.out.log", "wb") as out:
             servers._procs.append(subprocess.Popen(
                 [f"{POSTFIX_DAEMONS}/master", "-c", str(postfix_etc)], stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
             ))
         atexit.register(servers.stop)  # also when the session ends without running finalizers
         (root / "pids").write_text(" ".join(str(p.pid) for p in servers._procs))

@@ -403,3 +403,21 @@ def _live_members_of(groups: list[int]) -> list[str]:
             if int(fields[2]) in groups and fields[0] != "Z":
                 found.append(entry)
     return found
+
+
+def test_servers_started_from_a_thread_outlive_that_thread() -> None:
+    """PDEATHSIG belongs to the starting thread: a helper thread that ends must not stop them."""
+    import threading
+
+    box = {}
+    starter = threading.Thread(target=lambda: box.update(servers=start_mail_servers()))
+    starter.start()
+    starter.join(60)
+    servers = box["servers"]
+    try:
+        time.sleep(0.5)
+        assert all(p.poll() is None for p in servers._procs)
+        with imaplib.IMAP4(servers.host, servers.ports["imap_notls"], timeout=5) as imap:
+            assert imap.noop()[0] == "OK"
+    finally:
+        servers.stop()
