@@ -108,7 +108,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
     list_select_related = ["tenant"]
     actions = ["deploy_selected"]
     readonly_fields = [
-        "password_display", "status_badge", "version", "deployed_username", "deployed_at", "deployed_by",
+        "password_display", "status_badge", "version", "deployed_username", "deployed_at", "deployed_by_display",
         "deploy_history", "used_by_display", "password_env", "created_at", "updated_at",
     ]
 
@@ -124,7 +124,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         return [
             (None, {"fields": main}),
             ("Deployment", {"fields": [
-                "status_badge", "version", "deployed_username", "deployed_at", "deployed_by", "deploy_history",
+                "status_badge", "version", "deployed_username", "deployed_at", "deployed_by_display", "deploy_history",
             ]}),
             ("Used by", {"fields": ["used_by_display"]}),
             ("Record", {"fields": ["password_env", "created_at", "updated_at"], "classes": ["collapse"]}),
@@ -185,6 +185,14 @@ class UserCredentialAdmin(TenantScopedAdmin):
         return super().history_view(request, object_id, extra_context)
 
     # --- displayed values (never a secret)
+
+    @admin.display(description="deployed by")
+    def deployed_by_display(self, obj: UserCredential) -> str:
+        # The record of the deploy in force also names system deploys ("system (apply_config)").
+        last = obj.deployments.filter(version=obj.version).first() if obj.pk and obj.version else None
+        if last is not None:
+            return last.actor
+        return obj.deployed_by.get_username() if obj.deployed_by_id else "—"
 
     @admin.display(description="deploy history")
     def deploy_history(self, obj: UserCredential) -> str:

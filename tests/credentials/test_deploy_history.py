@@ -28,6 +28,10 @@ def test_admin_and_system_deploys_are_all_in_the_history(world):
     assert "Deployed version 1" in history  # Django's own log entry for the user's deploy
     page = client.get(reverse("admin:connections_usercredential_change", args=[cred.pk])).content.decode()
     assert "version 2" in page and "version 1" in page
+    import re
+
+    deployed_by = re.search(r'field-deployed_by_display.*?<div class="readonly">(.*?)</div>', page, re.S)
+    assert deployed_by and deployed_by.group(1).strip() == "system (apply_config)"  # the deploy in force
     assert leaks(history, SECRET) == [] and leaks(page, SECRET) == []
 
     # Another tenant's admin sees neither the page nor the deploys.
