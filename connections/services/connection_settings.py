@@ -109,6 +109,11 @@ def warnings_for(connection: Connection) -> list[str]:
         )
     if connection.protection == "off" and connection.authentication != Authentication.NONE:
         out.append("protection is Off: mails, user name and commands travel unencrypted.")
+    if connection.protection == "starttls_optional":
+        out.append(
+            "protection is STARTTLS optional: when the server does not offer STARTTLS the connection "
+            "continues unencrypted (a plain password is then refused); STARTTLS mandatory fails instead."
+        )
     return out
 
 

@@ -296,3 +296,12 @@ def test_an_empty_port_is_reported_as_the_default_even_when_the_credential_fails
     assert not result.ok and result.failed_step["name"] == "credential"
     assert result.report["connection"]["port"] == port
     assert f"{conn.host}:{port}:" in result.summary and "None" not in result.summary
+
+
+def test_starttls_optional_is_a_warning(make_connection) -> None:
+    from connections.services.connection_settings import warnings_for
+
+    conn = make_connection("imap", "starttls_optional", "encrypted")
+    assert any("STARTTLS optional" in w and "unencrypted" in w for w in warnings_for(conn))
+    conn.protection = "starttls_mandatory"
+    assert not any("STARTTLS optional" in w for w in warnings_for(conn))
