@@ -174,12 +174,19 @@ def assert_clean(page, watch, label: str) -> None:
     assert ran == [], f"{label}: console {ran}"
     assert watch.outside == [], f"{label}: requests left for {watch.outside}"
     assert all(watch.is_local(u) for u in watch.requests), f"{label}: {watch.requests}"
+    checked = []
     for frame in page.frames:
         try:
             marker = frame.evaluate("() => window.__xss")
-        except Exception:  # a sandboxed frame may refuse evaluation: nothing ran there either
-            marker = None
+        except Exception:  # a frame detached by a (blocked) navigation: nothing to read there
+            continue
+        checked.append(frame.url)
         assert marker is None, f"{label}: window.__xss={marker!r} in {frame.url}"
+    # The marker check really ran in the page and in the message frame (DevTools evaluation
+    # works in sandboxed frames), so a silent failure cannot pass for "no script ran".
+    assert page.main_frame.url in checked, f"{label}: could not inspect the page"
+    if "/messages/" in page.url and "/body/" not in page.url and page.locator("iframe.body-frame").count():
+        assert any("/body/" in url for url in checked), f"{label}: could not inspect the message frame"
 
 
 def click_all_links(frame) -> None:
