@@ -2,7 +2,8 @@
 
 Target (issue 8): p95 server time of the list page under 150 ms, over a mix of first
 pages, deep keyset pages (both directions), searches (subject, sender, text body) and
-filters (connection, date range, attachments), for a tenant member and a superuser.
+filters (connection, date range, attachments), for a tenant member, a member of two
+tenants and a superuser.
 
 Each request goes through the whole Django stack in-process (test Client: middleware,
 session, auth, view, template), so the figure is the server time without the network.
@@ -94,6 +95,10 @@ def populate(total: int, rng: random.Random) -> dict:
     member = User.objects.create_user("reader", password="bench-password-1")
     Membership.objects.create(user=member, tenant=acme, role=Role.VIEWER)
     root = User.objects.create_superuser("root", password="bench-password-1")
+    # A member of both tenants: the tenant filter is an IN list (no single-tenant index range).
+    both = User.objects.create_user("reader-both", password="bench-password-1")
+    Membership.objects.create(user=both, tenant=acme, role=Role.VIEWER)
+    Membership.objects.create(user=both, tenant=globex, role=Role.OPERATOR)
 
     now = timezone.now()
     start = now - dt.timedelta(days=730)
@@ -122,7 +127,7 @@ def populate(total: int, rng: random.Random) -> dict:
     if batch:
         StoredMessage.objects.bulk_create(batch)
     load_s = time.perf_counter() - t0
-    return {"member": member, "root": root, "conns": conns, "words": words, "people": people,
+    return {"member": member, "root": root, "both": both, "conns": conns, "words": words, "people": people,
             "load_s": load_s, "start": start, "now": now}
 
 
@@ -149,6 +154,8 @@ def request_mix(data: dict, rng: random.Random, count: int) -> list[tuple[str, o
 
     deep = deep_pages(member, {}, 40)
     deep_root = deep_pages(root, {}, 10)
+    both = data["both"]
+    deep_both = deep_pages(both, {}, 10)
     deep_filtered = deep_pages(member, {"connection": str(conns[1].pk), "attachments": "yes"}, 10)
     newer = [{"newer": p["older"]} for p in deep[5:25]]
     month = data["start"] + dt.timedelta(days=400)
@@ -157,6 +164,9 @@ def request_mix(data: dict, rng: random.Random, count: int) -> list[tuple[str, o
         ("first page (superuser)", lambda: (root, {})),
         ("deep page", lambda: (member, rng.choice(deep))),
         ("deep page (superuser)", lambda: (root, rng.choice(deep_root))),
+        ("first page (two tenants)", lambda: (both, {})),
+        ("deep page (two tenants)", lambda: (both, rng.choice(deep_both))),
+        ("search (two tenants)", lambda: (both, {"q": rng.choice(middling)})),
         ("newer page", lambda: (member, rng.choice(newer))),
         ("search common word", lambda: (member, {"q": rng.choice(common)})),
         ("search middling word", lambda: (member, {"q": rng.choice(middling)})),
@@ -227,7 +237,7 @@ def main() -> int:
         print(f"data: {args.messages:,} messages inserted in {data['load_s']:.1f} s; indexes + ANALYZE {index_s:.1f} s")
 
         clients = {}
-        for user in (data["member"], data["root"]):
+        for user in (data["member"], data["root"], data["both"]):
             client = Client()
             client.force_login(user)
             clients[user.pk] = client

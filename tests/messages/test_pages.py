@@ -183,6 +183,7 @@ def test_attachment_download_headers(client, tenants, store, build):
     for att in message.attachments.all():
         response = client.get(reverse("messages:attachment", args=[message.pk, att.pk]))
         assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["Content-Type"] == att.content_type  # the stored type, as stored
         assert response["Content-Disposition"].startswith("attachment; ")
         assert "sandbox" in response["Content-Security-Policy"]
         got[att.content_type] = (response["Content-Disposition"], b"".join(response.streaming_content))
