@@ -185,6 +185,18 @@ BAD = [
     (dict(to=["Bob <bob@example.test> trailing"]), "contains 2 addresses"),
     (dict(to=["a@example.test, b@example.test"]), "contains 2 addresses"),
     (dict(bcc=["Bob <>"]), "not a valid"),
+    # CR or LF in every header value: To, Bcc (envelope only, still refused), display names,
+    # header names, attachment names and content types
+    (dict(to=["bob@example.test\r\nBcc: victim@example.test"]), "To contains a line break"),
+    (dict(to=['"Bob\r\nBcc: victim@example.test" <bob@example.test>']), "To contains a line break"),
+    (dict(bcc=["b@example.test\nX-Evil: 1"]), "Bcc contains a line break"),
+    (dict(subject="Hi\rthere"), "Subject contains a line break"),
+    (dict(extra_headers={"X-Tag\r\nBcc": "v"}), "is not valid"),
+    (dict(extra_headers={"X-Tag": "a\nb"}), "Header X-Tag contains a line break"),
+    (dict(extra_headers={"Message-ID": "<a@b>\r\nBcc: victim@example.test"}), "Header Message-ID contains a line break"),
+    (dict(attachments=[AttachmentIn("a\nContent-Type: text/html.txt", b"x")]), "file name contains a line break"),
+    (dict(attachments=[AttachmentIn("a.txt", b"x", "text/plain\r\nX-Evil: 1")]), "not of the form type/subtype"),
+    (dict(to=["bob@example.test"], subject="\x00nul"), "Subject contains a control character"),
 ]
 
 

@@ -73,6 +73,24 @@ def test_backend_refuses_bad_messages_unless_fail_silently(make_connection):
     assert not OutboxMessage.objects.exists()
 
 
+def test_backend_refuses_header_injection_in_extra_headers_and_attachment_names(make_connection):
+    conn = make_connection(name="smtp-x")
+    backend = mail.get_connection(BACKEND, tenant=conn.tenant.slug, connection="smtp-x")
+    header = mail.EmailMessage("s", "x", None, ["a@example.test"], connection=backend,
+                               headers={"X-Tag": "v\r\nBcc: evil@example.test"})
+    with pytest.raises(ValidationError, match="Header X-Tag contains a line break"):
+        header.send()
+    attached = mail.EmailMessage("s", "x", None, ["a@example.test"], connection=backend)
+    attached.attach("a\r\nBcc: evil@example.test.txt", b"x", "text/plain")
+    with pytest.raises(ValidationError, match="file name contains a line break"):
+        attached.send()
+    reply = mail.EmailMessage("s", "x", None, ["a@example.test"], connection=backend,
+                              reply_to=["r@example.test\nBcc: evil@example.test"])
+    with pytest.raises(ValidationError, match="Reply-To contains a line break"):
+        reply.send()
+    assert not OutboxMessage.objects.exists()
+
+
 def test_backend_without_a_connection_says_what_to_set(settings):
     settings.TENANTMAIL_EMAIL_TENANT = ""
     settings.TENANTMAIL_EMAIL_CONNECTION = ""
