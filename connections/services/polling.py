@@ -31,7 +31,7 @@ from django.utils import timezone
 from ..errors import TenantMailError
 from ..models import InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, Selection, StoredMessage
 from . import locks, schedule
-from .storage import FetchedMail, StoreOutcome, new_spool_file, store_batch
+from .storage import FetchedMail, StoreOutcome, discard_unstored, new_spool_file, store_batch
 
 log = logging.getLogger(__name__)
 
@@ -441,8 +441,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                         ahead = prefetcher.submit(fetch_small, plan[index + 1][1])
                     result.fetched += len(mails)
                     result.bytes += sum(len(m.data or b"") for m in mails)
-                    pending = ahead
-                    flush(mails, before_post=lambda: futures_wait([pending]) if pending is not None else None)
+                    in_flight = ahead
+                    flush(mails, before_post=lambda: futures_wait([in_flight]) if in_flight is not None else None)
                 elif kind == "oversized":
                     uid = batch[0]
                     header = client.fetch_header(uid)
@@ -465,6 +465,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                                        uidvalidity=uidvalidity, uid=uid)])
         finally:
             prefetcher.shutdown(wait=True, cancel_futures=True)
+            if ahead is not None and ahead.done() and not ahead.cancelled() and ahead.exception() is None:
+                discard_unstored(ahead.result())  # the poll stopped before storing this batch
         if connection.imap_resync and not more_waiting and not result.failed:
             _end_resync(connection)
 

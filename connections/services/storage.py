@@ -210,6 +210,14 @@ def _save_attachment(att: parsing.ParsedAttachment) -> str:
     return saved
 
 
+def discard_unstored(mails: list[FetchedMail]) -> None:
+    """Remove the files written ahead for mails that were never stored (the poll stopped)."""
+    for mail in mails:
+        _delete_files([mail.raw_name, *mail.attachment_names])
+        mail.raw_name, mail.attachment_names = "", []
+        mail.cleanup()
+
+
 def _must_sync(connection: InboundConnection) -> bool:
     """Flush the files to disk before the rows commit? Needed when the server copy is
     deleted right after the commit: a power cut must not leave a row without its mail.

@@ -157,3 +157,41 @@ def test_pending_mail_moved_away_by_a_person_does_not_block(mail_servers, mailbo
     assert result.recovered == 2 and result.stored == 0
     assert mail_servers.flags(address) == {} and len(mail_servers.flags(address, folder="Done")) == 1
     assert not StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).exists()
+
+
+def test_killed_poll_leaves_no_orphan_files(mail_servers, mailbox, make_inbound, settings):
+    """The next batch is fetched and written ahead; a poll that dies removes those files."""
+    import os
+
+    from django.core.files.storage import default_storage
+
+    settings.INBOUND_FETCH_BATCH = 2
+    address, password = mailbox
+    mail_servers.append(address, [make_mail(f"o{i}", attachment=b"x" * 100) for i in range(6)])
+    conn = make_inbound(address, password, post_processing="mark_read", lock_timeout=60)
+    with pytest.raises(_Interrupt):
+        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    stored = list(StoredMessage.objects.filter(connection=conn))
+    assert len(stored) == 2  # the first batch
+    referenced = {m.raw.name for m in stored}
+    from connections.models import Attachment
+
+    referenced |= {a.file.name for a in Attachment.objects.filter(message__connection=conn)}
+    on_disk = set()
+    for root, _dirs, names in os.walk(default_storage.location):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), default_storage.location)
+            if rel.startswith(("raw", "attachments")):
+                on_disk.add(rel)
+    assert referenced <= on_disk
+    orphans = [f for f in on_disk - referenced if _written_by(conn, f)]
+    assert not orphans, orphans
+
+
+def _written_by(conn, rel: str) -> bool:
+    # Files of other tests live in the same MEDIA_ROOT; ours are newer than this connection.
+    import os
+
+    from django.core.files.storage import default_storage
+
+    return os.path.getmtime(os.path.join(default_storage.location, rel)) >= conn.created_at.timestamp()
