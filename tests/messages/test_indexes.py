@@ -155,3 +155,19 @@ def test_sqlite_indexes_are_idempotent_and_serve_the_list(sqlite_db):
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
             plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
         assert index in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_runpython_helpers_work_inside_a_migration_schema_editor(tenants, sqlite_db):
+    """What `migrations.RunPython(create_message_indexes, remove_message_indexes)` does, on
+    both databases: forward, forward again (idempotent), backward."""
+    for conn in (connection, sqlite_db):
+        with conn.schema_editor(atomic=True) as editor:
+            svc.create_message_indexes(None, editor)
+            svc.create_message_indexes(None, editor)
+        assert "message_tenant_sort_idx" in _index_names(conn), conn.vendor
+        with conn.schema_editor(atomic=True) as editor:
+            svc.remove_message_indexes(None, editor)
+        assert "message_tenant_sort_idx" not in _index_names(conn), conn.vendor
+        with conn.schema_editor(atomic=True) as editor:
+            svc.create_message_indexes(None, editor)
+        assert "message_tenant_sort_idx" in _index_names(conn), conn.vendor
