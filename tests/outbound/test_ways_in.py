@@ -183,3 +183,16 @@ def test_backend_keeps_mimebase_and_message_attachments(make_connection):
     assert atts["raw.bin"] == b"\x00\x01binary"
     inner_parsed = message_from_bytes(atts["inner.eml"], policy=policy.default)
     assert inner_parsed["Subject"] == "Inner" and inner_parsed.get_content().strip() == "inner body"
+
+
+def test_command_now_on_a_disabled_connection_stores_nothing_and_says_why(make_connection):
+    conn = make_connection(name="smtp-off", enabled=False)
+    with pytest.raises(CommandError, match="is disabled, so --now cannot send"):
+        call_command("send_message", conn.tenant.slug, "smtp-off", "--to", "a@example.test",
+                     "--subject", "s", "--body", "b", "--now")
+    assert not OutboxMessage.objects.exists()
+    out = StringIO()
+    call_command("send_message", conn.tenant.slug, "smtp-off", "--to", "a@example.test",
+                 "--subject", "s", "--body", "b", stdout=out)
+    assert "the connection is disabled: it is sent once that changes" in out.getvalue()
+    assert OutboxMessage.objects.get().status == OutboxStatus.QUEUED

@@ -61,6 +61,14 @@ class Command(BaseCommand):
             connection = outbox.resolve_connection(tenant=opts["tenant"], connection=opts["connection"])
         except TenantMailError as exc:
             raise CommandError(str(exc)) from None
+        held = ("disabled" if not connection.enabled
+                else "of an inactive tenant" if not connection.tenant.active else "")
+        if held and opts["now"]:
+            # Nothing would be sent: say so before storing anything.
+            raise CommandError(
+                f"Not queued: connection '{connection.name}' is {held}, so --now cannot send. Enable it "
+                f"(or the tenant), or leave out --now to queue the message until then."
+            )
         to, cc, bcc = split_addresses(opts["to"]), split_addresses(opts["cc"]), split_addresses(opts["bcc"])
         if not (to or cc or bcc):
             raise CommandError("Give at least one recipient with --to, --cc or --bcc.")
@@ -96,7 +104,9 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Queued message #{message.pk} {message.message_id} "
                 f"({message.size} bytes, {len(message.envelope_to)} recipient(s)) "
-                f"on {connection.tenant.slug}/{connection.name}; the workers will send it."
+                f"on {connection.tenant.slug}/{connection.name}; "
+                + (f"the connection is {held}: it is sent once that changes." if held
+                   else "the workers will send it.")
             )
             return
 
