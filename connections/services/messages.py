@@ -81,6 +81,9 @@ MESSAGE_INDEX_SQL: dict[str, list[str]] = {
         f"CREATE INDEX IF NOT EXISTS message_subject_trgm_idx ON {_TABLE} USING gin (UPPER(subject) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_from_trgm_idx ON {_TABLE} USING gin (UPPER(from_header) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} USING gin (UPPER(text_body) gin_trgm_ops)",
+        # HTML-only mails are searched in their HTML; a partial index keeps it to those.
+        f"CREATE INDEX IF NOT EXISTS message_html_only_trgm_idx ON {_TABLE} "
+        "USING gin (UPPER(html_body) gin_trgm_ops) WHERE text_body = ''",
     ],
     "sqlite": [
         f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} (tenant_id, {_SORT_SQLITE})",
@@ -90,7 +93,7 @@ MESSAGE_INDEX_SQL: dict[str, list[str]] = {
 }
 MESSAGE_INDEX_NAMES = [
     "message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx",
-    "message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
+    "message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx", "message_html_only_trgm_idx",
 ]
 
 
@@ -248,9 +251,11 @@ def search_terms(query: str) -> list[str]:
 
 
 def filter_messages(qs: QuerySet[StoredMessage], *, filters: MessageFilters) -> QuerySet[StoredMessage]:
-    """Apply search and filters. Every term must occur in subject, sender or text body."""
+    """Apply search and filters. Every term must occur in subject, sender or text body
+    (for a mail without a text part — HTML-only newsletters — in its HTML body)."""
     for term in search_terms(filters.query):
-        qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term) | Q(text_body__icontains=term))
+        qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term) | Q(text_body__icontains=term)
+                       | (Q(text_body="") & Q(html_body__icontains=term)))
     if filters.connection_id:
         qs = qs.filter(connection_id=filters.connection_id)
     if filters.has_attachments is not None:

@@ -55,7 +55,8 @@ def test_ensure_is_idempotent_and_creates_every_index(tenants):
     assert first == second and first, "the same statements run again without error"
     expected = {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"}
     if connection.vendor == "postgresql":
-        expected |= {"message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx"}
+        expected |= {"message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
+                     "message_html_only_trgm_idx"}
     assert expected <= _index_names(connection)
     # Reversible (for a migration's RunPython), and re-creatable; DDL is rolled back with
     # the test's transaction on PostgreSQL, and re-created here for SQLite.
@@ -90,7 +91,8 @@ def test_search_uses_the_trigram_indexes_on_postgresql(tenants, django_user_mode
     root = django_user_model.objects.create_superuser("root-idx", password="x")
     # No tenant condition and no plain scans: only the trigram indexes can answer the LIKEs.
     plan = _explain(_page_sql(root, filters=svc.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
-    for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx"):
+    for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
+                 "message_html_only_trgm_idx"):
         assert name in plan, plan
 
 

@@ -96,6 +96,17 @@ def test_search_subject_sender_body_and_phrases(tenants, many):
     assert find("nothing-like-this") == []
 
 
+def test_search_finds_words_of_html_only_mails(tenants, store, build):
+    store(connection=tenants["conn_a"], raw=build(subject="Newsletter", text=None, html="<p>Our <b>autumn</b> sale</p>"))
+    store(connection=tenants["conn_a"], raw=build(subject="Both", text="plain words", html="<p>autumn only in html</p>"))
+
+    def find(q):
+        return [r.subject for r in svc.list_messages(user=tenants["alice"], filters=svc.MessageFilters(query=q)).rows]
+
+    assert find("autumn") == ["Newsletter"]  # a mail with a text part is searched in its text
+    assert find("AUTUMN sale") == ["Newsletter"]
+
+
 def test_filters_connection_dates_attachments(client, tenants, many):
     alice = tenants["alice"]
 
