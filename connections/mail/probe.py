@@ -287,7 +287,8 @@ def _summary(ok: bool, steps: list[ProbeStep], settings: MailSettings) -> str:
             facts.append(f"authenticated as {settings.username} ({auth.detail.get('mechanism', '')})")
         status = next((s for s in steps if s.name in ("status", "stat")), None)
         if status:
-            facts.append(f"{status.detail.get('messages')} messages")
+            count = status.detail.get("messages")
+            facts.append(f"{count} message{'' if count == 1 else 's'}")
         return f"{target}: all {len(steps)} steps passed in {total} ms ({', '.join(facts)})"
     failed = next((s for s in steps if not s.ok), None)
     if failed is None:

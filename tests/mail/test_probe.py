@@ -87,6 +87,16 @@ def test_pop3_probe(mail_servers, account):
     features = by["capabilities"].detail["features"]
     assert features["starttls"] and features["uidl"] and features["apop"] and "CRAM-MD5" in features["auth"]
     assert "STLS" in by["tls"].detail["mode"] and "STLS" in by["capabilities"].detail["capabilities_before_tls"]
+    assert report.summary.endswith(", 3 messages)")
+
+
+def test_summary_counts_one_message_in_the_singular(mail_servers, mailbox):
+    address, password = mailbox
+    mail_servers.append(address, [b"Subject: one\r\n\r\nx\r\n"])
+    settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain",
+                                          username=address)
+    report = run_probe(settings, password)
+    assert report.ok and report.summary.endswith(", 1 message)"), report.summary
 
 
 def test_smtp_probe_checks_addresses_and_sends_nothing(mail_servers, account):
