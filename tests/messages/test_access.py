@@ -148,3 +148,16 @@ def test_not_found_is_the_same_page_for_foreign_and_missing_ids_with_csp(client,
             assert "Not found" in response.content.decode(), url
             pages.append(_without_csrf(response.content))
     assert len(set(pages)) == 1
+
+
+def test_ids_beyond_the_database_range_are_404_not_500(client, tenants, mails):
+    client.force_login(tenants["alice"])
+    huge = 10**20
+    a = mails["a"]
+    for url in (reverse("messages:detail", args=[huge]), reverse("messages:raw", args=[huge]),
+                reverse("messages:body", args=[huge]), reverse("messages:source", args=[huge]),
+                reverse("messages:attachment", args=[a.pk, huge]), reverse("messages:inline", args=[huge, huge]),
+                reverse("messages:list") + f"?connection={huge}", reverse("messages:list") + f"?older={huge}-{huge}",
+                reverse("messages:list") + "?older=1-9999999999999999999", reverse("messages:list") + "?newer=99999999999999999-9999999999999999999"):
+        response = client.get(url)
+        assert response.status_code in ({200} if "?" in url else {404}), (url, response.status_code)
