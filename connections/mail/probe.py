@@ -226,13 +226,20 @@ def _add_features(steps: list[ProbeStep], settings: MailSettings) -> None:
             caps |= set(auth.detail.get("capabilities_after_login") or [])
         before = set(detail.get("capabilities_before_tls") or [])
         appendlimit = next((c.split("=", 1)[1] for c in caps if c.startswith("APPENDLIMIT=")), "")
+        # Servers often announce extensions only after login: without a login, "not seen" is
+        # not "not offered" (None: unknown).
+        logged_in = auth is not None and auth.ok
+
+        def offered(name: str) -> bool | None:
+            return True if name in caps else (False if logged_in else None)
+
         detail["features"] = {
             "starttls": "STARTTLS" in caps or "STARTTLS" in before,
             "auth": sorted({c[5:] for c in caps | before if c.startswith("AUTH=")}),
             "size": int(appendlimit) if appendlimit.isdigit() else None,
-            "idle": "IDLE" in caps,
-            "move": "MOVE" in caps,
-            "uidplus": "UIDPLUS" in caps,
+            "idle": offered("IDLE"),
+            "move": offered("MOVE"),
+            "uidplus": offered("UIDPLUS"),
             "literal+": "LITERAL+" in caps,
         }
     else:

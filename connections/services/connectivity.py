@@ -359,7 +359,7 @@ def describe_features(features: dict[str, Any]) -> str:
             parts.append(f"{label} {'yes' if value else 'no'}")
         elif isinstance(value, (list, tuple)):
             parts.append(f"{label} {' '.join(str(v) for v in value) if value else 'none'}")
-        elif value is None:
+        elif value is None:  # unknown: not announced (IMAP: maybe only after a login)
             parts.append(f"{label} not announced")
         else:
             parts.append(f"{label} {value}")

@@ -48,6 +48,7 @@ def test_pass_prints_every_step_with_duration_and_details(make_connection, tenan
     for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN PLAIN", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
         assert word in features, features
     assert out.strip().splitlines()[-1].startswith("PASS: ")
+    assert "protection STARTTLS mandatory, authentication Encrypted user/password" in out.splitlines()[0]
     assert password not in out
     conn.refresh_from_db()
     assert conn.last_test_ok is True

@@ -247,3 +247,14 @@ def test_greeting_timeout(scripted):
     assert time.monotonic() - started < 3
     assert not report.ok and report.failed_step.name == "greeting"
     assert "within 1 s" in report.failed_step.message
+
+
+def test_imap_extensions_unseen_before_a_failed_login_are_unknown_not_absent(mail_servers, mailbox):
+    address, _ = mailbox
+    settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain",
+                                          username=address)
+    report = run_probe(settings, "not-the-password")
+    assert not report.ok and report.failed_step.name == "auth"
+    features = next(s for s in report.steps if s.name == "capabilities").detail["features"]
+    # Dovecot announces MOVE and UIDPLUS only after login: unknown here, not "no".
+    assert features["move"] is None and features["uidplus"] is None and features["idle"] is True

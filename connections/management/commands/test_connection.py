@@ -13,6 +13,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.errors import TenantMailError
+from connections.models import Authentication, Protection
 from connections.services.connectivity import (
     ConnectionNotFound,
     find_connection,
@@ -98,10 +99,14 @@ class Command(BaseCommand):
             self.stdout.write(f"{status}: {report['summary']}")
             return
         c = report["connection"]
-        auth = c["authentication"] + (f", credential '{c['credential_name']}'" if c["credential_name"] else "")
+        # The admin's words for the settings (the JSON keeps the stored values).
+        protection = dict(Protection.choices).get(c["protection"], c["protection"])
+        auth = dict(Authentication.choices).get(c["authentication"], c["authentication"])
+        if c["credential_name"]:
+            auth += f", credential '{c['credential_name']}'"
         self.stdout.write(
             f"Connectivity test of {c['kind']} connection '{c['name']}' (tenant {c['tenant']}): "
-            f"{c['protocol'].upper()} {c['host']}:{c['port']}, protection {c['protection']}, "
+            f"{c['protocol'].upper()} {c['host']}:{c['port']}, protection {protection}, "
             f"authentication {auth}, timeout {c['timeout']} s"
         )
         for warning in report.get("warnings", []):
