@@ -40,6 +40,20 @@ def acquire_or_take_over(*, key: str, timeout_seconds: int) -> tuple[str | None,
     token = uuid.uuid4().hex
     now = timezone.now()
     expires = now + timedelta(seconds=max(1, timeout_seconds))
+    db = transaction.get_connection()
+    if db.vendor == "postgresql":
+        # One statement (one round trip): insert, or take over an expired lock atomically.
+        table = db.ops.quote_name(MailboxLock._meta.db_table)
+        with db.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (key, token, acquired_at, expires_at, holder) VALUES (%s, %s, %s, %s, %s) "
+                f"ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, acquired_at = EXCLUDED.acquired_at, "
+                f"expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder WHERE {table}.expires_at <= %s "
+                f"RETURNING (xmax = 0)",
+                [key, token, now, expires, _HOLDER[:255], now],
+            )
+            row = cursor.fetchone()
+        return (token, not row[0]) if row else (None, False)
     try:
         with transaction.atomic():
             MailboxLock.objects.create(key=key, token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255])
