@@ -152,7 +152,17 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
         form = SendTestMailForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             recipient = form.cleaned_data["recipient"]
-            for connection in queryset:
+            for connection in queryset.select_related("tenant"):
+                if not connection.enabled or not connection.tenant.active:
+                    # It would wait in the outbox and tell the operator nothing about the server.
+                    self.message_user(
+                        request,
+                        f"{connection.name}: not queued: the connection is "
+                        + ("disabled" if not connection.enabled else "of an inactive tenant")
+                        + "; enable it first.",
+                        messages.WARNING,
+                    )
+                    continue
                 try:
                     message = outbox.send_test_mail(connection_id=connection.pk, to=recipient)
                 except TenantMailError as exc:

@@ -150,6 +150,18 @@ def test_send_test_mail_action_asks_for_a_recipient_then_queues(client, operator
     assert msg.subject.startswith("TenantMail test message")
 
 
+def test_send_test_mail_skips_a_disabled_connection_and_says_so(client, operator, make_connection):
+    on, off = make_connection(name="on"), make_connection(name="off", enabled=False)
+    client.force_login(operator)
+    url = reverse("admin:connections_outboundconnection_changelist")
+    done = client.post(url, {"action": "send_test_mail", "_selected_action": [on.pk, off.pk], "apply": "1",
+                             "recipient": "ops@example.test"}, follow=True)
+    page = done.content.decode().lower()  # the admin capitalises messages
+    assert "off: not queued: the connection is disabled; enable it first." in page
+    assert "on: test message to ops@example.test queued" in page
+    assert list(OutboxMessage.objects.values_list("connection_id", flat=True)) == [on.pk]
+
+
 def test_connection_form_checks_default_from(client, django_user_model, tenant):
     admin_user = django_user_model.objects.create_superuser("root", "root@example.test", "pw")
     client.force_login(admin_user)
