@@ -6,7 +6,8 @@ local Postfix over its submission port (STARTTLS, verified against the run's CA,
 PLAIN — what a tenant's connection does), which delivers into Dovecot over LMTP:
 
   ours         TenantMail's outbox: messages queued with outbox.enqueue(), then the timed
-               part is outbox.send_due() — claim, one SMTP session, a result row per message;
+               part is outbox.send_due() — claim, MIME loaded from the database, one SMTP
+               session, every message's outcome recorded (group-committed by the writer thread);
   bare         a bare smtplib loop: one SMTP connection reused, sendmail() per message
                (the same MIME bytes the outbox built);
   post-office  django-post-office 3.12's `send_queued_mail` (defaults: 5 threads, one SMTP
