@@ -1,7 +1,6 @@
 """Schedules, mailbox locks, dispatch and history pruning (database only, no mail server)."""
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
@@ -75,11 +74,13 @@ def test_describe():
 def test_lock_is_exclusive_expires_and_is_released():
     key = locks.mailbox_key(host="IMAP.Example.test", username="u@example.test", folder="INBOX")
     assert key == "imap.example.test|u@example.test|INBOX"
-    first = locks.acquire(key=key, timeout_seconds=1)
+    first = locks.acquire(key=key, timeout_seconds=600)
     assert first
-    assert locks.acquire(key=key, timeout_seconds=1) is None
-    assert locks.extend(key=key, token=first, timeout_seconds=1)
-    time.sleep(1.1)  # the holder "died": its lock expires and is taken over
+    assert locks.acquire(key=key, timeout_seconds=600) is None
+    assert locks.extend(key=key, token=first, timeout_seconds=600)
+    assert locks.acquire(key=key, timeout_seconds=600) is None
+    # The holder "died" and its lock timeout passed: the lock is taken over.
+    MailboxLock.objects.filter(key=key).update(expires_at=timezone.now() - timedelta(seconds=1))
     second = locks.acquire(key=key, timeout_seconds=60)
     assert second and second != first
     assert not locks.extend(key=key, token=first, timeout_seconds=60)  # the old holder lost it
