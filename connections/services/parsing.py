@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
 from email import policy
 from email.generator import BytesGenerator
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from typing import BinaryIO, Iterator
 
