@@ -58,7 +58,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "tenantmail.admin_site.TenantMailAdminConfig",  # django.contrib.admin with TenantMail's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -184,15 +184,18 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# One beat entry for all polls and one for the outbox: each tick runs one query.
+# One beat entry for all polls and one for the outbox: each tick runs one query. (Also
+# settings of their own: the outbox derives its stale-claim window from its interval.)
+POLL_DISPATCH_INTERVAL = env.float("POLL_DISPATCH_INTERVAL", default=10.0)
+OUTBOX_DISPATCH_INTERVAL = env.float("OUTBOX_DISPATCH_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-polls": {
         "task": "connections.tasks.dispatch_due_polls",
-        "schedule": env.float("POLL_DISPATCH_INTERVAL", default=10.0),
+        "schedule": POLL_DISPATCH_INTERVAL,
     },
     "dispatch-outbox": {
         "task": "connections.tasks.dispatch_outbox",
-        "schedule": env.float("OUTBOX_DISPATCH_INTERVAL", default=10.0),
+        "schedule": OUTBOX_DISPATCH_INTERVAL,
     },
     "prune-poll-history": {
         "task": "connections.tasks.prune_poll_history",
@@ -203,7 +206,29 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Product settings
 POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
+# Inbound (connections/services/polling.py, storage.py): above this many due connections a beat
+# tick hands ids out in chunks of this size; when stored mail files are flushed to disk
+# ("destructive": only for connections that delete on the server, "always", "never"); mails
+# above this size are parsed from the stored file instead of in memory.
+POLL_DISPATCH_FANOUT = env.int("POLL_DISPATCH_FANOUT", default=200)
+INBOUND_FSYNC = env.str("INBOUND_FSYNC", default="destructive")
+INBOUND_PARSE_IN_MEMORY_MAX = env.int("INBOUND_PARSE_IN_MEMORY_MAX", default=8 * 1024 * 1024)
+# Outbox (connections/services/outbox.py): retries with exponential backoff, a hold after a
+# connection problem, when a message stuck in `sending` counts as stale, and how long one
+# send task keeps opening new SMTP sessions.
 OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
+OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=60.0)
+OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=3600.0)
+OUTBOX_HOLD_SECONDS = env.float("OUTBOX_HOLD_SECONDS", default=300.0)
+OUTBOX_STALE_AFTER_MINUTES = env.float("OUTBOX_STALE_AFTER_MINUTES", default=15.0)
+OUTBOX_SEND_TIME_BUDGET = env.float("OUTBOX_SEND_TIME_BUDGET", default=120.0)
+# The outbound connection that Django's send_mail() uses through
+# EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
+TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")
+TENANTMAIL_EMAIL_CONNECTION = env.str("TENANTMAIL_EMAIL_CONNECTION", default="")
+# Seconds the admin's "Test connection" waits for the result before answering (the test
+# goes on and records its result); keep it below the web server's request timeout.
+CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)
 
 # Error reports (DEBUG pages, admin mails) hide secret-named locals in every frame.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"
