@@ -293,3 +293,32 @@ def test_misspelled_image_types_show_inline_under_their_registered_name(client, 
     image = client.get(url)
     assert image.status_code == 200 and image["Content-Type"] == "image/jpeg"
     assert b"".join(image.streaming_content) == jpeg
+
+
+def test_every_response_carries_a_strict_csp(client, tenants, store, build):
+    """default-src 'none' and a frame-ancestors rule on every page and file, no script source."""
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 20
+    message = store(connection=tenants["conn_a"], raw=build(
+        html='<p><img src="cid:logo@x"></p>', inline=[("logo@x", "image/png", png)],
+        attachments=[("a.txt", "text/plain", b"x")]))
+    inline = message.attachments.get(content_type="image/png")
+    plain = message.attachments.get(content_type="text/plain")
+    urls = [reverse("messages:list"), reverse("messages:detail", args=[message.pk]),
+            reverse("messages:body", args=[message.pk]), reverse("messages:source", args=[message.pk]),
+            reverse("messages:raw", args=[message.pk]), reverse("messages:attachment", args=[message.pk, plain.pk]),
+            reverse("messages:inline", args=[message.pk, inline.pk]), reverse("messages:stylesheet"),
+            reverse("messages:detail", args=[message.pk + 999])]
+    anonymous = [reverse("messages:login")]
+    client.force_login(tenants["alice"])
+    checked = []
+    for url in urls + ["LOGOUT"] + anonymous:
+        if url == "LOGOUT":
+            client.logout()
+            continue
+        response = client.get(url)
+        assert response.status_code in (200, 404), url
+        csp = response.get("Content-Security-Policy", "")
+        assert "default-src 'none'" in csp and "frame-ancestors" in csp, (url, csp)
+        assert "script-src" not in csp and "unsafe-eval" not in csp, (url, csp)
+        checked.append(url)
+    assert len(checked) == len(urls) + len(anonymous)
