@@ -98,6 +98,10 @@ def test_history_and_messages_are_read_only(client, django_user_model, tenant, c
     assert client.get(reverse("admin:connections_pollrun_change", args=[run.pk])).status_code == 200
     assert client.get(reverse("admin:connections_pollrun_add")).status_code == 403
     assert client.get(reverse("admin:connections_storedmessage_changelist")).status_code == 200
+    by_conn = client.get(reverse("admin:connections_pollrun_changelist") + f"?connection__id__exact={conn.pk}")
+    assert by_conn.status_code == 200 and "1 poll run" in by_conn.content.decode().lower()
+    msgs = client.get(reverse("admin:connections_storedmessage_changelist") + f"?connection__id__exact={conn.pk}")
+    assert msgs.status_code == 200 and "Hello" in msgs.content.decode()
     detail = client.get(reverse("admin:connections_storedmessage_change", args=[msg.pk]))
     assert detail.status_code == 200 and "Hello" in detail.content.decode()
     assert client.post(reverse("admin:connections_storedmessage_delete", args=[msg.pk])).status_code == 403
