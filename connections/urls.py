@@ -1,5 +1,5 @@
 """Web pages for polled messages (outside the admin)."""
-from django.urls import path
+from django.urls import path, re_path
 
 from . import views
 
@@ -15,4 +15,6 @@ urlpatterns = [
     path("<int:pk>/raw.eml", views.message_raw, name="raw"),
     path("<int:pk>/attachments/<int:attachment_id>/", views.attachment_download, name="attachment"),
     path("<int:pk>/inline/<int:attachment_id>/", views.attachment_inline, name="inline"),
+    # Last: every other URL under /messages/ gets the pages' own 404 (with CSP).
+    re_path(r"^(?P<rest>.*)$", views.unknown, name="unknown"),
 ]

@@ -12,9 +12,9 @@ from urllib.parse import urlencode
 
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponsePermanentRedirect
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_safe
@@ -188,6 +188,22 @@ def attachment_inline(request: HttpRequest, pk: int, attachment_id: int) -> Http
     response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename, disposition="inline")
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response, cacheable=True)
+
+
+def unknown(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other URL under /messages/: the same Not found page, with CSP (not Django's bare one).
+
+    A path that only lacks its trailing slash is redirected, as APPEND_SLASH would do.
+    """
+    if not request.path.endswith("/"):
+        try:
+            match = resolve(request.path + "/")
+        except Resolver404:
+            match = None
+        if match is not None and match.url_name != "unknown":
+            query = request.META.get("QUERY_STRING", "")
+            return HttpResponsePermanentRedirect(request.path + "/" + (f"?{query}" if query else ""))
+    return _not_found(request)
 
 
 @require_safe

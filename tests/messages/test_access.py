@@ -161,3 +161,17 @@ def test_ids_beyond_the_database_range_are_404_not_500(client, tenants, mails):
                 reverse("messages:list") + "?older=1-9999999999999999999", reverse("messages:list") + "?newer=99999999999999999-9999999999999999999"):
         response = client.get(url)
         assert response.status_code in ({200} if "?" in url else {404}), (url, response.status_code)
+
+
+def test_unknown_urls_under_messages_get_the_same_not_found_page(client, tenants, mails):
+    client.force_login(tenants["alice"])
+    for url in ("/messages/abc/", "/messages/1/nothing/", "/messages/../../etc/passwd", "/messages/%00/"):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response["Content-Security-Policy"] == PAGE_POLICY, url
+        assert "Not found" in response.content.decode(), url
+    # A real page without its trailing slash is still redirected (as APPEND_SLASH does).
+    pk = mails["a"].pk
+    response = client.get(f"/messages/{pk}", {"remote": "1"})
+    assert response.status_code == 301 and response["Location"] == f"/messages/{pk}/?remote=1"
+    assert client.get(f"/messages/{pk}/raw.eml").status_code == 200
