@@ -8,6 +8,7 @@ skipped and its freshly written files are removed again.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -19,7 +20,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
@@ -427,7 +428,12 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
 def _insert(connection, preps: list[_Prepared], now, post_done: bool, results: list[StoreOutcome]) -> None:
     if not preps:
         return
-    rows = StoredMessage.objects.bulk_create([_message_row(connection, p, now, post_done=post_done) for p in preps])
+    rows = [_message_row(connection, p, now, post_done=post_done) for p in preps]
+    db = transaction.get_connection()
+    if db.vendor == "postgresql" and len(rows) > 1:
+        _copy_insert(db, rows)
+    else:
+        rows = StoredMessage.objects.bulk_create(rows)
     attachments: list[Attachment] = []
     for prep, row in zip(preps, rows):
         if prep.parsed is not None and prep.attachment_names:
@@ -435,6 +441,42 @@ def _insert(connection, preps: list[_Prepared], now, post_done: bool, results: l
         results.append(StoreOutcome(prep.mail, "stored", row.pk))
     if attachments:
         Attachment.objects.bulk_create(attachments, batch_size=500)
+
+
+def _copy_insert(db, rows: list[StoredMessage]) -> None:
+    """PostgreSQL: ids reserved from the sequence in one query, the rows sent with COPY.
+
+    Much cheaper than the ORM's bulk_create for a batch of 200 (no per-field preparation
+    of 24 fields per row). A unique violation aborts the whole COPY and surfaces as
+    IntegrityError, exactly like the INSERT it replaces (store_batch then goes row by row).
+    """
+    opts = StoredMessage._meta
+    table = opts.db_table
+    fields = [f for f in opts.concrete_fields if not f.primary_key]
+    with db.wrap_database_errors, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, opts.pk.column, len(rows)],
+        )
+        ids = [r[0] for r in cursor.fetchall()]
+        columns = ", ".join(db.ops.quote_name(c) for c in [opts.pk.column, *(f.column for f in fields)])
+        raw_cursor = cursor.cursor  # psycopg's own cursor: COPY is not in the DB-API
+        with raw_cursor.copy(f"COPY {db.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+            for pk, row in zip(ids, rows):
+                row.pk = pk
+                copy.write_row([pk, *(_copy_value(f, row) for f in fields)])
+    for row in rows:
+        row._state.adding = False
+        row._state.db = db.alias
+
+
+def _copy_value(field, row: StoredMessage):
+    value = getattr(row, field.attname)
+    if isinstance(field, models.FileField):
+        return value.name or ""
+    if isinstance(field, models.JSONField):
+        return json.dumps(value)
+    return value
 
 
 def parse_stored(*, message_id: int) -> bool:

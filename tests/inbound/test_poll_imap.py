@@ -33,6 +33,8 @@ def test_poll_stores_mail_with_bodies_attachments_and_raw_bytes(mail_servers, ma
         assert message.parsed and message.post_processed_at is not None
         assert message.subject.startswith("mail ")
         assert message.from_header == "Sender <sender@example.test>"
+        assert message.date.isoformat() == "2026-11-21T08:00:00+00:00"
+        assert message.parse_problems == [] and message.size == len(copies[uid])
         assert message.server_key == f"imap:{message.uidvalidity}:{uid}"
     with_att = next(m for m in stored.values() if m.subject == "mail 1")
     att = with_att.attachments.get()
