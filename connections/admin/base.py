@@ -189,9 +189,9 @@ class TenantScopedAdmin(HideOtherTenantsObjectsMixin, _ScopedFormFieldsMixin, ad
     def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
         initial = super().get_changeform_initial_data(request)
         if "tenant" not in initial:
-            ids = tenancy.tenant_ids(request.user, action=self.edit_action)
-            if ids is not None and len(ids) == 1:
-                initial["tenant"] = ids[0]
+            tenant_id = tenancy.sole_tenant_id(request.user, action=self.edit_action)
+            if tenant_id is not None:
+                initial["tenant"] = tenant_id
         return initial
 
     def save_form(self, request: HttpRequest, form, change: bool):

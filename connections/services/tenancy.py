@@ -59,6 +59,15 @@ def tenants(user: UserLike, *, action: Action = "view") -> QuerySet[Tenant]:
     return qs if ids is None else qs.filter(pk__in=ids)
 
 
+def sole_tenant_id(user: UserLike, *, action: Action = "view") -> int | None:
+    """The tenant to preset in add forms: the only one where `user` may do `action`
+    (for a superuser: the only tenant there is); None when there are several or none."""
+    ids = tenant_ids(user, action=action)
+    if ids is None:
+        ids = list(Tenant.objects.values_list("pk", flat=True)[:2])
+    return ids[0] if len(ids) == 1 else None
+
+
 def can(user: UserLike, tenant_id: int | None, *, action: Action) -> bool:
     """May `user` do `action` in the tenant? With tenant_id None: in any tenant."""
     ids = tenant_ids(user, action=action)

@@ -162,6 +162,12 @@ def test_add_form_presets_the_only_tenant(world):
     assert select_options(html, "tenant") == {str(world.a.pk): True}
 
 
+def test_add_form_presets_the_only_tenant_for_a_superuser_too(world):
+    world.b.delete()
+    html = world.client("superuser").get(url("add")).content.decode()
+    assert select_options(html, "tenant") == {str(world.a.pk): True}
+
+
 def test_add_form_does_not_guess_between_two_tenants(world):
     for who in ("admin_both", "superuser"):
         html = world.client(who).get(url("add")).content.decode()
