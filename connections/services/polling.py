@@ -18,8 +18,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -398,23 +398,26 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             return
         sizes = client.fetch_sizes(new)
 
-        # 3. Fetch in batches; store + commit; then post-process. While a batch of small
-        #    mails is stored (disk + database), the next one is already being fetched in a
-        #    helper thread; the IMAP connection is only used by one thread at a time (the
-        #    prefetch is awaited before the batch is post-processed).
-        def flush(mails: list[FetchedMail], before_post: Callable[[], None] = lambda: None) -> None:
-            try:
-                outcomes = store_batch(connection=connection, mails=mails, parse=parse)
-                hook("stored")
-            finally:
-                before_post()  # the connection must be free again, whatever happened
+        # 3. Fetch in batches; store + commit; then post-process. A pipeline of three
+        #    threads: one fetches batches ahead, one hashes/parses them and writes their
+        #    files, and this one inserts and commits the rows and post-processes. The IMAP
+        #    connection is used under a lock (one command at a time), and a batch is only
+        #    post-processed after its own rows are committed.
+        imap_lock = threading.Lock()
+
+        def flush(mails: list[FetchedMail]) -> None:
+            outcomes = store_batch(connection=connection, mails=mails, parse=parse)
+            hook("stored")
             done = _record(result, outcomes)
             # An oversized mail is stored as headers only: deleting it on the server would
             # lose it, so Delete leaves it there (it is remembered by UID, never re-fetched).
             uids_done = [o.mail.uid for o in done if not (o.mail.oversized and mode == PostProcessing.DELETE)]
             pks_done = [o.pk for o in done if o.pk]
             if mode != PostProcessing.KEEP and uids_done:
-                if _post_process_safely(lambda: _imap_post_process(client, connection, uids_done), result, "new mails"):
+                with imap_lock:
+                    ok = _post_process_safely(lambda: _imap_post_process(client, connection, uids_done), result,
+                                              "new mails")
+                if ok:
                     _mark_post_processed(pks_done)
             else:  # nothing to do on the server
                 _mark_post_processed(pks_done)
@@ -422,30 +425,44 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             lease.renew()
 
         def fetch_small(batch_uids: list[int]) -> list[FetchedMail]:
-            mails = [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
-                                 uidvalidity=uidvalidity, uid=uid)
-                     for uid, data in client.fetch_many(batch_uids)]
-            for mail in mails:  # overlaps the other thread's database work
+            with imap_lock:
+                fetched = list(client.fetch_many(batch_uids))
+            return [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
+                                uidvalidity=uidvalidity, uid=uid) for uid, data in fetched]
+
+        def prepare(fetch_future: Future) -> list[FetchedMail]:
+            mails = fetch_future.result()
+            for mail in mails:
                 mail.prepare_ahead(parse=parse, write=True)
             return mails
 
         plan = _plan(new, sizes, connection.max_message_size)
-        prefetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch")
-        ahead: Future | None = None
+        fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-store")
+        queued: list[tuple[int, Future]] = []  # (plan index, prepared-batch future), in order
+        depth = 2  # batches in flight beyond the one being stored
+
+        def fill(from_index: int) -> None:
+            next_index = queued[-1][0] + 1 if queued else from_index
+            while len(queued) < depth + 1 and next_index < len(plan) and plan[next_index][0] == "small":
+                fetched = fetcher.submit(fetch_small, plan[next_index][1])
+                queued.append((next_index, writer.submit(prepare, fetched)))
+                next_index += 1
+
         try:
             for index, (kind, batch) in enumerate(plan):
                 if kind == "small":
-                    mails = ahead.result() if ahead is not None else fetch_small(batch)
-                    ahead = None
-                    if index + 1 < len(plan) and plan[index + 1][0] == "small":
-                        ahead = prefetcher.submit(fetch_small, plan[index + 1][1])
+                    fill(index)
+                    _, ready = queued.pop(0)
+                    mails = ready.result()
+                    fill(index + 1)
                     result.fetched += len(mails)
                     result.bytes += sum(len(m.data or b"") for m in mails)
-                    in_flight = ahead
-                    flush(mails, before_post=lambda: futures_wait([in_flight]) if in_flight is not None else None)
+                    flush(mails)
                 elif kind == "oversized":
                     uid = batch[0]
-                    header = client.fetch_header(uid)
+                    with imap_lock:
+                        header = client.fetch_header(uid)
                     result.fetched += 1
                     result.bytes += len(header)
                     flush([FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes[uid], data=header,
@@ -454,7 +471,7 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     uid = batch[0]
                     fh, path = new_spool_file()
                     try:
-                        with fh:
+                        with fh, imap_lock:
                             written = client.fetch_to(uid, fh, size=sizes[uid])
                     except BaseException:
                         os.unlink(path)
@@ -464,9 +481,11 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     flush([FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes[uid], path=path,
                                        uidvalidity=uidvalidity, uid=uid)])
         finally:
-            prefetcher.shutdown(wait=True, cancel_futures=True)
-            if ahead is not None and ahead.done() and not ahead.cancelled() and ahead.exception() is None:
-                discard_unstored(ahead.result())  # the poll stopped before storing this batch
+            fetcher.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True, cancel_futures=True)
+            for _, future in queued:  # the poll stopped before storing these batches
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    discard_unstored(future.result())
         if connection.imap_resync and not more_waiting and not result.failed:
             _end_resync(connection)
 
