@@ -684,9 +684,8 @@ def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str
         params.extend(f.get_db_prep_save(values[f.name], connection=db) for f in fields)
     params.append(OutboxStatus.SENDING.value)
     db.ensure_connection()
-    cursor_class = _psycopg_cursor if _psycopg_cursor is not None else None
-    if cursor_class is not None:
-        with cursor_class(db.connection) as cursor:
+    if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
+        with _psycopg_cursor(db.connection) as cursor:
             cursor.execute(sql, params)
             return {row[0] for row in cursor.fetchall()}
     with db.cursor() as cursor:  # pragma: no cover - psycopg 2
