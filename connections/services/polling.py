@@ -31,7 +31,7 @@ from django.utils import timezone
 from ..errors import TenantMailError
 from ..models import InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, Selection, StoredMessage
 from . import locks, schedule
-from .storage import FetchedMail, StoreOutcome, discard_unstored, new_spool_file, store_batch
+from .storage import FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, store_batch
 
 log = logging.getLogger(__name__)
 
@@ -399,8 +399,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         sizes = client.fetch_sizes(new)
 
         # 3. Fetch in batches; store + commit; then post-process. A pipeline of three
-        #    threads: one fetches batches ahead, one hashes/parses them and writes their
-        #    files, and this one inserts and commits the rows and post-processes. The IMAP
+        #    threads: one fetches (and parses) batches ahead, one hashes them and writes
+        #    their files, and this one inserts and commits the rows and post-processes. The IMAP
         #    connection is used under a lock (one command at a time), and a batch is only
         #    post-processed after its own rows are committed.
         imap_lock = threading.Lock()
@@ -427,8 +427,12 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         def fetch_small(batch_uids: list[int]) -> list[FetchedMail]:
             with imap_lock:
                 fetched = list(client.fetch_many(batch_uids))
-            return [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
-                                uidvalidity=uidvalidity, uid=uid) for uid, data in fetched]
+            mails = [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
+                                 uidvalidity=uidvalidity, uid=uid) for uid, data in fetched]
+            if parse:  # CPU work here; the next stage mostly waits on the disk
+                for mail in mails:
+                    mail.parsed = parse_mail(mail)
+            return mails
 
         def prepare(fetch_future: Future) -> list[FetchedMail]:
             mails = fetch_future.result()

@@ -82,8 +82,9 @@ class FetchedMail:
         thread that fetched the next batch while the previous batch's rows are inserted —
         creating files and inserting rows wait on different things. Never raises."""
         try:
-            self.sha = self.sha256()
-            if parse:
+            if self.sha is None:
+                self.sha = self.sha256()
+            if parse and self.parsed is None:
                 self.parsed = parse_mail(self)
             if write:
                 self.raw_name = _save_raw(self)
