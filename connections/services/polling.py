@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings as dj_settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..errors import TenantMailError
@@ -131,7 +131,14 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
                  "to poll after a commit use request_poll()",
         )
     started = time.monotonic()
-    connection = InboundConnection.objects.select_related("tenant").get(pk=connection_id)
+    # Whether earlier mails await post-processing comes with the same query (the index
+    # message_pending_post_idx answers it): an empty poll makes as few round trips as it can.
+    connection = (
+        InboundConnection.objects.select_related("tenant")
+        .annotate(has_pending=Exists(StoredMessage.objects.filter(connection=OuterRef("pk"),
+                                                                  post_processed_at__isnull=True)))
+        .get(pk=connection_id)
+    )
     deferred_by_setting = parse is None and not getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True)
     if parse is None:
         parse = not deferred_by_setting
@@ -363,7 +370,7 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             StoredMessage.objects.filter(
                 connection=connection, post_processed_at__isnull=True, uidvalidity=uidvalidity
             ).values_list("pk", "uid")[:10000]
-        )
+        ) if getattr(connection, "has_pending", True) else []
         if pending:
             # Only UIDs still in the folder (a person may have moved or deleted some meanwhile;
             # a MOVE of a vanished UID could fail on every poll otherwise).
