@@ -21,6 +21,10 @@ class TenantMailAdminSite(AdminSite):
     site_header = "TenantMail"
     site_title = "TenantMail admin"
     index_title = "Tenants, credentials and mail connections"
+    # The connection lists have many columns (readiness, last test, next poll …): the
+    # sidebar would take a quarter of the width and push them off screen. The breadcrumbs
+    # and the index page lead everywhere it did.
+    enable_nav_sidebar = False
 
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)

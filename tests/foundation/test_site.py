@@ -28,6 +28,9 @@ def test_admin_is_tenantmail_with_models_in_setup_order(client):
     names = [m["object_name"] for m in apps[0]["models"]]
     assert names == [n for n in MODEL_ORDER if n in names]
     assert names[:3] == ["Tenant", "Membership", "UserCredential"]
+    # No nav sidebar: the wide connection lists get the whole width.
+    listing = client.get("/admin/connections/tenant/").content.decode()
+    assert 'id="nav-sidebar"' not in listing and "Tenants" in listing
 
 
 @pytest.mark.smoke
