@@ -78,8 +78,33 @@ def where(settings: MailSettings) -> str:
     return f"{settings.host}:{settings.effective_port}"
 
 
-def network_error(exc: BaseException, settings: MailSettings, *, step: str, doing: str = "") -> MailError:
-    """Map a socket-level exception to a ConnectError (or TLSError) with a hint."""
+# Until the server has said anything (its greeting), a timeout points at host, port or a
+# firewall; after that, the server is reachable and merely too slow.
+_STEPS_BEFORE_ANSWER = frozenset({"dns", "tcp", "greeting"})
+
+TIMEOUT_HINT_NO_ANSWER = "check host, port and firewall; raise the connection's timeout if the server is slow"
+TIMEOUT_HINT_TOO_SLOW = (
+    "the server answered before but is too slow now (overloaded?); it is tried again later — "
+    "raise the connection's timeout if this recurs"
+)
+
+
+def is_timeout(exc: BaseException | None) -> bool:
+    """A socket timeout, or a library error raised while handling one (smtplib and imaplib wrap
+    timeouts in SMTPServerDisconnected / IMAP4.abort): judged by type, never by message text."""
+    if exc is None:
+        return False
+    return isinstance(exc, (socket.timeout, TimeoutError)) or isinstance(exc.__context__, (socket.timeout, TimeoutError))
+
+
+def network_error(
+    exc: BaseException, settings: MailSettings, *, step: str, doing: str = "", answered: bool | None = None
+) -> MailError:
+    """Map a socket-level exception to a ConnectError (or TLSError) with a hint.
+
+    `answered`: whether the server had already answered in this session (decides a timeout's
+    hint); by default, true for every step after the greeting.
+    """
     if isinstance(exc, MailError):
         return exc
     if isinstance(exc, ssl.SSLError) and not isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
@@ -87,9 +112,11 @@ def network_error(exc: BaseException, settings: MailSettings, *, step: str, doin
     target = where(settings)
     suffix = f" while {doing}" if doing else ""
     if isinstance(exc, (socket.timeout, TimeoutError)):
+        if answered is None:
+            answered = step not in _STEPS_BEFORE_ANSWER
         return ConnectError(
             f"no answer from {target} within {settings.timeout:g} s{suffix}",
-            hint="check host, port and firewall; raise the connection's timeout if the server is slow",
+            hint=TIMEOUT_HINT_TOO_SLOW if answered else TIMEOUT_HINT_NO_ANSWER,
             step=step,
         )
     if isinstance(exc, ConnectionRefusedError):
@@ -178,7 +205,10 @@ def wrap_tls(sock: socket.socket, settings: MailSettings, *, starttls: str | Non
         raise tls_error_from(exc, settings, starttls=starttls) from None
     except OSError as exc:
         sock.close()
-        raise network_error(exc, settings, step="tls", doing="negotiating TLS") from None
+        # Implicit TLS comes before the greeting: the server has not answered yet.
+        raise network_error(
+            exc, settings, step="tls", doing="negotiating TLS", answered=starttls is not None
+        ) from None
     return tls, tls_info_from_socket(tls, verified=settings.verify_certificate)
 
 

@@ -20,6 +20,7 @@ from ._base import (
     auth_failed,
     b64,
     cram_md5_response,
+    is_timeout,
     network_error,
     open_socket,
     refuse_plain,
@@ -310,6 +311,8 @@ class IMAPClient:
             try:
                 self._imap.starttls(context)
             except imaplib.IMAP4.abort as exc:
+                if is_timeout(exc):
+                    raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
                 raise ConnectError(f"STARTTLS failed: {_text(exc.args[0] if exc.args else '')}", step="tls") from None
             except imaplib.IMAP4.error as exc:
                 raise TLSError(
@@ -401,7 +404,9 @@ class IMAPClient:
                 _typ, data = imap.authenticate("PLAIN", lambda _challenge: sasl_plain(s.username, password))
             else:
                 data = self._login(s.username, password)
-        except imaplib.IMAP4.abort:
+        except imaplib.IMAP4.abort as exc:
+            if is_timeout(exc):
+                raise network_error(TimeoutError(), s, step="auth", doing="authenticating") from None
             raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
         except imaplib.IMAP4.error as exc:
             reply = _text(exc.args[0] if exc.args else "")
@@ -475,6 +480,8 @@ class IMAPClient:
             return fn(*args)
         except imaplib.IMAP4.abort as exc:
             self.close(logout=False)
+            if is_timeout(exc):  # imaplib wraps a timeout while sending a command
+                raise network_error(TimeoutError(), self.settings, step=step, doing=doing) from None
             raise ConnectError(
                 f"the IMAP session with {where(self.settings)} broke{' while ' + doing if doing else ''}: "
                 f"{_text(exc.args[0] if exc.args else '')}",

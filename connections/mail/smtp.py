@@ -22,6 +22,7 @@ from ._base import (
     b64,
     b64decode_challenge,
     cram_md5_response,
+    is_timeout,
     network_error,
     open_socket,
     refuse_plain,
@@ -198,7 +199,7 @@ class SMTPClient:
     def _disconnected(self, exc: BaseException, *, step: str, doing: str, data_sent: bool = False) -> ConnectError:
         """smtplib reports timeouts and resets as SMTPServerDisconnected: tell them apart."""
         self._smtp = None
-        if "timed out" in str(exc):
+        if is_timeout(exc):
             err = network_error(TimeoutError(), self.settings, step=step, doing=doing)
         else:
             err = ConnectError(
@@ -255,7 +256,9 @@ class SMTPClient:
                     hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
                     transient=400 <= exc.smtp_code < 500,
                 ) from None
-            except smtplib.SMTPServerDisconnected:
+            except smtplib.SMTPServerDisconnected as exc:
+                if is_timeout(exc):
+                    raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
                 raise ConnectError(f"the server at {where(s)} closed the connection during STARTTLS", step="tls") from None
             except (OSError, ValueError) as exc:
                 raise after_tls_handshake_error(exc, s, "smtp") from None
