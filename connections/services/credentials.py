@@ -51,7 +51,11 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
     # Reading deployed_password raises CredentialError naming the artifact if no key decrypts it.
     if cred.version == 0 or cred.deployed_password is None:
         raise CredentialError(
-            f"User Credentials artifact '{name}' has never been deployed.", hint="deploy it"
+            f"User Credentials artifact '{name}' has never been deployed.",
+            hint=(
+                "open it under User Credentials artifacts in the admin and press Deploy "
+                "(or apply_config with deploy: true)"
+            ),
         )
     return DeployedCredential(
         name=cred.name, username=cred.deployed_username, password=cred.deployed_password, version=cred.version
