@@ -10,13 +10,12 @@ Nothing here opens a socket: the connectivity item reports the last recorded tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Iterable, Sequence, Union
 from urllib.parse import urlencode
 
 from django.db.models.functions import Lower
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
-from django.utils.formats import date_format
 
 from ..models import (
     Authentication,
@@ -29,6 +28,7 @@ from ..models import (
     Selection,
     UserCredential,
 )
+from . import dates
 
 Connection = Union[InboundConnection, OutboundConnection]
 
@@ -55,6 +55,12 @@ class Item:
     @property
     def symbol(self) -> str:
         return SYMBOLS[self.state]
+
+    @property
+    def state_text(self) -> str:
+        """What is the case (the detail), not the label, which names the goal: a failing
+        "Last connectivity test passed" reads "Failed 2026-11-21 09:37: …"."""
+        return self.detail or self.label
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -264,23 +270,55 @@ def _transport_item(c: Connection) -> Item:
                 f"{prot.label} with certificate validation.")
 
 
+# The settings a connectivity test depends on, as recorded in its report ("connection").
+_TESTED_SETTINGS = ("host", "protection", "authentication", "credential_name", "verify_certificate",
+                    "allow_plain_without_tls")
+
+
+def _changed_since_test(c: Connection) -> list[str]:
+    """Settings that differ from those the last test ran with (labels, for the operator)."""
+    report = c.last_test_report if isinstance(c.last_test_report, dict) else {}
+    tested = report.get("connection")
+    if not isinstance(tested, dict):
+        # No record of what was tested: any save after the test counts as a change.
+        # (A second's slack: a row saved together with its test result is not "changed since".)
+        changed = (c.updated_at is not None and c.last_test_at is not None
+                   and c.updated_at > c.last_test_at + timedelta(seconds=1))
+        return ["the connection"] if changed else []
+    changed = [name for name in _TESTED_SETTINGS
+               if name in tested and str(getattr(c, name, "") or "") != str(tested.get(name) or "")]
+    if c.port and tested.get("port") and int(c.port) != int(tested["port"]):
+        changed.append("port")
+    protocol = str(getattr(c, "protocol", "") or "")
+    if isinstance(c, InboundConnection) and tested.get("protocol") and protocol != tested["protocol"]:
+        changed.append("protocol")
+    return [c._meta.get_field(n).verbose_name if n != "the connection" else n for n in changed]
+
+
 def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Item:
     link = _test_url(c)
     label = "Last connectivity test passed"
     if c.last_test_at is None:
         return Item("connectivity", WARN, label, "Not tested yet.", link, "Test connection")
-    summary = (c.last_test_summary or "").strip()
-    detail = f"{_when(c.last_test_at)}" + (f": {summary}" if summary else "")
-    if c.last_test_ok:
-        cred = creds.get((c.tenant_id, (c.credential_name or "").strip()))
-        if (c.authentication != Authentication.NONE and cred is not None and cred.deployed_at
-                and cred.deployed_at > c.last_test_at):
-            # The pass was with the credential's earlier version: it says little about this one.
-            return Item("connectivity", WARN, label,
-                        f"Passed {detail} — but '{cred.name}' was deployed again on {_when(cred.deployed_at)}; "
-                        "test again.", link, "Test again")
-        return Item("connectivity", OK, label, detail, link, "Test again")
-    return Item("connectivity", FAIL, label, f"Failed {detail}", link, "Test connection")
+    summary = (c.last_test_summary or "").strip().rstrip(".")
+    detail = _when(c.last_test_at) + (f": {summary}" if summary else "")
+    if not c.last_test_ok:
+        return Item("connectivity", FAIL, label, f"Failed {detail}.", link, "Test connection")
+    # A pass says little once the password or the settings it was made with have changed
+    # (a redeploy may well have brought a wrong password): ask for a new test.
+    reasons = []
+    cred = creds.get((c.tenant_id, (c.credential_name or "").strip()))
+    if (c.authentication != Authentication.NONE and cred is not None and cred.deployed_at
+            and cred.deployed_at > c.last_test_at):
+        reasons.append(f"'{cred.name}' was deployed again on {_when(cred.deployed_at)}")
+    changed = _changed_since_test(c)
+    if changed:
+        reasons.append("changed since: " + ", ".join(changed))
+    if reasons:
+        return Item("connectivity", WARN, label,
+                    f"Test is older than the last deploy/change; run it again ({'; '.join(reasons)}). "
+                    f"Passed {detail}.", link, "Test again")
+    return Item("connectivity", OK, label, f"Passed {detail}.", link, "Test again")
 
 
 def _schedule_item(c: InboundConnection) -> Item:
@@ -361,9 +399,7 @@ def _outbound_enabled_item(c: OutboundConnection) -> Item:
 # --------------------------------------------------------------------------- helpers
 
 def _when(dt) -> str:
-    if dt is None:
-        return "never"
-    return date_format(timezone.localtime(dt), "DATETIME_FORMAT")
+    return dates.short(dt)
 
 
 def _url(name: str, *args) -> str:

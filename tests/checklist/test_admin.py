@@ -171,3 +171,15 @@ def test_panel_and_column_escape_what_operators_typed(client, superuser):
     assert "name=%22%3E%3Cimg" in html  # the add link's query string is URL-encoded
     html = client.get("/tmtest/connections/inboundconnection/").content.decode()
     assert "<img src=x" not in html
+
+
+def test_dashboard_names_what_is_wrong_not_the_goal(client, superuser):
+    t = f.tenant("acme", "ACME Corp")
+    f.credential(t)
+    f.inbound(t, "pop-in", last_test_ok=False, last_test_summary="POP3 pop.acme.example:995: login refused")
+    html = client.get("/admin/").content.decode()
+    blocked = re.search(r'<td colspan="8" class="tm-blocked-names">(.*?)</td>', html, re.S).group(1)
+    assert "inbound pop-in" in blocked
+    # The failing item's state, not its success label ("Last connectivity test passed").
+    assert "Last connectivity test passed" not in blocked
+    assert "✗ Failed" in blocked and "login refused" in blocked

@@ -1,6 +1,7 @@
 """The setup checklist: every item in both states, and the readiness it gives (issue 7)."""
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -157,7 +158,77 @@ def test_a_pass_before_the_credential_was_deployed_again_is_only_a_warning(acme)
     credential_service.save_artifact(credential=cred, password="rotated")
     credential_service.deploy(credential_id=cred.pk, user=None)
     got = items(conn)["connectivity"]
-    assert got.state == "warn" and "was deployed again" in got.detail and got.detail.startswith("Passed ")
+    assert got.state == "warn" and "was deployed again" in got.detail
+    assert got.detail.startswith("Test is older than the last deploy/change; run it again")
+    assert got.link_label == "Test again"
+
+
+def _recorded_test(conn, **tested):
+    """The connection as a real test records it: the settings it ran with in the report."""
+    report = {"ok": True, "connection": {
+        "host": conn.host, "port": conn.port, "protection": conn.protection,
+        "authentication": conn.authentication, "credential_name": conn.credential_name,
+        "verify_certificate": conn.verify_certificate, "allow_plain_without_tls": conn.allow_plain_without_tls,
+        "protocol": getattr(conn, "protocol", "smtp"), **tested}}
+    type(conn).objects.filter(pk=conn.pk).update(last_test_at=timezone.now(), last_test_ok=True,
+                                                 last_test_report=report, last_test_summary="all 7 steps passed")
+    conn.refresh_from_db()
+    return conn
+
+
+@pytest.mark.parametrize("field,value,label", [
+    ("host", "other.acme.example", "host"),
+    ("port", 2525, "port"),
+    ("protection", "ssl_tls", "protection"),
+    ("credential_name", "other-box", "Credential Name"),
+    ("verify_certificate", False, "validate server certificate"),
+])
+def test_a_pass_before_the_connection_changed_is_only_a_warning(acme, field, value, label):
+    f.credential(acme)
+    f.credential(acme, "other-box")
+    conn = _recorded_test(f.outbound(acme))
+    assert items(conn)["connectivity"].state == "ok"
+    conn.save()  # saved unchanged (the admin's Save button): the pass still counts
+    assert items(conn)["connectivity"].state == "ok"
+    setattr(conn, field, value)
+    conn.save()
+    got = items(conn)["connectivity"]
+    assert got.state == "warn", got
+    assert "Test is older than the last deploy/change; run it again" in got.detail and label in got.detail
+
+
+def test_a_pass_before_the_inbound_protocol_changed_is_only_a_warning(acme):
+    f.credential(acme)
+    conn = _recorded_test(f.inbound(acme))
+    assert items(conn)["connectivity"].state == "ok"
+    conn.protocol, conn.post_processing = "pop3", "delete"
+    conn.save()
+    assert items(conn)["connectivity"].state == "warn"
+
+
+def test_a_failed_test_stays_failed_after_a_change(acme):
+    f.credential(acme)
+    conn = f.outbound(acme, last_test_ok=False, last_test_summary="535 auth failed")
+    conn.host = "elsewhere.example"
+    conn.save()
+    assert items(conn)["connectivity"].state == "fail"
+
+
+def test_dates_have_one_compact_format_and_no_double_period(acme):
+    from datetime import datetime, timedelta, timezone as dt_timezone
+
+    f.credential(acme)
+    when = datetime(2026, 11, 21, 9, 37, tzinfo=dt_timezone.utc)
+    conn = f.outbound(acme, last_test_at=when, last_test_summary="all steps passed.")
+    # Deployed and saved before that test (update() leaves auto_now alone).
+    UserCredential.objects.update(deployed_at=when - timedelta(days=1))
+    type(conn).objects.filter(pk=conn.pk).update(updated_at=when)
+    conn.refresh_from_db()
+    got = items(conn)["connectivity"]
+    assert got.detail == "Passed 2026-11-21 09:37: all steps passed.", got.detail
+    assert ".." not in " ".join(i.detail for i in checklist.evaluate(conn))
+    deployed = items(conn)["credential_deployed"].detail
+    assert re.search(r"on \d{4}-\d{2}-\d{2} \d{2}:\d{2},", deployed), deployed
 
 
 def test_schedule_item(acme):
