@@ -37,23 +37,17 @@ def acquire(*, key: str, timeout_seconds: int) -> str | None:
 
 def acquire_or_take_over(*, key: str, timeout_seconds: int) -> tuple[str | None, bool]:
     """Like acquire(); the flag says the lock was taken over from a holder that died."""
-    token = uuid.uuid4().hex
-    now = timezone.now()
-    expires = now + timedelta(seconds=max(1, timeout_seconds))
     db = transaction.get_connection()
     if db.vendor == "postgresql":
         # One statement (one round trip): insert, or take over an expired lock atomically.
-        table = db.ops.quote_name(MailboxLock._meta.db_table)
+        sql, params, token = acquire_sql(key=key, timeout_seconds=timeout_seconds)
         with db.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (key, token, acquired_at, expires_at, holder) VALUES (%s, %s, %s, %s, %s) "
-                f"ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, acquired_at = EXCLUDED.acquired_at, "
-                f"expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder WHERE {table}.expires_at <= %s "
-                f"RETURNING (xmax = 0)",
-                [key, token, now, expires, _HOLDER[:255], now],
-            )
+            cursor.execute(sql, params)
             row = cursor.fetchone()
         return (token, not row[0]) if row else (None, False)
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    expires = now + timedelta(seconds=max(1, timeout_seconds))
     try:
         with transaction.atomic():
             MailboxLock.objects.create(key=key, token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255])
@@ -67,6 +61,29 @@ def acquire_or_take_over(*, key: str, timeout_seconds: int) -> tuple[str | None,
             token=token, acquired_at=now, expires_at=expires, holder=_HOLDER[:255]
         )
     return (token, True) if taken else (None, False)
+
+
+def acquire_sql(*, key: str, timeout_seconds: int) -> tuple[str, list, str]:
+    """PostgreSQL: (sql, params, token) of the one statement that takes the lock or takes an
+    expired one over, for use inside a bigger statement (a CTE). It returns one row
+    `fresh` (true: new lock, false: taken over) when the lock is ours, no row when it is held."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    expires = now + timedelta(seconds=max(1, timeout_seconds))
+    table = transaction.get_connection().ops.quote_name(MailboxLock._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} (key, token, acquired_at, expires_at, holder) VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, acquired_at = EXCLUDED.acquired_at, "
+        f"expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder WHERE {table}.expires_at <= %s "
+        f"RETURNING (xmax = 0) AS fresh"
+    )
+    return sql, [key, token, now, expires, _HOLDER[:255], now], token
+
+
+def release_sql(*, key: str, token: str) -> tuple[str, list]:
+    """PostgreSQL: the DELETE of release() as SQL, for use inside a bigger statement."""
+    table = transaction.get_connection().ops.quote_name(MailboxLock._meta.db_table)
+    return f"DELETE FROM {table} WHERE key = %s AND token = %s", [key, token]
 
 
 def extend(*, key: str, token: str, timeout_seconds: int) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Callable
 import threading
@@ -26,10 +27,13 @@ from datetime import datetime, timedelta
 from django.conf import settings as dj_settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from ..errors import TenantMailError
-from ..models import InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, Selection, StoredMessage
+from ..models import (
+    InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
+)
 from . import locks, schedule
 from .storage import FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, store_batch
 
@@ -131,6 +135,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
                  "to poll after a commit use request_poll()",
         )
     started = time.monotonic()
+    started_at = timezone.now()
     # Whether earlier mails await post-processing comes with the same query (the index
     # message_pending_post_idx answers it): an empty poll makes as few round trips as it can.
     connection = (
@@ -147,26 +152,19 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     key = token = None
     run: PollRun | None = None
 
-    def open_run() -> PollRun:
-        return PollRun.objects.create(
-            tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16], started_at=timezone.now()
-        )
-
     try:
         mail_settings, password = _credential_and_settings(connection)
         folder = connection.folder if connection.protocol == Protocol.IMAP else "INBOX"
         key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
-        # One short transaction (one commit) for the history row and the lock.
-        with transaction.atomic():
-            _bookkeeping_commit()
-            run = open_run()
-            token, took_over = locks.acquire_or_take_over(key=key, timeout_seconds=connection.lock_timeout)
-            if took_over:
-                # The previous holder died: its RUNNING row (of this connection) is closed.
-                PollRun.objects.filter(connection=connection, outcome=PollOutcome.RUNNING).exclude(pk=run.pk).update(
-                    outcome=PollOutcome.FAILED, finished_at=timezone.now(),
-                    error="The worker stopped during this poll (killed or crashed); the next poll completed its work.",
-                )
+        # The history row (RUNNING) and the lock: one statement on PostgreSQL, else one
+        # short transaction.
+        run, token, took_over = _open_run_and_lock(connection, trigger, key, started_at)
+        if took_over:
+            # The previous holder died: its RUNNING row (of this connection) is closed.
+            PollRun.objects.filter(connection=connection, outcome=PollOutcome.RUNNING).exclude(pk=run.pk).update(
+                outcome=PollOutcome.FAILED, finished_at=timezone.now(),
+                error="The worker stopped during this poll (killed or crashed); the next poll completed its work.",
+            )
         result.poll_run_id = run.pk
         if token is None:
             held = locks.holder(key=key)
@@ -191,15 +189,10 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         result.outcome = PollOutcome.FAILED
         result.error = f"Unexpected error: {type(exc).__name__}: {exc}"
     result.duration_ms = int((time.monotonic() - started) * 1000)
-    # One short transaction (one commit) to release the lock and record the outcome.
-    with transaction.atomic():
-        _bookkeeping_commit()
-        if token is not None and key is not None:
-            locks.release(key=key, token=token)
-        if run is None:
-            run = open_run()
-            result.poll_run_id = run.pk
-        _finish(connection, run, result)
+    # Release the lock, close the history row, update the connection: one statement on
+    # PostgreSQL (one round trip, one commit), else one short transaction.
+    result.poll_run_id = _finish(connection, run.pk if run else None, result, trigger=trigger,
+                                 started_at=started_at, key=key if token is not None else None, token=token)
     if deferred_by_setting and result.stored:
         from ..tasks import parse_stored_messages
 
@@ -220,6 +213,66 @@ def _bookkeeping_commit() -> None:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
+# In autocommit, one statement is its own transaction: set_config(..., true) in it covers
+# exactly that statement's commit (see _bookkeeping_commit for why that is safe).
+_ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+
+
+def _one_statement() -> bool:
+    """Bookkeeping as single statements (data-modifying CTEs): PostgreSQL in autocommit."""
+    db = transaction.get_connection()
+    return db.vendor == "postgresql" and not db.in_atomic_block
+
+
+def _insert_sql(obj) -> tuple[str, list]:
+    """INSERT … RETURNING id of an unsaved model instance (all concrete fields but the pk)."""
+    db = transaction.get_connection()
+    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection=db) for f in fields]
+    placeholders = ", ".join(["%s"] * len(fields))
+    table = db.ops.quote_name(obj._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {db.ops.quote_name(obj._meta.pk.column)}", params
+
+
+def _update_sql(model, pk: int, values: dict) -> tuple[str, list]:
+    """UPDATE … WHERE pk = … as the ORM would write it (field preparation included)."""
+    query = UpdateQuery(model)
+    query.add_update_values(values)
+    query.add_q(Q(pk=pk))
+    return query.get_compiler(using=transaction.get_connection().alias).as_sql()
+
+
+def _open_run_and_lock(connection: InboundConnection, trigger: str, key: str,
+                       started_at: datetime) -> tuple[PollRun, str | None, bool]:
+    """The RUNNING history row and the mailbox lock, committed together. Returns (row,
+    lock token or None when another poll holds the mailbox, taken over from a dead holder)."""
+    run = PollRun(tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16],
+                  started_at=started_at, outcome=PollOutcome.RUNNING)
+    if not _one_statement():
+        with transaction.atomic():
+            _bookkeeping_commit()
+            run.save(force_insert=True)
+            token, took_over = locks.acquire_or_take_over(key=key, timeout_seconds=connection.lock_timeout)
+        return run, token, took_over
+    # PostgreSQL: one round trip, one (asynchronous) commit instead of BEGIN, SET, two
+    # INSERTs and COMMIT — most of an empty poll's bookkeeping cost.
+    lock_sql, lock_params, token = locks.acquire_sql(key=key, timeout_seconds=connection.lock_timeout)
+    run_sql, run_params = _insert_sql(run)
+    sql = (f"WITH lk AS ({lock_sql}), run AS ({run_sql}) "
+           f"SELECT (SELECT id FROM run), (SELECT fresh FROM lk), ({_ASYNC_COMMIT})")
+    db = transaction.get_connection()
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*lock_params, *run_params])
+        run_id, fresh, _ = cursor.fetchone()
+    run.pk = run_id
+    run._state.adding = False
+    run._state.db = db.alias
+    if fresh is None:
+        return run, None, False
+    return run, token, not fresh
+
+
 class _Lease:
     """Keeps the mailbox lock alive between batches; aborts when it was lost."""
 
@@ -238,13 +291,29 @@ class _Lease:
         self.last = time.monotonic()
 
 
-def _finish(connection: InboundConnection, run: PollRun, result: PollResult) -> None:
+LOCKED_RETRY_SECONDS = 30
+
+
+def _locked_retry(connection: InboundConnection, now: datetime, next_at: datetime | None) -> datetime | None:
+    """When a poll skipped because its mailbox was locked runs again: soon, not a full
+    interval later — two connections of one mailbox on aligned schedules would otherwise
+    collide at every run and one of them starve. now + min(interval, 30 s) + up to 20 %
+    jitter, so that skipped pollers do not come back in step."""
+    if next_at is None:  # disabled, or no valid schedule
+        return None
+    if connection.schedule_kind == ScheduleKind.CRON:
+        interval = (next_at - now).total_seconds()
+    else:
+        interval = connection.schedule_every
+    delay = max(1.0, min(float(interval), LOCKED_RETRY_SECONDS))
+    return now + timedelta(seconds=delay + random.uniform(0, delay / 5))
+
+
+def _finish(connection: InboundConnection, run_id: int | None, result: PollResult, *, trigger: str,
+            started_at: datetime, key: str | None, token: str | None) -> int:
+    """Release the lock (when held), close the history row (or write it whole when the poll
+    failed before opening it), update the connection's poll state. Returns the row's id."""
     now = timezone.now()
-    PollRun.objects.filter(pk=run.pk).update(
-        finished_at=now, outcome=result.outcome, fetched=result.fetched, stored=result.stored,
-        skipped=result.skipped, failed=result.failed, bytes=result.bytes, duration_ms=result.duration_ms,
-        error=result.error[:10000], oversized=result.oversized, recovered=result.recovered,
-    )
     next_at = None
     if connection.enabled:
         try:
@@ -260,13 +329,54 @@ def _finish(connection: InboundConnection, run: PollRun, result: PollResult) -> 
             backoff_until=backoff, next_poll_at=max(next_at, backoff) if next_at else None,
         )
     elif result.outcome == PollOutcome.LOCKED:
-        update = {"next_poll_at": next_at}  # not a poll of ours: change nothing else
+        # Not a poll of ours: change nothing else, but come back soon.
+        update = {"next_poll_at": _locked_retry(connection, now, next_at)}
     else:
         update.update(
             last_poll_ok=True, last_error=result.error[:10000] if result.outcome == PollOutcome.PARTIAL else "",
             consecutive_failures=0, backoff_until=None, next_poll_at=next_at,
         )
-    InboundConnection.objects.filter(pk=connection.pk).update(**update)
+    outcome = dict(
+        finished_at=now, outcome=result.outcome, fetched=result.fetched, stored=result.stored,
+        skipped=result.skipped, failed=result.failed, bytes=result.bytes, duration_ms=result.duration_ms,
+        error=result.error[:10000], oversized=result.oversized, recovered=result.recovered,
+    )
+    new_run = None
+    if run_id is None:
+        new_run = PollRun(tenant_id=connection.tenant_id, connection_id=connection.pk, trigger=trigger[:16],
+                          started_at=started_at, **outcome)
+    if not _one_statement():
+        with transaction.atomic():
+            _bookkeeping_commit()
+            if key is not None and token is not None:
+                locks.release(key=key, token=token)
+            if new_run is not None:
+                new_run.save(force_insert=True)
+                run_id = new_run.pk
+            else:
+                PollRun.objects.filter(pk=run_id).update(**outcome)
+            InboundConnection.objects.filter(pk=connection.pk).update(**update)
+        return run_id  # type: ignore[return-value]
+    # PostgreSQL: the three writes in one statement (data-modifying CTEs share one
+    # transaction), one round trip, an asynchronous commit.
+    parts, params = [], []
+    if key is not None and token is not None:
+        release_sql, release_params = locks.release_sql(key=key, token=token)
+        parts.append(f"rel AS ({release_sql})")
+        params += release_params
+    if new_run is not None:
+        run_sql, run_params = _insert_sql(new_run)
+    else:
+        run_sql, run_params = _update_sql(PollRun, run_id, outcome)
+        run_sql += " RETURNING " + transaction.get_connection().ops.quote_name(PollRun._meta.pk.column)
+    parts.append(f"run AS ({run_sql})")
+    params += run_params
+    conn_sql, conn_params = _update_sql(InboundConnection, connection.pk, update)
+    parts.append(f"conn AS ({conn_sql})")
+    params += conn_params
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT id FROM run), ({_ASYNC_COMMIT})", params)
+        return cursor.fetchone()[0]
 
 
 def _record(result: PollResult, outcomes: list[StoreOutcome]) -> list[StoreOutcome]:

@@ -186,3 +186,28 @@ def test_deferred_parsing(mail_servers, mailbox, make_inbound):
     assert msg.parsed and msg.subject == "later" and msg.text_body.strip() == "parsed later"
     assert msg.attachments.get().filename == "z.txt"
     assert parse_pending(connection_id=conn.pk) == 0
+
+
+def test_empty_poll_bookkeeping_is_four_statements(mail_servers, mailbox, make_inbound):
+    """An empty poll's database work: the connection, the credential, one statement that
+    opens the history row and takes the lock, one that releases the lock, closes the row
+    and updates the connection (no BEGIN/COMMIT round trips). History is still complete."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from connections.models import InboundConnection, MailboxLock
+
+    address, password = mailbox
+    conn = make_inbound(address, password)
+    assert poll(connection_id=conn.pk).outcome == PollOutcome.SUCCESS  # first UIDVALIDITY recorded
+    with CaptureQueriesContext(db) as queries:
+        result = poll(connection_id=conn.pk, trigger="test")
+    assert result.outcome == PollOutcome.SUCCESS and result.fetched == 0, result.error
+    assert len(queries.captured_queries) <= 4, [q["sql"][:120] for q in queries.captured_queries]
+    run = PollRun.objects.get(pk=result.poll_run_id)
+    assert run.outcome == PollOutcome.SUCCESS and run.trigger == "test"
+    assert run.finished_at >= run.started_at and run.duration_ms is not None
+    assert not MailboxLock.objects.exists()
+    conn = InboundConnection.objects.get(pk=conn.pk)
+    assert conn.last_poll_ok and conn.next_poll_at > run.finished_at
+    assert PollRun.objects.filter(connection=conn).count() == 2

@@ -128,6 +128,37 @@ def test_locked_outcome_does_not_back_off(tenant, make_credential):
     assert result.outcome == PollOutcome.LOCKED and "Another poll" in result.error
     conn.refresh_from_db()
     assert conn.consecutive_failures == 0 and conn.next_poll_at is not None
+    assert PollRun.objects.get(pk=result.poll_run_id).outcome == PollOutcome.LOCKED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fields,delay", [
+    ({"schedule_every": 300}, 30),  # retried after 30 s, not after the 5-minute interval
+    ({"schedule_every": 15}, 15),  # a shorter interval: after the interval
+    ({"schedule_kind": ScheduleKind.CRON, "schedule_cron": "0 * * * *"}, 30),  # hourly cron: 30 s
+])
+def test_locked_poll_is_retried_soon_with_jitter(tenant, make_credential, fields, delay):
+    """Two connections of one mailbox on aligned schedules must not keep colliding: the
+    skipped one comes back after min(interval, 30 s) plus a little jitter."""
+    user = f"lr-{uuid.uuid4().hex[:6]}@example.test"
+    conn = InboundConnection.objects.create(tenant=tenant, name="lr", host="127.0.0.1", protection="ssl_tls",
+                                            port=1, credential_name=make_credential(user), **fields)
+    key = locks.mailbox_key(host="127.0.0.1", username=user, folder="INBOX")
+    token = locks.acquire(key=key, timeout_seconds=600)
+    retries = []
+    try:
+        for _ in range(8):
+            result = polling.poll(connection_id=conn.pk)
+            assert result.outcome == PollOutcome.LOCKED
+            conn.refresh_from_db()
+            finished = PollRun.objects.get(pk=result.poll_run_id).finished_at
+            gap = (conn.next_poll_at - finished).total_seconds()
+            assert delay - 0.5 <= gap <= delay * 1.2 + 0.5, gap
+            retries.append(gap)
+    finally:
+        locks.release(key=key, token=token)
+    assert len({round(r, 2) for r in retries}) > 1, "no jitter: skipped pollers would come back in step"
+    assert conn.last_poll_at is None  # a skipped poll changes nothing but the next run
 
 
 @pytest.mark.django_db(transaction=True)

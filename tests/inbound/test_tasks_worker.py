@@ -55,5 +55,8 @@ def test_dispatch_fans_out_in_chunks(tenantmail_worker, mail_servers, make_inbou
     assert dispatch_due_polls.run() == 3
     wait_until(lambda: StoredMessage.objects.filter(connection__in=conns).count() == 3, timeout=60,
                message="three fanned-out polls")
+    # The mails are committed before the poll closes its history row: wait for that too.
+    wait_until(lambda: not PollRun.objects.filter(connection__in=conns, outcome=PollOutcome.RUNNING).exists(),
+               timeout=30, message="the polls to finish")
     for conn in conns:
         assert PollRun.objects.get(connection=conn).outcome == PollOutcome.SUCCESS
