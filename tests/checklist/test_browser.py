@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
+from django.db import connections as db_connections
 
 from connections.models import OutboundConnection, UserCredential
 
@@ -35,8 +36,13 @@ def browser():
     try:
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            yield b
-            b.close()
+            try:
+                yield b
+            finally:
+                # Inside Playwright's context the test got database connections of its own (not the
+                # ones of pytest-django's teardown): close them, or the test database stays in use.
+                db_connections.close_all()
+                b.close()
     finally:
         if previous is None:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 from django.conf import settings
+from django.db import connections as db_connections
 
 CHROMIUM = os.environ.get("TENANTMAIL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -47,14 +48,21 @@ def chromium():
 
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (scripts/test does this).")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-    if previous is None:
-        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    else:
-        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            try:
+                yield browser
+            finally:
+                # Inside Playwright's context the tests got database connections of their own (not
+                # the ones of pytest-django's teardown): close them, or the test database stays in use.
+                db_connections.close_all()
+                browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def open_context(browser, live_server, user=None, *, color_scheme: str = "light", width: int = 1100):
