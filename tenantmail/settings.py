@@ -213,6 +213,15 @@ POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
 POLL_DISPATCH_FANOUT = env.int("POLL_DISPATCH_FANOUT", default=200)
 INBOUND_FSYNC = env.str("INBOUND_FSYNC", default="destructive")
 INBOUND_PARSE_IN_MEMORY_MAX = env.int("INBOUND_PARSE_IN_MEMORY_MAX", default=8 * 1024 * 1024)
+# Mails per IMAP FETCH and per committed batch, and the batch's byte cap; mails above the
+# stream threshold are fetched in chunks to a spool file; parse during the poll (False: a
+# parse_stored_messages task parses afterwards); dispatch claim horizon and cap per tick.
+INBOUND_FETCH_BATCH = env.int("INBOUND_FETCH_BATCH", default=200)
+INBOUND_FETCH_BATCH_BYTES = env.int("INBOUND_FETCH_BATCH_BYTES", default=16 * 1024 * 1024)
+INBOUND_STREAM_THRESHOLD = env.int("INBOUND_STREAM_THRESHOLD", default=4 * 1024 * 1024)
+INBOUND_PARSE_DURING_POLL = env.bool("INBOUND_PARSE_DURING_POLL", default=True)
+POLL_DISPATCH_CLAIM_SECONDS = env.int("POLL_DISPATCH_CLAIM_SECONDS", default=1800)
+POLL_DISPATCH_MAX = env.int("POLL_DISPATCH_MAX", default=50000)
 # Outbox (connections/services/outbox.py): retries with exponential backoff, a hold after a
 # connection problem, when a message stuck in `sending` counts as stale, and how long one
 # send task keeps opening new SMTP sessions.
