@@ -14,7 +14,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import path, reverse
@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from ..models import Readiness
-from ..services import checklist
+from ..services import checklist, dates, switches
 from ..services.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
@@ -30,6 +30,22 @@ CHECKLIST_FIELDS = ("setup_checklist", "connection_diagram")
 # The request being rendered: read-only field callables only get the object.
 _REQUEST: ContextVar[HttpRequest | None] = ContextVar("tenantmail_checklist_request", default=None)
 READINESS_COLOURS = {Readiness.READY: "#417505", Readiness.NEEDS_ATTENTION: "#b36b00", Readiness.BLOCKED: "#ba2121"}
+# Columns that follow the name (what the operator looks for first), and the ones that close the row.
+LEADING_COLUMNS = ("readiness", "last_test")
+TRAILING_COLUMNS = ("last_error_text",)  # not "last_error": the inbound model field would win
+# Columns replaced in the list by a compact one (the full text stays on the change page).
+COMPACT_COLUMNS = {"next_run": "next_poll"}
+DROPPED_COLUMNS = ("poll_state",)  # its text is the last error, which has its own column
+
+
+def arrange_columns(columns: list[str]) -> list[str]:
+    """Name, readiness, last test first; compact dates; the last error at the end: the list
+    fits a 1280 px screen."""
+    columns = [COMPACT_COLUMNS.get(c, c) for c in columns if c not in DROPPED_COLUMNS]
+    lead = [c for c in LEADING_COLUMNS]
+    trail = [c for c in TRAILING_COLUMNS]
+    rest = [c for c in columns if c not in lead and c not in trail and c != "name"]
+    return ["name", *lead, *rest, *trail] if "name" in columns else [*lead, *rest, *trail]
 
 
 class ReadinessListFilter(admin.SimpleListFilter):
@@ -56,9 +72,15 @@ def render_panel(connection: Any, *, refresh_url: str = "", test_url: str = "") 
 
 
 class SetupChecklistAdminMixin:
-    """Adds the live setup checklist, the connection diagram and the readiness column."""
+    """Adds the live setup checklist, the connection diagram, the readiness, next poll and
+    last error columns, and the Enable / Disable actions."""
 
     checklist_fieldset_title = "Setup checklist"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        actions = list(self.actions or ())  # type: ignore[has-type]
+        self.actions = [*actions, *(a for a in ("enable_connections", "disable_connections") if a not in actions)]
 
     # --- change page
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
@@ -150,3 +172,55 @@ class SetupChecklistAdminMixin:
             'border-radius:9px;color:#fff;background:{}">{}</span>',
             value.value, tip, READINESS_COLOURS[value], value.label,
         )
+
+    @admin.display(description="last error")
+    def last_error_text(self, obj: Any) -> str:
+        """The newest failure: the last poll's (inbound), the last failed outbox message's
+        (outbound, when the admin annotates `last_outbox_error`), or the last test's."""
+        text, when = "", None
+        if getattr(obj, "last_poll_ok", None) is False and getattr(obj, "last_error", ""):
+            text, when = f"Poll: {obj.last_error}", obj.last_poll_at
+        outbox_error = getattr(obj, "last_outbox_error", None)
+        if outbox_error and not text:
+            text = f"Send: {outbox_error}"
+        if obj.last_test_ok is False and (when is None or (obj.last_test_at and obj.last_test_at > when)):
+            text = f"Test: {obj.last_test_summary}"
+        if not text:
+            return "–"
+        short = text if len(text) <= 60 else text[:59] + "…"
+        return format_html('<span class="tm-last-error" title="{}" style="color:#ba2121">{}</span>', text, short)
+
+    @admin.display(description="next poll", ordering="next_poll_at")
+    def next_poll(self, obj: Any) -> str:
+        if not obj.enabled:
+            return format_html('<span style="color:#666">{}</span>', "disabled")
+        if obj.next_poll_at is None:
+            return "next dispatch"
+        text = dates.short(obj.next_poll_at)
+        if getattr(obj, "in_backoff", False):
+            return format_html('<span style="color:#ba2121" title="{}">{} (backing off)</span>',
+                               f"after {obj.consecutive_failures} failed poll(s)", text)
+        return text
+
+    # --- Enable / Disable: a switch, open to operators (docs/admin.md says why)
+    def _switch(self, request: HttpRequest, queryset, *, enabled: bool) -> None:
+        kind = checklist.kind_of(self.model())  # type: ignore[attr-defined]
+        ids = [obj.pk for obj in queryset if self.has_run_permission(request, obj)]  # type: ignore[attr-defined]
+        result = switches.set_enabled(kind=kind, connection_ids=ids, enabled=enabled)
+        word = "Enabled" if enabled else "Disabled"
+        if result.changed:
+            self.message_user(request, f"{word}: {', '.join(result.changed)}."  # type: ignore[attr-defined]
+                              + (" Next polls are scheduled." if enabled and kind == "inbound" else "")
+                              + (" Queued messages will be sent." if enabled and kind == "outbound" else ""),
+                              messages.SUCCESS)
+        if result.unchanged:
+            self.message_user(request, f"Already {word.lower()}: {', '.join(result.unchanged)}.",  # type: ignore[attr-defined]
+                              messages.INFO)
+
+    @admin.action(description="Enable", permissions=["run"])
+    def enable_connections(self, request: HttpRequest, queryset) -> None:
+        self._switch(request, queryset, enabled=True)
+
+    @admin.action(description="Disable", permissions=["run"])
+    def disable_connections(self, request: HttpRequest, queryset) -> None:
+        self._switch(request, queryset, enabled=False)

@@ -38,7 +38,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from ..errors import TenantMailError
-from ..services import connectivity
+from ..services import connectivity, dates
 from ..services.connection_settings import connection_kind, short_warnings, warnings_for
 
 CHANGE_FORM_TEMPLATE = "admin/connections/connectivity_change_form.html"
@@ -208,7 +208,12 @@ class ConnectivityTestAdminMixin:
     def get_list_display(self, request: HttpRequest):
         columns = list(super().get_list_display(request))  # type: ignore[misc]
         # Risky settings show wherever the connection is listed, not only on its page.
-        return [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
+        columns = [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
+        if hasattr(self, "readiness"):  # with the setup checklist: its columns, in its order
+            from .checklist import arrange_columns
+
+            columns = arrange_columns(columns)
+        return columns
 
     @admin.display(description="warnings")
     def security_warnings(self, obj: Any) -> str:
@@ -228,7 +233,7 @@ class ConnectivityTestAdminMixin:
         return format_html(
             '<span class="tm-last-test" data-ok="{}" title="{}" style="color:{}">{} {}</span>',
             "1" if obj.last_test_ok else "0", obj.last_test_summary, colour, label,
-            obj.last_test_at.strftime("%Y-%m-%d %H:%M"),
+            dates.short(obj.last_test_at),
         )
 
 

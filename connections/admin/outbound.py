@@ -9,7 +9,8 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse
+from django.contrib.admin.utils import unquote
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -83,6 +84,7 @@ class SendTestMailForm(forms.Form):
 @admin.register(OutboundConnection)
 class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
     form = OutboundConnectionForm
+    change_form_template = "admin/connections/outboundconnection/change_form.html"
     list_display = ["name", "tenant", "host", "port", "protection", "authentication", "enabled",
                     "outbox_summary"]
     list_filter = ["enabled", "tenant", "protection", "authentication"]
@@ -117,7 +119,10 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
             count = (OutboxMessage.objects.filter(connection=OuterRef("pk"), status=status)
                      .order_by().values("connection").annotate(n=Count("pk")).values("n"))
             qs = qs.annotate(**{f"outbox_{status}": Coalesce(Subquery(count), 0)})
-        return qs
+        # The "last error" column: the newest failed message's error (connection+status index).
+        failed = (OutboxMessage.objects.filter(connection=OuterRef("pk"), status=OutboxStatus.FAILED)
+                  .order_by("-id").values("last_error")[:1])
+        return qs.annotate(last_outbox_error=Subquery(failed))
 
     def _outbox_url(self, obj: OutboundConnection, **params: str) -> str:
         return reverse("admin:connections_outboxmessage_changelist") + "?" + urlencode(
@@ -147,45 +152,79 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
             self._outbox_url(obj),
         )
 
-    @admin.action(description="Send test mail", permissions=["run"])
-    def send_test_mail(self, request: HttpRequest, queryset):
-        form = SendTestMailForm(request.POST if "apply" in request.POST else None)
-        if "apply" in request.POST and form.is_valid():
-            recipient = form.cleaned_data["recipient"]
-            for connection in queryset.select_related("tenant"):
-                if not connection.enabled or not connection.tenant.active:
-                    # It would wait in the outbox and tell the operator nothing about the server.
-                    self.message_user(
-                        request,
-                        f"{connection.name}: not queued: the connection is "
-                        + ("disabled" if not connection.enabled else "of an inactive tenant")
-                        + "; enable it first.",
-                        messages.WARNING,
-                    )
-                    continue
-                try:
-                    message = outbox.send_test_mail(connection_id=connection.pk, to=recipient)
-                except TenantMailError as exc:
-                    self.message_user(request, f"{connection.name}: not queued: {exc}", messages.ERROR)
-                    continue
-                url = reverse("admin:connections_outboxmessage_change", args=[message.pk])
+    def _queue_test_mail(self, request: HttpRequest, connections, recipient: str) -> None:
+        for connection in connections:
+            if not connection.enabled or not connection.tenant.active:
+                # It would wait in the outbox and tell the operator nothing about the server.
                 self.message_user(
                     request,
-                    format_html('{}: test message to {} queued as <a href="{}">#{}</a>.',
-                                connection.name, recipient, url, message.pk),
-                    messages.SUCCESS,
+                    f"Test mail not queued on '{connection.name}': the connection is "
+                    + ("disabled" if not connection.enabled else "of an inactive tenant")
+                    + "; enable it first.",
+                    messages.WARNING,
                 )
-            return None
+                continue
+            try:
+                message = outbox.send_test_mail(connection_id=connection.pk, to=recipient)
+            except TenantMailError as exc:
+                self.message_user(request, f"Test mail not queued on '{connection.name}': {exc}",
+                                  messages.ERROR)
+                continue
+            url = reverse("admin:connections_outboxmessage_change", args=[message.pk])
+            self.message_user(
+                request,
+                format_html('Test mail to {} queued on \'{}\' as <a href="{}">#{}</a>.',
+                            recipient, connection.name, url, message.pk),
+                messages.SUCCESS,
+            )
+
+    def _test_mail_page(self, request: HttpRequest, form, connections, *, single: bool) -> TemplateResponse:
         context = {
             **self.admin_site.each_context(request),
             "title": "Send test mail",
             "opts": self.model._meta,
             "form": form,
-            "connections": queryset,
+            "connections": connections,
+            "single": single,
             "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
             "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
         }
         return TemplateResponse(request, "admin/connections/outboundconnection/send_test_mail.html", context)
+
+    @admin.action(description="Send test mail", permissions=["run"])
+    def send_test_mail(self, request: HttpRequest, queryset):
+        form = SendTestMailForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            self._queue_test_mail(request, queryset.select_related("tenant"), form.cleaned_data["recipient"])
+            return None
+        return self._test_mail_page(request, form, queryset, single=False)
+
+    def send_test_mail_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The change page's "Send test mail" button: the same form for this one connection."""
+        self._require_visible(request, object_id)
+        obj = self.get_queryset(request).get(pk=unquote(object_id))
+        if not self.has_run_permission(request, obj):
+            raise PermissionDenied
+        form = SendTestMailForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            self._queue_test_mail(request, [obj], form.cleaned_data["recipient"])
+            return HttpResponseRedirect(reverse("admin:connections_outboundconnection_change", args=[obj.pk]))
+        return self._test_mail_page(request, form, [obj], single=True)
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("<path:object_id>/send-test-mail/", self.admin_site.admin_view(self.send_test_mail_view),
+                 name="%s_%s_send_test_mail" % info),
+            *super().get_urls(),
+        ]
+
+    def render_change_form(self, request: HttpRequest, context: dict, add: bool = False, change: bool = False,
+                           form_url: str = "", obj: Any = None):
+        can_run = obj is not None and obj.pk is not None and self.has_run_permission(request, obj)
+        context["send_test_mail_url"] = (
+            reverse("admin:connections_outboundconnection_send_test_mail", args=[obj.pk]) if can_run else "")
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.action(description="Send due messages now", permissions=["run"])
     def send_due_now(self, request: HttpRequest, queryset):

@@ -144,7 +144,7 @@ def test_send_test_mail_action_asks_for_a_recipient_then_queues(client, operator
     assert "not a valid e-mail address" in bad.content.decode() and not OutboxMessage.objects.exists()
     done = client.post(url, {"action": "send_test_mail", "_selected_action": [conn.pk], "apply": "1",
                              "recipient": "ops@example.test"}, follow=True)
-    assert "test message to ops@example.test queued" in done.content.decode()
+    assert "Test mail to ops@example.test queued on '" in done.content.decode()
     msg = OutboxMessage.objects.get()
     assert msg.connection_id == conn.pk and msg.envelope_to == ["ops@example.test"]
     assert msg.subject.startswith("TenantMail test message")
@@ -157,8 +157,8 @@ def test_send_test_mail_skips_a_disabled_connection_and_says_so(client, operator
     done = client.post(url, {"action": "send_test_mail", "_selected_action": [on.pk, off.pk], "apply": "1",
                              "recipient": "ops@example.test"}, follow=True)
     page = done.content.decode().lower()  # the admin capitalises messages
-    assert "off: not queued: the connection is disabled; enable it first." in page
-    assert "on: test message to ops@example.test queued" in page
+    assert "test mail not queued on &#x27;off&#x27;: the connection is disabled; enable it first." in page
+    assert "test mail to ops@example.test queued on 'on'" in page
     assert list(OutboxMessage.objects.values_list("connection_id", flat=True)) == [on.pk]
 
 
