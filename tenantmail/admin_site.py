@@ -25,6 +25,8 @@ class TenantMailAdminSite(AdminSite):
     # sidebar would take a quarter of the width and push them off screen. The breadcrumbs
     # and the index page lead everywhere it did.
     enable_nav_sidebar = False
+    # One dash for "nothing" everywhere: Django's default is "-", our own columns use "–".
+    empty_value_display = "–"
 
     def get_app_list(self, request, app_label=None):
         apps = super().get_app_list(request, app_label)

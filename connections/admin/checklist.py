@@ -36,6 +36,9 @@ TRAILING_COLUMNS = ("last_error_text",)  # not "last_error": the inbound model f
 # Columns replaced in the list by a compact one (the full text stays on the change page).
 COMPACT_COLUMNS = {"next_run": "next_poll"}
 DROPPED_COLUMNS = ("poll_state",)  # its text is the last error, which has its own column
+# Boolean fields that describe a normal state: the admin's red ✗ icon for False read as an
+# error. Shown as words instead (field -> display method of the mixin).
+STATE_FIELDS = {"imap_resync": "imap_resync_state"}
 
 
 def arrange_columns(columns: list[str]) -> list[str]:
@@ -84,14 +87,14 @@ class SetupChecklistAdminMixin:
 
     # --- change page
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None):
-        fields = list(super().get_readonly_fields(request, obj))  # type: ignore[misc]
+        fields = [STATE_FIELDS.get(f, f) for f in super().get_readonly_fields(request, obj)]  # type: ignore[misc]
         return fields + [f for f in CHECKLIST_FIELDS if f not in fields]
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None):
         fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
         cleaned = []
         for title, options in fieldsets:  # keep our fields out of the other fieldsets
-            fields = [f for f in options.get("fields", ()) if f not in CHECKLIST_FIELDS]
+            fields = [STATE_FIELDS.get(f, f) for f in options.get("fields", ()) if f not in CHECKLIST_FIELDS]
             if fields:
                 cleaned.append((title, {**options, "fields": fields}))
         if obj is None or obj.pk is None:
@@ -224,3 +227,13 @@ class SetupChecklistAdminMixin:
     @admin.action(description="Disable", permissions=["run"])
     def disable_connections(self, request: HttpRequest, queryset) -> None:
         self._switch(request, queryset, enabled=False)
+
+    @admin.display(description="IMAP re-sync")
+    def imap_resync_state(self, obj: Any) -> str:
+        if obj is None or not getattr(obj, "imap_resync", False):
+            return format_html('<span class="tm-state" data-state="idle" style="color:#666">{}</span>',
+                               "Not needed (the folder's UIDVALIDITY is unchanged).")
+        return format_html(
+            '<span class="tm-state" data-state="info" style="color:#205493">&#8505; {}</span>',
+            "In progress: the server renumbered the folder (new UIDVALIDITY); mails are matched to the "
+            "stored ones so that none is stored twice.")

@@ -57,6 +57,12 @@ class UserCredentialForm(forms.ModelForm):
             self.fields["new_password_confirmation"].label = "New password confirmation"
         else:
             self.fields["new_password"].help_text = "Write-only: it is never shown again."
+            # Required when adding (marked so in the form; clean() words the message).
+            for name in ("new_password", "new_password_confirmation"):
+                self.fields[name].required = True
+                self.fields[name].error_messages["required"] = (
+                    "Enter the password of the mailbox owner." if name == "new_password"
+                    else "Enter the same password again.")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

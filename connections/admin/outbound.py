@@ -18,7 +18,7 @@ from django.utils.http import urlencode
 
 from ..errors import TenantMailError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
-from ..services import mime, outbox, tenancy
+from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
 
 try:  # the connectivity test (another engineer's module), when present
@@ -402,7 +402,8 @@ class OutboxMessageAdmin(TenantScopedAdmin):
         return DELIVERY_FIELDS + MESSAGE_FIELDS + ["text_display", "html_display", "extra_headers"]
 
     def get_inlines(self, request: HttpRequest, obj: Any = None):
-        return [OutboxAttachmentInline] if obj is not None else []
+        # No empty attachments table on messages without attachments.
+        return [OutboxAttachmentInline] if obj is not None and obj.attachments.exists() else []
 
     def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
         field = super().formfield_for_foreignkey(db_field, request, **kwargs)
@@ -499,7 +500,7 @@ class OutboxMessageAdmin(TenantScopedAdmin):
             return format_html(
                 '<strong style="color:#ba2121" title="claimed at {}; its worker is presumed gone. It may or may '
                 'not have reached the server: requeue (may send twice) or cancel.">{} (stale)</strong>',
-                obj.claimed_at, label,
+                dates.short(obj.claimed_at, seconds=True), label,
             )
         return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(obj.status, "#000"), label)
 
@@ -550,13 +551,18 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     @admin.display(description="recipients")
     def recipient_table(self, obj: OutboxMessage) -> str:
         results = obj.recipient_results or {}
+        sent = [e for e in (obj.delivery_log or []) if e.get("outcome") in ("sent", "partial")]
+        accepted_by = f"sent {dates.short(sent[-1].get('at'))}, {sent[-1].get('detail', '')}" if sent else ""
         rows = []
         for address in obj.envelope_to or []:
             result = results.get(address)
             if result is None:
-                rows.append((address, "–", "not sent yet" if obj.status in ("queued", "sending") else ""))
+                rows.append((address, "–", "not sent yet" if obj.status in ("queued", "sending") else "–"))
             elif result.get("status") == "accepted":
-                rows.append((address, "accepted", ""))
+                # The server accepted RCPT TO and then took the message (DATA); smtplib keeps
+                # no reply text for accepted recipients, so the record says what happened.
+                rows.append((address, "accepted", result.get("text") or (
+                    f"2xx to RCPT TO and DATA: {accepted_by}" if accepted_by else "2xx to RCPT TO and DATA")))
             else:
                 rows.append((address, f"refused {result.get('code', '')}", result.get("text", "")))
         return format_html(
@@ -570,7 +576,8 @@ class OutboxMessageAdmin(TenantScopedAdmin):
         log = obj.delivery_log or []
         if not log:
             return "–"
-        rows = [(e.get("at", ""), e.get("outcome", ""), e.get("code") or "", e.get("detail", "")) for e in log]
+        rows = [(dates.short(e.get("at"), seconds=True, empty="–"), e.get("outcome", ""), e.get("code") or "–",
+                 e.get("detail") or "–") for e in log]
         return format_html(
             "<table><thead><tr><th>at</th><th>outcome</th><th>code</th><th>detail</th></tr></thead>"
             "<tbody>{}</tbody></table>",

@@ -22,7 +22,8 @@ from .tenancy import TenantOwned
 class OutboundConnection(ConnectionBase):
     default_from = models.CharField(
         "default From", max_length=998,
-        help_text='Used when a message names no From, e.g. "Acme Support <support@acme.example>".',
+        # The admin renders help texts as HTML: the address's angle brackets are escaped here.
+        help_text='Used when a message names no From, e.g. "Acme Support &lt;support@acme.example&gt;".',
     )
     default_reply_to = models.CharField("default Reply-To", max_length=998, blank=True)
     max_per_session = models.PositiveIntegerField(
@@ -39,7 +40,7 @@ class OutboundConnection(ConnectionBase):
         "server SIZE limit (bytes)", null=True, blank=True, editable=False,
         help_text="From the server's last EHLO; empty when unknown or unlimited.",
     )
-    smtp_max_size_seen_at = models.DateTimeField(null=True, blank=True, editable=False)
+    smtp_max_size_seen_at = models.DateTimeField("server SIZE limit seen at", null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = "outbound connection"
