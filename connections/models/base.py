@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from ..validators import validate_host, validate_pem_certificates
 from .credentials import credential_name_validator
 from .tenancy import TenantOwned
 
@@ -38,7 +39,10 @@ class ConnectionBase(TenantOwned):
 
     name = models.CharField(max_length=150, validators=[credential_name_validator])
     enabled = models.BooleanField(default=True)
-    host = models.CharField(max_length=255)
+    host = models.CharField(
+        max_length=255, validators=[validate_host],
+        help_text="Host name (international names allowed) or IP address, e.g. mail.example.com.",
+    )
     port = models.PositiveIntegerField(
         null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)],
         help_text="Leave empty for the default of the protocol and protection.",
@@ -54,7 +58,7 @@ class ConnectionBase(TenantOwned):
     )
     verify_certificate = models.BooleanField("validate server certificate", default=True)
     trusted_ca = models.TextField(
-        "trusted CA or certificate (PEM)", blank=True,
+        "trusted CA or certificate (PEM)", blank=True, validators=[validate_pem_certificates],
         help_text="Trusted in addition to the system trust store.",
     )
     allow_plain_without_tls = models.BooleanField(

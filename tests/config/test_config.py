@@ -25,7 +25,20 @@ pytestmark = pytest.mark.django_db
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 ENV = {"ACME_MAILBOX_PASSWORD": "s3cret-orders", "GLOBEX_SUPPORT_PASSWORD": "pw-globex"}
 
-PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUabc\n-----END CERTIFICATE-----\n"
+# A real certificate: apply_config validates trusted_ca as PEM.
+PEM = (
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIBlTCCATugAwIBAgIUKhZe3rzhu39b8cbmruu0bsGveOQwCgYIKoZIzj0EAwIw\n"
+    "HzEdMBsGA1UEAwwUQUNNRSBFeGFtcGxlIFJvb3QgQ0EwIBcNMjYxMTIxMTAwMTU0\n"
+    "WhgPMjEyNjEwMjgxMDAxNTRaMB8xHTAbBgNVBAMMFEFDTUUgRXhhbXBsZSBSb290\n"
+    "IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAETlg/LSrsYTXgzIFgu7gWeDnk\n"
+    "hCwdoERsLIsM3An5nsYkd0qIYoWnmjesulxf/oU2T33hi4feTCEWUUU1myaa+6NT\n"
+    "MFEwHQYDVR0OBBYEFEQb/NgeNZPRvW3wd0FzLl+F1DmwMB8GA1UdIwQYMBaAFEQb\n"
+    "/NgeNZPRvW3wd0FzLl+F1DmwMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID\n"
+    "SAAwRQIgeHOyxzZ6HDR1CJ/xW6jG6EYjVv8nf8RHeaPOtpRI1iECIQDde6Qe5uXZ\n"
+    "XAzP3LZ0T1ttcFqkKz52uzK+q0HGtkhqEA==\n"
+    "-----END CERTIFICATE-----\n"
+)
 
 BASE = """
 tenants:
