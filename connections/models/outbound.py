@@ -13,6 +13,7 @@ as stale and an operator may requeue it (the at-least-once window).
 """
 from __future__ import annotations
 
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from .base import ConnectionBase
@@ -28,6 +29,7 @@ class OutboundConnection(ConnectionBase):
     default_reply_to = models.CharField("default Reply-To", max_length=998, blank=True)
     max_per_session = models.PositiveIntegerField(
         "max messages per SMTP session", default=100,
+        validators=[MinValueValidator(1, message="Send at least one message per SMTP session.")],
         help_text="After this many messages the SMTP session is closed and a new one opened.",
     )
     rate_limit_per_minute = models.PositiveIntegerField(
