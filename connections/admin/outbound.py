@@ -321,6 +321,8 @@ class StaleFilter(admin.SimpleListFilter):
 
 class OutboxAttachmentInline(admin.TabularInline):
     model = OutboxAttachment
+    # Read-only rows without Django's row title, which repeated the file name of the Name column.
+    template = "admin/connections/outboxmessage/attachments_tabular.html"
     extra = 0
     fields = ["name", "content_type", "size"]
     readonly_fields = fields
