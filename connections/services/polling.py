@@ -521,9 +521,13 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         #    connection is used under a lock (one command at a time), and a batch is only
         #    post-processed after its own rows are committed.
         imap_lock = threading.Lock()
+        # Mails post-processed on the server whose post_processed_at is not written yet: it
+        # goes into the next batch's transaction (one commit less per batch), the rest at the end.
+        to_mark: list[int] = []
 
         def flush(mails: list[FetchedMail]) -> None:
-            outcomes = store_batch(connection=connection, mails=mails, parse=parse)
+            outcomes = store_batch(connection=connection, mails=mails, parse=parse, mark_post_processed=to_mark)
+            to_mark.clear()
             hook("stored")
             done = _record(result, outcomes)
             # An oversized mail is stored as headers only: deleting it on the server would
@@ -535,10 +539,10 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     ok = _post_process_safely(lambda: _imap_post_process(client, connection, uids_done), result,
                                               "new mails")
                 if ok:
-                    _mark_post_processed(pks_done)
-            else:  # nothing to do on the server
-                _mark_post_processed(pks_done)
-            hook("post_processed")
+                    to_mark.extend(pks_done)
+            elif mode != PostProcessing.KEEP:  # nothing to do on the server
+                to_mark.extend(pks_done)
+            # KEEP: store_batch wrote the rows as post-processed already.
             lease.renew()
 
         def fetch_small(batch_uids: list[int]) -> list[FetchedMail]:
@@ -604,6 +608,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         finally:
             fetcher.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)
+            _mark_post_processed(to_mark)  # the last batch (also when the poll stops early)
+            hook("post_processed")
             for _, future in queued:  # the poll stopped before storing these batches
                 if future.done() and not future.cancelled() and future.exception() is None:
                     discard_unstored(future.result())
