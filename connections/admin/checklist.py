@@ -23,6 +23,7 @@ from django.utils.safestring import mark_safe
 
 from ..models import Readiness
 from ..services import checklist, dates, switches
+from ..services.connection_settings import short_warnings, warnings_for
 from ..services.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
@@ -34,17 +35,28 @@ READINESS_COLOURS = {Readiness.READY: "#417505", Readiness.NEEDS_ATTENTION: "#b3
 LEADING_COLUMNS = ("readiness", "last_test")
 TRAILING_COLUMNS = ("last_error_text",)  # not "last_error": the inbound model field would win
 # Columns replaced in the list by a compact one (the full text stays on the change page).
-COMPACT_COLUMNS = {"next_run": "next_poll"}
-DROPPED_COLUMNS = ("poll_state",)  # its text is the last error, which has its own column
+COMPACT_COLUMNS = {"next_run": "next_poll", "last_poll": "last_poll_compact", "host": "server"}
+# Shown elsewhere in the row: poll_state is the last error; protocol, port and folder are in
+# "server"; the schedule is the next poll's tooltip; protection and authentication are on the
+# page, and the risky ones in the warnings column. (All stay on the change page.)
+DROPPED_COLUMNS = ("poll_state", "protocol", "port", "folder", "schedule_text", "protection", "authentication",
+                   "security_warnings")  # the readiness cell shows the risky settings under its badge
+# Inbound: "next poll" says "disabled"; the enabled filter stays.
+DROPPED_WITH_NEXT_POLL = ("enabled",)
 # Boolean fields that describe a normal state: the admin's red ✗ icon for False read as an
 # error. Shown as words instead (field -> display method of the mixin).
 STATE_FIELDS = {"imap_resync": "imap_resync_state"}
 
 
-def arrange_columns(columns: list[str]) -> list[str]:
+def arrange_columns(columns: list[str], *, one_tenant: bool = False) -> list[str]:
     """Name, readiness, last test first; compact dates; the last error at the end: the list
-    fits a 1280 px screen."""
+    fits a 1280 px screen. `one_tenant`: the user sees a single tenant, so no tenant column."""
     columns = [COMPACT_COLUMNS.get(c, c) for c in columns if c not in DROPPED_COLUMNS]
+    if "next_poll" in columns:
+        columns = [c for c in columns if c not in DROPPED_WITH_NEXT_POLL]
+    if one_tenant:
+        columns = [c for c in columns if c != "tenant"]
+    columns = [c for i, c in enumerate(columns) if c not in columns[:i]]
     lead = [c for c in LEADING_COLUMNS]
     trail = [c for c in TRAILING_COLUMNS]
     rest = [c for c in columns if c not in lead and c not in trail and c != "name"]
@@ -169,11 +181,18 @@ class SetupChecklistAdminMixin:
         ev = getattr(obj, "_tm_evaluation", None) or checklist.evaluation(obj)
         value = ev.readiness
         problems = ev.problems
-        tip = "; ".join(f"{i.symbol} {i.label}" for i in problems[:4])
-        return format_html(
+        tip = "; ".join(f"{i.symbol} {i.state_text}" for i in problems[:4])
+        badge = format_html(
             '<span class="tm-readiness" data-readiness="{}" title="{}" style="display:inline-block;padding:1px 8px;'
             'border-radius:9px;color:#fff;background:{}">{}</span>',
             value.value, tip, READINESS_COLOURS[value], value.label,
+        )
+        risky = short_warnings(obj)
+        if not risky:
+            return badge
+        return format_html(
+            '{}<br><span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
+            badge, " ".join(warnings_for(obj)), ", ".join(risky),
         )
 
     @admin.display(description="last error")
@@ -190,20 +209,43 @@ class SetupChecklistAdminMixin:
             text = f"Test: {obj.last_test_summary}"
         if not text:
             return "–"
-        short = text if len(text) <= 60 else text[:59] + "…"
+        short = text if len(text) <= 48 else text[:47] + "…"
         return format_html('<span class="tm-last-error" title="{}" style="color:#ba2121">{}</span>', text, short)
+
+    @admin.display(description="server", ordering="host")
+    def server(self, obj: Any) -> str:
+        protocol = str(getattr(obj, "protocol", "smtp")).upper()
+        where = obj.host + (f":{obj.port}" if obj.port else "")
+        folder = getattr(obj, "folder", "")
+        return format_html('<span class="tm-server">{} {}</span>{}', protocol, where,
+                           format_html('<br><small style="color:#666">{}</small>', folder) if folder else "")
 
     @admin.display(description="next poll", ordering="next_poll_at")
     def next_poll(self, obj: Any) -> str:
+        from ..services import schedule
+
+        try:
+            every = schedule.describe(schedule=schedule.Schedule.of(obj))
+        except Exception as exc:  # an invalid stored schedule: say so instead of breaking the list
+            every = f"invalid schedule: {exc}"
         if not obj.enabled:
-            return format_html('<span style="color:#666">{}</span>', "disabled")
+            return format_html('<span style="color:#666" title="{}">{}</span>', every, "disabled")
         if obj.next_poll_at is None:
-            return "next dispatch"
-        text = dates.short(obj.next_poll_at)
+            return format_html('<span title="{}">{}</span>', every, "next dispatch")
         if getattr(obj, "in_backoff", False):
-            return format_html('<span style="color:#ba2121" title="{}">{} (backing off)</span>',
-                               f"after {obj.consecutive_failures} failed poll(s)", text)
-        return text
+            return format_html('<span class="tm-nowrap" style="color:#ba2121" title="{}">{} (backing off)</span>',
+                               f"{dates.short(obj.next_poll_at)}, after {obj.consecutive_failures} failed poll(s); "
+                               f"{every}", dates.compact(obj.next_poll_at))
+        return format_html('<span class="tm-nowrap" title="{}">{}</span>',
+                           f"{dates.short(obj.next_poll_at)}; {every}", dates.compact(obj.next_poll_at))
+
+    @admin.display(description="last poll", ordering="last_poll_at")
+    def last_poll_compact(self, obj: Any) -> str:
+        if obj.last_poll_at is None:
+            return format_html('<span style="color:#666">{}</span>', "never")
+        colour, label = ("#417505", "ok") if obj.last_poll_ok else ("#ba2121", "failed")
+        return format_html('<span class="tm-nowrap" style="color:{}" title="{}">{} {}</span>', colour,
+                           dates.short(obj.last_poll_at), label, dates.compact(obj.last_poll_at))
 
     # --- Enable / Disable: a switch, open to operators (docs/admin.md says why)
     def _switch(self, request: HttpRequest, queryset, *, enabled: bool) -> None:

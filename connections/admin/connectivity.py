@@ -210,9 +210,10 @@ class ConnectivityTestAdminMixin:
         # Risky settings show wherever the connection is listed, not only on its page.
         columns = [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
         if hasattr(self, "readiness"):  # with the setup checklist: its columns, in its order
+            from ..services import tenancy
             from .checklist import arrange_columns
 
-            columns = arrange_columns(columns)
+            columns = arrange_columns(columns, one_tenant=tenancy.sole_tenant_id(request.user) is not None)
         return columns
 
     @admin.display(description="warnings")
@@ -231,9 +232,9 @@ class ConnectivityTestAdminMixin:
             return format_html('<span title="{}" style="color:#666">not tested</span>', "No connectivity test yet")
         colour, label = ("#417505", "passed") if obj.last_test_ok else ("#ba2121", "failed")
         return format_html(
-            '<span class="tm-last-test" data-ok="{}" title="{}" style="color:{}">{} {}</span>',
-            "1" if obj.last_test_ok else "0", obj.last_test_summary, colour, label,
-            dates.short(obj.last_test_at),
+            '<span class="tm-last-test" data-ok="{}" title="{}" style="color:{};white-space:nowrap">{} {}</span>',
+            "1" if obj.last_test_ok else "0", f"{dates.short(obj.last_test_at)}: {obj.last_test_summary}", colour,
+            label, dates.compact(obj.last_test_at),
         )
 
 

@@ -27,3 +27,15 @@ def short(value: datetime | str | None, *, seconds: bool = False, empty: str = "
     if timezone.is_aware(value):
         value = timezone.localtime(value)
     return value.strftime(FORMAT_SECONDS if seconds else FORMAT)
+
+
+def compact(value: datetime | str | None, *, empty: str = "never") -> str:
+    """For list columns: "11-21 09:37" this year, "2025-11-21" before (the full moment goes
+    in the cell's title, from `short`)."""
+    if value is None or value == "":
+        return empty
+    full = short(value)
+    if len(full) != 16:  # not a timestamp
+        return full
+    this_year = timezone.localtime().strftime("%Y")
+    return full[5:] if full.startswith(this_year) else full[:10]
