@@ -41,7 +41,6 @@ class StoredMessage(TenantOwned):
             models.UniqueConstraint(fields=["connection", "server_key"], name="uniq_message_server_identity"),
         ]
         indexes = [
-            models.Index(fields=["tenant", "-date", "-id"], name="message_tenant_date_idx"),
             models.Index(fields=["connection", "post_processed_at"], name="message_pending_post_idx"),
             models.Index(fields=["connection", "parsed"], name="message_unparsed_idx"),
         ]
