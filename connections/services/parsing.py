@@ -184,6 +184,12 @@ def decode_bytes(data: bytes, charset: str | None, problems: ParsedMessage | Non
     codec = _codec_for(charset)
     if charset and codec is None and problems is not None:
         problems.problem(f"{where}unknown charset {charset!r}; decoded as UTF-8/cp1252")
+    if codec and _is_single_byte(codec) and _is_multibyte_utf8(data):
+        # UTF-8 mislabelled as a single-byte charset ("ProtecciÃ³n"): text in a real
+        # single-byte charset is practically never valid UTF-8 with multi-byte sequences.
+        if problems is not None:
+            problems.problem(f"{where}text labelled {charset} is UTF-8; decoded as UTF-8")
+        return _clean_text(data.decode("utf-8"))
     if codec:
         try:
             return _clean_text(data.decode(codec))
@@ -217,6 +223,26 @@ def decode_bytes(data: bytes, charset: str | None, problems: ParsedMessage | Non
         return _clean_text(data.decode("cp1252"))
     except UnicodeDecodeError:
         return _clean_text(data.decode("latin-1"))
+
+
+_SINGLE_BYTE_PREFIXES = ("cp125", "iso8859", "koi8", "mac_", "latin_1", "cp437", "cp85", "cp86", "cp874",
+                         "tis_620", "ptcp154", "kz1048", "hp_roman8", "ascii")
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+
+
+def _is_single_byte(codec: str) -> bool:
+    return codec.startswith(_SINGLE_BYTE_PREFIXES)
+
+
+def _is_multibyte_utf8(data: bytes) -> bool:
+    """Valid UTF-8 with at least one multi-byte sequence (pure ASCII is not evidence)."""
+    if not _NON_ASCII.search(data):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _iso2022jp_via_cp932(data: bytes) -> str:
@@ -623,8 +649,9 @@ def _declared_charset(msg: Message) -> str | None:
     return None
 
 
-def _headers_into(msg: Message, result: ParsedMessage) -> None:
-    _HEADER_CHARSET.set(_declared_charset(msg))
+def _headers_into(msg: Message, result: ParsedMessage, *, charset: str | None | bool = False) -> None:
+    # The charset for raw 8-bit header bytes: the first declared text charset of the mail.
+    _HEADER_CHARSET.set(_declared_charset(msg) if charset is False else charset)
     for attr, name in _HEADER_FIELDS.items():
         if attr == "message_id":
             result.message_id = _message_id(msg, result)
@@ -636,12 +663,15 @@ def _headers_into(msg: Message, result: ParsedMessage) -> None:
 def _defects(msg: Message, result: ParsedMessage) -> None:
     for part in _iter_parts(msg):
         for defect in getattr(part, "defects", []) or []:
-            name = type(defect).__name__
-            if name in ("MissingHeaderBodySeparatorDefect",):
-                result.problem("malformed header section (a line without a colon)")
-            elif name in ("StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect", "NoBoundaryInMultipartDefect",
-                          "MultipartInvariantViolationDefect", "InvalidMultipartContentTransferEncodingDefect"):
-                result.problem(name)
+            _defect_problem(type(defect).__name__, result)
+
+
+def _defect_problem(name: str, result: ParsedMessage) -> None:
+    if name in ("MissingHeaderBodySeparatorDefect",):
+        result.problem("malformed header section (a line without a colon)")
+    elif name in ("StartBoundaryNotFoundDefect", "CloseBoundaryNotFoundDefect", "NoBoundaryInMultipartDefect",
+                  "MultipartInvariantViolationDefect", "InvalidMultipartContentTransferEncodingDefect"):
+        result.problem(name)
 
 
 def _iter_parts(msg: Message) -> Iterator[Message]:
@@ -710,9 +740,26 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
     result = ParsedMessage()
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
     bodies: dict[str, list[str]] = {"text": [], "html": []}
-    if not _fast_multipart(raw, body_start, len(raw), top, "", result, bodies, linesep, 0):
+    leaves: list[tuple] = []
+    if not _fast_multipart(raw, body_start, len(raw), top, "", result, leaves, linesep, 0):
         return None
-    _headers_into(top, result)
+    # In the email package's order: headers (with the first declared text charset, as
+    # _declared_charset finds it on the whole tree), the parts, then the parts' defects.
+    charset = None
+    for kind, leaf, *_ in leaves:
+        if kind == "walk":
+            charset = _declared_charset(leaf)
+            if charset:
+                break
+    _headers_into(top, result, charset=charset)
+    for kind, leaf, index, extra in leaves:
+        if kind == "walk":
+            _walk(leaf, result, index, in_alternative=extra, bodies=bodies)
+        else:
+            result.attachments.append(_attachment(leaf, extra[0], result, index, content_type=extra[1]))
+    for kind, leaf, *_ in leaves:
+        if kind == "walk":
+            _defects(leaf, result)
     result.text_body = "\n".join(t for t in bodies["text"] if t)
     result.html_body = "\n".join(t for t in bodies["html"] if t)
     return result
@@ -739,12 +786,14 @@ def _fast_single(raw: bytes, body_start: int, top: Message) -> ParsedMessage | N
 
 
 def _fast_multipart(raw: bytes, start: int, end: int, headers: Message, index: str, result: ParsedMessage,
-                    bodies: dict[str, list[str]], linesep: str, depth: int) -> bool:
+                    bodies: list[tuple], linesep: str, depth: int) -> bool:
     if depth > 20:
         return False
     boundary = headers.get_boundary()
     if not boundary or not boundary.isascii():
         return False
+    if str(headers.get("content-transfer-encoding", "8bit")).lower() not in ("7bit", "8bit", "binary"):
+        return False  # InvalidMultipartContentTransferEncodingDefect: the email package reports it
     delim = b"--" + boundary.encode("ascii")
     # Delimiter lines: at the start of a line, followed by "--" (close), or by optional
     # white space and the line end. A longer boundary sharing the prefix does not match.
@@ -784,7 +833,9 @@ def _fast_multipart(raw: bytes, start: int, end: int, headers: Message, index: s
 
 
 def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: bool, result: ParsedMessage,
-               bodies: dict[str, list[str]], linesep: str, depth: int) -> bool:
+               bodies: list[tuple], linesep: str, depth: int) -> bool:
+    """Splits one leaf; `bodies` collects ("walk", leaf, index, in_alternative) or
+    ("att", headers, index, (data, content type)) for _fast_parse to process in order."""
     found = _find_header_end(raw, start, end)
     if found is None:
         return False
@@ -802,12 +853,12 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
             data = binascii.a2b_base64(raw[body_start:end])
         except binascii.Error:
             return False
-        result.attachments.append(_attachment(headers, data, result, index, content_type=ctype))
+        bodies.append(("att", headers, index, (data, ctype)))
         return True
     leaf = BytesParser(policy=policy.compat32).parsebytes(raw[start:end])
     for part in _iter_parts(leaf):
         part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
-    _walk(leaf, result, index, in_alternative=in_alternative, bodies=bodies)
+    bodies.append(("walk", leaf, index, in_alternative))
     return True
 
 
@@ -840,208 +891,589 @@ def _parse_with_email_package(raw: bytes) -> ParsedMessage:
 
 # --------------------------------------------------------------------------- streaming parse
 
-_STREAM_TEXT_MAX = 4 * 1024 * 1024  # text bodies larger than this are kept as attachments
+_STREAM_TEXT_MAX = 4 * 1024 * 1024  # decoded text bodies larger than this are kept as attachments
+# A leaf part (headers + body) up to this size is read and parsed by the email package exactly
+# as parse_bytes does; larger leaves are transfer-decoded from the file in chunks.
+STREAM_LEAF_IN_MEMORY_MAX = 2 * 1024 * 1024
+# A mail whose MIME structure is malformed in a way the splitter does not reproduce (missing
+# boundaries, header defects of a multipart, multipart/digest, ...) is parsed by parse_bytes
+# when it is at most this large (the same result); a larger one is split best effort.
+STREAM_FALLBACK_MAX = 16 * 1024 * 1024
+_SPILL_MIN = 64 * 1024  # attachments of in-memory leaves larger than this go to temp files
+_CHUNK = 1 << 20
+_LONG_LINE = 8 << 20
+
+_LINE_RE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)?")
+_HEADER_LINE = re.compile(rb"(From |[\041-\071\073-\176]*:|[\t ])")  # feedparser's headerRE
+_NL_START = re.compile(rb"\r\n|\r|\n")
+_B64_BODY = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
-class _PartSink:
-    """Transfer-decodes one leaf part's body line by line into a temp file."""
+class _Fallback(Exception):
+    """The streaming splitter would not give parse_bytes' result for this mail."""
 
-    def __init__(self, headers: Message, index: str, tmpdir: str | None) -> None:
-        self.headers = headers
-        self.index = index
-        try:
-            self.cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
-        except Exception:
-            self.cte = ""
-        fd, self.path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
-        self.fh = os.fdopen(fd, "wb")
-        self.sha = hashlib.sha256()
-        self.size = 0
-        self.b64_rest = b""
-        self.failed = False
-        self.held: bytes | None = None
-        self.preamble = False
 
-    def _write(self, data: bytes) -> None:
-        if data:
-            self.fh.write(data)
-            self.sha.update(data)
-            self.size += len(data)
+def _eol_len(line: bytes) -> int:
+    if line.endswith(b"\r\n"):
+        return 2
+    return 1 if line.endswith((b"\n", b"\r")) else 0
 
-    def feed(self, line: bytes) -> None:
-        if self.cte == "base64":
-            chunk = self.b64_rest + re.sub(rb"[^A-Za-z0-9+/=]", b"", line)
-            usable = len(chunk) - len(chunk) % 4
-            self.b64_rest = chunk[usable:]
-            if usable:
-                try:
-                    self._write(binascii.a2b_base64(chunk[:usable]))
-                except binascii.Error:
-                    self.failed = True
-        else:
-            # The line break before a boundary belongs to the boundary: hold the last
-            # line back until the next one arrives.
-            if self.held is not None:
-                self._write_text(self.held)
-            self.held = line
 
-    def _write_text(self, line: bytes) -> None:
-        self._write(quopri.decodestring(line) if self.cte == "quoted-printable" else line)
+class _LineReader:
+    """Lines as the email package's feedparser cuts them (CRLF, CR or LF), with file offsets,
+    one-line pushback and the feedparser's stack of "false EOF" boundary matchers."""
 
-    def close(self) -> None:
-        if self.held is not None:
-            last = self.held
-            if last.endswith(b"\r\n"):
-                last = last[:-2]
-            elif last.endswith(b"\n"):
-                last = last[:-1]
-            self._write_text(last)
-            self.held = None
-        if self.cte == "base64" and self.b64_rest:
-            rest = self.b64_rest.rstrip(b"=")
-            rest += b"=" * (-len(rest) % 4)
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self.buf = b""
+        self.pos = 0
+        self.base = 0
+        self.eof = False
+        self.pushed: list[tuple[int, bytes]] = []
+        self.at_boundary = False
+        self.nul = False
+        self.long_line = False
+        self.last_end = 0  # end offset and line-break length of the last line handed out
+        self.last_eol = 0
+
+    def tell(self) -> int:
+        return self.pushed[-1][0] if self.pushed else self.base + self.pos
+
+    def _fill(self) -> bool:
+        if self.eof:
+            return False
+        data = self.fh.read(_CHUNK)
+        self.buf = self.buf[self.pos:] + data
+        self.base += self.pos
+        self.pos = 0
+        if not data:
+            self.eof = True
+            return False
+        if b"\x00" in data:
+            self.nul = True
+        return True
+
+    def _next(self) -> tuple[int, bytes] | None:
+        while True:
+            m = _LINE_RE.match(self.buf, self.pos)
+            end = m.end()  # type: ignore[union-attr]
+            complete = end > self.pos and (end < len(self.buf) or self.eof or (
+                self.buf[end - 1:end] == b"\n"))
+            if complete and not self.eof and end == len(self.buf) and self.buf[end - 1:end] == b"\r":
+                complete = False  # maybe the first half of a CRLF
+            if complete and self.buf[end - 1:end] not in (b"\n", b"\r") and not self.eof:
+                complete = False  # no line end yet
+            if complete:
+                off = self.base + self.pos
+                line = self.buf[self.pos:end]
+                self.pos = end
+                return off, line
+            if end == self.pos and self.eof:
+                return None
+            if len(self.buf) - self.pos > _LONG_LINE:
+                self.long_line = True  # a fragment; it cannot be a boundary line
+                off = self.base + self.pos
+                line = self.buf[self.pos:self.pos + _LONG_LINE]
+                self.pos += _LONG_LINE
+                return off, line
+            if not self._fill() and self.pos >= len(self.buf):
+                return None
+
+    def readline(self, matchers: list) -> tuple[int, bytes] | None:
+        item = self.pushed.pop() if self.pushed else self._next()
+        if item is None:
+            self.at_boundary = False
+            return None
+        line = item[1]
+        if line[:2] == b"--":
+            for match in reversed(matchers):
+                if match(line):
+                    self.pushed.append(item)
+                    self.at_boundary = True
+                    return None
+        self.last_end = item[0] + len(line)
+        self.last_eol = _eol_len(line)
+        return item
+
+    def unread(self, item: tuple[int, bytes]) -> None:
+        self.pushed.append(item)
+
+
+@dataclass
+class _Leaf:
+    start: int
+    end: int
+    body_start: int
+    index: str
+    in_alternative: bool
+    headers: Message
+    missing_separator: bool
+    before_boundary: bool = False
+    in_digest: bool = False
+    defects: list[str] = field(default_factory=list)  # filled when the leaf is parsed
+
+
+class _Splitter:
+    """Splits a mail into its leaf parts (byte ranges) the way the feedparser does."""
+
+    def __init__(self, reader: _LineReader, strict: bool, result: ParsedMessage) -> None:
+        self.rd = reader
+        self.strict = strict
+        self.result = result
+        self.leaves: list[_Leaf] = []
+        # Pre-order of the tree for the defects: a leaf, or a multipart's defect names.
+        self.order: list[_Leaf | list[str]] = []
+
+    def anomaly(self, what: str) -> None:
+        if self.strict:
+            raise _Fallback(what)
+        self.result.problem(what)
+
+    def part(self, matchers: list, index: str, in_alternative: bool, depth: int, in_digest: bool = False) -> Message:
+        rd = self.rd
+        start = rd.tell()
+        lines: list[bytes] = []
+        missing = False
+        last_eol = 0
+        while True:
+            item = rd.readline(matchers)
+            if item is None:
+                break
+            line = item[1]
+            if not _HEADER_LINE.match(line):
+                if _NL_START.match(line):
+                    last_eol = _eol_len(line)
+                else:
+                    missing = True
+                    rd.unread(item)
+                break
+            lines.append(line)
+            last_eol = _eol_len(line)
+            if len(lines) > 100_000:
+                self.anomaly("header section too long")
+                break
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(b"".join(lines))
+        if in_digest:
+            headers.set_default_type("message/rfc822")
+        body_start = rd.tell()
+        boundary = None
+        if _content_type(headers).startswith("multipart/"):
             try:
-                self._write(base64.b64decode(rest))
-            except binascii.Error:
-                self.failed = True
-        self.fh.close()
+                boundary = headers.get_boundary()
+            except Exception:
+                boundary = None
+        if boundary is not None:
+            if depth > 40:
+                raise _Fallback("MIME structure nested too deeply")
+            names = [type(d).__name__ for d in headers.defects]
+            if missing:
+                names.append("MissingHeaderBodySeparatorDefect")
+            slot = len(self.order)
+            self.order.append(names)
+            if self.container(headers, boundary, matchers, index, depth, names):
+                return headers
+            # No start boundary: the multipart is one leaf (kept raw), as in the email package.
+            del self.order[slot]
+            end = rd.last_end
+            if matchers:
+                end -= rd.last_eol
+            leaf = _Leaf(start, max(end, start), max(min(body_start, end), start), index, in_alternative, headers,
+                         missing, bool(matchers), in_digest)
+            self.leaves.append(leaf)
+            self.order.insert(slot, leaf)
+            return headers
+        # A leaf: everything up to the next boundary of an enclosing multipart (or the end).
+        last: tuple[int, bytes] | None = None
+        while True:
+            item = rd.readline(matchers)
+            if item is None:
+                break
+            last = item
+        if last is not None:
+            end = last[0] + len(last[1])
+            last_eol = _eol_len(last[1])
+        else:
+            end = body_start
+        if matchers and _content_type(headers) != "message/delivery-status":
+            # The line break before a boundary belongs to the boundary (the feedparser
+            # strips it after every part of a multipart, also at the end of the input).
+            end -= last_eol
+        end = max(end, start)
+        leaf = _Leaf(start, end, max(min(body_start, end), start), index, in_alternative, headers, missing,
+                     bool(matchers), in_digest)
+        self.leaves.append(leaf)
+        self.order.append(leaf)
+        return headers
+
+    def container(self, headers: Message, boundary: str, matchers: list, index: str, depth: int,
+                  defects: list[str]) -> bool:
+        """Splits a multipart as the feedparser does; False: no start boundary (the caller
+        makes it a leaf, having consumed it up to its end)."""
+        rd = self.rd
+        ctype = _content_type(headers)
+        if str(headers.get("content-transfer-encoding", "8bit")).lower() not in ("7bit", "8bit", "binary"):
+            defects.append("InvalidMultipartContentTransferEncodingDefect")
+        try:
+            separator = ("--" + boundary).encode("ascii", "surrogateescape")
+        except UnicodeEncodeError:
+            raise _Fallback("non-ASCII boundary")
+        own = re.compile(re.escape(separator) + rb"(--)?[ \t]*(\r\n|\r|\n)?$").match
+        while True:  # the preamble
+            item = rd.readline(matchers)
+            if item is None:
+                return False
+            mo = own(item[1])
+            if mo:
+                if mo.group(1):
+                    self._epilogue(matchers)
+                    return False
+                break
+        alternative = ctype == "multipart/alternative"
+        digest = ctype == "multipart/digest"
+        n = 0
+        while True:
+            while True:  # repeated boundary lines make no empty parts
+                item = rd.readline(matchers)
+                if item is None:
+                    # The feedparser makes one more, empty part here.
+                    n += 1
+                    self.part(matchers + [own], f"{index}.{n}" if index else str(n), alternative, depth + 1, digest)
+                    defects.append("CloseBoundaryNotFoundDefect")
+                    return True
+                mo = own(item[1])
+                if not mo:
+                    rd.unread(item)
+                    break
+            n += 1
+            self.part(matchers + [own], f"{index}.{n}" if index else str(n), alternative, depth + 1, digest)
+            item = rd.readline(matchers)
+            if item is None:
+                defects.append("CloseBoundaryNotFoundDefect")
+                return True
+            mo = own(item[1])
+            if not mo:
+                raise _Fallback("splitter lost its place")
+            if mo.group(1):
+                break
+        self._epilogue(matchers)
+        return True
+
+    def _epilogue(self, matchers: list) -> None:
+        while self.rd.readline(matchers) is not None:
+            pass
 
 
 def parse_file(path: str, *, tmpdir: str | None = None) -> ParsedMessage:
-    """Parse a large mail from a file with bounded memory (streaming MIME splitter).
+    """Parse a mail from a file with bounded memory; the same result as parse_bytes.
 
-    Headers are parsed by the email package; bodies are transfer-decoded line by line into
-    temporary files (attachments) or into text (bodies up to a few MB). Never raises.
+    The MIME tree is split by the boundaries exactly as the email package's feedparser
+    splits it, without holding the mail: small leaf parts are then parsed by the email
+    package like parse_bytes does, large ones are transfer-decoded from the file in chunks
+    into temporary files. A mail whose structure is broken in a way the splitter does not
+    reproduce is handed to parse_bytes when it is small enough (STREAM_FALLBACK_MAX), and
+    split best effort otherwise. Never raises.
     """
     result = ParsedMessage()
     try:
         with open(path, "rb") as fh:
-            _stream_parse(fh, result, tmpdir)
+            try:
+                _stream_parse(fh, result, tmpdir, strict=True)
+                return result
+            except _Fallback as exc:
+                result.cleanup()
+                size = os.fstat(fh.fileno()).st_size
+                if size <= STREAM_FALLBACK_MAX:
+                    fh.seek(0)
+                    return parse_bytes(fh.read())
+                result = ParsedMessage()
+                result.problem(f"MIME structure unusual ({exc}); split best effort")
+                fh.seek(0)
+                _stream_parse(fh, result, tmpdir, strict=False)
     except Exception as exc:
         result.problem(f"the mail could not be fully parsed ({type(exc).__name__}); raw kept")
     return result
 
 
-def _read_header_block(fh: BinaryIO) -> tuple[bytes, bytes | None]:
-    """Lines up to and including the blank line. Returns (block, first body line or None)."""
-    lines = []
-    total = 0
-    while True:
-        line = fh.readline(1 << 16)
-        if not line:
-            return b"".join(lines), None
-        if line in (b"\r\n", b"\n"):
-            lines.append(line)
-            return b"".join(lines), b""
-        lines.append(line)
-        total += len(line)
-        if total > 4 << 20:  # a "header" section this big is garbage: stop here
-            return b"".join(lines), b""
+def _read_range(fh: BinaryIO, start: int, end: int) -> bytes:
+    fh.seek(start)
+    return fh.read(end - start)
 
 
-def _stream_parse(fh: BinaryIO, result: ParsedMessage, tmpdir: str | None) -> None:
-    block, _ = _read_header_block(fh)
-    top = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
-    _headers_into(top, result)
+def _iter_range(fh: BinaryIO, start: int, end: int) -> Iterator[bytes]:
+    pos = start
+    while pos < end:
+        fh.seek(pos)
+        chunk = fh.read(min(_CHUNK, end - pos))
+        if not chunk:
+            return
+        pos += len(chunk)
+        yield chunk
+
+
+def _stream_parse(fh: BinaryIO, result: ParsedMessage, tmpdir: str | None, *, strict: bool) -> None:
+    reader = _LineReader(fh)
+    splitter = _Splitter(reader, strict, result)
+    top = splitter.part([], "", False, 0)
+    if reader.long_line:
+        splitter.anomaly("a line of more than 8 MB")
+    fh.seek(0)
+    head = fh.read(4096)
+    linesep = "\r\n" if b"\r\n" in head else "\n"
+    if reader.nul:
+        result.problem("the mail contains NUL bytes (removed from the decoded text)")
+    charset = _leaves_declared_charset(fh, splitter.leaves)
+    _headers_into(top, result, charset=charset)
     bodies: dict[str, list[str]] = {"text": [], "html": []}
-    # Stack of (boundary bytes, in_alternative, index prefix, child counter).
-    stack: list[list] = []
-    current: tuple[Message, str, bool] | None = (top, "", False)
-    sink: _PartSink | None = None
-
-    def open_part(headers: Message, index: str, in_alt: bool) -> None:
-        nonlocal sink
-        ctype = _content_type(headers)
-        if ctype.startswith("multipart/"):
-            boundary = headers.get_boundary()
-            if boundary:
-                stack.append([("--" + boundary).encode("utf-8", "surrogateescape"), ctype == "multipart/alternative", index, 0])
-                # The preamble, kept in case the boundary never comes (then it is the body).
-                sink = _PartSink(headers, index or "1", tmpdir)
-                sink.cte = ""
-                sink.preamble = True
-                return
-            result.problem(f"part {index or '1'}: {ctype} without boundary; kept raw")
-        sink = _PartSink(headers, index or "1", tmpdir)
-
-    def close_part(*, end: bool = False) -> None:
-        nonlocal sink
-        if sink is None:
-            return
-        sink.close()
-        if sink.preamble:
-            if end and sink.size:
-                result.problem(f"part {sink.index}: multipart boundary never found; kept raw")
-                att = _attachment(sink.headers, b"", result, sink.index, raw_kept=True,
-                                  content_type="application/octet-stream")
-                att.payload, att.path, att.size, att.sha256 = None, sink.path, sink.size, sink.sha.hexdigest()
-                result.attachments.append(att)
-            else:
-                os.unlink(sink.path)
-            sink = None
-            return
-        headers, index = sink.headers, sink.index
-        ctype = _content_type(headers)
-        disposition = _disposition(headers)
-        try:
-            named = bool(headers.get_filename())
-        except Exception:
-            named = True
-        in_alt = bool(stack and stack[-1][1])
-        is_body = (ctype in ("text/plain", "text/html") and disposition != "attachment" and not named
-                   and sink.size <= _STREAM_TEXT_MAX and not sink.failed)
-        if is_body:
-            kind = "text" if ctype == "text/plain" else "html"
-            if not (in_alt and bodies[kind]):
-                with open(sink.path, "rb") as part_fh:
-                    data = part_fh.read()
-                try:
-                    charset = headers.get_content_charset()
-                except Exception:
-                    charset = None
-                bodies[kind].append(decode_bytes(data, charset, result, where=f"part {index}: "))
-            os.unlink(sink.path)
+    for leaf in splitter.leaves:
+        if _in_memory(leaf):
+            _memory_leaf(fh, leaf, result, bodies, linesep, tmpdir)
         else:
-            if sink.failed:
-                result.problem(f"part {index}: invalid base64; decoded what could be")
-            att = _attachment(headers, b"", result, index)
-            att.payload = None
-            att.path = sink.path
-            att.size = sink.size
-            att.sha256 = sink.sha.hexdigest()
-            result.attachments.append(att)
-        sink = None
-
-    open_part(top, "", False)
-    for line in iter(lambda: fh.readline(1 << 20), b""):
-        if stack and line.startswith(b"--"):
-            stripped = line.rstrip(b"\r\n").rstrip()
-            matched = None
-            for depth in range(len(stack) - 1, -1, -1):
-                b = stack[depth][0]
-                if stripped == b or stripped == b + b"--":
-                    matched = depth
-                    break
-            if matched is not None:
-                close_part()
-                del stack[matched + 1:]
-                frame = stack[matched]
-                if stripped.endswith(b"--") and stripped == frame[0] + b"--":
-                    stack.pop()
-                    continue
-                frame[3] += 1
-                index = f"{frame[2]}.{frame[3]}" if frame[2] else str(frame[3])
-                block, _ = _read_header_block(fh)
-                headers = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
-                open_part(headers, index, frame[1])
-                continue
-        if sink is not None:
-            sink.feed(line)
-    close_part(end=True)
-    if stack:
-        result.problem("CloseBoundaryNotFoundDefect")
+            _big_leaf(fh, leaf, result, bodies, tmpdir, strict)
+    # The defects last and in the tree's order, as parse_bytes reports them.
+    for entry in splitter.order:
+        for name in (entry.defects if isinstance(entry, _Leaf) else entry):
+            _defect_problem(name, result)
     result.text_body = "\n".join(t for t in bodies["text"] if t)
     result.html_body = "\n".join(t for t in bodies["html"] if t)
+
+
+def _in_memory(leaf: _Leaf) -> bool:
+    size = leaf.end - leaf.start
+    # A nested mail is re-serialised and a multipart without boundary keeps its text
+    # readable, both from the email package's tree: in memory up to the fallback size.
+    return size <= STREAM_LEAF_IN_MEMORY_MAX or (
+        leaf.headers.get_content_maintype() in ("message", "multipart") and size <= STREAM_FALLBACK_MAX)
+
+
+def _leaves_declared_charset(fh: BinaryIO, leaves: list[_Leaf]) -> str | None:
+    """What _declared_charset finds on the whole mail, from the leaves (in the same order)."""
+    try:
+        for leaf in leaves:
+            if leaf.headers.get_content_maintype() == "message" and _in_memory(leaf):
+                msg = _parse_leaf(fh, leaf)
+                for part in _iter_parts(msg):
+                    if part.get_content_maintype() == "text":
+                        charset = part.get_content_charset()
+                        if charset and _codec_for(charset) not in (None, "ascii", "utf-8"):
+                            return charset
+                continue
+            if leaf.headers.get_content_maintype() == "text":
+                charset = leaf.headers.get_content_charset()
+                if charset and _codec_for(charset) not in (None, "ascii", "utf-8"):
+                    return charset
+    except Exception:
+        pass
+    return None
+
+
+def _parse_leaf(fh: BinaryIO, leaf: _Leaf) -> Message:
+    raw = _read_range(fh, leaf.start, leaf.end)
+    msg = BytesParser(policy=policy.compat32).parsebytes(raw)
+    if leaf.in_digest and msg.get("content-type") is None:
+        # In a multipart/digest a part without Content-Type is a message/rfc822.
+        msg.set_default_type("message/rfc822")
+        body = raw[leaf.body_start - leaf.start:]
+        msg.set_payload([BytesParser(policy=policy.compat32).parsebytes(body)])
+    return msg
+
+
+def _memory_leaf(fh: BinaryIO, leaf: _Leaf, result: ParsedMessage, bodies: dict[str, list[str]],
+                 linesep: str, tmpdir: str | None) -> None:
+    msg = _parse_leaf(fh, leaf)
+    if leaf.before_boundary and msg.get_content_type() == "message/delivery-status":
+        # In the whole mail the feedparser gives the line break before the boundary to the
+        # last status block's payload and then strips it (its delivery-status parse keeps
+        # the blank lines between blocks, so the leaf range keeps it and it is stripped here).
+        blocks = msg.get_payload()
+        if isinstance(blocks, list) and blocks and isinstance(blocks[-1]._payload, str):
+            blocks[-1]._payload = re.sub(r"(\r\n|\r|\n)\Z", "", blocks[-1]._payload)
+    for part in _iter_parts(msg):
+        part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
+    before = len(result.attachments)
+    try:
+        _walk(msg, result, leaf.index, in_alternative=leaf.in_alternative, bodies=bodies)
+    except RecursionError:
+        result.problem("MIME structure nested too deeply; kept raw")
+    except Exception as exc:
+        result.problem(f"MIME structure unreadable ({type(exc).__name__}); kept raw")
+    leaf.defects = [type(d).__name__ for part in _iter_parts(msg) for d in (getattr(part, "defects", None) or [])
+                    # the feedparser adds this one to the root of a parse only: here the leaf
+                    if not (part is msg and leaf.index and type(d).__name__ == "MultipartInvariantViolationDefect")]
+    for att in result.attachments[before:]:
+        if att.payload is not None and len(att.payload) >= _SPILL_MIN:
+            fd, att.path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
+            with os.fdopen(fd, "wb") as out:
+                out.write(att.payload)
+            att.payload = None
+
+
+class _Base64Sink:
+    """decode_b's result (the email package's base64 decoding) computed chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.rest = b""
+        self.length = 0
+        self.padded = False
+        self.invalid = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        chunk = chunk.translate(None, b"\r\n")
+        if not chunk:
+            return b""
+        if self.padded or not _B64_BODY.fullmatch(chunk):
+            self.invalid = True  # non-alphabet characters or padding in the middle
+            return b""
+        self.length += len(chunk)
+        if chunk.endswith(b"="):
+            self.padded = True
+        data = self.rest + chunk
+        usable = len(data) - len(data) % 4
+        self.rest = data[usable:]
+        if self.padded and self.rest:
+            self.invalid = True
+            return b""
+        try:
+            return binascii.a2b_base64(data[:usable])
+        except binascii.Error:
+            self.invalid = True
+            return b""
+
+    def close(self) -> tuple[bytes, bool]:
+        """(the last bytes, whether padding was missing)."""
+        if not self.rest:
+            return b"", False
+        if len(self.rest) == 1 or self.padded:
+            self.invalid = True
+            return b"", False
+        try:
+            return binascii.a2b_base64(self.rest + b"=" * (4 - len(self.rest))), True
+        except binascii.Error:
+            self.invalid = True
+            return b"", False
+
+
+def _big_leaf(fh: BinaryIO, leaf: _Leaf, result: ParsedMessage, bodies: dict[str, list[str]],
+              tmpdir: str | None, strict: bool) -> None:
+    headers, index = leaf.headers, leaf.index or "1"
+    ctype = _content_type(headers)
+    maintype = ctype.split("/", 1)[0]
+    late = leaf.defects
+    if leaf.missing_separator:
+        late.append("MissingHeaderBodySeparatorDefect")
+    if maintype in ("multipart", "message"):
+        # multipart without a boundary (kept raw, as parse_bytes does) or a large nested mail
+        # (kept as its raw body instead of re-serialised).
+        if maintype == "multipart":
+            result.problem(f"part {index}: {ctype} without usable boundary; kept raw")
+            try:
+                has_boundary = headers.get_boundary() is not None
+            except Exception:
+                has_boundary = False
+            late.append("StartBoundaryNotFoundDefect" if has_boundary else "NoBoundaryInMultipartDefect")
+        att = _file_attachment(headers, result, index, _iter_range(fh, leaf.body_start, leaf.end), tmpdir,
+                               raw_kept=maintype == "multipart",
+                               content_type="application/octet-stream" if maintype == "multipart" else ctype)
+        result.attachments.append(att)
+        return
+    disposition = _disposition(headers)
+    try:
+        named = bool(headers.get_filename())
+    except Exception:
+        named = True
+    is_body = ctype in ("text/plain", "text/html") and disposition != "attachment" and not named
+    kind = "text" if ctype == "text/plain" else "html"
+    if is_body and leaf.in_alternative and bodies[kind]:
+        return  # a second alternative of the same type: the first one is the body
+    cte = str(headers.get("content-transfer-encoding", "")).lower()
+    chunks = _iter_range(fh, leaf.body_start, leaf.end)
+    padding = False
+    if cte == "base64":
+        sink = _Base64Sink()
+
+        def decoded() -> Iterator[bytes]:
+            nonlocal padding
+            for chunk in chunks:
+                yield sink.feed(chunk)
+            last, padding = sink.close()
+            yield last
+
+        data_iter: Iterator[bytes] = decoded()
+    elif cte == "quoted-printable":
+        def qp() -> Iterator[bytes]:
+            rest = b""
+            for chunk in chunks:
+                chunk = rest + chunk
+                cut = chunk.rfind(b"\n") + 1
+                rest = chunk[cut:]
+                yield quopri.decodestring(chunk[:cut])
+            yield quopri.decodestring(rest)
+
+        data_iter = qp()
+    elif cte in ("x-uuencode", "uuencode", "uue", "x-uue"):
+        if strict:
+            raise _Fallback("large uuencoded part")
+        result.problem(f"part {index}: large uuencoded part kept encoded")
+        data_iter = chunks
+    else:
+        data_iter = chunks
+    att = _file_attachment(headers, ParsedMessage(), index, data_iter, tmpdir)
+    if cte == "base64" and sink.invalid:
+        att.cleanup()
+        if strict:
+            raise _Fallback("invalid base64 in a large part")
+        # Best effort: decode what is decodable and say so.
+        result.problem(f"part {index}: invalid base64; decoded what could be")
+        att = _file_attachment(headers, ParsedMessage(), index,
+                               _lenient_b64(_iter_range(fh, leaf.body_start, leaf.end)), tmpdir)
+    if padding:
+        result.problem(f"part {index}: InvalidBase64PaddingDefect")
+    if is_body and att.size <= _STREAM_TEXT_MAX:
+        with open(att.path, "rb") as part_fh:  # type: ignore[arg-type]
+            data = part_fh.read()
+        att.cleanup()
+        try:
+            charset = headers.get_content_charset()
+        except Exception:
+            charset = None
+        bodies[kind].append(decode_bytes(data, charset, result, where=f"part {index}: "))
+        return
+    if is_body:
+        result.problem(f"part {index}: text body of {att.size} bytes kept as an attachment")
+    # The file name and its problems, in the order parse_bytes reports them.
+    named_att = _attachment(headers, b"", result, index, content_type=ctype)
+    att.filename, att.inline, att.content_id = named_att.filename, named_att.inline, named_att.content_id
+    result.attachments.append(att)
+
+
+def _lenient_b64(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    rest = b""
+    for chunk in chunks:
+        data = rest + re.sub(rb"[^A-Za-z0-9+/]", b"", chunk)
+        usable = len(data) - len(data) % 4
+        rest = data[usable:]
+        yield binascii.a2b_base64(data[:usable])
+    if len(rest) > 1:
+        yield binascii.a2b_base64(rest + b"=" * (-len(rest) % 4))
+
+
+def _file_attachment(headers: Message, result: ParsedMessage, index: str, data: Iterator[bytes], tmpdir: str | None,
+                     *, raw_kept: bool = False, content_type: str | None = None) -> ParsedAttachment:
+    fd, path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
+    sha = hashlib.sha256()
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in data:
+                if chunk:
+                    out.write(chunk)
+                    sha.update(chunk)
+                    size += len(chunk)
+    except BaseException:
+        os.unlink(path)
+        raise
+    att = _attachment(headers, b"", result, index, raw_kept=raw_kept, content_type=content_type)
+    att.payload, att.path, att.size, att.sha256 = None, path, size, sha.hexdigest()
+    return att
 
 
 def parse_headers_only(raw_header: bytes) -> ParsedMessage:

@@ -1,0 +1,162 @@
+"""The streaming parser (parse_file, for big mails) reads every mail exactly as parse_bytes
+does: same headers, bodies, attachments and problems, for every mail of the public corpus —
+with its leaves parsed in memory, and with every leaf transfer-decoded from the file in
+chunks (the path a big attachment takes)."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+
+import pytest
+
+from connections.services import parsing
+from connections.services.parsing import ParsedMessage, parse_bytes, parse_file
+
+from .conftest import corpus_dir, corpus_files
+
+
+def _key(r: ParsedMessage) -> dict:
+    return {
+        "headers": r.header_fields(),
+        "text": r.text_body,
+        "html": r.html_body,
+        "attachments": [(a.filename, a.content_type, a.sha256, a.size, a.inline, a.content_id, a.raw_kept)
+                        for a in r.attachments],
+        "problems": list(r.problems),
+    }
+
+
+def _files_hold_their_bytes(r: ParsedMessage) -> None:
+    for a in r.attachments:
+        with a.open() as fh:
+            data = fh.read()
+        assert len(data) == a.size and hashlib.sha256(data).hexdigest() == a.sha256
+
+
+def _compare_corpus(tmp_path) -> list[str]:
+    root = corpus_dir()
+    failures = []
+    for path in corpus_files():
+        raw = path.read_bytes()
+        expected = _key(parse_bytes(raw))
+        got = parse_file(str(path), tmpdir=str(tmp_path))
+        _files_hold_their_bytes(got)
+        key = _key(got)
+        got.cleanup()
+        diff = [k for k in expected if expected[k] != key[k]]
+        if diff:
+            failures.append(f"{path.relative_to(root)}: {diff}: "
+                            + "; ".join(f"{k}: {expected[k]!r:.200} != {key[k]!r:.200}" for k in diff))
+    assert not list(tmp_path.iterdir()), "temporary part files left behind"
+    return failures
+
+
+def _fallbacks(tmp_path) -> dict[str, str]:
+    """Corpus mails the splitter hands to parse_bytes (and why)."""
+    root = corpus_dir()
+    out = {}
+    for path in corpus_files():
+        result = ParsedMessage()
+        try:
+            with open(path, "rb") as fh:
+                parsing._stream_parse(fh, result, str(tmp_path), strict=True)
+        except parsing._Fallback as exc:
+            out[str(path.relative_to(root))] = str(exc)
+        result.cleanup()
+    return out
+
+
+def test_parse_file_equals_parse_bytes_on_the_whole_corpus(tmp_path):
+    failures = _compare_corpus(tmp_path)
+    assert not failures, "\n".join(failures)
+    # ...and by streaming, not by handing the mail to parse_bytes.
+    assert _fallbacks(tmp_path) == {}
+
+
+def test_chunked_decoding_of_every_leaf_equals_parse_bytes(tmp_path, monkeypatch):
+    """Every leaf part as if it were a 50 MB attachment: decoded from the file in chunks."""
+    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 0)
+    monkeypatch.setattr(parsing, "_CHUNK", 4096)  # chunk edges inside lines and base64 quads
+    failures = _compare_corpus(tmp_path)
+    assert not failures, "\n".join(failures)
+    # Only broken base64 and uuencode (decoded by the email package's own rules) fall back.
+    reasons = set(_fallbacks(tmp_path).values())
+    assert reasons <= {"invalid base64 in a large part", "large uuencoded part"}, reasons
+
+
+@pytest.mark.parametrize("rel,needle,field", [
+    ("stalwartlabs__mail-parser/resources/eml/malformed/002.eml", "body", "text"),
+    ("stalwartlabs__mail-parser/resources/eml/thirdparty/002.eml", "yötä", "text"),
+    ("SpamScope__mail-parser/tests/mails/mail_malformed_3", None, "text"),
+    ("stalwartlabs__mail-parser/resources/eml/thirdparty/012.eml", None, "text"),
+    ("stalwartlabs__mail-parser/resources/eml/rfc/004.eml", None, "attachments"),
+])
+def test_mails_the_old_streaming_parser_misread(rel, needle, field, tmp_path):
+    path = corpus_dir() / rel
+    expected = _key(parse_bytes(path.read_bytes()))
+    got = parse_file(str(path), tmpdir=str(tmp_path))
+    assert _key(got) == expected
+    if needle:
+        assert needle in got.text_body
+    got.cleanup()
+
+
+def test_best_effort_split_never_raises_and_cleans_up(tmp_path, monkeypatch):
+    """A mail too big for the parse_bytes fallback is split best effort: never raises."""
+    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 0)
+    for path in corpus_files():
+        result = ParsedMessage()
+        with open(path, "rb") as fh:
+            parsing._stream_parse(fh, result, str(tmp_path), strict=False)
+        for value in (result.subject, result.text_body, result.html_body):
+            value.encode("utf-8")
+            assert "\x00" not in value
+        _files_hold_their_bytes(result)
+        result.cleanup()
+    assert not list(tmp_path.iterdir())
+
+
+def test_big_malformed_mail_beyond_the_fallback_size_is_split_best_effort(tmp_path, monkeypatch):
+    monkeypatch.setattr(parsing, "STREAM_FALLBACK_MAX", 1000)
+    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 1000)
+    blob = os.urandom(300_000)
+    raw = (b"From: a@example.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+           b"--zz\r\nContent-Type: application/octet-stream; name=b.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(blob).replace(b"\n", b"\r\n") + b"-- broken\r\n")  # no close boundary
+    path = tmp_path / "m.eml"
+    path.write_bytes(raw)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    got = parse_file(str(path), tmpdir=str(spool))
+    assert got.text_body == "hello"
+    assert "CloseBoundaryNotFoundDefect" in got.problems
+    (att,) = got.attachments
+    assert att.path and att.payload is None  # streamed to a file
+    assert att.filename == "b.bin"
+    got.cleanup()
+    assert not list(spool.iterdir())
+
+
+def test_big_attachment_is_decoded_to_a_file_not_memory(tmp_path):
+    blob = os.urandom(3 * 1024 * 1024)
+    text = "Grüße ".encode("iso-8859-1") * 10
+    raw = (b"From: a@example.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nMIME-Version: 1.0\r\n"
+           b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\npreamble\r\n--b\r\n"
+           b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+           + text.replace(b"\xfc", b"=FC").replace(b"\xdf", b"=DF") + b"=\r\nend\r\n--b\r\n"
+           b"Content-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + base64.encodebytes(blob).replace(b"\n", b"\r\n") + b"--b--\r\nepilogue\r\n")
+    path = tmp_path / "big.eml"
+    path.write_bytes(raw)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    got = parse_file(str(path), tmpdir=str(spool))
+    expected = parse_bytes(raw)
+    assert _key(got) == _key(expected)
+    assert got.subject == "café" and got.text_body == text.decode("iso-8859-1") + "end"
+    (att,) = got.attachments
+    assert att.payload is None and att.path and att.sha256 == hashlib.sha256(blob).hexdigest()
+    got.cleanup()
+    assert not list(spool.iterdir())
