@@ -43,7 +43,7 @@ def diagram_svg(connection: InboundConnection | OutboundConnection) -> str:
     )
     e = escape
     return f"""<svg xmlns="http://www.w3.org/2000/svg" class="tm-diagram" data-direction="{direction}" \
-viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" aria-labelledby="{uid}-title">
+viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" style="max-width:100%;height:auto" role="img" aria-labelledby="{uid}-title">
 <title id="{uid}-title">{e(title)}</title>
 <defs>
 <marker id="{uid}-head" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="8" markerHeight="8" orient="auto-start-reverse">

@@ -200,3 +200,32 @@ def test_outbound_last_error_shows_the_newest_failed_message(client, acme):
                                  status="failed", last_error="550 5.1.1 mailbox unknown")
     login(client, acme, "viewer")
     assert "Send: 550 5.1.1 mailbox unknown" in html.unescape(client.get(OUT_LIST).content.decode())
+
+
+def test_search_and_filters(client, acme):
+    other = f.tenant("globex")
+    f.inbound(acme, "orders-in")
+    f.inbound(other, "billing-in", protocol="pop3", post_processing="delete", enabled=False)
+    f.outbound(acme, "smtp-main")
+    f.outbound(other, "globex-smtp")
+    user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    page = client.get(IN_LIST).content.decode()
+    for param in ("tenant__id__exact", "protocol__exact", "readiness=", "enabled__exact"):
+        assert param in page, param  # the four filters the issue names
+    assert "column-tenant" in page  # two tenants visible: the tenant column is shown
+    assert "billing-in" in client.get(IN_LIST + "?q=billing").content.decode()
+    assert "orders-in" not in client.get(IN_LIST + "?q=billing").content.decode()
+    assert "orders-in" not in client.get(IN_LIST + "?protocol__exact=pop3").content.decode()
+    assert "billing-in" not in client.get(IN_LIST + "?enabled__exact=1").content.decode()
+    assert "orders-in" not in client.get(IN_LIST + f"?tenant__id__exact={other.pk}").content.decode()
+    page = client.get(OUT_LIST).content.decode()
+    for param in ("tenant__id__exact", "readiness=", "enabled__exact"):
+        assert param in page, param
+    assert "smtp-main" in client.get(OUT_LIST + "?q=smtp").content.decode()
+
+
+def test_one_tenant_user_sees_no_tenant_column(client, acme):
+    f.inbound(acme)
+    login(client, acme, "viewer")
+    assert "column-tenant" not in client.get(IN_LIST).content.decode()

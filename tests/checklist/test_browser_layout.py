@@ -42,11 +42,13 @@ def _data():
         PollRun.objects.create(tenant=t, connection=conn, started_at=now - timedelta(minutes=i), outcome="failed",
                                fetched=12, stored=10, skipped=1, failed=1, bytes=123456, duration_ms=1234,
                                error="login refused: [AUTHENTICATIONFAILED] Authentication failed.")
+    return conn
 
 
 def test_lists_fit_the_screen(browser, live_server, settings):  # noqa: F811
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
-    _data()
+    conn = _data()
+    pages = {**PAGES, "inbound-page": f"/admin/connections/inboundconnection/{conn.pk}/change/"}
     get_user_model().objects.create_superuser("root", "root@example.com", "a-long-pass-phrase")
     ARTIFACTS.mkdir(exist_ok=True)
     widths, overflow = {}, {}
@@ -58,10 +60,13 @@ def test_lists_fit_the_screen(browser, live_server, settings):  # noqa: F811
         page.fill("#id_password", "a-long-pass-phrase")
         page.click("input[type=submit]")
         page.wait_for_selector("#tm-dashboard")
-        for name, path in PAGES.items():
+        for name, path in pages.items():
             page.goto(live_server.url + path)
             page.screenshot(path=str(ARTIFACTS / f"layout-{label}-{name}.png"), full_page=True)
             widths[(label, name)] = page.evaluate("document.documentElement.scrollWidth")
+            if page.locator("svg.tm-diagram").count():  # the whole diagram is on screen, scaled down
+                box = page.locator("svg.tm-diagram").bounding_box()
+                assert box["x"] >= 0 and box["x"] + box["width"] <= width, (label, box)
             if label == "desktop" and page.locator("#result_list").count():
                 # Django lets a wide table scroll inside its box: that is the overflow to avoid.
                 overflow[name] = page.evaluate(
@@ -69,7 +74,7 @@ def test_lists_fit_the_screen(browser, live_server, settings):  # noqa: F811
                     " return t.scrollWidth - t.parentElement.clientWidth; })()")
         context.close()
     assert overflow and all(v <= 0 for v in overflow.values()), overflow
-    for name in PAGES:
+    for name in pages:
         # Nothing wider than the screen: on a phone the table scrolls inside its own box.
         assert widths[("desktop", name)] <= 1280, (name, widths)
         assert widths[("phone", name)] <= 390, (name, widths)
