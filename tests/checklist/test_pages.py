@@ -87,3 +87,17 @@ def test_outbox_record_dates_dashes_attachments_and_accepted_replies(client, roo
     # One dash for "nothing": Django's "-" is not used next to our "–".
     cells = re.findall(r'<div class="readonly">(.*?)</div>', page, re.S)
     assert "–" in cells and "-" not in cells, cells
+
+
+def test_django_date_cells_use_the_same_format(client, root, settings):
+    # settings.FORMAT_MODULE_PATH = ["tenantmail.formats"] (the lead wires it in tenantmail/settings.py).
+    from django.utils import formats
+
+    settings.FORMAT_MODULE_PATH = ["tenantmail.formats"]
+    formats.reset_format_cache()
+    t = f.tenant("acme")
+    conn = f.outbound(t)
+    _message(t, conn, status="sent", sent_at=datetime(2026, 11, 21, 9, 37, tzinfo=dt_timezone.utc))
+    page = client.get("/admin/connections/outboxmessage/").content.decode()
+    formats.reset_format_cache()  # the next test gets its own settings' formats
+    assert "2026-11-21 09:37" in page and "a.m." not in page and "p.m." not in page
