@@ -162,7 +162,9 @@ def _save_bytes(name: str, data: bytes) -> str:
     if directory not in _made_dirs:
         os.makedirs(directory, exist_ok=True)
         _made_dirs.add(directory)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    perms = settings.FILE_UPLOAD_PERMISSIONS
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o666 if perms is None else perms)
     try:
         view = memoryview(data)
         while view:
@@ -170,9 +172,27 @@ def _save_bytes(name: str, data: bytes) -> str:
             view = view[written:]
     finally:
         os.close(fd)
-    if settings.FILE_UPLOAD_PERMISSIONS is not None:
-        os.chmod(path, settings.FILE_UPLOAD_PERMISSIONS)
+    # The chmod is one more system call per file: needed only when the umask strips bits.
+    if perms is not None and perms & _umask():
+        os.chmod(path, perms)
     return name
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask() would, racing other threads);
+    all bits (always chmod) when it cannot be read."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as fh:
+                line = next(l for l in fh if l.startswith("Umask:"))
+            _UMASK = int(line.split()[1], 8)
+        except (OSError, StopIteration, ValueError):
+            _UMASK = 0o777
+    return _UMASK
 
 
 def _save_raw(mail: FetchedMail) -> str:

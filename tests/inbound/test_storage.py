@@ -73,3 +73,16 @@ def _files() -> list[str]:
     for root, _dirs, names in os.walk(default_storage.location):
         found.extend(os.path.join(root, n) for n in names)
     return found
+
+
+@pytest.mark.parametrize("perms", [0o644, 0o600, 0o666])
+def test_stored_files_get_the_upload_permissions_whatever_the_umask(settings, perms):
+    """Files are created with FILE_UPLOAD_PERMISSIONS directly; the extra chmod only runs
+    when the umask would strip some of those bits (here 0o022 strips 0o666's write bits)."""
+    settings.FILE_UPLOAD_PERMISSIONS = perms
+    name = storage._save_bytes(f"raw/perm-test-{perms:o}.eml", b"x")
+    try:
+        assert os.stat(default_storage.path(name)).st_mode & 0o777 == perms
+    finally:
+        default_storage.delete(name)
+    assert storage._umask() == int(open("/proc/self/status").read().split("Umask:")[1].split()[0], 8)
