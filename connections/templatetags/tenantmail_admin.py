@@ -26,3 +26,12 @@ def admin_change_url(connection) -> str:
         return reverse(f"admin:connections_{connection._meta.model_name}_change", args=[connection.pk])
     except NoReverseMatch:
         return ""
+
+
+@register.filter
+def tm_when(value, arg: str = "") -> str:
+    """A moment in the admin's one format (connections.services.dates): `{{ dt|tm_when }}`,
+    `{{ dt|tm_when:"seconds" }}`."""
+    from ..services import dates
+
+    return dates.short(value, seconds=arg == "seconds")

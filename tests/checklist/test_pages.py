@@ -101,3 +101,10 @@ def test_django_date_cells_use_the_same_format(client, root, settings):
     page = client.get("/admin/connections/outboxmessage/").content.decode()
     formats.reset_format_cache()  # the next test gets its own settings' formats
     assert "2026-11-21 09:37" in page and "a.m." not in page and "p.m." not in page
+
+
+def test_connectivity_panel_uses_the_one_format(client, root):
+    t = f.tenant("acme")
+    conn = f.outbound(t, last_test_at=datetime(2026, 11, 21, 9, 37, 5, tzinfo=dt_timezone.utc))
+    page = client.get(f"/admin/connections/outboundconnection/{conn.pk}/change/").content.decode()
+    assert "Passed</strong>\n      on 2026-11-21 09:37:05: " in page
