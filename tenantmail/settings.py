@@ -129,6 +129,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="") or "UTC"
 USE_I18N = True
 USE_TZ = True
+# One compact date format across the admin ("2026-11-21 10:03").
+FORMAT_MODULE_PATH = ["tenantmail.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = env.str("STATIC_ROOT", default="") or str(VAR_DIR / "static")
