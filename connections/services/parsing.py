@@ -510,7 +510,8 @@ def _raw_body(part: Message) -> bytes:
     """The part's body as it was sent (no transfer decoding)."""
     payload = part.get_payload()
     if isinstance(payload, str):
-        return payload.encode("ascii", "surrogateescape")
+        # 8-bit bytes come back from their surrogates; any real non-ASCII text as UTF-8.
+        return payload.encode("utf-8", "surrogateescape")
     if isinstance(payload, bytes):
         return payload
     return _serialize(part, result_linesep(part))
@@ -601,7 +602,12 @@ def _walk(part: Message, result: ParsedMessage, index: str, *, in_alternative: b
             return
         alternative = ctype == "multipart/alternative"
         for n, child in enumerate(children, start=1):
-            _walk(child, result, f"{index}.{n}" if index else str(n), in_alternative=alternative, bodies=bodies)
+            try:
+                _walk(child, result, f"{index}.{n}" if index else str(n), in_alternative=alternative, bodies=bodies)
+            except RecursionError:
+                raise
+            except Exception as exc:  # one unreadable part must not lose the parts after it
+                result.problem(f"MIME structure unreadable ({type(exc).__name__}); kept raw")
         return
 
     if maintype == "multipart":
@@ -849,12 +855,16 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
     maintype = ctype.split("/", 1)[0]
     if cte == "base64" and end - body_start >= _FAST_B64_MIN and maintype not in ("text", "message"):
-        try:
-            data = binascii.a2b_base64(raw[body_start:end])
-        except binascii.Error:
-            return False
-        bodies.append(("att", headers, index, (data, ctype)))
-        return True
+        encoded = raw[body_start:end].translate(None, b"\r\n")
+        # Only clean base64 takes the shortcut; the email package's rules decode the rest
+        # and report what is wrong with it.
+        if not len(encoded) % 4 and _B64_BODY.fullmatch(encoded):
+            try:
+                data = binascii.a2b_base64(encoded)
+            except binascii.Error:
+                return False
+            bodies.append(("att", headers, index, (data, ctype)))
+            return True
     leaf = BytesParser(policy=policy.compat32).parsebytes(raw[start:end])
     for part in _iter_parts(leaf):
         part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
@@ -998,6 +1008,53 @@ class _LineReader:
     def unread(self, item: tuple[int, bytes]) -> None:
         self.pushed.append(item)
 
+    def skip_body(self, matchers: list) -> tuple[int, int] | None:
+        """Consume lines up to a boundary line of `matchers` (left unread) or the end, the
+        fast way: only lines starting with "--" are looked at. Returns (end offset of the
+        last line consumed, the length of its line break), or None if none was consumed."""
+        last: tuple[int, int] | None = None
+        while self.pushed:
+            item = self.readline(matchers)
+            if item is None:
+                return last
+            last = (item[0] + len(item[1]), _eol_len(item[1]))
+        while True:
+            buf, pos, n = self.buf, self.pos, len(self.buf)
+            if self.eof:
+                safe = n
+            else:  # complete lines only (a CR at the very end may be half of a CRLF)
+                cut = max(buf.rfind(b"\n", pos), buf.rfind(b"\r", pos, n - 1))
+                safe = cut + 1 if cut >= 0 else pos
+            j = buf.find(b"--", pos, safe)
+            while j != -1:
+                if j == pos or buf[j - 1] in (10, 13):
+                    line = _LINE_RE.match(buf, j, safe).group()  # type: ignore[union-attr]
+                    if any(match(line) for match in matchers):
+                        if j > pos:
+                            last = (self.base + j, 2 if j - 2 >= pos and buf[j - 2:j] == b"\r\n" else 1)
+                        self.pos = j
+                        self.at_boundary = True
+                        if last:
+                            self.last_end, self.last_eol = last
+                        return last
+                    j = buf.find(b"--", j + 2, safe)
+                else:
+                    j = buf.find(b"--", j + 1, safe)
+            if safe == pos and not self.eof and n - pos > _LONG_LINE:
+                self.long_line = True  # one line of megabytes: consumed as it is
+                safe = n
+            if safe > pos:
+                end_byte = buf[safe - 1]
+                eol = (2 if safe - 2 >= pos and buf[safe - 2] == 13 else 1) if end_byte == 10 else (
+                    1 if end_byte == 13 else 0)
+                last = (self.base + safe, eol)
+                self.last_end, self.last_eol = last
+                self.pos = safe
+            if self.eof:
+                self.at_boundary = False
+                return last
+            self._fill()
+
 
 @dataclass
 class _Leaf:
@@ -1008,7 +1065,8 @@ class _Leaf:
     in_alternative: bool
     headers: Message
     missing_separator: bool
-    before_boundary: bool = False
+    before_boundary: bool = False  # a part of a multipart (not the top)
+    full_end: int = -1  # the end with the line break before the boundary (parsed in memory)
     in_digest: bool = False
     defects: list[str] = field(default_factory=list)  # filled when the leaf is parsed
 
@@ -1074,33 +1132,27 @@ class _Splitter:
                 return headers
             # No start boundary: the multipart is one leaf (kept raw), as in the email package.
             del self.order[slot]
-            end = rd.last_end
-            if matchers:
-                end -= rd.last_eol
+            end = rd.last_end  # (the feedparser strips no line break from a multipart's payload)
             leaf = _Leaf(start, max(end, start), max(min(body_start, end), start), index, in_alternative, headers,
-                         missing, bool(matchers), in_digest)
+                         missing, before_boundary=bool(matchers), in_digest=in_digest, full_end=max(end, start))
             self.leaves.append(leaf)
             self.order.insert(slot, leaf)
             return headers
         # A leaf: everything up to the next boundary of an enclosing multipart (or the end).
-        last: tuple[int, bytes] | None = None
-        while True:
-            item = rd.readline(matchers)
-            if item is None:
-                break
-            last = item
-        if last is not None:
-            end = last[0] + len(last[1])
-            last_eol = _eol_len(last[1])
+        skipped = rd.skip_body(matchers)
+        if skipped is not None:
+            end, last_eol = skipped
         else:
             end = body_start
-        if matchers and _content_type(headers) != "message/delivery-status":
+        full_end = max(end, start)
+        if matchers and not _content_type(headers).startswith(("multipart/", "message/")):
             # The line break before a boundary belongs to the boundary (the feedparser
             # strips it after every part of a multipart, also at the end of the input).
+            # Parsed in memory, the whole range is parsed and _after_subpart strips it.
             end -= last_eol
         end = max(end, start)
         leaf = _Leaf(start, end, max(min(body_start, end), start), index, in_alternative, headers, missing,
-                     bool(matchers), in_digest)
+                     before_boundary=bool(matchers), in_digest=in_digest, full_end=full_end)
         self.leaves.append(leaf)
         self.order.append(leaf)
         return headers
@@ -1267,26 +1319,41 @@ def _leaves_declared_charset(fh: BinaryIO, leaves: list[_Leaf]) -> str | None:
 
 
 def _parse_leaf(fh: BinaryIO, leaf: _Leaf) -> Message:
-    raw = _read_range(fh, leaf.start, leaf.end)
+    raw = _read_range(fh, leaf.start, leaf.full_end if leaf.full_end >= 0 else leaf.end)
     msg = BytesParser(policy=policy.compat32).parsebytes(raw)
     if leaf.in_digest and msg.get("content-type") is None:
         # In a multipart/digest a part without Content-Type is a message/rfc822.
         msg.set_default_type("message/rfc822")
         body = raw[leaf.body_start - leaf.start:]
         msg.set_payload([BytesParser(policy=policy.compat32).parsebytes(body)])
+    if leaf.before_boundary:
+        _after_subpart(msg)
     return msg
+
+
+_EOL_END = re.compile(r"(\r\n|\r|\n)\Z")
+
+
+def _after_subpart(msg: Message) -> None:
+    """What the feedparser does to a part of a multipart once the part is parsed: the line
+    break before the next boundary is taken from the message it created last (its
+    epilogue if that is a multipart, else its payload)."""
+    last = msg
+    while last.get_content_maintype() == "message" and isinstance(last.get_payload(), list) and last.get_payload():
+        payload = last.get_payload()
+        last = payload[-1] if last.get_content_type() == "message/delivery-status" else payload[0]
+    if last.get_content_maintype() == "multipart":
+        if last.epilogue == "":
+            last.epilogue = None
+        elif last.epilogue is not None:
+            last.epilogue = _EOL_END.sub("", last.epilogue)
+    elif isinstance(last._payload, str):
+        last._payload = _EOL_END.sub("", last._payload)
 
 
 def _memory_leaf(fh: BinaryIO, leaf: _Leaf, result: ParsedMessage, bodies: dict[str, list[str]],
                  linesep: str, tmpdir: str | None) -> None:
     msg = _parse_leaf(fh, leaf)
-    if leaf.before_boundary and msg.get_content_type() == "message/delivery-status":
-        # In the whole mail the feedparser gives the line break before the boundary to the
-        # last status block's payload and then strips it (its delivery-status parse keeps
-        # the blank lines between blocks, so the leaf range keeps it and it is stripped here).
-        blocks = msg.get_payload()
-        if isinstance(blocks, list) and blocks and isinstance(blocks[-1]._payload, str):
-            blocks[-1]._payload = re.sub(r"(\r\n|\r|\n)\Z", "", blocks[-1]._payload)
     for part in _iter_parts(msg):
         part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
     before = len(result.attachments)
@@ -1297,8 +1364,9 @@ def _memory_leaf(fh: BinaryIO, leaf: _Leaf, result: ParsedMessage, bodies: dict[
     except Exception as exc:
         result.problem(f"MIME structure unreadable ({type(exc).__name__}); kept raw")
     leaf.defects = [type(d).__name__ for part in _iter_parts(msg) for d in (getattr(part, "defects", None) or [])
-                    # the feedparser adds this one to the root of a parse only: here the leaf
-                    if not (part is msg and leaf.index and type(d).__name__ == "MultipartInvariantViolationDefect")]
+                    # the feedparser adds this one to the root of a parse only (the leaf, or a
+                    # digest part's message here), never to a part of a whole mail
+                    if not (leaf.index and type(d).__name__ == "MultipartInvariantViolationDefect")]
     for att in result.attachments[before:]:
         if att.payload is not None and len(att.payload) >= _SPILL_MIN:
             fd, att.path = tempfile.mkstemp(prefix="tm-part-", dir=tmpdir)
@@ -1308,30 +1376,32 @@ def _memory_leaf(fh: BinaryIO, leaf: _Leaf, result: ParsedMessage, bodies: dict[
 
 
 class _Base64Sink:
-    """decode_b's result (the email package's base64 decoding) computed chunk by chunk."""
+    """decode_b's result (the email package's base64 decoding) computed chunk by chunk:
+    clean base64 only (anything else makes `invalid` true and is left to the email package)."""
 
     def __init__(self) -> None:
         self.rest = b""
-        self.length = 0
-        self.padded = False
+        self.pads = 0
         self.invalid = False
 
     def feed(self, chunk: bytes) -> bytes:
         chunk = chunk.translate(None, b"\r\n")
-        if not chunk:
+        if not chunk or self.invalid:
             return b""
-        if self.padded or not _B64_BODY.fullmatch(chunk):
+        if self.pads:  # after padding only more padding may follow (split across chunks)
+            self.pads += len(chunk)
+            self.rest += chunk
+            if chunk.strip(b"=") or self.pads > 2:
+                self.invalid = True
+            return b""
+        if not _B64_BODY.fullmatch(chunk):
             self.invalid = True  # non-alphabet characters or padding in the middle
             return b""
-        self.length += len(chunk)
-        if chunk.endswith(b"="):
-            self.padded = True
+        self.pads = len(chunk) - len(chunk.rstrip(b"="))
         data = self.rest + chunk
-        usable = len(data) - len(data) % 4
+        body = len(data) - self.pads
+        usable = body - body % 4  # the padded last group waits for close()
         self.rest = data[usable:]
-        if self.padded and self.rest:
-            self.invalid = True
-            return b""
         try:
             return binascii.a2b_base64(data[:usable])
         except binascii.Error:
@@ -1340,13 +1410,14 @@ class _Base64Sink:
 
     def close(self) -> tuple[bytes, bool]:
         """(the last bytes, whether padding was missing)."""
-        if not self.rest:
+        if self.invalid or not self.rest:
             return b"", False
-        if len(self.rest) == 1 or self.padded:
+        missing = -len(self.rest) % 4
+        if self.pads + missing > 2:
             self.invalid = True
             return b"", False
         try:
-            return binascii.a2b_base64(self.rest + b"=" * (4 - len(self.rest))), True
+            return binascii.a2b_base64(self.rest + b"=" * missing), missing > 0
         except binascii.Error:
             self.invalid = True
             return b"", False

@@ -74,10 +74,11 @@ def test_parse_file_equals_parse_bytes_on_the_whole_corpus(tmp_path):
     assert _fallbacks(tmp_path) == {}
 
 
-def test_chunked_decoding_of_every_leaf_equals_parse_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("chunk", [4096, 7])
+def test_chunked_decoding_of_every_leaf_equals_parse_bytes(tmp_path, monkeypatch, chunk):
     """Every leaf part as if it were a 50 MB attachment: decoded from the file in chunks."""
     monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 0)
-    monkeypatch.setattr(parsing, "_CHUNK", 4096)  # chunk edges inside lines and base64 quads
+    monkeypatch.setattr(parsing, "_CHUNK", chunk)  # chunk edges inside lines, CRLFs and base64 quads
     failures = _compare_corpus(tmp_path)
     assert not failures, "\n".join(failures)
     # Only broken base64 and uuencode (decoded by the email package's own rules) fall back.
@@ -160,3 +161,62 @@ def test_big_attachment_is_decoded_to_a_file_not_memory(tmp_path):
     assert att.payload is None and att.path and att.sha256 == hashlib.sha256(blob).hexdigest()
     got.cleanup()
     assert not list(spool.iterdir())
+
+
+def _mutations(seed: int, count: int) -> list[tuple[str, bytes]]:
+    """Corpus mails broken the ways real mail breaks: truncated, a piece cut out or
+    repeated, line ends changed, two lines swapped (seeded: the same cases every run)."""
+    import random
+
+    rng = random.Random(seed)
+    files = [p for p in corpus_files() if p.stat().st_size <= 300_000]
+    out = []
+    for _ in range(count):
+        path = rng.choice(files)
+        raw = path.read_bytes()
+        op = rng.choice(["truncate", "cut", "repeat", "crlf", "lf", "cr", "swap"])
+        a = rng.randrange(len(raw) + 1)
+        b = min(len(raw), a + rng.randrange(300))
+        if op == "truncate":
+            raw = raw[:a]
+        elif op == "cut":
+            raw = raw[:a] + raw[b:]
+        elif op == "repeat":
+            raw = raw[:b] + raw[a:b] + raw[b:]
+        elif op == "crlf":
+            raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        elif op == "lf":
+            raw = raw.replace(b"\r\n", b"\n")
+        elif op == "cr":
+            raw = raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        else:
+            lines = raw.splitlines(keepends=True)
+            if len(lines) > 2:
+                i = rng.randrange(len(lines) - 1)
+                lines[i], lines[i + 1] = lines[i + 1], lines[i]
+            raw = b"".join(lines)
+        out.append((f"{path.name} {op} {a}-{b}", raw))
+    return out
+
+
+@pytest.mark.parametrize("leaf_max", [parsing.STREAM_LEAF_IN_MEMORY_MAX, 0])
+def test_broken_corpus_mails_stream_as_parse_bytes_reads_them(tmp_path, monkeypatch, leaf_max):
+    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", leaf_max)
+    monkeypatch.setattr(parsing, "_CHUNK", 4096)
+    failures, streamed = [], 0
+    for name, raw in _mutations(seed=5 if leaf_max else 6, count=250):
+        path = tmp_path / "m.eml"
+        path.write_bytes(raw)
+        result = ParsedMessage()
+        try:
+            with open(path, "rb") as fh:
+                parsing._stream_parse(fh, result, str(tmp_path), strict=True)
+        except parsing._Fallback:
+            result.cleanup()
+            continue  # handed to parse_bytes by parse_file: the same result by construction
+        streamed += 1
+        if _key(result) != _key(parse_bytes(raw)):
+            failures.append(name)
+        result.cleanup()
+    assert not failures, failures
+    assert streamed >= 200
