@@ -855,14 +855,13 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
     maintype = ctype.split("/", 1)[0]
     if cte == "base64" and end - body_start >= _FAST_B64_MIN and maintype not in ("text", "message"):
-        encoded = raw[body_start:end].translate(None, b"\r\n")
-        # Only clean base64 takes the shortcut; the email package's rules decode the rest
-        # and report what is wrong with it.
-        if not len(encoded) % 4 and _B64_BODY.fullmatch(encoded):
-            try:
-                data = binascii.a2b_base64(encoded)
-            except binascii.Error:
-                return False
+        # Only clean base64 takes the shortcut (strict: no stray characters, padding only
+        # at the end); the email package's rules decode the rest and report what is wrong.
+        try:
+            data = binascii.a2b_base64(raw[body_start:end].translate(None, b"\r\n"), strict_mode=True)
+        except binascii.Error:
+            data = None
+        if data is not None:
             bodies.append(("att", headers, index, (data, ctype)))
             return True
     leaf = BytesParser(policy=policy.compat32).parsebytes(raw[start:end])
