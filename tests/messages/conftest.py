@@ -11,7 +11,7 @@ from . import mailfactory
 
 @pytest.fixture(scope="session")
 def message_indexes(django_db_setup, django_db_blocker):
-    # Tests run with --nomigrations: create the list/search indexes the service expects.
+    # The migrations create these indexes too; ensuring them again is harmless (idempotent).
     with django_db_blocker.unblock():
         ensure_message_indexes()
 

@@ -7,6 +7,7 @@ label or escaped entities would make the probe miss.
 """
 from __future__ import annotations
 
+import codecs
 import email
 import email.policy
 import html
@@ -70,6 +71,14 @@ def _mislabelled_utf8(payload: bytes, charset: str) -> bool:
         return False
 
 
+def _single_byte(charset: str) -> bool:
+    try:
+        return codecs.lookup(ALIASES.get(charset, charset)).name.startswith(
+            ("cp125", "iso8859", "koi8", "mac-", "mac_", "latin", "cp437", "cp85", "cp86", "cp874"))
+    except LookupError:
+        return False
+
+
 def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
     """charset -> (file, subtype, probe), the first readable example of each charset."""
     if not CORPUS.is_dir():
@@ -94,6 +103,10 @@ def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
                 text = payload.decode(ALIASES.get(charset, charset))
             except (LookupError, UnicodeDecodeError):
                 continue
+            if _mislabelled_utf8(payload, charset) and _single_byte(charset):
+                # Shown as UTF-8 (with a parse problem): valid multi-byte UTF-8 under a
+                # single-byte label is UTF-8, not mojibake (parsing.decode_bytes).
+                text = payload.decode("utf-8")
             found = _probe(text, subtype)
             if not found:
                 continue
