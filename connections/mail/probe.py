@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 
 from ._base import StepRecord, Trace
 from .errors import MailError
@@ -40,20 +40,11 @@ _DEFAULT_HINTS = {
 
 
 @dataclass
-class ProbeStep:
-    name: str
-    ok: bool
-    duration_ms: float
-    detail: dict = field(default_factory=dict)
-    message: str = ""
-    hint: str = ""
-    skipped: bool = False
+class ProbeStep(StepRecord):
+    """One step of the report: a trace step, JSON-ready."""
 
     def to_dict(self) -> dict:
-        return {
-            "name": self.name, "ok": self.ok, "duration_ms": self.duration_ms, "detail": self.detail,
-            "message": self.message, "hint": self.hint, "skipped": self.skipped,
-        }
+        return asdict(self)
 
 
 @dataclass
@@ -131,7 +122,7 @@ def run_probe(
 
 
 def _step(record: StepRecord) -> ProbeStep:
-    return ProbeStep(record.name, record.ok, record.duration_ms, record.detail, record.message, record.hint, record.skipped)
+    return ProbeStep(**vars(record))
 
 
 def _imap_steps(client: IMAPClient, settings: MailSettings, trace: Trace) -> None:
