@@ -550,20 +550,27 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                 fetched = list(client.fetch_many(batch_uids))
             mails = [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
                                  uidvalidity=uidvalidity, uid=uid) for uid, data in fetched]
-            if parse:  # CPU work here; the next stage mostly waits on the disk
+            if parse and helper is None:  # CPU work here; the next stage mostly waits on the disk
                 for mail in mails:
                     mail.parsed = parse_mail(mail)
             return mails
 
         def prepare(fetch_future: Future) -> list[FetchedMail]:
             mails = fetch_future.result()
+            if helper is not None:
+                return _prepare_in_helper(helper, mails, parse)
             for mail in mails:
                 mail.prepare_ahead(parse=parse, write=True)
             return mails
 
         plan = _plan(new, sizes, connection.max_message_size)
+        # Parsing + hashing + writing the files in a helper process (the second core): the
+        # GIL would otherwise serialize them with fetching (TLS, imaplib) and the COPY.
+        # Started before this poll's threads exist (fork).
+        helper = _start_helper(plan) if parse else None
         fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-fetch")
-        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-store")
+        # With helper processes, two batches go to them at once (no idle helper between batches).
+        writer = ThreadPoolExecutor(max_workers=2 if helper is not None else 1, thread_name_prefix="imap-store")
         queued: list[tuple[int, Future]] = []  # (plan index, prepared-batch future), in order
         depth = 2  # batches in flight beyond the one being stored
 
@@ -582,7 +589,7 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     mails = ready.result()
                     fill(index + 1)
                     result.fetched += len(mails)
-                    result.bytes += sum(len(m.data or b"") for m in mails)
+                    result.bytes += sum(m.stored_size for m in mails)
                     flush(mails)
                 elif kind == "oversized":
                     uid = batch[0]
@@ -608,6 +615,8 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         finally:
             fetcher.shutdown(wait=True, cancel_futures=True)
             writer.shutdown(wait=True, cancel_futures=True)
+            if helper is not None:
+                helper.shutdown(wait=True, cancel_futures=True)
             _mark_post_processed(to_mark)  # the last batch (also when the poll stops early)
             hook("post_processed")
             for _, future in queued:  # the poll stopped before storing these batches
@@ -615,6 +624,90 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     discard_unstored(future.result())
         if connection.imap_resync and not more_waiting and not result.failed:
             _end_resync(connection)
+
+
+HELPER_CHUNK = 50  # mails per task sent to the helper process (pipelines the transfer)
+
+
+def _start_helper(plan: list[tuple[str, list[int]]]):
+    """A pool of INBOUND_PREPARE_PROCESSES forked processes that prepare batches of small
+    mails, or None: when the poll is small, the machine has one core,
+    INBOUND_PREPARE_PROCESSES is 0, or fork is unavailable. Never raises: the poll then prepares the mails in its own threads."""
+    workers = _setting("INBOUND_PREPARE_PROCESSES", 2)
+    small = sum(len(batch) for kind, batch in plan if kind == "small")
+    if workers < 1 or (os.cpu_count() or 1) < 2 or small < _setting("INBOUND_PREPARE_PROCESS_MIN", 400):
+        return None
+    try:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=_helper_init, initargs=(os.getpid(),))
+        pool.submit(int).result(timeout=10)  # forks now, while this poll has no threads
+        return pool
+    except Exception:
+        log.warning("no helper process for preparing mails; preparing them in the poll", exc_info=True)
+        return None
+
+
+def _helper_init(parent_pid: int) -> None:
+    """In a new helper process: let go of the inherited database sockets (the fd points to
+    /dev/null instead: the parent's connection is untouched, and a killed parent's backend
+    sees its client go away), and exit when the parent dies (a SIGKILLed worker must not
+    leave helpers behind)."""
+    from django.db import connections
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for conn in connections.all(initialized_only=True):
+        try:
+            if conn.connection is not None:
+                os.dup2(devnull, conn.connection.fileno())
+        except Exception:
+            pass
+    os.close(devnull)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _prepare_chunk(mails: list[FetchedMail], parse: bool) -> list[FetchedMail]:
+    """In the helper process: hash, parse and write the files of each mail (no database).
+    Sends back what the rows need — not the raw bytes, not the attachment payloads."""
+    for mail in mails:
+        mail.prepare_ahead(parse=parse, write=True)
+        if mail.data is not None and not mail.write_error:
+            mail._moved_size = len(mail.data)
+            mail.data = None
+        if mail.parsed is not None:
+            for att in mail.parsed.attachments:
+                att.payload = None
+    return mails
+
+
+def _prepare_in_helper(pool, mails: list[FetchedMail], parse: bool) -> list[FetchedMail]:
+    chunks = [mails[i:i + HELPER_CHUNK] for i in range(0, len(mails), HELPER_CHUNK)]
+    futures = []
+    for chunk in chunks:
+        try:
+            futures.append(pool.submit(_prepare_chunk, chunk, parse))
+        except Exception as exc:  # the pool broke earlier: this chunk is prepared here
+            failed: Future = Future()
+            failed.set_exception(exc)
+            futures.append(failed)
+    out: list[FetchedMail] = []
+    for chunk, future in zip(chunks, futures):
+        try:
+            out.extend(future.result())
+        except Exception:  # the helper died: prepare here (files it wrote are orphans)
+            log.warning("helper process failed; preparing %d mails in the poll", len(chunk), exc_info=True)
+            for mail in chunk:
+                mail.prepare_ahead(parse=parse, write=True)
+            out.extend(chunk)
+    return out
 
 
 def _plan(uids: list[int], sizes: dict[int, int], max_size: int) -> list[tuple[str, list[int]]]:
