@@ -222,6 +222,9 @@ INBOUND_FETCH_BATCH = env.int("INBOUND_FETCH_BATCH", default=200)
 INBOUND_FETCH_BATCH_BYTES = env.int("INBOUND_FETCH_BATCH_BYTES", default=16 * 1024 * 1024)
 INBOUND_STREAM_THRESHOLD = env.int("INBOUND_STREAM_THRESHOLD", default=4 * 1024 * 1024)
 INBOUND_PARSE_DURING_POLL = env.bool("INBOUND_PARSE_DURING_POLL", default=True)
+# Large polls hand parsing and file writing to forked helper processes (0 turns them off).
+INBOUND_PREPARE_PROCESSES = env.int("INBOUND_PREPARE_PROCESSES", default=2)
+INBOUND_PREPARE_PROCESS_MIN = env.int("INBOUND_PREPARE_PROCESS_MIN", default=400)
 POLL_DISPATCH_CLAIM_SECONDS = env.int("POLL_DISPATCH_CLAIM_SECONDS", default=1800)
 POLL_DISPATCH_MAX = env.int("POLL_DISPATCH_MAX", default=50000)
 # Outbox (connections/services/outbox.py): retries with exponential backoff, a hold after a

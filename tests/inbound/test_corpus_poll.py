@@ -80,3 +80,36 @@ def test_whole_corpus_polled(mail_servers, mailbox, make_inbound, protocol, sett
     assert problems > 10  # the malformed ones are marked, not dropped
     again = poll(connection_id=conn.pk)
     assert (again.outcome, again.stored, again.skipped) == (PollOutcome.SUCCESS, 0, len(files))
+
+
+def test_corpus_poll_with_helper_processes_matches_in_process(mail_servers, make_inbound, settings):
+    """Large polls hand hashing, parsing and file writing to forked helper processes: the
+    result must be exactly what the poll computes by itself, byte for byte and field by field."""
+    from connections.services import polling
+
+    settings.INBOUND_PREPARE_PROCESSES = 2
+    settings.INBOUND_PREPARE_PROCESS_MIN = 1
+    pool = polling._start_helper([("small", list(range(10)))])
+    assert pool is not None, "the helper pool must start for this test to mean anything"
+    pool.shutdown()
+
+    raws = [p.read_bytes() for p in corpus_files()]
+    seen: dict[bool, dict] = {}
+    for helpers in (True, False):
+        settings.INBOUND_PREPARE_PROCESS_MIN = 1 if helpers else 10**9
+        address, password = mail_servers.add_user()
+        mail_servers.append(address, raws)
+        conn = make_inbound(address, password, post_processing="keep", selection="all", max_messages=1000)
+        result = poll(connection_id=conn.pk)
+        assert result.outcome == PollOutcome.SUCCESS, result.error
+        assert (result.stored, result.failed) == (len(raws), 0)
+        if helpers:
+            _check_stored(conn, mail_servers.server_copies(address), "uid")
+        seen[helpers] = {
+            m.raw_sha256: (
+                m.subject, m.from_header, m.to_header, m.date, m.text_body, m.html_body, m.parse_problems,
+                sorted((a.filename, a.content_type, a.size, a.sha256, a.inline) for a in m.attachments.all()),
+            )
+            for m in StoredMessage.objects.filter(connection=conn).prefetch_related("attachments")
+        }
+    assert seen[True] == seen[False]
