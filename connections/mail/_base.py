@@ -78,6 +78,22 @@ def where(settings: MailSettings) -> str:
     return f"{settings.host}:{settings.effective_port}"
 
 
+def upgrade_offered(settings: MailSettings, offered: bool, detail: dict, *, command: str, implicit: str) -> bool:
+    """Whether to upgrade with `command` (STARTTLS/STLS). Not offered: an error when STARTTLS
+    is mandatory, otherwise the session goes on unencrypted and the step says so."""
+    if offered:
+        return True
+    name = command.split(" ")[0]
+    if settings.protection == "starttls_mandatory":
+        raise TLSError(
+            f"the server at {where(settings)} does not offer {command}",
+            hint=f"use protection SSL/TLS on the server's {implicit}, or STARTTLS optional / Off only on a trusted network",
+            transient=False,
+        )
+    detail["_skipped"] = f"the server does not offer {name}: continuing unencrypted (STARTTLS optional)"
+    return False
+
+
 # Until the server has said anything (its greeting), a timeout points at host, port or a
 # firewall; after that, the server is reachable and merely too slow.
 _STEPS_BEFORE_ANSWER = frozenset({"dns", "tcp", "greeting"})

@@ -25,6 +25,7 @@ from ._base import (
     open_socket,
     refuse_plain,
     sasl_plain,
+    upgrade_offered,
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
@@ -298,14 +299,7 @@ class IMAPClient:
         with self.trace.step("tls") as detail:
             detail["mode"] = "STARTTLS"
             self.capabilities_before_tls = set(self.capabilities)
-            if "STARTTLS" not in self.capabilities:
-                if s.protection == "starttls_mandatory":
-                    raise TLSError(
-                        f"the server at {where(s)} does not offer STARTTLS",
-                        hint="use protection SSL/TLS on the server's IMAPS port (993), or STARTTLS optional / Off only on a trusted network",
-                        transient=False,
-                    )
-                detail["_skipped"] = "the server does not offer STARTTLS: continuing unencrypted (STARTTLS optional)"
+            if not upgrade_offered(s, "STARTTLS" in self.capabilities, detail, command="STARTTLS", implicit="IMAPS port (993)"):
                 return
             context = make_ssl_context(s)
             try:

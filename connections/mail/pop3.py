@@ -24,6 +24,7 @@ from ._base import (
     open_socket,
     refuse_plain,
     sasl_plain,
+    upgrade_offered,
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
@@ -232,14 +233,7 @@ class POP3Client:
         with self.trace.step("tls") as detail:
             detail["mode"] = "STLS"
             self.capabilities_before_tls = set(self.capabilities)
-            if "STLS" not in self.capabilities:
-                if s.protection == "starttls_mandatory":
-                    raise TLSError(
-                        f"the server at {where(s)} does not offer STLS (STARTTLS for POP3)",
-                        hint="use protection SSL/TLS on the server's POP3S port (995), or STARTTLS optional / Off only on a trusted network",
-                        transient=False,
-                    )
-                detail["_skipped"] = "the server does not offer STLS: continuing unencrypted (STARTTLS optional)"
+            if not upgrade_offered(s, "STLS" in self.capabilities, detail, command="STLS (STARTTLS for POP3)", implicit="POP3S port (995)"):
                 return
             context = make_ssl_context(s)
             try:

@@ -27,6 +27,7 @@ from ._base import (
     open_socket,
     refuse_plain,
     sasl_plain,
+    upgrade_offered,
     where,
 )
 from .errors import (
@@ -235,17 +236,7 @@ class SMTPClient:
             detail["mode"] = "STARTTLS"
             self._ehlo()
             self.extensions_before_tls = dict(self.extensions)
-            if "starttls" not in self.extensions:
-                if s.protection == "starttls_mandatory":
-                    raise TLSError(
-                        f"the server at {where(s)} does not offer STARTTLS",
-                        hint=(
-                            "use protection SSL/TLS on the server's SMTPS port (465), or STARTTLS "
-                            "optional / Off only on a trusted network"
-                        ),
-                        transient=False,
-                    )
-                detail["_skipped"] = "the server does not offer STARTTLS: continuing unencrypted (STARTTLS optional)"
+            if not upgrade_offered(s, "starttls" in self.extensions, detail, command="STARTTLS", implicit="SMTPS port (465)"):
                 return
             context = make_ssl_context(s)
             try:
