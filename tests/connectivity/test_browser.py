@@ -3,50 +3,24 @@ button and the one in the Connectivity test panel (inside the change form, via f
 Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.db import connections as db_connections
 from django.test import Client
 from django.urls import reverse
 
 from connections.models import Membership, Role
 
+from ..browser import ARTIFACTS, launched_chromium
+
 pytestmark = [pytest.mark.browser, pytest.mark.mailservers, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = os.environ.get("TENANTMAIL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(django_settings.BASE_DIR) / "test-artifacts"
 
 
 @pytest.fixture
 def browser():
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's loop in this thread (tests only)
-    from playwright.sync_api import sync_playwright
-
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (scripts/test does this).")
-    try:
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                yield b
-            finally:
-                # Inside Playwright's context the test got database connections of its own (not the
-                # ones of pytest-django's teardown): close them, or the test database stays in use.
-                db_connections.close_all()
-                b.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    with launched_chromium() as b:
+        yield b
 
 
 def test_operator_presses_test_connection(browser, live_server, settings, make_connection, tenant) -> None:
