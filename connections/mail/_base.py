@@ -74,6 +74,19 @@ def _ms(started: float) -> float:
 
 # --- error wording ----------------------------------------------------------------------
 
+class PreconnectedSocket:
+    """Mixin for imaplib/poplib clients: use a socket this layer already connected (and
+    maybe wrapped in TLS) instead of letting the library open its own."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
+        self._ready_sock = sock
+        super().__init__(host, port, timeout)  # type: ignore[call-arg]
+
+    def _create_socket(self, timeout):  # the libraries' hook
+        sock, self._ready_sock = self._ready_sock, None
+        return sock
+
+
 def where(settings: MailSettings) -> str:
     return f"{settings.host}:{settings.effective_port}"
 

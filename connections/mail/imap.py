@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import imaplib
 import re
-import socket
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
 from ._base import (
+    PreconnectedSocket,
     Trace,
     after_tls_handshake_error,
     auth_failed,
@@ -152,16 +152,8 @@ def _text(data) -> str:
     return str(data or "")
 
 
-class _IMAP4(imaplib.IMAP4):
+class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
     """imaplib.IMAP4 on a socket that is already connected (and maybe TLS-wrapped)."""
-
-    def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
-        self._ready_sock = sock
-        super().__init__(host, port, timeout)
-
-    def _create_socket(self, timeout):  # imaplib hook
-        sock, self._ready_sock = self._ready_sock, None
-        return sock
 
     def readline(self) -> bytes:
         # imaplib caps a response line at 1 MB; UID SEARCH in a mailbox of ~150,000 mails is

@@ -10,10 +10,10 @@ from __future__ import annotations
 import io
 import poplib
 import re
-import socket
 from typing import BinaryIO
 
 from ._base import (
+    PreconnectedSocket,
     Trace,
     after_tls_handshake_error,
     auth_failed,
@@ -79,16 +79,8 @@ def read_multiline(reader, sink: BinaryIO, *, size: int | None = None) -> int:
     return written
 
 
-class _POP3(poplib.POP3):
+class _POP3(PreconnectedSocket, poplib.POP3):
     """poplib.POP3 on a socket that is already connected (and maybe TLS-wrapped)."""
-
-    def __init__(self, sock: socket.socket, host: str, port: int, timeout: float) -> None:
-        self._ready_sock = sock
-        super().__init__(host, port, timeout)
-
-    def _create_socket(self, timeout):  # poplib hook
-        sock, self._ready_sock = self._ready_sock, None
-        return sock
 
 
 def _text(value) -> str:
