@@ -40,6 +40,8 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from typing import BinaryIO, Iterator
 
+import pybase64
+
 MAX_PROBLEMS = 50
 MAX_HEADER_CHARS = 20_000
 
@@ -331,8 +333,15 @@ _FACTORY = policy.default.header_factory
 
 def _raw_values(msg: Message, name: str) -> list[str]:
     """The header's raw values (undecoded; 8-bit bytes as surrogates), unfolded."""
-    lname = name.lower()
-    return [_LINESEP.sub("", str(v)) for k, v in msg.raw_items() if k.lower() == lname]
+    # Indexed once per message: a mail's headers are looked up a dozen times while parsing
+    # (and never change meanwhile).
+    index = msg.__dict__.get("_tenantmail_headers")
+    if index is None or index[0] != len(msg._headers):
+        values: dict[str, list[str]] = {}
+        for key, value in msg.raw_items():
+            values.setdefault(key.lower(), []).append(_LINESEP.sub("", str(value)))
+        index = msg.__dict__["_tenantmail_headers"] = (len(msg._headers), values)
+    return list(index[1].get(name.lower(), ()))
 
 
 def _header(msg: Message, name: str, result: ParsedMessage) -> str:
@@ -725,12 +734,90 @@ def _find_header_end(raw: bytes, start: int, end: int) -> tuple[int, int] | None
     if raw.startswith(b"\n", start):
         return start, start + 1
     crlf = raw.find(b"\r\n\r\n", start, end)
-    lf = raw.find(b"\n\n", start, end)
+    # An LF-only separator counts only before the CRLF one: searching past it would scan
+    # the whole body of every CRLF mail for nothing.
+    lf = raw.find(b"\n\n", start, crlf + 2 if crlf != -1 else end)
     if crlf == -1 and lf == -1:
         return None
-    if crlf != -1 and (lf == -1 or crlf + 1 <= lf):
+    if crlf != -1 and lf == -1:
         return crlf + 2, crlf + 4
     return lf + 1, lf + 2
+
+
+def _header_block(raw: bytes, start: int, end: int) -> Message | None:
+    """The compat32 Message that BytesHeaderParser makes of raw[start:end] (a header block
+    without its blank line), built without feedparser's line machinery; None when the block
+    has anything feedparser would treat specially (a defect, a Unix "From " line, a lone CR)
+    — the caller then uses the email package. Same headers, same order, same raw values."""
+    block = raw[start:end]
+    if block.count(b"\r") != block.count(b"\r\n"):
+        return None  # lone CRs are line breaks to feedparser
+    msg = Message(policy=policy.compat32)
+    headers = msg._headers  # what set_raw() appends to
+    name = ""
+    lines: list[str] = []
+    # bytes.splitlines breaks at CR, LF and CRLF only, as feedparser does (str.splitlines
+    # would also break at VT, FF and the like).
+    for raw_line in block.splitlines(True):
+        line = raw_line.decode("ascii", "surrogateescape")
+        if raw_line[0] in b" \t":
+            if not name:
+                return None  # FirstHeaderLineIsContinuationDefect
+            lines.append(line)
+            continue
+        if raw_line.startswith(b"From ") or not _HEADER_LINE.match(raw_line):
+            return None
+        colon = line.find(":")
+        if colon <= 0:
+            return None  # InvalidHeaderDefect
+        if name:
+            headers.append(_source_parse(lines))
+        name, lines = line[:colon], [line]
+    if name:
+        headers.append(_source_parse(lines))
+    msg._payload = ""  # as a headers-only parse leaves it
+    return msg
+
+
+def _source_parse(lines: list[str]) -> tuple[str, str]:
+    """policy.compat32.header_source_parse: (name, value with its folding kept)."""
+    name, value = lines[0].split(":", 1)
+    value = value.lstrip(" \t") + "".join(lines[1:])
+    return name, value.rstrip("\r\n")
+
+
+def _leaf_message(raw: bytes, start: int, header_end: int, body_start: int, end: int) -> Message | None:
+    """What BytesParser makes of a non-multipart, non-message leaf raw[start:end]: its
+    headers, and the rest of its bytes as the payload (feedparser joins the body's lines
+    back unchanged). None when the email package must parse it."""
+    msg = _header_block(raw, start, header_end)
+    if msg is None or msg.get_content_maintype() in ("multipart", "message"):
+        return None
+    msg._payload = raw[body_start:end].decode("ascii", "surrogateescape")
+    return msg
+
+
+def _b64_clean(body: bytes) -> bytes | None:
+    """Decode base64 made only of the alphabet and CR/LF line breaks, with padding only at
+    the end — binascii's strict mode after removing the line breaks, at SIMD speed. None for
+    anything else (the email package's lenient rules then decode it and report defects)."""
+    breaks = body.count(b"\r") + body.count(b"\n")
+    chars = len(body) - breaks
+    if chars % 4:
+        return None
+    last = len(body)
+    while last and body[last - 1] in b"\r\n":
+        last -= 1
+    pad = body.find(b"=", 0, last)
+    if pad != -1 and body[pad:last] not in (b"=", b"=="):
+        return None
+    padding = last - pad if pad != -1 else 0
+    try:
+        data = pybase64.b64decode(body, validate=False)  # skips the line breaks
+    except (binascii.Error, ValueError):
+        return None
+    # Any other character was skipped too and the data came out shorter: not clean.
+    return data if len(data) == chars // 4 * 3 - padding else None
 
 
 def _fast_parse(raw: bytes) -> ParsedMessage | None:
@@ -738,7 +825,7 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
     if found is None:
         return None
     header_end, body_start = found
-    top = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:header_end])
+    top = _header_block(raw, 0, header_end) or BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:header_end])
     if top.defects:
         return None
     if not top.get_content_type().startswith("multipart/"):
@@ -777,13 +864,15 @@ def _fast_single(raw: bytes, body_start: int, top: Message) -> ParsedMessage | N
     cte = _raw_header(top, "Content-Transfer-Encoding").strip().lower()
     if ctype not in ("text/plain", "text/html") or cte not in ("", "7bit", "8bit", "binary", "quoted-printable"):
         return None
-    if _disposition(top) == "attachment" or top.get_filename():
+    if _disposition(top) == "attachment" or (_may_have_filename(top) and top.get_filename()):
         return None
     body = raw[body_start:]
     payload = quopri.decodestring(body) if cte == "quoted-printable" else body
     result = ParsedMessage()
-    _headers_into(top, result)
-    text = decode_bytes(payload, top.get_content_charset(), result, where="part 1: ")
+    charset = top.get_content_charset()
+    # The header charset _declared_charset would find on this one text part.
+    _headers_into(top, result, charset=charset if _codec_for(charset) not in (None, "ascii", "utf-8") else None)
+    text = decode_bytes(payload, charset, result, where="part 1: ")
     if ctype == "text/plain":
         result.text_body = text
     else:
@@ -791,10 +880,19 @@ def _fast_single(raw: bytes, body_start: int, top: Message) -> ParsedMessage | N
     return result
 
 
+def _may_have_filename(msg: Message) -> bool:
+    """False when neither Content-Disposition nor Content-Type can hold a (file)name
+    parameter — get_filename() would parse both headers' parameters to say None."""
+    return any("name" in value.lower() for key in ("content-disposition", "content-type")
+               for value in _raw_values(msg, key))
+
+
 def _fast_multipart(raw: bytes, start: int, end: int, headers: Message, index: str, result: ParsedMessage,
                     bodies: list[tuple], linesep: str, depth: int) -> bool:
     if depth > 20:
         return False
+    if headers.get_content_type() == "multipart/digest":
+        return False  # its parts default to message/rfc822: the email package knows that
     boundary = headers.get_boundary()
     if not boundary or not boundary.isascii():
         return False
@@ -846,10 +944,13 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     if found is None:
         return False
     header_end, body_start = found
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[start:header_end])
+    headers = (_header_block(raw, start, header_end)
+               or BytesHeaderParser(policy=policy.compat32).parsebytes(raw[start:header_end]))
     if headers.defects:
         return False
     ctype = _content_type(headers)
+    if ctype == "message/delivery-status":
+        return False  # header blocks the email package re-serialises its own way
     if ctype.startswith("multipart/"):
         return _fast_multipart(raw, body_start, end, headers, index, result, bodies, linesep, depth + 1)
     cte = _raw_header(headers, "Content-Transfer-Encoding").strip().lower()
@@ -857,14 +958,12 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     if cte == "base64" and end - body_start >= _FAST_B64_MIN and maintype not in ("text", "message"):
         # Only clean base64 takes the shortcut (strict: no stray characters, padding only
         # at the end); the email package's rules decode the rest and report what is wrong.
-        try:
-            data = binascii.a2b_base64(raw[body_start:end].translate(None, b"\r\n"), strict_mode=True)
-        except binascii.Error:
-            data = None
+        data = _b64_clean(raw[body_start:end])
         if data is not None:
             bodies.append(("att", headers, index, (data, ctype)))
             return True
-    leaf = BytesParser(policy=policy.compat32).parsebytes(raw[start:end])
+    leaf = (_leaf_message(raw, start, header_end, body_start, end)
+            or BytesParser(policy=policy.compat32).parsebytes(raw[start:end]))
     for part in _iter_parts(leaf):
         part._tenantmail_linesep = linesep  # type: ignore[attr-defined]
     bodies.append(("walk", leaf, index, in_alternative))
