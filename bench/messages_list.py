@@ -77,6 +77,9 @@ def zipf_sampler(rng: random.Random, words: list[str]):
     return sample
 
 
+UNINDEXED = 500  # the newest stored messages not in the body search indexes yet
+
+
 def populate(total: int, rng: random.Random) -> dict:
     from django.contrib.auth import get_user_model
     from django.utils import timezone
@@ -120,6 +123,8 @@ def populate(total: int, rng: random.Random) -> dict:
             size=len(text) + 800, fetched_at=date + dt.timedelta(minutes=rng.randint(1, 30)),
             raw=f"raw/bench/{i}.eml", raw_sha256=f"{i:064x}", text_body=text,
             html_body="" if i % 3 else f"<p>{text}</p>", has_attachments=rng.random() < 0.12, parsed=True,
+            # The last 500 wait for the search indexer, as right after a big poll.
+            search_indexed=i < total - UNINDEXED,
         ))
         if len(batch) == 5000:
             StoredMessage.objects.bulk_create(batch)

@@ -56,6 +56,14 @@ def parse_stored_messages(connection_id: int) -> int:
     return polling.parse_pending(connection_id=connection_id)
 
 
+@shared_task(name="connections.tasks.index_messages_for_search", ignore_result=True)
+def index_messages_for_search() -> int:
+    """Stored mails into the body search indexes (after a poll, and every minute from beat)."""
+    from .services.messages import index_for_search
+
+    return index_for_search()
+
+
 @shared_task(name="connections.tasks.prune_poll_history", ignore_result=True)
 def prune_poll_history() -> int:
     """Delete poll history older than POLL_HISTORY_RETENTION_DAYS."""

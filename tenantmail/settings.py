@@ -199,6 +199,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.dispatch_outbox",
         "schedule": OUTBOX_DISPATCH_INTERVAL,
     },
+    "index-messages-for-search": {
+        "task": "connections.tasks.index_messages_for_search",
+        "schedule": 60.0,
+    },
     "prune-poll-history": {
         "task": "connections.tasks.prune_poll_history",
         "schedule": 3600.0,

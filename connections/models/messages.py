@@ -34,6 +34,11 @@ class StoredMessage(TenantOwned):
     oversized = models.BooleanField(default=False)
     # Post-processing on the server (mark read / move / delete) is done after the commit.
     post_processed_at = models.DateTimeField(null=True, blank=True)
+    # In the body search indexes yet? The poll stores mails with False, so that extracting
+    # trigrams from their bodies (milliseconds a mail) stays off its path; the
+    # index_messages_for_search task sets it in batches (services.messages.index_for_search).
+    # Search finds a mail either way: an unindexed one is read directly.
+    search_indexed = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["-fetched_at", "-id"]
@@ -43,6 +48,7 @@ class StoredMessage(TenantOwned):
         indexes = [
             models.Index(fields=["connection", "post_processed_at"], name="message_pending_post_idx"),
             models.Index(fields=["connection", "parsed"], name="message_unparsed_idx"),
+            models.Index(fields=["id"], condition=models.Q(search_indexed=False), name="message_unindexed_idx"),
         ]
 
     def __str__(self) -> str:

@@ -69,6 +69,15 @@ _TABLE = StoredMessage._meta.db_table
 _SORT_PG = "LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC"
 _SORT_SQLITE = 'MIN(COALESCE("date", "fetched_at"), "fetched_at") DESC, id DESC'
 TRIGRAM_EXTENSION_SQL = "CREATE EXTENSION IF NOT EXISTS pg_trgm"
+TEXT_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} "
+                  "USING gin (UPPER(text_body) gin_trgm_ops) WHERE search_indexed")
+HTML_ONLY_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS message_html_only_trgm_idx ON {_TABLE} "
+                       "USING gin (UPPER(html_body) gin_trgm_ops) WHERE text_body = '' AND search_indexed")
+EXPRESSION_STATISTICS_SQL = [
+    f"CREATE STATISTICS IF NOT EXISTS message_text_upper_stats ON (UPPER(text_body)) FROM {_TABLE}",
+    f"CREATE STATISTICS IF NOT EXISTS message_html_upper_stats ON (UPPER(html_body)) FROM {_TABLE}",
+]
+MESSAGE_STATISTICS_NAMES = ["message_text_upper_stats", "message_html_upper_stats"]
 MESSAGE_INDEX_SQL: dict[str, list[str]] = {
     "postgresql": [
         TRIGRAM_EXTENSION_SQL,
@@ -80,10 +89,16 @@ MESSAGE_INDEX_SQL: dict[str, list[str]] = {
         # GIN indexes on exactly that expression serve substring search.
         f"CREATE INDEX IF NOT EXISTS message_subject_trgm_idx ON {_TABLE} USING gin (UPPER(subject) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_from_trgm_idx ON {_TABLE} USING gin (UPPER(from_header) gin_trgm_ops)",
-        f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} USING gin (UPPER(text_body) gin_trgm_ops)",
+        # The bodies' trigrams cost milliseconds a mail to extract: only mails flagged
+        # search_indexed are in these (index_for_search flags them after the poll); search
+        # reads the few others directly (through message_unindexed_idx).
+        TEXT_INDEX_SQL,
         # HTML-only mails are searched in their HTML; a partial index keeps it to those.
-        f"CREATE INDEX IF NOT EXISTS message_html_only_trgm_idx ON {_TABLE} "
-        "USING gin (UPPER(html_body) gin_trgm_ops) WHERE text_body = ''",
+        HTML_ONLY_INDEX_SQL,
+        # The planner takes a partial index's statistics only when the query implies its
+        # predicate; search_indexed sits inside the search's OR arms, so without these it
+        # would guess every body word rare and sort thousands of matches of a common one.
+        *EXPRESSION_STATISTICS_SQL,
     ],
     "sqlite": [
         f"CREATE INDEX IF NOT EXISTS message_tenant_sort_idx ON {_TABLE} (tenant_id, {_SORT_SQLITE})",
@@ -140,6 +155,30 @@ def drop_message_indexes(*, using: BaseDatabaseWrapper | None = None) -> None:
     with conn.cursor() as cursor:
         for name in MESSAGE_INDEX_NAMES:
             cursor.execute(f"DROP INDEX IF EXISTS {name}")
+        if conn.vendor == "postgresql":
+            for name in MESSAGE_STATISTICS_NAMES:
+                cursor.execute(f"DROP STATISTICS IF EXISTS {name}")
+
+
+SEARCH_INDEX_BATCH = 500
+
+
+def index_for_search(*, batch: int = SEARCH_INDEX_BATCH, limit: int | None = None) -> int:
+    """Put stored mails into the body search indexes: flag them search_indexed, oldest
+    first, `batch` per short transaction (PostgreSQL computes their trigrams then). Returns
+    how many were flagged. Safe to run in several workers at once (SKIP LOCKED) and again."""
+    done = 0
+    while limit is None or done < limit:
+        size = batch if limit is None else min(batch, limit - done)
+        with transaction.atomic():
+            ids = list(StoredMessage.objects.filter(search_indexed=False).order_by("id")
+                       .select_for_update(skip_locked=True).values_list("id", flat=True)[:size])
+            if ids:
+                StoredMessage.objects.filter(pk__in=ids).update(search_indexed=True)
+        done += len(ids)
+        if len(ids) < size:
+            break
+    return done
 
 
 def create_message_indexes(apps, schema_editor) -> None:
@@ -254,8 +293,14 @@ def filter_messages(qs: QuerySet[StoredMessage], *, filters: MessageFilters) -> 
     """Apply search and filters. Every term must occur in subject, sender or text body
     (for a mail without a text part — HTML-only newsletters — in its HTML body)."""
     for term in search_terms(filters.query):
-        qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term) | Q(text_body__icontains=term)
-                       | (Q(text_body="") & Q(html_body__icontains=term)))
+        text = Q(text_body__icontains=term)
+        html_only = Q(text_body="") & Q(html_body__icontains=term)
+        # The body arms are spelled out per search_indexed value so that PostgreSQL can
+        # answer each from an index: the partial trigram indexes, or message_unindexed_idx
+        # for the mails not indexed yet.
+        indexed, unindexed = Q(search_indexed=True), Q(search_indexed=False)
+        qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term)
+                       | (indexed & text) | (indexed & html_only) | (unindexed & text) | (unindexed & html_only))
     if filters.connection_id:
         qs = qs.filter(connection_id=filters.connection_id)
     if filters.has_attachments is not None:

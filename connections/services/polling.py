@@ -197,7 +197,20 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         from ..tasks import parse_stored_messages
 
         parse_stored_messages.delay(connection.pk)  # parsing off the poll's path
+    if result.stored:
+        _request_search_indexing()
     return result
+
+
+def _request_search_indexing() -> None:
+    """Queue the body search indexing of what this poll stored (off the poll's path; beat
+    sweeps every minute too). A broker that cannot be reached loses nothing: the rows wait."""
+    from ..tasks import index_messages_for_search
+
+    try:
+        index_messages_for_search.delay()
+    except Exception as exc:  # the poll itself succeeded; the sweep will index them
+        log.warning("could not queue search indexing (%s); beat's sweep will do it", type(exc).__name__)
 
 
 def _bookkeeping_commit() -> None:

@@ -28,6 +28,9 @@ def test_dispatch_enqueues_due_polls_and_the_worker_polls(tenantmail_worker, mai
     assert run.outcome == PollOutcome.SUCCESS, run.error
     assert run.trigger == "schedule"
     assert StoredMessage.objects.filter(connection=due).count() == 3
+    # The poll queued the body search indexing of what it stored; the worker did it.
+    wait_until(lambda: not StoredMessage.objects.filter(connection=due, search_indexed=False).exists(),
+               timeout=30, message="the stored mails to be indexed for search")
     assert not PollRun.objects.filter(connection=later).exists()
     due.refresh_from_db()
     assert due.next_poll_at > timezone.now()  # the poll set the next run from the schedule

@@ -92,8 +92,54 @@ def test_search_uses_the_trigram_indexes_on_postgresql(tenants, django_user_mode
     # No tenant condition and no plain scans: only the trigram indexes can answer the LIKEs.
     plan = _explain(_page_sql(root, filters=svc.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
     for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
-                 "message_html_only_trgm_idx"):
+                 "message_html_only_trgm_idx", "message_unindexed_idx"):
         assert name in plan, plan
+
+
+def test_body_trigram_indexes_hold_only_indexed_mails(tenants):
+    """Trigram extraction of bodies stays off the poll: the body indexes are partial on
+    search_indexed, in the migrated database as in ensure_message_indexes()."""
+    assert connection.vendor == "postgresql"
+
+    def definitions() -> dict[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s",
+                           [StoredMessage._meta.db_table])
+            return dict(cursor.fetchall())
+
+    migrated = definitions()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT stxname FROM pg_statistic_ext")
+        assert set(svc.MESSAGE_STATISTICS_NAMES) <= {row[0] for row in cursor.fetchall()}
+    assert migrated["message_text_trgm_idx"].endswith("WHERE search_indexed")
+    assert migrated["message_html_only_trgm_idx"].endswith("WHERE ((text_body = ''::text) AND search_indexed)")
+    with transaction.atomic():
+        sid = transaction.savepoint()
+        svc.drop_message_indexes()
+        svc.ensure_message_indexes()
+        ensured = definitions()
+        transaction.savepoint_rollback(sid)
+    assert ensured == migrated
+
+
+def test_search_finds_mails_before_and_after_they_are_indexed(tenants, store, build):
+    alice, conn = tenants["alice"], tenants["conn_a"]
+    store(connection=conn, raw=build(subject="one", text="the zanzibar quarterly report"))
+    store(connection=conn, raw=build(subject="two", text=None, html="<p>zanzibar newsletter</p>"))
+    store(connection=conn, raw=build(subject="three", text="nothing to see"))
+
+    def found(query: str) -> set[str]:
+        return {r.subject for r in svc.list_messages(user=alice, filters=svc.MessageFilters(query=query)).rows}
+
+    assert not StoredMessage.objects.filter(search_indexed=True).exists(), "stored mails wait for the indexer"
+    assert found("zanzibar") == {"one", "two"}
+    assert svc.index_for_search(batch=1, limit=2) == 2, "a limit stops it"
+    assert svc.index_for_search(batch=2) == 1
+    assert svc.index_for_search() == 0, "nothing left: idempotent"
+    assert StoredMessage.objects.filter(search_indexed=True).count() == 3
+    assert found("zanzibar") == {"one", "two"}
+    assert found("QUARTERLY report") == {"one"} and found("newsletter") == {"two"}
+
 
 
 def test_without_the_right_to_create_pg_trgm_the_sort_indexes_still_come(tenants, caplog):
