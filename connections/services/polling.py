@@ -35,7 +35,9 @@ from ..models import (
     InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
 )
 from . import locks, schedule
-from .storage import FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, store_batch
+from .storage import (
+    FetchedMail, StoreOutcome, discard_unstored, mark_post_processed, new_spool_file, parse_mail, store_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -425,8 +427,7 @@ def _add_error(result: PollResult, text: str) -> None:
 
 
 def _mark_post_processed(pks: list[int]) -> None:
-    if pks:
-        StoredMessage.objects.filter(pk__in=pks, post_processed_at__isnull=True).update(post_processed_at=timezone.now())
+    mark_post_processed(pks)
 
 
 # --------------------------------------------------------------------------- IMAP

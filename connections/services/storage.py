@@ -145,8 +145,16 @@ class _Prepared:
     error: str = ""
 
 
+_DAY: tuple[str, str] = ("", "")
+
+
 def _dated(prefix: str) -> str:
-    return timezone.now().strftime(f"{prefix}/%Y/%m/%d/")
+    """The day folder of a new file, e.g. raw/2026/11/21/ (strftime once a day, not per file)."""
+    global _DAY
+    today = timezone.now().date().isoformat()
+    if _DAY[0] != today:
+        _DAY = (today, today.replace("-", "/"))
+    return f"{prefix}/{_DAY[1]}/"
 
 
 _made_dirs: set[str] = set()
@@ -460,8 +468,23 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
 
 
 def _mark_done(pks: list[int], now) -> None:
-    if pks:
+    mark_post_processed(pks, now=now)
+
+
+def mark_post_processed(pks: list[int], *, now=None) -> None:
+    """Record that these stored mails' post-processing on the server is done."""
+    if not pks:
+        return
+    now = now or timezone.now()
+    db = transaction.get_connection()
+    if db.vendor != "postgresql":
         StoredMessage.objects.filter(pk__in=pks, post_processed_at__isnull=True).update(post_processed_at=now)
+        return
+    # One array parameter instead of the ORM's IN list of 200 placeholders (compiled per call).
+    table = db.ops.quote_name(StoredMessage._meta.db_table)
+    with db.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET post_processed_at = %s WHERE id = ANY(%s) AND post_processed_at IS NULL",
+                       [now, list(pks)])
 
 
 def _insert(connection, preps: list[_Prepared], now, post_done: bool, results: list[StoreOutcome]) -> None:
@@ -501,12 +524,19 @@ def _copy_insert(db, model, rows: list[dict]) -> list[int]:
     opts = model._meta
     table = opts.db_table
     fields = [f for f in opts.concrete_fields if not f.primary_key]
+    # Binary COPY when every column's type is known to psycopg: no text escaping of the
+    # bodies (several times cheaper for the client than the text format).
+    types = [_copy_type(f, db) for f in [opts.pk, *fields]]
+    binary = all(types)
     # One converter per column, chosen once (not per value).
     getters = []
     for f in fields:
         default = f.get_default()  # the model's default; None for a nullable column; "" for text
         if isinstance(f, models.JSONField):
-            getters.append(lambda row, a=f.attname, d=default: json.dumps(row.get(a, d)))
+            if binary:  # psycopg's jsonb dumper serialises the object itself
+                getters.append(lambda row, a=f.attname, d=default: row.get(a, d))
+            else:
+                getters.append(lambda row, a=f.attname, d=default: json.dumps(row.get(a, d)))
         elif isinstance(f, models.FileField):
             getters.append(lambda row, a=f.attname: row.get(a) or "")
         else:
@@ -519,10 +549,24 @@ def _copy_insert(db, model, rows: list[dict]) -> list[int]:
         ids = [r[0] for r in cursor.fetchall()]
         columns = ", ".join(db.ops.quote_name(c) for c in [opts.pk.column, *(f.column for f in fields)])
         raw_cursor = cursor.cursor  # psycopg's own cursor: COPY is not in the DB-API
-        with raw_cursor.copy(f"COPY {db.ops.quote_name(table)} ({columns}) FROM STDIN") as copy:
+        sql = f"COPY {db.ops.quote_name(table)} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
+        with raw_cursor.copy(sql) as copy:
+            if binary:
+                copy.set_types(types)
             for pk, row in zip(ids, rows):
                 copy.write_row([pk, *(get(row) for get in getters)])
     return ids
+
+
+def _copy_type(field, db) -> str | None:
+    """The PostgreSQL type name psycopg needs for a binary COPY of the column, or None."""
+    import psycopg
+
+    declared = field.db_type(db)  # "varchar(300)", "timestamp with time zone", "bigint", …
+    if not declared:
+        return None
+    info = psycopg.adapters.types.get(declared.split("(")[0].strip())
+    return info.name if info is not None else None
 
 
 def parse_stored(*, message_id: int) -> bool:
