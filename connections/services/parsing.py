@@ -797,16 +797,28 @@ def _leaf_message(raw: bytes, start: int, header_end: int, body_start: int, end:
     return msg
 
 
+def _uniform_line_breaks(raw: bytes, start: int, end: int) -> int | None:
+    """The CR/LF count of raw[start:end] when it is lines of one length ending in CRLF (as
+    every MIME encoder writes base64), found by looking at the line ends only; None when
+    the lines are not uniform. A stray CR or LF inside a line is not counted: for
+    _b64_clean it is a character its decoder skips, so the length check rejects the data."""
+    first = raw.find(b"\r\n", start, end)
+    if first <= start:
+        return None
+    stride = first - start + 2
+    full = (end - start) // stride  # lines that fit whole, with their CRLF
+    stop = start + full * stride
+    if raw[first:stop:stride].count(b"\r") != full or raw[first + 1:stop:stride].count(b"\n") != full:
+        return None
+    return 2 * full + raw.count(b"\r", stop, end) + raw.count(b"\n", stop, end)
+
+
 def _b64_clean(raw: bytes, start: int = 0, end: int | None = None) -> bytes | None:
     """Decode raw[start:end] if it is base64 made only of the alphabet and CR/LF line
     breaks, with padding only at the end — binascii's strict mode after removing the line
     breaks, at SIMD speed, without copying the slice. None for anything else (the email
     package's lenient rules then decode it and report defects)."""
     end = len(raw) if end is None else end
-    breaks = raw.count(b"\r", start, end) + raw.count(b"\n", start, end)
-    chars = end - start - breaks
-    if chars % 4:
-        return None
     last = end
     while last > start and raw[last - 1] in b"\r\n":
         last -= 1
@@ -818,8 +830,21 @@ def _b64_clean(raw: bytes, start: int = 0, end: int | None = None) -> bytes | No
         data = pybase64.b64decode(memoryview(raw)[start:end], validate=False)  # skips the line breaks
     except (binascii.Error, ValueError):
         return None
-    # Any other character was skipped too and the data came out shorter: not clean.
-    return data if len(data) == chars // 4 * 3 - padding else None
+    # The decoder skipped the line breaks and any other character: the data is clean when
+    # what remains after the line breaks decoded whole. The line breaks are counted from
+    # the line ends when the lines are uniform (cheap), else byte by byte.
+    for count in (_uniform_line_breaks, _all_line_breaks):
+        breaks = count(raw, start, end)
+        if breaks is None:
+            continue
+        chars = end - start - breaks
+        if chars % 4 == 0 and len(data) == chars // 4 * 3 - padding:
+            return data
+    return None
+
+
+def _all_line_breaks(raw: bytes, start: int, end: int) -> int:
+    return raw.count(b"\r", start, end) + raw.count(b"\n", start, end)
 
 
 def _fast_parse(raw: bytes) -> ParsedMessage | None:

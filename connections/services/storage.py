@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
@@ -149,11 +150,12 @@ _DAY: tuple[str, str] = ("", "")
 
 
 def _dated(prefix: str) -> str:
-    """The day folder of a new file, e.g. raw/2026/11/21/ (strftime once a day, not per file)."""
+    """The day folder (UTC) of a new file, e.g. raw/2026/11/21/ — worked out once a second,
+    not per file."""
     global _DAY
-    today = timezone.now().date().isoformat()
-    if _DAY[0] != today:
-        _DAY = (today, today.replace("-", "/"))
+    second = str(int(time.time()))
+    if _DAY[0] != second:
+        _DAY = (second, time.strftime("%Y/%m/%d", time.gmtime(int(second))))
     return f"{prefix}/{_DAY[1]}/"
 
 
