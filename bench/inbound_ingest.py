@@ -183,9 +183,12 @@ def main() -> None:
         bare_rate = median(bare)
 
         # A worker is a long-lived process: warm it up like one (imports, the cached TLS
-        # context, database connection) with a poll of an empty mailbox, not timed.
-        empty_address, empty_password = servers.add_user(local="warmup")
-        poll(connection_id=make_connection(servers, empty_address, empty_password).pk, trigger="warm-up")
+        # context, database and broker connections) with a poll of a one-mail mailbox, not
+        # timed.
+        warm_address, warm_password = servers.add_user(local="warmup")
+        servers.append(warm_address, [mail_20k(-1)])
+        warm = poll(connection_id=make_connection(servers, warm_address, warm_password).pk, trigger="warm-up")
+        assert warm.stored == 1, warm.summary()
 
         raw_conn = make_connection(servers, address, password, selection="all", post_processing="mark_read")
         raw = poll(connection_id=raw_conn.pk, parse=False, trigger="bench")
