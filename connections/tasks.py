@@ -64,6 +64,18 @@ def index_messages_for_search() -> int:
     return index_for_search()
 
 
+@shared_task(name="connections.tasks.sweep_orphan_files", ignore_result=True)
+def sweep_orphan_files() -> int:
+    """Daily: remove mail files no row refers to (left by killed workers), older than a day."""
+    from django.core.files.storage import FileSystemStorage, default_storage
+
+    from .services.orphans import sweep_orphan_files as sweep
+
+    if not isinstance(default_storage, FileSystemStorage):
+        return 0  # remote storages have their own lifecycle rules
+    return sweep().removed
+
+
 @shared_task(name="connections.tasks.prune_poll_history", ignore_result=True)
 def prune_poll_history() -> int:
     """Delete poll history older than POLL_HISTORY_RETENTION_DAYS."""

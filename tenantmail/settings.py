@@ -203,6 +203,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.index_messages_for_search",
         "schedule": 60.0,
     },
+    "sweep-orphan-files": {
+        "task": "connections.tasks.sweep_orphan_files",
+        "schedule": 86400.0,
+    },
     "prune-poll-history": {
         "task": "connections.tasks.prune_poll_history",
         "schedule": 3600.0,

@@ -1,0 +1,109 @@
+"""Files in storage that no stored message or attachment refers to, and their removal.
+
+A poll writes a mail's files before the commit that records them (so that a row never
+points at a missing file). A worker killed between the two leaves files behind that no
+row refers to; a spool file of a big mail can be left behind the same way. They are
+harmless but take disk space: `sweep_orphan_files()` (the `sweep_orphan_files` command,
+and beat once a day) removes those older than a safety margin — far longer than any poll
+runs, so that a poll's files awaiting their commit are never touched.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.core.files.storage import FileSystemStorage, default_storage
+
+from ..errors import TenantMailError
+from ..models import Attachment, StoredMessage
+from .storage import spool_dir
+
+DEFAULT_MIN_AGE = timedelta(hours=24)
+# Folders under MEDIA_ROOT that hold mail files (see storage._save_raw/_save_attachment).
+MAIL_FOLDERS = ("raw", "attachments")
+_QUERY_CHUNK = 1000
+
+
+@dataclass
+class SweepResult:
+    checked: int = 0  # files old enough to be looked at
+    orphans: int = 0
+    removed: int = 0
+    bytes: int = 0  # size of the orphans
+    dry_run: bool = False
+    names: list[str] = field(default_factory=list)  # the first orphans found (for the report)
+
+    def to_dict(self) -> dict:
+        return {"checked": self.checked, "orphans": self.orphans, "removed": self.removed, "bytes": self.bytes,
+                "dry_run": self.dry_run, "names": self.names}
+
+
+def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = False) -> SweepResult:
+    """Remove mail files (and leftover spool files) older than `min_age` that no
+    StoredMessage.raw or Attachment.file names. Local file storage only."""
+    if not isinstance(default_storage, FileSystemStorage):
+        raise TenantMailError(
+            "Sweeping orphan files needs local file storage (MEDIA_ROOT).",
+            hint="with a remote storage, use its own lifecycle rules for unreferenced objects",
+        )
+    if min_age < timedelta(hours=1):
+        raise TenantMailError(
+            f"A minimum age of {min_age} could remove the files of a poll that has not committed yet.",
+            hint="use at least one hour (the default is 24 hours)",
+        )
+    result = SweepResult(dry_run=dry_run)
+    cutoff = time.time() - min_age.total_seconds()
+    root = default_storage.location
+    for folder in MAIL_FOLDERS:
+        for directory, _, files in os.walk(os.path.join(root, folder)):
+            candidates = {}
+            for filename in files:
+                path = os.path.join(directory, filename)
+                try:
+                    stat = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                if stat.st_mtime < cutoff:
+                    candidates[os.path.relpath(path, root).replace(os.sep, "/")] = stat.st_size
+            if candidates:
+                _sweep(candidates, root, result)
+    # Spool files are only ever in use during the poll that made them.
+    spool = spool_dir()
+    for filename in os.listdir(spool):
+        path = os.path.join(spool, filename)
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if os.path.isfile(path) and stat.st_mtime < cutoff:
+            result.checked += 1
+            _remove({os.path.relpath(path, root): stat.st_size}, root, result)
+    return result
+
+
+def _sweep(candidates: dict[str, int], root: str, result: SweepResult) -> None:
+    """Drop the names the database knows from `candidates`, remove the rest."""
+    result.checked += len(candidates)
+    names = list(candidates)
+    for start in range(0, len(names), _QUERY_CHUNK):
+        chunk = names[start:start + _QUERY_CHUNK]
+        known = set(StoredMessage.objects.filter(raw__in=chunk).values_list("raw", flat=True))
+        known |= set(Attachment.objects.filter(file__in=chunk).values_list("file", flat=True))
+        _remove({name: candidates[name] for name in chunk if name not in known}, root, result)
+
+
+def _remove(orphans: dict[str, int], root: str, result: SweepResult) -> None:
+    for name, size in orphans.items():
+        result.orphans += 1
+        result.bytes += size
+        if len(result.names) < 50:
+            result.names.append(name)
+        if result.dry_run:
+            continue
+        try:
+            os.unlink(os.path.join(root, name))
+            result.removed += 1
+        except FileNotFoundError:
+            pass
