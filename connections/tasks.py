@@ -67,13 +67,9 @@ def index_messages_for_search() -> int:
 @shared_task(name="connections.tasks.sweep_orphan_files", ignore_result=True)
 def sweep_orphan_files() -> int:
     """Daily: remove mail files no row refers to (left by killed workers), older than a day."""
-    from django.core.files.storage import FileSystemStorage, default_storage
-
     from .services.orphans import sweep_orphan_files as sweep
 
-    if not isinstance(default_storage, FileSystemStorage):
-        return 0  # remote storages have their own lifecycle rules
-    return sweep().removed
+    return sweep(remote_ok=True).removed  # remote storages have their own lifecycle rules
 
 
 @shared_task(name="connections.tasks.prune_poll_history", ignore_result=True)

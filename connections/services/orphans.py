@@ -40,10 +40,14 @@ class SweepResult:
                 "dry_run": self.dry_run, "names": self.names}
 
 
-def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = False) -> SweepResult:
+def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = False,
+                       remote_ok: bool = False) -> SweepResult:
     """Remove mail files (and leftover spool files) older than `min_age` that no
-    StoredMessage.raw or Attachment.file names. Local file storage only."""
+    StoredMessage.raw or Attachment.file names. Local file storage only: with another
+    storage backend it raises, or with `remote_ok` (beat's daily run) does nothing."""
     if not isinstance(default_storage, FileSystemStorage):
+        if remote_ok:
+            return SweepResult(dry_run=dry_run)
         raise TenantMailError(
             "Sweeping orphan files needs local file storage (MEDIA_ROOT).",
             hint="with a remote storage, use its own lifecycle rules for unreferenced objects",

@@ -20,7 +20,6 @@ streaming MIME splitter (`parse_file`) that never holds the whole mail in memory
 """
 from __future__ import annotations
 
-import base64
 import binascii
 import codecs
 import contextvars

@@ -36,7 +36,7 @@ from ..models import (
 )
 from . import locks, schedule
 from .storage import (
-    FetchedMail, StoreOutcome, discard_unstored, mark_post_processed, new_spool_file, parse_mail, store_batch,
+    FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
 )
 
 log = logging.getLogger(__name__)
@@ -426,10 +426,6 @@ def _add_error(result: PollResult, text: str) -> None:
     result.error = "\n".join(lines)
 
 
-def _mark_post_processed(pks: list[int]) -> None:
-    mark_post_processed(pks)
-
-
 # --------------------------------------------------------------------------- IMAP
 
 
@@ -500,14 +496,14 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             # a MOVE of a vanished UID could fail on every poll otherwise).
             present = set(client.search_uids(unseen_only=False))
             gone = [pk for pk, uid in pending if uid not in present]
-            _mark_post_processed(gone)
+            record_post_processed(gone)
             pending = [(pk, uid) for pk, uid in pending if uid in present]
             result.recovered += len(gone)
             for start in range(0, len(pending), 500):
                 chunk = pending[start:start + 500]
                 if _post_process_safely(lambda: _imap_post_process(client, connection, [u for _, u in chunk]),
                                         result, "earlier mails"):
-                    _mark_post_processed([pk for pk, _ in chunk])
+                    record_post_processed([pk for pk, _ in chunk])
                     result.recovered += len(chunk)
 
         # 2. What is new.
@@ -631,7 +627,7 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             writer.shutdown(wait=True, cancel_futures=True)
             if helper is not None:
                 helper.shutdown(wait=True, cancel_futures=True)
-            _mark_post_processed(to_mark)  # the last batch (also when the poll stops early)
+            record_post_processed(to_mark)  # the last batch (also when the poll stops early)
             hook("post_processed")
             for _, future in queued:  # the poll stopped before storing these batches
                 if future.done() and not future.cancelled() and future.exception() is None:
@@ -784,7 +780,7 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
         gone = StoredMessage.objects.filter(connection=connection, post_processed_at__isnull=True).exclude(
             uidl__in=uidls
         ).values_list("pk", flat=True)[:10000]
-        _mark_post_processed(list(gone))
+        record_post_processed(list(gone))
 
         new = [(num, uidl) for num, uidl in sorted(listing.items()) if uidl not in known]
         result.skipped += len(listing) - len(new)
@@ -806,7 +802,7 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
                     if outcome.pk:
                         to_mark.append(outcome.pk)
             else:
-                _mark_post_processed([o.pk for o in done if o.pk])
+                record_post_processed([o.pk for o in done if o.pk])
             batch, batch_size = [], 0
             lease.renew()
 
@@ -845,7 +841,7 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
             flush()
         hook("before_quit")
     # QUIT succeeded: the deletions are done on the server.
-    _mark_post_processed(to_mark)
+    record_post_processed(to_mark)
     hook("post_processed")
 
 

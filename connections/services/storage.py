@@ -429,7 +429,7 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
     marks = list(mark_post_processed or [])
     try:
         with transaction.atomic():
-            _mark_done(marks, now)
+            record_post_processed(marks, now=now)
             marks = []
             _insert(connection, good, now, post_done, results)
             for prep, row in rebound:
@@ -443,7 +443,7 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
         # taken over too early): insert one by one, each in its own savepoint.
         results = []
         if marks:
-            _mark_done(marks, now)
+            record_post_processed(marks, now=now)
         for prep in good:
             try:
                 with transaction.atomic():
@@ -469,11 +469,7 @@ def store_batch(*, connection: InboundConnection, mails: list[FetchedMail], pars
     return results
 
 
-def _mark_done(pks: list[int], now) -> None:
-    mark_post_processed(pks, now=now)
-
-
-def mark_post_processed(pks: list[int], *, now=None) -> None:
+def record_post_processed(pks: list[int], *, now=None) -> None:
     """Record that these stored mails' post-processing on the server is done."""
     if not pks:
         return
