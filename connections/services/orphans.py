@@ -23,7 +23,7 @@ from .storage import spool_dir
 DEFAULT_MIN_AGE = timedelta(hours=24)
 # Folders under MEDIA_ROOT that hold mail files (see storage._save_raw/_save_attachment).
 MAIL_FOLDERS = ("raw", "attachments")
-_QUERY_CHUNK = 1000
+_QUERY_CHUNK = 10_000
 
 
 @dataclass
@@ -60,9 +60,10 @@ def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = 
     result = SweepResult(dry_run=dry_run)
     cutoff = time.time() - min_age.total_seconds()
     root = default_storage.location
+    known: set[str] | None = None  # every file name the database refers to, read once
     for folder in MAIL_FOLDERS:
         for directory, _, files in os.walk(os.path.join(root, folder)):
-            candidates = {}
+            old = {}
             for filename in files:
                 path = os.path.join(directory, filename)
                 try:
@@ -70,9 +71,13 @@ def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = 
                 except FileNotFoundError:
                     continue
                 if stat.st_mtime < cutoff:
-                    candidates[os.path.relpath(path, root).replace(os.sep, "/")] = stat.st_size
-            if candidates:
-                _sweep(candidates, root, result)
+                    old[os.path.relpath(path, root).replace(os.sep, "/")] = stat.st_size
+            if not old:
+                continue
+            if known is None:
+                known = _referenced_names()
+            result.checked += len(old)
+            _remove({name: size for name, size in old.items() if name not in known}, root, result)
     # Spool files are only ever in use during the poll that made them.
     spool = spool_dir()
     for filename in os.listdir(spool):
@@ -87,15 +92,12 @@ def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = 
     return result
 
 
-def _sweep(candidates: dict[str, int], root: str, result: SweepResult) -> None:
-    """Drop the names the database knows from `candidates`, remove the rest."""
-    result.checked += len(candidates)
-    names = list(candidates)
-    for start in range(0, len(names), _QUERY_CHUNK):
-        chunk = names[start:start + _QUERY_CHUNK]
-        known = set(StoredMessage.objects.filter(raw__in=chunk).values_list("raw", flat=True))
-        known |= set(Attachment.objects.filter(file__in=chunk).values_list("file", flat=True))
-        _remove({name: candidates[name] for name in chunk if name not in known}, root, result)
+def _referenced_names() -> set[str]:
+    """The raw and attachment file names of every stored row, streamed (one pass over each
+    table instead of a lookup per file: the name columns have no index of their own)."""
+    names = set(StoredMessage.objects.values_list("raw", flat=True).iterator(chunk_size=_QUERY_CHUNK))
+    names.update(Attachment.objects.values_list("file", flat=True).iterator(chunk_size=_QUERY_CHUNK))
+    return names
 
 
 def _remove(orphans: dict[str, int], root: str, result: SweepResult) -> None:
