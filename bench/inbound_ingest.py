@@ -221,7 +221,7 @@ def main() -> None:
         print(f"bare imaplib (UID ranges of 200, median of {args.bare_runs}): {bare_rate:8.0f} mails/s "
               f"(runs: {', '.join(f'{r:.0f}' for r in bare)})")
         print(f"ours, raw ingest (fetch, store raw, commit, mark read): {raw_rate:8.0f} mails/s "
-              f"= {raw_rate / bare_rate:.2f}x bare (target >= 0.50x)")
+              f"= {raw_rate / bare_rate:.3f}x bare (target >= 0.50x)")
         print(f"ours, full processing (+ parse, bodies, attachments):   {full_rate:8.0f} mails/s "
               f"= {full_rate / bare_rate:.2f}x bare")
         print(f"  then, off the poll's path: search indexing of {indexed} stored mails (both polls) took "
