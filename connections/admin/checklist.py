@@ -170,6 +170,10 @@ class SetupChecklistAdminMixin:
         return response
 
     # --- list page: one evaluation for the whole page
+    def get_list_filter(self, request: HttpRequest):
+        filters = list(super().get_list_filter(request))  # type: ignore[misc]
+        return filters if ReadinessListFilter in filters else [*filters, ReadinessListFilter]
+
     def get_changelist_instance(self, request: HttpRequest):
         cl = super().get_changelist_instance(request)  # type: ignore[misc]
         for ev in checklist.evaluate_many(cl.result_list):

@@ -20,20 +20,8 @@ from django.utils.http import urlencode
 from ..models import Attachment, InboundConnection, PollOutcome, PollRun, StoredMessage
 from ..services import polling, schedule
 from .base import TenantScopedAdmin
-
-try:  # the connectivity test (the mail-servers engineer's module), when present
-    from .connectivity import ConnectivityTestAdminMixin
-except ImportError:  # pragma: no cover - depends on the integration state
-    class ConnectivityTestAdminMixin:  # type: ignore[no-redef]
-        pass
-
-try:
-    from .checklist import ReadinessListFilter, SetupChecklistAdminMixin
-except ImportError:  # pragma: no cover
-    class SetupChecklistAdminMixin:  # type: ignore[no-redef]
-        pass
-
-    ReadinessListFilter = None  # type: ignore[assignment]
+from .checklist import SetupChecklistAdminMixin
+from .connectivity import ConnectivityTestAdminMixin
 
 OUTCOME_COLOURS = {
     PollOutcome.SUCCESS: "#417505", PollOutcome.PARTIAL: "#b36b00", PollOutcome.FAILED: "#ba2121",
@@ -102,12 +90,6 @@ class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixi
         }),
         ("Polls", {"fields": ["poll_state", "recent_polls", "imap_uidvalidity", "imap_resync"]}),
     ]
-
-    def get_list_filter(self, request: HttpRequest):
-        filters = list(super().get_list_filter(request))
-        if ReadinessListFilter is not None and ReadinessListFilter not in filters:
-            filters.append(ReadinessListFilter)
-        return filters
 
     def get_queryset(self, request: HttpRequest):
         return super().get_queryset(request).select_related("tenant")

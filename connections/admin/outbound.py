@@ -20,20 +20,8 @@ from ..errors import TenantMailError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
-
-try:  # the connectivity test (another engineer's module), when present
-    from .connectivity import ConnectivityTestAdminMixin
-except ImportError:  # pragma: no cover - depends on the integration state
-    class ConnectivityTestAdminMixin:  # type: ignore[no-redef]
-        pass
-
-try:
-    from .checklist import ReadinessListFilter, SetupChecklistAdminMixin
-except ImportError:  # pragma: no cover
-    class SetupChecklistAdminMixin:  # type: ignore[no-redef]
-        pass
-
-    ReadinessListFilter = None  # type: ignore[assignment]
+from .checklist import SetupChecklistAdminMixin
+from .connectivity import ConnectivityTestAdminMixin
 
 STATUS_COLOURS = {
     OutboxStatus.QUEUED: "#205493", OutboxStatus.SENDING: "#b36b00", OutboxStatus.SENT: "#417505",
@@ -86,7 +74,7 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
     form = OutboundConnectionForm
     change_form_template = "admin/connections/outboundconnection/change_form.html"
     list_display = ["name", "tenant", "host", "port", "protection", "authentication", "enabled",
-                    "outbox_summary"]
+                    "outbox_summary", "readiness"]
     list_filter = ["enabled", "tenant", "protection", "authentication"]
     search_fields = ["name", "host", "default_from", "tenant__name", "tenant__slug"]
     readonly_fields = ["smtp_max_size", "smtp_max_size_seen_at", "outbox_counts"]
@@ -99,18 +87,6 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
                                 "smtp_max_size", "smtp_max_size_seen_at"]}),
         ("Outbox", {"fields": ["outbox_counts"]}),
     ]
-
-    def get_list_display(self, request: HttpRequest):
-        columns = list(super().get_list_display(request))
-        if hasattr(self, "readiness") and "readiness" not in columns:
-            columns.append("readiness")
-        return columns
-
-    def get_list_filter(self, request: HttpRequest):
-        filters = list(super().get_list_filter(request))
-        if ReadinessListFilter is not None and ReadinessListFilter not in filters:
-            filters.append(ReadinessListFilter)
-        return filters
 
     def get_queryset(self, request: HttpRequest):
         qs = super().get_queryset(request).select_related("tenant")
