@@ -778,6 +778,13 @@ def _header_block(raw: bytes, start: int, end: int) -> Message | None:
     return msg
 
 
+def _parse_header_section(raw: bytes, start: int = 0, end: int | None = None) -> Message:
+    """What BytesHeaderParser(policy=compat32) makes of raw[start:end]: built directly when
+    the section is plain (_header_block), by the email package otherwise."""
+    end = len(raw) if end is None else end
+    return _header_block(raw, start, end) or BytesHeaderParser(policy=policy.compat32).parsebytes(raw[start:end])
+
+
 def _source_parse(lines: list[str]) -> tuple[str, str]:
     """policy.compat32.header_source_parse: (name, value with its folding kept)."""
     name, value = lines[0].split(":", 1)
@@ -851,7 +858,7 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
     if found is None:
         return None
     header_end, body_start = found
-    top = _header_block(raw, 0, header_end) or BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:header_end])
+    top = _parse_header_section(raw, 0, header_end)
     if top.defects:
         return None
     if not top.get_content_type().startswith("multipart/"):
@@ -970,8 +977,7 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     if found is None:
         return False
     header_end, body_start = found
-    headers = (_header_block(raw, start, header_end)
-               or BytesHeaderParser(policy=policy.compat32).parsebytes(raw[start:header_end]))
+    headers = _parse_header_section(raw, start, header_end)
     if headers.defects:
         return False
     ctype = _content_type(headers)
@@ -1234,7 +1240,7 @@ class _Splitter:
             if len(lines) > 100_000:
                 self.anomaly("header section too long")
                 break
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(b"".join(lines))
+        headers = _parse_header_section(b"".join(lines))
         if in_digest:
             headers.set_default_type("message/rfc822")
         body_start = rd.tell()
@@ -1675,7 +1681,7 @@ def parse_headers_only(raw_header: bytes) -> ParsedMessage:
     """Headers of a mail too large to download (oversized)."""
     result = ParsedMessage()
     try:
-        msg = BytesHeaderParser(policy=policy.compat32).parsebytes(raw_header)
+        msg = _parse_header_section(raw_header)
         _headers_into(msg, result)
     except Exception as exc:
         result.problem(f"headers unreadable ({type(exc).__name__})")
