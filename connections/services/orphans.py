@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from stat import S_ISREG
 
 from django.core.files.storage import FileSystemStorage, default_storage
 
@@ -63,15 +64,7 @@ def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = 
     known: set[str] | None = None  # every file name the database refers to, read once
     for folder in MAIL_FOLDERS:
         for directory, _, files in os.walk(os.path.join(root, folder)):
-            old = {}
-            for filename in files:
-                path = os.path.join(directory, filename)
-                try:
-                    stat = os.stat(path)
-                except FileNotFoundError:
-                    continue
-                if stat.st_mtime < cutoff:
-                    old[os.path.relpath(path, root).replace(os.sep, "/")] = stat.st_size
+            old = _old_files(directory, files, root, cutoff)
             if not old:
                 continue
             if known is None:
@@ -80,16 +73,24 @@ def sweep_orphan_files(*, min_age: timedelta = DEFAULT_MIN_AGE, dry_run: bool = 
             _remove({name: size for name, size in old.items() if name not in known}, root, result)
     # Spool files are only ever in use during the poll that made them.
     spool = spool_dir()
-    for filename in os.listdir(spool):
-        path = os.path.join(spool, filename)
+    old = _old_files(spool, os.listdir(spool), root, cutoff)
+    result.checked += len(old)
+    _remove(old, root, result)
+    return result
+
+
+def _old_files(directory: str, filenames, root: str, cutoff: float) -> dict[str, int]:
+    """{name relative to root: size} of the files in `directory` last written before `cutoff`."""
+    old = {}
+    for filename in filenames:
+        path = os.path.join(directory, filename)
         try:
             stat = os.stat(path)
-        except FileNotFoundError:
+        except FileNotFoundError:  # removed meanwhile
             continue
-        if os.path.isfile(path) and stat.st_mtime < cutoff:
-            result.checked += 1
-            _remove({os.path.relpath(path, root): stat.st_size}, root, result)
-    return result
+        if S_ISREG(stat.st_mode) and stat.st_mtime < cutoff:
+            old[os.path.relpath(path, root).replace(os.sep, "/")] = stat.st_size
+    return old
 
 
 def _referenced_names() -> set[str]:
