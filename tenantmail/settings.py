@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import environ
+from kombu import Queue as KombuQueue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("TENANTMAIL_VAR_DIR", BASE_DIR / "var")).resolve()
@@ -181,6 +182,27 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="") or None
 CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="tenantmail")
+# One queue per kind of work, named after the default queue ("tenantmail.dispatch", …), so
+# that beat's dispatch never waits behind thousands of polls (docs/queues.md). A worker
+# started without -Q consumes all of them; production can give each its own workers.
+TASK_QUEUE_KINDS = ("dispatch", "poll", "send", "index", "housekeeping")
+TENANTMAIL_QUEUES = {kind: f"{CELERY_TASK_DEFAULT_QUEUE}.{kind}" for kind in TASK_QUEUE_KINDS}
+CELERY_TASK_QUEUES = [
+    KombuQueue(name, routing_key=name)
+    for name in (CELERY_TASK_DEFAULT_QUEUE, *TENANTMAIL_QUEUES.values())
+]
+_TASK_KINDS = {
+    "dispatch": ("dispatch_due_polls", "fan_out_polls", "dispatch_outbox"),
+    "poll": ("poll_connection", "parse_stored_messages"),
+    "send": ("send_outbox",),
+    "index": ("index_messages_for_search",),
+    "housekeeping": ("sweep_orphan_files", "prune_poll_history"),
+}
+# Tasks not listed here run on the default queue.
+CELERY_TASK_ROUTES = {
+    f"connections.tasks.{task}": {"queue": TENANTMAIL_QUEUES[kind], "routing_key": TENANTMAIL_QUEUES[kind]}
+    for kind, tasks in _TASK_KINDS.items() for task in tasks
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

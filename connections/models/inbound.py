@@ -62,6 +62,11 @@ class InboundConnection(ConnectionBase):
     # Message-ID + content hash instead of being stored again.
     imap_uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY", null=True, blank=True)
     imap_resync = models.BooleanField("IMAP re-sync in progress", default=False)
+    # IMAP, selection "all": every UID below imap_uid_next in the folder named by
+    # imap_uid_scope (server, user, folder, UIDVALIDITY) is stored already, so a poll asks
+    # the server only for UIDs from there on (new mails always get higher UIDs).
+    imap_uid_next = models.BigIntegerField("IMAP next unseen UID", null=True, blank=True, editable=False)
+    imap_uid_scope = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["tenant__name", "name"]

@@ -14,6 +14,7 @@ makes a second insert impossible anyway).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -506,8 +507,17 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     record_post_processed([pk for pk, _ in chunk])
                     result.recovered += len(chunk)
 
-        # 2. What is new.
-        uids = client.search_uids(unseen_only=connection.selection == Selection.UNREAD)
+        # 2. What is new: with selection "all", only UIDs from the floor on (below it
+        #    everything is stored), and no search at all when UIDNEXT says nothing arrived.
+        unread = connection.selection == Selection.UNREAD
+        scope = _uid_scope(mail_settings, connection.folder, uidvalidity)
+        floor = None
+        if not unread and not connection.imap_resync and connection.imap_uid_scope == scope:
+            floor = connection.imap_uid_next
+        if floor and info.uidnext and info.uidnext <= floor:
+            uids = []
+        else:
+            uids = client.search_uids(unseen_only=unread, min_uid=floor)
         known: set[int] = set()
         for start in range(0, len(uids), 5000):
             chunk = uids[start:start + 5000]
@@ -518,10 +528,15 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
         new = [u for u in uids if u not in known]
         result.skipped += len(uids) - len(new)
         more_waiting = len(new) > connection.max_messages
+        # Where the next poll may start once this one has stored what it fetches.
+        next_floor = None if unread else (
+            new[connection.max_messages] if more_waiting else max([*uids, (info.uidnext or 1) - 1]) + 1
+        )
         new = new[: connection.max_messages]
         if not new:
             if connection.imap_resync and not more_waiting:
                 _end_resync(connection)
+            _raise_uid_floor(connection, scope, next_floor)
             return
         sizes = client.fetch_sizes(new)
 
@@ -634,6 +649,23 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
                     discard_unstored(future.result())
         if connection.imap_resync and not more_waiting and not result.failed:
             _end_resync(connection)
+        if not result.failed and not connection.imap_resync:
+            _raise_uid_floor(connection, scope, next_floor)
+
+
+def _uid_scope(mail_settings, folder: str, uidvalidity: int) -> str:
+    """Names the folder a UID floor belongs to: another server, user, folder or UIDVALIDITY
+    makes the stored floor void."""
+    where = f"{mail_settings.host}|{mail_settings.effective_port}|{mail_settings.username}|{folder}"
+    return f"{uidvalidity}:{hashlib.sha256(where.encode()).hexdigest()[:40]}"
+
+
+def _raise_uid_floor(connection: InboundConnection, scope: str, next_floor: int | None) -> None:
+    """Remember that every UID below next_floor is stored (written only when it moves)."""
+    if next_floor is None or (connection.imap_uid_scope == scope and connection.imap_uid_next == next_floor):
+        return
+    connection.imap_uid_next, connection.imap_uid_scope = next_floor, scope
+    InboundConnection.objects.filter(pk=connection.pk).update(imap_uid_next=next_floor, imap_uid_scope=scope)
 
 
 HELPER_CHUNK = 50  # mails per task sent to the helper process (pipelines the transfer)

@@ -64,7 +64,29 @@ def test_rolled_back_transaction_sends_nothing(tenantmail_worker):
 
 def test_worker_consumes_this_runs_own_queue(tenantmail_worker):
     queues = {q.name for q in tenantmail_worker.consumer.task_consumer.queues}
-    assert queues == {settings.CELERY_TASK_DEFAULT_QUEUE}
+    assert queues == {settings.CELERY_TASK_DEFAULT_QUEUE, *settings.TENANTMAIL_QUEUES.values()}
+    assert all(q.startswith(settings.CELERY_TASK_DEFAULT_QUEUE) for q in queues)
     assert settings.CELERY_TASK_DEFAULT_QUEUE.startswith("tenantmail-test-")
     assert app.conf.task_always_eager is False
     assert "connections.tasks.dispatch_due_polls" in app.tasks
+
+
+@pytest.mark.smoke
+def test_each_kind_of_work_has_its_own_queue():
+    """Beat's dispatch never queues behind polls, sends or indexing (issue 21)."""
+    queues = settings.TENANTMAIL_QUEUES
+
+    def queue_of(task: str) -> str:
+        return app.amqp.router.route({}, f"connections.tasks.{task}")["queue"].name
+
+    assert queue_of("dispatch_due_polls") == queue_of("dispatch_outbox") == queue_of("fan_out_polls") == queues["dispatch"]
+    assert queue_of("poll_connection") == queues["poll"]
+    assert queue_of("send_outbox") == queues["send"]
+    assert queue_of("index_messages_for_search") == queues["index"]
+    assert queue_of("prune_poll_history") == queue_of("sweep_orphan_files") == queues["housekeeping"]
+    assert queue_of("no_such_task") == settings.CELERY_TASK_DEFAULT_QUEUE
+    # Every task of the app is routed somewhere a worker started without -Q consumes.
+    consumed = {q.name for q in app.amqp.queues.consume_from.values()} if app.amqp.queues.consume_from else set(app.amqp.queues)
+    for name in app.tasks:
+        if name.startswith("connections."):
+            assert queue_of(name.split(".")[-1]) in consumed
