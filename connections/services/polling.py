@@ -201,6 +201,9 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         parse_stored_messages.delay(connection.pk)  # parsing off the poll's path
     if result.stored:
         _request_search_indexing()
+    from .monitoring.metrics import poll_finished
+
+    poll_finished(connection=connection, result=result)  # the log line and /metrics counters
     return result
 
 
