@@ -264,6 +264,14 @@ OUTBOX_SEND_TIME_BUDGET = env.float("OUTBOX_SEND_TIME_BUDGET", default=120.0)
 # How Django's send_mail() (password resets, admin error mails) sends: Django's SMTP backend
 # (to localhost:25), or "connections.backends.TenantMailBackend" through a tenant's outbox.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+# Django's SMTP backend (system alerts, docs/monitoring.md): where it sends, and as whom.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tenantmail@localhost")
 # The outbound connection that Django's send_mail() uses through
 # EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
 TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")
