@@ -34,6 +34,21 @@ class RunState:
         return self.state in (FAILING, BACKING_OFF, OVERDUE)
 
 
+_thresholds: tuple[float, dict[int, int]] = (0.0, {})
+
+
+def failing_after_for(tenant_id: int) -> int:
+    """The tenant's `alerts.failing_after` (one query for all tenants, kept for 5 seconds)."""
+    global _thresholds
+    import time
+
+    from ...models import AlertSettings
+
+    if time.monotonic() - _thresholds[0] > 5:
+        _thresholds = (time.monotonic(), dict(AlertSettings.objects.values_list("tenant_id", "failing_after")))
+    return _thresholds[1].get(tenant_id) or mon.failing_after_default()
+
+
 def overdue_cutoff(connection, now: datetime) -> datetime | None:
     """A connection whose last poll (or creation) is older than this is overdue: due for more
     than two intervals without a poll. Interval schedules only; weekly/cron ones use
@@ -49,7 +64,7 @@ def inbound_state(connection: InboundConnection, *, now: datetime | None = None,
     now = now or timezone.now()
     if not connection.enabled:
         return RunState(DISABLED)
-    failing_after = failing_after or mon.failing_after_default()
+    failing_after = failing_after or failing_after_for(connection.tenant_id)
     failures = connection.consecutive_failures or 0
     error = (connection.last_error or "").strip().splitlines()[0][:300] if connection.last_error else ""
     if failures and connection.last_poll_ok is False:
@@ -78,3 +93,20 @@ def state_of(connection, *, now: datetime | None = None) -> RunState:
 # The columns inbound_state() reads (for .only() in bulk reads).
 STATE_FIELDS = ("enabled", "last_poll_ok", "consecutive_failures", "backoff_until", "last_poll_at", "created_at",
                 "next_poll_at", "schedule_kind", "schedule_every", "last_error")
+
+
+def _forget_thresholds(**kwargs) -> None:
+    global _thresholds
+    _thresholds = (0.0, {})
+
+
+def _connect_signals() -> None:
+    from django.db.models.signals import post_delete, post_save
+
+    from ...models import AlertSettings
+
+    post_save.connect(_forget_thresholds, sender=AlertSettings, dispatch_uid="tm-alert-thresholds-save")
+    post_delete.connect(_forget_thresholds, sender=AlertSettings, dispatch_uid="tm-alert-thresholds-delete")
+
+
+_connect_signals()
