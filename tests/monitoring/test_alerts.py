@@ -131,3 +131,18 @@ def test_outbox_stuck_and_failed_are_found(tenant):
 def test_dead_beat_and_no_worker_are_system_alerts(db):
     findings = {f.key for f in watchdog.system_findings(now=timezone.now())}
     assert {"system:beat", "system:workers"} <= findings
+
+
+@pytest.mark.smoke
+def test_certificate_expiring_within_14_days_is_found(tenant):
+    def report(days: int) -> dict:
+        not_after = (timezone.now() + timedelta(days=days)).isoformat()
+        return {"ok": True, "steps": [{"name": "tcp", "ok": True, "detail": {}},
+                                      {"name": "tls", "ok": True, "detail": {"not_after": not_after}}]}
+
+    InboundConnection.objects.create(tenant=tenant, name="soon", host="imap.soon.example", last_test_report=report(5))
+    InboundConnection.objects.create(tenant=tenant, name="later", host="imap.later.example",
+                                     last_test_report=report(60))
+    found = [f for f in watchdog.certificate_findings(now=timezone.now()) if f.tenant_id == tenant.pk]
+    assert [(f.kind, f.subjects) for f in found] == [("cert_expiry", ["soon"])]
+    assert "imap.soon.example expires" in found[0].title

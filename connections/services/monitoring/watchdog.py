@@ -183,12 +183,51 @@ def credential_findings(*, now: datetime) -> list[Finding]:
             for tenant_id, names in bad.items()]
 
 
+def certificate_findings(*, now: datetime) -> list[Finding]:
+    """Server certificates (from the last connectivity test's TLS step) expiring within
+    ALERT_CERT_EXPIRY_DAYS: one finding per tenant and host."""
+    from django.db import connection as db
+    from django.utils.dateparse import parse_datetime
+
+    from ...models import OutboundConnection
+
+    soon: dict[tuple[int, str], tuple[datetime, list[str]]] = {}
+    for model in (InboundConnection, OutboundConnection):
+        qs = model.objects.filter(enabled=True, last_test_report__isnull=False)
+        if db.vendor == "postgresql":  # extracted in the database: no report is loaded whole
+            table = db.ops.quote_name(model._meta.db_table)
+            with db.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT tenant_id, host, name, jsonb_path_query_first(last_test_report::jsonb, "
+                    f"'$.steps[*] ? (@.name == \"tls\").detail.not_after') #>> '{{}}' FROM {table} "
+                    f"WHERE enabled AND last_test_report IS NOT NULL")
+                rows = cursor.fetchall()
+        else:
+            rows = []
+            for tenant_id, host, name, report in qs.values_list("tenant_id", "host", "name", "last_test_report"):
+                tls = next((st for st in (report or {}).get("steps", []) if st.get("name") == "tls"), None)
+                rows.append((tenant_id, host, name, (tls or {}).get("detail", {}).get("not_after")))
+        for tenant_id, host, name, not_after in rows:
+            when = parse_datetime(not_after) if isinstance(not_after, str) else None
+            if when is None or when > now + timedelta(days=mon.cert_expiry_days()):
+                continue
+            _, names = soon.setdefault((tenant_id, host.lower()), (when, []))
+            names.append(name)
+    return [Finding(f"t{tenant_id}:cert_expiry:{host}", "cert_expiry",
+                    f"The certificate of {host} expires {when:%Y-%m-%d}" if when > now
+                    else f"The certificate of {host} expired {when:%Y-%m-%d}",
+                    tenant_id=tenant_id, severity="warning" if when > now else "critical",
+                    detail=f"Used by: {', '.join(sorted(names))}", subjects=sorted(names))
+            for (tenant_id, host), (when, names) in soon.items()]
+
+
 def find_all(*, now: datetime | None = None) -> list[Finding]:
     now = now or timezone.now()
     found = system_findings(now=now)
     found += inbound_findings(now=now)
     found += outbound_findings(now=now)
     found += credential_findings(now=now)
+    found += certificate_findings(now=now)
     return found
 
 
