@@ -217,3 +217,30 @@ def test_lock_monitor_release_by_operator(tenant):
     response = operator.post(f"/admin/connections/alert/operations/locks/{lock.pk}/release/")
     assert response.status_code == 302
     assert not MailboxLock.objects.filter(pk=lock.pk).exists()
+
+
+@pytest.mark.smoke
+def test_operations_sql_states_match_the_runtime_rules(tenant):
+    from connections.services.monitoring import operations, runtime
+
+    now = timezone.now()
+    AlertSettings.objects.create(tenant=tenant, failing_after=2)
+    cases = {
+        "ok": dict(last_poll_at=now, last_poll_ok=True),
+        "never-polled-new": dict(),
+        "disabled": dict(enabled=False, last_poll_ok=False, consecutive_failures=9),
+        "failing": dict(last_poll_at=now, last_poll_ok=False, consecutive_failures=2),
+        "backing": dict(last_poll_at=now, last_poll_ok=False, consecutive_failures=1),
+        "overdue": dict(last_poll_at=now - timedelta(hours=1), last_poll_ok=True, schedule_every=60),
+        "cron-overdue": dict(schedule_kind="cron", schedule_cron="* * * * *", next_poll_at=now - timedelta(hours=1)),
+        "cron-ok": dict(schedule_kind="cron", schedule_cron="* * * * *", next_poll_at=now + timedelta(minutes=1)),
+    }
+    for name, fields in cases.items():
+        InboundConnection.objects.create(tenant=tenant, name=name, host="imap.example", **fields)
+    sql = dict(InboundConnection.objects.annotate(r=operations.state_rank_expression(now)).values_list("name", "r"))
+    python = {c.name: runtime.RANK[runtime.inbound_state(c, now=now).state] for c in InboundConnection.objects.all()}
+    assert sql == python
+    assert python["failing"] == runtime.RANK[runtime.FAILING] and python["overdue"] == runtime.RANK[runtime.OVERDUE]
+    data = operations.overview(tenant_ids=[tenant.pk], now=now)
+    assert data.counts == {"ok": 3, "failing": 1, "backing_off": 1, "overdue": 2, "disabled": 1}
+    assert [r.name for r in data.rows[:2]] == ["failing", "backing"]

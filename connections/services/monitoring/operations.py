@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 
-from django.db.models import Q
+from django.db.models import (
+    Case,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from ...models import (
@@ -69,6 +81,31 @@ class Overview:
 _IN_FIELDS = ("pk", "tenant__slug", "tenant_id", "name", "host", *runtime.STATE_FIELDS)
 
 
+def state_rank_expression(now: datetime):
+    """runtime.RANK of each inbound connection's state, as SQL (runtime.inbound_state's rules)."""
+    from ...models import AlertSettings
+
+    d = mon.dispatch_interval()
+    failing_after = Coalesce(
+        Subquery(AlertSettings.objects.filter(tenant_id=OuterRef("tenant_id")).values("failing_after")[:1]),
+        Value(mon.failing_after_default()))
+    every = ExpressionWrapper((Greatest(F("schedule_every"), Value(int(d))) * 3 + int(d)) * Value(timedelta(seconds=1)),
+                              output_field=DurationField())
+    failed = Q(last_poll_ok=False, consecutive_failures__gt=0)
+    return Case(
+        When(enabled=False, then=Value(runtime.RANK[runtime.DISABLED])),
+        When(failed & Q(consecutive_failures__gte=failing_after), then=Value(runtime.RANK[runtime.FAILING])),
+        When(failed, then=Value(runtime.RANK[runtime.BACKING_OFF])),
+        When(Q(schedule_kind="interval") & Q(last_poll_at__isnull=False, last_poll_at__lt=Value(now) - every),
+             then=Value(runtime.RANK[runtime.OVERDUE])),
+        When(Q(schedule_kind="interval") & Q(last_poll_at__isnull=True, created_at__lt=Value(now) - every),
+             then=Value(runtime.RANK[runtime.OVERDUE])),
+        When(~Q(schedule_kind="interval") & Q(next_poll_at__lt=now - timedelta(seconds=3 * d)),
+             then=Value(runtime.RANK[runtime.OVERDUE])),
+        default=Value(runtime.RANK[runtime.OK]), output_field=IntegerField(),
+    )
+
+
 def overview(*, tenant_ids: list[int] | None, now: datetime | None = None, limit: int = ROW_LIMIT) -> Overview:
     from .watchdog import queue_depth
 
@@ -81,26 +118,34 @@ def overview(*, tenant_ids: list[int] | None, now: datetime | None = None, limit
     for a in out.alerts:
         for name in a.subjects or []:
             per_subject[(a.tenant_id, name)] = per_subject.get((a.tenant_id, name), 0) + 1
-    rows: list[Row] = []
     inbound = InboundConnection.objects.order_by()
     outbound = OutboundConnection.objects.order_by()
     if tenant_ids is not None:
         inbound, outbound = inbound.filter(tenant_id__in=tenant_ids), outbound.filter(tenant_id__in=tenant_ids)
-    for values in inbound.values_list(*_IN_FIELDS).iterator(chunk_size=5000):
-        c = SimpleNamespace(**dict(zip(_IN_FIELDS, values)))
+    # States computed in the database (the same rules as runtime.inbound_state): counts over
+    # every connection, and only the `limit` worst rows are loaded.
+    inbound = inbound.annotate(state_rank=state_rank_expression(now))
+    out.counts = dict.fromkeys(runtime.LABELS, 0)
+    rank_to_state = {rank: state for state, rank in runtime.RANK.items()}
+    for rank, n in inbound.values_list("state_rank").annotate(n=Count("pk")).order_by():
+        out.counts[rank_to_state[rank]] += n
+    enabled_out = dict(outbound.values_list("enabled").annotate(n=Count("pk")).order_by())
+    out.counts[runtime.OK] += enabled_out.get(True, 0)
+    out.counts[runtime.DISABLED] += enabled_out.get(False, 0)
+    out.total = sum(out.counts.values())
+    rows: list[Row] = []
+    worst = inbound.select_related("tenant").only("tenant__slug", *_IN_FIELDS[2:]).order_by(
+        "state_rank", F("next_poll_at").asc(nulls_last=True), "pk")[:limit]
+    for c in worst:
         state = runtime.inbound_state(c, now=now)
         lag = (now - c.next_poll_at).total_seconds() if c.enabled and c.next_poll_at and c.next_poll_at < now else None
-        rows.append(Row("inbound", c.pk, c.tenant__slug, c.name, c.host, state, c.last_poll_at, c.next_poll_at,
+        rows.append(Row("inbound", c.pk, c.tenant.slug, c.name, c.host, state, c.last_poll_at, c.next_poll_at,
                         lag, (c.last_error or "").split("\n", 1)[0][:200] if state.state != runtime.OK else "",
                         per_subject.get((c.tenant_id, c.name), 0)))
-    for pk, slug, tenant_id, name, host, enabled in outbound.values_list(
-            "pk", "tenant__slug", "tenant_id", "name", "host", "enabled").iterator(chunk_size=5000):
+    for pk, slug, tenant_id, name, host, enabled in outbound.order_by("-enabled", "pk").values_list(
+            "pk", "tenant__slug", "tenant_id", "name", "host", "enabled")[:limit]:
         state = runtime.RunState(runtime.OK if enabled else runtime.DISABLED)
         rows.append(Row("outbound", pk, slug, name, host, state, alerts=per_subject.get((tenant_id, name), 0)))
-    out.total = len(rows)
-    out.counts = dict.fromkeys(runtime.LABELS, 0)
-    for r in rows:
-        out.counts[r.state.state] += 1
     rows.sort(key=lambda r: (runtime.RANK[r.state.state], -r.alerts, -(r.lag_seconds or 0), r.tenant, r.name))
     out.rows = rows[:limit]
     out.beat = Heartbeat.objects.filter(name="beat").first()
