@@ -146,3 +146,30 @@ def test_certificate_expiring_within_14_days_is_found(tenant):
     found = [f for f in watchdog.certificate_findings(now=timezone.now()) if f.tenant_id == tenant.pk]
     assert [(f.kind, f.subjects) for f in found] == [("cert_expiry", ["soon"])]
     assert "imap.soon.example expires" in found[0].title
+
+
+def test_queue_depth_and_oldest_task_age_from_redis(db, settings):
+    import uuid as _uuid
+
+    from tenantmail.celery import app
+
+    queue = f"tm-age-{_uuid.uuid4().hex[:8]}"  # no worker reads it
+    assert watchdog.queue_oldest_age(queue=queue) is None
+    app.send_task("connections.tasks.watchdog_tick", queue=queue)
+    app.send_task("connections.tasks.watchdog_tick", queue=queue)
+    try:
+        age = watchdog.queue_oldest_age(queue=queue)
+        assert age is not None and age < 60
+        settings.CELERY_TASK_DEFAULT_QUEUE = queue
+        app.conf.task_default_queue = queue
+        settings.ALERT_QUEUE_OLDEST_MAX_SECONDS = 0.0
+        settings.ALERT_QUEUE_DEPTH_MAX = 1
+        wait_until(lambda: (watchdog.queue_oldest_age() or 0) > 0, message="some age")
+        keys = {f.key for f in watchdog.system_findings(now=timezone.now())}
+        assert {"system:queue", "system:queue_age"} <= keys
+    finally:
+        app.conf.task_default_queue = settings.CELERY_TASK_DEFAULT_QUEUE = __import__("os").environ[
+            "CELERY_TASK_DEFAULT_QUEUE"]
+        with app.connection_for_write() as conn:
+            conn.default_channel.client.delete(queue)
+

@@ -94,6 +94,13 @@ def worker_name(hostname: str | None = None) -> str:
     return f"worker:{hostname or socket.gethostname()}"
 
 
+@signals.before_task_publish.connect
+def _stamp_publish_time(headers=None, **kwargs) -> None:
+    """Every task message carries its publish time: the watchdog reads the oldest one's age."""
+    if isinstance(headers, dict):
+        headers.setdefault("tm_published_at", time.time())
+
+
 @signals.worker_ready.connect
 def _worker_ready(sender=None, **kwargs) -> None:
     hostname = getattr(sender, "hostname", None)

@@ -109,6 +109,10 @@ def _gauges(now: datetime):
     g = GaugeMetricFamily("tenantmail_queue_depth", "Tasks waiting in the Celery queue (-1: unknown).")
     g.add_metric([], -1 if depth is None else depth)
     yield g
+    age = watchdog.queue_oldest_age()
+    g = GaugeMetricFamily("tenantmail_queue_oldest_age_seconds", "Seconds the oldest queued task has waited.")
+    g.add_metric([], age or 0.0)
+    yield g
     g = GaugeMetricFamily("tenantmail_outbox_messages", "Outbox messages by status.", labels=["status"])
     for status, n in OutboxMessage.objects.values_list("status").annotate(n=Count("pk")).order_by():
         g.add_metric([status], n)

@@ -42,6 +42,10 @@ def queue_depth_max() -> int:
     return int(getattr(settings, "ALERT_QUEUE_DEPTH_MAX", 1000))
 
 
+def queue_oldest_max_seconds() -> float:
+    return _float("ALERT_QUEUE_OLDEST_MAX_SECONDS", 300.0)
+
+
 def outbox_queued_max_minutes() -> float:
     return _float("ALERT_OUTBOX_QUEUED_MAX_MINUTES", 60.0)
 

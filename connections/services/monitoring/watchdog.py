@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,20 +37,26 @@ class Finding:
 
 # --------------------------------------------------------------------------- system
 
-def system_findings(*, now: datetime) -> list[Finding]:
-    """Beat, workers, queue, disk: the checks /readyz shares."""
+_STARTED = time.monotonic()
+
+
+def system_findings(*, now: datetime, grace: bool = False) -> list[Finding]:
+    """Beat, workers, queue, disk: the checks /readyz shares. With `grace` (the passes of beat
+    and workers), a process younger than the stale time says nothing about the other kind yet:
+    starting the worker before beat (or the reverse) raises no alert."""
     found: list[Finding] = []
+    young = grace and time.monotonic() - _STARTED
     beats = {h.kind: h for h in Heartbeat.objects.filter(kind="beat")}
     beat = beats.get("beat")
     stale = now - timedelta(seconds=mon.beat_stale_after())
-    if beat is None or beat.seen_at < stale:
+    if (beat is None or beat.seen_at < stale) and not (young and young < mon.beat_stale_after()):
         when = f"last tick {beat.seen_at:%Y-%m-%d %H:%M:%S} UTC" if beat else "never seen"
         found.append(Finding("system:beat", "beat_down", "Celery beat is not ticking", severity="critical",
                              detail=f"Beat ({when}) schedules every poll and send: nothing is dispatched. "
                                     "Start it: celery -A tenantmail beat."))
     workers = Heartbeat.objects.filter(kind="worker", stopped_at__isnull=True,
                                        seen_at__gte=now - timedelta(seconds=mon.worker_stale_after())).count()
-    if not workers:
+    if not workers and not (young and young < mon.worker_stale_after()):
         last = Heartbeat.objects.filter(kind="worker").order_by("-seen_at").first()
         when = f"last seen {last.seen_at:%Y-%m-%d %H:%M:%S} UTC" if last else "never seen"
         found.append(Finding("system:workers", "workers_down", "No Celery worker is running", severity="critical",
@@ -59,6 +66,11 @@ def system_findings(*, now: datetime) -> list[Finding]:
     if depth is not None and depth > mon.queue_depth_max():
         found.append(Finding("system:queue", "queue_growing", f"{depth} tasks wait in the queue",
                              detail=f"Above ALERT_QUEUE_DEPTH_MAX={mon.queue_depth_max()}: the workers do not keep up."))
+    age = queue_oldest_age()
+    if age is not None and age > mon.queue_oldest_max_seconds():
+        found.append(Finding("system:queue_age", "queue_old", f"The oldest queued task has waited {age:.0f} s",
+                             detail=f"Above ALERT_QUEUE_OLDEST_MAX_SECONDS={mon.queue_oldest_max_seconds():g}: "
+                                    "no worker consumes, or they do not keep up."))
     free = disk_free_mb()
     if free is not None and free < mon.disk_free_min_mb():
         found.append(Finding("system:disk", "disk_low", f"Only {free:.0f} MB free under MEDIA_ROOT",
@@ -82,6 +94,32 @@ def queue_depth() -> int | None:
             return int(channel.queue_declare(queue=queue, passive=True).message_count)
     except Exception as exc:
         log.debug("queue depth unknown: %s", exc)
+        return None
+
+
+PUBLISHED_HEADER = "tm_published_at"
+
+
+def queue_oldest_age(*, queue: str | None = None) -> float | None:
+    """Seconds the oldest task of the queue has waited (Redis: the list's tail carries the
+    publish time our before_task_publish handler adds), None when unknown or empty."""
+    import json
+
+    try:
+        from tenantmail.celery import app
+
+        queue = queue or app.conf.task_default_queue
+        with app.connection_for_read() as conn:
+            client = getattr(conn.default_channel, "client", None)
+            if client is None or not hasattr(client, "lindex"):
+                return None
+            raw = client.lindex(queue, -1)
+        if raw is None:
+            return None
+        published = json.loads(raw).get("headers", {}).get(PUBLISHED_HEADER)
+        return max(0.0, time.time() - float(published)) if published else None
+    except Exception as exc:
+        log.debug("queue age unknown: %s", exc)
         return None
 
 
@@ -221,9 +259,9 @@ def certificate_findings(*, now: datetime) -> list[Finding]:
             for (tenant_id, host), (when, names) in soon.items()]
 
 
-def find_all(*, now: datetime | None = None) -> list[Finding]:
+def find_all(*, now: datetime | None = None, grace: bool = False) -> list[Finding]:
     now = now or timezone.now()
-    found = system_findings(now=now)
+    found = system_findings(now=now, grace=grace)
     found += inbound_findings(now=now)
     found += outbound_findings(now=now)
     found += credential_findings(now=now)
@@ -233,18 +271,18 @@ def find_all(*, now: datetime | None = None) -> list[Finding]:
 
 # --------------------------------------------------------------------------- passes
 
-def run_pass(*, now: datetime | None = None) -> int:
+def run_pass(*, now: datetime | None = None, grace: bool = False) -> int:
     """Find, sync the alerts, notify. Returns the number of firing findings."""
     from . import alerts, notify
 
     now = now or timezone.now()
-    findings = find_all(now=now)
+    findings = find_all(now=now, grace=grace)
     changes = alerts.sync(findings=findings, now=now)
     notify.send(changes=changes, now=now)
     return len(findings)
 
 
-def run_if_due(*, now: datetime | None = None) -> bool:
+def run_if_due(*, now: datetime | None = None, grace: bool = True) -> bool:
     """Run a pass when the last one (by any process) is older than WATCHDOG_INTERVAL; a
     conditional UPDATE makes one process win. Returns whether this process ran it."""
     now = now or timezone.now()
@@ -255,5 +293,5 @@ def run_if_due(*, now: datetime | None = None) -> bool:
             _, won = Heartbeat.objects.get_or_create(name="watchdog",
                                                      defaults=dict(kind="watchdog", started_at=now, seen_at=now))
     if won:
-        run_pass(now=now)
+        run_pass(now=now, grace=grace)
     return bool(won)
