@@ -244,3 +244,17 @@ def test_operations_sql_states_match_the_runtime_rules(tenant):
     data = operations.overview(tenant_ids=[tenant.pk], now=now)
     assert data.counts == {"ok": 3, "failing": 1, "backing_off": 1, "overdue": 2, "disabled": 1}
     assert [r.name for r in data.rows[:2]] == ["failing", "backing"]
+
+
+def test_admin_list_never_shows_a_backing_off_connection_ready(tenant):
+    InboundConnection.objects.create(
+        tenant=tenant, name="orders", host="imap.example", authentication="none", protection="ssl_tls",
+        last_test_at=timezone.now(), last_test_ok=True, last_poll_at=timezone.now(), last_poll_ok=False,
+        consecutive_failures=1, backoff_until=timezone.now() + timedelta(minutes=1),
+        last_error="Poll: No User Credentials artifact named 'x'",
+    )
+    admin = _staff("root", None, superuser=True)
+    listing = admin.get("/admin/connections/inboundconnection/").content.decode()
+    assert 'data-readiness="attention"' in listing and "No User Credentials" in listing
+    assert 'data-readiness="ready"' not in listing
+    assert admin.get("/admin/connections/inboundconnection/?readiness=ready").context["cl"].result_count == 0

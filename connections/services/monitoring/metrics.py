@@ -29,24 +29,39 @@ POLL_OUTCOMES = ("success", "partial", "failed", "locked")
 SEND_OUTCOMES = ("sent", "retry", "failed", "held", "released")
 
 
-def _bump(values: dict[tuple[str, str], float]) -> None:
-    """Add to counters in one statement (INSERT … ON CONFLICT DO UPDATE: PostgreSQL and SQLite)."""
+def upsert_sql(values: dict[tuple[str, str], float]) -> tuple[str, list]:
+    """The one statement that adds to counters (INSERT … ON CONFLICT DO UPDATE: PostgreSQL and
+    SQLite); usable inside a bigger statement (the poll's bookkeeping CTE)."""
     values = {k: v for k, v in values.items() if v}
-    if not values:
-        return
     table = db.ops.quote_name(MetricCounter._meta.db_table)
     rows = ", ".join(["(%s, %s, %s)"] * len(values))
     params = [p for (name, labels), v in values.items() for p in (name, labels, float(v))]
+    return (f"INSERT INTO {table} (name, labels, value) VALUES {rows} ON CONFLICT (name, labels) "
+            f"DO UPDATE SET value = {table}.value + EXCLUDED.value"), params
+
+
+def _bump(values: dict[tuple[str, str], float]) -> None:
+    if not any(values.values()):
+        return
+    sql, params = upsert_sql(values)
     try:
         with db.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (name, labels, value) VALUES {rows} ON CONFLICT (name, labels) "
-                f"DO UPDATE SET value = {table}.value + EXCLUDED.value", params)
+            cursor.execute(sql, params)
     except Exception:  # metrics never break a poll or a send
         log.exception("metrics: could not count")
 
 
+def poll_counters(result) -> dict[tuple[str, str], float]:
+    """The counter increments of one finished poll (a PollResult)."""
+    return poll_values(outcome=str(result.outcome), stored=result.stored, bytes_stored=result.bytes,
+                       duration_s=result.duration_ms / 1000)
+
+
 def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> None:
+    _bump(poll_values(outcome=outcome, stored=stored, bytes_stored=bytes_stored, duration_s=duration_s))
+
+
+def poll_values(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> dict[tuple[str, str], float]:
     if outcome not in POLL_OUTCOMES:
         outcome = "failed"
     values = {("tenantmail_polls_total", f'outcome="{outcome}"'): 1,
@@ -56,7 +71,7 @@ def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: floa
     for le in POLL_BUCKETS:
         if duration_s <= le:
             values[("tenantmail_poll_duration_seconds_bucket", f'le="{le}"')] = 1
-    _bump(values)
+    return values
 
 
 def count_sends(*, outcomes: dict[str, int]) -> None:
@@ -150,14 +165,14 @@ def exposition() -> tuple[bytes, str]:
 
 
 def poll_finished(*, connection, result) -> None:
-    """The poll's log line (`poll acme/orders: 12 stored, 0 failed, 1.3 s`) and its counters."""
+    """The poll's log line (`poll acme/orders: 12 stored, 0 failed, 1.3 s`); its counters are
+    written with the poll's own bookkeeping (polling._finish: no statement of their own)."""
     seconds = result.duration_ms / 1000
     tenant = getattr(getattr(connection, "tenant", None), "slug", connection.tenant_id)
     line = f"poll {tenant}/{connection.name}: {result.stored} stored, {result.failed} failed, {seconds:.1f} s"
     if result.outcome not in ("success", "partial"):
         line += f" ({result.outcome}: {result.error.splitlines()[0][:300] if result.error else 'no detail'})"
     (log.warning if result.outcome == "failed" else log.info)(line)
-    count_poll(outcome=str(result.outcome), stored=result.stored, bytes_stored=result.bytes, duration_s=seconds)
 
 
 def sends_finished(*, report) -> None:
