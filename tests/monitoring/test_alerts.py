@@ -125,6 +125,9 @@ def test_outbox_stuck_and_failed_are_found(tenant):
         OutboxMessage.objects.create(tenant=tenant, connection=conn, from_address="a@b.example", to=["x@y.example"],
                                      status="queued", next_attempt_at=now - timedelta(hours=3))
     kinds = sorted(f.kind for f in watchdog.outbound_findings(now=now) if f.tenant_id == tenant.pk)
+    assert kinds == ["outbox_old", "outbox_stuck"]  # one failed send: fewer than failing_after (3)
+    AlertSettings.objects.create(tenant=tenant, failing_after=1)
+    kinds = sorted(f.kind for f in watchdog.outbound_findings(now=now) if f.tenant_id == tenant.pk)
     assert kinds == ["outbox_failed", "outbox_old", "outbox_stuck"]
 
 

@@ -179,7 +179,8 @@ def inbound_findings(*, now: datetime) -> list[Finding]:
 
 
 def outbound_findings(*, now: datetime) -> list[Finding]:
-    """Per outbound connection: messages failed (last day), stuck in sending, oldest queued too old."""
+    """Per outbound connection: at least failing_after messages failed (last day), messages
+    stuck in sending, the oldest queued one too old."""
     from ..outbox import stale_cutoff
 
     queued_cutoff = now - timedelta(minutes=mon.outbox_queued_max_minutes())
@@ -193,10 +194,14 @@ def outbound_findings(*, now: datetime) -> list[Finding]:
         .annotate(n=Count("pk"), oldest=Min("next_attempt_at"))
         .order_by()
     )
+    rows = list(rows)
+    thresholds = _failing_after({r["tenant_id"] for r in rows})
     found = []
     for r in rows:
         where = f"{r['connection__tenant__slug']}/{r['connection__name']}"
         status, n = r["status"], r["n"]
+        if status == OutboxStatus.FAILED and n < (thresholds.get(r["tenant_id"]) or mon.failing_after_default()):
+            continue  # fewer failed sends than the tenant's failing_after
         if status == OutboxStatus.FAILED:
             title, kind = f"{where}: {n} outbox message(s) failed", "outbox_failed"
         elif status == OutboxStatus.SENDING:
