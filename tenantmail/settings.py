@@ -273,7 +273,8 @@ EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tenantmail@localhost")
+# Django's own default: TenantMailBackend replaces it with the connection's default From.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 # The outbound connection that Django's send_mail() uses through
 # EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
 TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")

@@ -16,7 +16,6 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 
-from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
@@ -93,8 +92,7 @@ def send(*, changes: Changes, now: datetime | None = None) -> None:
 def _system(events) -> None:
     recipients = mon.system_email_to()
     if recipients:
-        send_mail(subject_line(events, "system"), body_text(events), settings.DEFAULT_FROM_EMAIL
-                  if hasattr(settings, "DEFAULT_FROM_EMAIL") else None, recipients, fail_silently=False)
+        send_mail(subject_line(events, "system"), body_text(events), None, recipients)  # DEFAULT_FROM_EMAIL
     url, _secret = mon.system_webhook()
     if url:
         _queue_webhook(tenant_id=None, url=url, events=events)
