@@ -13,13 +13,11 @@ from django.db.models import (
     ExpressionWrapper,
     F,
     IntegerField,
-    OuterRef,
     Q,
-    Subquery,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from ...models import (
@@ -35,7 +33,7 @@ from ...models import (
 from . import runtime
 from . import settings as mon
 
-ROW_LIMIT = 300  # rows shown (worst first); the counts cover every connection
+ROW_LIMIT = 100  # rows shown (worst first); the counts cover every connection
 
 
 @dataclass
@@ -51,6 +49,35 @@ class Row:
     lag_seconds: float | None = None
     error: str = ""
     alerts: int = 0
+
+    @property
+    def last_poll_text(self) -> str:
+        return f"{self.last_poll:%Y-%m-%d %H:%M:%S}" if self.last_poll else "–"
+
+    @property
+    def next_poll_text(self) -> str:
+        return f"{self.next_poll:%Y-%m-%d %H:%M:%S}" if self.next_poll else "–"
+
+    @property
+    def lag_text(self) -> str:
+        return f"{self.lag_seconds:.0f} s" if self.lag_seconds else "–"
+
+    @property
+    def url(self) -> str:
+        return _change_url(self.kind).format(self.id)
+
+
+_URLS: dict[str, str] = {}
+
+
+def _change_url(kind: str) -> str:
+    """The admin change URL of a connection, reversed once (for id 0) and filled in per row."""
+    from django.urls import reverse
+
+    if kind not in _URLS:
+        path = reverse(f"admin:connections_{kind}connection_change", args=[0])
+        _URLS[kind] = path.replace("/0/", "/{}/", 1)
+    return _URLS[kind]
 
 
 @dataclass
@@ -86,15 +113,23 @@ def state_rank_expression(now: datetime):
     from ...models import AlertSettings
 
     d = mon.dispatch_interval()
-    failing_after = Coalesce(
-        Subquery(AlertSettings.objects.filter(tenant_id=OuterRef("tenant_id")).values("failing_after")[:1]),
-        Value(mon.failing_after_default()))
+    # failing_after per tenant: one condition per distinct value (few), not a subquery per row.
+    default = mon.failing_after_default()
+    by_value: dict[int, list[int]] = {}
+    for tenant_id, value in AlertSettings.objects.exclude(failing_after=default).values_list("tenant_id",
+                                                                                             "failing_after"):
+        by_value.setdefault(value, []).append(tenant_id)
+    special = [t for ids in by_value.values() for t in ids]
+    failing = Q(consecutive_failures__gte=default) & ~Q(tenant_id__in=special) if special else Q(
+        consecutive_failures__gte=default)
+    for value, ids in by_value.items():
+        failing |= Q(tenant_id__in=ids, consecutive_failures__gte=value)
     every = ExpressionWrapper((Greatest(F("schedule_every"), Value(int(d))) * 3 + int(d)) * Value(timedelta(seconds=1)),
                               output_field=DurationField())
     failed = Q(last_poll_ok=False, consecutive_failures__gt=0)
     return Case(
         When(enabled=False, then=Value(runtime.RANK[runtime.DISABLED])),
-        When(failed & Q(consecutive_failures__gte=failing_after), then=Value(runtime.RANK[runtime.FAILING])),
+        When(failed & failing, then=Value(runtime.RANK[runtime.FAILING])),
         When(failed, then=Value(runtime.RANK[runtime.BACKING_OFF])),
         When(Q(schedule_kind="interval") & Q(last_poll_at__isnull=False, last_poll_at__lt=Value(now) - every),
              then=Value(runtime.RANK[runtime.OVERDUE])),
