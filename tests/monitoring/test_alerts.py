@@ -44,6 +44,8 @@ def test_500_failing_on_one_host_make_one_signed_notification(tenant, receiver, 
     [sent] = call["payload"]["alerts"]
     assert sent["event"] == "fired" and len(sent["subjects"]) == 500
     assert call["payload"]["tenant"] == tenant.slug
+    stored = WebhookDelivery.objects.get(tenant=tenant)
+    assert receiver.secret not in str(stored.payload) and receiver.secret not in stored.url  # never stored
 
     # A second pass with the same problem: no new notification, the same alert.
     watchdog.run_pass()

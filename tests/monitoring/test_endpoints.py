@@ -258,3 +258,25 @@ def test_admin_list_never_shows_a_backing_off_connection_ready(tenant):
     assert 'data-readiness="attention"' in listing and "No User Credentials" in listing
     assert 'data-readiness="ready"' not in listing
     assert admin.get("/admin/connections/inboundconnection/?readiness=ready").context["cl"].result_count == 0
+
+
+def test_health_exits_2_when_it_cannot_check(tmp_path):
+    """A real `manage.py health` against a database port where nothing listens."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tenantmail.settings", "TENANTMAIL_ENV_FILE": "/nonexistent",
+           "DATABASE_URL": f"postgres://postgres@127.0.0.1:{port}/nothing", "TENANTMAIL_VAR_DIR": str(tmp_path)}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "manage.py", "health", "--json"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    body = json.loads(done.stdout)
+    assert body["status"] == "unknown" and "OperationalError" in body["error"]
