@@ -104,6 +104,11 @@ class Overview:
     alerts: list[Alert] = field(default_factory=list)
     locks: list[LockRow] = field(default_factory=list)
 
+    @property
+    def count_items(self) -> list[tuple[str, int]]:
+        """(label, count), worst first: "1 failing, 0 backing off, …"."""
+        return [(runtime.LABELS[s], self.counts.get(s, 0)) for s in sorted(runtime.RANK, key=runtime.RANK.get)]
+
 
 _IN_FIELDS = ("pk", "tenant__slug", "tenant_id", "name", "host", *runtime.STATE_FIELDS)
 
