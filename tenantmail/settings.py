@@ -231,6 +231,7 @@ ALERT_OUTBOX_QUEUED_MAX_MINUTES = env.float("ALERT_OUTBOX_QUEUED_MAX_MINUTES", d
 ALERT_DISK_FREE_MIN_MB = env.float("ALERT_DISK_FREE_MIN_MB", default=1024.0)
 ALERT_CERT_EXPIRY_DAYS = env.int("ALERT_CERT_EXPIRY_DAYS", default=14)
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+OPERATIONS_REFRESH_SECONDS = env.int("OPERATIONS_REFRESH_SECONDS", default=15)  # the admin's operations view
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Product settings
