@@ -99,4 +99,31 @@ def send_outbox(connection_id: int) -> str:
     """Send a connection's due messages (claims with SKIP LOCKED: safe to run twice)."""
     from .services import outbox
 
-    return str(outbox.send_due(connection_id=connection_id))
+    from .services.monitoring.metrics import sends_finished
+
+    report = outbox.send_due(connection_id=connection_id)
+    sends_finished(report=report)  # /metrics counters
+    return str(report)
+
+
+# --- monitoring (heartbeats, watchdog, alerts)
+
+
+@shared_task(name="connections.tasks.watchdog_tick", ignore_result=True)
+def watchdog_tick() -> bool:
+    """Beat: a watchdog pass when one is due (workers and beat also run it on their own)."""
+    from .services.monitoring import watchdog
+
+    return watchdog.run_if_due()
+
+
+@shared_task(name="connections.tasks.deliver_alert_webhook", bind=True, ignore_result=True,
+             max_retries=8, acks_late=True)
+def deliver_alert_webhook(self, delivery_id: int) -> bool:
+    """Post one alert notification to its webhook; retried with backoff (10 s, 20 s, … 30 min)."""
+    from .services.monitoring import notify
+
+    try:
+        return notify.deliver(delivery_id=delivery_id)
+    except notify.WebhookError as exc:
+        raise self.retry(exc=exc, countdown=min(10 * 2 ** self.request.retries, 1800))

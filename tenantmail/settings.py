@@ -152,6 +152,7 @@ LOGIN_REDIRECT_URL = "/messages/"
 # --- Security: strict by default when DEBUG is off (`manage.py check --deploy`).
 _secure = not DEBUG
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_secure)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]  # probes inside the cluster speak HTTP
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=_secure)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=_secure)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000 if _secure else 0)
@@ -234,6 +235,25 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 3600.0,
     },
 }
+# Monitoring (docs/monitoring.md): beat's scheduler records its heartbeat; workers and beat
+# record theirs and run the watchdog every WATCHDOG_INTERVAL; alert recipients and thresholds.
+CELERY_BEAT_SCHEDULER = "connections.services.monitoring.heartbeats:HeartbeatScheduler"
+MONITORING_HEARTBEAT_INTERVAL = env.float("MONITORING_HEARTBEAT_INTERVAL", default=10.0)
+MONITORING_BACKGROUND = env.bool("MONITORING_BACKGROUND", default=True)
+WATCHDOG_INTERVAL = env.float("WATCHDOG_INTERVAL", default=60.0)
+CELERY_BEAT_SCHEDULE["watchdog"] = {"task": "connections.tasks.watchdog_tick", "schedule": WATCHDOG_INTERVAL}
+ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
+ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
+ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
+ALERT_FAILING_AFTER = env.int("ALERT_FAILING_AFTER", default=3)
+ALERT_REMIND_EVERY_HOURS = env.float("ALERT_REMIND_EVERY_HOURS", default=24.0)
+ALERT_QUEUE_DEPTH_MAX = env.int("ALERT_QUEUE_DEPTH_MAX", default=1000)
+ALERT_QUEUE_OLDEST_MAX_SECONDS = env.float("ALERT_QUEUE_OLDEST_MAX_SECONDS", default=300.0)
+ALERT_OUTBOX_QUEUED_MAX_MINUTES = env.float("ALERT_OUTBOX_QUEUED_MAX_MINUTES", default=60.0)
+ALERT_DISK_FREE_MIN_MB = env.float("ALERT_DISK_FREE_MIN_MB", default=1024.0)
+ALERT_CERT_EXPIRY_DAYS = env.int("ALERT_CERT_EXPIRY_DAYS", default=14)
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+OPERATIONS_REFRESH_SECONDS = env.int("OPERATIONS_REFRESH_SECONDS", default=15)  # the admin's operations view
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Product settings
@@ -269,6 +289,15 @@ OUTBOX_SEND_TIME_BUDGET = env.float("OUTBOX_SEND_TIME_BUDGET", default=120.0)
 # How Django's send_mail() (password resets, admin error mails) sends: Django's SMTP backend
 # (to localhost:25), or "connections.backends.TenantMailBackend" through a tenant's outbox.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+# Django's SMTP backend (system alerts, docs/monitoring.md): where it sends, and as whom.
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+# Django's own default: TenantMailBackend replaces it with the connection's default From.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 # The outbound connection that Django's send_mail() uses through
 # EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
 TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")

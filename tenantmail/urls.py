@@ -5,6 +5,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
+from connections import views_health
+
 # A small envelope, so that browsers asking for /favicon.ico get an icon, not a 404 in the log.
 FAVICON_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
@@ -23,5 +25,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("connections.urls")),
     path("favicon.ico", favicon),
+    path("healthz", views_health.healthz, name="healthz"),
+    path("readyz", views_health.readyz, name="readyz"),
+    path("metrics", views_health.metrics, name="metrics"),
     path("", RedirectView.as_view(url="/messages/", permanent=False)),
 ]

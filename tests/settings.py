@@ -27,3 +27,5 @@ STATIC_ROOT = os.path.join(_run_dir, "static")
 os.makedirs(STATIC_ROOT, exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# The heartbeat/watchdog thread only in the real beat/worker processes that tests start.
+MONITORING_BACKGROUND = os.environ.get("MONITORING_BACKGROUND", "false").lower() == "true"

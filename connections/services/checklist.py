@@ -174,10 +174,23 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
     if isinstance(c, InboundConnection):
         items.append(_schedule_item(c))
         items.append(_post_processing_item(c))
+        items.extend(runtime_items(c))
     else:
         items.append(_default_from_item(c))
         items.append(_outbound_enabled_item(c))
     return ev
+
+
+def runtime_items(c: Connection) -> list[Item]:
+    """Run-time state (issue 16): a failing, backing-off or overdue connection is never Ready."""
+    from .monitoring import runtime
+
+    state = runtime.state_of(c)
+    if not state.bad:
+        return []
+    since = f" (since {state.since:%Y-%m-%d %H:%M} UTC)" if state.since else ""
+    return [Item("runtime", FAIL if state.state == runtime.FAILING else WARN, f"Polling: {state.label}",
+                 f"{state.detail}{since}", link=_on_page(c, ""), link_label="Poll history")]
 
 
 def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:

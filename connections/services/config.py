@@ -42,6 +42,7 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
+from .monitoring import alerts_config
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
@@ -244,6 +245,9 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
                 if k.key == "archive_folder":
                     item["schedule"] = _schedule_to_yaml(i)
             entry["inbound"].append(item)
+        alerts = alerts_config.export(tenant=t)
+        if alerts is not None:
+            entry["alerts"] = alerts
         doc_tenants.append(entry)
     return {"tenants": doc_tenants}
 
@@ -603,7 +607,7 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
     seen_slugs: dict[str, str] = {}
     for ti, tnode in enumerate(v.items("tenants", root.get("tenants"))):
         tpath = f"tenants[{ti}]"
-        tmap = v.mapping(tpath, tnode, [k.key for k in TENANT_KEYS] + list(TENANT_LISTS))
+        tmap = v.mapping(tpath, tnode, [k.key for k in TENANT_KEYS] + list(TENANT_LISTS) + ["alerts"])
         if tmap is None:
             continue
         values = v.keys(tpath, tmap, TENANT_KEYS, Tenant)
@@ -684,6 +688,8 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
             item = _Item(ipath, values.get("name", ""), values, set(imap_))
             _check_duplicate(v, seen, item, "inbound connection")
             titem.inbound.append(item)
+        if "alerts" in tmap:  # issue 16: connections/services/monitoring/alerts_config.py
+            titem.extra["alerts"] = alerts_config.validate(v, f"{tpath}.alerts", tmap["alerts"])
         tenants.append(titem)
     return tenants, v.errors
 
@@ -817,6 +823,13 @@ def _plan_and_write(
             changed = bool(diff)
         work.append(("tenant", (t, candidate, _changed_fields(current, t.values) if current else True)))
         tid = current.pk if current else None
+        if t.extra.get("alerts") is not None:
+            names = {o.name for o in t.outbound} | set(by_tenant["outbound"].get(tid, {}))
+            alerts_config.check_email_via(errors, f"{t.path}.alerts", t.extra["alerts"], names)
+            alert_diff = alerts_config.diff(current, t.extra["alerts"])
+            if alert_diff:
+                plan.changes.append(Change("update", "alerts", t.name, t.name, alert_diff))
+                work.append(("alerts", (t.name, t.extra["alerts"])))
 
         creds = by_tenant["credentials"].get(tid, {})
         for c in t.credentials:
@@ -1040,6 +1053,8 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
                 credential_service.save_artifact(credential=obj, password=password)
             if deploy:
                 deploys.append(obj)
+        elif step == "alerts":
+            alerts_config.save(tenant=tenants[payload[0]], values=payload[1])
         elif step in ("outbound", "inbound"):
             slug, obj, changed = payload
             obj.tenant = tenants[slug]

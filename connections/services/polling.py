@@ -36,6 +36,7 @@ from ..models import (
     InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
 )
 from . import locks, schedule
+from .monitoring import metrics
 from .storage import (
     FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
 )
@@ -202,6 +203,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         parse_stored_messages.delay(connection.pk)  # parsing off the poll's path
     if result.stored:
         _request_search_indexing()
+    metrics.poll_finished(connection=connection, result=result)  # the log line
     return result
 
 
@@ -372,6 +374,8 @@ def _finish(connection: InboundConnection, run_id: int | None, result: PollResul
             else:
                 PollRun.objects.filter(pk=run_id).update(**outcome)
             InboundConnection.objects.filter(pk=connection.pk).update(**update)
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute(*metrics.upsert_sql(metrics.poll_counters(result)))  # /metrics counters
         return run_id  # type: ignore[return-value]
     # PostgreSQL: the three writes in one statement (data-modifying CTEs share one
     # transaction), one round trip, an asynchronous commit.
@@ -390,6 +394,9 @@ def _finish(connection: InboundConnection, run_id: int | None, result: PollResul
     conn_sql, conn_params = _update_sql(InboundConnection, connection.pk, update)
     parts.append(f"conn AS ({conn_sql})")
     params += conn_params
+    metrics_sql, metrics_params = metrics.upsert_sql(metrics.poll_counters(result))  # /metrics counters
+    parts.append(f"metrics AS ({metrics_sql})")
+    params += metrics_params
     with transaction.get_connection().cursor() as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT id FROM run), ({_ASYNC_COMMIT})", params)
         return cursor.fetchone()[0]

@@ -7,13 +7,15 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connections.models import Readiness, Tenant
 from connections.services import checklist
+from connections.services.monitoring import runtime
 
 
 class Command(BaseCommand):
     help = (
         "Evaluate the setup checklist of every inbound and outbound connection (of one tenant "
         "when a slug is given) and print its readiness — Ready, Needs attention or Blocked — "
-        "with the items that are not done. Exits with status 1 when any connection is Blocked."
+        "with the items that are not done, and its run-time state (failing, backing off, overdue). "
+        "Exits with status 1 when any connection is Blocked, failing, backing off or overdue."
     )
 
     def add_arguments(self, parser) -> None:
@@ -36,12 +38,17 @@ class Command(BaseCommand):
             tenant_ids = [tenant.pk]
         evaluations = checklist.evaluate_many(checklist.connections_for(tenant_ids=tenant_ids))
         blocked = sum(1 for e in evaluations if e.readiness == Readiness.BLOCKED)
+        states = {id(e): runtime.state_of(e.connection) for e in evaluations}  # issue 16: run-time state
         if as_json:
-            self._json(evaluations)
+            self._json(evaluations, states)
         else:
-            self._text(evaluations, show_all=show_all)
+            self._text(evaluations, show_all=show_all, states=states)
         if blocked:
             raise CommandError(f"{blocked} connection{'s are' if blocked != 1 else ' is'} Blocked.", returncode=1)
+        troubled = sum(1 for s in states.values() if s.bad)
+        if troubled:
+            raise CommandError(f"{troubled} connection{'s are' if troubled != 1 else ' is'} failing, backing off "
+                               "or overdue.", returncode=1)
         attention = sum(1 for e in evaluations if e.readiness == Readiness.NEEDS_ATTENTION)
         if strict and attention:
             raise CommandError(
@@ -49,15 +56,18 @@ class Command(BaseCommand):
                 "attention (--strict).", returncode=1,
             )
 
-    def _json(self, evaluations) -> None:
+    def _json(self, evaluations, states) -> None:
         counts = {r.value: 0 for r in Readiness}
         for e in evaluations:
             counts[e.readiness.value] += 1
-        self.stdout.write(json.dumps(
-            {"connections": [e.as_dict() for e in evaluations], "summary": counts}, indent=2, ensure_ascii=False,
-        ))
+        rows = []
+        for e in evaluations:
+            state = states[id(e)]
+            rows.append({**e.as_dict(), "state": state.state, "state_detail": state.detail,
+                         "state_since": state.since.isoformat() if state.since else None})
+        self.stdout.write(json.dumps({"connections": rows, "summary": counts}, indent=2, ensure_ascii=False))
 
-    def _text(self, evaluations, *, show_all: bool) -> None:
+    def _text(self, evaluations, *, show_all: bool, states) -> None:
         if not evaluations:
             self.stdout.write("No connections.")
             return
@@ -70,7 +80,9 @@ class Command(BaseCommand):
             r = e.readiness
             counts[r] += 1
             c = e.connection
-            self.stdout.write(styles[r](f"{r.label:<15}") + f" {e.kind:<8} {c.tenant.slug}/{c.name}  ({c.host})")
+            state = states[id(e)]
+            run = f"  [{state.label}]" if state.state != "ok" else ""
+            self.stdout.write(styles[r](f"{r.label:<15}") + f" {e.kind:<8} {c.tenant.slug}/{c.name}  ({c.host}){run}")
             for item in (e.items if show_all else e.problems):
                 detail = f": {item.detail}" if item.detail else ""
                 self.stdout.write(f"    {item.symbol} {item.label}{detail}")

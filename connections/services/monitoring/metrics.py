@@ -1,0 +1,182 @@
+"""Prometheus metrics (/metrics), correct across every process (gunicorn workers, Celery's
+prefork children, several hosts):
+
+- counters live in the database (MetricCounter rows, one upsert statement per poll or send
+  task) and are read at scrape time — no PROMETHEUS_MULTIPROC_DIR to share between processes;
+- gauges (queue depth, outbox by status, alerts firing, connection states, dispatch lag,
+  heartbeat ages) are computed from the database at scrape time.
+
+Labels are bounded sets (outcome, status, state, severity, le): never a tenant, connection or
+host name (see docs/monitoring.md).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import connection as db
+from django.db.models import Count, Min, Q
+from django.utils import timezone
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ...models import Alert, AlertState, Heartbeat, InboundConnection, MetricCounter, OutboxMessage
+
+log = logging.getLogger(__name__)
+POLL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+POLL_OUTCOMES = ("success", "partial", "failed", "locked")
+SEND_OUTCOMES = ("sent", "retry", "failed", "held", "released")
+
+
+def upsert_sql(values: dict[tuple[str, str], float]) -> tuple[str, list]:
+    """The one statement that adds to counters (INSERT … ON CONFLICT DO UPDATE: PostgreSQL and
+    SQLite); usable inside a bigger statement (the poll's bookkeeping CTE)."""
+    values = {k: v for k, v in values.items() if v}
+    table = db.ops.quote_name(MetricCounter._meta.db_table)
+    rows = ", ".join(["(%s, %s, %s)"] * len(values))
+    params = [p for (name, labels), v in values.items() for p in (name, labels, float(v))]
+    return (f"INSERT INTO {table} (name, labels, value) VALUES {rows} ON CONFLICT (name, labels) "
+            f"DO UPDATE SET value = {table}.value + EXCLUDED.value"), params
+
+
+def _bump(values: dict[tuple[str, str], float]) -> None:
+    if not any(values.values()):
+        return
+    sql, params = upsert_sql(values)
+    try:
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+    except Exception:  # metrics never break a poll or a send
+        log.exception("metrics: could not count")
+
+
+def poll_counters(result) -> dict[tuple[str, str], float]:
+    """The counter increments of one finished poll (a PollResult)."""
+    return poll_values(outcome=str(result.outcome), stored=result.stored, bytes_stored=result.bytes,
+                       duration_s=result.duration_ms / 1000)
+
+
+def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> None:
+    _bump(poll_values(outcome=outcome, stored=stored, bytes_stored=bytes_stored, duration_s=duration_s))
+
+
+def poll_values(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> dict[tuple[str, str], float]:
+    if outcome not in POLL_OUTCOMES:
+        outcome = "failed"
+    values = {("tenantmail_polls_total", f'outcome="{outcome}"'): 1,
+              ("tenantmail_mails_stored_total", ""): stored, ("tenantmail_bytes_stored_total", ""): bytes_stored,
+              ("tenantmail_poll_duration_seconds_count", ""): 1,
+              ("tenantmail_poll_duration_seconds_sum", ""): duration_s}
+    for le in POLL_BUCKETS:
+        if duration_s <= le:
+            values[("tenantmail_poll_duration_seconds_bucket", f'le="{le}"')] = 1
+    return values
+
+
+def count_sends(*, outcomes: dict[str, int]) -> None:
+    _bump({("tenantmail_send_outcomes_total", f'outcome="{o}"'): n for o, n in outcomes.items() if o in SEND_OUTCOMES})
+
+
+def _labels(text: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, text.split(",")):
+        k, _, v = part.partition("=")
+        out[k] = v.strip('"')
+    return out
+
+
+class _Collector:
+    def collect(self):
+        now = timezone.now()
+        yield from _counters()
+        yield from _gauges(now)
+
+
+def _counters():
+    rows = list(MetricCounter.objects.values_list("name", "labels", "value"))
+    by_name: dict[str, list] = {}
+    for name, labels, value in rows:
+        by_name.setdefault(name, []).append((_labels(labels), value))
+    for name, help_text, label in (("tenantmail_polls", "Polls by outcome.", "outcome"),
+                                   ("tenantmail_send_outcomes", "Outbox send outcomes per message.", "outcome")):
+        family = CounterMetricFamily(name, help_text, labels=[label])
+        for labels, value in by_name.get(name + "_total", []):
+            family.add_metric([labels.get(label, "")], value)
+        yield family
+    for name, help_text in (("tenantmail_mails_stored", "Mails stored by polls."),
+                            ("tenantmail_bytes_stored", "Bytes of mail stored by polls.")):
+        family = CounterMetricFamily(name, help_text)
+        family.add_metric([], sum(v for _, v in by_name.get(name + "_total", [])))
+        yield family
+    buckets = {labels.get("le"): v for labels, v in by_name.get("tenantmail_poll_duration_seconds_bucket", [])}
+    count = sum(v for _, v in by_name.get("tenantmail_poll_duration_seconds_count", []))
+    total = sum(v for _, v in by_name.get("tenantmail_poll_duration_seconds_sum", []))
+    hist = HistogramMetricFamily("tenantmail_poll_duration_seconds", "Poll duration.")
+    hist.add_metric([], [(str(le), buckets.get(str(le), 0.0)) for le in POLL_BUCKETS] + [("+Inf", count)], total)
+    yield hist
+
+
+def _gauges(now: datetime):
+    from . import runtime, watchdog
+
+    depth = watchdog.queue_depth()
+    g = GaugeMetricFamily("tenantmail_queue_depth", "Tasks waiting in the Celery queue (-1: unknown).")
+    g.add_metric([], -1 if depth is None else depth)
+    yield g
+    age = watchdog.queue_oldest_age()
+    g = GaugeMetricFamily("tenantmail_queue_oldest_age_seconds", "Seconds the oldest queued task has waited.")
+    g.add_metric([], age or 0.0)
+    yield g
+    g = GaugeMetricFamily("tenantmail_outbox_messages", "Outbox messages by status.", labels=["status"])
+    for status, n in OutboxMessage.objects.values_list("status").annotate(n=Count("pk")).order_by():
+        g.add_metric([status], n)
+    yield g
+    g = GaugeMetricFamily("tenantmail_alerts_firing", "Alerts firing by severity.", labels=["severity"])
+    for severity, n in Alert.objects.filter(state=AlertState.FIRING).values_list("severity").annotate(
+            n=Count("pk")).order_by():
+        g.add_metric([severity], n)
+    yield g
+    due = InboundConnection.objects.filter(enabled=True, next_poll_at__lte=now).filter(
+        Q(backoff_until__isnull=True) | Q(backoff_until__lte=now)).aggregate(oldest=Min("next_poll_at"))["oldest"]
+    g = GaugeMetricFamily("tenantmail_dispatch_lag_seconds",
+                          "How long the longest-due connection waits to be dispatched (due -> started).")
+    g.add_metric([], (now - due).total_seconds() if due else 0.0)
+    yield g
+    g = GaugeMetricFamily("tenantmail_inbound_connections", "Inbound connections by run-time state.", labels=["state"])
+    counts = dict.fromkeys(runtime.LABELS, 0)
+    for c in InboundConnection.objects.only(*runtime.STATE_FIELDS).iterator(chunk_size=2000):
+        counts[runtime.inbound_state(c, now=now).state] += 1
+    for state, n in counts.items():
+        g.add_metric([state], n)
+    yield g
+    g = GaugeMetricFamily("tenantmail_heartbeat_age_seconds", "Seconds since beat / the freshest worker was seen.",
+                          labels=["kind"])
+    for kind in ("beat", "worker"):
+        latest = Heartbeat.objects.filter(kind=kind, stopped_at__isnull=True).order_by("-seen_at").first()
+        g.add_metric([kind], (now - latest.seen_at).total_seconds() if latest else -1)
+    yield g
+
+
+def exposition() -> tuple[bytes, str]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def poll_finished(*, connection, result) -> None:
+    """The poll's log line (`poll acme/orders: 12 stored, 0 failed, 1.3 s`); its counters are
+    written with the poll's own bookkeeping (polling._finish: no statement of their own)."""
+    seconds = result.duration_ms / 1000
+    tenant = getattr(getattr(connection, "tenant", None), "slug", connection.tenant_id)
+    line = f"poll {tenant}/{connection.name}: {result.stored} stored, {result.failed} failed, {seconds:.1f} s"
+    if result.outcome not in ("success", "partial"):
+        line += f" ({result.outcome}: {result.error.splitlines()[0][:300] if result.error else 'no detail'})"
+    (log.warning if result.outcome == "failed" else log.info)(line)
+
+
+def sends_finished(*, report) -> None:
+    outcomes: dict[str, int] = {}
+    for o in report.outcomes:
+        outcomes[o.status] = outcomes.get(o.status, 0) + 1
+    count_sends(outcomes=outcomes)
