@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connections', '0003_search_indexed'),
+        ('connections', '0004_imap_uid_floor'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
