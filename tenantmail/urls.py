@@ -5,6 +5,8 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
+from connections.oauth2_views import callback as oauth2_callback
+
 # A small envelope, so that browsers asking for /favicon.ico get an icon, not a 404 in the log.
 FAVICON_SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
@@ -22,6 +24,7 @@ def favicon(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("connections.urls")),
+    path("oauth2/callback/", oauth2_callback, name="oauth2_callback"),
     path("favicon.ico", favicon),
     path("", RedirectView.as_view(url="/messages/", permanent=False)),
 ]

@@ -312,11 +312,9 @@ class AuthServer:
                 except Exception as exc:  # noqa: BLE001 - shown on the page, like a real provider
                     return Response(f"invalid authorization request: {escape(str(exc))}", status=400)
                 client = grant.client
-                hidden = "".join(f'<input type="hidden" name="{escape(k)}" value="{escape(v)}">'
-                                 for k, v in request.args.items())
                 return (f"<!doctype html><title>Consent</title><h1>Test provider consent</h1>"
                         f"<p>{escape(client.client_id)} asks for {escape(request.args.get('scope', ''))}</p>"
-                        f'<form method="post" action="/authorize?{escape(request.query_string.decode())}">{hidden}'
+                        f'<form method="post" action="/authorize?{escape(request.query_string.decode())}">'
                         f'<label>User <input name="user" value="{escape(client.user)}"></label>'
                         f'<button name="approve" value="yes" id="approve">Approve</button>'
                         f'<button name="approve" value="no" id="deny">Deny</button></form>')
