@@ -9,7 +9,7 @@ What runs (all on 127.0.0.1, free ports, in one temporary directory, own configs
 pid at session end). Dovecot 2.3: passwd-file with ``{PLAIN}`` passwords (so CRAM-MD5 and APOP
 work), ``auth_mechanisms = plain login cram-md5 apop``, ``disable_plaintext_auth = no`` (the
 *product* must refuse plain auth without TLS — the server does not), maildir, TLS >= 1.2.
-Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5); ``example.test`` delivered via
+Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER); ``example.test`` delivered via
 LMTP into Dovecot, so mail sent over SMTP can be read back over IMAP/POP3 (``wait_for_messages``).
 Unknown ``@example.test`` recipients are refused at RCPT TO (550 User unknown), other domains
 without AUTH get "Relay access denied"; nothing ever leaves the machine. Limit: Dovecot 2.3 has
@@ -20,16 +20,16 @@ delivery tests. UTF-8 user names and passwords for logging in work everywhere.
 ``mail_servers.ports`` keys (every value an int port on ``mail_servers.host``):
 
 =====================  =========================================================================
-imap                   IMAP, STARTTLS offered (good cert), AUTH=PLAIN LOGIN CRAM-MD5 also pre-TLS
+imap                   IMAP, STARTTLS offered (good cert), AUTH=PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER also pre-TLS
 imaps                  IMAP implicit TLS (good cert)
-pop3                   POP3, STLS offered (good cert); USER/PASS, SASL PLAIN LOGIN CRAM-MD5, APOP
+pop3                   POP3, STLS offered (good cert); USER/PASS, SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER, APOP
 pop3s                  POP3 implicit TLS (good cert)
 imap_notls             IMAP, no TLS at all (no STARTTLS capability)
 pop3_notls             POP3, no TLS at all (no STLS capability)
 submission             SMTP, STARTTLS offered (good cert); AUTH only after STARTTLS
                        (smtpd_tls_auth_only = yes, like a real submission port)
 smtps                  SMTP implicit TLS (good cert), AUTH
-smtp_notls             SMTP, no STARTTLS, AUTH offered in the clear (PLAIN LOGIN CRAM-MD5)
+smtp_notls             SMTP, no STARTTLS, AUTH offered in the clear (PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER)
 imaps_wronghost        IMAP implicit TLS, cert (signed by the run's CA) for mail.example.org only
 pop3s_wronghost        POP3 implicit TLS, cert for mail.example.org
 imap_wronghost         IMAP STARTTLS, cert for mail.example.org
