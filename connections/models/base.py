@@ -58,7 +58,7 @@ class ConnectionBase(TenantOwned):
     authentication = models.CharField(max_length=16, choices=Authentication.choices, default=Authentication.PLAIN)
     credential_name = models.CharField(
         "Credential Name", max_length=150, blank=True,
-        help_text="Name of the User Credentials artifact to use for this connection.",
+        help_text="Name of the credential artifact to use: User Credentials, or an OAuth2 artifact with authentication OAuth2.",
     )
     sasl_mechanism = models.CharField(
         "SASL mechanism", max_length=16, choices=SaslMechanism.choices, blank=True, default="",

@@ -240,16 +240,18 @@ def _transport_item(c: Connection) -> Item:
     auth = c.authentication
     fails: list[str] = []
     warns: list[str] = []
-    if auth == Authentication.PLAIN and prot == Protection.OFF:
+    secret = "password" if auth != Authentication.OAUTH2 else "access token"
+    if auth in (Authentication.PLAIN, Authentication.OAUTH2) and prot == Protection.OFF:
+        what = "Plain user/password" if auth == Authentication.PLAIN else "OAuth2"
         if c.allow_plain_without_tls:
             warns.append(
-                "Plain user/password without TLS: the password can be read on the network "
+                f"{what} without TLS: the {secret} can be read on the network "
                 "(allowed by 'allow plain login without TLS')."
             )
         else:
             fails.append(
-                "Plain user/password needs STARTTLS mandatory or SSL/TLS, but protection is Off: "
-                "the connection refuses to send the password."
+                f"{what} needs STARTTLS mandatory or SSL/TLS, but protection is Off: "
+                f"the connection refuses to send the {secret}."
             )
     elif c.allow_plain_without_tls:
         warns.append("'Allow plain login without TLS' is on: turn it off unless you need it.")

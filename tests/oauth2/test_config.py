@@ -8,7 +8,7 @@ from connections.models import CredentialKind, CredentialStatus, InboundConnecti
 from connections.services import config
 from connections.services.oauth2 import tokens
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 
 CONTRACT = """
 tenants:
