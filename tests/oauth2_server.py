@@ -5,7 +5,8 @@ Fixture ``oauth2_server`` (session) -> :class:`AuthServer`, listening on the por
 introspect tokens there (RFC 7662, ``client_secret_post`` as Dovecot 2.3 sends it).
 
 Grants: client_credentials, authorization_code (+ PKCE S256, a consent page whose "Approve"
-button grants), refresh_token (rotated on every use; the old one stops working). Endpoints:
+button grants), refresh_token (rotated on every use; the old one stops working), device code
+(RFC 8628; ``approve_device(user_code, user)`` is what the user does on the verification page). Endpoints:
 ``/token``, ``/authorize``, ``/introspect``, ``/revoke``, ``/.well-known/openid-configuration``.
 
 Test switches (attributes, thread-safe enough for tests):
@@ -34,6 +35,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc8628 import DEVICE_CODE_GRANT_TYPE, DeviceAuthorizationEndpoint, DeviceCodeGrant
 from flask import Flask, Response, jsonify, request
 from markupsafe import escape
 from werkzeug.serving import make_server
@@ -51,7 +53,7 @@ class Client(ClientMixin):
     user: str = ""  # the mailbox (introspected "username") of client-credentials tokens
     scope: str = "mail"
     redirect_uris: list[str] = field(default_factory=list)
-    grant_types: tuple[str, ...] = ("client_credentials", "authorization_code", "refresh_token")
+    grant_types: tuple[str, ...] = ("client_credentials", "authorization_code", "refresh_token", DEVICE_CODE_GRANT_TYPE)
 
     def get_client_id(self):
         return self.client_id
@@ -133,6 +135,26 @@ class Code:
         return self.scope
 
 
+@dataclass
+class Device:
+    client_id: str
+    scope: str
+    user_code: str
+    expires_at: float
+
+    def get_client_id(self):
+        return self.client_id
+
+    def get_scope(self):
+        return self.scope
+
+    def get_user_code(self):
+        return self.user_code
+
+    def is_expired(self):
+        return time.time() > self.expires_at
+
+
 class AuthServer:
     def __init__(self, *, port: int) -> None:
         self.port = port
@@ -140,6 +162,8 @@ class AuthServer:
         self.clients: dict[str, Client] = {}
         self.tokens: list[Token] = []
         self.codes: dict[str, Code] = {}
+        self.devices: dict[str, Device] = {}  # device_code -> pending device authorization
+        self.device_grants: dict[str, tuple[str, bool]] = {}  # user_code -> (user, approved)
         self.expires_in = 3600
         self.token_status: int | None = None
         self.token_delay = 0.0
@@ -163,7 +187,8 @@ class AuthServer:
 
     def add_client(self, *, client_id: str | None = None, client_secret: str | None = None, user: str = "",
                    scope: str = "mail offline_access", redirect_uris: list[str] | None = None,
-                   grant_types: tuple[str, ...] = ("client_credentials", "authorization_code", "refresh_token")) -> Client:
+                   grant_types: tuple[str, ...] = ("client_credentials", "authorization_code", "refresh_token",
+                                                   DEVICE_CODE_GRANT_TYPE)) -> Client:
         client = Client(client_id=client_id or f"client-{secrets.token_hex(4)}",
                         client_secret=client_secret or secrets.token_urlsafe(16), user=user, scope=scope,
                         redirect_uris=list(redirect_uris or []), grant_types=grant_types)
@@ -185,6 +210,10 @@ class AuthServer:
 
     def active_access_tokens(self, client_id: str) -> list[str]:
         return [t.access_token for t in self.tokens if t.client_id == client_id and not t.revoked and not t.is_expired()]
+
+    def approve_device(self, user_code: str, user: str, *, approved: bool = True) -> None:
+        """What the user does on the verification page (RFC 8628 §3.3)."""
+        self.device_grants[user_code] = (user, approved)
 
     @staticmethod
     def unreachable_url(path: str = "/token") -> str:
@@ -287,6 +316,30 @@ class AuthServer:
             def revoke_token(self, token, req):
                 token.revoked = True
 
+        class DeviceAuthorization(DeviceAuthorizationEndpoint):
+            CLIENT_AUTH_METHODS = ["client_secret_post", "client_secret_basic"]
+
+            def get_verification_uri(self):
+                return me.url + "/device"
+
+            def save_device_credential(self, client_id, scope, data):
+                me.devices[data["device_code"]] = Device(client_id, scope or "", data["user_code"],
+                                                         time.time() + data["expires_in"])
+
+        class DeviceCode(DeviceCodeGrant):
+            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+            def query_device_credential(self, device_code):
+                return me.devices.get(device_code)
+
+            def query_user_grant(self, user_code):
+                return me.device_grants.get(user_code)
+
+            def should_slow_down(self, credential):
+                return False
+
+        server.register_endpoint(DeviceAuthorization)
+        server.register_grant(DeviceCode)
         server.register_grant(ClientCredentials)
         server.register_grant(AuthorizationCode, [CodeChallenge(required=True)])
         server.register_grant(RefreshToken)
@@ -321,6 +374,10 @@ class AuthServer:
             user = request.form.get("user", "")
             return server.create_authorization_response(grant_user=user if request.form.get("approve") == "yes" else None)
 
+        @app.post("/device_authorization")
+        def device_authorization():
+            return server.create_endpoint_response("device_authorization")
+
         @app.post("/introspect")
         def introspect():
             if me.introspection_status:
@@ -334,7 +391,8 @@ class AuthServer:
         @app.get("/.well-known/openid-configuration")
         def discovery():
             return jsonify(issuer=me.url, authorization_endpoint=me.url + "/authorize", token_endpoint=me.url + "/token",
-                           introspection_endpoint=me.url + "/introspect", revocation_endpoint=me.url + "/revoke",
+                           introspection_endpoint=me.url + "/introspect",
+                           device_authorization_endpoint=me.url + "/device_authorization", revocation_endpoint=me.url + "/revoke",
                            grant_types_supported=["client_credentials", "authorization_code", "refresh_token"],
                            code_challenge_methods_supported=["S256"])
 

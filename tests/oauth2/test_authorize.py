@@ -150,3 +150,39 @@ def test_declined_consent_is_reported(live_server, mailbox, fresh_oauth2, make_o
     assert OAuth2Authorization.objects.get(credential=cred).error.startswith("OAuth2: the provider refused")
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.UNAUTHORIZED and cred.refresh_token is None
+
+
+def test_authorize_credential_with_the_device_grant(mailbox, fresh_oauth2, make_oauth2_credential,
+                                                    make_oauth2_connection, tenant):
+    address, _ = mailbox
+    cred, client = make_oauth2_credential(address, kind=AUTH_CODE)
+    out, err, outcome = io.StringIO(), io.StringIO(), {}
+
+    def run():
+        try:
+            call_command("authorize_credential", tenant.slug, cred.name, "--device", "--timeout", "30",
+                         stdout=out, stderr=err)
+            outcome["ok"] = True
+        except CommandError as exc:
+            outcome["error"] = str(exc)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    import time
+
+    deadline = time.monotonic() + 20
+    while "enter the code" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    match = re.search(r"Open (\S+) and enter the code (\S+)", out.getvalue())
+    assert match and match.group(1) == fresh_oauth2.url + "/device"
+    fresh_oauth2.approve_device(match.group(2), address)
+    thread.join(40)
+    assert outcome == {"ok": True}, (outcome, out.getvalue())
+    cred.refresh_from_db()
+    assert cred.status == CredentialStatus.AUTHORIZED and cred.refresh_token
+    connection = make_oauth2_connection(cred, protocol="imap")
+    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS

@@ -25,12 +25,17 @@ class Command(BaseCommand):
         parser.add_argument("--base-url", default="",
                             help="This app's public base URL (default: TENANTMAIL_BASE_URL, else http://127.0.0.1:8000).")
         parser.add_argument("--timeout", type=float, default=600.0, help="Seconds to wait for the callback (600).")
+        parser.add_argument("--device", action="store_true",
+                            help="Use the device authorization grant (RFC 8628) where the provider offers it: "
+                                 "prints a code to enter at the provider; no callback to this app needed.")
 
     def handle(self, *args, tenant_slug: str, credential_name: str, base_url: str = "", timeout: float = 600.0,
-               **options) -> None:
+               device: bool = False, **options) -> None:
         cred = UserCredential.objects.filter(tenant__slug=tenant_slug, name=credential_name).first()
         if cred is None:
             raise CommandError(f"No credential '{credential_name}' in tenant '{tenant_slug}'.")
+        if device:
+            return self._device(cred, credential_name, timeout)
         base = base_url or getattr(settings, "TENANTMAIL_BASE_URL", "") or "http://127.0.0.1:8000"
         redirect_uri = authorize.callback_url(base)
         try:
@@ -52,3 +57,15 @@ class Command(BaseCommand):
                 return
             time.sleep(0.5)
         raise CommandError(f"No callback within {timeout:g}s: not authorized. Is {redirect_uri} reachable from the browser?")
+
+    def _device(self, cred, credential_name: str, timeout: float) -> None:
+        try:
+            flow = authorize.device_start(credential_id=cred.pk)
+            self.stdout.write(f"Open {flow.verification_uri} and enter the code {flow.user_code}"
+                              + (f" (or open {flow.verification_uri_complete})" if flow.verification_uri_complete else ""))
+            self.stdout.write(f"Waiting up to {min(timeout, flow.expires_in):g}s for the approval ...")
+            self.stdout.flush()
+            authorize.device_wait(credential_id=cred.pk, flow=flow, timeout=timeout)
+        except TenantMailError as exc:
+            raise CommandError(f"Not authorized: {exc}") from None
+        self.stdout.write(self.style.SUCCESS(f"Authorized: '{credential_name}' can log in now."))

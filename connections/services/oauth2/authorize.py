@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import time
+from dataclasses import dataclass, field
 
 from django.db import transaction
 from django.utils import timezone
@@ -137,3 +139,89 @@ def state_of(url: str) -> str:
     from urllib.parse import parse_qs, urlsplit
 
     return (parse_qs(urlsplit(url).query).get("state") or [""])[0]
+
+
+# --- device authorization grant (RFC 8628): no browser and no callback needed ------------------
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+@dataclass(frozen=True)
+class DeviceFlow:
+    verification_uri: str
+    user_code: str
+    device_code: str = field(repr=False)
+    interval: int = 5
+    expires_in: int = 900
+    verification_uri_complete: str = ""
+
+
+def device_offered(*, credential_id: int) -> bool:
+    cred = _artifact(credential_id)
+    return bool(providers.endpoints(dict(cred.deployed_oauth2 or {})).device_url)
+
+
+def device_start(*, credential_id: int) -> DeviceFlow:
+    """Ask the provider for a user code; the user enters it at `verification_uri`."""
+    import requests
+
+    cred = _artifact(credential_id)
+    settings = dict(cred.deployed_oauth2 or {})
+    url = providers.endpoints(settings).device_url
+    if not url:
+        raise CredentialError(f"The provider of '{cred.name}' offers no device authorization.",
+                              hint="use the callback flow (Authorize button, or authorize_credential without --device)")
+    client = tokens.session(cred, settings)
+    try:
+        reply = client.post(url, data={"client_id": settings.get("client_id", ""), "client_secret": cred.deployed_password,
+                                       "scope": providers.default_scope(settings)}, timeout=tokens.HTTP_TIMEOUT,
+                            withhold_token=True)
+        data = reply.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise OAuth2Error(f"OAuth2: the device authorization request for '{cred.name}' failed ({type(exc).__name__})",
+                          transient=True) from None
+    finally:
+        client.close()
+    if "error" in data or "device_code" not in data:
+        raise from_provider(cred.name, data.get("error", "invalid_response"), data.get("error_description"))
+    return DeviceFlow(data.get("verification_uri") or data.get("verification_url", ""), data["user_code"],
+                      data["device_code"], int(data.get("interval") or 5), int(data.get("expires_in") or 900),
+                      data.get("verification_uri_complete", ""))
+
+
+@sensitive_variables("flow", "data")
+def device_wait(*, credential_id: int, flow: DeviceFlow, timeout: float | None = None, sleep=time.sleep) -> UserCredential:
+    """Poll the token endpoint until the user approved (stores the grant like `complete`)."""
+    from authlib.integrations.base_client import OAuthError
+
+    cred = _artifact(credential_id)
+    settings = dict(cred.deployed_oauth2 or {})
+    url = providers.endpoints(settings).token_url
+    deadline = time.monotonic() + min(timeout or flow.expires_in, flow.expires_in)
+    interval = flow.interval
+    while True:
+        client = tokens.session(cred, settings)
+        try:
+            data = dict(client.fetch_token(url, grant_type=DEVICE_GRANT, device_code=flow.device_code,
+                                           timeout=tokens.HTTP_TIMEOUT))
+            break
+        except OAuthError as exc:
+            if exc.error not in ("authorization_pending", "slow_down"):
+                raise from_provider(cred.name, exc.error, exc.description) from None
+            interval += 5 if exc.error == "slow_down" else 0
+        finally:
+            client.close()
+        if time.monotonic() + interval > deadline:
+            raise OAuth2Error(f"OAuth2: the user code of '{cred.name}' was not approved in time",
+                              hint="run the command again", error="expired_token")
+        sleep(interval)
+    if not data.get("refresh_token"):
+        raise OAuth2Error(f"OAuth2: the provider returned no refresh token for credential '{cred.name}'",
+                          hint="add the offline_access scope", error="no_refresh_token")
+    UserCredential.objects.filter(pk=cred.pk).update(refresh_token=data["refresh_token"],
+                                                     status=CredentialStatus.AUTHORIZED, status_detail="")
+    OAuth2Token.objects.get_or_create(credential_id=cred.pk)
+    cred.refresh_from_db()
+    tokens.store(cred, data, old_refresh_token=data["refresh_token"])
+    log.info("OAuth2 credential %r (tenant %s) authorized (device grant)", cred.name, cred.tenant_id)
+    return cred
