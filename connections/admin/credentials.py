@@ -320,14 +320,21 @@ class UserCredentialAdmin(TenantScopedAdmin):
             *super().get_urls(),
         ]
 
-    def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def _object_to_run(self, request: HttpRequest, object_id: str):
+        """The artifact of a POSTed button (deploy, authorize), or the response refusing it."""
         if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+            return None, HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No such object.")
         if not self.has_run_permission(request, obj):
             raise PermissionDenied
+        return obj, None
+
+    def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj, refused = self._object_to_run(request, object_id)
+        if refused is not None:
+            return refused
         try:
             cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
         except TenantMailError as exc:

@@ -9,8 +9,7 @@ from django import forms
 from django.conf import settings as dj_settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -152,13 +151,9 @@ class OAuth2AuthorizationCodeAdmin(OAuth2AdminBase):
         ]
 
     def authorize_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        obj = self.get_object(request, unquote(object_id))
-        if obj is None:
-            raise Http404("No such object.")
-        if not self.has_run_permission(request, obj):
-            raise PermissionDenied
+        obj, refused = self._object_to_run(request, object_id)
+        if refused is not None:
+            return refused
         try:
             url = authorize.start(credential_id=obj.pk, redirect_uri=callback_url(request), user=request.user)
         except TenantMailError as exc:

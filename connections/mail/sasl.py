@@ -95,6 +95,13 @@ def refuse_without_tls(settings, encrypted: bool, *, upgrade_offered: bool) -> N
     )
 
 
+def _take_message(client, mechanism: str, detail: dict) -> str:
+    """The base64 initial response; the client no longer holds the token afterwards."""
+    detail["mechanism"] = mechanism
+    token, client._password = client._password or "", None
+    return b64(initial_response(mechanism, client.settings, token))
+
+
 def _failed(settings, mechanism: str, reply: str, challenge) -> AuthenticationFailed:
     why = describe_failure(challenge)
     err = auth_failed(settings, reply + (f" (server said: {why})" if why else ""), mechanism=mechanism)
@@ -125,10 +132,7 @@ def imap_oauth2(client, detail: dict) -> None:
     offered = client.auth_mechanisms
     refuse_without_tls(s, client.encrypted, upgrade_offered="STARTTLS" in client.capabilities)
     mechanism = choose(s, offered)
-    detail["mechanism"] = mechanism
-    token, client._password = client._password or "", None
-    message = b64(initial_response(mechanism, s, token)).encode("ascii")
-    token = ""
+    message = _take_message(client, mechanism, detail).encode("ascii")
     sasl_ir = "SASL-IR" in client.capabilities
     challenge = None
     try:
@@ -181,10 +185,7 @@ def pop3_oauth2(client, detail: dict) -> None:
     s, pop = client.settings, client._pop
     refuse_without_tls(s, client.encrypted, upgrade_offered="STLS" in client.capabilities)
     mechanism = choose(s, list(client.sasl_mechanisms))
-    detail["mechanism"] = mechanism
-    token, client._password = client._password or "", None
-    message = b64(initial_response(mechanism, s, token))
-    token = ""
+    message = _take_message(client, mechanism, detail)
     challenge = None
     try:
         pop._putcmd(f"AUTH {mechanism} {message}")
@@ -220,10 +221,7 @@ def smtp_oauth2(client, detail: dict) -> None:
         raise MechanismUnavailable("the server offers AUTH only after STARTTLS",
                                    hint="set protection to STARTTLS mandatory", offered=[], transient=False)
     mechanism = choose(s, offered)
-    detail["mechanism"] = mechanism
-    token, client._password = client._password or "", None
-    message = b64(initial_response(mechanism, s, token))
-    token = ""
+    message = _take_message(client, mechanism, detail)
     challenge = None
     try:
         code, msg = client._guard(lambda: smtp.docmd("AUTH", f"{mechanism} {message}"), "auth", "authenticating")

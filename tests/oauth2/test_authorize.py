@@ -21,6 +21,34 @@ pytestmark = [pytest.mark.mailservers]
 AUTH_CODE = CredentialKind.OAUTH2_AUTHORIZATION_CODE
 
 
+def _run_command(*args):
+    """authorize_credential in a thread (it waits); returns (thread, stdout, outcome)."""
+    out, outcome = io.StringIO(), {}
+
+    def run():
+        try:
+            call_command("authorize_credential", *args, stdout=out, stderr=io.StringIO())
+            outcome["ok"] = True
+        except CommandError as exc:
+            outcome["error"] = str(exc)
+        finally:
+            from django.db import connections
+
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out, outcome
+
+
+def _wait_for_output(out, text: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 20
+    while text not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _consent(url: str, user: str, *, approve: bool = True) -> str:
     """What a user does at the provider: open the URL, approve; returns the redirect (callback) URL."""
     page = requests.get(url, timeout=10)
@@ -100,27 +128,8 @@ def test_authorize_credential_command(live_server, mail_servers, mailbox, fresh_
     address, _ = mailbox
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE)
     assert cred.status == CredentialStatus.UNAUTHORIZED
-    out, err, outcome = io.StringIO(), io.StringIO(), {}
-
-    def run():
-        try:
-            call_command("authorize_credential", tenant.slug, cred.name, "--base-url", live_server.url,
-                         "--timeout", "30", stdout=out, stderr=err)
-            outcome["ok"] = True
-        except CommandError as exc:
-            outcome["error"] = str(exc)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    import time
-
-    deadline = time.monotonic() + 20
-    while "http" not in out.getvalue().split("approve:")[-1] and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread, out, outcome = _run_command(tenant.slug, cred.name, "--base-url", live_server.url, "--timeout", "30")
+    _wait_for_output(out, "approve:\nhttp")
     url = out.getvalue().split("approve:")[-1].strip().splitlines()[0]
     callback = _consent(url, address)
     assert callback.startswith(live_server.url + "/oauth2/callback/?code=")
@@ -156,27 +165,8 @@ def test_authorize_credential_with_the_device_grant(mailbox, fresh_oauth2, make_
                                                     make_oauth2_connection, tenant):
     address, _ = mailbox
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE)
-    out, err, outcome = io.StringIO(), io.StringIO(), {}
-
-    def run():
-        try:
-            call_command("authorize_credential", tenant.slug, cred.name, "--device", "--timeout", "30",
-                         stdout=out, stderr=err)
-            outcome["ok"] = True
-        except CommandError as exc:
-            outcome["error"] = str(exc)
-        finally:
-            from django.db import connections
-
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    import time
-
-    deadline = time.monotonic() + 20
-    while "enter the code" not in out.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    thread, out, outcome = _run_command(tenant.slug, cred.name, "--device", "--timeout", "30")
+    _wait_for_output(out, "enter the code")
     match = re.search(r"Open (\S+) and enter the code (\S+)", out.getvalue())
     assert match and match.group(1) == fresh_oauth2.url + "/device"
     fresh_oauth2.approve_device(match.group(2), address)
