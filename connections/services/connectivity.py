@@ -230,6 +230,10 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
     credential_step = prepared.credential_step
     steps = [credential_step, *([prepared.token_step] if prepared.token_step else []), *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
+    if not ok:
+        from .oauth2.connect import after_test
+
+        after_test(connection, steps)  # OAuth2: a refused token is not reused
     # The port really used: the default of protocol and protection when the field is empty,
     # also when the test stopped before the settings were built (a credential problem).
     if settings is not None:

@@ -244,3 +244,53 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     result = polling.poll(connection_id=connection.pk)
     assert "OAuth2 needs" in checklist.evaluation(connection).item("oauth2_kind").detail
     assert result.outcome == PollOutcome.FAILED
+
+
+def test_connectivity_test_drops_a_refused_token(mailbox, make_oauth2_credential, make_oauth2_connection,
+                                                  fresh_oauth2):
+    address, _ = mailbox
+    cred, client = make_oauth2_credential(address)
+    connection = make_oauth2_connection(cred, protocol="pop3")
+    assert run_connectivity_test(kind="inbound", connection_id=connection.pk).ok
+    fresh_oauth2.revoke_all(client.client_id)
+    failed = run_connectivity_test(kind="inbound", connection_id=connection.pk)
+    assert failed.failed_step["name"] == "auth" and "status" in failed.failed_step["message"]
+    again = run_connectivity_test(kind="inbound", connection_id=connection.pk)
+    assert again.ok and again.steps[1]["detail"]["source"] == "provider"
+
+
+def _process_worker(credential_id, barrier, results):
+    from django.db import connections
+
+    for conn in connections.all():  # the parent's connections are not ours to use or close
+        conn.connection = None
+    barrier.wait()
+    threads = [threading.Thread(target=lambda: results.put(tokens.access_token(credential_id=credential_id).value))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    connections.close_all()
+
+
+def test_single_flight_across_processes(mailbox, make_oauth2_credential, fresh_oauth2):
+    """8 processes x 3 threads ask at once: one token request reaches the provider."""
+    import multiprocessing
+
+    address, _ = mailbox
+    cred, client = make_oauth2_credential(address)
+    fresh_oauth2.token_delay = 0.3
+    before = fresh_oauth2.token_requests["client_credentials"]
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(8), ctx.Queue()
+    db_connections.close_all()
+    procs = [ctx.Process(target=_process_worker, args=(cred.pk, barrier, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 8
+    values = [results.get(timeout=5) for _ in range(24)]
+    assert len(set(values)) == 1
+    assert fresh_oauth2.token_requests["client_credentials"] == before + 1

@@ -45,6 +45,15 @@ def note_failure(connection, exc) -> None:
         tokens.forget(credential_id=pk)
 
 
+def after_test(connection, steps: list[dict]) -> None:
+    """After a failed connectivity test: the server refused the token -> forget it."""
+    from ...mail.errors import AuthenticationFailed
+
+    failed = next((s for s in steps if not s.get("ok")), None)
+    if failed and failed.get("name") == "auth" and str(failed.get("message", "")).startswith("authentication failed"):
+        note_failure(connection, AuthenticationFailed(failed["message"]))
+
+
 def token_step(*, credential=None, error=None, started: float | None = None) -> dict | None:
     """The connectivity test's "token" step: where the token came from, its expiry and the
     time the provider took; or the provider's error with a hint. None for user/password."""
