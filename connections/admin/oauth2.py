@@ -84,6 +84,13 @@ class OAuth2AdminBase(UserCredentialAdmin):
     delete_confirmation_template = "admin/connections/usercredential/delete_confirmation.html"
     object_history_template = "admin/connections/usercredential/object_history.html"
 
+    def get_list_display(self, request: HttpRequest):
+        return [f if f != "password_masked" else "secret_masked" for f in super().get_list_display(request)]
+
+    @admin.display(description="client secret")
+    def secret_masked(self, obj) -> str:
+        return self.password_masked(obj)
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         # The provider fields are added by the form itself: the model form takes its Meta fields.
         kwargs["fields"] = None
