@@ -11,12 +11,11 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from ..errors import TenantMailError
-from ..models import CredentialKind, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
-from ..services.oauth2 import authorize, providers
+from ..models import CredentialKind, OAuth2AuthorizationCode, OAuth2ClientCredentials
+from ..services.oauth2 import authorize, providers, tokens
 from .credentials import UserCredentialAdmin, UserCredentialForm
 
 SETTING_FIELDS = {
@@ -114,16 +113,9 @@ class OAuth2AdminBase(UserCredentialAdmin):
 
     @admin.display(description="access token")
     def token_display(self, obj) -> str:
-        row = OAuth2Token.objects.filter(credential_id=obj.pk).first()
-        if row is None or row.obtained_at is None:
-            text = "No token yet: the first poll, send or connectivity test gets one."
-        else:
-            valid = row.expires_at and row.expires_at > timezone.now() and row.access_token
-            text = (f"{'Cached, valid' if valid else 'Expired'} until {timezone.localtime(row.expires_at):%Y-%m-%d %H:%M:%S}; "
-                    f"obtained {timezone.localtime(row.obtained_at):%Y-%m-%d %H:%M:%S}; {row.requests} token requests "
-                    "(the token itself is never shown).")
-        if row is not None and row.last_error:
-            return format_html("{}<br><span style='color:#ba2121'>Last error: {}</span>", text, row.last_error)
+        text, last_error = tokens.describe(credential_id=obj.pk)
+        if last_error:
+            return format_html("{}<br><span style='color:#ba2121'>Last error: {}</span>", text, last_error)
         return text
 
 

@@ -8,7 +8,6 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
-from connections.models import UserCredential
 from connections.services.oauth2 import authorize
 
 
@@ -31,9 +30,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, credential_name: str, base_url: str = "", timeout: float = 600.0,
                device: bool = False, **options) -> None:
-        cred = UserCredential.objects.filter(tenant__slug=tenant_slug, name=credential_name).first()
-        if cred is None:
-            raise CommandError(f"No credential '{credential_name}' in tenant '{tenant_slug}'.")
+        try:
+            cred = authorize.find(tenant_slug=tenant_slug, name=credential_name)
+        except TenantMailError as exc:
+            raise CommandError(str(exc)) from None
         if device:
             return self._device(cred, credential_name, timeout)
         base = base_url or getattr(settings, "TENANTMAIL_BASE_URL", "") or "http://127.0.0.1:8000"

@@ -35,6 +35,13 @@ def callback_url(base_url: str) -> str:
     return base_url.rstrip("/") + CALLBACK_PATH
 
 
+def find(*, tenant_slug: str, name: str) -> UserCredential:
+    cred = UserCredential.objects.filter(tenant__slug=tenant_slug, name=name).first()
+    if cred is None:
+        raise CredentialError(f"No credential '{name}' in tenant '{tenant_slug}'.")
+    return cred
+
+
 def _artifact(credential_id: int) -> UserCredential:
     try:
         cred = UserCredential.objects.select_related("tenant").get(pk=credential_id)

@@ -236,3 +236,15 @@ def _record_failure(cred: UserCredential, row: OAuth2Token, exc: OAuth2Error) ->
     log.warning("OAuth2 token request for credential %r (tenant %s) failed: %s", cred.name, cred.tenant_id, exc.message)
 
 
+
+
+def describe(*, credential_id: int) -> tuple[str, str]:
+    """(state, last error) of the artifact's token cache, for pages; never the token."""
+    row = OAuth2Token.objects.filter(credential_id=credential_id).first()
+    if row is None or row.obtained_at is None:
+        return "No token yet: the first poll, send or connectivity test gets one.", row.last_error if row else ""
+    valid = row.expires_at and row.expires_at > timezone.now() and row.access_token
+    local = timezone.localtime
+    return (f"{'Cached, valid' if valid else 'Expired'} until {local(row.expires_at):%Y-%m-%d %H:%M:%S}; "
+            f"obtained {local(row.obtained_at):%Y-%m-%d %H:%M:%S}; {row.requests} token requests "
+            "(the token itself is never shown).", row.last_error)
