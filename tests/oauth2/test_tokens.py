@@ -294,3 +294,18 @@ def test_single_flight_across_processes(mailbox, make_oauth2_credential, fresh_o
     values = [results.get(timeout=5) for _ in range(24)]
     assert len(set(values)) == 1
     assert fresh_oauth2.token_requests["client_credentials"] == before + 1
+
+
+def test_provider_timeouts_are_retried(monkeypatch, mailbox, make_oauth2_credential, fresh_oauth2):
+    address, _ = mailbox
+    cred, client = make_oauth2_credential(address)
+    monkeypatch.setattr(tokens, "HTTP_TIMEOUT", 0.3)
+    monkeypatch.setattr(tokens, "BACKOFF", (0.05, 0.05))
+    fresh_oauth2.token_delay = 1.0
+    before = fresh_oauth2.token_requests["client_credentials"]
+    with pytest.raises(OAuth2Error) as info:
+        tokens.access_token(credential_id=cred.pk)
+    assert info.value.transient and "did not answer within 0.3s" in str(info.value)
+    _wait_until(lambda: fresh_oauth2.token_requests["client_credentials"] == before + tokens.ATTEMPTS)
+    fresh_oauth2.token_delay = 0.0
+    assert tokens.access_token(credential_id=cred.pk).source == "provider"

@@ -98,20 +98,28 @@ def complete(*, state: str, code: str = "", error: str = "", error_description: 
             raise from_provider(cred.name, error, error_description)
         data = _exchange(cred, pending, code)
         if not data.get("refresh_token"):
-            raise OAuth2Error(
-                f"OAuth2: the provider returned no refresh token for credential '{cred.name}'",
-                hint="add the offline_access scope (Microsoft); Google sends one with access_type=offline and prompt=consent",
-                error="no_refresh_token")
+            _granted(cred, data, how="")  # raises: no refresh token
     except OAuth2Error as exc:
         OAuth2Authorization.objects.filter(pk=pending.pk).update(error=exc.message[:2000])
         raise
+    OAuth2Authorization.objects.filter(pk=pending.pk).update(error="")
+    return _granted(cred, data, how="authorization code")
+
+
+@sensitive_variables("data")
+def _granted(cred: UserCredential, data: dict, *, how: str) -> UserCredential:
+    """Keep the new grant (status Authorized) and cache the access token that came with it."""
+    if not data.get("refresh_token"):
+        raise OAuth2Error(
+            f"OAuth2: the provider returned no refresh token for credential '{cred.name}'",
+            hint="add the offline_access scope (Microsoft); Google sends one with access_type=offline and prompt=consent",
+            error="no_refresh_token")
     UserCredential.objects.filter(pk=cred.pk).update(refresh_token=data["refresh_token"],
                                                      status=CredentialStatus.AUTHORIZED, status_detail="")
-    OAuth2Authorization.objects.filter(pk=pending.pk).update(error="")
     OAuth2Token.objects.get_or_create(credential_id=cred.pk)
     cred.refresh_from_db()
     tokens.store(cred, data, old_refresh_token=data["refresh_token"])
-    log.info("OAuth2 credential %r (tenant %s) authorized", cred.name, cred.tenant_id)
+    log.info("OAuth2 credential %r (tenant %s) authorized (%s)", cred.name, cred.tenant_id, how)
     return cred
 
 
@@ -222,13 +230,4 @@ def device_wait(*, credential_id: int, flow: DeviceFlow, timeout: float | None =
             raise OAuth2Error(f"OAuth2: the user code of '{cred.name}' was not approved in time",
                               hint="run the command again", error="expired_token")
         sleep(interval)
-    if not data.get("refresh_token"):
-        raise OAuth2Error(f"OAuth2: the provider returned no refresh token for credential '{cred.name}'",
-                          hint="add the offline_access scope", error="no_refresh_token")
-    UserCredential.objects.filter(pk=cred.pk).update(refresh_token=data["refresh_token"],
-                                                     status=CredentialStatus.AUTHORIZED, status_detail="")
-    OAuth2Token.objects.get_or_create(credential_id=cred.pk)
-    cred.refresh_from_db()
-    tokens.store(cred, data, old_refresh_token=data["refresh_token"])
-    log.info("OAuth2 credential %r (tenant %s) authorized (device grant)", cred.name, cred.tenant_id)
-    return cred
+    return _granted(cred, data, how="device grant")
