@@ -317,3 +317,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# OAuth2 (docs/oauth2.md): the app's public base URL, for the callback URL registered at the
+# provider (<base>/oauth2/callback/). Empty: taken from the admin request's host.
+TENANTMAIL_BASE_URL = env.str("TENANTMAIL_BASE_URL", default="")

@@ -6,6 +6,7 @@ from django.views.decorators.http import require_safe
 from django.views.generic import RedirectView
 
 from connections import views_health
+from connections.oauth2_views import callback as oauth2_callback
 
 # A small envelope, so that browsers asking for /favicon.ico get an icon, not a 404 in the log.
 FAVICON_SVG = (
@@ -24,6 +25,7 @@ def favicon(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("connections.urls")),
+    path("oauth2/callback/", oauth2_callback, name="oauth2_callback"),
     path("favicon.ico", favicon),
     path("healthz", views_health.healthz, name="healthz"),
     path("readyz", views_health.readyz, name="readyz"),

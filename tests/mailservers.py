@@ -9,7 +9,7 @@ What runs (all on 127.0.0.1, free ports, in one temporary directory, own configs
 pid at session end). Dovecot 2.3: passwd-file with ``{PLAIN}`` passwords (so CRAM-MD5 and APOP
 work), ``auth_mechanisms = plain login cram-md5 apop``, ``disable_plaintext_auth = no`` (the
 *product* must refuse plain auth without TLS — the server does not), maildir, TLS >= 1.2.
-Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5); ``example.test`` delivered via
+Postfix 3.7: AUTH through Dovecot SASL (PLAIN, LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER); ``example.test`` delivered via
 LMTP into Dovecot, so mail sent over SMTP can be read back over IMAP/POP3 (``wait_for_messages``).
 Unknown ``@example.test`` recipients are refused at RCPT TO (550 User unknown), other domains
 without AUTH get "Relay access denied"; nothing ever leaves the machine. Limit: Dovecot 2.3 has
@@ -20,16 +20,16 @@ delivery tests. UTF-8 user names and passwords for logging in work everywhere.
 ``mail_servers.ports`` keys (every value an int port on ``mail_servers.host``):
 
 =====================  =========================================================================
-imap                   IMAP, STARTTLS offered (good cert), AUTH=PLAIN LOGIN CRAM-MD5 also pre-TLS
+imap                   IMAP, STARTTLS offered (good cert), AUTH=PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER also pre-TLS
 imaps                  IMAP implicit TLS (good cert)
-pop3                   POP3, STLS offered (good cert); USER/PASS, SASL PLAIN LOGIN CRAM-MD5, APOP
+pop3                   POP3, STLS offered (good cert); USER/PASS, SASL PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER, APOP
 pop3s                  POP3 implicit TLS (good cert)
 imap_notls             IMAP, no TLS at all (no STARTTLS capability)
 pop3_notls             POP3, no TLS at all (no STLS capability)
 submission             SMTP, STARTTLS offered (good cert); AUTH only after STARTTLS
                        (smtpd_tls_auth_only = yes, like a real submission port)
 smtps                  SMTP implicit TLS (good cert), AUTH
-smtp_notls             SMTP, no STARTTLS, AUTH offered in the clear (PLAIN LOGIN CRAM-MD5)
+smtp_notls             SMTP, no STARTTLS, AUTH offered in the clear (PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER)
 imaps_wronghost        IMAP implicit TLS, cert (signed by the run's CA) for mail.example.org only
 pop3s_wronghost        POP3 implicit TLS, cert for mail.example.org
 imap_wronghost         IMAP STARTTLS, cert for mail.example.org
@@ -49,7 +49,10 @@ All listeners share one user database and the same mailboxes.
 Attributes: ``host`` ("127.0.0.1"), ``domain`` ("example.test"), ``ca_file``/``ca_pem`` (the
 run's CA), ``certs`` (name -> PEM of the leaf certificates: "server", "wronghost",
 "selfsigned", "expired"; paste one into ``trusted_ca`` to trust exactly that certificate),
-``root`` (the temp dir; logs in ``root/logs``), ``ports``.
+``root`` (the temp dir; logs in ``root/logs``), ``ports``, ``oauth2_port`` (where the OAuth2
+test server of tests/oauth2_server.py listens: every Dovecot also has a ``passdb oauth2`` that
+introspects tokens there, ``auth_mechanisms`` include ``xoauth2 oauthbearer`` (so does Postfix's
+AUTH), and Postfix has ``line_length_limit = 16384`` for long XOAUTH2 initial responses).
 
 Methods
 -------
@@ -356,6 +359,8 @@ class MailServers:
     _procs: list[subprocess.Popen] = field(default_factory=list, repr=False)
     _map_mtime: float = field(default=0.0, repr=False)
     _watchdog: subprocess.Popen | None = field(default=None, repr=False)
+    # Where tests/oauth2_server.py listens: Dovecot introspects OAuth2 tokens there.
+    oauth2_port: int = 0
 
     # ----- users
     def add_user(self, *, local: str | None = None, password: str | None = None) -> tuple[str, str]:
@@ -589,9 +594,17 @@ def _imap_quote(s: str) -> str:
 
 # --------------------------------------------------------------------------- configs
 def _dovecot_conf(root: Path, name: str, cert: tuple[Path, Path, str] | None,
-                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int]) -> Path:
+                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int], oauth2_port: int = 0) -> Path:
     base = root / "dovecot" / name
     base.mkdir(parents=True)
+    # OAuth2 (XOAUTH2/OAUTHBEARER): tokens introspected (RFC 7662) at tests/oauth2_server.py, which
+    # takes client_secret_post as Dovecot 2.3 sends it (no user:password@ in the URL).
+    oauth2_args = root / "etc" / "dovecot-oauth2.conf.ext"
+    oauth2_args.write_text(
+        f"introspection_mode = post\nintrospection_url = http://{HOST}:{oauth2_port}/introspect\n"
+        "client_id = dovecot\nclient_secret = dovecot-introspection-secret\n"
+        "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+    )
     mail_uid = pwd.getpwnam("mail").pw_uid
     services = []
     for service in ("imap", "pop3"):
@@ -625,7 +638,7 @@ listen = {HOST}
 protocols = imap pop3{' lmtp' if name == 'main' else ''}
 {ssl_conf}
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5 apop
+auth_mechanisms = plain login cram-md5 apop xoauth2 oauthbearer
 auth_username_chars =
 auth_failure_delay = 0
 auth_cache_size = 0
@@ -637,7 +650,13 @@ service anvil {{
 }}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login cram-md5 apop
   args = {root}/etc/users/%Lu
+}}
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2_args}
 }}
 userdb {{
   driver = passwd-file
@@ -736,6 +755,8 @@ queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 5s
 lmtp_connect_timeout = 5s
+# OAuth2 tokens in AUTH XOAUTH2 <initial response> are longer than the default 2048.
+line_length_limit = 16384
 """
     (etc / "main.cf").write_text(main_cf)
     lines = []
@@ -798,10 +819,11 @@ def start_mail_servers() -> MailServers:
     certs = _make_certificates(root / "certs")
 
     keys = [k for _, (_, ls) in _DOVECOT_INSTANCES.items() for k in ls] + list(_POSTFIX_LISTENERS)
-    ports = dict(zip(keys, _free_ports(len(keys))))
+    *free, oauth2_port = _free_ports(len(keys) + 1)
+    ports = dict(zip(keys, free))
     servers = MailServers(
         host=HOST, domain=DOMAIN, ca_file=str(certs["ca"][0]), ca_pem=certs["ca"][2], ports=ports,
-        certs={k: v[2] for k, v in certs.items() if k != "ca"}, root=root,
+        certs={k: v[2] for k, v in certs.items() if k != "ca"}, root=root, oauth2_port=oauth2_port,
     )
     # PDEATHSIG fires when the *thread* that started a daemon ends: only the main thread lives as
     # long as the process. Started from another thread, the watchdog alone stops the daemons.
@@ -810,7 +832,7 @@ def start_mail_servers() -> MailServers:
         postfix_etc = _postfix_conf(root, certs, ports)
         servers._write_user_files()  # empty user db + postfix map
         for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
-            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports)
+            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports, oauth2_port)
             with open(root / "logs" / f"dovecot-{name}.out.log", "wb") as out:
                 servers._procs.append(subprocess.Popen(
                     ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,

@@ -4,3 +4,4 @@ from . import credentials  # noqa: F401
 from . import outbound  # noqa: F401
 from . import inbound  # noqa: F401
 from . import monitoring  # noqa: F401
+from . import oauth2  # noqa: F401

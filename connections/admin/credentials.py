@@ -22,7 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
 from ..errors import TenantMailError
-from ..models import CredentialStatus, UserCredential
+from ..models import CredentialKind, CredentialStatus, UserCredential
 from ..models.credentials import MASK, PASSWORD_MAX_LENGTH
 from ..services import credentials as service
 from ..services import tenancy
@@ -142,8 +142,10 @@ class UserCredentialAdmin(TenantScopedAdmin):
             fields.append("tenant")  # an artifact never moves between tenants
         return fields
 
+    kind = CredentialKind.USER  # the OAuth2 kinds have their own pages (admin/oauth2.py)
+
     def get_queryset(self, request: HttpRequest):
-        return service.with_usage_counts(super().get_queryset(request))
+        return service.with_usage_counts(super().get_queryset(request).filter(kind=self.kind))
 
     def get_list_display(self, request: HttpRequest):
         fields = list(super().get_list_display(request))
@@ -164,6 +166,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         return message
 
     def save_model(self, request: HttpRequest, obj: UserCredential, form, change: bool) -> None:
+        obj.kind = self.kind
         service.save_artifact(credential=obj, password=form.cleaned_data.get("new_password") or None)
 
     @method_decorator(sensitive_post_parameters(*SECRET_POST_FIELDS))
@@ -177,7 +180,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
         if obj is not None:
             extra_context["can_deploy"] = self.has_run_permission(request, obj)
             extra_context["deploy_url"] = reverse(
-                f"{self.admin_site.name}:connections_usercredential_deploy", args=[obj.pk]
+                f"{self.admin_site.name}:connections_{self.opts.model_name}_deploy", args=[obj.pk]
             )
             extra_context["state_notice"] = self._state_notice(obj)
         return super().change_view(request, object_id, form_url, extra_context)
@@ -238,6 +241,10 @@ class UserCredentialAdmin(TenantScopedAdmin):
         parts = []
         if obj.status == CredentialStatus.DEPLOYED:
             parts.append(_badge(f"Deployed v{obj.version}", "#417505"))
+        elif obj.status == CredentialStatus.AUTHORIZED:
+            parts.append(_badge(f"Authorized v{obj.version}", "#417505"))
+        elif obj.status == CredentialStatus.UNAUTHORIZED:
+            parts.append(_badge(f"Unauthorized v{obj.version}", "#b36b00"))
         else:
             parts.append(_badge("Stored", "#666"))
         if obj.version == 0:
@@ -313,14 +320,21 @@ class UserCredentialAdmin(TenantScopedAdmin):
             *super().get_urls(),
         ]
 
-    def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def _object_to_run(self, request: HttpRequest, object_id: str):
+        """The artifact of a POSTed button (deploy, authorize), or the response refusing it."""
         if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+            return None, HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No such object.")
         if not self.has_run_permission(request, obj):
             raise PermissionDenied
+        return obj, None
+
+    def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        obj, refused = self._object_to_run(request, object_id)
+        if refused is not None:
+            return refused
         try:
             cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
         except TenantMailError as exc:
@@ -330,7 +344,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
                 request, f"Deployed '{cred.name}' as version {cred.version}.", messages.SUCCESS
             )
         return HttpResponseRedirect(
-            reverse(f"{self.admin_site.name}:connections_usercredential_change", args=[obj.pk])
+            reverse(f"{self.admin_site.name}:connections_{self.opts.model_name}_change", args=[obj.pk])
         )
 
     # --- delete: refused while a connection uses the artifact

@@ -73,7 +73,8 @@ class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixi
         (None, {"fields": ["tenant", "name", "enabled", "configuration_warnings"]}),
         ("Server", {"fields": ["protocol", "host", "port", "protection", "timeout", "verify_certificate",
                                "trusted_ca"]}),
-        ("Authentication", {"fields": ["authentication", "credential_name", "allow_plain_without_tls"]}),
+        ("Authentication", {"fields": ["authentication", "credential_name", "sasl_mechanism",
+                                        "allow_plain_without_tls"]}),
         ("Mailbox", {"fields": ["folder", "selection", "max_messages", "max_message_size"]}),
         ("Post-processing", {
             "fields": ["post_processing", "archive_folder"],

@@ -82,7 +82,8 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
     fieldsets = [
         (None, {"fields": ["tenant", "name", "enabled"]}),
         ("Server", {"fields": ["host", "port", "protection", "timeout", "verify_certificate", "trusted_ca"]}),
-        ("Authentication", {"fields": ["authentication", "credential_name", "allow_plain_without_tls"]}),
+        ("Authentication", {"fields": ["authentication", "credential_name", "sasl_mechanism",
+                                        "allow_plain_without_tls"]}),
         ("Sending", {"fields": ["default_from", "default_reply_to", "max_per_session", "rate_limit_per_minute",
                                 "smtp_max_size", "smtp_max_size_seen_at"]}),
         ("Outbox", {"fields": ["outbox_counts"]}),

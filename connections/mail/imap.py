@@ -29,6 +29,7 @@ from ._base import (
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .sasl import imap_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
@@ -329,6 +330,8 @@ class IMAPClient:
                 hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
                 transient=False,
             )
+        if s.authentication == "oauth2":
+            return imap_oauth2(self, detail)
         if s.authentication == "encrypted":
             if "CRAM-MD5" not in offered:
                 names = offered + ([] if "LOGINDISABLED" in self.capabilities else ["LOGIN command"])

@@ -28,6 +28,7 @@ from ._base import (
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .sasl import pop3_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
@@ -266,6 +267,8 @@ class POP3Client:
                 hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
                 transient=False,
             )
+        if s.authentication == "oauth2":
+            return pop3_oauth2(self, detail)
         if s.authentication == "encrypted":
             if self._forced_mechanism == "APOP" and self.apop_timestamp:
                 mechanism = "APOP"

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
-AUTHENTICATIONS = ("none", "plain", "encrypted")
+AUTHENTICATIONS = ("none", "plain", "encrypted", "oauth2")
+SASL_MECHANISMS = ("", "xoauth2", "oauthbearer")  # "" = what the server offers (OAuth2 only)
 # The connection's timeout: 1 s to 5 min (the models validate the same range).
 MIN_TIMEOUT, MAX_TIMEOUT = 1.0, 300.0
 
@@ -51,6 +52,8 @@ class MailSettings:
     # The name the server's certificate must carry, when it differs from `host` (connecting by
     # IP address or through a tunnel). Empty: `host`.
     tls_server_name: str = ""
+    # OAuth2 only: force XOAUTH2 or OAUTHBEARER; empty: chosen from what the server offers.
+    sasl_mechanism: str = ""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -59,6 +62,8 @@ class MailSettings:
             raise ValueError(f"unknown protection {self.protection!r}")
         if self.authentication not in AUTHENTICATIONS:
             raise ValueError(f"unknown authentication {self.authentication!r}")
+        if self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"unknown SASL mechanism {self.sasl_mechanism!r}")
         if not isinstance(self.timeout, (int, float)) or not MIN_TIMEOUT <= self.timeout <= MAX_TIMEOUT:
             raise ValueError(
                 f"timeout must be from {MIN_TIMEOUT:g} to {MAX_TIMEOUT:g} seconds, not {self.timeout!r}"

@@ -38,6 +38,7 @@ from .errors import (
     SMTPReplyError,
     TLSError,
 )
+from .sasl import smtp_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
@@ -268,6 +269,8 @@ class SMTPClient:
         offered = self.auth_mechanisms
         detail["user"] = s.username
         detail["offered"] = offered
+        if s.authentication == "oauth2":
+            return smtp_oauth2(self, detail)
         if s.authentication == "plain" and not self.encrypted and not s.allow_plain_without_tls:
             raise refuse_plain(s, starttls_offered="starttls" in self.extensions, label="password (AUTH PLAIN/LOGIN)")
         if not offered:

@@ -1,6 +1,6 @@
 """TenantMail's models, one module per concept."""
 from .base import Authentication, ConnectionBase, Protection, Protocol, Readiness
-from .credentials import CredentialDeployment, CredentialStatus, UserCredential
+from .credentials import OAUTH2_KINDS, CredentialDeployment, CredentialKind, CredentialStatus, UserCredential
 from .inbound import (
     InboundConnection,
     MailboxLock,
@@ -11,6 +11,7 @@ from .inbound import (
     Selection,
 )
 from .monitoring import Alert, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity, WebhookDelivery
+from .oauth2 import OAuth2Authorization, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
 from .messages import Attachment, StoredMessage
 from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
@@ -21,5 +22,6 @@ __all__ = [
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
-    "TenantOwned", "UserCredential",
+    "TenantOwned", "UserCredential", "OAUTH2_KINDS", "CredentialKind", "OAuth2Authorization",
+    "OAuth2AuthorizationCode", "OAuth2ClientCredentials", "OAuth2Token",
 ]

@@ -26,6 +26,13 @@ class Authentication(models.TextChoices):
     NONE = "none", "None"
     PLAIN = "plain", "Plain user/password"
     ENCRYPTED = "encrypted", "Encrypted user/password"
+    OAUTH2 = "oauth2", "OAuth2 (XOAUTH2 / OAUTHBEARER)"
+
+
+class SaslMechanism(models.TextChoices):
+    AUTO = "", "What the server offers"
+    XOAUTH2 = "xoauth2", "XOAUTH2"
+    OAUTHBEARER = "oauthbearer", "OAUTHBEARER"
 
 
 class Readiness(models.TextChoices):
@@ -51,7 +58,11 @@ class ConnectionBase(TenantOwned):
     authentication = models.CharField(max_length=16, choices=Authentication.choices, default=Authentication.PLAIN)
     credential_name = models.CharField(
         "Credential Name", max_length=150, blank=True,
-        help_text="Name of the User Credentials artifact to use for this connection.",
+        help_text="Name of the credential artifact to use: User Credentials, or an OAuth2 artifact with authentication OAuth2.",
+    )
+    sasl_mechanism = models.CharField(
+        "SASL mechanism", max_length=16, choices=SaslMechanism.choices, blank=True, default="",
+        help_text="OAuth2 only: force XOAUTH2 or OAUTHBEARER; empty: chosen from what the server offers.",
     )
     timeout = models.PositiveIntegerField(
         "timeout (seconds)", default=30, validators=[MinValueValidator(1), MaxValueValidator(300)]

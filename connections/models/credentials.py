@@ -26,6 +26,18 @@ class CredentialStatus(models.TextChoices):
     STORED = "stored", "Stored"
     DEPLOYED = "deployed", "Deployed"
     ERROR = "error", "Error"
+    # OAuth2 Authorization Code artifacts, once deployed: no grant yet / a refresh token held.
+    UNAUTHORIZED = "unauthorized", "Unauthorized"
+    AUTHORIZED = "authorized", "Authorized"
+
+
+class CredentialKind(models.TextChoices):
+    USER = "user_credentials", "User Credentials"
+    OAUTH2_CLIENT_CREDENTIALS = "oauth2_client_credentials", "OAuth2 Client Credentials"
+    OAUTH2_AUTHORIZATION_CODE = "oauth2_authorization_code", "OAuth2 Authorization Code"
+
+
+OAUTH2_KINDS = (CredentialKind.OAUTH2_CLIENT_CREDENTIALS, CredentialKind.OAUTH2_AUTHORIZATION_CODE)
 
 
 class UserCredential(TenantOwned):
@@ -35,6 +47,9 @@ class UserCredential(TenantOwned):
         "Letters, digits, '.', '_' and '-'.",
     )
     description = models.TextField(blank=True)
+    # OAuth2 kinds keep the same lifecycle: `username` is the mailbox user (the SASL identity),
+    # `password` the client secret, and `oauth2` the provider settings (see services/oauth2).
+    kind = models.CharField(max_length=32, choices=CredentialKind.choices, default=CredentialKind.USER)
     username = models.CharField("user name", max_length=255)
     password = EncryptedSecretField(validators=[MaxLengthValidator(PASSWORD_MAX_LENGTH)])
     status = models.CharField(max_length=16, choices=CredentialStatus.choices, default=CredentialStatus.STORED)
@@ -47,6 +62,16 @@ class UserCredential(TenantOwned):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     version = models.PositiveIntegerField(default=0, help_text="Deployed version; 0 = never deployed.")
+    # OAuth2: token_url, client_id, scope, provider, directory, issuer, authorization_url
+    # (no secret); the deployed copy is what the runtime uses.
+    oauth2 = models.JSONField("OAuth2 settings", default=dict, blank=True)
+    deployed_oauth2 = models.JSONField("deployed OAuth2 settings", default=dict, blank=True)
+    # OAuth2 Authorization Code: the grant (write-only, replaced when the provider rotates it).
+    refresh_token = EncryptedSecretField("refresh token", null=True, blank=True)
+    refresh_token_env = models.CharField(
+        "refresh token environment variable", max_length=255, blank=True,
+        help_text="Set by apply_config: the variable its file imported the refresh token from.",
+    )
     # Configuration as code: the variable the applied file reads the password from, so that
     # export_config writes back the name the operator chose (empty: a name is derived).
     password_env = models.CharField(
@@ -71,9 +96,13 @@ class UserCredential(TenantOwned):
     def is_deployed(self) -> bool:
         return self.version > 0
 
+    @property
+    def is_oauth2(self) -> bool:
+        return self.kind in OAUTH2_KINDS
+
     def decryption_problem(self) -> str | None:
         """Why a stored password cannot be decrypted with FERNET_KEYS, or None when both can."""
-        for field_name in ("password", "deployed_password"):
+        for field_name in ("password", "deployed_password", "refresh_token"):
             try:
                 getattr(self, field_name)
             except CredentialError as exc:
@@ -94,6 +123,8 @@ class UserCredential(TenantOwned):
         if not self.is_deployed:
             return True
         if self.username != self.deployed_username:
+            return True
+        if (self.oauth2 or {}) != (self.deployed_oauth2 or {}):
             return True
         # Compares plaintexts, or (Undecryptable.__eq__) ciphertexts when a key is missing.
         return self._raw("password") != self._raw("deployed_password")

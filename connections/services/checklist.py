@@ -40,6 +40,7 @@ AUTH_DESCRIPTIONS = {
     Authentication.ENCRYPTED: "User name and password are hashed before being sent to the server",
     Authentication.PLAIN: "User name and password are sent in plain text (only use together with SSL or TLS)",
     Authentication.NONE: "No user name and password are sent; the server must accept the connection without login",
+    Authentication.OAUTH2: "An OAuth2 access token is sent (XOAUTH2 or OAUTHBEARER), only over TLS",
 }
 
 
@@ -220,7 +221,9 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
                           f"Credential Name '{name}' refers to no artifact.", _on_page(c, "#id_credential_name"),
                           "Correct the Credential Name"))
         return items
-    change_url = _url("admin:connections_usercredential_change", cred.pk)
+    from .oauth2 import checklist as oauth2_checklist
+
+    change_url = oauth2_checklist.change_url(cred)
     items.append(Item("credential_exists", OK, "User Credentials artifact exists in this tenant",
                       f"'{cred.name}' (user {cred.username}).", change_url, "Open"))
     problem = cred.decryption_problem()
@@ -241,6 +244,7 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
                           f"Version {cred.version}{when}, no undeployed changes.", change_url, "Open"))
     items.append(Item("credential_name", OK, "Credential Name refers to the artifact",
                       f"Credential Name is '{name}'."))
+    items.extend(oauth2_checklist.items(c, cred))
     return items
 
 
@@ -249,16 +253,18 @@ def _transport_item(c: Connection) -> Item:
     auth = c.authentication
     fails: list[str] = []
     warns: list[str] = []
-    if auth == Authentication.PLAIN and prot == Protection.OFF:
+    secret = "password" if auth != Authentication.OAUTH2 else "access token"
+    if auth in (Authentication.PLAIN, Authentication.OAUTH2) and prot == Protection.OFF:
+        what = "Plain user/password" if auth == Authentication.PLAIN else "OAuth2"
         if c.allow_plain_without_tls:
             warns.append(
-                "Plain user/password without TLS: the password can be read on the network "
+                f"{what} without TLS: the {secret} can be read on the network "
                 "(allowed by 'allow plain login without TLS')."
             )
         else:
             fails.append(
-                "Plain user/password needs STARTTLS mandatory or SSL/TLS, but protection is Off: "
-                "the connection refuses to send the password."
+                f"{what} needs STARTTLS mandatory or SSL/TLS, but protection is Off: "
+                f"the connection refuses to send the {secret}."
             )
     elif c.allow_plain_without_tls:
         warns.append("'Allow plain login without TLS' is on: turn it off unless you need it.")
@@ -423,7 +429,9 @@ def _url(name: str, *args) -> str:
 
 
 def _add_credential_url(c: Connection, name: str) -> str:
-    base = _url("admin:connections_usercredential_add")
+    from .oauth2.checklist import add_url_name
+
+    base = _url(add_url_name(c))
     if not base:
         return ""
     params = {"tenant": c.tenant_id}

@@ -43,6 +43,7 @@ from ..models import (
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
 from .monitoring import alerts_config
+from .oauth2 import config as oauth2_config
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
@@ -88,6 +89,7 @@ _CONNECTION_KEYS = (
     Key("verify_certificate", "verify_certificate", "bool"),
     Key("trusted_ca", "trusted_ca", "str", nullable=True),
     Key("allow_plain_without_tls", "allow_plain_without_tls", "bool"),
+    Key("sasl_mechanism", "sasl_mechanism", "str", nullable=True, choices=("", "xoauth2", "oauthbearer")),
 )
 
 TENANT_KEYS = (
@@ -103,6 +105,8 @@ CREDENTIAL_KEYS = (
     Key("user", "username", "str", required=True),
 )
 CREDENTIAL_EXTRA = ("password_env", "deploy")
+# Artifact states in which nothing is left to deploy.
+SETTLED = (CredentialStatus.DEPLOYED, CredentialStatus.AUTHORIZED, CredentialStatus.UNAUTHORIZED)
 
 OUTBOUND_KEYS = _CONNECTION_KEYS + (
     Key("from", "default_from", "str", required=True),
@@ -139,7 +143,7 @@ STATE_FIELDS = {
     "next_poll_at", "last_poll_at", "last_poll_ok", "last_error", "consecutive_failures", "backoff_until",
     "imap_uidvalidity", "imap_resync", "smtp_max_size", "smtp_max_size_seen_at",
     "password", "status", "status_detail", "deployed_username", "deployed_password", "deployed_at",
-    "deployed_by", "version",
+    "deployed_by", "version", "deployed_oauth2", "refresh_token",
 }
 
 
@@ -231,15 +235,16 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
             # Only an artifact whose deployed values are its current values: applying the
             # export to the same database then changes nothing.
             item["deploy"] = not _has_undeployed_changes(c)
-            entry["credentials"].append(item)
+            entry["credentials"].append(oauth2_config.export(c, item, env_name))
         entry["outbound"] = [
-            {k.key: _to_yaml(k, getattr(o, k.field)) for k in OUTBOUND_KEYS} for o in outs[t.pk]
+            {k.key: _to_yaml(k, getattr(o, k.field)) for k in OUTBOUND_KEYS if k.key not in _omitted(o)}
+            for o in outs[t.pk]
         ]
         entry["inbound"] = []
         for i in ins[t.pk]:
             item = {}
             for k in INBOUND_KEYS:
-                if i.protocol == Protocol.POP3 and k.key in IMAP_ONLY_KEYS:
+                if i.protocol == Protocol.POP3 and k.key in IMAP_ONLY_KEYS or k.key in _omitted(i):
                     continue
                 item[k.key] = _to_yaml(k, getattr(i, k.field))
                 if k.key == "archive_folder":
@@ -250,6 +255,11 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
             entry["alerts"] = alerts
         doc_tenants.append(entry)
     return {"tenants": doc_tenants}
+
+
+def _omitted(connection) -> set[str]:
+    """Optional keys left out of the export while unused (files without OAuth2 stay as they were)."""
+    return set() if connection.sasl_mechanism else {"sasl_mechanism"}
 
 
 class _FlowMap(dict):
@@ -621,16 +631,20 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen: dict[str, str] = {}
         for ci, cnode in enumerate(v.items(f"{tpath}.credentials", tmap.get("credentials"))):
             cpath = f"{tpath}.credentials[{ci}]"
-            cmap = v.mapping(cpath, cnode, [k.key for k in CREDENTIAL_KEYS] + list(CREDENTIAL_EXTRA))
+            cmap = v.mapping(cpath, cnode, [k.key for k in CREDENTIAL_KEYS] + list(CREDENTIAL_EXTRA)
+                             + list(oauth2_config.YAML_KEYS))
             if cmap is None:
                 continue
             cvalues = v.keys(cpath, cmap, CREDENTIAL_KEYS, UserCredential)
             extra: dict[str, Any] = {"deploy": False}
+            secret_key = oauth2_config.secret_key(cmap)
+            cmap = oauth2_config.parse(v, cpath, cmap, extra)  # OAuth2: client_secret_env is the password_env
             env = cmap.get("password_env")
             if "password_env" not in cmap:
-                v.err(f"{cpath}.password_env", "required (the name of the environment variable with the password)")
+                v.err(f"{cpath}.{secret_key}", "required (the name of the environment variable with the "
+                      + ("client secret)" if secret_key != "password_env" else "password)"))
             elif not isinstance(env, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", env):
-                v.err(f"{cpath}.password_env", f"{env!r} is not an environment variable name")
+                v.err(f"{cpath}.{secret_key}", f"{env!r} is not an environment variable name")
             else:
                 extra["password_env"] = env
             if "deploy" in cmap:
@@ -838,6 +852,7 @@ def _plan_and_write(
             password = environ.get(env_name) if env_name else None
             # The model's rules first: an environment problem must not hide them.
             obj = _copy(cur or UserCredential(), c.values)
+            oauth2_diff = oauth2_config.plan(errors, c.path, cur, obj, c.extra, environ)
             _model_errors(errors, c, obj, CREDENTIAL_KEYS)
             if password == "":
                 errors.append(f"{c.path}.password_env: the environment variable {env_name} is empty")
@@ -865,12 +880,14 @@ def _plan_and_write(
             diff: dict[str, tuple[Any, Any]] = {}
             if cur is None:
                 fields = _created(c.values, CREDENTIAL_KEYS)
+                fields.update(oauth2_diff)
                 fields["password_env"] = (None, env_name)
                 fields["password"] = (None, _SECRET)
                 plan.changes.append(Change("create", "credential", t.name, c.name, fields))
                 changed = True
             else:
                 diff = _diff(cur, c.values, CREDENTIAL_KEYS)
+                diff.update(oauth2_diff)
                 old_env = cur.password_env or password_env_name(t.name, c.name)
                 if env_name and env_name != old_env:
                     diff["password_env"] = (old_env, env_name)
@@ -885,8 +902,8 @@ def _plan_and_write(
             # Deploy only when the runtime's values would change: a new description or
             # password_env is no reason for a new version.
             deploy = bool(c.extra.get("deploy")) and (
-                cur is None or "user" in diff or "password" in diff
-                or cur.has_undeployed_changes or cur.status != CredentialStatus.DEPLOYED
+                cur is None or "user" in diff or "password" in diff or bool(set(diff) & set(oauth2_config.SETTINGS))
+                or cur.has_undeployed_changes or cur.status not in SETTLED
             )
             if deploy and user is not None and not _may_deploy(user, tid):
                 errors.append(
@@ -1051,6 +1068,7 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
             obj.tenant = tenants[slug]
             if changed:
                 credential_service.save_artifact(credential=obj, password=password)
+                oauth2_config.after_save(obj)
             if deploy:
                 deploys.append(obj)
         elif step == "alerts":

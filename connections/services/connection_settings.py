@@ -43,7 +43,10 @@ def open_credential(connection: Connection) -> DeployedCredential | None:
             "but names no User Credentials artifact.",
             hint="set the connection's Credential Name to a deployed User Credentials artifact of this tenant",
         )
-    return resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name.strip())
+    credential = resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name.strip())
+    from .oauth2.connect import with_access_token  # OAuth2: the "password" is a fresh access token
+
+    return with_access_token(connection, credential)
 
 
 def mail_settings_for(connection: Connection, *, credential: DeployedCredential | None) -> MailSettings:
@@ -84,6 +87,7 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
         credential_name=credential.name if credential is not None else "",
         credential_version=credential.version if credential is not None else None,
         folder=(getattr(connection, "folder", "") or "INBOX") if protocol == Protocol.IMAP else "INBOX",
+        sasl_mechanism=(getattr(connection, "sasl_mechanism", "") or "") if connection.authentication == "oauth2" else "",
     )
 
 

@@ -164,6 +164,7 @@ class PreparedTest:
     addresses: list[str] = field(default_factory=list)
     sender: str | None = None
     warnings: list[str] = field(default_factory=list)
+    token_step: dict[str, Any] | None = None  # OAuth2: getting the access token
 
 
 def prepare_test(
@@ -193,6 +194,9 @@ def prepare_test(
                          "hint": "", "skipped": False},
     )
     step = prepared.credential_step
+    from .oauth2.connect import token_step
+    from .oauth2.errors import OAuth2Error
+
     try:
         connection.tenant  # noqa: B018 - loaded now, not later in another thread
         credential = open_credential(connection)
@@ -201,7 +205,10 @@ def prepare_test(
         else:
             prepared.password = credential.password
             step["detail"] = {"name": credential.name, "username": credential.username, "version": credential.version}
+            prepared.token_step = token_step(credential=credential)
         prepared.settings = mail_settings_for(connection, credential=credential)
+    except OAuth2Error as exc:
+        prepared.token_step = token_step(error=exc, started=prepared.started)
     except TenantMailError as exc:
         step.update(ok=False, message=exc.message, hint=exc.hint)
     step["duration_ms"] = round((time.perf_counter() - prepared.started) * 1000.0, 2)
@@ -221,8 +228,12 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
     """Phase 3 (database): build the report and store it on the connection (one short UPDATE)."""
     connection, settings = prepared.connection, prepared.settings
     credential_step = prepared.credential_step
-    steps = [credential_step, *(probe["steps"] if probe else [])]
+    steps = [credential_step, *([prepared.token_step] if prepared.token_step else []), *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
+    if not ok:
+        from .oauth2.connect import after_test
+
+        after_test(connection, steps)  # OAuth2: a refused token is not reused
     # The port really used: the default of protocol and protection when the field is empty,
     # also when the test stopped before the settings were built (a credential problem).
     if settings is not None:
@@ -332,6 +343,7 @@ class BackgroundTest:
 # stored report and --json keep everything.
 DETAIL_KEYS: dict[str, list[str]] = {
     "credential": ["name", "username", "version"],
+    "token": ["source", "expires_at", "error"],
     "dns": ["host", "addresses"],
     "tcp": ["address", "port"],
     "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",

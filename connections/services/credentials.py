@@ -20,7 +20,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from ..errors import CredentialError
 from ..fields import KEY_HINT, Undecryptable
-from ..models import CredentialDeployment, CredentialStatus, InboundConnection, OutboundConnection, UserCredential
+from ..models import CredentialDeployment, CredentialKind, CredentialStatus, InboundConnection, OutboundConnection, UserCredential
 from ..models.credentials import PASSWORD_MAX_LENGTH
 from . import tenancy
 
@@ -31,11 +31,14 @@ log = logging.getLogger(__name__)
 class DeployedCredential:
     name: str
     username: str
-    password: str
+    password: str  # for OAuth2 kinds: the access token (see connection_settings.open_credential)
     version: int
+    kind: str = "user_credentials"
+    id: int | None = None
+    token: object = None  # OAuth2: the AccessToken (expiry, cache or provider, timing)
 
     def __repr__(self) -> str:  # never show the secret
-        return f"DeployedCredential(name={self.name!r}, username={self.username!r}, version={self.version})"
+        return f"DeployedCredential(name={self.name!r}, username={self.username!r}, version={self.version}, kind={self.kind!r})"
 
 
 @sensitive_variables("cred")
@@ -58,7 +61,8 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
             ),
         )
     return DeployedCredential(
-        name=cred.name, username=cred.deployed_username, password=cred.deployed_password, version=cred.version
+        name=cred.name, username=cred.deployed_username, password=cred.deployed_password, version=cred.version,
+        kind=cred.kind, id=cred.pk,
     )
 
 
@@ -66,15 +70,23 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
 
 
 def _settled_status(cred: UserCredential) -> str:
-    """Stored while the entered values differ from the deployed ones, else Deployed."""
-    return CredentialStatus.STORED if cred.has_undeployed_changes else CredentialStatus.DEPLOYED
+    """Stored while the entered values differ from the deployed ones, else Deployed (OAuth2
+    Authorization Code: Authorized with a refresh token, else Unauthorized)."""
+    if cred.has_undeployed_changes:
+        return CredentialStatus.STORED
+    if cred.kind == CredentialKind.OAUTH2_AUTHORIZATION_CODE:
+        return CredentialStatus.AUTHORIZED if cred.__dict__.get("refresh_token") else CredentialStatus.UNAUTHORIZED
+    return CredentialStatus.DEPLOYED
 
 
 # What an edit writes: never the deployed values, which only deploy() changes.
-_DEPLOYED_FIELDS = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by"]
-_DEPLOYED_ATTNAMES = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by_id"]
+_DEPLOYED_FIELDS = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by",
+                    "deployed_oauth2", "refresh_token"]
+_DEPLOYED_ATTNAMES = ["version", "deployed_username", "deployed_password", "deployed_at", "deployed_by_id",
+                      "deployed_oauth2", "refresh_token"]
 _ENTERED_FIELDS = [
-    "name", "description", "username", "password", "password_env", "status", "status_detail", "updated_at",
+    "name", "description", "kind", "username", "password", "password_env", "oauth2", "refresh_token_env",
+    "status", "status_detail", "updated_at",
 ]
 
 
@@ -147,10 +159,11 @@ def deploy(*, credential_id: int, user, source: str = "") -> UserCredential:
             failure = None
             cred.deployed_username = cred.username
             cred.deployed_password = password
+            cred.deployed_oauth2 = dict(cred.oauth2 or {}) if cred.is_oauth2 else {}
             cred.version += 1
             cred.deployed_at = timezone.now()
             cred.deployed_by = user if user is not None and user.is_authenticated else None
-            cred.status, cred.status_detail = CredentialStatus.DEPLOYED, ""
+            cred.status, cred.status_detail = _settled_status(cred), ""
             cred.save()
             CredentialDeployment.objects.create(
                 credential=cred, version=cred.version, deployed_at=cred.deployed_at, deployed_by=cred.deployed_by,
@@ -265,7 +278,7 @@ def rotate_keys(*, dry_run: bool = False) -> RotationReport:
             report.artifacts += 1
             values: dict[str, str] = {}
             problems: list[str] = []
-            for field_name in ("password", "deployed_password"):
+            for field_name in ("password", "deployed_password", "refresh_token"):
                 try:
                     value = getattr(cred, field_name)
                 except CredentialError as exc:
@@ -289,11 +302,35 @@ def rotate_keys(*, dry_run: bool = False) -> RotationReport:
                 UserCredential.objects.filter(pk=pk).update(**update)
             report.rotated += 1
             report.secrets += len(values)
+    if not dry_run:
+        _rotate_token_cache(report)
     log.info(
         "credential key rotation%s: %d artifacts, %d rotated (%d secrets), %d failures",
         " (dry run)" if dry_run else "", report.artifacts, report.rotated, report.secrets, len(report.failures),
     )
     return report
+
+
+def _rotate_token_cache(report: RotationReport) -> None:
+    """Cached OAuth2 access tokens and pending PKCE verifiers: re-encrypted, or dropped when no
+    key decrypts them (a cache: the next use asks the provider again)."""
+    from ..models import OAuth2Authorization, OAuth2Token
+
+    for model, field_name in ((OAuth2Token, "access_token"), (OAuth2Authorization, "code_verifier")):
+        for pk in model.objects.order_by("pk").values_list("pk", flat=True).iterator():
+            with transaction.atomic():
+                row = model.objects.select_for_update().filter(pk=pk).first()
+                if row is None:
+                    continue
+                try:
+                    value = getattr(row, field_name)
+                except CredentialError:
+                    value = None
+                if model is OAuth2Authorization and value is None:
+                    row.delete()
+                    continue
+                model.objects.filter(pk=pk).update(**{field_name: value})
+                report.secrets += value is not None
 
 
 def is_undecryptable(value: object) -> bool:

@@ -41,6 +41,9 @@ def diagram_svg(connection: InboundConnection | OutboundConnection) -> str:
         f"{direction.capitalize()} connection {connection.name}: tenant {tenant_name} sends the request to "
         f"{host_port} over {protocol.upper()} ({protection}); mail flows {data_from} to {data_to}."
     )
+    oauth2 = connection.authentication == "oauth2"
+    if oauth2:
+        title += " It logs in with an OAuth2 access token from the credential's provider."
     e = escape
     return f"""<svg xmlns="http://www.w3.org/2000/svg" class="tm-diagram" data-direction="{direction}" \
 viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" style="max-width:100%;height:auto" role="img" aria-labelledby="{uid}-title">
@@ -66,6 +69,7 @@ y2="{DATA_Y}" stroke-width="2" stroke-dasharray="6 3" marker-end="url(#{uid}-hea
 <text x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 22}" font-weight="bold">Tenant</text>
 <text class="label tenant-name" x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 42}">{e(_clip(tenant_name, 24))}</text>
 <text x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 62}" font-size="10">TenantMail ({adapter})</text>
+{f'<text class="label oauth2" x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 80}" font-size="10">login: OAuth2 token</text>' if oauth2 else ""}
 <text x="{RIGHT_X + BOX_W // 2}" y="{BOX_Y + 22}" font-weight="bold">Mail server</text>
 <text class="label host" x="{RIGHT_X + BOX_W // 2}" y="{BOX_Y + 42}">{e(_clip(host_port, 26))}</text>
 <text class="label protocol" x="{mid}" y="{BOX_Y - 22}" font-weight="bold">{e(protocol.upper())}</text>

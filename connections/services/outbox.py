@@ -870,9 +870,11 @@ def _open_session(connection: OutboundConnection):
     from ..mail.smtp import SMTPClient
     from .connection_settings import mail_settings_for, open_credential
 
+    from .oauth2.connect import login
+
     credential = open_credential(connection)
     mail_settings = mail_settings_for(connection, credential=credential)
-    return SMTPClient(mail_settings, credential.password if credential else None)
+    return login(connection, SMTPClient, mail_settings, credential.password if credential else None)
 
 
 def _remember_size(connection: OutboundConnection, max_size: int | None) -> None:

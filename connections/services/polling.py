@@ -37,6 +37,7 @@ from ..models import (
 )
 from . import locks, schedule
 from .monitoring import metrics
+from .oauth2.connect import login
 from .storage import (
     FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
 )
@@ -474,7 +475,7 @@ def _poll_imap(connection, mail_settings, password, result: PollResult, parse: b
             "Post-processing moves mails to an archive folder, but no archive folder is set.",
             hint="set the archive folder of the connection, or choose another post-processing",
         )
-    with IMAPClient(mail_settings, password) as client:
+    with login(connection, IMAPClient, mail_settings, password) as client:
         info = client.select(connection.folder)
         uidvalidity = int(info.uidvalidity)
         if connection.imap_uidvalidity is not None and connection.imap_uidvalidity != uidvalidity:
@@ -797,7 +798,7 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
 
     delete = connection.post_processing == PostProcessing.DELETE
     to_mark: list[int] = []  # StoredMessage pks whose DELE takes effect at QUIT
-    with POP3Client(mail_settings, password) as client:
+    with login(connection, POP3Client, mail_settings, password) as client:
         listing = client.uidl()  # msgnum -> uidl
         by_uidl = {uidl: num for num, uidl in listing.items()}
         known: dict[str, tuple[int, bool]] = {}

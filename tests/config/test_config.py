@@ -268,7 +268,7 @@ def test_every_error_is_listed_and_nothing_is_changed():
     joined = "\n".join(errors)
     assert "tenants[0].inbound[0].port: Ensure this value is less than or equal to 65535." in errors
     assert "tenants[0].inbound[0].schedule.every: expected a whole number of seconds >= 1, got 'soon'" in errors
-    assert "tenants[0].outbound[0].authentication: 'cram' is not one of none, plain, encrypted" in errors
+    assert "tenants[0].outbound[0].authentication: 'cram' is not one of none, plain, encrypted, oauth2" in errors
     assert "tenants[0].outbound[0].max_per_session: expected an integer, got a string 'many'" in errors
     assert "tenants[0].inbound[1].archive_folder: required when post_processing is move" in errors
     assert "tenants[0].inbound[1].timezone: 'Mars/Base' is not a known time zone (e.g. UTC, Europe/Berlin)" in errors
@@ -491,7 +491,7 @@ def test_every_configuration_field_of_the_models_is_in_the_schema():
     """A field added to a model must be exported and applied (or declared state)."""
     for model, keys, extra in (
         (Tenant, config.TENANT_KEYS, set()),
-        (UserCredential, config.CREDENTIAL_KEYS, {"password_env"}),
+        (UserCredential, config.CREDENTIAL_KEYS, {"password_env", *config.oauth2_config.MODEL_FIELDS}),
         (OutboundConnection, config.OUTBOUND_KEYS, set()),
         (InboundConnection, config.INBOUND_KEYS, set(config.SCHEDULE_FIELDS)),
     ):

@@ -184,7 +184,7 @@ def test_panel_shows_the_capabilities_the_issue_names(make_connection, users) ->
     client.post(test_url)
     page = client.get(change_url).content.decode()
     features = page.split('class="tm-connectivity-features">', 1)[1].split("</div>", 1)[0]
-    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN PLAIN", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
+    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN OAUTHBEARER PLAIN XOAUTH2", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
         assert word in features, features
     assert "{&#x27;" not in page  # no Python reprs of the details
 

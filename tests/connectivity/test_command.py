@@ -45,7 +45,7 @@ def test_pass_prints_every_step_with_duration_and_details(make_connection, tenan
     assert "issuer: CN=TenantMail Test CA" in out and "days left:" in out and "verified: yes" in out
     # The capabilities the issue names, in one readable line (after login, where IMAP tells more).
     features = next(line for line in out.splitlines() if "features:" in line)
-    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN PLAIN", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
+    for word in ("STARTTLS yes", "AUTH CRAM-MD5 LOGIN OAUTHBEARER PLAIN XOAUTH2", "IDLE yes", "MOVE yes", "UIDPLUS yes"):
         assert word in features, features
     assert out.strip().splitlines()[-1].startswith("PASS: ")
     assert "protection STARTTLS mandatory, authentication Encrypted user/password" in out.splitlines()[0]
@@ -185,7 +185,7 @@ def test_smtp_features_and_ehlo_lines_read_like_ehlo(make_connection, tenant) ->
     code, out, _ = run(tenant.slug, conn.name)
     assert code == 0, out
     features = next(line for line in out.splitlines() if "features:" in line)
-    for word in ("STARTTLS yes", "AUTH PLAIN LOGIN CRAM-MD5", "SIZE 52428800", "PIPELINING yes"):
+    for word in ("STARTTLS yes", "AUTH PLAIN LOGIN CRAM-MD5 XOAUTH2 OAUTHBEARER", "SIZE 52428800", "PIPELINING yes"):
         assert word in features, features
     extensions = next(line for line in out.splitlines() if "extensions:" in line)
     assert "PIPELINING, SIZE 52428800" in extensions and "=" not in extensions

@@ -139,7 +139,7 @@ def test_submission_offers_auth_only_after_starttls(mail_servers: MailServers) -
         assert smtp.has_extn("starttls") and not smtp.has_extn("auth")
         smtp.starttls(context=_ctx(mail_servers))
         smtp.ehlo()
-        assert set(smtp.esmtp_features["auth"].split()) == {"PLAIN", "LOGIN", "CRAM-MD5"}
+        assert set(smtp.esmtp_features["auth"].split()) == {"PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"}
         assert smtp.has_extn("size") and smtp.has_extn("pipelining")
 
 

@@ -1,0 +1,6 @@
+"""OAuth2 for mail logins: provider endpoints, access tokens (cached, single-flight refresh)
+and the authorization-code flow. See docs/oauth2.md.
+
+    from connections.services.oauth2 import tokens
+    token = tokens.access_token(credential_id=cred.pk)   # AccessToken; .value is the secret
+"""
