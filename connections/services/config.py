@@ -25,7 +25,7 @@ from croniter import croniter
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
-from ..errors import ConfigurationError, TenantMailError, ValidationError
+from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import (
     Authentication,
     CredentialStatus,
@@ -195,8 +195,8 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
         tenants = tenants.filter(slug__in=list(tenant_slugs))
         missing = sorted(set(tenant_slugs) - set(tenants.values_list("slug", flat=True)))
         if missing:
-            raise ConfigurationError(
-                f"No tenant with the slug {', '.join(repr(s) for s in missing)}.",
+            raise NotFound(
+                " ".join(no_tenant(s) for s in missing),
                 hint="list the tenants with `python manage.py export_config` (no arguments)",
             )
     tenants = list(tenants)

@@ -478,7 +478,7 @@ def test_export_command_filters_by_tenant_and_refuses_unknown_slugs():
     document = config.load(out.getvalue())
     assert [t["slug"] for t in document["tenants"]] == ["globex"]
     assert document == config.export(tenant_slugs=["globex"])
-    with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
         call_command("export_config", "nope", stdout=io.StringIO())
 
 
