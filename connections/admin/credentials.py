@@ -17,7 +17,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.template.response import TemplateResponse
 from django.utils.formats import date_format
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -314,13 +316,26 @@ class UserCredentialAdmin(TenantScopedAdmin):
         ]
 
     def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+        """GET: the confirmation (the checklist's "Deploy" link lands here); POST: deploy, then
+        back to `next` (the connection the operator came from) or the artifact."""
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No such object.")
         if not self.has_run_permission(request, obj):
             raise PermissionDenied
+        change_url = reverse(f"{self.admin_site.name}:connections_usercredential_change", args=[obj.pk])
+        back = request.POST.get("next") or request.GET.get("next") or ""
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = ""
+        if request.method == "GET":
+            return TemplateResponse(request, "admin/connections/usercredential/deploy_confirmation.html", {
+                **self.admin_site.each_context(request), "opts": self.opts, "object": obj,
+                "title": f"Deploy '{obj.name}'", "next_version": obj.version + 1, "next": back,
+                "used_by": [str(u) for u in service.used_by(credential=obj)], "cancel_url": back or change_url,
+            })
         try:
             cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
         except TenantMailError as exc:
@@ -329,9 +344,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
             self.message_user(
                 request, f"Deployed '{cred.name}' as version {cred.version}.", messages.SUCCESS
             )
-        return HttpResponseRedirect(
-            reverse(f"{self.admin_site.name}:connections_usercredential_change", args=[obj.pk])
-        )
+        return HttpResponseRedirect(back or change_url)
 
     # --- delete: refused while a connection uses the artifact
 
