@@ -784,6 +784,18 @@ def apply(
         ) from None
 
 
+def _credential_reference(errors: list[str], item: _Item, t: _TenantItem, existing: Mapping[str, Any]) -> None:
+    """A connection may only name a credential that exists in its tenant or that the file creates."""
+    name = (item.values.get("credential_name") or "").strip()
+    if not name or name in existing or name in {c.name for c in t.credentials}:
+        return
+    hint = [n for n in sorted({*existing, *(c.name for c in t.credentials)}) if n.lower() == name.lower()]
+    errors.append(
+        f"{item.path}.credential: no credential named {name!r} exists in tenant {t.name!r} or is created by "
+        f"this file" + (f" (names are case-sensitive: did you mean {hint[0]!r}?)" if hint else "")
+    )
+
+
 def _plan_and_write(
     tenants: list[_TenantItem], *, prune: bool, environ: Mapping[str, str], user: Any, write: bool,
     errors: list[str],
@@ -898,6 +910,7 @@ def _plan_and_write(
                     _inbound_rules(errors, item, obj)
                 else:
                     _outbound_rules(errors, item, obj)
+                _credential_reference(errors, item, t, creds)
                 if cur is None:
                     fields = _created({k: v for k, v in item.values.items() if k not in SCHEDULE_FIELDS}, keys)
                     if kind == "inbound":
