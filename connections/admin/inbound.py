@@ -21,6 +21,7 @@ from ..models import Attachment, InboundConnection, PollOutcome, PollRun, Stored
 from ..services import polling, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
 OUTCOME_COLOURS = {
@@ -59,7 +60,8 @@ class InboundConnectionForm(forms.ModelForm):
 
 
 @admin.register(InboundConnection)
-class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
+class InboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdminMixin, SetupChecklistAdminMixin,
+                          TenantScopedAdmin):
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
     list_display = ["name", "tenant", "protocol", "host", "folder", "enabled", "schedule_text", "next_run",

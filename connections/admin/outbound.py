@@ -21,6 +21,7 @@ from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, Outbox
 from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
 STATUS_COLOURS = {
@@ -70,7 +71,8 @@ class SendTestMailForm(forms.Form):
 
 
 @admin.register(OutboundConnection)
-class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
+class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdminMixin, SetupChecklistAdminMixin,
+                              TenantScopedAdmin):
     form = OutboundConnectionForm
     change_form_template = "admin/connections/outboundconnection/change_form.html"
     list_display = ["name", "tenant", "host", "port", "protection", "authentication", "enabled",
