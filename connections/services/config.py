@@ -18,6 +18,7 @@ import os
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
@@ -42,6 +43,7 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
+from . import pem
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
@@ -154,7 +156,7 @@ def _model_default(model: type[models.Model], name: str) -> Any:
 def _to_yaml(key: Key, value: Any) -> Any:
     if key.nullable and value in ("", None):
         return None
-    return value
+    return pem.normalise_pem(value) if key.field == "trusted_ca" else value
 
 
 # --------------------------------------------------------------------------- export
@@ -590,7 +592,7 @@ def _schedule(v: _Validator, path: str, node: Any) -> dict[str, Any]:
     return out
 
 
-def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
+def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[list[_TenantItem], list[str]]:
     v = _Validator()
     root = v.mapping("(file)", document, ("tenants",)) if document is not None else None
     if document is None:
@@ -641,10 +643,11 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen = {}
         for oi, onode in enumerate(v.items(f"{tpath}.outbound", tmap.get("outbound"))):
             opath = f"{tpath}.outbound[{oi}]"
-            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS])
+            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS] + [pem.CA_FILE_KEY])
             if omap is None:
                 continue
             item = _Item(opath, "", v.keys(opath, omap, OUTBOUND_KEYS, OutboundConnection), set(omap))
+            pem.read_ca_file(mapping=omap, values=item.values, path=opath, base_dir=base_dir, err=v.err)
             item.name = item.values.get("name", "")
             _check_duplicate(v, seen, item, "outbound connection")
             titem.outbound.append(item)
@@ -652,10 +655,11 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen = {}
         for ii, inode in enumerate(v.items(f"{tpath}.inbound", tmap.get("inbound"))):
             ipath = f"{tpath}.inbound[{ii}]"
-            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule"])
+            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY])
             if imap_ is None:
                 continue
             values = v.keys(ipath, imap_, INBOUND_KEYS, InboundConnection)
+            pem.read_ca_file(mapping=imap_, values=values, path=ipath, base_dir=base_dir, err=v.err)
             protocol = values.get("protocol")
             if protocol == Protocol.POP3:
                 for k in IMAP_ONLY_KEYS:
@@ -761,13 +765,15 @@ def apply(
     prune: bool = False,
     environ: Mapping[str, str] | None = None,
     user: Any = None,
+    base_dir: Path | None = None,
 ) -> Plan:
     """Make the database match `document` (parsed YAML); return the plan of changes.
+    `base_dir`: the folder relative `trusted_ca_file` paths are read from (the file's).
 
     Raises ConfigValidationError, listing every problem, before anything is written.
     """
     environ = os.environ if environ is None else environ
-    tenants, errors = _validate_document(document)
+    tenants, errors = _validate_document(document, base_dir)
     if errors or dry_run:
         # With errors, still run the database checks (read only) so that every error is listed.
         plan = _plan_and_write(tenants, prune=prune, environ=environ, user=user, write=False, errors=errors)

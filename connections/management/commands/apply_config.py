@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -61,7 +62,8 @@ class Command(BaseCommand):
         document = None
         try:
             document = config.load(text)
-            plan = config.apply(document, dry_run=dry_run, prune=prune, user=actor)
+            plan = config.apply(document, dry_run=dry_run, prune=prune, user=actor,
+                                base_dir=None if file == "-" else Path(file).resolve().parent)
         except config.ConfigValidationError as exc:
             where = "<stdin>" if file == "-" else file
             located = [(config.line_of(document, e) if document is not None else None, e) for e in exc.errors]
