@@ -18,6 +18,18 @@ def tenant_dashboard(context) -> list:
     return dashboard.tenant_summaries(user=user)
 
 
+@register.simple_tag(takes_context=True)
+def first_steps(context) -> list:
+    """The three first steps while the user sees no connection (connections.services.first_steps)."""
+    from ..services.first_steps import first_steps as steps
+
+    request = context.get("request")
+    user = getattr(request, "user", None) or context.get("user")
+    if user is None or not user.is_authenticated:
+        return []
+    return steps(user=user)
+
+
 @register.filter
 def admin_change_url(connection) -> str:
     from django.urls import NoReverseMatch, reverse
