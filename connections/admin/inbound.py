@@ -21,6 +21,7 @@ from ..models import Attachment, InboundConnection, PollOutcome, PollRun, Stored
 from ..services import polling, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .disclosure import INBOUND_RULES, DisclosureFormMixin, ImapStateFieldsetMixin
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
@@ -36,7 +37,9 @@ def _outcome(value: str) -> str:
     return format_html('<b style="color:{}">{}</b>', OUTCOME_COLOURS.get(value, "#333"), PollOutcome(value).label)
 
 
-class InboundConnectionForm(forms.ModelForm):
+class InboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
+    disclosure_rules = INBOUND_RULES
+
     class Meta:
         model = InboundConnection
         fields = "__all__"
@@ -60,8 +63,8 @@ class InboundConnectionForm(forms.ModelForm):
 
 
 @admin.register(InboundConnection)
-class InboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdminMixin, SetupChecklistAdminMixin,
-                          TenantScopedAdmin):
+class InboundConnectionAdmin(ImapStateFieldsetMixin, CredentialReferenceAdminMixin, ConnectivityTestAdminMixin,
+                             SetupChecklistAdminMixin, TenantScopedAdmin):
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
     list_display = ["name", "tenant", "protocol", "host", "folder", "enabled", "schedule_text", "next_run",

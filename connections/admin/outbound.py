@@ -21,6 +21,7 @@ from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, Outbox
 from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .disclosure import OUTBOUND_RULES, DisclosureFormMixin
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
@@ -32,7 +33,9 @@ STATUS_COLOURS = {
 
 # --- outbound connections ----------------------------------------------------------------
 
-class OutboundConnectionForm(forms.ModelForm):
+class OutboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
+    disclosure_rules = OUTBOUND_RULES
+
     class Meta:
         model = OutboundConnection
         fields = "__all__"
