@@ -27,8 +27,9 @@ def _url(name: str) -> str:
         return ""
 
 
-def first_steps(*, user) -> list[Step]:
-    """The three steps, or [] once the user sees a connection (nothing to start any more)."""
+def first_steps(*, user, can_add=lambda model: True) -> list[Step]:
+    """The three steps, or [] once the user sees a connection (nothing to start any more) or
+    may add nothing. `can_add(model)`: whether the user may add such objects (links only then)."""
     tenants = tenancy.tenants(user, action="view")
     ids = list(tenants.values_list("pk", flat=True))
     if (InboundConnection.objects.filter(tenant_id__in=ids).exists()
@@ -39,17 +40,21 @@ def first_steps(*, user) -> list[Step]:
     guided = _url("admin:connections_add_mailbox")
     steps = [
         Step("Add a tenant", "The company or team whose mail connections you run; give staff users a role in "
-             "it with Memberships.", [("Add tenant", _url("admin:connections_tenant_add"))]
-             if user.has_perm("connections.add_tenant") else [], have_tenant),
+             "it with Memberships.",
+             [("Add tenant", _url("admin:connections_tenant_add"))] if can_add(Tenant) else [], have_tenant),
         Step("Add the mailbox's user name and password",
              "A User Credentials artifact holds them encrypted; Deploy it so that connections can use it.",
-             [("Add User Credentials", _url("admin:connections_usercredential_add"))], have_artifact),
+             [("Add User Credentials", _url("admin:connections_usercredential_add"))]
+             if can_add(UserCredential) else [], have_artifact),
         Step("Add a connection", "Inbound: TenantMail polls a mailbox over IMAP/POP3. Outbound: TenantMail sends "
              "over SMTP. Its setup checklist then says what is missing; run the connectivity test from there.",
-             [("Add inbound connection", _url("admin:connections_inboundconnection_add")),
-              ("Add outbound connection", _url("admin:connections_outboundconnection_add"))], False),
+             [(label, _url(f"admin:connections_{model._meta.model_name}_add"))
+              for label, model in (("Add inbound connection", InboundConnection),
+                                   ("Add outbound connection", OutboundConnection)) if can_add(model)], False),
     ]
-    if guided:
+    if not any(step.links for step in steps):
+        return []  # nothing this user could start with (e.g. staff without a role in a tenant)
+    if guided and can_add(InboundConnection) and can_add(UserCredential):
         steps[1].text += " Or let the guided setup do steps 2 and 3 at once:"
         steps[1].links.append(("Add mailbox (guided)", guided))
     for step in steps:

@@ -25,9 +25,15 @@ def first_steps(context) -> list:
 
     request = context.get("request")
     user = getattr(request, "user", None) or context.get("user")
-    if user is None or not user.is_authenticated:
+    if user is None or not user.is_authenticated or request is None:
         return []
-    return steps(user=user)
+    from django.contrib import admin
+
+    def can_add(model) -> bool:
+        model_admin = admin.site._registry.get(model)
+        return model_admin is not None and model_admin.has_add_permission(request)
+
+    return steps(user=user, can_add=can_add)
 
 
 @register.filter

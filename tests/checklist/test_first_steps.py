@@ -34,3 +34,19 @@ def test_empty_install_says_where_to_start_and_marks_what_is_done(admin_client):
     InboundConnection.objects.create(tenant=tenant, name="in", host="h", credential_name="box")
     html = admin_client.get(reverse("admin:index")).content.decode()
     assert steps(html) == [] and "tm-first-steps" not in html  # started: the dashboard takes over
+
+
+def test_links_only_to_what_the_user_may_add(client, django_user_model):
+    from connections.models import Membership, Role
+
+    tenant = Tenant.objects.create(slug="acme", name="ACME")
+    nobody = django_user_model.objects.create_user("nobody", password="pw", is_staff=True)
+    client.force_login(nobody)
+    assert steps(client.get(reverse("admin:index")).content.decode()) == []  # no role anywhere: nothing to start
+    admin = django_user_model.objects.create_user("tenant-admin", password="pw", is_staff=True)
+    Membership.objects.create(user=admin, tenant=tenant, role=Role.ADMIN)
+    client.force_login(admin)
+    html = client.get(reverse("admin:index")).content.decode()
+    assert [d for d, _ in steps(html)] == ["true", "false", "false"]
+    assert reverse("admin:connections_tenant_add") not in html  # only superusers add tenants
+    assert reverse("admin:connections_inboundconnection_add") in html
