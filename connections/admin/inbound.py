@@ -21,6 +21,7 @@ from ..models import Attachment, InboundConnection, PollOutcome, PollRun, Stored
 from ..services import polling, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .add_mailbox import AddMailboxAdminMixin
 from .disclosure import INBOUND_RULES, DisclosureFormMixin, ImapStateFieldsetMixin
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
@@ -63,8 +64,8 @@ class InboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
 
 
 @admin.register(InboundConnection)
-class InboundConnectionAdmin(ImapStateFieldsetMixin, CredentialReferenceAdminMixin, ConnectivityTestAdminMixin,
-                             SetupChecklistAdminMixin, TenantScopedAdmin):
+class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, CredentialReferenceAdminMixin,
+                             ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
     list_display = ["name", "tenant", "protocol", "host", "folder", "enabled", "schedule_text", "next_run",

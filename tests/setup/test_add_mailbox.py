@@ -1,0 +1,136 @@
+"""Guided setup "Add mailbox" (issue 20, item 5): address and password → settings proposed
+(here from an autoconfig document served on loopback) → edited → tested against the real
+Dovecot and Postfix → artifact deployed and both connections created, in real Chromium."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from connections.models import InboundConnection, OutboundConnection, Tenant, UserCredential
+from connections.services import checklist
+from connections.services.setup import mailbox
+
+from ..browser import ARTIFACTS, launched_chromium
+
+AUTOCONFIG = """<?xml version="1.0"?>
+<clientConfig version="1.1">
+  <emailProvider id="{domain}">
+    <domain>{domain}</domain>
+    <incomingServer type="imap"><hostname>{host}</hostname><port>{imaps}</port><socketType>SSL</socketType>
+      <authentication>password-cleartext</authentication><username>%EMAILADDRESS%</username></incomingServer>
+    <outgoingServer type="smtp"><hostname>{host}</hostname><port>{submission}</port><socketType>STARTTLS</socketType>
+      <authentication>password-cleartext</authentication><username>%EMAILADDRESS%</username></outgoingServer>
+  </emailProvider>
+</clientConfig>"""
+
+
+@pytest.fixture
+def autoconfig_server(mail_servers, settings):
+    """A loopback HTTP server answering /<domain>/config-v1.1.xml (no external network)."""
+    document = AUTOCONFIG.format(domain=mail_servers.domain, host=mail_servers.host, **mail_servers.ports)
+    asked = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            asked.append(self.path)
+            ok = self.path.startswith(f"/{mail_servers.domain}/config-v1.1.xml")
+            body = document.encode() if ok else b"not here"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    settings.TENANTMAIL_AUTOCONFIG_URLS = [f"http://127.0.0.1:{port}/{{domain}}/config-v1.1.xml?emailaddress={{email}}"]
+    settings.TENANTMAIL_AUTODISCOVER_URLS = []
+    settings.TENANTMAIL_DNS_NAMESERVERS = ["127.0.0.1:9"]  # never the real DNS
+    settings.TENANTMAIL_DISCOVERY_TIMEOUT = 2
+    yield asked
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+def test_proposals_from_presets_autoconfig_and_a_guess(autoconfig_server, mail_servers):
+    gmail = mailbox.propose(email="someone@gmail.com")
+    assert (gmail.inbound.host, gmail.inbound.port, gmail.outbound.host) == ("imap.gmail.com", 993, "smtp.gmail.com")
+    assert "Gmail" in gmail.source and autoconfig_server == []  # a preset needs no network
+    m365 = mailbox.propose(email="a@contoso.onmicrosoft.com")
+    assert m365.inbound.host == "outlook.office365.com" and m365.outbound.protection == "starttls_mandatory"
+    found = mailbox.propose(email=f"orders@{mail_servers.domain}")
+    assert (found.inbound.protocol, found.inbound.port, found.inbound.protection) == (
+        "imap", mail_servers.ports["imaps"], "ssl_tls")
+    assert (found.outbound.port, found.outbound.protection) == (mail_servers.ports["submission"], "starttls_mandatory")
+    assert found.source.startswith("the autoconfig document at http://127.0.0.1:")
+    guess = mailbox.propose(email="x@nothing-published.test")
+    assert guess.inbound.host == "imap.nothing-published.test" and "guess" in guess.source
+
+
+@pytest.mark.browser
+@pytest.mark.mailservers
+@pytest.mark.django_db(transaction=True)
+def test_add_mailbox_end_to_end_in_chromium(live_server, settings, mail_servers, autoconfig_server):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    tenant = Tenant.objects.create(slug="acme", name="ACME Corp")
+    get_user_model().objects.create_superuser("root", "root@example.com", "a-long-pass-phrase")
+    address, password = mail_servers.add_user()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with launched_chromium() as browser:
+        page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+        page.fill("#id_username", "root")
+        page.fill("#id_password", "a-long-pass-phrase")
+        page.click("input[type=submit]")
+        # The first screen leads to the guided setup.
+        page.click("text=Add mailbox (guided)")
+        page.wait_for_selector("#tm-add-mailbox-address")
+        page.select_option("#id_tenant", str(tenant.pk))
+        page.fill("#id_email", address)
+        page.fill("#id_password", "wrong-password")
+        page.click("text=Find the server settings")
+        page.wait_for_selector("#tm-add-mailbox-settings")
+        assert "autoconfig document" in page.inner_text(".tm-proposal-source")
+        assert page.input_value("#id_in_port") == str(mail_servers.ports["imaps"])
+        assert page.input_value("#id_out_port") == str(mail_servers.ports["submission"])
+        assert page.input_value("#id_username") == address
+        page.fill("#id_trusted_ca", mail_servers.ca_pem)  # the test servers' private CA: edited by hand
+        page.screenshot(path=str(ARTIFACTS / "add-mailbox-1-proposed.png"), full_page=True)
+        page.click("text=Test and create")
+        # A wrong password: the test fails, says why, nothing is created.
+        page.wait_for_selector("#tm-add-mailbox-results")
+        assert page.get_attribute('.tm-result[data-kind="inbound"]', "data-ok") == "false"
+        assert "authentication" in page.inner_text("#tm-add-mailbox-results").lower()
+        assert not InboundConnection.objects.exists() and not OutboundConnection.objects.exists()
+        page.screenshot(path=str(ARTIFACTS / "add-mailbox-2-failed.png"), full_page=True)
+        assert UserCredential.objects.get(tenant=tenant).version == 0  # stored, not deployed
+
+        # The operator types the right password and renames the inbound connection (every proposed
+        # value is editable); the test passes and everything is created and deployed at once.
+        page.fill("#id_password", password)
+        page.fill("#id_trusted_ca", mail_servers.ca_pem)
+        page.fill("#id_in_name", "orders-in")
+        page.click("text=Test and create")
+        page.wait_for_selector("#setup-checklist")
+        page.screenshot(path=str(ARTIFACTS / "add-mailbox-3-created.png"), full_page=True)
+        assert "the connectivity test passed" in page.inner_text("ul.messagelist")
+        assert page.get_attribute("#setup-checklist", "data-readiness") in ("ready", "needs_attention")
+    inbound = InboundConnection.objects.get(name="orders-in")
+    outbound = OutboundConnection.objects.get()
+    cred = UserCredential.objects.get(tenant=tenant)  # one artifact, the one made in step 1
+    assert cred.name == inbound.credential_name and cred.version == 1 and cred.deployed_username == address
+    assert outbound.credential_name == cred.name and outbound.default_from == address
+    for conn in (inbound, outbound):
+        assert conn.last_test_ok is True
+        assert checklist.evaluation(conn).item("connectivity").state == "ok"
+        assert checklist.evaluation(conn).item("credential_deployed").state == "ok"
+    assert inbound.next_poll_at is not None
