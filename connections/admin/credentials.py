@@ -29,6 +29,7 @@ from ..models.credentials import MASK, PASSWORD_MAX_LENGTH
 from ..services import credentials as service
 from ..services import tenancy
 from .base import TenantScopedAdmin
+from .predeploy import EnteredValuesTestAdminMixin
 
 SECRET_POST_FIELDS = ("new_password", "new_password_confirmation")
 
@@ -104,7 +105,7 @@ def _badge(text: str, colour: str) -> str:
 
 
 @admin.register(UserCredential)
-class UserCredentialAdmin(TenantScopedAdmin):
+class UserCredentialAdmin(EnteredValuesTestAdminMixin, TenantScopedAdmin):
     form = UserCredentialForm
     list_display = [
         "name", "tenant", "username", "password_masked", "status_badge", "version", "deployed_at",
