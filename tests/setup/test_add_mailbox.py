@@ -53,8 +53,8 @@ def autoconfig_server(mail_servers, settings):
     port = server.server_address[1]
     settings.TENANTMAIL_AUTOCONFIG_URLS = [f"http://127.0.0.1:{port}/{{domain}}/config-v1.1.xml?emailaddress={{email}}"]
     settings.TENANTMAIL_AUTODISCOVER_URLS = []
-    settings.TENANTMAIL_DNS_NAMESERVERS = ["127.0.0.1:9"]  # never the real DNS
-    settings.TENANTMAIL_DISCOVERY_TIMEOUT = 2
+    settings.TENANTMAIL_DNS_NAMESERVERS = ["127.0.0.1:9"]  # never the real DNS (nothing answers there)
+    settings.TENANTMAIL_DISCOVERY_TIMEOUT = 1
     yield asked
     server.shutdown()
     server.server_close()
@@ -134,3 +134,61 @@ def test_add_mailbox_end_to_end_in_chromium(live_server, settings, mail_servers,
         assert checklist.evaluation(conn).item("connectivity").state == "ok"
         assert checklist.evaluation(conn).item("credential_deployed").state == "ok"
     assert inbound.next_poll_at is not None
+
+
+@pytest.fixture
+def dns_server(settings):
+    """A loopback DNS server answering SRV queries from a table (RFC 6186 records)."""
+    import socket
+
+    import dns.message
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rrset
+
+    records: dict[str, str] = {}
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except OSError:
+                continue
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text()
+            if question.rdtype == dns.rdatatype.SRV and name in records:
+                reply.answer.append(dns.rrset.from_text(name, 60, dns.rdataclass.IN, dns.rdatatype.SRV, records[name]))
+            else:
+                reply.set_rcode(3)  # NXDOMAIN
+            sock.sendto(reply.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    settings.TENANTMAIL_DNS_NAMESERVERS = [f"127.0.0.1:{sock.getsockname()[1]}"]
+    settings.TENANTMAIL_AUTOCONFIG_URLS = []
+    settings.TENANTMAIL_AUTODISCOVER_URLS = []
+    settings.TENANTMAIL_DISCOVERY_TIMEOUT = 2
+    yield records
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def test_srv_records_propose_the_servers(dns_server):
+    dns_server.update({
+        "_imaps._tcp.srv.test.": "0 1 993 imap.srv.test.",
+        "_imap._tcp.srv.test.": "0 0 0 .",  # "." : not offered (RFC 6186 3.4)
+        "_submission._tcp.srv.test.": "10 1 587 smtp-b.srv.test.",
+    })
+    dns_server["_submissions._tcp.srv.test."] = "0 0 0 ."
+    proposal = mailbox.propose(email="someone@srv.test")
+    assert proposal.source == "DNS SRV records of srv.test"
+    assert (proposal.inbound.host, proposal.inbound.port, proposal.inbound.protection) == ("imap.srv.test", 993, "ssl_tls")
+    assert (proposal.outbound.host, proposal.outbound.port, proposal.outbound.protection) == (
+        "smtp-b.srv.test", 587, "starttls_mandatory")
