@@ -70,7 +70,7 @@ class ImapStateFieldsetMixin:
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None):
         fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
-        if obj is not None and getattr(obj, "protocol", "") == "imap" and obj.last_poll_at is not None:
+        if obj is not None and getattr(obj, "protocol", "") == "imap" and (obj.last_poll_at or obj.imap_resync):
             return fieldsets
         out = []
         for title, options in fieldsets:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from connections.models import InboundConnection, OutboundConnection
 
-from ..browser import ARTIFACTS, launched_chromium
+from ..browser import ARTIFACTS, launched_chromium, sign_in
 from .test_admin_references import _form
 
 
@@ -59,10 +59,7 @@ def test_rows_hide_and_show_in_chromium(live_server, settings, tenant):
     get_user_model().objects.create_superuser("root", "root@example.com", "a-long-pass-phrase")
     with launched_chromium() as browser:
         page = browser.new_context(viewport={"width": 1280, "height": 1000}).new_page()
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/connections/inboundconnection/add/")
-        page.fill("#id_username", "root")
-        page.fill("#id_password", "a-long-pass-phrase")
-        page.click("input[type=submit]")
+        sign_in(page, live_server.url, "root", "a-long-pass-phrase", "/admin/connections/inboundconnection/add/")
         page.wait_for_selector("#id_protocol")
 
         def visible(field: str) -> bool:

@@ -13,7 +13,7 @@ from connections.models import InboundConnection, OutboundConnection, Tenant, Us
 from connections.services import checklist
 from connections.services.setup import mailbox
 
-from ..browser import ARTIFACTS, launched_chromium
+from ..browser import ARTIFACTS, launched_chromium, sign_in
 
 AUTOCONFIG = """<?xml version="1.0"?>
 <clientConfig version="1.1">
@@ -87,10 +87,7 @@ def test_add_mailbox_end_to_end_in_chromium(live_server, settings, mail_servers,
     ARTIFACTS.mkdir(exist_ok=True)
     with launched_chromium() as browser:
         page = browser.new_context(viewport={"width": 1280, "height": 1100}).new_page()
-        page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-        page.fill("#id_username", "root")
-        page.fill("#id_password", "a-long-pass-phrase")
-        page.click("input[type=submit]")
+        sign_in(page, live_server.url, "root", "a-long-pass-phrase")
         # The first screen leads to the guided setup.
         page.click("text=Add mailbox (guided)")
         page.wait_for_selector("#tm-add-mailbox-address")
