@@ -115,6 +115,13 @@ class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, Crede
             return "–"
         items = polling.warnings_for(obj)
         if not items:
+            from ..models import Readiness
+            from ..services import checklist
+
+            if checklist.readiness(obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
+                return format_html('<span style="color:#ba2121">{}</span>',
+                                   "No warnings about these settings, but the connection is Blocked: "
+                                   "see the setup checklist above.")
             return format_html('<span style="color:#417505">{}</span>', "No warnings.")
         return format_html('<ul class="tm-inbound-warnings" style="margin:0;padding-left:1.2em;color:#b36b00">{}</ul>',
                            format_html_join("", "<li>{}</li>", ((w,) for w in items)))

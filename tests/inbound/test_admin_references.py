@@ -47,8 +47,10 @@ def test_saving_a_blocked_connection_warns_why(admin_client, tenant, make_creden
     warning = next(m for m in shown if "is Blocked" in m)
     assert "Saved, but 'new-in' is Blocked" in warning
     assert "No User Credentials artifact named 'orders-typo' exists in this tenant." in warning
-    # Fixed: no warning.
     conn = InboundConnection.objects.get(name="new-in")
+    page = admin_client.get(reverse("admin:connections_inboundconnection_change", args=[conn.pk])).content.decode()
+    assert "No warnings." not in page and "the connection is Blocked: see the setup checklist above" in page
+    # Fixed: no warning.
     data = _form(tenant, make_credential())
     response = admin_client.post(reverse("admin:connections_inboundconnection_change", args=[conn.pk]), data, follow=True)
     assert not any("is Blocked" in str(m) for m in response.context["messages"])
