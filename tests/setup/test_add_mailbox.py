@@ -27,6 +27,18 @@ AUTOCONFIG = """<?xml version="1.0"?>
 </clientConfig>"""
 
 
+AUTODISCOVER = """<?xml version="1.0" encoding="utf-8"?>
+<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/responseschema/2006">
+ <Response xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a">
+  <Account><AccountType>email</AccountType><Action>settings</Action>
+   <Protocol><Type>IMAP</Type><Server>imap.pox.test</Server><Port>993</Port><LoginName>me@pox.test</LoginName>
+    <SSL>on</SSL></Protocol>
+   <Protocol><Type>SMTP</Type><Server>smtp.pox.test</Server><Port>587</Port><Encryption>TLS</Encryption></Protocol>
+  </Account>
+ </Response>
+</Autodiscover>"""
+
+
 @pytest.fixture
 def autoconfig_server(mail_servers, settings):
     """A loopback HTTP server answering /<domain>/config-v1.1.xml (no external network)."""
@@ -44,6 +56,16 @@ def autoconfig_server(mail_servers, settings):
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self):  # noqa: N802 - the autodiscover (POX) request
+            request = self.rfile.read(int(self.headers["Content-Length"]))
+            asked.append(("POST", self.path, request))
+            body = AUTODISCOVER.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def log_message(self, *args):
             pass
 
@@ -52,7 +74,7 @@ def autoconfig_server(mail_servers, settings):
     thread.start()
     port = server.server_address[1]
     settings.TENANTMAIL_AUTOCONFIG_URLS = [f"http://127.0.0.1:{port}/{{domain}}/config-v1.1.xml?emailaddress={{email}}"]
-    settings.TENANTMAIL_AUTODISCOVER_URLS = []
+    settings.TENANTMAIL_AUTODISCOVER_URLS = [f"http://127.0.0.1:{port}/autodiscover/{{domain}}"]
     settings.TENANTMAIL_DNS_NAMESERVERS = ["127.0.0.1:9"]  # never the real DNS (nothing answers there)
     settings.TENANTMAIL_DISCOVERY_TIMEOUT = 1
     yield asked
@@ -61,7 +83,7 @@ def autoconfig_server(mail_servers, settings):
 
 
 @pytest.mark.django_db
-def test_proposals_from_presets_autoconfig_and_a_guess(autoconfig_server, mail_servers):
+def test_proposals_from_presets_autoconfig_autodiscover_and_a_guess(autoconfig_server, mail_servers, settings):
     gmail = mailbox.propose(email="someone@gmail.com")
     assert (gmail.inbound.host, gmail.inbound.port, gmail.outbound.host) == ("imap.gmail.com", 993, "smtp.gmail.com")
     assert "Gmail" in gmail.source and autoconfig_server == []  # a preset needs no network
@@ -72,6 +94,13 @@ def test_proposals_from_presets_autoconfig_and_a_guess(autoconfig_server, mail_s
         "imap", mail_servers.ports["imaps"], "ssl_tls")
     assert (found.outbound.port, found.outbound.protection) == (mail_servers.ports["submission"], "starttls_mandatory")
     assert found.source.startswith("the autoconfig document at http://127.0.0.1:")
+    # No autoconfig document for pox.test (404): the autodiscover answer is used.
+    pox = mailbox.propose(email="me@pox.test")
+    assert pox.source.endswith("/autodiscover/pox.test") and "autodiscover" in pox.source
+    assert (pox.inbound.host, pox.inbound.port, pox.inbound.protection) == ("imap.pox.test", 993, "ssl_tls")
+    assert (pox.outbound.host, pox.outbound.port, pox.outbound.protection) == ("smtp.pox.test", 587, "starttls_mandatory")
+    assert any(a[0] == "POST" and b"<EMailAddress>me@pox.test</EMailAddress>" in a[2] for a in autoconfig_server)
+    settings.TENANTMAIL_AUTODISCOVER_URLS = []
     guess = mailbox.propose(email="x@nothing-published.test")
     assert guess.inbound.host == "imap.nothing-published.test" and "guess" in guess.source
 
