@@ -22,6 +22,15 @@ class ConfigurationError(TenantMailError):
     """A connection, credential or file is set up wrongly."""
 
 
+class NotFound(ConfigurationError):
+    """No tenant or connection of that name. Management commands exit with status 2 on it."""
+
+
+def no_tenant(slug: str) -> str:
+    """The one wording for an unknown tenant slug, everywhere."""
+    return f"No tenant with slug '{slug}'."
+
+
 class CredentialError(TenantMailError):
     """A User Credentials artifact is missing, undeployed or cannot be decrypted."""
 

@@ -106,3 +106,12 @@ def _reason(exc: Exception) -> str:
 
 validate_host = HostValidator()
 validate_pem_certificates = PEMCertificatesValidator()
+
+
+def normalise_pem(text: str | None) -> str:
+    """CRLF/CR -> LF, trailing blanks off each line, one final newline ("" stays "")."""
+    if not text:
+        return ""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    body = "\n".join(lines).strip("\n")
+    return body + "\n" if body else ""

@@ -47,3 +47,11 @@ def launched_chromium() -> Iterator:
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+def sign_in(page, base_url: str, username: str, password: str, next_path: str = "/admin/") -> None:
+    """Sign in to the admin through its login form, landing on `next_path`."""
+    page.goto(f"{base_url}/admin/login/?next={next_path}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")

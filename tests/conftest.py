@@ -24,7 +24,19 @@ def _reachable(url: str, default_port: int) -> tuple[str, int, bool]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Fail at once, with a clear message, when a service the suite needs is down."""
+    """Fail at once, with a clear message, when a service the suite needs is down.
+
+    Says in one line which mail corpus the corpus tests read (tests/mailcorpus): the
+    generated mails, plus the public corpus when it is there; without it CI=true fails."""
+    from tests import mailcorpus
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = mailcorpus.status_line()
+    if reporter:
+        reporter.write_line(line, yellow=mailcorpus.public_dir() is None)
+    if mailcorpus.public_dir() is None and mailcorpus.running_in_ci():
+        pytest.exit(f"CI=true and the public mail corpus is missing at {mailcorpus.public_where()}: "
+                    "put it there or point TENANTMAIL_CORPUS at it.", 1)
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("postgresql"):
         host, port = db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432)

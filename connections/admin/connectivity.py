@@ -97,7 +97,8 @@ class ConnectivityTestAdminMixin:
         # Outbound: the panel's optional "check addresses" box (MAIL FROM/RCPT TO, then RSET).
         addresses = [a for a in re.split(r"[\s,;]+", request.POST.get("_check_addresses", "")) if a]
         self._run_and_report(request, obj, check_addresses=addresses if connection_kind(obj) == "outbound" else [])
-        return HttpResponseRedirect(self._change_url(obj) + "#connectivity-test")
+        # ?tested: the panel repeats the confirmation, so that it and the result are both in view.
+        return HttpResponseRedirect(self._change_url(obj) + "?tested=1#connectivity-test")
 
     def _run_and_report(self, request: HttpRequest, obj: Any, *, check_addresses: list[str] | None = None) -> None:
         running = self._start(request, obj, check_addresses=check_addresses)
@@ -189,8 +190,14 @@ class ConnectivityTestAdminMixin:
             return "Save the connection to test it."
         request = _REQUEST.get()
         can_run = bool(request is not None and self.has_run_permission(request, obj))  # type: ignore[attr-defined]
+        confirmations = []
+        if request is not None and request.GET.get("tested"):
+            from django.contrib.messages import get_messages
+
+            confirmations = list(get_messages(request))  # (also shown at the top, as always)
         return mark_safe(render_connectivity_panel(  # noqa: S308 - the template escapes every value
             obj, test_url=self.connectivity_test_url(obj) if can_run else "", in_form=True,
+            confirmations=confirmations,
         ))
 
     def render_change_form(self, request: HttpRequest, context: dict, add: bool = False, change: bool = False,
@@ -256,7 +263,8 @@ def _own_change_form_exists(opts: Any) -> bool:
         return False
 
 
-def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = False) -> str:
+def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = False,
+                              confirmations: list | None = None) -> str:
     """The last-result panel of one connection (also usable outside the admin)."""
     report = obj.last_test_report if isinstance(obj.last_test_report, dict) else {}
     steps = []
@@ -270,4 +278,5 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
         "warnings": warnings_for(obj), "test_url": test_url, "in_form": in_form,
+        "confirmations": confirmations or [],
     })

@@ -17,7 +17,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import NoReverseMatch, path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
+from django.template.response import TemplateResponse
 from django.utils.formats import date_format
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 
@@ -27,6 +29,7 @@ from ..models.credentials import MASK, PASSWORD_MAX_LENGTH
 from ..services import credentials as service
 from ..services import tenancy
 from .base import TenantScopedAdmin
+from .predeploy import EnteredValuesTestAdminMixin
 
 SECRET_POST_FIELDS = ("new_password", "new_password_confirmation")
 
@@ -102,7 +105,7 @@ def _badge(text: str, colour: str) -> str:
 
 
 @admin.register(UserCredential)
-class UserCredentialAdmin(TenantScopedAdmin):
+class UserCredentialAdmin(EnteredValuesTestAdminMixin, TenantScopedAdmin):
     form = UserCredentialForm
     list_display = [
         "name", "tenant", "username", "password_masked", "status_badge", "version", "deployed_at",
@@ -320,10 +323,10 @@ class UserCredentialAdmin(TenantScopedAdmin):
             *super().get_urls(),
         ]
 
-    def _object_to_run(self, request: HttpRequest, object_id: str):
-        """The artifact of a POSTed button (deploy, authorize), or the response refusing it."""
-        if request.method != "POST":
-            return None, HttpResponseNotAllowed(["POST"])
+    def _object_to_run(self, request: HttpRequest, object_id: str, *, methods: tuple[str, ...] = ("POST",)):
+        """The artifact of a button (deploy, authorize), or the response refusing it."""
+        if request.method not in methods:
+            return None, HttpResponseNotAllowed(list(methods))
         obj = self.get_object(request, unquote(object_id))
         if obj is None:
             raise Http404("No such object.")
@@ -332,9 +335,22 @@ class UserCredentialAdmin(TenantScopedAdmin):
         return obj, None
 
     def deploy_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        obj, refused = self._object_to_run(request, object_id)
+        """GET: the confirmation (the checklist's "Deploy" link lands here); POST: deploy, then
+        back to `next` (the connection the operator came from) or the artifact."""
+        obj, refused = self._object_to_run(request, object_id, methods=("GET", "POST"))
         if refused is not None:
             return refused
+        change_url = reverse(f"{self.admin_site.name}:connections_{self.opts.model_name}_change", args=[obj.pk])
+        back = request.POST.get("next") or request.GET.get("next") or ""
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = ""
+        if request.method == "GET":
+            return TemplateResponse(request, "admin/connections/usercredential/deploy_confirmation.html", {
+                **self.admin_site.each_context(request), "opts": self.opts, "object": obj,
+                "title": f"Deploy '{obj.name}'", "next_version": obj.version + 1, "next": back,
+                "used_by": [str(u) for u in service.used_by(credential=obj)], "cancel_url": back or change_url,
+            })
         try:
             cred = service.deploy(credential_id=obj.pk, user=request.user, source="admin")
         except TenantMailError as exc:
@@ -343,9 +359,7 @@ class UserCredentialAdmin(TenantScopedAdmin):
             self.message_user(
                 request, f"Deployed '{cred.name}' as version {cred.version}.", messages.SUCCESS
             )
-        return HttpResponseRedirect(
-            reverse(f"{self.admin_site.name}:connections_{self.opts.model_name}_change", args=[obj.pk])
-        )
+        return HttpResponseRedirect(back or change_url)
 
     # --- delete: refused while a connection uses the artifact
 

@@ -21,6 +21,9 @@ from ..models import Attachment, InboundConnection, PollOutcome, PollRun, Stored
 from ..services import polling, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .add_mailbox import AddMailboxAdminMixin
+from .disclosure import INBOUND_RULES, DisclosureFormMixin, ImapStateFieldsetMixin
+from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
 OUTCOME_COLOURS = {
@@ -35,7 +38,9 @@ def _outcome(value: str) -> str:
     return format_html('<b style="color:{}">{}</b>', OUTCOME_COLOURS.get(value, "#333"), PollOutcome(value).label)
 
 
-class InboundConnectionForm(forms.ModelForm):
+class InboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
+    disclosure_rules = INBOUND_RULES
+
     class Meta:
         model = InboundConnection
         fields = "__all__"
@@ -59,7 +64,8 @@ class InboundConnectionForm(forms.ModelForm):
 
 
 @admin.register(InboundConnection)
-class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
+class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, CredentialReferenceAdminMixin,
+                             ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
     list_display = ["name", "tenant", "protocol", "host", "folder", "enabled", "schedule_text", "next_run",
@@ -110,6 +116,13 @@ class InboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixi
             return "–"
         items = polling.warnings_for(obj)
         if not items:
+            from ..models import Readiness
+            from ..services import checklist
+
+            if checklist.readiness(obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
+                return format_html('<span style="color:#ba2121">{}</span>',
+                                   "No warnings about these settings, but the connection is Blocked: "
+                                   "see the setup checklist above.")
             return format_html('<span style="color:#417505">{}</span>', "No warnings.")
         return format_html('<ul class="tm-inbound-warnings" style="margin:0;padding-left:1.2em;color:#b36b00">{}</ul>',
                            format_html_join("", "<li>{}</li>", ((w,) for w in items)))

@@ -21,6 +21,8 @@ from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, Outbox
 from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
+from .disclosure import OUTBOUND_RULES, DisclosureFormMixin
+from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 
 STATUS_COLOURS = {
@@ -31,7 +33,9 @@ STATUS_COLOURS = {
 
 # --- outbound connections ----------------------------------------------------------------
 
-class OutboundConnectionForm(forms.ModelForm):
+class OutboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
+    disclosure_rules = OUTBOUND_RULES
+
     class Meta:
         model = OutboundConnection
         fields = "__all__"
@@ -70,7 +74,8 @@ class SendTestMailForm(forms.Form):
 
 
 @admin.register(OutboundConnection)
-class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
+class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdminMixin, SetupChecklistAdminMixin,
+                              TenantScopedAdmin):
     form = OutboundConnectionForm
     change_form_template = "admin/connections/outboundconnection/change_form.html"
     list_display = ["name", "tenant", "host", "port", "protection", "authentication", "enabled",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from ..validators import validate_host, validate_pem_certificates
+from ..validators import normalise_pem, validate_host, validate_pem_certificates
 from .credentials import credential_name_validator
 from .tenancy import TenantOwned
 
@@ -89,3 +89,7 @@ class ConnectionBase(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        self.trusted_ca = normalise_pem(self.trusted_ca)  # one line end: exported as a YAML block
+        super().save(*args, **kwargs)

@@ -233,11 +233,12 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
     elif cred.version == 0:
         items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
                           f"'{cred.name}' has never been deployed: the connection cannot log in.",
-                          change_url, "Deploy"))
+                          _deploy_url(cred, c), "Deploy"))
     elif cred.has_undeployed_changes:
-        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+        # The connection keeps working with the deployed version: attention, not Blocked.
+        items.append(Item("credential_deployed", WARN, "User Credentials artifact is deployed",
                           f"'{cred.name}' has changes that are not deployed; the connection still uses "
-                          f"version {cred.version}.", change_url, "Deploy"))
+                          f"version {cred.version}. Deploy to use them.", _deploy_url(cred, c), "Deploy"))
     else:
         when = f" on {_when(cred.deployed_at)}" if cred.deployed_at else ""
         items.append(Item("credential_deployed", OK, "User Credentials artifact is deployed",
@@ -321,10 +322,8 @@ def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredentia
         return Item("connectivity", WARN, label, "Not tested yet.", link, "Test connection")
     summary = (c.last_test_summary or "").strip().rstrip(".")
     detail = _when(c.last_test_at) + (f": {summary}" if summary else "")
-    if not c.last_test_ok:
-        return Item("connectivity", FAIL, label, f"Failed {detail}.", link, "Test connection")
-    # A pass says little once the password or the settings it was made with have changed
-    # (a redeploy may well have brought a wrong password): ask for a new test.
+    # A result says little once the password or the settings it was made with have changed
+    # (a redeploy may have brought a wrong password, or fixed the cause of a failure).
     reasons = []
     cred = creds.get((c.tenant_id, (c.credential_name or "").strip()))
     if (c.authentication != Authentication.NONE and cred is not None and cred.deployed_at
@@ -333,6 +332,12 @@ def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredentia
     changed = _changed_since_test(c)
     if changed:
         reasons.append("changed since: " + ", ".join(changed))
+    if not c.last_test_ok:
+        if reasons:
+            return Item("connectivity", WARN, label,
+                        f"The last test failed, but the settings or the credential changed since; run the "
+                        f"test again ({'; '.join(reasons)}). Failed {detail}.", link, "Test again")
+        return Item("connectivity", FAIL, label, f"Failed {detail}.", link, "Test connection")
     if reasons:
         return Item("connectivity", WARN, label,
                     f"Test is older than the last deploy/change; run it again ({'; '.join(reasons)}). "
@@ -426,6 +431,15 @@ def _url(name: str, *args) -> str:
         return reverse(name, args=args)
     except NoReverseMatch:
         return ""
+
+
+def _deploy_url(cred: UserCredential, c: Connection) -> str:
+    """The artifact's deploy confirmation, coming back to the connection afterwards."""
+    from .oauth2.checklist import ADMIN_MODEL
+
+    base = _url(f"admin:connections_{ADMIN_MODEL.get(cred.kind, 'usercredential')}_deploy", cred.pk)
+    back = _on_page(c, "#setup-checklist") if c.pk else ""
+    return f"{base}?{urlencode({'next': back})}" if base and back.startswith("/") else base
 
 
 def _add_credential_url(c: Connection, name: str) -> str:

@@ -18,6 +18,7 @@ import os
 import re
 import zoneinfo
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
@@ -25,7 +26,7 @@ from croniter import croniter
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 
-from ..errors import ConfigurationError, TenantMailError, ValidationError
+from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import (
     Authentication,
     CredentialStatus,
@@ -42,6 +43,7 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
+from . import pem
 from .monitoring import alerts_config
 from .oauth2 import config as oauth2_config
 
@@ -141,7 +143,7 @@ STATE_FIELDS = {
     "id", "tenant", "created_at", "updated_at",
     "last_test_at", "last_test_ok", "last_test_summary", "last_test_report",
     "next_poll_at", "last_poll_at", "last_poll_ok", "last_error", "consecutive_failures", "backoff_until",
-    "imap_uidvalidity", "imap_resync", "smtp_max_size", "smtp_max_size_seen_at",
+    "imap_uidvalidity", "imap_resync", "imap_uid_next", "imap_uid_scope", "smtp_max_size", "smtp_max_size_seen_at",
     "password", "status", "status_detail", "deployed_username", "deployed_password", "deployed_at",
     "deployed_by", "version", "deployed_oauth2", "refresh_token",
 }
@@ -159,7 +161,7 @@ def _model_default(model: type[models.Model], name: str) -> Any:
 def _to_yaml(key: Key, value: Any) -> Any:
     if key.nullable and value in ("", None):
         return None
-    return value
+    return pem.normalise_pem(value) if key.field == "trusted_ca" else value
 
 
 # --------------------------------------------------------------------------- export
@@ -200,8 +202,8 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
         tenants = tenants.filter(slug__in=list(tenant_slugs))
         missing = sorted(set(tenant_slugs) - set(tenants.values_list("slug", flat=True)))
         if missing:
-            raise ConfigurationError(
-                f"No tenant with the slug {', '.join(repr(s) for s in missing)}.",
+            raise NotFound(
+                " ".join(no_tenant(s) for s in missing),
                 hint="list the tenants with `python manage.py export_config` (no arguments)",
             )
     tenants = list(tenants)
@@ -604,7 +606,7 @@ def _schedule(v: _Validator, path: str, node: Any) -> dict[str, Any]:
     return out
 
 
-def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
+def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[list[_TenantItem], list[str]]:
     v = _Validator()
     root = v.mapping("(file)", document, ("tenants",)) if document is not None else None
     if document is None:
@@ -659,10 +661,11 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen = {}
         for oi, onode in enumerate(v.items(f"{tpath}.outbound", tmap.get("outbound"))):
             opath = f"{tpath}.outbound[{oi}]"
-            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS])
+            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS] + [pem.CA_FILE_KEY])
             if omap is None:
                 continue
             item = _Item(opath, "", v.keys(opath, omap, OUTBOUND_KEYS, OutboundConnection), set(omap))
+            pem.read_ca_file(mapping=omap, values=item.values, path=opath, base_dir=base_dir, err=v.err)
             item.name = item.values.get("name", "")
             _check_duplicate(v, seen, item, "outbound connection")
             titem.outbound.append(item)
@@ -670,10 +673,11 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen = {}
         for ii, inode in enumerate(v.items(f"{tpath}.inbound", tmap.get("inbound"))):
             ipath = f"{tpath}.inbound[{ii}]"
-            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule"])
+            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY])
             if imap_ is None:
                 continue
             values = v.keys(ipath, imap_, INBOUND_KEYS, InboundConnection)
+            pem.read_ca_file(mapping=imap_, values=values, path=ipath, base_dir=base_dir, err=v.err)
             protocol = values.get("protocol")
             if protocol == Protocol.POP3:
                 for k in IMAP_ONLY_KEYS:
@@ -781,13 +785,15 @@ def apply(
     prune: bool = False,
     environ: Mapping[str, str] | None = None,
     user: Any = None,
+    base_dir: Path | None = None,
 ) -> Plan:
     """Make the database match `document` (parsed YAML); return the plan of changes.
+    `base_dir`: the folder relative `trusted_ca_file` paths are read from (the file's).
 
     Raises ConfigValidationError, listing every problem, before anything is written.
     """
     environ = os.environ if environ is None else environ
-    tenants, errors = _validate_document(document)
+    tenants, errors = _validate_document(document, base_dir)
     if errors or dry_run:
         # With errors, still run the database checks (read only) so that every error is listed.
         plan = _plan_and_write(tenants, prune=prune, environ=environ, user=user, write=False, errors=errors)
@@ -802,6 +808,18 @@ def apply(
             "The database changed while the file was being applied; nothing was written.",
             hint="apply the file again",
         ) from None
+
+
+def _credential_reference(errors: list[str], item: _Item, t: _TenantItem, existing: Mapping[str, Any]) -> None:
+    """A connection may only name a credential that exists in its tenant or that the file creates."""
+    name = (item.values.get("credential_name") or "").strip()
+    if not name or name in existing or name in {c.name for c in t.credentials}:
+        return
+    hint = [n for n in sorted({*existing, *(c.name for c in t.credentials)}) if n.lower() == name.lower()]
+    errors.append(
+        f"{item.path}.credential: no credential named {name!r} exists in tenant {t.name!r} or is created by "
+        f"this file" + (f" (names are case-sensitive: did you mean {hint[0]!r}?)" if hint else "")
+    )
 
 
 def _plan_and_write(
@@ -928,6 +946,7 @@ def _plan_and_write(
                     _inbound_rules(errors, item, obj)
                 else:
                     _outbound_rules(errors, item, obj)
+                _credential_reference(errors, item, t, creds)
                 if cur is None:
                     fields = _created({k: v for k, v in item.values.items() if k not in SCHEDULE_FIELDS}, keys)
                     if kind == "inbound":

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from django.db import connections as db_connections
 from django.utils import timezone
 
-from ..errors import ConfigurationError, TenantMailError
+from ..errors import ConfigurationError, NotFound, TenantMailError, no_tenant
 from ..mail.probe import run_probe
 from ..mail.settings import PROTECTIONS, default_port
 from ..models import InboundConnection, OutboundConnection, Tenant
@@ -49,7 +49,7 @@ MODELS: dict[str, type[InboundConnection] | type[OutboundConnection]] = {
 MAX_CHECK_ADDRESSES = 50
 
 
-class ConnectionNotFound(TenantMailError):
+class ConnectionNotFound(NotFound):
     """No connection of that name (or id) in the tenant, or the name is ambiguous."""
 
 
@@ -81,7 +81,7 @@ def find_connection(*, tenant_slug: str, name: str, kind: Kind | None = None) ->
     if tenant is None:
         known = ", ".join(Tenant.objects.order_by("slug").values_list("slug", flat=True)[:20])
         raise ConnectionNotFound(
-            f"No tenant with slug '{tenant_slug}'.", hint=f"known tenants: {known or 'none'}"
+            no_tenant(tenant_slug), hint=f"known tenants: {known or 'none'}"
         )
     kinds = [kind] if kind else ["inbound", "outbound"]
     found = [obj for k in kinds for obj in MODELS[k].objects.filter(tenant=tenant, name=name)]
@@ -107,7 +107,7 @@ def tenant_connections(*, tenant_slug: str, kind: Kind | None = None) -> list[Co
     """Every connection of the tenant (inbound first, by name), or of one kind."""
     tenant = Tenant.objects.filter(slug=tenant_slug).first()
     if tenant is None:
-        raise ConnectionNotFound(f"No tenant with slug '{tenant_slug}'.")
+        raise ConnectionNotFound(no_tenant(tenant_slug))
     kinds = [kind] if kind else ["inbound", "outbound"]
     found = [c for k in kinds for c in MODELS[k].objects.filter(tenant=tenant).select_related("tenant").order_by("name")]
     if not found:

@@ -11,7 +11,7 @@ from django.utils.html import escape
 from ..mail.settings import default_port
 from ..models import InboundConnection, OutboundConnection, Protection
 
-WIDTH, HEIGHT = 600, 170
+WIDTH, HEIGHT = 600, 190
 BOX_W, BOX_H, BOX_Y = 170, 96, 44
 LEFT_X, RIGHT_X = 10, WIDTH - 10 - BOX_W
 ARROW_X1, ARROW_X2 = LEFT_X + BOX_W, RIGHT_X  # the gap the arrows cross
@@ -33,7 +33,9 @@ def diagram_svg(connection: InboundConnection | OutboundConnection) -> str:
     tenant_name = connection.tenant.name if connection.tenant_id else ""
     uid = f"tm-{'in' if inbound else 'out'}-{connection.pk or 'new'}"
     direction = "inbound" if inbound else "outbound"
-    adapter = "mail sender adapter" if inbound else "mail receiver adapter"
+    # The operator's words first, the SAP adapter name after (issue 20).
+    caption = ("Inbound: TenantMail polls IMAP/POP3 (mail sender adapter)" if inbound
+               else "Outbound: TenantMail sends over SMTP (mail receiver adapter)")
     data_from, data_to = ("server", "tenant") if inbound else ("tenant", "server")
     dx1, dx2 = (ARROW_X2, ARROW_X1) if inbound else (ARROW_X1, ARROW_X2)
     mid = (ARROW_X1 + ARROW_X2) // 2
@@ -68,8 +70,9 @@ y2="{DATA_Y}" stroke-width="2" stroke-dasharray="6 3" marker-end="url(#{uid}-hea
 <text class="request-mark" x="{mid}" y="{REQUEST_Y + 4}" font-weight="bold">R</text>
 <text x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 22}" font-weight="bold">Tenant</text>
 <text class="label tenant-name" x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 42}">{e(_clip(tenant_name, 24))}</text>
-<text x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 62}" font-size="10">TenantMail ({adapter})</text>
+<text x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 62}" font-size="10">TenantMail</text>
 {f'<text class="label oauth2" x="{LEFT_X + BOX_W // 2}" y="{BOX_Y + 80}" font-size="10">login: OAuth2 token</text>' if oauth2 else ""}
+<text class="label caption" x="{WIDTH // 2}" y="{BOX_Y + BOX_H + 26}" font-size="12">{caption}</text>
 <text x="{RIGHT_X + BOX_W // 2}" y="{BOX_Y + 22}" font-weight="bold">Mail server</text>
 <text class="label host" x="{RIGHT_X + BOX_W // 2}" y="{BOX_Y + 42}">{e(_clip(host_port, 26))}</text>
 <text class="label protocol" x="{mid}" y="{BOX_Y - 22}" font-weight="bold">{e(protocol.upper())}</text>

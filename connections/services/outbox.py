@@ -31,7 +31,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from ..errors import ConfigurationError, TenantMailError, ValidationError
+from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, Tenant
 from . import mime
 from .mime import AttachmentIn
@@ -122,14 +122,14 @@ def resolve_connection(*, tenant: str | int | Tenant, connection: str | int) -> 
         qs = qs.filter(tenant_id=tenant)
     else:
         if not Tenant.objects.filter(slug=tenant).exists():
-            raise ConfigurationError(f"No tenant with the slug '{tenant}'.", hint="see the tenants in the admin")
+            raise NotFound(no_tenant(tenant), hint="see the tenants in the admin")
         qs = qs.filter(tenant__slug=tenant)
     lookup = {"pk": connection} if isinstance(connection, int) else {"name": connection}
     try:
         return qs.get(**lookup)
     except OutboundConnection.DoesNotExist:
         names = ", ".join(qs.values_list("name", flat=True)[:20]) or "none"
-        raise ConfigurationError(
+        raise NotFound(
             f"The tenant has no outbound connection named '{connection}'.",
             hint=f"its outbound connections: {names}",
         ) from None

@@ -863,8 +863,11 @@ def _fast_parse(raw: bytes) -> ParsedMessage | None:
         return None
     if not top.get_content_type().startswith("multipart/"):
         return _fast_single(raw, body_start, top)
+    crlf = raw.count(b"\r\n")
+    if crlf and (crlf != raw.count(b"\n") or crlf != raw.count(b"\r")):
+        return None  # mixed line ends: the email package splits them its own way
     result = ParsedMessage()
-    linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"
+    linesep = "\r\n" if crlf else "\n"
     bodies: dict[str, list[str]] = {"text": [], "html": []}
     leaves: list[tuple] = []
     if not _fast_multipart(raw, body_start, len(raw), top, "", result, leaves, linesep, 0):

@@ -18,6 +18,24 @@ def tenant_dashboard(context) -> list:
     return dashboard.tenant_summaries(user=user)
 
 
+@register.simple_tag(takes_context=True)
+def first_steps(context) -> list:
+    """The three first steps while the user sees no connection (connections.services.first_steps)."""
+    from ..services.first_steps import first_steps as steps
+
+    request = context.get("request")
+    user = getattr(request, "user", None) or context.get("user")
+    if user is None or not user.is_authenticated or request is None:
+        return []
+    from django.contrib import admin
+
+    def can_add(model) -> bool:
+        model_admin = admin.site._registry.get(model)
+        return model_admin is not None and model_admin.has_add_permission(request)
+
+    return steps(user=user, can_add=can_add)
+
+
 @register.filter
 def admin_change_url(connection) -> str:
     from django.urls import NoReverseMatch, reverse

@@ -66,5 +66,5 @@ def test_tenant_filter_and_json():
     with pytest.raises(CommandError) as info:
         call_command("check_setup", "globex", "--json", stdout=io.StringIO())
     assert info.value.returncode == 1
-    with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
         call_command("check_setup", "nope", stdout=io.StringIO())

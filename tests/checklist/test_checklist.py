@@ -106,12 +106,16 @@ def test_deployed_item_never_deployed_then_changed_then_redeployed(acme):
     conn = f.inbound(acme)
     got = items(conn)["credential_deployed"]
     assert got.state == "fail" and "never been deployed" in got.detail
-    assert got.link == f"/admin/connections/usercredential/{cred.pk}/change/" and got.link_label == "Deploy"
+    back = f"/admin/connections/inboundconnection/{conn.pk}/change/#setup-checklist"
+    assert urlparse(got.link).path == f"/admin/connections/usercredential/{cred.pk}/deploy/"
+    assert parse_qs(urlparse(got.link).query) == {"next": [back]} and got.link_label == "Deploy"
     cred = credential_service.deploy(credential_id=cred.pk, user=None)
     assert items(conn)["credential_deployed"].state == "ok"
     credential_service.save_artifact(credential=cred, password="a-new-password")
     got = items(conn)["credential_deployed"]
-    assert got.state == "fail" and "changes that are not deployed" in got.detail and "version 1" in got.detail
+    # The connection keeps working with version 1: Needs attention ("deploy to use it"), not Blocked.
+    assert got.state == "warn" and "changes that are not deployed" in got.detail and "version 1" in got.detail
+    assert "Deploy to use them" in got.detail and "/deploy/?next=" in got.link
     credential_service.deploy(credential_id=cred.pk, user=None)
     got = items(conn)["credential_deployed"]
     assert got.state == "ok" and "Version 2" in got.detail
@@ -206,12 +210,31 @@ def test_a_pass_before_the_inbound_protocol_changed_is_only_a_warning(acme):
     assert items(conn)["connectivity"].state == "warn"
 
 
-def test_a_failed_test_stays_failed_after_a_change(acme):
-    f.credential(acme)
-    conn = f.outbound(acme, last_test_ok=False, last_test_summary="535 auth failed")
+def test_a_failed_test_older_than_a_change_asks_for_a_new_test(acme):
+    """A failure whose cause may be fixed no longer blocks: Needs attention, "run it again"."""
+    cred = f.credential(acme)
+    conn = _recorded_test(f.outbound(acme))
+    type(conn).objects.filter(pk=conn.pk).update(last_test_ok=False, last_test_summary="535 auth failed")
+    conn.refresh_from_db()
+    assert items(conn)["connectivity"].state == "fail"
+    conn.save()  # saved unchanged: still the same failure
+    assert items(conn)["connectivity"].state == "fail"
+    assert checklist.readiness(conn) == Readiness.BLOCKED
     conn.host = "elsewhere.example"
     conn.save()
+    got = items(conn)["connectivity"]
+    assert got.state == "warn" and "run the test again" in got.detail and "host" in got.detail, got
+    assert "535 auth failed" in got.detail and got.link_label == "Test again"
+    assert checklist.readiness(conn) == Readiness.NEEDS_ATTENTION
+    # The credential deployed again after the failed test: the same.
+    conn = _recorded_test(f.outbound(acme, "o2"))
+    type(conn).objects.filter(pk=conn.pk).update(last_test_ok=False, last_test_summary="535 auth failed")
+    conn.refresh_from_db()
     assert items(conn)["connectivity"].state == "fail"
+    credential_service.save_artifact(credential=cred, password="the-right-one")
+    credential_service.deploy(credential_id=cred.pk, user=None)
+    got = items(conn)["connectivity"]
+    assert got.state == "warn" and "was deployed again" in got.detail, got
 
 
 def test_dates_have_one_compact_format_and_no_double_period(acme):

@@ -44,6 +44,7 @@ def test_outbound_request_and_data_flow_from_tenant_to_server():
     assert "R" in texts
     assert "SMTP" in texts and "smtp.acme.example:587" in texts and "STARTTLS mandatory" in texts
     assert "ACME Corp" in texts
+    assert "Outbound: TenantMail sends over SMTP (mail receiver adapter)" in texts
     assert root.get("data-direction") == "outbound"
 
 
@@ -56,6 +57,7 @@ def test_inbound_request_to_server_but_data_from_server_to_tenant(protocol, port
     assert points_from_to(arrows["data"], boxes) == ("server", "tenant")
     assert arrows["data"].get("data-from") == "server" and arrows["data"].get("data-to") == "tenant"
     assert label in texts and f"imap.acme.example:{port}" in texts and "SSL/TLS" in texts
+    assert "Inbound: TenantMail polls IMAP/POP3 (mail sender adapter)" in texts
 
 
 def test_labels_are_escaped():

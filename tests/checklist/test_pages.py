@@ -8,6 +8,7 @@ from datetime import datetime, timezone as dt_timezone
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from connections.models import InboundConnection, OutboundConnection, OutboxMessage, StoredMessage
 
@@ -49,6 +50,10 @@ def test_stored_messages_list_says_from(client, root):
 def test_imap_resync_is_a_state_not_a_red_cross(client, root):
     t = f.tenant("acme")
     conn = f.inbound(t)
+    # Before the first poll the state means nothing and is not shown (issue 20: forms that fit).
+    page = client.get(f"/admin/connections/inboundconnection/{conn.pk}/change/").content.decode()
+    assert "field-imap_resync_state" not in page
+    InboundConnection.objects.filter(pk=conn.pk).update(last_poll_at=timezone.now())
     page = client.get(f"/admin/connections/inboundconnection/{conn.pk}/change/").content.decode()
     row = re.search(r'field-imap_resync_state.*?</div>\s*</div>', page, re.S).group(0)
     assert "icon-no" not in row and 'data-state="idle"' in row

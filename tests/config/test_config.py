@@ -189,10 +189,37 @@ def test_an_existing_credential_keeps_its_password_when_the_variable_is_unset():
     assert UserCredential.objects.get().password == "s3cret-orders"
 
 
-def test_connection_with_unknown_credential_name_is_applied():
-    plan = apply_text(BASE.replace("credential: acme-mailbox\n        post", "credential: nobody-has-this\n        post"))
-    assert plan.applied
-    assert InboundConnection.objects.get().credential_name == "nobody-has-this"
+def test_a_reference_to_a_credential_nobody_has_is_refused_with_its_line(tmp_path, monkeypatch):
+    text = BASE.replace("credential: acme-mailbox\n        post", "credential: nobody-has-this\n        post")
+    assert refused(text) == [
+        "tenants[0].inbound[0].credential: no credential named 'nobody-has-this' exists in tenant 'acme' or is "
+        "created by this file",
+    ]
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    path = tmp_path / "dangling.yaml"
+    path.write_text(text)
+    err = io.StringIO()
+    with pytest.raises(CommandError) as info:
+        call_command("apply_config", str(path), stderr=err)
+    line = text.splitlines().index("        credential: nobody-has-this") + 1
+    assert info.value.returncode == 1
+    assert err.getvalue().startswith(f"{path}:{line}: tenants[0].inbound[0].credential: no credential named")
+    assert counts() == (0, 0, 0, 0)
+    # One that exists already (not in the file), or that the file creates, is fine; a near miss is named.
+    apply_text(BASE)
+    no_creds = BASE.replace("""    credentials:
+      - name: acme-mailbox
+        description: Orders mailbox owner
+        user: orders@acme.example
+        password_env: ACME_MAILBOX_PASSWORD
+        deploy: true
+""", "")
+    assert apply_text(no_creds).empty
+    assert refused(no_creds.replace("credential: acme-mailbox\n        from", "credential: ACME-mailbox\n        from")) == [
+        "tenants[0].outbound[0].credential: no credential named 'ACME-mailbox' exists in tenant 'acme' or is "
+        "created by this file (names are case-sensitive: did you mean 'acme-mailbox'?)",
+    ]
 
 
 def test_unquoted_off_is_read_as_the_protection_off():
@@ -478,7 +505,7 @@ def test_export_command_filters_by_tenant_and_refuses_unknown_slugs():
     document = config.load(out.getvalue())
     assert [t["slug"] for t in document["tenants"]] == ["globex"]
     assert document == config.export(tenant_slugs=["globex"])
-    with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
         call_command("export_config", "nope", stdout=io.StringIO())
 
 

@@ -304,18 +304,14 @@ def test_line_of_names_the_line_of_the_place():
     assert config.line_of(document, "tenants[7].name: x") is not None  # the nearest known place
 
 
-def test_a_connection_naming_no_artifact_is_applied_and_its_checklist_shows_the_gap():
-    from connections.services import checklist
-
+def test_a_connection_naming_no_artifact_is_refused():
+    """Issue 20: references that cannot dangle (it was applied, with a Blocked checklist)."""
     text = ISSUE_EXAMPLE.replace("credential: acme-mailbox         # Credential Name", "credential: acme-nobody")
-    plan = apply_text(text)
-    assert plan.applied and ("create", "outbound", "acme/smtp-main") in [(c.action, c.kind, c.label) for c in plan.changes]
-    outbound = OutboundConnection.objects.get()
-    assert outbound.credential_name == "acme-nobody"
-    item = checklist.evaluation(outbound).item("credential_exists")
-    assert item.state == "fail"
-    assert item.detail == "No User Credentials artifact named 'acme-nobody' exists in this tenant."
-    assert checklist.evaluation(InboundConnection.objects.get()).item("credential_exists").state == "ok"
+    assert refused(text) == [
+        "tenants[0].outbound[0].credential: no credential named 'acme-nobody' exists in tenant 'acme' or is "
+        "created by this file",
+    ]
+    assert not OutboundConnection.objects.exists() and not InboundConnection.objects.exists()
 
 
 def test_deploying_as_a_user_without_the_role_is_refused_before_writing(tmp_path, monkeypatch):

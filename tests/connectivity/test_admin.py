@@ -77,7 +77,7 @@ def test_button_runs_the_test_stores_and_reports(make_connection, users, role) -
         assert page.count("tm-connectivity-test") >= 2  # object tools + panel
 
         response = client.post(test_url, follow=True)
-        assert response.redirect_chain[-1][0].endswith(change_url + "#connectivity-test")
+        assert response.redirect_chain[-1][0].endswith(change_url + "?tested=1#connectivity-test")
         shown = [str(m) for m in response.context["messages"]]
         assert any("test passed" in m for m in shown), shown
         conn.refresh_from_db()

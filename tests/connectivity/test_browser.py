@@ -23,6 +23,13 @@ def browser():
         yield b
 
 
+
+def in_view(page, selector: str) -> bool:
+    """The element is inside the browser window as it stands (no scrolling)."""
+    return page.eval_on_selector(selector, "e => { const r = e.getBoundingClientRect();"
+                                           " return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0; }")
+
+
 def test_operator_presses_test_connection(browser, live_server, settings, make_connection, tenant) -> None:
     settings.SESSION_COOKIE_SECURE = False  # the live server speaks plain HTTP
     settings.CSRF_COOKIE_SECURE = False
@@ -48,6 +55,9 @@ def test_operator_presses_test_connection(browser, live_server, settings, make_c
         page.click("#content .object-tools button.tm-connectivity-test")
     assert "test passed" in page.inner_text("ul.messagelist")
     assert page.get_attribute("#connectivity-test .tm-connectivity-outcome", "data-ok") == "1"
+    # Results in view (issue 20): the page lands on the result, and the confirmation is there too.
+    assert "test passed" in page.inner_text("#connectivity-test .tm-confirmation")
+    assert in_view(page, "#connectivity-test .tm-confirmation") and in_view(page, ".tm-connectivity-outcome")
     page.screenshot(path=str(ARTIFACTS / "connectivity-passed.png"), full_page=True)
     good.refresh_from_db()
     assert good.last_test_ok is True
@@ -59,6 +69,8 @@ def test_operator_presses_test_connection(browser, live_server, settings, make_c
     message = page.inner_text("ul.messagelist")
     assert "FAILED at tls" in message and "mail.example.org" in message and "hint:" in message
     assert page.get_attribute("#connectivity-test .tm-connectivity-outcome", "data-ok") == "0"
+    assert "FAILED at tls" in page.inner_text("#connectivity-test .tm-confirmation")
+    assert in_view(page, "#connectivity-test .tm-confirmation") and in_view(page, ".tm-connectivity-outcome")
     assert page.is_visible('#connectivity-test tr[data-step="tls"]')
     page.screenshot(path=str(ARTIFACTS / "connectivity-failed.png"), full_page=True)
     bad.refresh_from_db()

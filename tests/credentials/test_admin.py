@@ -116,13 +116,34 @@ def test_deploy_button_and_history(world):
     page = client.get(change_url(cred)).content.decode()
     assert deploy_url(cred) in page and ">Deploy<" in page
     assert password_inputs(page) == []  # operator: may deploy, may not change
-    assert client.get(deploy_url(cred)).status_code == 405  # deploy only by POST
+    # GET only asks (the checklist's "Deploy" link lands here); deploying takes the POST.
+    confirm = client.get(deploy_url(cred))
+    assert confirm.status_code == 200 and "Yes, deploy" in confirm.content.decode()
+    assert UserCredential.objects.get(pk=cred.pk).version == 0
+    assert client.put(deploy_url(cred)).status_code == 405
     response = client.post(deploy_url(cred), follow=True)
     assert "Deployed &#x27;sales-box&#x27; as version 1." in response.content.decode()
     fresh = UserCredential.objects.get(pk=cred.pk)
     assert fresh.version == 1 and fresh.deployed_by == world.operator_a
     hist = client.get(reverse("admin:connections_usercredential_history", args=[cred.pk])).content.decode()
     assert "Deployed version 1" in hist and "operator_a" in hist
+
+
+def test_deploy_confirmation_returns_to_the_connection(world):
+    from connections.models import InboundConnection
+
+    cred = make_credential(world.tenant_a, "sales-box")
+    conn = InboundConnection.objects.create(tenant=world.tenant_a, name="in-1", host="h", credential_name="sales-box")
+    back = reverse("admin:connections_inboundconnection_change", args=[conn.pk]) + "#setup-checklist"
+    client = world.client(world.operator_a)
+    page = client.get(deploy_url(cred), {"next": back}).content.decode()
+    assert "inbound connection &#x27;in-1&#x27;" in page and f'value="{back}"' in page
+    response = client.post(deploy_url(cred), {"next": back})
+    assert response.status_code == 302 and response["Location"] == back
+    assert UserCredential.objects.get(pk=cred.pk).version == 1
+    # Elsewhere is not a place to go back to.
+    response = client.post(deploy_url(cred), {"next": "https://evil.example/"})
+    assert response["Location"] == change_url(cred)
 
 
 def test_deploy_action(world):

@@ -49,7 +49,7 @@ def test_poll_mailbox_failure_exit_status(mail_servers, mailbox, make_inbound):
 
 
 def test_unknown_names_are_clear_errors(tenant):
-    with pytest.raises(CommandError, match="No tenant with the slug 'nope'"):
+    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
         call_command("poll_mailbox", "nope", "x")
     with pytest.raises(CommandError, match="has no inbound connection named 'x'"):
         call_command("export_messages", tenant.slug, "x", "--out", "/tmp/never")

@@ -1,4 +1,4 @@
-"""The whole public corpus appended to a Dovecot mailbox, polled over IMAP and over POP3:
+"""The whole corpus (generated, plus the public one when present) appended to a Dovecot mailbox, polled over IMAP and over POP3:
 every mail stored, byte for byte what the server hands out, nothing crashes."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from connections.models import PollOutcome, StoredMessage
 from connections.services.polling import poll
 
-from .conftest import corpus_files
+from tests.mailcorpus import corpus_files
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 

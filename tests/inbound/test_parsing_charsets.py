@@ -9,24 +9,18 @@ import pytest
 
 from connections.services.parsing import ParsedMessage, _codec_for, decode_bytes, parse_bytes
 
-from .conftest import corpus_dir, corpus_files
+from tests.mailcorpus import cases, corpus_files
 
 _SINGLE_BYTE = ["windows-1251", "koi8-r", "iso-8859-1", "latin1", "windows-1252", "iso-8859-2", "iso-8859-5",
                 "us-ascii", "x-mac-cyrillic", "cp866"]
 
 
-def _corpus(rel: str) -> bytes:
-    root = corpus_dir()
-    match = [p for p in corpus_files() if str(p.relative_to(root)) == rel]
-    assert match, f"{rel} not in the corpus"
-    return match[0].read_bytes()
-
-
 def test_corpus_utf8_labelled_windows_1251_reads_as_utf8():
-    parsed = parse_bytes(_corpus("SpamScope__mail-parser/tests/mails/mail_test_4"))
-    assert "Protección" in parsed.html_body
-    assert "ProtecciГіn" not in parsed.html_body
-    assert any("labelled windows-1251 is UTF-8" in p for p in parsed.problems), parsed.problems
+    for where, raw in cases("charset-traps/utf8-labelled-windows-1251.eml", "SpamScope__mail-parser/tests/mails/mail_test_4"):
+        parsed = parse_bytes(raw)
+        assert "Protección" in parsed.html_body, where
+        assert "ProtecciГіn" not in parsed.html_body, where
+        assert any("labelled windows-1251 is UTF-8" in p for p in parsed.problems), (where, parsed.problems)
 
 
 @pytest.mark.parametrize("charset", _SINGLE_BYTE)
@@ -92,7 +86,8 @@ def test_single_byte_corpus_parts_that_are_not_utf8_keep_their_charset():
 
 
 def test_corpus_cyrillic_headers_still_decode():
-    parsed = parse_bytes(_corpus("mikel__mail/spec/fixtures/emails/plain_emails/raw_email_bad_time.eml"))
-    assert parsed.from_header.startswith("Атиков")
-    parsed = parse_bytes(_corpus("php-mime-mail-parser__php-mime-mail-parser/tests/mails/m0021"))
-    assert "Путін" in parsed.subject
+    for where, raw in cases("headers/koi8-r-B.eml",
+                            "mikel__mail/spec/fixtures/emails/plain_emails/raw_email_bad_time.eml"):
+        assert parse_bytes(raw).from_header.startswith("Атиков"), where
+    for where, raw in cases("headers/windows-1251-Q.eml", "php-mime-mail-parser__php-mime-mail-parser/tests/mails/m0021"):
+        assert "Путін" in parse_bytes(raw).subject, where

@@ -9,7 +9,6 @@ import re
 import tempfile
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 
@@ -22,19 +21,14 @@ from connections.mail.errors import (
     ProtocolError,
     TLSError,
 )
-
+from tests.mailcorpus import corpus_files
 
 pytestmark = pytest.mark.mailservers
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "public"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/public")
-
 
 def corpus_mails() -> list[bytes]:
-    files = sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.name not in ("MANIFEST.tsv", "SOURCES.md"))
-    assert len(files) > 200, f"the public corpus is missing at {CORPUS}"
-    return [p.read_bytes() for p in files]
+    """The corpus of tests/mailcorpus: generated mails, plus the public corpus when present."""
+    return [p.read_bytes() for p in corpus_files()]
 
 
 def mail(i: int, size: int = 0) -> bytes:

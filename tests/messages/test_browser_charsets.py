@@ -1,6 +1,7 @@
-"""Mails of the public corpus, one per charset, shown as readable text in real Chromium.
+"""Mails of the corpus, one per charset, shown as readable text in real Chromium.
 
-For each charset in ../shared/corpus/public we take a mail with a text part in it, store
+For each charset in the corpus (tests/mailcorpus: the generated mails, plus
+../shared/corpus/public when present) we take a mail with a text part in it, store
 it, open its page, and look for a probe: a line of that part decoded independently here
 with Python's codec (preferably one with non-ASCII letters). Mojibake, a wrong charset
 label or escaped entities would make the probe miss.
@@ -11,20 +12,19 @@ import codecs
 import email
 import email.policy
 import html
-import os
 import re
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.urls import reverse
+
+from tests.mailcorpus import corpus_files, corpus_name
 
 from . import mailfactory
 from .browser import chromium, open_context, screenshot  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CORPUS = Path(os.environ.get("TENANTMAIL_CORPUS") or Path(settings.BASE_DIR).parent / "shared" / "corpus" / "public")
 # Python knows these under other names, or (like browsers, per the WHATWG Encoding
 # standard) reads them as their supersets; x-unknown cannot be read by anyone.
 ALIASES = {"x-mac-cyrillic": "mac_cyrillic", "ks_c_5601-1987": "cp949", "gb2312": "gb18030", "big5": "big5hkscs"}
@@ -81,11 +81,9 @@ def _single_byte(charset: str) -> bool:
 
 def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
     """charset -> (file, subtype, probe), the first readable example of each charset."""
-    if not CORPUS.is_dir():
-        pytest.fail(f"The public corpus is missing at {CORPUS}; set TENANTMAIL_CORPUS to its folder.")
     chosen: dict[str, tuple[Path, str, str]] = {}
     quality: dict[str, tuple[bool, bool, bool]] = {}
-    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in {".md", ".tsv"}):
+    for path in corpus_files():
         try:
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
             parts = [p for p in msg.walk() if not p.is_multipart() and p.get_content_maintype() == "text"]
@@ -119,13 +117,12 @@ def corpus_by_charset() -> dict[str, tuple[Path, str, str]]:
     return chosen
 
 
-CHARSETS = corpus_by_charset() if CORPUS.is_dir() else {}
+CHARSETS = corpus_by_charset()
 
 
 def test_corpus_has_the_charsets_we_expect():
-    assert CORPUS.is_dir(), f"The public corpus is missing at {CORPUS}; set TENANTMAIL_CORPUS."
-    # (The corpus's one big5 mail is not valid big5 — spam with mislabelled bytes — so it
-    # cannot serve as a readable example.)
+    # (The public corpus's one big5 mail is not valid big5 — spam with mislabelled bytes —
+    # so a generated one serves as the readable example.)
     expected = {"utf-8", "iso-8859-1", "us-ascii", "iso-2022-jp", "shift_jis", "euc-jp", "euc-kr",
                 "ks_c_5601-1987", "gb2312", "windows-1251", "windows-1252", "x-mac-cyrillic",
                 "utf-16le", "utf-16be"}
@@ -149,7 +146,7 @@ def test_charset_shown_as_readable_text(chromium, live_server, tenants, charset)
             shown += "\n" + frame.inner_text("body")
     shown = " ".join(shown.split())
     screenshot(page, f"charset-{charset}")
-    assert probe in shown, f"{path.relative_to(CORPUS)} ({charset} {subtype}): {probe!r} not shown"
+    assert probe in shown, f"{corpus_name(path)} ({charset} {subtype}): {probe!r} not shown"
     assert watch.outside == []  # corpus mails reference remote images; none may load
     context.close()
 
@@ -185,7 +182,7 @@ def _decoded_fragments(value: str) -> list[tuple[str, str]]:
 def corpus_header_cases() -> dict[str, tuple[Path, str, str]]:
     """charset -> (file, where, probe) for encoded words in Subject, From or a file name."""
     chosen: dict[str, tuple[Path, str, str]] = {}
-    for path in sorted(p for p in CORPUS.rglob("*") if p.is_file() and p.suffix not in {".md", ".tsv"}):
+    for path in corpus_files():
         try:
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
             values = [("subject", str(msg.get("Subject") or "")), ("from", str(msg.get("From") or ""))]
@@ -208,7 +205,7 @@ def corpus_header_cases() -> dict[str, tuple[Path, str, str]]:
     return chosen
 
 
-HEADER_CASES = corpus_header_cases() if CORPUS.is_dir() else {}
+HEADER_CASES = corpus_header_cases()
 
 
 def test_corpus_has_the_header_charsets_we_expect():
@@ -230,7 +227,7 @@ def test_encoded_headers_in_every_charset_shown_as_readable_text(chromium, live_
         region = {"subject": "h1", "from": "dl.headers", "filename": "main"}[where]
         shown = " ".join(page.inner_text(region).split())
         if probe not in shown:
-            missed.append(f"{path.relative_to(CORPUS)} ({charset} {where}): {probe!r} not in {shown[:200]!r}")
+            missed.append(f"{corpus_name(path)} ({charset} {where}): {probe!r} not in {shown[:200]!r}")
         screenshot(page, f"charset-header-{charset}")
     assert not missed, "\n".join(missed)
     assert watch.outside == []

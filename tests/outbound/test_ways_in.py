@@ -127,7 +127,7 @@ def test_command_errors_are_clear(make_connection):
     with pytest.raises(CommandError, match="no outbound connection named 'nope'"):
         call_command("send_message", conn.tenant.slug, "nope", "--to", "a@example.test", "--subject", "s",
                      "--body", "b")
-    with pytest.raises(CommandError, match="No tenant with the slug"):
+    with pytest.raises(CommandError, match="No tenant with slug"):
         call_command("send_message", "no-such-tenant", "smtp-main", "--to", "a@example.test", "--subject", "s",
                      "--body", "b")
     with pytest.raises(CommandError, match="Not queued: To: 'bad' is not a valid"):

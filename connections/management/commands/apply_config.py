@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error, usage_error
 from connections.services import config
 
 
@@ -46,7 +48,7 @@ class Command(BaseCommand):
 
             actor = get_user_model().objects.filter(username=user, is_active=True).first()
             if actor is None:
-                raise CommandError(f"No active user named '{user}'.")
+                raise usage_error(f"No active user named '{user}'.")
         try:
             if file == "-":
                 text = sys.stdin.read()
@@ -54,13 +56,14 @@ class Command(BaseCommand):
                 with open(file, encoding="utf-8") as fh:
                     text = fh.read()
         except OSError as exc:
-            raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
+            raise usage_error(f"Cannot read {file}: {exc.strerror}.") from None
         except UnicodeDecodeError:
-            raise CommandError(f"{file} is not UTF-8 text.") from None
+            raise usage_error(f"{file} is not UTF-8 text.") from None
         document = None
         try:
             document = config.load(text)
-            plan = config.apply(document, dry_run=dry_run, prune=prune, user=actor)
+            plan = config.apply(document, dry_run=dry_run, prune=prune, user=actor,
+                                base_dir=None if file == "-" else Path(file).resolve().parent)
         except config.ConfigValidationError as exc:
             where = "<stdin>" if file == "-" else file
             located = [(config.line_of(document, e) if document is not None else None, e) for e in exc.errors]
@@ -71,7 +74,7 @@ class Command(BaseCommand):
                 f"{len(exc.errors)} error{'s' if len(exc.errors) != 1 else ''} in {where}; nothing was changed."
             ) from None
         except TenantMailError as exc:
-            raise CommandError(f"{exc} Nothing was changed.") from None
+            raise command_error(exc, suffix=" Nothing was changed.") from None
         for line in plan.lines():
             self.stdout.write(line)
         if check and not plan.empty:

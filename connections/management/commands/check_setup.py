@@ -5,6 +5,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from connections.errors import no_tenant
+from connections.management.exits import usage_error
 from connections.models import Readiness, Tenant
 from connections.services import checklist
 from connections.services.monitoring import runtime
@@ -34,7 +36,7 @@ class Command(BaseCommand):
         if tenant_slug:
             tenant = Tenant.objects.filter(slug=tenant_slug).first()
             if tenant is None:
-                raise CommandError(f"No tenant with the slug '{tenant_slug}'.")
+                raise usage_error(no_tenant(tenant_slug))
             tenant_ids = [tenant.pk]
         evaluations = checklist.evaluate_many(checklist.connections_for(tenant_ids=tenant_ids))
         blocked = sum(1 for e in evaluations if e.readiness == Readiness.BLOCKED)

@@ -1,9 +1,10 @@
 """Write the configuration of tenants, credentials and connections as YAML to stdout."""
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error
 from connections.services import config
 
 
@@ -27,5 +28,5 @@ class Command(BaseCommand):
         try:
             document = config.export(tenant_slugs=tenant_slugs or None)
         except TenantMailError as exc:
-            raise CommandError(str(exc)) from None
+            raise command_error(exc) from None
         self.stdout.write(HEADER + config.dump(document), ending="")

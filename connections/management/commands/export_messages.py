@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error
 from connections.services import polling, storage
 
 
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         try:
             connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
         except TenantMailError as exc:
-            raise CommandError(str(exc)) from None
+            raise command_error(exc) from None
         try:
             result = storage.export_raw(connection_id=connection.pk, out_dir=out)
         except OSError as exc:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error
 from connections.models import PollOutcome
 from connections.services import polling
 
@@ -14,8 +15,8 @@ class Command(BaseCommand):
     help = (
         "Poll the inbound connection CONNECTION-NAME of the tenant TENANT-SLUG once, now (the "
         "mailbox lock and every post-processing rule apply as in a scheduled poll), and print a "
-        "summary. Exit status: 0 success, 1 failed or some mails failed, 2 skipped because "
-        "another poll of the mailbox is running."
+        "summary. Exit status: 0 success; 1 failed, some mails failed, or skipped because "
+        "another poll of the mailbox is running; 2 unknown tenant or connection."
     )
 
     def add_arguments(self, parser) -> None:
@@ -27,15 +28,13 @@ class Command(BaseCommand):
         try:
             connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
         except TenantMailError as exc:
-            raise CommandError(str(exc)) from None
+            raise command_error(exc) from None
         result = polling.poll(connection_id=connection.pk, trigger="command")
         if json:
             self.stdout.write(_json_dumps({"tenant": tenant_slug, "connection": connection_name, **result.to_dict()}))
         else:
             self.stdout.write(f"{tenant_slug}/{connection_name}: {result.summary()}")
-        if result.outcome == PollOutcome.LOCKED:
-            raise SystemExit(2)
-        if result.outcome != PollOutcome.SUCCESS:
+        if result.outcome != PollOutcome.SUCCESS:  # failed, partly failed, or locked by another poll
             raise SystemExit(1)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error, usage_error
 from connections.models import OutboxStatus
 from connections.services import outbox
 from connections.services.mime import AttachmentIn, split_addresses
@@ -23,11 +24,11 @@ def _read_text(path: str, what: str) -> str:
     try:
         data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
-        raise CommandError(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from None
+        raise usage_error(f"Cannot read the {what} file {path}: {exc.strerror or exc}.") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise CommandError(f"The {what} file {path} is not UTF-8 text.") from None
+        raise usage_error(f"The {what} file {path} is not UTF-8 text.") from None
 
 
 class Command(BaseCommand):
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         try:
             connection = outbox.resolve_connection(tenant=opts["tenant"], connection=opts["connection"])
         except TenantMailError as exc:
-            raise CommandError(str(exc)) from None
+            raise command_error(exc) from None
         held = ("disabled" if not connection.enabled
                 else "of an inactive tenant" if not connection.tenant.active else "")
         if held and opts["now"]:
@@ -71,7 +72,7 @@ class Command(BaseCommand):
             )
         to, cc, bcc = split_addresses(opts["to"]), split_addresses(opts["cc"]), split_addresses(opts["bcc"])
         if not (to or cc or bcc):
-            raise CommandError("Give at least one recipient with --to, --cc or --bcc.")
+            raise usage_error("Give at least one recipient with --to, --cc or --bcc.")
         text = opts["body"] if opts["body"] is not None else _read_text(opts["body_file"], "body")
         html = _read_text(opts["html_file"], "HTML") if opts["html_file"] else ""
         attachments = []
@@ -79,14 +80,14 @@ class Command(BaseCommand):
             try:
                 content = Path(path).read_bytes()
             except OSError as exc:
-                raise CommandError(f"Cannot read the attachment {path}: {exc.strerror or exc}.") from None
+                raise usage_error(f"Cannot read the attachment {path}: {exc.strerror or exc}.") from None
             ctype = mimetypes.guess_type(path, strict=False)[0] or "application/octet-stream"
             attachments.append(AttachmentIn(Path(path).name, content, ctype))
         headers = {}
         for item in opts["header"]:
             name, sep, value = item.partition(":")
             if not sep:
-                raise CommandError(f"--header {item!r} is not of the form Name:Value.")
+                raise usage_error(f"--header {item!r} is not of the form Name:Value.")
             headers[name.strip()] = value.strip()
 
         try:

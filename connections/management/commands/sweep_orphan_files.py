@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from connections.errors import TenantMailError
+from connections.management.exits import command_error, usage_error
 from connections.services import orphans
 
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         try:
             result = orphans.sweep_orphan_files(min_age=timedelta(hours=older_than), dry_run=dry_run)
         except TenantMailError as exc:
-            raise CommandError(str(exc)) from None
+            raise (usage_error(str(exc)) if older_than < 1 else command_error(exc)) from None
         if as_json:
             self.stdout.write(json.dumps(result.to_dict()))
             return

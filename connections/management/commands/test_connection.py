@@ -1,7 +1,7 @@
 """`manage.py test_connection <tenant-slug> <connection-name>`: the connectivity test from the shell.
 
 Exit status: 0 the test passed, 1 it failed, 2 it could not run (unknown tenant or connection,
-ambiguous name, bad options). `--json` prints one JSON object (the stored report) instead of
+ambiguous name, options that do not fit). `--json` prints one JSON object (the stored report) instead of
 the step-by-step text. The password is never printed.
 """
 from __future__ import annotations
@@ -10,9 +10,10 @@ import json
 import sys
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from connections.errors import TenantMailError
+from connections.errors import ConfigurationError, TenantMailError, ValidationError
+from connections.management.exits import command_error
 from connections.models import Authentication, Protection
 from connections.services.connectivity import (
     ConnectionNotFound,
@@ -26,7 +27,7 @@ class Command(BaseCommand):
     help = (
         "Run the connectivity test of a connection (DNS, TCP, TLS, greeting, capabilities, "
         "authentication, then folders/STAT/address checks) and store the result on it. "
-        "Exit 0 when it passes, 1 when it fails, 2 when it cannot run."
+        "Exit 0 when it passes, 1 when it fails, 2 for an unknown tenant or connection or bad options."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -68,7 +69,8 @@ class Command(BaseCommand):
         except TenantMailError as exc:
             if as_json:
                 self.stdout.write(json.dumps({"ok": False, "error": exc.message, "hint": exc.hint}))
-            raise CommandError(str(exc), returncode=2) from None
+            # probe_connection raises only for options that do not fit the connection: usage.
+            raise command_error(exc, usage=(ValidationError, ConfigurationError)) from None
 
         ok = all(r.ok for r in results)
         if options["all_connections"]:
