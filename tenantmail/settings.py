@@ -251,6 +251,17 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp
 # EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
 TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")
 TENANTMAIL_EMAIL_CONNECTION = env.str("TENANTMAIL_EMAIL_CONNECTION", default="")
+# Networks no mail connection may reach, checked after name resolution (comma-separated
+# CIDRs; empty: none). Default: link-local and cloud metadata addresses. docs/security.md.
+TENANTMAIL_BLOCKED_NETWORKS = env.str("TENANTMAIL_BLOCKED_NETWORKS", default="169.254.0.0/16,fe80::/10,fd00:ec2::254/128")
+for _network in filter(None, (n.strip() for n in TENANTMAIL_BLOCKED_NETWORKS.split(","))):
+    try:
+        import ipaddress
+
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        _stop(f"TENANTMAIL_BLOCKED_NETWORKS: {_network!r} is not a network; give comma-separated CIDRs "
+              "such as 169.254.0.0/16,10.0.0.0/8.")
 # Seconds the admin's "Test connection" waits for the result before answering (the test
 # goes on and records its result); keep it below the web server's request timeout.
 CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
@@ -51,6 +52,9 @@ class MailSettings:
     # The name the server's certificate must carry, when it differs from `host` (connecting by
     # IP address or through a tunnel). Empty: `host`.
     tls_server_name: str = ""
+    # Networks no connection may reach (targets.parse_networks of TENANTMAIL_BLOCKED_NETWORKS,
+    # passed by the service layer); checked on the resolved addresses before connecting.
+    blocked_networks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
