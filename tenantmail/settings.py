@@ -64,6 +64,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # sign-in throttling (docs/security.md)
+    "csp",
     "connections.apps.ConnectionsConfig",
 ]
 
@@ -161,6 +163,35 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Login throttling (django-axes) and a strict CSP for every page without its own (the
+# admin; the message pages set theirs). docs/security.md.
+import datetime as _dt  # noqa: E402
+
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+MIDDLEWARE += ["csp.middleware.CSPMiddleware", "axes.middleware.AxesMiddleware"]  # axes last
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = _dt.timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: a user name, an address
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+# The log names the address; the user name is masked there (a password typed into the user
+# name field must not reach a log) and shown in the admin's Access attempts.
+AXES_SENSITIVE_PARAMETERS = ["username"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],  # an inline <script> needs nonce="{{ request.csp_nonce }}"
+        "style-src": [SELF, UNSAFE_INLINE],  # style attributes; styles cannot run code
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [SELF],
+    },
+}
 
 # --- Celery
 _broker_dir = VAR_DIR / "broker"
