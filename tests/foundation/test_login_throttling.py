@@ -98,3 +98,10 @@ def test_a_successful_sign_in_resets_the_count(users):
     _wrong_times(client, "/messages/login/", "dave", settings.AXES_FAILURE_LIMIT - 1)
     assert _post(client, "/messages/login/", "dave", "right-pw-456").status_code == 302
     _wrong_times(Client(), "/messages/login/", "dave", settings.AXES_FAILURE_LIMIT - 1)  # counted from zero again
+
+
+def test_authenticate_without_a_request_is_not_throttled_nor_broken(users):
+    from django.contrib.auth import authenticate
+
+    assert authenticate(username="dave", password="right-pw-456") == users["reader"]  # e.g. a command
+    assert Client().login(username="dave", password="right-pw-456")  # the test client's login()
