@@ -173,7 +173,9 @@ def run(args) -> None:
           f"{statistics.median(t[1] for t in list_times):.3f}")
 
     corpus = None if args.no_corpus else Path(os.environ.get("TENANTMAIL_CORPUS", ROOT.parent / "shared" / "corpus" / "public"))
-    if corpus is not None and corpus.is_dir():
+    if corpus is not None and not corpus.is_dir():
+        print(f"\nPublic corpus not found at {corpus} (set TENANTMAIL_CORPUS): not measured")
+    elif corpus is not None:
         files = sorted(p for p in corpus.rglob("*") if p.is_file() and p.name not in ("SOURCES.md", "MANIFEST.tsv"))
         slowest = (0.0, 0.0, "")
         for path in files:
