@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",  # sign-in throttling (docs/security.md)
+    "csp",
     "connections.apps.ConnectionsConfig",
 ]
 
@@ -163,6 +165,35 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 if env.bool("USE_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Login throttling (django-axes) and a strict CSP for every page without its own (the
+# admin; the message pages set theirs). docs/security.md.
+import datetime as _dt  # noqa: E402
+
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+MIDDLEWARE += ["csp.middleware.CSPMiddleware", "axes.middleware.AxesMiddleware"]  # axes last
+AUTHENTICATION_BACKENDS = ["connections.throttling.SignInThrottlingBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = _dt.timedelta(minutes=env.float("LOGIN_LOCKOUT_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own: a user name, an address
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "locked_out.html"
+# The log names the address; the user name is masked there (a password typed into the user
+# name field must not reach a log) and shown in the admin's Access attempts.
+AXES_SENSITIVE_PARAMETERS = ["username"]
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],  # an inline <script> needs nonce="{{ request.csp_nonce }}"
+        "style-src": [SELF, UNSAFE_INLINE],  # style attributes; styles cannot run code
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [SELF],
+    },
+}
 
 # --- Celery
 _broker_dir = VAR_DIR / "broker"
@@ -302,6 +333,17 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost"
 # EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
 TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")
 TENANTMAIL_EMAIL_CONNECTION = env.str("TENANTMAIL_EMAIL_CONNECTION", default="")
+# Networks no mail connection may reach, checked after name resolution (comma-separated
+# CIDRs; empty: none). Default: link-local and cloud metadata addresses. docs/security.md.
+TENANTMAIL_BLOCKED_NETWORKS = env.str("TENANTMAIL_BLOCKED_NETWORKS", default="169.254.0.0/16,fe80::/10,fd00:ec2::254/128")
+for _network in filter(None, (n.strip() for n in TENANTMAIL_BLOCKED_NETWORKS.split(","))):
+    try:
+        import ipaddress
+
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        _stop(f"TENANTMAIL_BLOCKED_NETWORKS: {_network!r} is not a network; give comma-separated CIDRs "
+              "such as 169.254.0.0/16,10.0.0.0/8.")
 # Seconds the admin's "Test connection" waits for the result before answering (the test
 # goes on and records its result); keep it below the web server's request timeout.
 CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)

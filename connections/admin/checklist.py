@@ -83,7 +83,7 @@ def render_panel(connection: Any, *, refresh_url: str = "", test_url: str = "") 
     """The checklist panel's HTML for one connection (`test_url`: a Test connection button)."""
     return render_to_string(PANEL_TEMPLATE, {
         "evaluation": checklist.evaluation(connection), "refresh_url": refresh_url, "test_url": test_url,
-    })
+    }, request=_REQUEST.get())  # the request: its CSP nonce for the panel's script
 
 
 class SetupChecklistAdminMixin:

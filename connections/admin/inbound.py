@@ -303,7 +303,7 @@ class StoredMessageAdmin(_ReadOnly, TenantScopedAdmin):
     readonly_fields = [f.name for f in StoredMessage._meta.fields]
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).defer("text_body", "html_body")
+        return super().get_queryset(request).defer("text_body", "html_body", "safe_html")
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # exactly-once bookkeeping: deleting a row would fetch the mail again

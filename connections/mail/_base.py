@@ -18,6 +18,7 @@ from .errors import (
     TLSError,
 )
 from .settings import MailSettings, default_port
+from .targets import refuse_blocked
 from .tls import TLSInfo, make_ssl_context, tls_error_from, tls_info_from_socket
 
 
@@ -192,6 +193,7 @@ def open_socket(settings: MailSettings, trace: Trace) -> tuple[socket.socket, TL
         detail["host"] = host
         detail["addresses"] = sorted({info[4][0] for info in infos})
     with trace.step("tcp") as detail:
+        refuse_blocked(host, port, (info[4][0] for info in infos), settings.blocked_networks)
         sock = None
         last: BaseException | None = None
         for family, type_, proto, _canon, addr in infos:

@@ -29,6 +29,7 @@ from ._base import (
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .greeting import unexpected_greeting
 from .sasl import imap_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
@@ -156,12 +157,23 @@ def _text(data) -> str:
 class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
     """imaplib.IMAP4 on a socket that is already connected (and maybe TLS-wrapped)."""
 
+    greeting_line: bytes | None = None  # the first line read, for a wrong greeting's error
+
+    def __init__(self, *args) -> None:
+        try:
+            super().__init__(*args)
+        except imaplib.IMAP4.error as exc:
+            exc.greeting_line = self.greeting_line or b""  # type: ignore[attr-defined]
+            raise
+
     def readline(self) -> bytes:
         # imaplib caps a response line at 1 MB; UID SEARCH in a mailbox of ~150,000 mails is
         # longer than that. Allow more (a line is still bounded).
         line = self.file.readline(_MAX_LINE + 1)
         if len(line) > _MAX_LINE:
             raise self.error(f"got more than {_MAX_LINE} bytes in one response line")
+        if self.greeting_line is None:
+            self.greeting_line = line
         return line
 
 
@@ -230,10 +242,7 @@ class IMAPClient:
                             hint="the server may be overloaded or limit connections; try again later",
                             step="greeting",
                         ) from None
-                    raise ProtocolError(
-                        f"the server at {where(s)} did not greet as an IMAP4rev1 server: {text}",
-                        hint="check the port: is it an IMAP port?", step="greeting", transient=False,
-                    ) from None
+                    raise unexpected_greeting(s, getattr(exc, "greeting_line", b"")) from None
                 except (OSError, EOFError) as exc:
                     sock.close()
                     raise network_error(exc, s, step="greeting", doing="reading the greeting") from None

@@ -28,6 +28,7 @@ from ._base import (
     where,
 )
 from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .greeting import unexpected_greeting
 from .sasl import pop3_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
@@ -150,10 +151,7 @@ class POP3Client:
                     reply = _text(exc)
                     if reply.startswith("-ERR EOF"):
                         raise ConnectError(f"the server at {where(s)} closed the connection before greeting", step="greeting") from None
-                    raise ProtocolError(
-                        f"the server at {where(s)} did not greet as a POP3 server: {reply}",
-                        hint="check the port: is it a POP3 port?", step="greeting", transient=False,
-                    ) from None
+                    raise unexpected_greeting(s, reply) from None
                 except (OSError, EOFError) as exc:
                     sock.close()
                     raise network_error(exc, s, step="greeting", doing="reading the greeting") from None

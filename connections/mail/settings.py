@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
@@ -54,6 +55,9 @@ class MailSettings:
     tls_server_name: str = ""
     # OAuth2 only: force XOAUTH2 or OAUTHBEARER; empty: chosen from what the server offers.
     sasl_mechanism: str = ""
+    # Networks no connection may reach (targets.parse_networks of TENANTMAIL_BLOCKED_NETWORKS,
+    # passed by the service layer); checked on the resolved addresses before connecting.
+    blocked_networks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

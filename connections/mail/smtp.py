@@ -38,6 +38,7 @@ from .errors import (
     SMTPReplyError,
     TLSError,
 )
+from .greeting import unexpected_greeting
 from .sasl import smtp_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
@@ -75,6 +76,14 @@ class _SMTP(smtplib.SMTP):
     def _get_socket(self, host, port, timeout):  # noqa: D401 - smtplib hook
         sock, self._ready_sock = self._ready_sock, None
         return sock
+
+    first_line = b""  # the greeting's first line as sent (smtplib keeps only what follows the code)
+
+    def getreply(self):
+        if not self.first_line and self.file is None and self.sock is not None:
+            self.file = self.sock.makefile("rb")
+            self.first_line = self.file.peek(1).split(b"\n", 1)[0]
+        return super().getreply()
 
 
 def _text(reply: bytes | str) -> str:
@@ -139,13 +148,9 @@ class SMTPClient:
             with self.trace.step("greeting") as detail:
                 code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
                 self.greeting = _text(msg)
+                if code not in (220, 421, 554):  # not an SMTP greeting: quoted only if a mail server's
+                    raise unexpected_greeting(s, self._smtp.first_line)
                 detail.update(code=code, text=self.greeting)
-                if code == -1:
-                    raise ProtocolError(
-                        f"the server at {where(s)} did not greet as an SMTP server: {self.greeting[:200]}",
-                        reply=self.greeting, step="greeting", transient=False,
-                        hint="check the port: is it an SMTP port (25, 587, 465)?",
-                    )
                 if code != 220:
                     raise ProtocolError(
                         f"the server at {where(s)} refused the session: {code} {self.greeting}",

@@ -28,6 +28,9 @@ class StoredMessage(TenantOwned):
     raw_sha256 = models.CharField(max_length=64, db_index=True)
     text_body = models.TextField(blank=True)
     html_body = models.TextField(blank=True)
+    # html_body sanitised once, when the mail is parsed (services.safe_html); None for a mail
+    # stored before that existed: the first page that shows it fills it in.
+    safe_html = models.TextField(null=True, blank=True, editable=False)
     has_attachments = models.BooleanField(default=False)
     parsed = models.BooleanField(default=False)
     parse_problems = models.JSONField(default=list, blank=True)

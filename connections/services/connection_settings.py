@@ -9,10 +9,14 @@ Polls, sends and the connectivity test all go through these two functions, so th
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Union
+
+from django.conf import settings as django_settings
 
 from ..errors import ConfigurationError
 from ..mail import MailSettings
+from ..mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from ..models import Authentication, InboundConnection, OutboundConnection, Protocol
 from .credentials import DeployedCredential, resolve_deployed
 
@@ -47,6 +51,19 @@ def open_credential(connection: Connection) -> DeployedCredential | None:
     from .oauth2.connect import with_access_token  # OAuth2: the "password" is a fresh access token
 
     return with_access_token(connection, credential)
+
+
+def blocked_networks() -> tuple:
+    """TENANTMAIL_BLOCKED_NETWORKS, parsed (once per value)."""
+    return _parsed_networks(getattr(django_settings, "TENANTMAIL_BLOCKED_NETWORKS", DEFAULT_BLOCKED_NETWORKS))
+
+
+@lru_cache(maxsize=8)
+def _parsed_networks(value: str) -> tuple:
+    try:
+        return parse_networks(value)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), hint="fix TENANTMAIL_BLOCKED_NETWORKS in the environment") from None
 
 
 def mail_settings_for(connection: Connection, *, credential: DeployedCredential | None) -> MailSettings:
@@ -88,6 +105,7 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
         credential_version=credential.version if credential is not None else None,
         folder=(getattr(connection, "folder", "") or "INBOX") if protocol == Protocol.IMAP else "INBOX",
         sasl_mechanism=(getattr(connection, "sasl_mechanism", "") or "") if connection.authentication == "oauth2" else "",
+        blocked_networks=blocked_networks(),
     )
 
 

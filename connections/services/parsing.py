@@ -126,6 +126,7 @@ class ParsedMessage:
     date: datetime | None = None
     text_body: str = ""
     html_body: str = ""
+    safe_html: str | None = None  # html_body sanitised (services.safe_html), set by storage
     attachments: list[ParsedAttachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -1005,14 +1006,25 @@ def _fast_leaf(raw: bytes, start: int, end: int, index: str, in_alternative: boo
     return True
 
 
+def _header_section_into(raw: bytes, result: ParsedMessage) -> None:
+    """Subject, sender, date … from the header section alone, whatever the body is."""
+    try:
+        bounds = _find_header_end(raw, 0, len(raw))
+        _headers_into(_parse_header_section(raw, 0, bounds[0] if bounds else len(raw)), result)
+    except Exception as exc:
+        result.problem(f"headers unreadable ({type(exc).__name__})")
+
+
 def _parse_with_email_package(raw: bytes) -> ParsedMessage:
     result = ParsedMessage()
     if b"\x00" in raw:
         result.problem("the mail contains NUL bytes (removed from the decoded text)")
     try:
         msg = BytesParser(policy=policy.compat32).parsebytes(raw)
-    except Exception as exc:  # never seen, but a mail must not be lost to a parser bug
-        result.problem(f"the mail could not be parsed ({type(exc).__name__}); kept raw only")
+    except Exception as exc:  # a MIME tree too deep for the email package (RecursionError), a parser bug
+        what = "its MIME structure is nested too deeply" if isinstance(exc, RecursionError) else type(exc).__name__
+        result.problem(f"the mail's body could not be parsed ({what}); the headers were read, the body is kept raw only")
+        _header_section_into(raw, result)
         result.text_body = decode_bytes(raw[:1_000_000], None)
         return result
     linesep = "\r\n" if b"\r\n" in raw[:4096] else "\n"

@@ -131,11 +131,14 @@ def sanitize_html(
     html: str,
     inline_url: Callable[[str], str | None],
     load_remote: bool = False,
+    mark_remote: str = "",
 ) -> SanitizedHtml:
     """Return the mail's HTML made safe for the sandboxed frame.
 
     `inline_url(content_id)` returns the URL serving the stored inline attachment with
-    that (normalised) Content-ID, or None when the message has none.
+    that (normalised) Content-ID, or None when the message has none. With `mark_remote`
+    (the stored form, see services.safe_html), a remote image source is kept behind that
+    prefix, for the page to unmark or drop when it serves the body.
     """
     result = SanitizedHtml(html="")
 
@@ -156,6 +159,8 @@ def sanitize_html(
                     result.missing_inline.append(cid)
                 return target
             if lowered.startswith(("http:", "https:")):
+                if mark_remote:
+                    return mark_remote + value
                 if load_remote:
                     return value
                 result.blocked_remote += 1
@@ -165,6 +170,8 @@ def sanitize_html(
             # Relative, protocol-relative, data: of other kinds, javascript: …
             if lowered.startswith("//"):
                 result.blocked_remote += 1
+                if mark_remote:
+                    return mark_remote  # no URL: always blocked, counted when served
             return None
         if attr in {"cite"}:
             return None  # never needed for reading; avoids odd URLs
@@ -179,6 +186,6 @@ def sanitize_html(
         strip_comments=True,
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},
-        url_schemes={"http", "https", "mailto", "cid", "data"},
+        url_schemes={"http", "https", "mailto", "cid", "data"} | ({mark_remote.rstrip(":")} if mark_remote else set()),
     )
     return result

@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from ..models import Attachment, InboundConnection, PostProcessing, StoredMessage
-from . import parsing
+from . import parsing, safe_html
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,13 @@ def _delete_files(names: Iterable[str]) -> None:
 
 
 def parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+    """Parse the mail and sanitise its HTML body once (bounded cost: services.safe_html)."""
+    parsed = _parse_mail(mail)
+    safe_html.prepare_into(parsed)
+    return parsed
+
+
+def _parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
     if mail.oversized:
         parsed = parsing.parse_headers_only(mail.data or b"")
         parsed.problem(f"oversized: {mail.size} bytes on the server; only the headers were downloaded")
@@ -333,7 +340,7 @@ def _message_values(connection: InboundConnection, prep: _Prepared, now, *, post
     )
     if parsed is not None:
         values.update(parsed.header_fields())
-        values.update(text_body=parsed.text_body, html_body=parsed.html_body,
+        values.update(text_body=parsed.text_body, html_body=parsed.html_body, safe_html=parsed.safe_html,
                       has_attachments=bool(parsed.attachments), parse_problems=parsed.problems, parsed=True)
     return values
 
@@ -600,6 +607,7 @@ def parse_stored(*, message_id: int) -> bool:
         for key, value in parsed.header_fields().items():
             setattr(locked, key, value)
         locked.text_body, locked.html_body = parsed.text_body, parsed.html_body
+        locked.safe_html = parsed.safe_html
         locked.has_attachments = bool(parsed.attachments)
         locked.parse_problems = parsed.problems
         locked.parsed = True

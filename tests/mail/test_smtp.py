@@ -325,7 +325,8 @@ def test_a_non_smtp_greeting_explains(scripted):
 
     with pytest.raises(ProtocolError) as info:
         SMTPClient(_fake_settings(server), None).__enter__()
-    assert "did not greet as an SMTP server" in info.value.message and "SMTP port" in info.value.hint
+    assert "greeted as an IMAP server, not as an SMTP server: * OK [CAPABILITY IMAP4rev1] Dovecot ready." in info.value.message
+    assert "SMTP port" in info.value.hint
 
 
 def test_slow_server_hits_the_timeout(scripted):
