@@ -11,7 +11,10 @@ from .inbound import (
     Selection,
 )
 from .messages import Attachment, StoredMessage
-from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
+from .outbound import (
+    BodyCharset, BodyType, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, OutboxTemplate,
+    SendProgress, TransferEncoding,
+)
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
 
 __all__ = [
@@ -20,4 +23,5 @@ __all__ = [
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential",
+    "BodyCharset", "BodyType", "OutboxTemplate", "SendProgress", "TransferEncoding",
 ]

@@ -13,7 +13,9 @@ Sending (`send_due`) follows the rule "no transaction open across network I/O":
    that group-commits them (whatever arrived within 50 ms, one short transaction and, on
    PostgreSQL, one UPDATE per group), so that the database work overlaps with the SMTP
    exchanges instead of adding to them. The MIME bytes are loaded ahead by another thread.
-A crash between 1 and 3 leaves the message in `sending`; see docs/outbound.md.
+Each message records how far it got and the worker renews a lease: after a crash,
+`outbound/recovery.py` returns the untried messages to the queue by itself and makes
+`uncertain` the (at most one per session) message caught between DATA and the final reply.
 """
 from __future__ import annotations
 
@@ -32,8 +34,9 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..errors import ConfigurationError, TenantMailError, ValidationError
-from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, Tenant
+from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
+from .outbound import recovery
 from .mime import AttachmentIn
 
 log = logging.getLogger(__name__)
@@ -355,15 +358,16 @@ def send_test_mail(*, connection_id: int, to: str) -> OutboxMessage:
 def dispatch_due(*, now: datetime | None = None) -> list[int]:
     """Ids of the enabled connections with due queued messages and no sender at work now.
 
-    One query. A connection whose messages were claimed within the last minute has a worker
-    on it; that worker goes on with the next batch itself.
+    One query (after recovering the messages of dead workers). A connection with a live lease
+    has a worker on it; that worker goes on with the next batch itself.
     """
     now = now or timezone.now()
+    recovery.recover_expired(now=now)  # the messages of dead workers first
     due = OutboxMessage.objects.filter(
         connection=OuterRef("pk"), status=OutboxStatus.QUEUED, next_attempt_at__lte=now
     )
     busy = OutboxMessage.objects.filter(
-        connection=OuterRef("pk"), status=OutboxStatus.SENDING, claimed_at__gt=now - timedelta(minutes=1)
+        connection=OuterRef("pk"), status=OutboxStatus.SENDING, lease_until__gt=now
     )
     return list(
         OutboundConnection.objects.filter(enabled=True, tenant__active=True)
@@ -386,12 +390,13 @@ class _Claimed:
     previous_results: dict
     claimed_at: datetime
     mime: bytes | None = None
+    resend_uncertain: bool = False
 
 
 @dataclass
 class MessageOutcome:
     message_id: int
-    status: str  # sent | retry | failed | held | released
+    status: str  # sent | retry | failed | uncertain | held | released
     detail: str = ""
     recipients: dict[str, dict] = field(default_factory=dict)
 
@@ -415,7 +420,8 @@ class SendReport:
         return self.count("failed")
 
     def __str__(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("sent", "retry", "failed", "held", "released") if self.count(s)]
+        parts = [f"{self.count(s)} {s}" for s in ("sent", "retry", "failed", "uncertain", "held", "released")
+                 if self.count(s)]
         text = ", ".join(parts) or "nothing due"
         return f"{text} in {self.sessions} session(s)" + (f"; {self.error}" if self.error else "")
 
@@ -447,9 +453,10 @@ def _claim(connection: OutboundConnection, limit: int, only_ids: Sequence[int] |
         if not rows:
             return []
         OutboxMessage.objects.filter(pk__in=[r[0] for r in rows]).update(
-            status=OutboxStatus.SENDING, claimed_at=now
+            status=OutboxStatus.SENDING, claimed_at=now, lease_until=recovery.lease_until(now),
+            progress=SendProgress.CLAIMED,
         )
-    return [_Claimed(*row, claimed_at=now) for row in rows]
+    return [_Claimed(*row, claimed_at=now, resend_uncertain=connection.resend_uncertain) for row in rows]
 
 
 class _MimeLoader:
@@ -625,7 +632,7 @@ def _create_followup(item: _Claimed, *, recipients: list[str], delay: float, rea
     return copy
 
 
-def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> None:
+def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
     """Group commit: the outcomes of several messages in ONE short transaction.
 
     On PostgreSQL one UPDATE … FROM (VALUES …) per shape of outcome (sent, retry, …) instead
@@ -641,6 +648,10 @@ def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> None:
         for item, values in jobs:
             values = dict(values)
             followup = values.pop("followup", None)
+            if item.id in seen and shapes:  # keep each message's writes in order
+                for names, rows in shapes.items():
+                    done.update(_bulk_update(db, names, rows))
+                shapes.clear()
             if followup is not None or db.vendor != "postgresql" or item.id in seen:
                 if _fast_update(item, values):
                     done.add(item.id)
@@ -654,7 +665,8 @@ def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> None:
     for item, values in jobs:
         if item.id not in done:
             log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
-                        item.id, values.get("status"))
+                        item.id, values.get("status") or values.get("progress"))
+    return done
 
 
 def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
@@ -696,6 +708,16 @@ def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str
 _BULK_SQL: dict[tuple, str] = {}
 
 
+class _NotOurs(TenantMailError):
+    """The message left `sending` (an operator, or recovery) before its data went out."""
+
+
+class _Barrier:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.done = False
+
+
 class _Writer:
     """Writes outcomes in the order given, in groups: one short transaction per group.
 
@@ -730,6 +752,25 @@ class _Writer:
             raise self.error
         self._queue.put((item, values))
 
+    def mark_data(self, item: _Claimed) -> None:
+        """Commit "DATA started" for `item` — and every outcome handed over before it — and
+        wait for it: called right before the message data goes out (crash recovery relies on
+        it, see outbound/recovery.py). Raises when the message is no longer ours."""
+        values = {"progress": SendProgress.DATA}
+        if not self.threaded:
+            ours = _fast_update(item, values)
+        else:
+            if self.error is not None:
+                raise self.error
+            barrier = _Barrier()
+            self._queue.put((item, values, barrier))
+            barrier.event.wait()
+            if self.error is not None:
+                raise self.error
+            ours = barrier.done
+        if not ours:
+            raise _NotOurs(f"message #{item.id} was changed by an operator while being sent; not sent")
+
     def _next_group(self) -> tuple[list, bool]:
         """The next group of jobs, and whether the sender has closed the writer."""
         jobs: list = []
@@ -738,7 +779,7 @@ class _Writer:
         while job is not None:
             jobs.append(job)
             remaining = deadline - time.monotonic()
-            if len(jobs) >= self.GROUP_MAX or remaining <= 0:
+            if len(jobs) >= self.GROUP_MAX or remaining <= 0 or len(job) == 3:  # a barrier: now
                 return jobs, False
             try:
                 job = self._queue.get(timeout=remaining)
@@ -764,11 +805,16 @@ class _Writer:
             closed = False
             while not closed:
                 jobs, closed = self._next_group()
+                done: set[int] = set()
                 if jobs and self.error is None:
                     try:
-                        _update_group(jobs)
+                        done = _update_group([job[:2] for job in jobs])
                     except BaseException as exc:  # reported to the sender at its next write or close
                         self.error = exc
+                for job in jobs:
+                    if len(job) == 3:
+                        job[2].done = job[0].id in done
+                        job[2].event.set()
         finally:
             db_connection.close()  # this thread's own database connection
 
@@ -783,14 +829,17 @@ class _Writer:
 
 
 def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tuple[int, str]],
-                 write=_update) -> MessageOutcome:
+                 write=_update, *, replies: dict[str, tuple[int, str]] | None = None,
+                 final: tuple[int, str] = (0, ""), queue_id: str = "") -> MessageOutcome:
     results: dict[str, dict] = {}
+    replies = replies or {}
     for rcpt in item.envelope_to:
         if rcpt in refused:
             code, text = refused[rcpt]
             results[rcpt] = {"status": "refused", "code": code, "text": _text(text)}
         else:
-            results[rcpt] = {"status": "accepted"}
+            # What the server said: to RCPT TO, and its final reply to the data (queue id).
+            results[rcpt] = accepted_result(replies.get(rcpt), final, queue_id)
     for rcpt, (code, text) in refused.items():  # in case the server names them differently
         results.setdefault(rcpt, {"status": "refused", "code": code, "text": _text(text)})
     summary = f"accepted for {len(accepted)} of {len(results)} recipients"
@@ -809,8 +858,9 @@ def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tup
         item, status=OutboxStatus.SENT, sent_at=now, attempts=item.attempts + 1,
         recipient_results={**(item.previous_results or {}), **results},
         last_error="" if not refused else summary, next_attempt_at=None,
-        delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary)],
-        followup=followup,
+        delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary, final[0] or None,
+                                                 **({"queue_id": queue_id} if queue_id else {}))],
+        followup=followup, progress=SendProgress.REPLIED,
     )
     return MessageOutcome(item.id, "sent", summary, results)
 
@@ -821,6 +871,8 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
     attempts = item.attempts + 1
     refused = getattr(exc, "refused", None) or {}
     results = {r: {"status": "refused", "code": c, "text": _text(t)} for r, (c, t) in refused.items()}
+    if getattr(exc, "maybe_delivered", False):
+        return _record_uncertain(item, exc, write=write)
     if transient and attempts < _max_attempts():
         delay = backoff_seconds(attempts)
         extra: dict[str, Any] = {}
@@ -831,7 +883,7 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
         write(
             item, status=OutboxStatus.QUEUED, attempts=attempts, last_error=detail,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            recipient_results={**(item.previous_results or {}), **results},
+            recipient_results={**(item.previous_results or {}), **results}, progress=SendProgress.REPLIED,
             delivery_log=item.delivery_log + [_entry("retry", detail, code, retry_in=int(delay))], **extra,
         )
         return MessageOutcome(item.id, "retry", detail, results)
@@ -839,10 +891,36 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
         detail = f"gave up after {attempts} attempts; last error: {detail}"
     write(
         item, status=OutboxStatus.FAILED, attempts=attempts, last_error=detail, next_attempt_at=None,
-        recipient_results={**(item.previous_results or {}), **results},
+        recipient_results={**(item.previous_results or {}), **results}, progress=SendProgress.REPLIED,
         delivery_log=item.delivery_log + [_entry("failed", detail, code)],
     )
     return MessageOutcome(item.id, "failed", detail, results)
+
+
+def accepted_result(rcpt_reply: tuple[int, str] | None, final: tuple[int, str], queue_id: str) -> dict:
+    result: dict[str, Any] = {"status": "accepted"}
+    if rcpt_reply:
+        result["rcpt_code"], result["rcpt_text"] = rcpt_reply[0], _text(rcpt_reply[1])
+    if final[0]:
+        result["code"], result["text"] = final[0], _text(final[1])
+    if queue_id:
+        result["queue_id"] = queue_id
+    return result
+
+
+def _record_uncertain(item: _Claimed, exc: TenantMailError, *, write=_update) -> MessageOutcome:
+    """Lost after the data, before the reply: uncertain, or queued again if the connection says so."""
+    detail = str(exc)
+    if item.resend_uncertain:
+        write(item, status=OutboxStatus.QUEUED, attempts=item.attempts + 1, last_error=detail,
+              next_attempt_at=timezone.now() + timedelta(seconds=_retry_base()), progress=SendProgress.REPLIED,
+              delivery_log=item.delivery_log + [_entry("uncertain", detail + "; sent again (the connection "
+                                                                            "resends uncertain messages)")])
+        return MessageOutcome(item.id, "retry", detail)
+    write(item, status=OutboxStatus.UNCERTAIN, attempts=item.attempts + 1, last_error=detail,
+          next_attempt_at=None, progress=SendProgress.REPLIED,
+          delivery_log=item.delivery_log + [_entry("uncertain", detail)])
+    return MessageOutcome(item.id, "uncertain", detail)
 
 
 def _release(items: Iterable[_Claimed], *, reason: str, delay: float, outcome: str,
@@ -918,8 +996,12 @@ def send_due(
             pending = {item.id: item for item in batch}  # claimed, not yet recorded
             try:
                 # The loader first: it fetches MIME while the session is being opened.
-                with _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
+                with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at,
+                                        threaded=write.threaded), \
+                        _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
                     _remember_size(connection, client.max_size)
+                    for item in batch:
+                        write(item, progress=SendProgress.SESSION)
                     for index, item in enumerate(batch):
                         if item.mime is None:
                             loader.fill(index)
@@ -934,7 +1016,14 @@ def send_due(
                             continue
                         try:
                             result = client.send(sender=item.envelope_from, recipients=item.envelope_to,
-                                                 message=item.mime)
+                                                 message=item.mime,
+                                                 before_data=lambda item=item: write.mark_data(item))
+                        except _NotOurs as exc:  # the client closed the session: end it here
+                            del pending[item.id]
+                            report.outcomes += _release(pending.values(), reason=str(exc), delay=0,
+                                                        outcome="released", write=write)
+                            pending.clear()
+                            break
                         except SMTPReplyError as exc:
                             report.outcomes.append(
                                 _record_failure(item, exc, transient=exc.transient, write=write))
@@ -948,7 +1037,8 @@ def send_due(
                             raise
                         item.mime = None  # free memory as we go
                         report.outcomes.append(
-                            _record_sent(item, result.accepted, dict(result.refused), write=write))
+                            _record_sent(item, result.accepted, dict(result.refused), write=write,
+                                         replies=result.replies, final=result.reply, queue_id=result.queue_id))
                         del pending[item.id]
             except MailError as exc:
                 if exc.transient:
@@ -1023,15 +1113,14 @@ def requeue(*, message_ids: Iterable[int], user=None) -> ActionResult:
     with transaction.atomic():
         eligible = (
             _scoped(ids, user)
-            .filter(Q(status__in=[OutboxStatus.FAILED, OutboxStatus.CANCELLED])
-                    | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .filter(Q(status__in=[OutboxStatus.FAILED, OutboxStatus.CANCELLED]) | recovery.expired(now))
             .select_for_update(skip_locked=True)
             .only("pk", "status", "delivery_log", "connection_id")
         )
         for message in eligible:
             detail = f"requeued from {message.status}" + (f" by {who}" if who else "")
             OutboxMessage.objects.filter(pk=message.pk).update(
-                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, claimed_at=None,
+                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, claimed_at=None, lease_until=None,
                 delivery_log=list(message.delivery_log) + [_entry("requeued", detail)],
             )
             changed += 1
@@ -1050,7 +1139,7 @@ def cancel(*, message_ids: Iterable[int], user=None) -> ActionResult:
     with transaction.atomic():
         eligible = (
             _scoped(ids, user)
-            .filter(Q(status=OutboxStatus.QUEUED) | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .filter(Q(status__in=[OutboxStatus.QUEUED, OutboxStatus.UNCERTAIN]) | recovery.expired(now))
             .select_for_update(skip_locked=True)
             .only("pk", "status", "delivery_log")
         )
