@@ -34,7 +34,7 @@ from ...models import OutboxMessage, OutboxStatus, SendProgress
 
 log = logging.getLogger(__name__)
 
-__all__ = ["lease_seconds", "lease_until", "expired", "recover_expired", "Heartbeat", "resend_uncertain",
+__all__ = ["lease_seconds", "lease_until", "expired", "is_expired", "recover_expired", "Heartbeat", "resend_uncertain",
            "mark_sent", "RecoveryReport"]
 
 UNCERTAIN_DETAIL = "the sending stopped after the data, before the server's reply: it may have been delivered"
@@ -58,6 +58,14 @@ def expired(now: datetime | None = None) -> Q:
     return Q(status=OutboxStatus.SENDING) & (
         Q(lease_until__lt=now) | Q(claimed_at__lt=now - timedelta(minutes=_stale_minutes()))
     )
+
+
+def is_expired(message: OutboxMessage, now: datetime | None = None) -> bool:
+    """`expired()` for one loaded message (no query)."""
+    now = now or timezone.now()
+    return message.status == OutboxStatus.SENDING and bool(
+        (message.lease_until and message.lease_until < now)
+        or (message.claimed_at and message.claimed_at < now - timedelta(minutes=_stale_minutes())))
 
 
 @dataclass
