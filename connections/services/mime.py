@@ -259,6 +259,7 @@ def build_message(
     extra_headers: dict[str, str],
     message_id: str,
     date: datetime,
+    body_options=None,
 ) -> EmailMessage:
     """The MIME message (Bcc is not a header: Bcc recipients are only in the envelope)."""
     msg = EmailMessage(policy=POLICY)
@@ -277,7 +278,12 @@ def build_message(
             continue  # already applied through message_id / date
         msg[name] = value
 
-    if html and text:
+    if body_options is not None and not body_options.automatic:
+        # The connection's body type, charset and transfer encoding (receiver attributes).
+        from .outbound.attributes import set_body
+
+        set_body(msg, text=text, html=html, options=body_options)
+    elif html and text:
         msg.set_content(text, subtype="plain", charset="utf-8", cte=_text_cte(text))
         msg.add_alternative(html, subtype="html", charset="utf-8", cte=_text_cte(html))
     elif html:

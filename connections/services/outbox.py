@@ -36,7 +36,7 @@ from django.utils import timezone
 from ..errors import ConfigurationError, TenantMailError, ValidationError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
-from .outbound import recovery
+from .outbound import attributes, recovery, templates
 from .mime import AttachmentIn
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ def resolve_connection(*, tenant: str | int | Tenant, connection: str | int) -> 
 def prepare(
     *,
     connection_id: int,
-    to: Sequence[str],
-    subject: str,
+    to: Sequence[str] = (),
+    subject: str = "",
     text: str = "",
     html: str = "",
     cc: Sequence[str] = (),
@@ -153,12 +153,19 @@ def prepare(
     extra_headers: dict[str, str] | None = None,
     priority: int = 0,
     send_after: datetime | None = None,
+    connection: OutboundConnection | None = None,
 ) -> PreparedMessage:
-    """Check a message and build its MIME bytes; raises ValidationError, stores nothing."""
-    try:
-        connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
-    except OutboundConnection.DoesNotExist:
-        raise ValidationError(f"No outbound connection #{connection_id}.") from None
+    """Check a message and build its MIME bytes; raises ValidationError, stores nothing.
+
+    `connection`, when given (the same one as connection_id), saves loading it: enqueue_many.
+    """
+    if connection is None or connection.pk != connection_id:
+        try:
+            connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
+        except OutboundConnection.DoesNotExist:
+            raise ValidationError(f"No outbound connection #{connection_id}.") from None
+    # The connection's receiver attributes: default To/Cc/Bcc and Subject.
+    to, cc, bcc, subject = attributes.defaults(connection, to=to, cc=cc, bcc=bcc, subject=subject)
 
     sender_text = (from_address or "").strip() or connection.default_from.strip()
     if not sender_text:
@@ -204,6 +211,7 @@ def prepare(
         text=text, html=html,
         attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
         extra_headers=headers, message_id=message_id, date=date,
+        body_options=attributes.body_options(connection),
     )
     try:
         raw = mime.to_bytes(msg)
@@ -262,24 +270,9 @@ def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
     now = timezone.now()
     conn = prepared.connection
     with transaction.atomic():
-        message = OutboxMessage.objects.create(
-            tenant_id=conn.tenant_id, connection=conn,
-            from_address=prepared.from_address, to=prepared.to, cc=prepared.cc, bcc=prepared.bcc,
-            reply_to=prepared.reply_to, subject=prepared.subject,
-            text_body=prepared.text, html_body=prepared.html, extra_headers=prepared.extra_headers,
-            priority=prepared.priority, send_after=prepared.send_after,
-            status=OutboxStatus.QUEUED,
-            next_attempt_at=max(prepared.send_after, now) if prepared.send_after else now,
-            message_id=prepared.message_id, envelope_from=prepared.envelope_from,
-            envelope_to=prepared.envelope_to, mime=prepared.mime, size=len(prepared.mime),
-        )
-        for name, content_type, content in prepared.attachments:
-            att = OutboxAttachment(
-                tenant_id=conn.tenant_id, message=message, name=name,
-                content_type=content_type, size=len(content),
-            )
-            att.file.save(name, ContentFile(content), save=False)
-            att.save()
+        message = message_row(prepared, now)
+        message.save(force_insert=True)
+        save_attachments(prepared, message)
         if dispatch and conn.enabled and message.next_attempt_at <= now:
             # send_outbox.delay_on_commit, plus an expiry and robustness: a broker outage
             # must not turn a stored message into an exception for the caller (beat's
@@ -288,11 +281,37 @@ def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
     return message
 
 
+def message_row(prepared: PreparedMessage, now: datetime) -> OutboxMessage:
+    """The unsaved outbox row of a prepared message (store and enqueue_many save it)."""
+    conn = prepared.connection
+    return OutboxMessage(
+        tenant_id=conn.tenant_id, connection=conn,
+        from_address=prepared.from_address, to=prepared.to, cc=prepared.cc, bcc=prepared.bcc,
+        reply_to=prepared.reply_to, subject=prepared.subject,
+        text_body=prepared.text, html_body=prepared.html, extra_headers=prepared.extra_headers,
+        priority=prepared.priority, send_after=prepared.send_after,
+        status=OutboxStatus.QUEUED,
+        next_attempt_at=max(prepared.send_after, now) if prepared.send_after else now,
+        message_id=prepared.message_id, envelope_from=prepared.envelope_from,
+        envelope_to=prepared.envelope_to, mime=prepared.mime, size=len(prepared.mime),
+    )
+
+
+def save_attachments(prepared: PreparedMessage, message: OutboxMessage) -> None:
+    for name, content_type, content in prepared.attachments:
+        att = OutboxAttachment(
+            tenant_id=message.tenant_id, message=message, name=name,
+            content_type=content_type, size=len(content),
+        )
+        att.file.save(name, ContentFile(content), save=False)
+        att.save()
+
+
 def enqueue(
     *,
     connection_id: int,
-    to: Sequence[str],
-    subject: str,
+    to: Sequence[str] = (),
+    subject: str = "",
     text: str = "",
     html: str = "",
     cc: Sequence[str] = (),
@@ -304,17 +323,30 @@ def enqueue(
     priority: int = 0,
     send_after: datetime | None = None,
     dispatch: bool = True,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
 ) -> OutboxMessage:
     """Check, build and store one message; a worker sends it once the transaction commits.
+
+    `template` names one of the tenant's message templates, rendered now with `context`
+    (outbound/templates.py); a subject or body given as well wins over the template's.
 
     `reply_to=None` uses the connection's default Reply-To; `from_address=None` its default
     From. `dispatch=False` leaves the message to the beat dispatcher (or to `send_now`).
     Raises connections.errors.ValidationError, with nothing stored, for bad input.
     """
+    connection = None
+    if template is not None:
+        connection = OutboundConnection.objects.select_related("tenant").filter(pk=connection_id).first()
+        if connection is None:
+            raise ValidationError(f"No outbound connection #{connection_id}.")
+        rendered = templates.apply(connection=connection, kwargs=dict(
+            template=template, context=context, subject=subject, text=text, html=html))
+        subject, text, html = rendered["subject"], rendered["text"], rendered["html"]
     prepared = prepare(
         connection_id=connection_id, to=to, subject=subject, text=text, html=html, cc=cc,
         bcc=bcc, reply_to=reply_to, from_address=from_address, attachments=attachments,
-        extra_headers=extra_headers, priority=priority, send_after=send_after,
+        extra_headers=extra_headers, priority=priority, send_after=send_after, connection=connection,
     )
     return store(prepared, dispatch=dispatch)
 
