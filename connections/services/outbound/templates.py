@@ -50,7 +50,8 @@ def _render(compiled, name: str, context: Mapping[str, Any]) -> Rendered:
     out = []
     for template in compiled:
         try:
-            out.append(template.render(Context(dict(context))) if template is not None else "")
+            out.append(template.render(Context(dict(context), autoescape=template.engine.autoescape))
+                       if template is not None else "")
         except Exception as exc:  # a filter's error at render time (e.g. a bad date format)
             raise ValidationError(f"Template '{name}' could not be rendered: {exc}.") from None
     subject, text, html = out
