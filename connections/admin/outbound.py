@@ -56,6 +56,24 @@ class OutboundConnectionForm(forms.ModelForm):
     def clean_default_reply_to(self) -> str:
         return self._address("default_reply_to", required=False)
 
+    def _addresses(self, name: str) -> str:
+        value = (self.cleaned_data.get(name) or "").strip()
+        try:
+            for address in mime.split_addresses([value]):
+                mime.parse_address(address, field=self.fields[name].label or name)
+        except TenantMailError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+    def clean_default_to(self) -> str:
+        return self._addresses("default_to")
+
+    def clean_default_cc(self) -> str:
+        return self._addresses("default_cc")
+
+    def clean_default_bcc(self) -> str:
+        return self._addresses("default_bcc")
+
 
 class SendTestMailForm(forms.Form):
     recipient = forms.CharField(

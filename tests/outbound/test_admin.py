@@ -294,3 +294,19 @@ def test_a_viewer_cannot_resend_uncertain_messages(client, viewer, make_connecti
     client.post(reverse("admin:connections_outboxmessage_changelist"),
                 {"action": "resend_uncertain", "_selected_action": [msg.pk]})
     assert OutboxMessage.objects.get(pk=msg.pk).status == OutboxStatus.UNCERTAIN
+
+
+def test_operator_of_a_tenant_edits_its_message_templates_and_broken_ones_are_refused(client, django_user_model,
+                                                                                      tenant):
+    from connections.models import OutboxTemplate
+
+    admin_user = django_user_model.objects.create_user("tpl-admin", password="pw", is_staff=True)
+    Membership.objects.create(user=admin_user, tenant=tenant, role="admin")
+    client.force_login(admin_user)
+    url = reverse("admin:connections_outboxtemplate_add")
+    response = client.post(url, {"tenant": tenant.pk, "name": "broken", "subject": "{% if %}"})
+    assert response.status_code == 200 and "Template &#x27;broken&#x27;, subject" in response.content.decode()
+    response = client.post(url, {"tenant": tenant.pk, "name": "invoice", "subject": "Invoice {{ n }}",
+                                 "text_body": "Pay {{ amount }}"})
+    assert response.status_code == 302
+    assert OutboxTemplate.objects.get().name == "invoice"

@@ -16,7 +16,7 @@ from django.template import Context, Engine, TemplateSyntaxError
 from ...errors import ValidationError
 from ...models import OutboundConnection, OutboxTemplate
 
-__all__ = ["render", "apply", "Rendered"]
+__all__ = ["render", "apply", "check", "Rendered"]
 
 _HTML = Engine(dirs=[], app_dirs=False, autoescape=True, loaders=[])
 _PLAIN = Engine(dirs=[], app_dirs=False, autoescape=False, loaders=[])
@@ -42,6 +42,11 @@ def _compile(template: OutboxTemplate):
         except TemplateSyntaxError as exc:
             raise ValidationError(f"Template '{template.name}', {part}: {exc}.") from None
     return compiled
+
+
+def check(template: OutboxTemplate) -> None:
+    """Raise ValidationError if a part of the template does not compile (the admin's check)."""
+    _compile(template)
 
 
 def _render(compiled, name: str, context: Mapping[str, Any]) -> Rendered:
