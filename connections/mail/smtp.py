@@ -85,8 +85,7 @@ def _was_reset(exc: BaseException | None) -> bool:
 
 def _after_data(err: ConnectError, *, reset: bool) -> None:
     if reset:
-        err.message += INCOMPLETE
-        err.hint = "the server kept nothing: sending it again delivers it once"
+        err.message += INCOMPLETE  # the hint stays (e.g. too slow: raise the timeout)
         err.maybe_delivered = False
     else:
         err.message += AFTER_DATA

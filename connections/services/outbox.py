@@ -36,7 +36,7 @@ from django.utils import timezone
 from ..errors import ConfigurationError, TenantMailError, ValidationError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
-from .outbound import attributes, recovery, templates
+from .outbound import attributes, fastmime, recovery, templates
 from .mime import AttachmentIn
 
 log = logging.getLogger(__name__)
@@ -206,17 +206,24 @@ def prepare(
         from email.utils import parsedate_to_datetime
 
         date = parsedate_to_datetime(lowered["date"])
-    msg = mime.build_message(
-        from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject,
-        text=text, html=html,
-        attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
-        extra_headers=headers, message_id=message_id, date=date,
-        body_options=attributes.body_options(connection),
+    body_options = attributes.body_options(connection)
+    # The commonest message (ASCII text/plain) written directly; anything else by the email package.
+    raw = fastmime.build_simple(
+        from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject, text=text, html=html,
+        attachments=checked_atts, extra_headers=headers, message_id=message_id, date=date,
+        automatic_body=body_options.automatic, overridable=mime.OVERRIDABLE_HEADERS,
     )
-    try:
-        raw = mime.to_bytes(msg)
-    except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
-        raise ValidationError(f"The message cannot be encoded: {exc}.") from None
+    if raw is None:
+        msg = mime.build_message(
+            from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject,
+            text=text, html=html,
+            attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
+            extra_headers=headers, message_id=message_id, date=date, body_options=body_options,
+        )
+        try:
+            raw = mime.to_bytes(msg)
+        except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
+            raise ValidationError(f"The message cannot be encoded: {exc}.") from None
 
     limit = known_size_limit(connection)
     if limit and len(raw) > limit:
