@@ -222,3 +222,28 @@ def test_enqueue_many_due_messages_are_sent(make_connection, fault):
         {"to": ["b@example.test"], "subject": "later", "text": "x", "send_after": later}])
     assert outbox.send_due(connection_id=conn.pk).sent == 1
     assert [OutboxMessage.objects.get(pk=m.pk).status for m in result.messages] == ["sent", "queued"]
+
+
+def test_a_big_batch_goes_in_by_copy_on_postgresql_and_every_field_lands(make_connection, fault):
+    conn = make_connection(port=fault.port)
+    later = timezone.now() + timezone.timedelta(hours=2)
+    items = [{"to": [f"u{i}@example.test"], "cc": ["Zoë <c@example.test>"], "bcc": ["b@example.test"],
+              "subject": f"Grüße {i}", "text": f"body {i}", "html": "<p>ü</p>" if i % 2 else "",
+              "extra_headers": {"X-Batch": str(i)}, "priority": i % 3,
+              **({"send_after": later} if i == 0 else {})} for i in range(bulk.COPY_MIN + 5)]
+    with CaptureQueriesContext(db_connection) as queries:
+        result = bulk.enqueue_many(connection_id=conn.pk, messages=items, dispatch=False)
+    if db_connection.vendor == "postgresql":
+        assert not any(q["sql"].startswith("INSERT") for q in queries.captured_queries)  # COPY
+    stored = {m.pk: m for m in OutboxMessage.objects.filter(connection=conn)}
+    assert sorted(stored) == sorted(m.pk for m in result.messages)
+    for given, made in zip(items, result.messages):
+        got = stored[made.pk]
+        assert (got.subject, got.to, got.cc, got.bcc, got.extra_headers, got.priority) == (
+            given["subject"], given["to"], given["cc"], given["bcc"], given["extra_headers"], given["priority"])
+        assert bytes(got.mime) == bytes(made.mime) and got.size == len(bytes(made.mime))
+        assert got.tenant_id == conn.tenant_id and got.created_at and got.status == OutboxStatus.QUEUED
+        assert got.envelope_to == [given["to"][0], "c@example.test", "b@example.test"]
+    assert stored[result.messages[0].pk].send_after == later
+    assert outbox.send_due(connection_id=conn.pk).sent == len(items) - 1
+    assert len(fault.accepted) == len(items) - 1
