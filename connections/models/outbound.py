@@ -6,10 +6,11 @@ The outbox is a small state machine (see docs/outbound.md):
        ^                 |  transient failure, attempts left
        +-----------------+  (next_attempt_at = now + backoff)
     queued|failed --cancel/requeue (operator)--> cancelled | queued
+    sending --lost after the data, before the reply--> uncertain --resend | mark sent--> queued | sent
 
-A worker that dies between the claim and the recording leaves the message in
-`sending`; once `claimed_at` is older than OUTBOX_STALE_AFTER_MINUTES the admin shows it
-as stale and an operator may requeue it (the at-least-once window).
+A worker that dies leaves its messages in `sending` until its lease runs out; then
+services/outbound/recovery.py puts them back to `queued`, or makes the one whose data had
+started `uncertain` (docs/outbound.md, crash recovery).
 """
 from __future__ import annotations
 

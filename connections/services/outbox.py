@@ -764,11 +764,10 @@ class _Writer:
     in a thread of their own, overlapping the SMTP exchanges instead of adding to them, and
     are group-committed — whatever outcomes arrive within GROUP_WAIT seconds of the first
     (at most GROUP_MAX) go into one transaction, so the database does one statement and one
-    commit per group instead of per message. The price is a slightly wider at-least-once
-    window: when a worker dies, the outcomes not yet committed (at most about GROUP_WAIT
-    seconds of sending, or GROUP_MAX + QUEUE_SIZE messages) are missing and those messages
-    stay in `sending` — stale, shown to the operator, requeueable (docs/outbound.md), never
-    lost and never silently sent again.
+    commit per group instead of per message. Before each message's data goes out,
+    `mark_data` commits "DATA started" with every outcome handed over before it and waits
+    for it: when a worker dies, at most its last message lacks an outcome (it becomes
+    `uncertain`, see outbound/recovery.py); all others are recorded or provably untried.
     """
 
     QUEUE_SIZE = 64
@@ -1142,8 +1141,8 @@ def _scoped(message_ids: Iterable[int], user) -> Any:
 def requeue(*, message_ids: Iterable[int], user=None) -> ActionResult:
     """Failed, cancelled and stale `sending` messages back to queued, due now, attempts reset.
 
-    A stale `sending` message may already have reached the server (its worker stopped before
-    recording the reply): requeueing it may deliver it twice — the at-least-once window.
+    (Beat's recovery handles stale `sending` messages by itself; this is the operator's
+    shortcut. Uncertain messages have their own actions in outbound/recovery.py.)
     """
     now = timezone.now()
     ids = list(message_ids)
