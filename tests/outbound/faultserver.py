@@ -20,6 +20,7 @@ Every message whose data arrived is in `received` (also those refused or dropped
 that is exactly the at-least-once window). `sessions` counts SMTP connections.
 
 `SilentListener` accepts TCP connections and never says a word (a greeting timeout).
+`CutDataServer` resets the connection after reading part of the data (closed during DATA).
 """
 from __future__ import annotations
 
@@ -129,8 +130,8 @@ class FaultServer:
         self.sessions = 0
 
 
-class SilentListener:
-    """A TCP port that accepts connections and never answers (no greeting)."""
+class _Listener:
+    """A loopback TCP port; each accepted connection goes to `_handle` (in one thread)."""
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -138,7 +139,6 @@ class SilentListener:
         self._sock.bind((HOST, 0))
         self._sock.listen(16)
         self.port = self._sock.getsockname()[1]
-        self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -150,14 +150,31 @@ class SilentListener:
                 conn, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
-            self._held.append(conn)  # hold it open, say nothing
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        self._sock.close()
+
+
+class SilentListener(_Listener):
+    """A TCP port that accepts connections and never answers (no greeting)."""
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+        super().__init__()
+
+    def _handle(self, conn: socket.socket) -> None:
+        self._held.append(conn)  # hold it open, say nothing
+
+    def stop(self) -> None:
+        super().stop()
         for conn in self._held:
             conn.close()
-        self._sock.close()
 
 
 def _free_port() -> int:
@@ -171,7 +188,7 @@ def closed_port() -> int:
     return _free_port()
 
 
-class CutDataServer:
+class CutDataServer(_Listener):
     """Speaks just enough SMTP to accept a message, then after 354 reads only `after` bytes of
     the data and closes the connection with the rest unread (the kernel answers with a reset):
     a connection lost in the middle of DATA — the message was incomplete, never delivered."""
@@ -179,28 +196,15 @@ class CutDataServer:
     def __init__(self, *, after: int = 2048) -> None:
         self.after = after
         self.got: list[bytes] = []  # the part of the data read before the cut
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((HOST, 0))
-        self._sock.listen(4)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        self._sock.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (socket.timeout, OSError):
-                continue
-            try:
-                self._session(conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._session(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def _session(self, conn: socket.socket) -> None:
         conn.settimeout(10)
@@ -235,8 +239,3 @@ class CutDataServer:
                 return
             else:
                 conn.sendall(b"250 ok\r\n")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
