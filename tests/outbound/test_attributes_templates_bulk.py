@@ -167,6 +167,7 @@ def test_the_command_json_of_now_has_each_recipients_reply_and_queue_id(make_con
 
 # --- enqueue_many ---------------------------------------------------------------------------
 
+@pytest.mark.smoke
 def test_enqueue_many_stores_all_in_one_transaction_or_nothing(make_connection, invoice):
     conn = make_connection()
     items = [{"to": [f"u{i}@example.test"], "subject": f"m{i}", "text": "x"} for i in range(5)]

@@ -148,7 +148,6 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
                                text=f"message {i}\n" * rng.randint(1, 200)) for i in range(total)]
     for prepared in messages:
         outbox.store(prepared, dispatch=False)
-    uncertain_ids: set[str] = set()
     done_kills = 0
     while done_kills < kills:
         before = len(fault.accepted)
@@ -163,10 +162,6 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
         worker.wait(10)
         done_kills += 1
         _recover_all(conn.pk)
-        uncertain_ids |= {
-            m.message_id for m in OutboxMessage.objects.filter(connection_id=conn.pk)
-            if any(e["outcome"] == "uncertain" for e in m.delivery_log)
-        }
     # The rest, without kills.
     for _ in range(10):
         if not OutboxMessage.objects.filter(connection_id=conn.pk).exclude(status=OutboxStatus.SENT).exists():
@@ -181,13 +176,18 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
     deliveries = collections.Counter(_message_id(r.data) for r in fault.accepted)
     expected = set(OutboxMessage.objects.filter(connection_id=conn.pk).values_list("message_id", flat=True))
     doubled = {mid for mid, n in deliveries.items() if n > 1}
+    # How often each message was uncertain (a resent one can be caught by a later kill again).
+    uncertain = collections.Counter({m.message_id: sum(e["outcome"] == "uncertain" for e in m.delivery_log)
+                                     for m in OutboxMessage.objects.filter(connection_id=conn.pk)})
+    uncertain_ids = {mid for mid, n in uncertain.items() if n}
     print(f"\ncrash test: {done_kills} SIGKILLs, {total} messages, {len(fault.accepted)} deliveries, "
           f"stuck {total - statuses.get('sent', 0)}, lost {len(expected - set(deliveries))}, "
           f"delivered twice {len(doubled)} (all uncertain: {doubled <= uncertain_ids}), "
-          f"uncertain {len(uncertain_ids)}")
+          f"uncertain {sum(uncertain.values())} times ({len(uncertain_ids)} messages), "
+          f"most copies of one message {max(deliveries.values())}")
     assert done_kills == kills
     assert statuses == {"sent": total}  # 0 stuck
     assert expected == set(deliveries)  # 0 lost
     assert doubled <= uncertain_ids  # 0 doubled, except uncertain ones
-    assert len(uncertain_ids) <= done_kills  # at most one per killed session
-    assert all(n <= 2 for n in deliveries.values())
+    assert sum(uncertain.values()) <= done_kills  # at most one per killed session
+    assert all(n <= 1 + uncertain[mid] for mid, n in deliveries.items())  # each extra copy: an uncertain one

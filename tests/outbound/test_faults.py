@@ -132,6 +132,7 @@ def test_421_at_rcpt_is_transient(fault_connection, fault):
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and "421" in got.last_error
 
 
+@pytest.mark.smoke
 def test_connection_dropped_after_the_data_before_the_reply_is_uncertain(fault_connection, fault):
     msg = _enqueue(fault_connection, ["drop-x@example.test"])
     report = outbox.send_due(connection_id=fault_connection.pk)

@@ -11,7 +11,9 @@ from django.utils import timezone
 from connections.mail import smtp
 from connections.models import OutboxMessage, OutboxStatus
 from connections.services import outbox
-from connections.services.outbox import _claim, _entry, _MimeLoader, _update_group
+from connections.services.outbound import writer
+from connections.services.outbound.writer import _update_group
+from connections.services.outbox import _claim, _entry, _MimeLoader
 
 
 def _enqueue(conn, to: str, **kw) -> OutboxMessage:
@@ -64,13 +66,13 @@ def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection,
     monkeypatch.setattr(outbox._Writer, "GROUP_MAX", 4)
     monkeypatch.setattr(outbox._Writer, "GROUP_WAIT", 30.0)  # groups end at GROUP_MAX or at close
     groups: list[list[int]] = []
-    real = outbox._update_group
+    real = writer._update_group
 
     def recording(jobs):
         groups.append([(item.id, values.get("status") or values.get("progress")) for item, values in jobs])
         return real(jobs)
 
-    monkeypatch.setattr(outbox, "_update_group", recording)
+    monkeypatch.setattr(writer, "_update_group", recording)
     conn = make_connection(port=fault.port)
     specs = ["ok0", "data451-a", "ok1", "rcpt452-b", "ok2", "data550-c", "ok3", "ok4", "ok5", "ok6"]
     msgs = [outbox.enqueue(connection_id=conn.pk, subject=s, text="t", dispatch=False, priority=100 - i,
