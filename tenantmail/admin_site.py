@@ -13,7 +13,7 @@ from django.contrib.admin.apps import AdminConfig
 # produce. Models not named here follow, alphabetically.
 MODEL_ORDER = [
     "Tenant", "Membership", "UserCredential", "InboundConnection", "OutboundConnection",
-    "OutboxMessage", "StoredMessage", "PollRun", "Attachment",
+    "OutboxMessage", "OutboxTemplate", "StoredMessage", "PollRun", "Attachment",
 ]
 
 

@@ -65,6 +65,21 @@ class OutboundConnectionForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
         return value
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Receiver attributes are optional on the form (a form without them, e.g. from an
+        # older page or a script, keeps the defaults: UTF-8, automatic encoding).
+        for name in ("body_charset", "transfer_encoding"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean_body_charset(self) -> str:
+        return self.cleaned_data.get("body_charset") or OutboundConnection._meta.get_field("body_charset").default
+
+    def clean_transfer_encoding(self) -> str:
+        return (self.cleaned_data.get("transfer_encoding")
+                or OutboundConnection._meta.get_field("transfer_encoding").default)
+
     def clean_default_to(self) -> str:
         return self._addresses("default_to")
 
