@@ -766,8 +766,7 @@ def send_due(
                                         threaded=write.threaded), \
                         _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
                     _remember_size(connection, client.max_size)
-                    for item in batch:
-                        write(item, progress=SendProgress.SESSION)
+                    recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
                     for index, item in enumerate(batch):
                         if item.mime is None:
                             loader.fill(index)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
@@ -191,3 +192,28 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
     assert doubled <= uncertain_ids  # 0 doubled, except uncertain ones
     assert sum(uncertain.values()) <= done_kills  # at most one per killed session
     assert all(n <= 1 + uncertain[mid] for mid, n in deliveries.items())  # each extra copy: an uncertain one
+
+
+def test_progress_is_recorded_claimed_session_data_then_the_final_reply(make_connection, fault):
+    """While a message is in the server's hands its row says how far it got."""
+    slow = FaultServer(slow_seconds=60).start()
+    try:
+        conn = make_connection(port=slow.port, timeout=120)
+        first = outbox.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="a", text="x",
+                               dispatch=False, priority=10)
+        second = outbox.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="b", text="x",
+                                dispatch=False)
+        worker = _sender_process(conn.pk, lease=1)
+        wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
+        rows = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk])}
+        assert rows[first.pk].progress == SendProgress.DATA  # committed before the data went out
+        assert rows[second.pk].progress == SendProgress.SESSION  # claimed, session open, not tried
+        # the worker's 1 s lease is renewed by its heartbeat while it lives (here: well past 1 s)
+        renewed = timedelta(seconds=2.5)
+        wait_until(lambda: OutboxMessage.objects.get(pk=second.pk).lease_until > rows[second.pk].claimed_at + renewed,
+                   what="a renewed lease")
+        assert recovery.recover_expired(connection_id=conn.pk).requeued == 0  # a live worker keeps its messages
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        slow.stop()

@@ -35,7 +35,7 @@ from ...models import OutboxMessage, OutboxStatus, SendProgress
 log = logging.getLogger(__name__)
 
 __all__ = ["lease_seconds", "lease_until", "expired", "is_expired", "recover_expired", "Heartbeat", "resend_uncertain",
-           "mark_sent", "RecoveryReport"]
+           "mark_sent", "mark_session", "RecoveryReport"]
 
 UNCERTAIN_DETAIL = "the sending stopped after the data, before the server's reply: it may have been delivered"
 
@@ -134,6 +134,12 @@ def _kick(connection_id: int) -> None:
     from ..outbox import kick
 
     kick(connection_id=connection_id)
+
+
+def mark_session(*, connection_id: int, claimed_at: datetime) -> None:
+    """Progress "session open" for a whole claim, one UPDATE (never over a later "DATA started")."""
+    OutboxMessage.objects.filter(connection_id=connection_id, claimed_at=claimed_at, status=OutboxStatus.SENDING,
+                                 progress=SendProgress.CLAIMED).update(progress=SendProgress.SESSION)
 
 
 class Heartbeat:
