@@ -118,6 +118,16 @@ def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
     """
     db = transaction.get_connection()
     done: set[int] = set()
+    if _one_statement(db, jobs):
+        # The usual group — distinct messages, no follow-up — as ONE statement in autocommit
+        # (atomic by itself): one round trip instead of BEGIN, one per shape, COMMIT. It is
+        # what each message's "DATA started" barrier costs, so it counts.
+        shapes_only: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
+        for item, values in jobs:
+            shapes_only.setdefault(tuple(values), []).append((item, values))
+        done = _bulk_update_all(db, list(shapes_only.items()))
+        _warn_missing(jobs, done)
+        return done
     with transaction.atomic():
         shapes: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
         seen: set[int] = set()
@@ -138,15 +148,48 @@ def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
             seen.add(item.id)
         for names, rows in shapes.items():
             done.update(_bulk_update(db, names, rows))
+    _warn_missing(jobs, done)
+    return done
+
+
+def _one_statement(db, jobs: list[tuple[_Claimed, dict[str, Any]]]) -> bool:
+    return (db.vendor == "postgresql" and not db.in_atomic_block and _psycopg_cursor is not None
+            and len({item.id for item, _ in jobs}) == len(jobs)
+            and all("followup" not in values for _, values in jobs))
+
+
+def _warn_missing(jobs: list[tuple[_Claimed, dict[str, Any]]], done: set[int]) -> None:
     for item, values in jobs:
         if item.id not in done:
             log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
                         item.id, values.get("status") or values.get("progress"))
-    return done
 
 
 def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
     """PostgreSQL: one UPDATE for many rows with the same columns; returns the ids written."""
+    return _bulk_update_all(db, [(names, rows)])
+
+
+def _bulk_update_all(db, groups: list[tuple[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]]]) -> set[int]:
+    """PostgreSQL: the UPDATEs of several shapes as one statement (data-modifying CTEs)."""
+    parts = [_bulk_sql(db, names, rows) for names, rows in groups]
+    if len(parts) == 1:
+        sql, params = parts[0]
+    else:
+        sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
+               + " " + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))))
+        params = [p for _, part_params in parts for p in part_params]
+    db.ensure_connection()
+    if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
+        with _psycopg_cursor(db.connection) as cursor:
+            cursor.execute(sql, params)
+            return {row[0] for row in cursor.fetchall()}
+    with db.cursor() as cursor:  # pragma: no cover - psycopg 2
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _bulk_sql(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> tuple[str, list[Any]]:
     meta = OutboxMessage._meta
     key = (names, len(rows))
     sql = _BULK_SQL.get(key)
@@ -171,14 +214,7 @@ def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str
         params.append(claimed_field.get_db_prep_save(item.claimed_at, connection=db))
         params.extend(f.get_db_prep_save(values[f.name], connection=db) for f in fields)
     params.append(OutboxStatus.SENDING.value)
-    db.ensure_connection()
-    if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params)
-            return {row[0] for row in cursor.fetchall()}
-    with db.cursor() as cursor:  # pragma: no cover - psycopg 2
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+    return sql, params
 
 
 _BULK_SQL: dict[tuple, str] = {}
