@@ -10,9 +10,11 @@ or per call:
                         tenant="acme", connection="smtp-main") as backend:
         EmailMessage(..., connection=backend).send()
 
-Each message is checked and queued through `connections.services.outbox.enqueue` (the
-workers send it); `send_messages()` returns how many were queued. From, To, Cc, Bcc,
-Reply-To, extra headers, HTML alternatives and attachments are kept.
+All messages of one `send_messages()` call are checked and queued together, in one
+transaction, through `connections.services.outbound.bulk.enqueue_many` (the workers send
+them); it returns how many were queued. From, To, Cc, Bcc, Reply-To, extra headers, HTML
+alternatives and attachments are kept. A message with a `template` attribute (and a
+`context` dict) gets its subject and bodies from the tenant's message template of that name.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from django.core.mail.message import EmailMessage
 
 from .errors import ConfigurationError, ValidationError
 from .services import outbox
+from .services.outbound import bulk
 from .services.mime import AttachmentIn
 
 # Django's own placeholder From: a message that did not choose a From gets the connection's.
@@ -47,6 +50,7 @@ class TenantMailBackend(BaseEmailBackend):
         self.connection_name = connection or getattr(settings, "TENANTMAIL_EMAIL_CONNECTION", "") or ""
         self.priority = priority
         self._connection_id: int | None = None
+        self._has_default_recipients = False
 
     def _resolve(self) -> int:
         if self._connection_id is None:
@@ -56,32 +60,37 @@ class TenantMailBackend(BaseEmailBackend):
                     hint="set TENANTMAIL_EMAIL_TENANT and TENANTMAIL_EMAIL_CONNECTION, or pass tenant= and "
                     "connection= to get_connection()",
                 )
-            self._connection_id = outbox.resolve_connection(
-                tenant=self.tenant, connection=self.connection_name
-            ).pk
+            connection = outbox.resolve_connection(tenant=self.tenant, connection=self.connection_name)
+            self._has_default_recipients = bool(
+                (connection.default_to + connection.default_cc + connection.default_bcc).strip())
+            self._connection_id = connection.pk
         return self._connection_id
 
     def send_messages(self, email_messages: Sequence[EmailMessage]) -> int:
         if not email_messages:
             return 0
-        queued = 0
         try:
             connection_id = self._resolve()
         except ConfigurationError:
             if not self.fail_silently:
                 raise
             return 0
+        items = []
         for message in email_messages:
-            if not message.recipients():
+            if not message.recipients() and not self._has_default_recipients:
                 continue
             try:
-                outbox.enqueue(connection_id=connection_id, priority=self.priority, **_fields(message))
+                items.append({"priority": self.priority, **_fields(message)})
             except (ValidationError, ConfigurationError):
                 if not self.fail_silently:
                     raise
-                continue
-            queued += 1
-        return queued
+        try:
+            result = bulk.enqueue_many(connection_id=connection_id, messages=items, skip_invalid=self.fail_silently)
+        except (ValidationError, ConfigurationError):
+            if not self.fail_silently:
+                raise
+            return 0
+        return len(result.messages)
 
 
 def _fields(message: EmailMessage) -> dict[str, Any]:
@@ -120,7 +129,10 @@ def _fields(message: EmailMessage) -> dict[str, Any]:
             )
 
     attachments = [_attachment(a, message.encoding or settings.DEFAULT_CHARSET) for a in message.attachments]
-    return dict(
+    template = {}
+    if getattr(message, "template", None):
+        template = {"template": message.template, "context": dict(getattr(message, "context", None) or {})}
+    return dict(**template,
         from_address=from_address, to=list(message.to), cc=list(message.cc), bcc=list(message.bcc),
         reply_to=reply_to, subject=str(message.subject or ""), text=text, html=html,
         attachments=attachments, extra_headers={k: str(v) for k, v in headers.items()},

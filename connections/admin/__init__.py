@@ -5,3 +5,4 @@ from . import outbound  # noqa: F401
 from . import inbound  # noqa: F401
 from . import monitoring  # noqa: F401
 from . import oauth2  # noqa: F401
+from . import outbox_templates  # noqa: F401

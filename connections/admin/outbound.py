@@ -19,6 +19,7 @@ from django.utils.http import urlencode
 from ..errors import TenantMailError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from ..services import dates, mime, outbox, tenancy
+from ..services.outbound import recovery
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .disclosure import OUTBOUND_RULES, DisclosureFormMixin
@@ -27,8 +28,9 @@ from .connectivity import ConnectivityTestAdminMixin
 
 STATUS_COLOURS = {
     OutboxStatus.QUEUED: "#205493", OutboxStatus.SENDING: "#b36b00", OutboxStatus.SENT: "#417505",
-    OutboxStatus.FAILED: "#ba2121", OutboxStatus.CANCELLED: "#666666",
+    OutboxStatus.FAILED: "#ba2121", OutboxStatus.CANCELLED: "#666666", OutboxStatus.UNCERTAIN: "#8a4baf",
 }
+SUMMARY_STATUSES = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.UNCERTAIN, OutboxStatus.FAILED)
 
 
 # --- outbound connections ----------------------------------------------------------------
@@ -57,6 +59,39 @@ class OutboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
 
     def clean_default_reply_to(self) -> str:
         return self._address("default_reply_to", required=False)
+
+    def _addresses(self, name: str) -> str:
+        value = (self.cleaned_data.get(name) or "").strip()
+        try:
+            for address in mime.split_addresses([value]):
+                mime.parse_address(address, field=self.fields[name].label or name)
+        except TenantMailError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return value
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Receiver attributes are optional on the form (a form without them, e.g. from an
+        # older page or a script, keeps the defaults: UTF-8, automatic encoding).
+        for name in ("body_charset", "transfer_encoding"):
+            if name in self.fields:
+                self.fields[name].required = False
+
+    def clean_body_charset(self) -> str:
+        return self.cleaned_data.get("body_charset") or OutboundConnection._meta.get_field("body_charset").default
+
+    def clean_transfer_encoding(self) -> str:
+        return (self.cleaned_data.get("transfer_encoding")
+                or OutboundConnection._meta.get_field("transfer_encoding").default)
+
+    def clean_default_to(self) -> str:
+        return self._addresses("default_to")
+
+    def clean_default_cc(self) -> str:
+        return self._addresses("default_cc")
+
+    def clean_default_bcc(self) -> str:
+        return self._addresses("default_bcc")
 
 
 class SendTestMailForm(forms.Form):
@@ -90,14 +125,17 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
         ("Authentication", {"fields": ["authentication", "credential_name", "sasl_mechanism",
                                         "allow_plain_without_tls"]}),
         ("Sending", {"fields": ["default_from", "default_reply_to", "max_per_session", "rate_limit_per_minute",
-                                "smtp_max_size", "smtp_max_size_seen_at"]}),
+                                "resend_uncertain", "smtp_max_size", "smtp_max_size_seen_at"]}),
+        ("Receiver attributes (defaults and body)", {
+            "fields": ["default_to", "default_cc", "default_bcc", "default_subject", "body_type", "body_charset",
+                       "transfer_encoding"], "classes": ["collapse"]}),
         ("Outbox", {"fields": ["outbox_counts"]}),
     ]
 
     def get_queryset(self, request: HttpRequest):
         qs = super().get_queryset(request).select_related("tenant")
         # The list's outbox column: three small index-backed counts per row, in the same query.
-        for status in (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.FAILED):
+        for status in SUMMARY_STATUSES:
             count = (OutboxMessage.objects.filter(connection=OuterRef("pk"), status=status)
                      .order_by().values("connection").annotate(n=Count("pk")).values("n"))
             qs = qs.annotate(**{f"outbox_{status}": Coalesce(Subquery(count), 0)})
@@ -113,10 +151,9 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
 
     @admin.display(description="outbox")
     def outbox_summary(self, obj: OutboundConnection) -> str:
-        counts = {s: getattr(obj, f"outbox_{s}", 0) for s in (OutboxStatus.QUEUED, OutboxStatus.SENDING,
-                                                              OutboxStatus.FAILED)}
+        counts = {s: getattr(obj, f"outbox_{s}", 0) for s in SUMMARY_STATUSES}
         parts = [(self._outbox_url(obj, status__exact=s), STATUS_COLOURS[s], counts[s], s)
-                 for s in (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.FAILED) if counts.get(s)]
+                 for s in SUMMARY_STATUSES if counts.get(s)]
         if not parts:
             return "–"
         return format_html_join(" ", '<a href="{}" style="color:{}">{} {}</a>', parts)
@@ -293,11 +330,10 @@ class StaleFilter(admin.SimpleListFilter):
         return [("stale", "Stale: worker presumed gone"), ("active", "Being sent now")]
 
     def queryset(self, request: HttpRequest, queryset):
-        cutoff = outbox.stale_cutoff()
         if self.value() == "stale":
-            return queryset.filter(status=OutboxStatus.SENDING, claimed_at__lt=cutoff)
+            return queryset.filter(recovery.expired())
         if self.value() == "active":
-            return queryset.filter(status=OutboxStatus.SENDING, claimed_at__gte=cutoff)
+            return queryset.filter(status=OutboxStatus.SENDING).exclude(recovery.expired())
         return queryset
 
 
@@ -320,7 +356,8 @@ class OutboxAttachmentInline(admin.TabularInline):
         return request.user.is_staff and tenancy.can(request.user, getattr(obj, "tenant_id", None), action="view")
 
 
-DELIVERY_FIELDS = ["status_badge", "attempts", "next_attempt_at", "claimed_at", "sent_at", "last_error",
+DELIVERY_FIELDS = ["status_badge", "attempts", "next_attempt_at", "claimed_at", "progress", "lease_until", "sent_at",
+                   "last_error",
                    "recipient_table", "delivery_log_table"]
 MESSAGE_FIELDS = ["tenant", "connection", "from_address", "to_list", "cc_list", "bcc_list", "reply_to",
                   "subject", "message_id", "size_display", "priority", "send_after", "created_at", "source_link",
@@ -335,7 +372,7 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     list_filter = ["status", StaleFilter, "connection", "tenant"]
     search_fields = ["subject", "message_id", "from_address", "envelope_from"]
     date_hierarchy = "created_at"
-    actions = ["requeue", "cancel"]
+    actions = ["requeue", "cancel", "resend_uncertain", "mark_sent"]
     list_select_related = ["connection", "tenant"]
     list_per_page = 100
     inlines = [OutboxAttachmentInline]
@@ -467,6 +504,24 @@ class OutboxMessageAdmin(TenantScopedAdmin):
                 messages.WARNING,
             )
 
+    @admin.action(description="Resend selected uncertain (same Message-ID; may deliver twice)", permissions=["run"])
+    def resend_uncertain(self, request: HttpRequest, queryset) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        changed = recovery.resend_uncertain(message_ids=ids, user=request.user)
+        self._report(request, changed, len(ids) - changed, "queued to be sent again")
+
+    @admin.action(description="Mark selected uncertain as sent", permissions=["run"])
+    def mark_sent(self, request: HttpRequest, queryset) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        changed = recovery.mark_sent(message_ids=ids, user=request.user)
+        self._report(request, changed, len(ids) - changed, "marked sent")
+
+    def _report(self, request: HttpRequest, changed: int, skipped: int, done: str) -> None:
+        self.message_user(request, f"{changed} message(s) {done}.", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} message(s) left as they are: only uncertain messages.",
+                              messages.WARNING)
+
     # --- columns and read-only fields
     @admin.display(description="subject", ordering="subject")
     def subject_display(self, obj: OutboxMessage) -> str:
@@ -480,11 +535,17 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: OutboxMessage) -> str:
         label = obj.get_status_display()
-        if obj.status == OutboxStatus.SENDING and obj.claimed_at and obj.claimed_at < outbox.stale_cutoff():
+        if recovery.is_expired(obj):
             return format_html(
-                '<strong style="color:#ba2121" title="claimed at {}; its worker is presumed gone. It may or may '
-                'not have reached the server: requeue (may send twice) or cancel.">{} (stale)</strong>',
+                '<strong style="color:#ba2121" title="claimed at {}; its worker is presumed gone. The next beat '
+                'tick puts it back in the queue (or makes it uncertain if its data had started).">{} (stale)</strong>',
                 dates.short(obj.claimed_at, seconds=True), label,
+            )
+        if obj.status == OutboxStatus.UNCERTAIN:
+            return format_html(
+                '<strong style="color:{}" title="lost after the data, before the server\'s reply: it may have been '
+                'delivered. Resend it (same Message-ID) or mark it sent.">{} (may have been delivered)</strong>',
+                STATUS_COLOURS[OutboxStatus.UNCERTAIN], label,
             )
         return format_html('<strong style="color:{}">{}</strong>', STATUS_COLOURS.get(obj.status, "#000"), label)
 
@@ -541,18 +602,20 @@ class OutboxMessageAdmin(TenantScopedAdmin):
         for address in obj.envelope_to or []:
             result = results.get(address)
             if result is None:
-                rows.append((address, "–", "not sent yet" if obj.status in ("queued", "sending") else "–"))
+                rows.append((address, "–", "not sent yet" if obj.status in ("queued", "sending") else "–", "–", "–"))
             elif result.get("status") == "accepted":
-                # The server accepted RCPT TO and then took the message (DATA); smtplib keeps
-                # no reply text for accepted recipients, so the record says what happened.
-                rows.append((address, "accepted", result.get("text") or (
-                    f"2xx to RCPT TO and DATA: {accepted_by}" if accepted_by else "2xx to RCPT TO and DATA")))
+                # What the server said: to RCPT TO, and its final reply to the data.
+                rcpt = f"{result['rcpt_code']} {result.get('rcpt_text', '')}" if result.get("rcpt_code") else "–"
+                final = f"{result['code']} {result.get('text', '')}" if result.get("code") else (
+                    f"accepted (recorded before replies were kept): {accepted_by}" if accepted_by else "accepted")
+                rows.append((address, "accepted", rcpt, final, result.get("queue_id") or "–"))
             else:
-                rows.append((address, f"refused {result.get('code', '')}", result.get("text", "")))
+                rows.append((address, f"refused {result.get('code', '')}",
+                             f"{result.get('code', '')} {result.get('text', '')}", "–", "–"))
         return format_html(
-            "<table><thead><tr><th>address</th><th>result</th><th>server's reply</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+            "<table><thead><tr><th>address</th><th>result</th><th>reply to RCPT TO</th><th>final reply</th>"
+            "<th>queue id</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
         )
 
     @admin.display(description="attempts and events")

@@ -14,6 +14,7 @@ import re
 import smtplib
 import socket
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ._base import (
     Trace,
@@ -43,7 +44,7 @@ from .sasl import smtp_oauth2
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
-__all__ = ["SMTPClient", "SendResult"]
+__all__ = ["SMTPClient", "SendResult", "queue_id_of"]
 
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 _CRLF = b"\r\n"
@@ -56,6 +57,42 @@ class SendResult:
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, tuple[int, str]] = field(default_factory=dict)
     reply: tuple[int, str] = (0, "")  # the final reply to DATA (queue id etc.)
+    replies: dict[str, tuple[int, str]] = field(default_factory=dict)  # each RCPT TO's reply
+    queue_id: str = ""  # from the final reply, e.g. "250 2.0.0 Ok: queued as 4Xyz"
+
+
+_QUEUE_ID = re.compile(r"\bqueued as ([A-Za-z0-9][A-Za-z0-9.@<>_-]*)|\bid=([A-Za-z0-9][A-Za-z0-9._-]*)", re.I)
+
+
+def queue_id_of(reply: str) -> str:
+    """The queue id in a final reply ("queued as 4Xyz…", Exim's "id=1abc-…"), or ""."""
+    found = _QUEUE_ID.search(reply or "")
+    return (found.group(1) or found.group(2)).strip("<>") if found else ""
+
+
+# The two endings of a connection lost after 354 (issue 19): the server reset the connection
+# with our data still unread (it never saw the final dot: not delivered), or it closed / went
+# silent after reading everything (it may have accepted the message).
+INCOMPLETE = " (closed during DATA: the message was incomplete and not delivered)"
+AFTER_DATA = " (after the data, before the reply: may have been delivered)"
+
+
+def _was_reset(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _after_data(err: ConnectError, *, reset: bool) -> None:
+    if reset:
+        err.message += INCOMPLETE  # the hint stays (e.g. too slow: raise the timeout)
+        err.maybe_delivered = False
+    else:
+        err.message += AFTER_DATA
+        err.hint = "the message may have been delivered; sending it again may duplicate it"
+        err.maybe_delivered = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -203,7 +240,8 @@ class SMTPClient:
         except (OSError, EOFError) as exc:
             raise network_error(exc, self.settings, step=step, doing=doing) from None
 
-    def _disconnected(self, exc: BaseException, *, step: str, doing: str, data_sent: bool = False) -> ConnectError:
+    def _disconnected(self, exc: BaseException, *, step: str, doing: str, data_sent: bool = False,
+                      in_data: bool = False) -> ConnectError:
         """smtplib reports timeouts and resets as SMTPServerDisconnected: tell them apart."""
         self._smtp = None
         if is_timeout(exc):
@@ -214,10 +252,8 @@ class SMTPClient:
                 hint="the server may be overloaded, or refuse this client; try again later",
                 step=step,
             )
-        if data_sent:
-            err.message += " (after the message data was sent, before the server's final reply)"
-            err.hint = "the message may have been delivered; sending it again may duplicate it"
-            err.maybe_delivered = True
+        if in_data or data_sent:
+            _after_data(err, reset=not data_sent or _was_reset(exc))
         err.args = (err.message,)
         return err
 
@@ -375,8 +411,13 @@ class SMTPClient:
                 recipients = [_idna_address(r) for r in recipients]
         return sender, recipients, (" " + " ".join(options)) if options else "", encoding
 
-    def send(self, *, sender: str, recipients: list[str], message: bytes) -> SendResult:
+    def send(self, *, sender: str, recipients: list[str], message: bytes,
+             before_data: Callable[[], None] | None = None) -> SendResult:
         """One SMTP transaction. Returns per-recipient results.
+
+        `before_data` is called once the server said 354, right before the message data goes
+        out (the caller records that the data started); if it raises, the connection is closed
+        (the server drops the unfinished message) and the error propagates.
 
         Raises SMTPReplyError when MAIL FROM or DATA is refused or every recipient is refused
         (transient for 4xx), ConnectError when the connection drops (transient; with
@@ -406,7 +447,7 @@ class SMTPClient:
             raise ProtocolError(
                 "an address is not ASCII and the server does not offer SMTPUTF8", transient=False
             ) from None
-        data_sent = False
+        data_sent = in_data = False
         try:
             if self._use_pipelining and "pipelining" in self.extensions:
                 smtp.send(b"".join(commands) + b"DATA\r\n")
@@ -438,6 +479,7 @@ class SMTPClient:
                 raise self._refused("MAIL FROM", sender, code, msg)
             result = SendResult()
             for rcpt, (rcode, rmsg) in zip(recipients, replies):
+                result.replies[rcpt] = (rcode, _text(rmsg))
                 if rcode in (250, 251):
                     result.accepted.append(rcpt)
                 else:
@@ -461,22 +503,30 @@ class SMTPClient:
                 data_code, data_msg = smtp.getreply()
             if data_code != 354:
                 raise self._refused("DATA", None, data_code, data_msg)
+            if before_data is not None:
+                try:
+                    before_data()
+                except BaseException:
+                    self.close(quit=False)  # the server drops the unfinished message
+                    raise
+            in_data = True
             smtp.send(payload)
             data_sent = True
             code, msg = smtp.getreply()
             if code != 250:
                 raise self._refused("the message", None, code, msg)
             result.reply = (code, _text(msg))
+            result.queue_id = queue_id_of(result.reply[1])
             return result
         except smtplib.SMTPServerDisconnected as exc:
-            raise self._disconnected(exc, step="command", doing="sending", data_sent=data_sent) from None
+            raise self._disconnected(exc, step="command", doing="sending", data_sent=data_sent,
+                                     in_data=in_data) from None
         except (OSError, EOFError) as exc:
             self.close(quit=False)
             err = network_error(exc, self.settings, step="command", doing="sending")
-            if isinstance(err, ConnectError) and data_sent:
-                err.message += " (after the message data was sent, before the server's final reply)"
+            if isinstance(err, ConnectError) and in_data:
+                _after_data(err, reset=not data_sent or _was_reset(exc))
                 err.args = (err.message,)
-                err.maybe_delivered = True
             raise err from None
         finally:
             if encoding != "ascii" and self._smtp is not None:

@@ -13,7 +13,10 @@ from .inbound import (
 from .monitoring import Alert, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity, WebhookDelivery
 from .oauth2 import OAuth2Authorization, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
 from .messages import Attachment, StoredMessage
-from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
+from .outbound import (
+    BodyCharset, BodyType, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, OutboxTemplate,
+    SendProgress, TransferEncoding,
+)
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
 
 __all__ = [
@@ -24,4 +27,6 @@ __all__ = [
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential", "OAUTH2_KINDS", "CredentialKind", "OAuth2Authorization",
     "OAuth2AuthorizationCode", "OAuth2ClientCredentials", "OAuth2Token",
+    "TenantOwned", "UserCredential",
+    "BodyCharset", "BodyType", "OutboxTemplate", "SendProgress", "TransferEncoding",
 ]

@@ -6,10 +6,11 @@ The outbox is a small state machine (see docs/outbound.md):
        ^                 |  transient failure, attempts left
        +-----------------+  (next_attempt_at = now + backoff)
     queued|failed --cancel/requeue (operator)--> cancelled | queued
+    sending --lost after the data, before the reply--> uncertain --resend | mark sent--> queued | sent
 
-A worker that dies between the claim and the recording leaves the message in
-`sending`; once `claimed_at` is older than OUTBOX_STALE_AFTER_MINUTES the admin shows it
-as stale and an operator may requeue it (the at-least-once window).
+A worker that dies leaves its messages in `sending` until its lease runs out; then
+services/outbound/recovery.py puts them back to `queued`, or makes the one whose data had
+started `uncertain` (docs/outbound.md, crash recovery).
 """
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ from django.db import models
 
 from .base import ConnectionBase
 from .tenancy import TenantOwned
+
+
+class BodyType(models.TextChoices):
+    AUTO = "", "automatic (text/plain, text/html)"
+    PLAIN = "text/plain", "text/plain"
+    HTML = "text/html", "text/html"
+    CSV = "text/csv", "text/csv"
+    XML = "application/xml", "application/xml"
+    JSON = "application/json", "application/json"
+    OCTET = "application/octet-stream", "application/octet-stream"
+
+
+class BodyCharset(models.TextChoices):
+    UTF8 = "utf-8", "UTF-8"
+    LATIN1 = "iso-8859-1", "ISO-8859-1"
+    CP1252 = "windows-1252", "windows-1252"
+    ASCII = "us-ascii", "US-ASCII"
+
+
+class TransferEncoding(models.TextChoices):
+    AUTO = "auto", "automatic"
+    BASE64 = "base64", "base64"
+    QP = "quoted-printable", "quoted-printable"
+    SEVENBIT = "7bit", "7bit"
+    EIGHTBIT = "8bit", "8bit"
 
 
 class OutboundConnection(ConnectionBase):
@@ -43,6 +69,27 @@ class OutboundConnection(ConnectionBase):
         help_text="From the server's last EHLO; empty when unknown or unlimited.",
     )
     smtp_max_size_seen_at = models.DateTimeField("server SIZE limit seen at", null=True, blank=True, editable=False)
+    # What to do with a message whose fate is unknown (the connection or the worker was lost
+    # after the message data was sent, before the server's final reply).
+    resend_uncertain = models.BooleanField(
+        "resend uncertain messages automatically", default=False,
+        help_text="Off: such a message waits as <em>uncertain</em> for an operator (resend or mark sent). "
+                  "On: it is sent again with the same Message-ID (the receiver may get it twice).",
+    )
+    # Receiver attributes (SAP's mail receiver adapter): used when a message gives none.
+    default_to = models.TextField("default To", blank=True, help_text="Comma-separated; used when a message has no recipient.")
+    default_cc = models.TextField("default Cc", blank=True, help_text="Comma-separated; used when a message has no recipient.")
+    default_bcc = models.TextField("default Bcc", blank=True, help_text="Comma-separated; used when a message has no recipient.")
+    default_subject = models.CharField("default Subject", max_length=998, blank=True,
+                                       help_text="Used when a message has no subject.")
+    body_type = models.CharField(
+        "body MIME type", max_length=40, blank=True, choices=BodyType.choices, default="",
+        help_text="Empty: text/plain, or text/html with an HTML body (both: multipart/alternative).",
+    )
+    body_charset = models.CharField("body charset", max_length=20, choices=BodyCharset.choices,
+                                    default=BodyCharset.UTF8)
+    transfer_encoding = models.CharField("Content-Transfer-Encoding", max_length=20,
+                                         choices=TransferEncoding.choices, default=TransferEncoding.AUTO)
 
     class Meta:
         verbose_name = "outbound connection"
@@ -58,6 +105,18 @@ class OutboxStatus(models.TextChoices):
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # The worker or the connection was lost after the message data was sent, before the
+    # server's final reply: it may or may not have been delivered (an operator decides).
+    UNCERTAIN = "uncertain", "Uncertain"
+
+
+class SendProgress(models.TextChoices):
+    """How far a message in `sending` got: decides what recovery does after a crash."""
+
+    CLAIMED = "claimed", "Claimed"
+    SESSION = "session", "Session open"
+    DATA = "data", "DATA started"
+    REPLIED = "replied", "Final reply"
 
 
 class OutboxMessage(TenantOwned):
@@ -80,6 +139,11 @@ class OutboxMessage(TenantOwned):
     # Set for every queued message (send_after, or the enqueue time): "due" is one index range.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Crash recovery (services/outbound/recovery.py): the sending worker's lease, renewed by
+    # its heartbeat, and how far the message got. A message whose lease ran out goes back to
+    # `queued` unless its DATA had started: then it is `uncertain`.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    progress = models.CharField(max_length=8, choices=SendProgress.choices, blank=True, default="")
     last_error = models.TextField(blank=True)
     # address -> {"status": "accepted"} | {"status": "refused", "code": 550, "text": "..."}
     recipient_results = models.JSONField(default=dict, blank=True)
@@ -108,6 +172,7 @@ class OutboxMessage(TenantOwned):
             models.Index(fields=["status", "next_attempt_at"], name="outbox_due_idx"),
             models.Index(fields=["connection", "status"], name="outbox_conn_status_idx"),
             models.Index(fields=["connection", "claimed_at"], name="outbox_conn_claimed_idx"),
+            models.Index(fields=["status", "lease_until"], name="outbox_lease_idx"),
         ]
 
     def __str__(self) -> str:
@@ -120,6 +185,24 @@ class OutboxAttachment(TenantOwned):
     name = models.CharField(max_length=255)
     content_type = models.CharField(max_length=255, default="application/octet-stream")
     size = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class OutboxTemplate(TenantOwned):
+    """Subject and bodies as Django templates, rendered once at enqueue (services/outbound/templates.py)."""
+
+    name = models.SlugField(max_length=100)
+    subject = models.TextField(help_text="A Django template, e.g. <code>Invoice {{ number }}</code>.")
+    text_body = models.TextField("text body", blank=True)
+    html_body = models.TextField("HTML body", blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "outbox template"
+        ordering = ["tenant__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="uniq_outbox_template_tenant_name")]
 
     def __str__(self) -> str:
         return self.name

@@ -29,6 +29,8 @@ from django.db import IntegrityError, models, transaction
 from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import (
     Authentication,
+    BodyCharset,
+    BodyType,
     CredentialStatus,
     InboundConnection,
     OutboundConnection,
@@ -40,6 +42,7 @@ from ..models import (
     Selection,
     StoredMessage,
     Tenant,
+    TransferEncoding,
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
@@ -116,6 +119,15 @@ OUTBOUND_KEYS = _CONNECTION_KEYS + (
     Key("max_per_session", "max_per_session", "int"),
     Key("rate_limit_per_minute", "rate_limit_per_minute", "int", nullable=True),
     Key("enabled", "enabled", "bool"),
+    # Receiver attributes and crash recovery (issue 19; services/outbound/attributes.py).
+    Key("to", "default_to", "str", nullable=True),
+    Key("cc", "default_cc", "str", nullable=True),
+    Key("bcc", "default_bcc", "str", nullable=True),
+    Key("subject", "default_subject", "str", nullable=True),
+    Key("body_type", "body_type", "str", nullable=True, choices=tuple(BodyType.values)),
+    Key("body_charset", "body_charset", "str", choices=tuple(BodyCharset.values)),
+    Key("transfer_encoding", "transfer_encoding", "str", choices=tuple(TransferEncoding.values)),
+    Key("resend_uncertain", "resend_uncertain", "bool"),
 )
 
 INBOUND_KEYS = (
@@ -1037,7 +1049,10 @@ def _outbound_rules(errors: list[str], item: _Item, conn: OutboundConnection) ->
     """From and Reply-To must be addresses the sender can use (as the admin form checks)."""
     from . import mime
 
-    for key, value in (("from", conn.default_from), ("reply_to", conn.default_reply_to)):
+    pairs = [("from", conn.default_from), ("reply_to", conn.default_reply_to)]
+    for key, field_name in (("to", "default_to"), ("cc", "default_cc"), ("bcc", "default_bcc")):
+        pairs += [(key, address) for address in mime.split_addresses([getattr(conn, field_name) or ""])]
+    for key, value in pairs:
         where = f"{item.path}.{key}"
         if not value or any(e.startswith(f"{where}: ") for e in errors):
             continue

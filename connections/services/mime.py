@@ -9,6 +9,7 @@ Built with the email package (EmailMessage, policy SMTP: CRLF, lines folded at 7
 """
 from __future__ import annotations
 
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass
@@ -89,8 +90,31 @@ def idna_domain(domain: str, *, field: str, original: str) -> str:
         ) from None
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_ADDRESS = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+$")
+
+
 def parse_address(value: str, *, field: str) -> Address:
     """One address ("Name <user@domain>" or "user@domain"), checked, with its domain in IDNA form."""
+    if isinstance(value, str) and _SIMPLE_ADDRESS.match(value):
+        # A plain ASCII user@domain (the commonest case): the strict parser would take it as
+        # it is; only the validator's checks remain. Same result, a tenth of the time.
+        try:
+            _email_validator(value)
+        except DjangoValidationError:
+            pass  # the full path below gives the full message
+        else:
+            local, _, domain = value.rpartition("@")
+            return Address(username=local, domain=domain)
+    if not isinstance(value, str):
+        check_header_value(value, field=field)  # raises: must be text
+    return _parse_address(value, field)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parse_address(value: str, field: str) -> Address:
+    """parse_address's full path; cached (Address is immutable): a bulk enqueue repeats its From."""
     check_header_value(value, field=field)
     if not value.strip():
         raise ValidationError(f"{field} contains an empty address.")
@@ -259,6 +283,7 @@ def build_message(
     extra_headers: dict[str, str],
     message_id: str,
     date: datetime,
+    body_options=None,
 ) -> EmailMessage:
     """The MIME message (Bcc is not a header: Bcc recipients are only in the envelope)."""
     msg = EmailMessage(policy=POLICY)
@@ -277,7 +302,12 @@ def build_message(
             continue  # already applied through message_id / date
         msg[name] = value
 
-    if html and text:
+    if body_options is not None and not body_options.automatic:
+        # The connection's body type, charset and transfer encoding (receiver attributes).
+        from .outbound.attributes import set_body
+
+        set_body(msg, text=text, html=html, options=body_options)
+    elif html and text:
         msg.set_content(text, subtype="plain", charset="utf-8", cte=_text_cte(text))
         msg.add_alternative(html, subtype="html", charset="utf-8", cte=_text_cte(html))
     elif html:

@@ -13,7 +13,9 @@ Sending (`send_due`) follows the rule "no transaction open across network I/O":
    that group-commits them (whatever arrived within 50 ms, one short transaction and, on
    PostgreSQL, one UPDATE per group), so that the database work overlaps with the SMTP
    exchanges instead of adding to them. The MIME bytes are loaded ahead by another thread.
-A crash between 1 and 3 leaves the message in `sending`; see docs/outbound.md.
+Each message records how far it got and the worker renews a lease: after a crash,
+`outbound/recovery.py` returns the untried messages to the queue by itself and makes
+`uncertain` the (at most one per session) message caught between DATA and the final reply.
 """
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
-from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, Tenant
+from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
+from .outbound import attributes, fastmime, recovery, templates
+from .outbound.writer import _entry, _NotOurs, _update, _Writer  # noqa: F401 - _Writer: tests tune it
 from .mime import AttachmentIn
 
 log = logging.getLogger(__name__)
@@ -138,8 +142,8 @@ def resolve_connection(*, tenant: str | int | Tenant, connection: str | int) -> 
 def prepare(
     *,
     connection_id: int,
-    to: Sequence[str],
-    subject: str,
+    to: Sequence[str] = (),
+    subject: str = "",
     text: str = "",
     html: str = "",
     cc: Sequence[str] = (),
@@ -150,12 +154,19 @@ def prepare(
     extra_headers: dict[str, str] | None = None,
     priority: int = 0,
     send_after: datetime | None = None,
+    connection: OutboundConnection | None = None,
 ) -> PreparedMessage:
-    """Check a message and build its MIME bytes; raises ValidationError, stores nothing."""
-    try:
-        connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
-    except OutboundConnection.DoesNotExist:
-        raise ValidationError(f"No outbound connection #{connection_id}.") from None
+    """Check a message and build its MIME bytes; raises ValidationError, stores nothing.
+
+    `connection`, when given (the same one as connection_id), saves loading it: enqueue_many.
+    """
+    if connection is None or connection.pk != connection_id:
+        try:
+            connection = OutboundConnection.objects.select_related("tenant").get(pk=connection_id)
+        except OutboundConnection.DoesNotExist:
+            raise ValidationError(f"No outbound connection #{connection_id}.") from None
+    # The connection's receiver attributes: default To/Cc/Bcc and Subject.
+    to, cc, bcc, subject = attributes.defaults(connection, to=to, cc=cc, bcc=bcc, subject=subject)
 
     sender_text = (from_address or "").strip() or connection.default_from.strip()
     if not sender_text:
@@ -196,16 +207,24 @@ def prepare(
         from email.utils import parsedate_to_datetime
 
         date = parsedate_to_datetime(lowered["date"])
-    msg = mime.build_message(
-        from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject,
-        text=text, html=html,
-        attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
-        extra_headers=headers, message_id=message_id, date=date,
+    body_options = attributes.body_options(connection)
+    # The commonest message (ASCII text/plain) written directly; anything else by the email package.
+    raw = fastmime.build_simple(
+        from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject, text=text, html=html,
+        attachments=checked_atts, extra_headers=headers, message_id=message_id, date=date,
+        automatic_body=body_options.automatic, overridable=mime.OVERRIDABLE_HEADERS,
     )
-    try:
-        raw = mime.to_bytes(msg)
-    except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
-        raise ValidationError(f"The message cannot be encoded: {exc}.") from None
+    if raw is None:
+        msg = mime.build_message(
+            from_address=sender, to=to_list, cc=cc_list, reply_to=reply_list, subject=subject,
+            text=text, html=html,
+            attachments=[AttachmentIn(n, c, t) for n, t, c in checked_atts],
+            extra_headers=headers, message_id=message_id, date=date, body_options=body_options,
+        )
+        try:
+            raw = mime.to_bytes(msg)
+        except (ValueError, TypeError, UnicodeError) as exc:  # the email package's last word
+            raise ValidationError(f"The message cannot be encoded: {exc}.") from None
 
     limit = known_size_limit(connection)
     if limit and len(raw) > limit:
@@ -259,24 +278,9 @@ def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
     now = timezone.now()
     conn = prepared.connection
     with transaction.atomic():
-        message = OutboxMessage.objects.create(
-            tenant_id=conn.tenant_id, connection=conn,
-            from_address=prepared.from_address, to=prepared.to, cc=prepared.cc, bcc=prepared.bcc,
-            reply_to=prepared.reply_to, subject=prepared.subject,
-            text_body=prepared.text, html_body=prepared.html, extra_headers=prepared.extra_headers,
-            priority=prepared.priority, send_after=prepared.send_after,
-            status=OutboxStatus.QUEUED,
-            next_attempt_at=max(prepared.send_after, now) if prepared.send_after else now,
-            message_id=prepared.message_id, envelope_from=prepared.envelope_from,
-            envelope_to=prepared.envelope_to, mime=prepared.mime, size=len(prepared.mime),
-        )
-        for name, content_type, content in prepared.attachments:
-            att = OutboxAttachment(
-                tenant_id=conn.tenant_id, message=message, name=name,
-                content_type=content_type, size=len(content),
-            )
-            att.file.save(name, ContentFile(content), save=False)
-            att.save()
+        message = message_row(prepared, now)
+        message.save(force_insert=True)
+        save_attachments(prepared, message)
         if dispatch and conn.enabled and message.next_attempt_at <= now:
             # send_outbox.delay_on_commit, plus an expiry and robustness: a broker outage
             # must not turn a stored message into an exception for the caller (beat's
@@ -285,11 +289,37 @@ def store(prepared: PreparedMessage, *, dispatch: bool = True) -> OutboxMessage:
     return message
 
 
+def message_row(prepared: PreparedMessage, now: datetime) -> OutboxMessage:
+    """The unsaved outbox row of a prepared message (store and enqueue_many save it)."""
+    conn = prepared.connection
+    return OutboxMessage(
+        tenant_id=conn.tenant_id, connection=conn,
+        from_address=prepared.from_address, to=prepared.to, cc=prepared.cc, bcc=prepared.bcc,
+        reply_to=prepared.reply_to, subject=prepared.subject,
+        text_body=prepared.text, html_body=prepared.html, extra_headers=prepared.extra_headers,
+        priority=prepared.priority, send_after=prepared.send_after,
+        status=OutboxStatus.QUEUED,
+        next_attempt_at=max(prepared.send_after, now) if prepared.send_after else now,
+        message_id=prepared.message_id, envelope_from=prepared.envelope_from,
+        envelope_to=prepared.envelope_to, mime=prepared.mime, size=len(prepared.mime),
+    )
+
+
+def save_attachments(prepared: PreparedMessage, message: OutboxMessage) -> None:
+    for name, content_type, content in prepared.attachments:
+        att = OutboxAttachment(
+            tenant_id=message.tenant_id, message=message, name=name,
+            content_type=content_type, size=len(content),
+        )
+        att.file.save(name, ContentFile(content), save=False)
+        att.save()
+
+
 def enqueue(
     *,
     connection_id: int,
-    to: Sequence[str],
-    subject: str,
+    to: Sequence[str] = (),
+    subject: str = "",
     text: str = "",
     html: str = "",
     cc: Sequence[str] = (),
@@ -301,17 +331,30 @@ def enqueue(
     priority: int = 0,
     send_after: datetime | None = None,
     dispatch: bool = True,
+    template: str | None = None,
+    context: dict[str, Any] | None = None,
 ) -> OutboxMessage:
     """Check, build and store one message; a worker sends it once the transaction commits.
+
+    `template` names one of the tenant's message templates, rendered now with `context`
+    (outbound/templates.py); a subject or body given as well wins over the template's.
 
     `reply_to=None` uses the connection's default Reply-To; `from_address=None` its default
     From. `dispatch=False` leaves the message to the beat dispatcher (or to `send_now`).
     Raises connections.errors.ValidationError, with nothing stored, for bad input.
     """
+    connection = None
+    if template is not None:
+        connection = OutboundConnection.objects.select_related("tenant").filter(pk=connection_id).first()
+        if connection is None:
+            raise ValidationError(f"No outbound connection #{connection_id}.")
+        rendered = templates.apply(connection=connection, kwargs=dict(
+            template=template, context=context, subject=subject, text=text, html=html))
+        subject, text, html = rendered["subject"], rendered["text"], rendered["html"]
     prepared = prepare(
         connection_id=connection_id, to=to, subject=subject, text=text, html=html, cc=cc,
         bcc=bcc, reply_to=reply_to, from_address=from_address, attachments=attachments,
-        extra_headers=extra_headers, priority=priority, send_after=send_after,
+        extra_headers=extra_headers, priority=priority, send_after=send_after, connection=connection,
     )
     return store(prepared, dispatch=dispatch)
 
@@ -355,15 +398,16 @@ def send_test_mail(*, connection_id: int, to: str) -> OutboxMessage:
 def dispatch_due(*, now: datetime | None = None) -> list[int]:
     """Ids of the enabled connections with due queued messages and no sender at work now.
 
-    One query. A connection whose messages were claimed within the last minute has a worker
-    on it; that worker goes on with the next batch itself.
+    One query (after recovering the messages of dead workers). A connection with a live lease
+    has a worker on it; that worker goes on with the next batch itself.
     """
     now = now or timezone.now()
+    recovery.recover_expired(now=now)  # the messages of dead workers first
     due = OutboxMessage.objects.filter(
         connection=OuterRef("pk"), status=OutboxStatus.QUEUED, next_attempt_at__lte=now
     )
     busy = OutboxMessage.objects.filter(
-        connection=OuterRef("pk"), status=OutboxStatus.SENDING, claimed_at__gt=now - timedelta(minutes=1)
+        connection=OuterRef("pk"), status=OutboxStatus.SENDING, lease_until__gt=now
     )
     return list(
         OutboundConnection.objects.filter(enabled=True, tenant__active=True)
@@ -386,12 +430,13 @@ class _Claimed:
     previous_results: dict
     claimed_at: datetime
     mime: bytes | None = None
+    resend_uncertain: bool = False
 
 
 @dataclass
 class MessageOutcome:
     message_id: int
-    status: str  # sent | retry | failed | held | released
+    status: str  # sent | retry | failed | uncertain | held | released
     detail: str = ""
     recipients: dict[str, dict] = field(default_factory=dict)
 
@@ -415,7 +460,8 @@ class SendReport:
         return self.count("failed")
 
     def __str__(self) -> str:
-        parts = [f"{self.count(s)} {s}" for s in ("sent", "retry", "failed", "held", "released") if self.count(s)]
+        parts = [f"{self.count(s)} {s}" for s in ("sent", "retry", "failed", "uncertain", "held", "released")
+                 if self.count(s)]
         text = ", ".join(parts) or "nothing due"
         return f"{text} in {self.sessions} session(s)" + (f"; {self.error}" if self.error else "")
 
@@ -447,9 +493,10 @@ def _claim(connection: OutboundConnection, limit: int, only_ids: Sequence[int] |
         if not rows:
             return []
         OutboxMessage.objects.filter(pk__in=[r[0] for r in rows]).update(
-            status=OutboxStatus.SENDING, claimed_at=now
+            status=OutboxStatus.SENDING, claimed_at=now, lease_until=recovery.lease_until(now),
+            progress=SendProgress.CLAIMED,
         )
-    return [_Claimed(*row, claimed_at=now) for row in rows]
+    return [_Claimed(*row, claimed_at=now, resend_uncertain=connection.resend_uncertain) for row in rows]
 
 
 class _MimeLoader:
@@ -547,250 +594,18 @@ class _MimeLoader:
         self._thread.join()
 
 
-def _entry(outcome: str, detail: str = "", code: int | None = None, **extra: Any) -> dict:
-    entry = {"at": timezone.now().isoformat(timespec="seconds"), "outcome": outcome, "code": code, "detail": detail}
-    entry.update(extra)
-    return entry
-
-
-def _update(item: _Claimed, *, followup: dict | None = None, **values: Any) -> bool:
-    """Record an outcome, only if the message is still ours (an operator may have requeued it).
-
-    One UPDATE: its own short transaction (or part of the caller's, if it has one); with a
-    `followup` (recipients refused temporarily), the follow-up message in the same one.
-    """
-    if followup is None:
-        done = _fast_update(item, values)
-    else:
-        with transaction.atomic():
-            done = _fast_update(item, values)
-            if done:
-                _create_followup(item, **followup)
-    if not done:
-        log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
-                    item.id, values.get("status"))
-    return bool(done)
-
-
-def _fast_update(item: _Claimed, values: dict[str, Any]) -> int:
-    """rows.update(**values) as one statement, without the ORM's query compiler: it runs once
-    per message, in the writer thread, and its CPU time competes with sending. On PostgreSQL
-    with psycopg 3 it is a server-side prepared statement."""
-    db = transaction.get_connection()
-    meta = OutboxMessage._meta
-    names = tuple(values)
-    sql = _UPDATE_SQL.get((db.vendor, names))
-    if sql is None:
-        quote = db.ops.quote_name
-        sets = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
-        sql = (f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s "
-               f"AND {quote(meta.get_field('status').column)} = %s "
-               f"AND {quote(meta.get_field('claimed_at').column)} = %s")
-        _UPDATE_SQL[(db.vendor, names)] = sql
-    params = [meta.get_field(name).get_db_prep_save(values[name], connection=db) for name in names]
-    params += [item.id, OutboxStatus.SENDING.value,
-               meta.get_field("claimed_at").get_db_prep_save(item.claimed_at, connection=db)]
-    if db.vendor == "postgresql" and not db.in_atomic_block and _psycopg_cursor is not None:
-        db.ensure_connection()
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.rowcount
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
-
-
-_UPDATE_SQL: dict[tuple, str] = {}
-try:  # psycopg 3: its plain (server-side binding) cursor, for prepared statements
-    from psycopg import Cursor as _psycopg_cursor
-except ImportError:  # pragma: no cover - psycopg 2 or another database
-    _psycopg_cursor = None
-
-
-def _create_followup(item: _Claimed, *, recipients: list[str], delay: float, reason: str) -> OutboxMessage:
-    original = OutboxMessage.objects.get(pk=item.id)
-    copy = OutboxMessage(
-        tenant_id=original.tenant_id, connection_id=original.connection_id, retry_of=original,
-        from_address=original.from_address, to=original.to, cc=original.cc, bcc=original.bcc,
-        reply_to=original.reply_to, subject=original.subject, text_body=original.text_body,
-        html_body=original.html_body, extra_headers=original.extra_headers, priority=original.priority,
-        send_after=original.send_after, message_id=original.message_id, envelope_from=original.envelope_from,
-        envelope_to=recipients, mime=original.mime, size=original.size,
-        status=OutboxStatus.QUEUED, attempts=item.attempts + 1,
-        next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=reason,
-        delivery_log=[_entry("deferred", f"refused temporarily in message #{original.pk}: {reason}",
-                             retry_in=int(delay))],
-    )
-    copy.save()
-    return copy
-
-
-def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> None:
-    """Group commit: the outcomes of several messages in ONE short transaction.
-
-    On PostgreSQL one UPDATE … FROM (VALUES …) per shape of outcome (sent, retry, …) instead
-    of one statement and one commit per message; elsewhere, and for outcomes with a follow-up
-    message, one UPDATE each, still in the same transaction. Like `_update`, a row is only
-    written while it is still ours (`sending`, same `claimed_at`).
-    """
-    db = transaction.get_connection()
-    done: set[int] = set()
-    with transaction.atomic():
-        shapes: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
-        seen: set[int] = set()
-        for item, values in jobs:
-            values = dict(values)
-            followup = values.pop("followup", None)
-            if followup is not None or db.vendor != "postgresql" or item.id in seen:
-                if _fast_update(item, values):
-                    done.add(item.id)
-                    if followup is not None:
-                        _create_followup(item, **followup)
-            else:
-                shapes.setdefault(tuple(values), []).append((item, values))
-            seen.add(item.id)
-        for names, rows in shapes.items():
-            done.update(_bulk_update(db, names, rows))
-    for item, values in jobs:
-        if item.id not in done:
-            log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
-                        item.id, values.get("status"))
-
-
-def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
-    """PostgreSQL: one UPDATE for many rows with the same columns; returns the ids written."""
-    meta = OutboxMessage._meta
-    key = (names, len(rows))
-    sql = _BULK_SQL.get(key)
-    if sql is None:
-        quote = db.ops.quote_name
-        fields = [meta.get_field(name) for name in names]
-        casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
-        sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
-        pk, status, claimed = quote(meta.pk.column), quote(meta.get_field("status").column), quote(
-            meta.get_field("claimed_at").column)
-        sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) "
-               f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
-               f"RETURNING t.{pk}")
-        _BULK_SQL[key] = sql
-    claimed_field = meta.get_field("claimed_at")
-    fields = [meta.get_field(name) for name in names]
-    params: list[Any] = []
-    for item, values in rows:
-        params.append(item.id)
-        params.append(claimed_field.get_db_prep_save(item.claimed_at, connection=db))
-        params.extend(f.get_db_prep_save(values[f.name], connection=db) for f in fields)
-    params.append(OutboxStatus.SENDING.value)
-    db.ensure_connection()
-    if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params)
-            return {row[0] for row in cursor.fetchall()}
-    with db.cursor() as cursor:  # pragma: no cover - psycopg 2
-        cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
-
-
-_BULK_SQL: dict[tuple, str] = {}
-
-
-class _Writer:
-    """Writes outcomes in the order given, in groups: one short transaction per group.
-
-    Threaded when the caller is not inside a transaction (a worker, the CLI): the writes run
-    in a thread of their own, overlapping the SMTP exchanges instead of adding to them, and
-    are group-committed — whatever outcomes arrive within GROUP_WAIT seconds of the first
-    (at most GROUP_MAX) go into one transaction, so the database does one statement and one
-    commit per group instead of per message. The price is a slightly wider at-least-once
-    window: when a worker dies, the outcomes not yet committed (at most about GROUP_WAIT
-    seconds of sending, or GROUP_MAX + QUEUE_SIZE messages) are missing and those messages
-    stay in `sending` — stale, shown to the operator, requeueable (docs/outbound.md), never
-    lost and never silently sent again.
-    """
-
-    QUEUE_SIZE = 64
-    GROUP_MAX = 64
-    GROUP_WAIT = 0.05  # seconds
-
-    def __init__(self, *, threaded: bool) -> None:
-        self.threaded = threaded
-        self.error: BaseException | None = None
-        if threaded:
-            self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_SIZE)
-            self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
-            self._thread.start()
-
-    def __call__(self, item: _Claimed, **values: Any) -> None:
-        if not self.threaded:
-            _update(item, **values)
-            return
-        if self.error is not None:
-            raise self.error
-        self._queue.put((item, values))
-
-    def _next_group(self) -> tuple[list, bool]:
-        """The next group of jobs, and whether the sender has closed the writer."""
-        jobs: list = []
-        job = self._queue.get()
-        deadline = time.monotonic() + self.GROUP_WAIT
-        while job is not None:
-            jobs.append(job)
-            remaining = deadline - time.monotonic()
-            if len(jobs) >= self.GROUP_MAX or remaining <= 0:
-                return jobs, False
-            try:
-                job = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                return jobs, False
-        return jobs, True
-
-    def _run(self) -> None:
-        from django.db import connection as db_connection
-
-        try:
-            try:
-                if db_connection.vendor == "postgresql":
-                    # This thread's own connection commits without waiting for the disk
-                    # flush. A database crash can then lose the last fraction of a second of
-                    # outcomes: those messages stay in `sending` (stale, shown to the
-                    # operator), exactly like after a worker crash. Claims are flushed as
-                    # usual, so a crash never puts a sent message back to `queued`.
-                    with db_connection.cursor() as cursor:
-                        cursor.execute("SET synchronous_commit TO OFF")
-            except BaseException as exc:
-                self.error = exc  # keep draining the queue so that the sender never blocks
-            closed = False
-            while not closed:
-                jobs, closed = self._next_group()
-                if jobs and self.error is None:
-                    try:
-                        _update_group(jobs)
-                    except BaseException as exc:  # reported to the sender at its next write or close
-                        self.error = exc
-        finally:
-            db_connection.close()  # this thread's own database connection
-
-    def close(self) -> None:
-        """Wait until every outcome is written; raise the first error of the writes."""
-        if not self.threaded:
-            return
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-
-
 def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tuple[int, str]],
-                 write=_update) -> MessageOutcome:
+                 write=_update, *, replies: dict[str, tuple[int, str]] | None = None,
+                 final: tuple[int, str] = (0, ""), queue_id: str = "") -> MessageOutcome:
     results: dict[str, dict] = {}
+    replies = replies or {}
     for rcpt in item.envelope_to:
         if rcpt in refused:
             code, text = refused[rcpt]
             results[rcpt] = {"status": "refused", "code": code, "text": _text(text)}
         else:
-            results[rcpt] = {"status": "accepted"}
+            # What the server said: to RCPT TO, and its final reply to the data (queue id).
+            results[rcpt] = accepted_result(replies.get(rcpt), final, queue_id)
     for rcpt, (code, text) in refused.items():  # in case the server names them differently
         results.setdefault(rcpt, {"status": "refused", "code": code, "text": _text(text)})
     summary = f"accepted for {len(accepted)} of {len(results)} recipients"
@@ -809,8 +624,9 @@ def _record_sent(item: _Claimed, accepted: Sequence[str], refused: dict[str, tup
         item, status=OutboxStatus.SENT, sent_at=now, attempts=item.attempts + 1,
         recipient_results={**(item.previous_results or {}), **results},
         last_error="" if not refused else summary, next_attempt_at=None,
-        delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary)],
-        followup=followup,
+        delivery_log=item.delivery_log + [_entry("sent" if not refused else "partial", summary, final[0] or None,
+                                                 **({"queue_id": queue_id} if queue_id else {}))],
+        followup=followup, progress=SendProgress.REPLIED,
     )
     return MessageOutcome(item.id, "sent", summary, results)
 
@@ -821,6 +637,8 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
     attempts = item.attempts + 1
     refused = getattr(exc, "refused", None) or {}
     results = {r: {"status": "refused", "code": c, "text": _text(t)} for r, (c, t) in refused.items()}
+    if getattr(exc, "maybe_delivered", False):
+        return _record_uncertain(item, exc, write=write)
     if transient and attempts < _max_attempts():
         delay = backoff_seconds(attempts)
         extra: dict[str, Any] = {}
@@ -831,7 +649,7 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
         write(
             item, status=OutboxStatus.QUEUED, attempts=attempts, last_error=detail,
             next_attempt_at=timezone.now() + timedelta(seconds=delay),
-            recipient_results={**(item.previous_results or {}), **results},
+            recipient_results={**(item.previous_results or {}), **results}, progress=SendProgress.REPLIED,
             delivery_log=item.delivery_log + [_entry("retry", detail, code, retry_in=int(delay))], **extra,
         )
         return MessageOutcome(item.id, "retry", detail, results)
@@ -839,10 +657,36 @@ def _record_failure(item: _Claimed, exc: TenantMailError, *, transient: bool, wr
         detail = f"gave up after {attempts} attempts; last error: {detail}"
     write(
         item, status=OutboxStatus.FAILED, attempts=attempts, last_error=detail, next_attempt_at=None,
-        recipient_results={**(item.previous_results or {}), **results},
+        recipient_results={**(item.previous_results or {}), **results}, progress=SendProgress.REPLIED,
         delivery_log=item.delivery_log + [_entry("failed", detail, code)],
     )
     return MessageOutcome(item.id, "failed", detail, results)
+
+
+def accepted_result(rcpt_reply: tuple[int, str] | None, final: tuple[int, str], queue_id: str) -> dict:
+    result: dict[str, Any] = {"status": "accepted"}
+    if rcpt_reply:
+        result["rcpt_code"], result["rcpt_text"] = rcpt_reply[0], _text(rcpt_reply[1])
+    if final[0]:
+        result["code"], result["text"] = final[0], _text(final[1])
+    if queue_id:
+        result["queue_id"] = queue_id
+    return result
+
+
+def _record_uncertain(item: _Claimed, exc: TenantMailError, *, write=_update) -> MessageOutcome:
+    """Lost after the data, before the reply: uncertain, or queued again if the connection says so."""
+    detail = str(exc)
+    if item.resend_uncertain:
+        write(item, status=OutboxStatus.QUEUED, attempts=item.attempts + 1, last_error=detail,
+              next_attempt_at=timezone.now() + timedelta(seconds=_retry_base()), progress=SendProgress.REPLIED,
+              delivery_log=item.delivery_log + [_entry("uncertain", detail + "; sent again (the connection "
+                                                                            "resends uncertain messages)")])
+        return MessageOutcome(item.id, "retry", detail)
+    write(item, status=OutboxStatus.UNCERTAIN, attempts=item.attempts + 1, last_error=detail,
+          next_attempt_at=None, progress=SendProgress.REPLIED,
+          delivery_log=item.delivery_log + [_entry("uncertain", detail)])
+    return MessageOutcome(item.id, "uncertain", detail)
 
 
 def _release(items: Iterable[_Claimed], *, reason: str, delay: float, outcome: str,
@@ -920,8 +764,11 @@ def send_due(
             pending = {item.id: item for item in batch}  # claimed, not yet recorded
             try:
                 # The loader first: it fetches MIME while the session is being opened.
-                with _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
+                with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at,
+                                        threaded=write.threaded), \
+                        _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
                     _remember_size(connection, client.max_size)
+                    recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
                     for index, item in enumerate(batch):
                         if item.mime is None:
                             loader.fill(index)
@@ -936,7 +783,14 @@ def send_due(
                             continue
                         try:
                             result = client.send(sender=item.envelope_from, recipients=item.envelope_to,
-                                                 message=item.mime)
+                                                 message=item.mime,
+                                                 before_data=lambda item=item: write.mark_data(item))
+                        except _NotOurs as exc:  # the client closed the session: end it here
+                            del pending[item.id]
+                            report.outcomes += _release(pending.values(), reason=str(exc), delay=0,
+                                                        outcome="released", write=write)
+                            pending.clear()
+                            break
                         except SMTPReplyError as exc:
                             report.outcomes.append(
                                 _record_failure(item, exc, transient=exc.transient, write=write))
@@ -950,7 +804,8 @@ def send_due(
                             raise
                         item.mime = None  # free memory as we go
                         report.outcomes.append(
-                            _record_sent(item, result.accepted, dict(result.refused), write=write))
+                            _record_sent(item, result.accepted, dict(result.refused), write=write,
+                                         replies=result.replies, final=result.reply, queue_id=result.queue_id))
                         del pending[item.id]
             except MailError as exc:
                 if exc.transient:
@@ -1015,8 +870,8 @@ def _scoped(message_ids: Iterable[int], user) -> Any:
 def requeue(*, message_ids: Iterable[int], user=None) -> ActionResult:
     """Failed, cancelled and stale `sending` messages back to queued, due now, attempts reset.
 
-    A stale `sending` message may already have reached the server (its worker stopped before
-    recording the reply): requeueing it may deliver it twice — the at-least-once window.
+    (Beat's recovery handles stale `sending` messages by itself; this is the operator's
+    shortcut. Uncertain messages have their own actions in outbound/recovery.py.)
     """
     now = timezone.now()
     ids = list(message_ids)
@@ -1025,15 +880,14 @@ def requeue(*, message_ids: Iterable[int], user=None) -> ActionResult:
     with transaction.atomic():
         eligible = (
             _scoped(ids, user)
-            .filter(Q(status__in=[OutboxStatus.FAILED, OutboxStatus.CANCELLED])
-                    | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .filter(Q(status__in=[OutboxStatus.FAILED, OutboxStatus.CANCELLED]) | recovery.expired(now))
             .select_for_update(skip_locked=True)
             .only("pk", "status", "delivery_log", "connection_id")
         )
         for message in eligible:
             detail = f"requeued from {message.status}" + (f" by {who}" if who else "")
             OutboxMessage.objects.filter(pk=message.pk).update(
-                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, claimed_at=None,
+                status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, claimed_at=None, lease_until=None,
                 delivery_log=list(message.delivery_log) + [_entry("requeued", detail)],
             )
             changed += 1
@@ -1052,7 +906,7 @@ def cancel(*, message_ids: Iterable[int], user=None) -> ActionResult:
     with transaction.atomic():
         eligible = (
             _scoped(ids, user)
-            .filter(Q(status=OutboxStatus.QUEUED) | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now)))
+            .filter(Q(status__in=[OutboxStatus.QUEUED, OutboxStatus.UNCERTAIN]) | recovery.expired(now))
             .select_for_update(skip_locked=True)
             .only("pk", "status", "delivery_log")
         )

@@ -303,7 +303,19 @@ def test_drop_after_data_is_transient_and_maybe_delivered(scripted):
         with pytest.raises(ConnectError) as info:
             smtp.send(sender="s@x.test", recipients=["a@x.test"], message=RAW)
     assert info.value.transient and info.value.maybe_delivered
-    assert "after the message data was sent" in info.value.message and "may have been delivered" in info.value.hint
+    assert info.value.message.endswith("(after the data, before the reply: may have been delivered)")
+    assert "may have been delivered" in info.value.hint
+
+
+@pytest.mark.parametrize(("reply", "queue_id"), [
+    ("2.0.0 Ok: queued as 4XyzAbC12", "4XyzAbC12"),
+    ("OK id=1tB2cD-0004xY-3z", "1tB2cD-0004xY-3z"),
+    ("2.0.0 OK  1733490000 5b1f-gsmtp", ""),
+])
+def test_queue_id_of_a_final_reply(reply, queue_id):
+    from connections.mail.smtp import queue_id_of
+
+    assert queue_id_of(reply) == queue_id
 
 
 def test_server_refusing_the_session_at_greeting(scripted):

@@ -20,11 +20,13 @@ Every message whose data arrived is in `received` (also those refused or dropped
 that is exactly the at-least-once window). `sessions` counts SMTP connections.
 
 `SilentListener` accepts TCP connections and never says a word (a greeting timeout).
+`CutDataServer` resets the connection after reading part of the data (closed during DATA).
 """
 from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -128,8 +130,8 @@ class FaultServer:
         self.sessions = 0
 
 
-class SilentListener:
-    """A TCP port that accepts connections and never answers (no greeting)."""
+class _Listener:
+    """A loopback TCP port; each accepted connection goes to `_handle` (in one thread)."""
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -137,7 +139,6 @@ class SilentListener:
         self._sock.bind((HOST, 0))
         self._sock.listen(16)
         self.port = self._sock.getsockname()[1]
-        self._held: list[socket.socket] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -149,14 +150,31 @@ class SilentListener:
                 conn, _ = self._sock.accept()
             except (socket.timeout, OSError):
                 continue
-            self._held.append(conn)  # hold it open, say nothing
+            self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(2)
+        self._sock.close()
+
+
+class SilentListener(_Listener):
+    """A TCP port that accepts connections and never answers (no greeting)."""
+
+    def __init__(self) -> None:
+        self._held: list[socket.socket] = []
+        super().__init__()
+
+    def _handle(self, conn: socket.socket) -> None:
+        self._held.append(conn)  # hold it open, say nothing
+
+    def stop(self) -> None:
+        super().stop()
         for conn in self._held:
             conn.close()
-        self._sock.close()
 
 
 def _free_port() -> int:
@@ -168,3 +186,56 @@ def _free_port() -> int:
 def closed_port() -> int:
     """A port where nothing listens (connection refused)."""
     return _free_port()
+
+
+class CutDataServer(_Listener):
+    """Speaks just enough SMTP to accept a message, then after 354 reads only `after` bytes of
+    the data and closes the connection with the rest unread (the kernel answers with a reset):
+    a connection lost in the middle of DATA — the message was incomplete, never delivered."""
+
+    def __init__(self, *, after: int = 2048) -> None:
+        self.after = after
+        self.got: list[bytes] = []  # the part of the data read before the cut
+        super().__init__()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._session(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _session(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        reader = conn.makefile("rb")
+        conn.sendall(b"220 cut.test ESMTP\r\n")
+        while True:
+            line = reader.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.sendall(b"250-cut.test\r\n250 8BITMIME\r\n")
+            elif verb == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                part = b""
+                while len(part) < self.after:  # from the socket itself: no read-ahead buffer
+                    chunk = conn.recv(self.after - len(part))
+                    if not chunk:
+                        break
+                    part += chunk
+                self.got.append(part)
+                # Wait (without reading) until the whole message is in our receive buffer, so
+                # that closing now leaves data unread: a reset, never a clean end.
+                deadline = 50
+                while deadline and b"\r\n.\r\n" not in conn.recv(1 << 20, socket.MSG_PEEK):
+                    deadline -= 1
+                    self._stop.wait(0.1)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            elif verb == b"QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 ok\r\n")

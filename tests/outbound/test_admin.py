@@ -257,3 +257,56 @@ def test_a_message_being_sent_cannot_be_deleted(client, django_user_model, make_
     assert client.get(reverse("admin:connections_outboxmessage_delete", args=[flying.pk])).status_code == 403
     client.post(url, {"action": "delete_selected", "_selected_action": [done.pk], "post": "yes"})
     assert list(OutboxMessage.objects.values_list("pk", flat=True)) == [flying.pk]
+
+
+def test_uncertain_messages_are_shown_and_the_operator_resends_or_marks_them_sent(client, operator, make_connection,
+                                                                                  fault):
+    conn = make_connection(port=fault.port, timeout=2)
+    lost, confirmed, fine = (outbox.enqueue(connection_id=conn.pk, to=[to], subject=to, dispatch=False, text="x")
+                             for to in ("drop-a@example.test", "drop-b@example.test", "ok@example.test"))
+    for msg in (lost, confirmed, fine):  # one session each: a drop ends its session
+        outbox.send_due(connection_id=conn.pk, message_ids=[msg.pk])
+    client.force_login(operator)
+    url = reverse("admin:connections_outboxmessage_changelist")
+    listing = client.get(url + "?status__exact=uncertain").content.decode()
+    assert listing.count("(may have been delivered)") == 2
+    record = client.get(reverse("admin:connections_outboxmessage_change", args=[fine.pk])).content.decode()
+    # per recipient: what the server said to RCPT TO, its final reply and the queue id
+    assert "2.1.5 OK" in record and "queued as FAULT" in record and "<th>queue id</th>" in record
+    record = client.get(reverse("admin:connections_outboxmessage_change", args=[lost.pk])).content.decode()
+    assert "after the data, before the reply: may have been delivered" in record
+
+    response = client.post(url, {"action": "resend_uncertain", "_selected_action": [lost.pk, fine.pk]}, follow=True)
+    text = response.content.decode()
+    assert "1 message(s) queued to be sent again" in text and "1 message(s) left as they are" in text
+    response = client.post(url, {"action": "mark_sent", "_selected_action": [confirmed.pk]}, follow=True)
+    assert "1 message(s) marked sent" in response.content.decode()
+    got = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[lost.pk, confirmed.pk])}
+    assert got[lost.pk].status == OutboxStatus.QUEUED and got[confirmed.pk].status == OutboxStatus.SENT
+    assert got[confirmed.pk].delivery_log[-1]["detail"] == "uncertain message marked sent by operator"
+
+
+def test_a_viewer_cannot_resend_uncertain_messages(client, viewer, make_connection):
+    conn = make_connection()
+    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    OutboxMessage.objects.filter(pk=msg.pk).update(status=OutboxStatus.UNCERTAIN)
+    client.force_login(viewer)
+    client.post(reverse("admin:connections_outboxmessage_changelist"),
+                {"action": "resend_uncertain", "_selected_action": [msg.pk]})
+    assert OutboxMessage.objects.get(pk=msg.pk).status == OutboxStatus.UNCERTAIN
+
+
+def test_operator_of_a_tenant_edits_its_message_templates_and_broken_ones_are_refused(client, django_user_model,
+                                                                                      tenant):
+    from connections.models import OutboxTemplate
+
+    admin_user = django_user_model.objects.create_user("tpl-admin", password="pw", is_staff=True)
+    Membership.objects.create(user=admin_user, tenant=tenant, role="admin")
+    client.force_login(admin_user)
+    url = reverse("admin:connections_outboxtemplate_add")
+    response = client.post(url, {"tenant": tenant.pk, "name": "broken", "subject": "{% if %}"})
+    assert response.status_code == 200 and "Template &#x27;broken&#x27;, subject" in response.content.decode()
+    response = client.post(url, {"tenant": tenant.pk, "name": "invoice", "subject": "Invoice {{ n }}",
+                                 "text_body": "Pay {{ amount }}"})
+    assert response.status_code == 302
+    assert OutboxTemplate.objects.get().name == "invoice"

@@ -11,9 +11,10 @@ from django.utils import timezone
 from connections.errors import ValidationError
 from connections.models import OutboxMessage, OutboxStatus
 from connections.services import outbox
+from connections.services.outbound import recovery
 from connections.services.outbox import AttachmentIn
 
-from .faultserver import SilentListener, closed_port
+from .faultserver import CutDataServer, SilentListener, closed_port
 
 pytestmark = pytest.mark.django_db
 
@@ -36,9 +37,13 @@ def test_accepted_message_is_sent_with_per_recipient_results_and_exact_bytes(fau
     got = _get(msg)
     assert got.status == OutboxStatus.SENT
     assert got.sent_at is not None and got.attempts == 1 and got.last_error == ""
-    assert got.recipient_results == {"a@example.test": {"status": "accepted"},
-                                     "b@example.test": {"status": "accepted"}}
+    # What the server said, per recipient: its RCPT TO reply, the final reply and the queue id.
+    assert got.recipient_results == {
+        r: {"status": "accepted", "rcpt_code": 250, "rcpt_text": "2.1.5 OK", "code": 250,
+            "text": "2.0.0 Ok: queued as FAULT1", "queue_id": "FAULT1"}
+        for r in ("a@example.test", "b@example.test")}
     assert [e["outcome"] for e in got.delivery_log] == ["sent"]
+    assert got.delivery_log[0]["code"] == 250 and got.delivery_log[0]["queue_id"] == "FAULT1"
     assert len(fault.accepted) == 1
     received = fault.accepted[0]
     assert received.mail_from == "support@example.test"
@@ -51,7 +56,7 @@ def test_partial_refusal_550_and_452_is_sent_and_records_each_refusal(fault_conn
     outbox.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.SENT
-    assert got.recipient_results["ok@example.test"] == {"status": "accepted"}
+    assert got.recipient_results["ok@example.test"]["status"] == "accepted"
     r550 = got.recipient_results["rcpt550-x@example.test"]
     assert r550["status"] == "refused" and r550["code"] == 550 and "User unknown" in r550["text"]
     r452 = got.recipient_results["rcpt452-y@example.test"]
@@ -127,27 +132,67 @@ def test_421_at_rcpt_is_transient(fault_connection, fault):
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and "421" in got.last_error
 
 
-def test_connection_dropped_during_data_is_retried_and_flagged_maybe_delivered(fault_connection, fault):
+@pytest.mark.smoke
+def test_connection_dropped_after_the_data_before_the_reply_is_uncertain(fault_connection, fault):
+    msg = _enqueue(fault_connection, ["drop-x@example.test"])
+    report = outbox.send_due(connection_id=fault_connection.pk)
+    got = _get(msg)
+    assert got.status == OutboxStatus.UNCERTAIN and got.attempts == 1 and report.count("uncertain") == 1
+    assert "(after the data, before the reply: may have been delivered)" in got.last_error
+    assert got.delivery_log[-1]["outcome"] == "uncertain"
+    assert len(fault.received) == 1  # the server did get the data
+    assert outbox.send_due(connection_id=fault_connection.pk).sessions == 0  # not sent again by itself
+    # The operator's choice: resend (same bytes, same Message-ID) …
+    assert recovery.resend_uncertain(message_ids=[msg.pk]) == 1
+    assert _get(msg).status == OutboxStatus.QUEUED
+
+
+def test_an_uncertain_message_can_be_marked_sent(fault_connection, fault):
     msg = _enqueue(fault_connection, ["drop-x@example.test"])
     outbox.send_due(connection_id=fault_connection.pk)
+    assert recovery.mark_sent(message_ids=[msg.pk]) == 1
     got = _get(msg)
+    assert got.status == OutboxStatus.SENT and got.sent_at and got.delivery_log[-1]["outcome"] == "marked sent"
+    assert recovery.mark_sent(message_ids=[msg.pk]) == 0  # only uncertain ones
+
+
+def test_a_connection_that_resends_uncertain_messages_queues_them_again(make_connection, fault):
+    conn = make_connection(port=fault.port, timeout=2, resend_uncertain=True)
+    msg = _enqueue(conn, ["drop-x@example.test"])
+    report = outbox.send_due(connection_id=conn.pk)
+    got = _get(msg)
+    assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and report.count("retry") == 1
+    assert "may have been delivered" in got.last_error and "sent again" in got.delivery_log[-1]["detail"]
+
+
+def test_connection_cut_in_the_middle_of_data_is_not_delivered_and_retried(make_connection):
+    cut = CutDataServer(after=2048)
+    try:
+        conn = make_connection(port=cut.port, timeout=5)
+        msg = _enqueue(conn, ["a@example.test"], text="x" * 70 + "\n" * 1 + ("y" * 70 + "\n") * 130)  # ~9 KB
+        assert _get(msg).size > 9000
+        outbox.send_due(connection_id=conn.pk)
+    finally:
+        cut.stop()
+    got = _get(msg)
+    assert len(cut.got[0]) == 2048
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1
-    assert "after the message data was sent" in got.last_error
-    assert len(fault.received) == 1  # the server did get the data: the at-least-once window
+    assert "(closed during DATA: the message was incomplete and not delivered)" in got.last_error
+    assert got.delivery_log[-1]["outcome"] == "retry"
 
 
-def test_server_too_slow_to_answer_times_out_and_is_retried(fault_connection, fault):
+def test_server_too_slow_to_answer_times_out_and_is_uncertain(fault_connection, fault):
     msg = _enqueue(fault_connection, ["slow-x@example.test"])
     started = timezone.now()
     outbox.send_due(connection_id=fault_connection.pk)
     assert (timezone.now() - started).total_seconds() < fault.slow_seconds + 2
     got = _get(msg)
-    assert got.status == OutboxStatus.QUEUED and got.attempts == 1
+    assert got.status == OutboxStatus.UNCERTAIN and got.attempts == 1
     # smtplib reports a read timeout as a disconnect; the operator must read that the server
     # did not answer in time (not that it hung up), and that the data had been sent
     assert f"no answer from 127.0.0.1:{fault.port} within 2 s while sending" in got.last_error
-    assert "after the message data was sent" in got.last_error
-    assert got.delivery_log[-1]["outcome"] == "retry"
+    assert "after the data, before the reply: may have been delivered" in got.last_error
+    assert got.delivery_log[-1]["outcome"] == "uncertain"
 
 
 def test_silent_server_greeting_timeout_counts_an_attempt(make_connection):

@@ -1,6 +1,8 @@
 """The outbox against the real Postfix of the fixture; each mail read back over IMAP from Dovecot."""
 from __future__ import annotations
 
+import re
+
 import hashlib
 import uuid
 from email import message_from_bytes, policy
@@ -58,7 +60,12 @@ def test_delivered_mail_matches_what_was_queued(mail_servers, tenant):
     assert report.sent == 1, str(report)
     sent = OutboxMessage.objects.get(pk=message.pk)
     assert sent.status == OutboxStatus.SENT
-    assert sent.recipient_results == {rcpt: {"status": "accepted"}, copy_rcpt: {"status": "accepted"}}
+    assert set(sent.recipient_results) == {rcpt, copy_rcpt}
+    # Postfix's own words per recipient: "250 2.1.5 Ok" to RCPT TO, "250 2.0.0 Ok: queued as <id>"
+    for result in sent.recipient_results.values():
+        assert result["status"] == "accepted" and result["rcpt_code"] == 250 and result["code"] == 250
+        assert re.fullmatch(r"[0-9A-Za-z]{6,}", result["queue_id"]), result
+        assert result["text"].endswith(f"queued as {result['queue_id']}")
 
     [raw] = _read_back(mail_servers, rcpt)
     [raw_cc] = _read_back(mail_servers, copy_rcpt)
@@ -104,7 +111,7 @@ def test_unknown_recipient_is_refused_and_recorded_the_others_get_it(mail_server
     outbox.send_due(connection_id=conn.pk)
     sent = OutboxMessage.objects.get(pk=message.pk)
     assert sent.status == OutboxStatus.SENT
-    assert sent.recipient_results[known] == {"status": "accepted"}
+    assert sent.recipient_results[known]["status"] == "accepted" and sent.recipient_results[known]["queue_id"]
     refusal = sent.recipient_results[unknown]
     assert refusal["status"] == "refused" and refusal["code"] == 550
     assert "unknown" in refusal["text"].lower()

@@ -139,16 +139,19 @@ def test_dispatch_due_one_query_finds_connections_with_due_messages(make_connect
     _enqueue(later_conn, send_after=timezone.now() + timedelta(hours=1))
     _enqueue(busy_conn)
     busy = _enqueue(busy_conn)
-    OutboxMessage.objects.filter(pk=busy.pk).update(status=OutboxStatus.SENDING, claimed_at=timezone.now())
+    OutboxMessage.objects.filter(pk=busy.pk).update(status=OutboxStatus.SENDING, claimed_at=timezone.now(),
+                                                    lease_until=timezone.now() + timedelta(seconds=60))
     _enqueue(disabled_conn)
     disabled_conn.enabled = False
     disabled_conn.save()
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(2):  # nothing to recover (one query), then the dispatch query
         ids = outbox.dispatch_due()
     assert ids == [due_conn.pk]
-    # a crashed worker's stale `sending` rows do not block the connection for long
-    OutboxMessage.objects.filter(pk=busy.pk).update(claimed_at=timezone.now() - timedelta(minutes=5))
+    # a crashed worker's `sending` rows do not block the connection once its lease ran out:
+    # they are back in the queue by themselves (their data never started)
+    OutboxMessage.objects.filter(pk=busy.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
     assert sorted(outbox.dispatch_due()) == sorted([due_conn.pk, busy_conn.pk])
+    assert OutboxMessage.objects.get(pk=busy.pk).status == OutboxStatus.QUEUED
 
 
 @pytest.mark.django_db

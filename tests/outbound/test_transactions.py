@@ -11,7 +11,9 @@ from django.utils import timezone
 from connections.mail import smtp
 from connections.models import OutboxMessage, OutboxStatus
 from connections.services import outbox
-from connections.services.outbox import _claim, _entry, _MimeLoader, _update_group
+from connections.services.outbound import writer
+from connections.services.outbound.writer import _update_group
+from connections.services.outbox import _claim, _entry, _MimeLoader
 
 
 def _enqueue(conn, to: str, **kw) -> OutboxMessage:
@@ -64,13 +66,13 @@ def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection,
     monkeypatch.setattr(outbox._Writer, "GROUP_MAX", 4)
     monkeypatch.setattr(outbox._Writer, "GROUP_WAIT", 30.0)  # groups end at GROUP_MAX or at close
     groups: list[list[int]] = []
-    real = outbox._update_group
+    real = writer._update_group
 
     def recording(jobs):
-        groups.append([item.id for item, _ in jobs])
+        groups.append([(item.id, values.get("status") or values.get("progress")) for item, values in jobs])
         return real(jobs)
 
-    monkeypatch.setattr(outbox, "_update_group", recording)
+    monkeypatch.setattr(writer, "_update_group", recording)
     conn = make_connection(port=fault.port)
     specs = ["ok0", "data451-a", "ok1", "rcpt452-b", "ok2", "data550-c", "ok3", "ok4", "ok5", "ok6"]
     msgs = [outbox.enqueue(connection_id=conn.pk, subject=s, text="t", dispatch=False, priority=100 - i,
@@ -78,14 +80,19 @@ def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection,
                            [f"{s}@example.test"])
             for i, s in enumerate(specs)]
     report = outbox.send_due(connection_id=conn.pk)
-    assert [len(g) for g in groups] == [4, 4, 2]
-    assert [pk for g in groups for pk in g] == [m.pk for m in msgs]
+    writes = [w for g in groups for w in g]
+    assert [pk for pk, what in writes if what in ("sent", "queued", "failed")] == [m.pk for m in msgs]
+    assert all(len(g) <= 4 for g in groups)
+    # each message's "DATA started" is committed after the outcome of the one before (a barrier)
+    for before, after in zip(msgs, msgs[1:]):
+        assert writes.index((before.pk, got_status(report, before.pk))) < writes.index((after.pk, "data"))
+        assert any((after.pk, "data") == g[-1] for g in groups)  # the barrier ends its group
     got = {m.subject: OutboxMessage.objects.get(pk=m.pk) for m in msgs}
     assert [o.status for o in report.outcomes] == ["sent", "retry", "sent", "sent", "sent", "failed",
                                                    "sent", "sent", "sent", "sent"]
     for name in ("ok0", "ok1", "ok2", "ok3", "ok4", "ok5", "ok6"):
         assert got[name].status == OutboxStatus.SENT and got[name].sent_at and got[name].attempts == 1
-        assert got[name].recipient_results == {f"{name}@example.test": {"status": "accepted"}}
+        assert got[name].recipient_results[f"{name}@example.test"]["status"] == "accepted"
         assert [e["outcome"] for e in got[name].delivery_log] == ["sent"]
     assert got["data451-a"].status == OutboxStatus.QUEUED and got["data451-a"].next_attempt_at > timezone.now()
     assert got["data550-c"].status == OutboxStatus.FAILED and "550" in got["data550-c"].last_error
@@ -94,6 +101,11 @@ def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection,
     assert partial.status == OutboxStatus.SENT
     assert partial.recipient_results["rcpt452-b@example.test"]["code"] == 452
     assert partial.retries.get().envelope_to == ["rcpt452-b@example.test"]
+
+
+def got_status(report, pk: int) -> str:
+    outcome = next(o for o in report.outcomes if o.message_id == pk)
+    return {"sent": "sent", "retry": "queued", "failed": "failed"}[outcome.status]
 
 
 @pytest.mark.django_db(transaction=True)
