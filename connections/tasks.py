@@ -100,3 +100,30 @@ def send_outbox(connection_id: int) -> str:
     from .services import outbox
 
     return str(outbox.send_due(connection_id=connection_id))
+
+
+# --- webhooks and retention
+
+
+@shared_task(name="connections.tasks.deliver_webhook", ignore_result=True)
+def deliver_webhook(webhook_id: int) -> int:
+    """Deliver one webhook's due deliveries (one run per webhook at a time)."""
+    from .services import webhooks
+
+    return webhooks.run(webhook_id=webhook_id).attempted
+
+
+@shared_task(name="connections.tasks.sweep_webhooks", ignore_result=True)
+def sweep_webhooks() -> int:
+    """Beat, every minute: start runs for webhooks with due work (lost kicks, retries)."""
+    from .services import webhooks
+
+    return webhooks.sweep()
+
+
+@shared_task(name="connections.tasks.purge_messages", ignore_result=True)
+def purge_messages() -> int:
+    """Daily: apply every connection's keep_days / keep_sent_days."""
+    from .services import retention
+
+    return retention.purge().messages

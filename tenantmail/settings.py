@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "connections.apps.ConnectionsConfig",
+    "rest_framework",
+    "drf_spectacular",
 ]
 
 MIDDLEWARE = [
@@ -211,6 +213,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.prune_poll_history",
         "schedule": 3600.0,
     },
+    "sweep-webhooks": {"task": "connections.tasks.sweep_webhooks", "schedule": 60.0},
+    "purge-messages": {"task": "connections.tasks.purge_messages", "schedule": 86400.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -254,6 +258,37 @@ TENANTMAIL_EMAIL_CONNECTION = env.str("TENANTMAIL_EMAIL_CONNECTION", default="")
 # Seconds the admin's "Test connection" waits for the result before answering (the test
 # goes on and records its result); keep it below the web server's request timeout.
 CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)
+
+# --- Passing mail on (docs/webhooks.md, docs/api.md, docs/retention.md)
+# The address of this site, for the API URLs in webhook bodies.
+TENANTMAIL_BASE_URL = env.str("TENANTMAIL_BASE_URL", default="http://127.0.0.1:8000")
+# Webhooks: request timeout, attempts per delivery, backoff, consecutive failed attempts
+# that disable a webhook, and how long one delivery run goes on.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_DISABLE_AFTER = env.int("WEBHOOK_DISABLE_AFTER", default=50)
+WEBHOOK_RUN_SECONDS = env.float("WEBHOOK_RUN_SECONDS", default=60.0)
+# The API's rate limit per token (DRF throttling in the cache; set CACHE_URL to a shared
+# cache, e.g. redis://127.0.0.1:6379/1, when several web processes serve the API).
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TenantMail API",
+    "DESCRIPTION": "Stored mail, the outbox and connections of one tenant (see docs/api.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # Error reports (DEBUG pages, admin mails) hide secret-named locals in every frame.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"

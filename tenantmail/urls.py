@@ -22,6 +22,7 @@ def favicon(request):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("connections.urls")),
+    path("api/v1/", include("connections.api.urls")),
     path("favicon.ico", favicon),
     path("", RedirectView.as_view(url="/messages/", permanent=False)),
 ]

@@ -13,6 +13,8 @@ from .inbound import (
 from .messages import Attachment, StoredMessage
 from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
+from .api import ApiIdempotencyKey, ApiScope, ApiToken  # noqa: E402 (after outbound)
+from .webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookState  # noqa: E402
 
 __all__ = [
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
@@ -20,4 +22,5 @@ __all__ = [
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential",
+    "ApiIdempotencyKey", "ApiScope", "ApiToken", "DeliveryStatus", "Webhook", "WebhookDelivery", "WebhookState",
 ]

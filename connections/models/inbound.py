@@ -62,6 +62,12 @@ class InboundConnection(ConnectionBase):
     # Message-ID + content hash instead of being stored again.
     imap_uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY", null=True, blank=True)
     imap_resync = models.BooleanField("IMAP re-sync in progress", default=False)
+    # Retention (services/retention.py): stored mail older than this loses its bodies,
+    # attachments and raw file; the row stays so the mail is never fetched again.
+    keep_days = models.PositiveIntegerField(
+        "keep stored mail (days)", null=True, blank=True,
+        help_text="Older stored mail loses bodies, attachments and raw file. Empty: keep forever.",
+    )
 
     class Meta:
         ordering = ["tenant__name", "name"]

@@ -43,6 +43,11 @@ class OutboundConnection(ConnectionBase):
         help_text="From the server's last EHLO; empty when unknown or unlimited.",
     )
     smtp_max_size_seen_at = models.DateTimeField("server SIZE limit seen at", null=True, blank=True, editable=False)
+    # Retention (services/retention.py): finished outbox messages older than this are deleted.
+    keep_sent_days = models.PositiveIntegerField(
+        "keep finished outbox messages (days)", null=True, blank=True,
+        help_text="Sent, failed and cancelled messages older than this are deleted. Empty: keep forever.",
+    )
 
     class Meta:
         verbose_name = "outbound connection"

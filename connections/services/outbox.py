@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
+from .. import signals
 from ..errors import ConfigurationError, TenantMailError, ValidationError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, Tenant
 from . import mime
@@ -980,6 +981,7 @@ def send_due(
                 break
     finally:
         write.close()
+    signals.notify_outbox_finished(connection_id=connection_id, outcomes=report.outcomes)
     return report
 
 

@@ -34,6 +34,7 @@ from ..errors import TenantMailError
 from ..models import (
     InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
 )
+from .. import signals
 from . import locks, schedule
 from .storage import (
     FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
@@ -396,6 +397,7 @@ def _finish(connection: InboundConnection, run_id: int | None, result: PollResul
 
 def _record(result: PollResult, outcomes: list[StoreOutcome]) -> list[StoreOutcome]:
     """Count a stored batch; returns the outcomes whose mail is safely in the database."""
+    signals.notify_stored(connection_id=result.connection_id, message_ids=[o.pk for o in outcomes if o.status == "stored"])
     done = []
     for outcome in outcomes:
         if outcome.status == "stored":
