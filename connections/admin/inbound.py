@@ -22,6 +22,7 @@ from ..services import polling, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
+from .erase import EraseMessagesAdminMixin
 
 OUTCOME_COLOURS = {
     PollOutcome.SUCCESS: "#417505", PollOutcome.PARTIAL: "#b36b00", PollOutcome.FAILED: "#ba2121",
@@ -271,7 +272,8 @@ class AttachmentInline(_ReadOnly, admin.TabularInline):
 
 
 @admin.register(StoredMessage)
-class StoredMessageAdmin(_ReadOnly, TenantScopedAdmin):
+class StoredMessageAdmin(EraseMessagesAdminMixin, _ReadOnly, TenantScopedAdmin):
+    actions = ["erase_messages"]
     list_display = ["subject_text", "from_header", "date", "connection", "tenant", "size", "has_attachments",
                     "parsed", "problems", "oversized", "post_processed"]
     list_filter = ["parsed", "oversized", "has_attachments", ("fetched_at", admin.DateFieldListFilter), "tenant"]

@@ -72,7 +72,7 @@ LIST_PARAMETERS = [
 class MessageListView(ApiView):
     required_scopes = (ApiScope.MESSAGES_READ,)
 
-    @extend_schema(parameters=LIST_PARAMETERS,
+    @extend_schema(operation_id="messages_list", parameters=LIST_PARAMETERS,
                    responses={200: s.MessagePageSerializer, 400: OpenApiTypes.OBJECT, **_ERRORS})
     def get(self, request):
         params = {k: v for k, v in request.query_params.items()}

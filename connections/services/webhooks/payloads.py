@@ -27,7 +27,15 @@ def addresses(header: str) -> list[str]:
         pairs = email.utils.getaddresses([decoded])
     except (ValueError, IndexError, TypeError):
         return [decoded.strip()]
-    return [email.utils.formataddr(p) if p[0] else p[1] for p in pairs if p[1] or p[0]]
+    return [_display(name, address) for name, address in pairs if name or address]
+
+
+def _display(name: str, address: str) -> str:
+    if not name:
+        return address
+    if any(c in name for c in ',;:<>@"()[]\\'):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
 
 
 def attachment_items(message_id: int, attachments: list[Attachment]) -> list[dict[str, Any]]:
