@@ -42,6 +42,7 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
+from . import config_webhooks
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
@@ -109,6 +110,7 @@ OUTBOUND_KEYS = _CONNECTION_KEYS + (
     Key("max_per_session", "max_per_session", "int"),
     Key("rate_limit_per_minute", "rate_limit_per_minute", "int", nullable=True),
     Key("enabled", "enabled", "bool"),
+    Key("keep_sent_days", "keep_sent_days", "int", nullable=True),
 )
 
 INBOUND_KEYS = (
@@ -125,6 +127,8 @@ INBOUND_KEYS = (
     Key("timezone", "timezone", "str"),
     Key("lock_timeout", "lock_timeout", "int"),
     Key("enabled", "enabled", "bool"),
+    Key("keep_days", "keep_days", "int", nullable=True),
+    # "webhook" is handled apart (services.config_webhooks): a mapping {url, secret_env}.
 )
 SCHEDULE_FIELDS = (
     "schedule_kind", "schedule_every", "schedule_weekdays", "schedule_start_hour",
@@ -243,6 +247,9 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
                 item[k.key] = _to_yaml(k, getattr(i, k.field))
                 if k.key == "archive_folder":
                     item["schedule"] = _schedule_to_yaml(i)
+            hook = config_webhooks.export(i)
+            if hook:
+                item["webhook"] = hook
             entry["inbound"].append(item)
         doc_tenants.append(entry)
     return {"tenants": doc_tenants}
@@ -272,7 +279,7 @@ def dump(document: Mapping[str, Any]) -> str:
     def prepare(node: Any, key: str | None = None) -> Any:
         if isinstance(node, dict):
             out = {k: prepare(v, k) for k, v in node.items()}
-            return _FlowMap(out) if key == "schedule" else out
+            return _FlowMap(out) if key in ("schedule", "webhook") else out
         if isinstance(node, list):
             return [prepare(v) for v in node]
         return node
@@ -652,7 +659,7 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
         seen = {}
         for ii, inode in enumerate(v.items(f"{tpath}.inbound", tmap.get("inbound"))):
             ipath = f"{tpath}.inbound[{ii}]"
-            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule"])
+            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", "webhook"])
             if imap_ is None:
                 continue
             values = v.keys(ipath, imap_, INBOUND_KEYS, InboundConnection)
@@ -682,6 +689,8 @@ def _validate_document(document: Any) -> tuple[list[_TenantItem], list[str]]:
                 values.update(schedule_kind=ScheduleKind.INTERVAL.value,
                               schedule_every=_model_default(InboundConnection, "schedule_every"))
             item = _Item(ipath, values.get("name", ""), values, set(imap_))
+            if "webhook" in imap_:
+                item.extra["webhook"] = config_webhooks.validate(v.err, f"{ipath}.webhook", imap_["webhook"])
             _check_duplicate(v, seen, item, "inbound connection")
             titem.inbound.append(item)
         tenants.append(titem)
@@ -909,6 +918,13 @@ def _plan_and_write(
                     if diff:
                         plan.changes.append(Change("update", kind, t.name, item.name, diff))
                     work.append((kind, (t.name, obj, _changed_fields(cur, item.values))))
+                if item.extra.get("webhook"):
+                    diff, secret = config_webhooks.plan(errors=errors, path=f"{item.path}.webhook",
+                                                        spec=item.extra["webhook"], current=cur, environ=environ)
+                    if diff:
+                        plan.changes.append(Change("create" if cur is None else "update", kind, t.name, item.name,
+                                                   diff))
+                        work.append(("webhook", (obj, item.extra["webhook"], secret)))
 
         if prune and current is not None:
             named = {
@@ -1049,6 +1065,9 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
                     from . import schedule as schedule_service
 
                     schedule_service.reschedule(connection=obj)
+        elif step == "webhook":
+            connection, spec, secret = payload
+            config_webhooks.write(connection=connection, spec=spec, secret=secret)
     for cred in deploys:
         credential_service.deploy(credential_id=cred.pk, user=user, source="apply_config")
 
