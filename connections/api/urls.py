@@ -1,5 +1,6 @@
 """/api/v1/ — contract URLs (docs/api.md)."""
-from django.urls import path
+from django.http import JsonResponse
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView
 
 from . import views
@@ -14,4 +15,6 @@ urlpatterns = [
     path("outbox/<int:pk>/", views.OutboxDetailView.as_view(), name="outbox-message"),
     path("connections/", views.ConnectionListView.as_view(), name="connections"),
     path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    # Last: any other URL under /api/v1/ answers a JSON 404, not the site's HTML page.
+    re_path(r"^", lambda request, *args, **kwargs: JsonResponse({"detail": "Not found."}, status=404)),
 ]
