@@ -553,6 +553,8 @@ def raw_charset(*, message: StoredMessage) -> str:
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return "iso-8859-1"
+    except (OSError, ValueError):  # no raw file (purged by retention): the view answers 404
+        return "utf-8"
     return "utf-8"
 
 

@@ -53,6 +53,7 @@ def test_purge_frees_files_and_nothing_is_fetched_again(polled, mail_servers):
     assert all(m.text_body == "" and not m.raw and m.subject.startswith("Order") for m in purged)
     assert not Attachment.objects.filter(message__in=purged).exists()
     assert retention.purge().messages == 0  # idempotent
+    _pages_of_a_purged_message(purged.first())
 
     # The mails are still on the server (keep): a new poll stores nothing new.
     assert len(mail_servers.server_copies(address)) == 4
@@ -133,3 +134,15 @@ def test_erase_from_the_admin(polled, client, django_user_model):
     entry = LogEntry.objects.get(object_id=str(message.pk))
     assert entry.user == admin and "GDPR request #42" in entry.change_message
     assert "Order" not in entry.object_repr
+
+
+def _pages_of_a_purged_message(message) -> None:
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    reader = get_user_model().objects.create_superuser("reader", "r@example.test", "pw-reader-123")
+    client = Client()
+    client.force_login(reader)
+    assert client.get(f"/messages/{message.pk}/").status_code == 200
+    assert client.get(f"/messages/{message.pk}/source/").status_code == 404
+    assert client.get(f"/messages/{message.pk}/raw.eml").status_code == 404
