@@ -69,7 +69,7 @@ def main() -> int:
         ensure_message_indexes()
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE")
-        print(f"data: {args.messages:,} messages; {ml.machine_note() if hasattr(ml, 'machine_note') else ''}")
+        print(f"data: {args.messages:,} messages")
 
         token = api_tokens.create_token(tenant=Tenant.objects.get(slug="acme"), name="bench",
                                         scopes=[ApiScope.MESSAGES_READ]).secret
