@@ -140,3 +140,52 @@ def test_new_webhook_does_not_replay_history(polled, receiver):
     polling.poll(connection_id=conn.pk, trigger="manual")
     hook = _hook(conn, receiver.url)
     assert webhooks.run(webhook_id=hook.pk).attempted == 0
+
+
+def _outbound(mail_servers, tenant, **overrides):
+    import uuid
+
+    from connections.models import OutboundConnection, UserCredential
+    from connections.services import credentials
+
+    address, password = mail_servers.add_user()
+    cred = credentials.save_artifact(credential=UserCredential(tenant=tenant, name=f"c-{uuid.uuid4().hex[:6]}",
+                                                               username=address), password=password)
+    credentials.deploy(credential_id=cred.pk, user=None)
+    values = dict(tenant=tenant, name=f"out-{uuid.uuid4().hex[:6]}", host=mail_servers.host,
+                  port=mail_servers.ports["submission"], protection="starttls_mandatory", authentication="plain",
+                  credential_name=cred.name, trusted_ca=mail_servers.ca_pem, timeout=10, default_from=address)
+    values.update(overrides)
+    return OutboundConnection.objects.create(**values), address
+
+
+def test_outbox_events_on_the_tenant_webhook(mail_servers, tenant, receiver, tenantmail_worker, settings):
+    from connections.services import outbox
+
+    settings.OUTBOX_MAX_ATTEMPTS = 1
+    hook = webhooks.save_webhook(webhook=Webhook(tenant=tenant, url=receiver.url, secret=SECRET))
+    finished = []
+    signals.outbox_message_finished.connect(lambda sender, signal, **kw: finished.append(kw), weak=False,
+                                            dispatch_uid="t-f")
+    try:
+        good, _ = _outbound(mail_servers, tenant)
+        rcpt, _ = mail_servers.add_user()
+        sent = outbox.enqueue(connection_id=good.pk, to=[rcpt], subject="Invoice 17", text="Hello", dispatch=False)
+        outbox.send_due(connection_id=good.pk)
+        # A server that is not there: a transient error, and with one attempt allowed, failed.
+        closed, _ = _outbound(mail_servers, tenant, port=1, protection="off", allow_plain_without_tls=True)
+        failed = outbox.enqueue(connection_id=closed.pk, to=[rcpt], subject="Never", text="x", dispatch=False)
+        outbox.send_due(connection_id=closed.pk)
+    finally:
+        signals.outbox_message_finished.disconnect(dispatch_uid="t-f")
+    assert finished == [{"connection_id": good.pk, "sent": [sent.pk], "failed": []},
+                        {"connection_id": closed.pk, "sent": [], "failed": [failed.pk]}]
+    wait_until(lambda: len(receiver.delivered()) == 2, message="outbox deliveries")
+    events = {}
+    for req in receiver.requests:
+        assert verify(secret=SECRET, body=req.body, header=req.headers["X-TenantMail-Signature"])
+        events[req.headers["X-TenantMail-Event"]] = json.loads(req.body)["data"]
+    assert events["outbox.sent"]["id"] == sent.pk and events["outbox.sent"]["status"] == "sent"
+    assert events["outbox.sent"]["recipients"] == {rcpt: {"status": "accepted"}}
+    assert events["outbox.failed"]["id"] == failed.pk and events["outbox.failed"]["last_error"]
+    assert WebhookDelivery.objects.filter(webhook=hook).count() == 2
