@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import uuid
 
 import pytest
@@ -176,3 +177,20 @@ def test_schema_is_served(client, db):
     response = client.get("/api/v1/schema/")
     assert response.status_code == 200
     assert b"/api/v1/messages/{id}/raw" in response.content and b"bearerAuth" in response.content
+
+
+def test_admin_creates_a_token_shown_once_and_revokes_it(client, db, django_user_model):
+    tenant = Tenant.objects.create(name="Acme", slug=f"a-{uuid.uuid4().hex[:6]}")
+    admin = django_user_model.objects.create_superuser("root", "root@example.test", "pw-root-123")
+    client.force_login(admin)
+    response = client.post("/admin/connections/apitoken/add/", {
+        "tenant": tenant.pk, "name": "erp", "scope_choices": ["messages:read", "connections:read"]}, follow=True)
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    secret = re.search(r"(tm_\S+)", shown[0])[1]
+    token = ApiToken.objects.get(tenant=tenant, name="erp")
+    assert token.token_hash == api_tokens.hash_token(secret) and token.scopes == ["messages:read", "connections:read"]
+    assert secret not in client.get(f"/admin/connections/apitoken/{token.pk}/change/").content.decode()
+    assert get(client, "/api/v1/connections/", secret).status_code == 200
+    client.post("/admin/connections/apitoken/", {"action": "revoke_tokens", "_selected_action": [token.pk]})
+    assert get(client, "/api/v1/connections/", secret).status_code == 401
