@@ -10,8 +10,9 @@ connection each time (selection all, keep on the server), interleaved:
              worker (a separate process, prefork, one child) delivers while the poll runs;
   reference  the same poll without a webhook.
 
-After each poll with the webhook the benchmark waits until every delivery has arrived (so
-no delivery overlaps the reference's poll). Medians of --rounds rounds (>= 3), poll rate in
+After each poll with the webhook the benchmark waits until every delivery has arrived, and
+after every poll until the worker has indexed its mails for search, so that no background
+work of one contender runs during the other's poll. Medians of --rounds rounds (>= 3), poll rate in
 mails/s and the poll's CPU-seconds per mail (this process), plus the load average.
 
     .venv/bin/python bench/webhook_poll.py [--mails 2000] [--rounds 3]
@@ -90,7 +91,7 @@ def main() -> int:
     django_setup(DB)
     worker = None
     try:
-        from connections.models import Webhook
+        from connections.models import StoredMessage, Webhook
         from connections.services import webhooks
         from connections.services.polling import poll
 
@@ -140,6 +141,11 @@ def main() -> int:
                         time.sleep(0.2)
                     line += (f", {delivered_during} delivered during the poll, all {receiver.count - before} "
                              f"after {time.perf_counter() - t0:.1f} s")
+                # Let the worker finish this poll's search indexing too, so that it does not
+                # run during the next contender's poll.
+                deadline = time.monotonic() + 600
+                while StoredMessage.objects.filter(search_indexed=False).exists() and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 print(line, flush=True)
         ours, ref = median(rates["ours"]), median(rates["ref"])
         print(f"\nCPU-seconds per mail (poll process): ours {median(cpus['ours']):.5f}, ref {median(cpus['ref']):.5f}")

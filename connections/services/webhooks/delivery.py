@@ -108,15 +108,20 @@ def add_deliveries(*, webhook: Webhook, event: str, object_ids: list[int]) -> No
     )
 
 
-def body_of(delivery: WebhookDelivery) -> bytes | None:
-    """The JSON body of a delivery, from the current rows; None when its object is gone."""
-    data = (payloads.message_stored(delivery.object_id) if delivery.event == EVENT_MESSAGE_STORED
-            else payloads.outbox_finished(delivery.object_id))
-    if data is None:
-        return None
-    document = {"event": delivery.event, "delivery": str(delivery.uuid),
-                "created_at": delivery.created_at.isoformat(), "data": data}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def bodies_of(deliveries: list[WebhookDelivery]) -> dict[int, bytes | None]:
+    """delivery pk -> its JSON body, built from the current rows (a few queries for the
+    whole batch); None when the object is gone."""
+    stored = [d.object_id for d in deliveries if d.event == EVENT_MESSAGE_STORED]
+    data = payloads.messages_stored(stored) if stored else {}
+    result: dict[int, bytes | None] = {}
+    for d in deliveries:
+        item = data.get(d.object_id) if d.event == EVENT_MESSAGE_STORED else payloads.outbox_finished(d.object_id)
+        if item is None:
+            result[d.pk] = None
+            continue
+        document = {"event": d.event, "delivery": str(d.uuid), "created_at": d.created_at.isoformat(), "data": item}
+        result[d.pk] = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return result
 
 
 # --------------------------------------------------------------------------- lease
@@ -164,16 +169,25 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
                 break
             if poster is None:
                 poster = Poster(webhook.url, timeout=timeout)
+            bodies = bodies_of(due)
+            done: list[WebhookDelivery] = []
             failed = False
-            for delivery in due:
-                if _attempt(webhook, delivery, poster):
-                    report.delivered += 1
-                else:
-                    report.failed_attempts += 1
-                    failed = True
-                    break
-                if time.monotonic() >= end:
-                    break
+            failure = None
+            try:
+                for delivery in due:
+                    failure = _attempt(webhook, delivery, bodies[delivery.pk], poster)
+                    if failure is not None:
+                        failed = True
+                        report.failed_attempts += 1
+                        break
+                    done.append(delivery)
+                    if time.monotonic() >= end:
+                        break
+            finally:
+                _record_delivered(webhook, done)  # also when interrupted: nothing sent twice needlessly
+            if failure is not None:
+                _record_failure(webhook, delivery, *failure)
+            report.delivered += sum(1 for d in done if d.status == DeliveryStatus.DELIVERED)
             if failed:
                 report.stopped = "an attempt failed"
                 break
@@ -189,13 +203,14 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
     return report
 
 
-def _attempt(webhook: Webhook, delivery: WebhookDelivery, poster: Poster) -> bool:
-    body = body_of(delivery)
-    now = timezone.now()
+def _attempt(webhook: Webhook, delivery: WebhookDelivery, body: bytes | None,
+             poster: Poster) -> tuple[int | None, int, str] | None:
+    """One POST. None when the delivery is done (delivered, or failed because its object is
+    gone; its fields are set, the caller writes them), else (code, latency ms, error)."""
     if body is None:
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            status=DeliveryStatus.FAILED, last_error="The message no longer exists.", next_attempt_at=None)
-        return True  # not the receiver's fault
+        delivery.status, delivery.last_error, delivery.next_attempt_at = (
+            DeliveryStatus.FAILED, "The message no longer exists.", None)
+        return None
     stamp = int(time.time())
     headers = {
         "Content-Type": "application/json",
@@ -208,21 +223,24 @@ def _attempt(webhook: Webhook, delivery: WebhookDelivery, poster: Poster) -> boo
     code, error = None, ""
     try:
         code = poster.post(body, headers)
-    except (OSError, ValueError) as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # http.client.HTTPException and friends
+    except Exception as exc:  # OSError, http.client.HTTPException, ssl errors, …
         error = f"{type(exc).__name__}: {exc}"
     latency = int((time.monotonic() - started) * 1000)
-    ok = code is not None and 200 <= code < 300
-    attempts = delivery.attempts + 1
+    if code is not None and 200 <= code < 300:
+        now = timezone.now()
+        delivery.status, delivery.attempts, delivery.last_attempt_at, delivery.delivered_at = (
+            DeliveryStatus.DELIVERED, delivery.attempts + 1, now, now)
+        delivery.response_code, delivery.latency_ms, delivery.last_error, delivery.next_attempt_at = (
+            code, latency, "", None)
+        return None
+    return code, latency, error or f"HTTP {code} from the receiver"
+
+
+def _record_failure(webhook: Webhook, delivery: WebhookDelivery, code: int | None, latency: int,
+                    error: str) -> None:
+    """A failed attempt: backoff (or give up), count it, disable the webhook at the limit."""
     now = timezone.now()
-    if ok:
-        WebhookDelivery.objects.filter(pk=delivery.pk).update(
-            status=DeliveryStatus.DELIVERED, attempts=attempts, last_attempt_at=now, delivered_at=now,
-            response_code=code, latency_ms=latency, last_error="", next_attempt_at=None)
-        Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=0, last_success_at=now)
-        return True
-    error = error or f"HTTP {code} from the receiver"
+    attempts = delivery.attempts + 1
     gave_up = attempts >= max_attempts()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=DeliveryStatus.FAILED if gave_up else DeliveryStatus.PENDING, attempts=attempts,
@@ -236,7 +254,20 @@ def _attempt(webhook: Webhook, delivery: WebhookDelivery, poster: Poster) -> boo
              state_detail=f"Disabled after {limit} failed attempts in a row; last: {error[:500]}")
     if disabled:
         log.warning("webhook %s disabled after %s failed attempts in a row", webhook.pk, limit)
-    return False
+
+
+_DONE_FIELDS = ["status", "attempts", "last_attempt_at", "delivered_at", "response_code", "latency_ms",
+                "last_error", "next_attempt_at"]
+
+
+def _record_delivered(webhook: Webhook, done: list[WebhookDelivery]) -> None:
+    """Write a batch's finished deliveries in one statement; a success resets the webhook's
+    failure count."""
+    if not done:
+        return
+    WebhookDelivery.objects.bulk_update(done, _DONE_FIELDS, batch_size=DUE_BATCH)
+    if any(d.status == DeliveryStatus.DELIVERED for d in done):
+        Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=0, last_success_at=timezone.now())
 
 
 # --------------------------------------------------------------------------- scheduling

@@ -69,14 +69,14 @@ def message_data(message: StoredMessage, attachments: list[Attachment]) -> dict[
     }
 
 
-def message_stored(message_id: int) -> dict[str, Any] | None:
-    try:
-        message = StoredMessage.objects.select_related("tenant", "connection").defer(
-            "text_body", "html_body").get(pk=message_id)
-    except StoredMessage.DoesNotExist:
-        return None
-    attachments = list(Attachment.objects.filter(message_id=message_id).order_by("id"))
-    return message_data(message, attachments)
+def messages_stored(message_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """id -> message.stored data, in two queries; missing ids are left out."""
+    messages = StoredMessage.objects.select_related("tenant", "connection").defer(
+        "text_body", "html_body", "parse_problems").filter(pk__in=message_ids)
+    attachments: dict[int, list[Attachment]] = {}
+    for att in Attachment.objects.filter(message_id__in=message_ids).order_by("id"):
+        attachments.setdefault(att.message_id, []).append(att)
+    return {m.pk: message_data(m, attachments.get(m.pk, [])) for m in messages}
 
 
 def outbox_data(message: OutboxMessage) -> dict[str, Any]:
