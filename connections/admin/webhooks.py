@@ -10,7 +10,6 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from ..errors import TenantMailError
 from ..models import ApiScope, ApiToken, Webhook, WebhookDelivery
 from ..services import api_tokens, webhooks
 from .base import TenantScopedAdmin
@@ -32,6 +31,9 @@ class WebhookForm(forms.ModelForm):
         data = super().clean()
         if not self.instance.pk and not data.get("new_secret"):
             self.add_error("new_secret", "Enter the secret the receiver checks signatures with.")
+        tenant, connection = data.get("tenant"), data.get("connection")
+        if tenant and connection and connection.tenant_id != tenant.pk:
+            self.add_error("connection", "Choose a connection of the webhook's tenant.")
         return data
 
 
@@ -52,10 +54,7 @@ class WebhookAdmin(TenantScopedAdmin):
     def save_model(self, request: HttpRequest, obj: Webhook, form, change: bool) -> None:
         if form.cleaned_data.get("new_secret"):
             obj.secret = form.cleaned_data["new_secret"]
-        try:
-            webhooks.save_webhook(webhook=obj)
-        except TenantMailError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        webhooks.save_webhook(webhook=obj)  # the form has checked what it refuses
 
     @admin.display(description="delivery log")
     def log(self, obj: Webhook) -> str:

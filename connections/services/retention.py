@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from ..errors import ValidationError
 from ..models import (
-    Attachment, InboundConnection, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus,
+    Attachment, DeliveryStatus, InboundConnection, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus,
     StoredMessage, Tenant, WebhookDelivery,
 )
 from ..models.webhooks import EVENT_MESSAGE_STORED
@@ -52,6 +52,7 @@ class ConnectionPurge:
 @dataclass
 class PurgeResult:
     dry_run: bool = False
+    deliveries_pruned: int = 0  # webhook delivery log rows older than WEBHOOK_LOG_RETENTION_DAYS
     connections: list[ConnectionPurge] = field(default_factory=list)
 
     @property
@@ -67,7 +68,7 @@ class PurgeResult:
         return sum(c.bytes for c in self.connections)
 
     def to_dict(self) -> dict:
-        return {"dry_run": self.dry_run, "messages": self.messages, "attachments": self.attachments,
+        return {"dry_run": self.dry_run, "deliveries_pruned": self.deliveries_pruned, "messages": self.messages, "attachments": self.attachments,
                 "bytes": self.bytes, "connections": [c.__dict__ for c in self.connections]}
 
 
@@ -120,6 +121,8 @@ def purge(*, tenant: str | None = None, connection: str | None = None, older_tha
             report = ConnectionPurge(conn.tenant.slug, conn.name, "inbound", days)
             _purge_inbound(conn, now - timedelta(days=days), report, dry_run=dry_run, now=now)
             result.connections.append(report)
+    if not tenant and not connection and not dry_run:
+        result.deliveries_pruned = prune_delivery_log(now=now)
     for conn in outbound.order_by("tenant__slug", "name"):
         days = older_than_days if older_than_days is not None else conn.keep_sent_days
         if days is not None:
@@ -127,6 +130,21 @@ def purge(*, tenant: str | None = None, connection: str | None = None, older_tha
             _purge_outbound(conn, now - timedelta(days=days), report, dry_run=dry_run)
             result.connections.append(report)
     return result
+
+
+def prune_delivery_log(*, now: datetime) -> int:
+    """Delete finished webhook deliveries older than WEBHOOK_LOG_RETENTION_DAYS (pending ones stay)."""
+    from django.conf import settings
+
+    days = int(getattr(settings, "WEBHOOK_LOG_RETENTION_DAYS", 30))
+    cutoff = now - timedelta(days=days)
+    deleted = 0
+    while True:
+        ids = list(WebhookDelivery.objects.filter(created_at__lt=cutoff).exclude(status=DeliveryStatus.PENDING)
+                   .values_list("id", flat=True)[:5000])
+        if not ids:
+            return deleted
+        deleted += WebhookDelivery.objects.filter(pk__in=ids).delete()[0]
 
 
 def _purge_inbound(conn: InboundConnection, cutoff: datetime, report: ConnectionPurge, *, dry_run: bool,

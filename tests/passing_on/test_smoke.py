@@ -47,3 +47,16 @@ def test_api_list_and_purge(conn, client):
     item = client.get("/api/v1/messages/", HTTP_AUTHORIZATION=f"Bearer {token}").json()["results"][0]
     assert item["purged"] is True
     assert client.get(f"/api/v1/messages/{item['id']}/raw", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 410
+
+
+def test_old_delivery_log_rows_are_pruned(conn, settings):
+    settings.WEBHOOK_LOG_RETENTION_DAYS = 30
+    hook = webhooks.save_webhook(webhook=Webhook(tenant=conn.tenant, connection=conn, url="http://127.0.0.1:9/",
+                                                 secret="k"))
+    rows = [WebhookDelivery.objects.create(tenant=conn.tenant, webhook=hook, event="message.stored", object_id=n,
+                                           status=status) for n, status in enumerate(["delivered", "failed",
+                                                                                         "pending", "delivered"])]
+    WebhookDelivery.objects.filter(pk__in=[r.pk for r in rows[:3]]).update(
+        created_at=timezone.now() - timedelta(days=31))
+    assert retention.purge().deliveries_pruned == 2
+    assert sorted(WebhookDelivery.objects.values_list("object_id", flat=True)) == [2, 3]

@@ -48,3 +48,5 @@ class Command(BaseCommand):
                               "use --older-than-days N to purge anyway.")
         self.stdout.write(f"{verb} {result.messages} message(s) and {result.attachments} attachment(s); "
                           f"{'would free' if dry_run else 'freed'} {human(result.bytes)} ({result.bytes} bytes).")
+        if result.deliveries_pruned:
+            self.stdout.write(f"Deleted {result.deliveries_pruned} old webhook delivery log row(s).")
