@@ -14,6 +14,7 @@ from django.contrib.admin.apps import AdminConfig
 MODEL_ORDER = [
     "Tenant", "Membership", "UserCredential", "InboundConnection", "OutboundConnection",
     "OutboxMessage", "StoredMessage", "PollRun", "Attachment",
+    "Webhook", "WebhookDelivery", "ApiToken",
 ]
 
 

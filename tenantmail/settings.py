@@ -64,9 +64,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "connections.apps.ConnectionsConfig",
     "rest_framework",
     "drf_spectacular",
+    "connections.apps.ConnectionsConfig",
 ]
 
 MIDDLEWARE = [
