@@ -60,3 +60,17 @@ def test_old_delivery_log_rows_are_pruned(conn, settings):
         created_at=timezone.now() - timedelta(days=31))
     assert retention.purge().deliveries_pruned == 2
     assert sorted(WebhookDelivery.objects.values_list("object_id", flat=True)) == [2, 3]
+
+
+def test_deliveries_wait_for_the_running_poll(conn, receiver):
+    from connections.models import PollRun
+
+    hook = webhooks.save_webhook(webhook=Webhook(tenant=conn.tenant, connection=conn, url=receiver.url, secret="k"))
+    mailfactory.store(connection=conn, raw=make_mail(1))
+    run = PollRun.objects.create(tenant=conn.tenant, connection=conn, started_at=timezone.now())
+    report = webhooks.run(webhook_id=hook.pk)
+    assert report.attempted == 0 and "poll" in report.stopped and not receiver.requests
+    assert Webhook.objects.get(pk=hook.pk).lease_until is not None  # kicks meanwhile find it busy
+    PollRun.objects.filter(pk=run.pk).update(outcome="success", finished_at=timezone.now())
+    Webhook.objects.filter(pk=hook.pk).update(lease_until=None)  # (the follow-up's time)
+    assert webhooks.run(webhook_id=hook.pk).delivered == 1

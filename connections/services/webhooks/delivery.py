@@ -7,6 +7,8 @@ Flow (docs/webhooks.md):
   makes it idempotent), so a mail whose signal was lost (a worker killed right after the
   commit) is still delivered: beat's sweep starts a run every minute.
 - `outbox.sent` / `outbox.failed`: the signal receiver inserts the delivery rows.
+- While the connection's poll runs (up to WEBHOOK_POLL_GRACE_SECONDS) a run waits for it
+  to finish: deliveries do not take the CPU from the poll.
 - A run holds the webhook's lease (`lease_until`): at most one run — one HTTP request at
   a time over one kept-alive connection — per webhook. A poll of 10,000 mails therefore
   queues a few cheap run tasks, never 10,000 requests.
@@ -32,7 +34,7 @@ from django.utils import timezone
 
 from ...errors import TenantMailError
 from ...models import (
-    DeliveryStatus, StoredMessage, Webhook, WebhookDelivery, WebhookState,
+    DeliveryStatus, PollOutcome, PollRun, StoredMessage, Webhook, WebhookDelivery, WebhookState,
 )
 from ...models.webhooks import EVENT_MESSAGE_STORED
 from . import payloads
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MATERIALIZE_BATCH = 1000
 DUE_BATCH = 100
+DEFER_SECONDS = 2.0
 
 
 def _setting(name: str, default: float) -> float:
@@ -137,6 +140,24 @@ def _release(webhook_id: int) -> None:
     Webhook.objects.filter(pk=webhook_id).update(lease_until=None)
 
 
+def _poll_running(webhook: Webhook) -> bool:
+    """Is the connection's poll running (and younger than WEBHOOK_POLL_GRACE_SECONDS)?"""
+    if not webhook.connection_id:
+        return False
+    grace = _setting("WEBHOOK_POLL_GRACE_SECONDS", 60.0)
+    if grace <= 0:
+        return False
+    return PollRun.objects.filter(connection_id=webhook.connection_id, outcome=PollOutcome.RUNNING,
+                                  started_at__gt=timezone.now() - timedelta(seconds=grace)).exists()
+
+
+def _defer(webhook_id: int) -> None:
+    """Wait for the poll: keep the lease (kicks meanwhile find the webhook busy) and look
+    again when it expires."""
+    Webhook.objects.filter(pk=webhook_id).update(lease_until=timezone.now() + timedelta(seconds=DEFER_SECONDS))
+    kick(webhook_id=webhook_id, countdown=DEFER_SECONDS + 0.5)
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -154,12 +175,19 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
         report.busy = True
         return report
     poster = None
+    deferred = False
     try:
         end = time.monotonic() + budget
         while time.monotonic() < end:
             webhook = Webhook.objects.select_related("tenant").filter(pk=webhook_id).first()
             if webhook is None or not usable(webhook) or not webhook.tenant.active:
                 report.stopped = "webhook disabled or gone"
+                break
+            if report.attempted == 0 and _poll_running(webhook):
+                # Deliveries would compete with the poll for the CPU: they start when it
+                # ends (its last batch's signal, or this follow-up), at most the grace later.
+                deferred = True
+                report.stopped = "waiting for the connection's poll to finish"
                 break
             report.created += materialize(webhook)
             due = list(WebhookDelivery.objects.filter(
@@ -197,7 +225,7 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
     finally:
         if poster is not None:
             poster.close()
-        _release(webhook_id)
+        _defer(webhook_id) if deferred else _release(webhook_id)
     if report.attempted:
         schedule_next(webhook_id=webhook_id)
     return report
