@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from ...errors import ValidationError
@@ -63,8 +63,11 @@ def enable(*, webhook_ids: Iterable[int]) -> int:
 
 
 def on_message_stored(sender, *, connection_id: int, message_ids: list[int], **kwargs) -> None:
-    """Kick the connection's webhook (its run turns the new rows into deliveries)."""
-    for webhook_id in Webhook.objects.filter(connection_id=connection_id, enabled=True,
+    """Kick the connection's webhook (its run turns the new rows into deliveries). Not when a
+    run holds its lease: that run, or the follow-up it scheduled, picks the new rows up (the
+    beat sweep is the safety net); a poll of many batches then publishes a task or two."""
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    for webhook_id in Webhook.objects.filter(free, connection_id=connection_id, enabled=True,
                                              state=WebhookState.ACTIVE).values_list("id", flat=True):
         kick(webhook_id=webhook_id)
 

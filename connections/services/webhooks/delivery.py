@@ -228,6 +228,8 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
         _defer(webhook_id) if deferred else _release(webhook_id)
     if report.attempted:
         schedule_next(webhook_id=webhook_id)
+    elif not deferred:
+        schedule_next(webhook_id=webhook_id, only_new=True)  # mail committed while we held the lease
     return report
 
 
@@ -293,9 +295,10 @@ def _record_delivered(webhook: Webhook, done: list[WebhookDelivery]) -> None:
     failure count."""
     if not done:
         return
-    WebhookDelivery.objects.bulk_update(done, _DONE_FIELDS, batch_size=DUE_BATCH)
-    if any(d.status == DeliveryStatus.DELIVERED for d in done):
-        Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=0, last_success_at=timezone.now())
+    with transaction.atomic():
+        WebhookDelivery.objects.bulk_update(done, _DONE_FIELDS, batch_size=DUE_BATCH)
+        if any(d.status == DeliveryStatus.DELIVERED for d in done):
+            Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=0, last_success_at=timezone.now())
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -312,10 +315,12 @@ def kick(*, webhook_id: int, countdown: float = 0) -> None:
         log.warning("webhooks: could not queue deliver_webhook(%s): %s", webhook_id, type(exc).__name__)
 
 
-def schedule_next(*, webhook_id: int) -> None:
-    """After a run that sent something: one follow-up run when the next delivery is due."""
-    nxt = (WebhookDelivery.objects.filter(webhook_id=webhook_id, status=DeliveryStatus.PENDING)
-           .order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first())
+def schedule_next(*, webhook_id: int, only_new: bool = False) -> None:
+    """After a run that sent something: one follow-up run when the next delivery is due.
+    `only_new`: only when mail was stored after the cursor (a run that sent nothing)."""
+    nxt = None if only_new else (
+        WebhookDelivery.objects.filter(webhook_id=webhook_id, status=DeliveryStatus.PENDING)
+        .order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first())
     webhook = Webhook.objects.filter(pk=webhook_id).first()
     if webhook is None or not usable(webhook):
         return
