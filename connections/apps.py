@@ -9,3 +9,6 @@ class ConnectionsConfig(AppConfig):
     def ready(self) -> None:
         # Celery signal receivers: workers record their heartbeat (docs/monitoring.md).
         from .services.monitoring import heartbeats  # noqa: F401
+        from .services.webhooks import connect_receivers
+
+        connect_receivers()

@@ -98,7 +98,6 @@ def dispatch_outbox() -> int:
 def send_outbox(connection_id: int) -> str:
     """Send a connection's due messages (claims with SKIP LOCKED: safe to run twice)."""
     from .services import outbox
-
     from .services.monitoring.metrics import sends_finished
 
     report = outbox.send_due(connection_id=connection_id)
@@ -127,3 +126,30 @@ def deliver_alert_webhook(self, delivery_id: int) -> bool:
         return notify.deliver(delivery_id=delivery_id)
     except notify.WebhookError as exc:
         raise self.retry(exc=exc, countdown=min(10 * 2 ** self.request.retries, 1800))
+
+
+# --- webhooks and retention
+
+
+@shared_task(name="connections.tasks.deliver_webhook", ignore_result=True)
+def deliver_webhook(webhook_id: int) -> int:
+    """Deliver one webhook's due deliveries (one run per webhook at a time)."""
+    from .services import webhooks
+
+    return webhooks.run(webhook_id=webhook_id).attempted
+
+
+@shared_task(name="connections.tasks.sweep_webhooks", ignore_result=True)
+def sweep_webhooks() -> int:
+    """Beat, every minute: start runs for webhooks with due work (lost kicks, retries)."""
+    from .services import webhooks
+
+    return webhooks.sweep()
+
+
+@shared_task(name="connections.tasks.purge_messages", ignore_result=True)
+def purge_messages() -> int:
+    """Daily: apply every connection's keep_days / keep_sent_days."""
+    from .services import retention
+
+    return retention.purge().messages

@@ -14,7 +14,8 @@ from django.contrib.admin.apps import AdminConfig
 MODEL_ORDER = [
     "Tenant", "Membership", "UserCredential", "OAuth2ClientCredentials", "OAuth2AuthorizationCode",
     "InboundConnection", "OutboundConnection",
-    "OutboxMessage", "OutboxTemplate", "StoredMessage", "PollRun", "Attachment", "Alert", "AlertSettings",
+    "OutboxMessage", "OutboxTemplate", "StoredMessage", "PollRun", "Attachment",
+    "Webhook", "WebhookDelivery", "ApiToken", "Alert", "AlertSettings",
 ]
 
 

@@ -67,6 +67,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "axes",  # sign-in throttling (docs/security.md)
     "csp",
+    "rest_framework",
+    "drf_spectacular",
     "connections.apps.ConnectionsConfig",
 ]
 
@@ -224,11 +226,11 @@ CELERY_TASK_QUEUES = [
     for name in (CELERY_TASK_DEFAULT_QUEUE, *TENANTMAIL_QUEUES.values())
 ]
 _TASK_KINDS = {
-    "dispatch": ("dispatch_due_polls", "fan_out_polls", "dispatch_outbox"),
+    "dispatch": ("dispatch_due_polls", "fan_out_polls", "dispatch_outbox", "watchdog_tick", "sweep_webhooks"),
     "poll": ("poll_connection", "parse_stored_messages"),
     "send": ("send_outbox",),
     "index": ("index_messages_for_search",),
-    "housekeeping": ("sweep_orphan_files", "prune_poll_history"),
+    "housekeeping": ("sweep_orphan_files", "prune_poll_history", "purge_messages"),
 }
 # Tasks not listed here run on the default queue.
 CELERY_TASK_ROUTES = {
@@ -265,6 +267,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "connections.tasks.prune_poll_history",
         "schedule": 3600.0,
     },
+    "sweep-webhooks": {"task": "connections.tasks.sweep_webhooks", "schedule": 60.0},
+    "purge-messages": {"task": "connections.tasks.purge_messages", "schedule": 86400.0},
 }
 # Monitoring (docs/monitoring.md): beat's scheduler records its heartbeat; workers and beat
 # record theirs and run the watchdog every WATCHDOG_INTERVAL; alert recipients and thresholds.
@@ -349,6 +353,39 @@ for _network in filter(None, (n.strip() for n in TENANTMAIL_BLOCKED_NETWORKS.spl
 # goes on and records its result); keep it below the web server's request timeout.
 CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)
 
+# --- Passing mail on (docs/webhooks.md, docs/api.md, docs/retention.md)
+# Webhooks: request timeout, attempts per delivery, backoff, consecutive failed attempts
+# that disable a webhook, and how long one delivery run goes on.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
+WEBHOOK_DISABLE_AFTER = env.int("WEBHOOK_DISABLE_AFTER", default=50)
+WEBHOOK_RUN_SECONDS = env.float("WEBHOOK_RUN_SECONDS", default=60.0)
+# Deliveries of a connection wait while its poll runs, for at most this long (0: never wait).
+WEBHOOK_POLL_GRACE_SECONDS = env.float("WEBHOOK_POLL_GRACE_SECONDS", default=60.0)
+# The daily purge deletes delivered/failed webhook deliveries older than this.
+WEBHOOK_LOG_RETENTION_DAYS = env.int("WEBHOOK_LOG_RETENTION_DAYS", default=30)
+# The API's rate limit per token (DRF throttling in the cache; set CACHE_URL to a shared
+# cache, e.g. redis://127.0.0.1:6379/1, when several web processes serve the API).
+API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TenantMail API",
+    "DESCRIPTION": "Stored mail, the outbox and connections of one tenant (see docs/api.md).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
 # Error reports (DEBUG pages, admin mails) hide secret-named locals in every frame.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"
 
@@ -361,6 +398,7 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
 
-# OAuth2 (docs/oauth2.md): the app's public base URL, for the callback URL registered at the
-# provider (<base>/oauth2/callback/). Empty: taken from the admin request's host.
+# The app's public base URL: the OAuth2 callback URL registered at the provider is
+# <base>/oauth2/callback/ (docs/oauth2.md; empty: the admin request's host), and webhook bodies
+# link to the API under it (docs/webhooks.md; empty: http://127.0.0.1:8000).
 TENANTMAIL_BASE_URL = env.str("TENANTMAIL_BASE_URL", default="")

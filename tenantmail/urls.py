@@ -26,6 +26,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("messages/", include("connections.urls")),
     path("oauth2/callback/", oauth2_callback, name="oauth2_callback"),
+    path("api/v1/", include("connections.api.urls")),
     path("favicon.ico", favicon),
     path("healthz", views_health.healthz, name="healthz"),
     path("readyz", views_health.readyz, name="readyz"),

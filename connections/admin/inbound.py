@@ -25,6 +25,7 @@ from .add_mailbox import AddMailboxAdminMixin
 from .disclosure import INBOUND_RULES, DisclosureFormMixin, ImapStateFieldsetMixin
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
+from .erase import EraseMessagesAdminMixin
 
 OUTCOME_COLOURS = {
     PollOutcome.SUCCESS: "#417505", PollOutcome.PARTIAL: "#b36b00", PollOutcome.FAILED: "#ba2121",
@@ -285,7 +286,8 @@ class AttachmentInline(_ReadOnly, admin.TabularInline):
 
 
 @admin.register(StoredMessage)
-class StoredMessageAdmin(_ReadOnly, TenantScopedAdmin):
+class StoredMessageAdmin(EraseMessagesAdminMixin, _ReadOnly, TenantScopedAdmin):
+    actions = ["erase_messages"]
     list_display = ["subject_text", "from_header", "date", "connection", "tenant", "size", "has_attachments",
                     "parsed", "problems", "oversized", "post_processed"]
     list_filter = ["parsed", "oversized", "has_attachments", ("fetched_at", admin.DateFieldListFilter), "tenant"]

@@ -10,7 +10,7 @@ from .inbound import (
     ScheduleKind,
     Selection,
 )
-from .monitoring import Alert, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity, WebhookDelivery
+from .monitoring import Alert, AlertDelivery, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity
 from .oauth2 import OAuth2Authorization, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
 from .messages import Attachment, StoredMessage
 from .outbound import (
@@ -18,15 +18,17 @@ from .outbound import (
     SendProgress, TransferEncoding,
 )
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
+from .api import ApiIdempotencyKey, ApiScope, ApiToken  # noqa: E402 (after outbound)
+from .webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookState  # noqa: E402
 
 __all__ = [
-    "Alert", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "Severity", "WebhookDelivery",
+    "Alert", "AlertDelivery", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "Severity",
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential", "OAUTH2_KINDS", "CredentialKind", "OAuth2Authorization",
     "OAuth2AuthorizationCode", "OAuth2ClientCredentials", "OAuth2Token",
-    "TenantOwned", "UserCredential",
     "BodyCharset", "BodyType", "OutboxTemplate", "SendProgress", "TransferEncoding",
+    "ApiIdempotencyKey", "ApiScope", "ApiToken", "DeliveryStatus", "Webhook", "WebhookDelivery", "WebhookState",
 ]

@@ -42,6 +42,9 @@ class StoredMessage(TenantOwned):
     # index_messages_for_search task sets it in batches (services.messages.index_for_search).
     # Search finds a mail either way: an unindexed one is read directly.
     search_indexed = models.BooleanField(default=False)
+    # Retention: when bodies, attachments and raw file were removed (services/retention.py).
+    # The row stays, so that the server's copy is never fetched again.
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-fetched_at", "-id"]

@@ -84,7 +84,7 @@ class AlertSettings(models.Model):
         return f"alerts of {self.tenant}"
 
 
-class WebhookDelivery(models.Model):
+class AlertDelivery(models.Model):
     """One alert notification to a webhook; a Celery task posts it (retried with backoff)."""
 
     tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")

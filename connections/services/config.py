@@ -46,7 +46,7 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
-from . import pem
+from . import config_webhooks, pem
 from .monitoring import alerts_config
 from .oauth2 import config as oauth2_config
 
@@ -128,6 +128,7 @@ OUTBOUND_KEYS = _CONNECTION_KEYS + (
     Key("body_charset", "body_charset", "str", choices=tuple(BodyCharset.values)),
     Key("transfer_encoding", "transfer_encoding", "str", choices=tuple(TransferEncoding.values)),
     Key("resend_uncertain", "resend_uncertain", "bool"),
+    Key("keep_sent_days", "keep_sent_days", "int", nullable=True),
 )
 
 INBOUND_KEYS = (
@@ -144,6 +145,8 @@ INBOUND_KEYS = (
     Key("timezone", "timezone", "str"),
     Key("lock_timeout", "lock_timeout", "int"),
     Key("enabled", "enabled", "bool"),
+    Key("keep_days", "keep_days", "int", nullable=True),
+    # "webhook" is handled apart (services.config_webhooks): a mapping {url, secret_env}.
 )
 SCHEDULE_FIELDS = (
     "schedule_kind", "schedule_every", "schedule_weekdays", "schedule_start_hour",
@@ -263,6 +266,9 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
                 item[k.key] = _to_yaml(k, getattr(i, k.field))
                 if k.key == "archive_folder":
                     item["schedule"] = _schedule_to_yaml(i)
+            hook = config_webhooks.export(i)
+            if hook:
+                item["webhook"] = hook
             entry["inbound"].append(item)
         alerts = alerts_config.export(tenant=t)
         if alerts is not None:
@@ -300,7 +306,7 @@ def dump(document: Mapping[str, Any]) -> str:
     def prepare(node: Any, key: str | None = None) -> Any:
         if isinstance(node, dict):
             out = {k: prepare(v, k) for k, v in node.items()}
-            return _FlowMap(out) if key == "schedule" else out
+            return _FlowMap(out) if key in ("schedule", "webhook") else out
         if isinstance(node, list):
             return [prepare(v) for v in node]
         return node
@@ -685,7 +691,7 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
         seen = {}
         for ii, inode in enumerate(v.items(f"{tpath}.inbound", tmap.get("inbound"))):
             ipath = f"{tpath}.inbound[{ii}]"
-            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY])
+            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY, "webhook"])
             if imap_ is None:
                 continue
             values = v.keys(ipath, imap_, INBOUND_KEYS, InboundConnection)
@@ -716,6 +722,8 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
                 values.update(schedule_kind=ScheduleKind.INTERVAL.value,
                               schedule_every=_model_default(InboundConnection, "schedule_every"))
             item = _Item(ipath, values.get("name", ""), values, set(imap_))
+            if "webhook" in imap_:
+                item.extra["webhook"] = config_webhooks.validate(v.err, f"{ipath}.webhook", imap_["webhook"])
             _check_duplicate(v, seen, item, "inbound connection")
             titem.inbound.append(item)
         if "alerts" in tmap:  # issue 16: connections/services/monitoring/alerts_config.py
@@ -970,6 +978,13 @@ def _plan_and_write(
                     if diff:
                         plan.changes.append(Change("update", kind, t.name, item.name, diff))
                     work.append((kind, (t.name, obj, _changed_fields(cur, item.values))))
+                if item.extra.get("webhook"):
+                    diff, secret = config_webhooks.plan(errors=errors, path=f"{item.path}.webhook",
+                                                        spec=item.extra["webhook"], current=cur, environ=environ)
+                    if diff:
+                        plan.changes.append(Change("create" if cur is None else "update", kind, t.name, item.name,
+                                                   diff))
+                        work.append(("webhook", (obj, item.extra["webhook"], secret)))
 
         if prune and current is not None:
             named = {
@@ -1116,6 +1131,9 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
                     from . import schedule as schedule_service
 
                     schedule_service.reschedule(connection=obj)
+        elif step == "webhook":
+            connection, spec, secret = payload
+            config_webhooks.write(connection=connection, spec=spec, secret=secret)
     for cred in deploys:
         credential_service.deploy(credential_id=cred.pk, user=user, source="apply_config")
 

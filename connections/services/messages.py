@@ -330,10 +330,26 @@ def list_messages(
     `older_than` / `newer_than` are cursors from a previous page (`MessagePage.older`
     / `.newer`); an invalid cursor is ignored and the first page is shown.
     """
+    items, newer, older = message_page(user=user, filters=filters, older_than=older_than, newer_than=newer_than,
+                                       page_size=page_size)
+    return MessagePage(rows=[_row(m) for m in items], newer=newer, older=older)
+
+
+def message_page(
+    *,
+    user: tenancy.UserLike,
+    filters: MessageFilters | None = None,
+    older_than: str | None = None,
+    newer_than: str | None = None,
+    page_size: int | None = None,
+    fields: Iterable[str] = (),
+) -> tuple[list[StoredMessage], str | None, str | None]:
+    """The rows of one keyset page (and the newer/older cursors): `list_messages` and the
+    JSON API share it. `fields`: columns loaded besides the list's own."""
     filters = filters or MessageFilters()
     page_size = page_size or PAGE_SIZE
     qs = filter_messages(visible_messages(user=user), filters=filters)
-    qs = qs.select_related("connection", "tenant").only(*_LIST_FIELDS).annotate(sort_at=SORT_KEY)
+    qs = qs.select_related("connection", "tenant").only(*_LIST_FIELDS, *fields).annotate(sort_at=SORT_KEY)
     before = Cursor.decode(older_than) if older_than else None
     after = Cursor.decode(newer_than) if newer_than and not before else None
     if after:
@@ -349,10 +365,9 @@ def list_messages(
         items = list(qs.order_by("-sort_at", "-id")[: page_size + 1])
         has_older, has_newer = len(items) > page_size, before is not None
         items = items[:page_size]
-    rows = [_row(m) for m in items]
     newer = Cursor(items[0].sort_at, items[0].id).encode() if items and has_newer else None
     older = Cursor(items[-1].sort_at, items[-1].id).encode() if items and has_older else None
-    return MessagePage(rows=rows, newer=newer, older=older)
+    return items, newer, older
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -556,6 +571,8 @@ def raw_charset(*, message: StoredMessage) -> str:
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         return "iso-8859-1"
+    except (OSError, ValueError):  # no raw file (purged by retention): the view answers 404
+        return "utf-8"
     return "utf-8"
 
 

@@ -33,6 +33,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
+from .. import signals
 from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
@@ -837,6 +838,7 @@ def send_due(
                 break
     finally:
         write.close()
+    signals.notify_outbox_finished(connection_id=connection_id, outcomes=report.outcomes)
     return report
 
 

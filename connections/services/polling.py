@@ -35,6 +35,7 @@ from ..errors import TenantMailError
 from ..models import (
     InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
 )
+from .. import signals
 from . import locks, schedule
 from .monitoring import metrics
 from .oauth2.connect import login
@@ -405,6 +406,7 @@ def _finish(connection: InboundConnection, run_id: int | None, result: PollResul
 
 def _record(result: PollResult, outcomes: list[StoreOutcome]) -> list[StoreOutcome]:
     """Count a stored batch; returns the outcomes whose mail is safely in the database."""
+    signals.notify_stored(connection_id=result.connection_id, message_ids=[o.pk for o in outcomes if o.status == "stored"])
     done = []
     for outcome in outcomes:
         if outcome.status == "stored":

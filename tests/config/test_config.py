@@ -116,7 +116,7 @@ def test_apply_creates_everything_and_deploys():
 
 def test_the_documented_complete_example_applies_and_round_trips(monkeypatch):
     example = docs_example()
-    env = {name: f"pw-{name.lower()}" for name in re.findall(r"password_env: (\w+)", example)}
+    env = {name: f"pw-{name.lower()}" for name in re.findall(r"(?:password|secret)_env: (\w+)", example)}
     plan = apply_text(example, env=env)
     assert plan.applied and not plan.empty
     assert apply_text(example, env=env).empty

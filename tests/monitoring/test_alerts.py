@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 from django.utils import timezone
 
-from connections.models import Alert, AlertSettings, AlertState, InboundConnection, WebhookDelivery
+from connections.models import Alert, AlertSettings, AlertState, InboundConnection, AlertDelivery
 from connections.services.monitoring import alerts, runtime, watchdog
 from tests.celery_worker import wait_until
 
@@ -44,13 +44,13 @@ def test_500_failing_on_one_host_make_one_signed_notification(tenant, receiver, 
     [sent] = call["payload"]["alerts"]
     assert sent["event"] == "fired" and len(sent["subjects"]) == 500
     assert call["payload"]["tenant"] == tenant.slug
-    stored = WebhookDelivery.objects.get(tenant=tenant)
+    stored = AlertDelivery.objects.get(tenant=tenant)
     assert receiver.secret not in str(stored.payload) and receiver.secret not in stored.url  # never stored
 
     # A second pass with the same problem: no new notification, the same alert.
     watchdog.run_pass()
     assert _tenant_alerts(tenant).count() == 1
-    assert WebhookDelivery.objects.filter(tenant=tenant).count() == 1
+    assert AlertDelivery.objects.filter(tenant=tenant).count() == 1
 
     # Fixed: resolved, one notification.
     InboundConnection.objects.filter(tenant=tenant).update(last_poll_ok=True, consecutive_failures=0,
@@ -79,9 +79,9 @@ def test_webhook_retried_until_accepted(tenant, receiver, tenantmail_worker, mon
     _failing(tenant, 2, failures=1)
     # The first try fails (503); Celery retries after 10 s.
     watchdog.run_pass()
-    wait_until(lambda: WebhookDelivery.objects.filter(tenant=tenant, delivered_at__isnull=False).exists(),
+    wait_until(lambda: AlertDelivery.objects.filter(tenant=tenant, delivered_at__isnull=False).exists(),
                timeout=40, message="the retried webhook call")
-    delivery = WebhookDelivery.objects.get(tenant=tenant)
+    delivery = AlertDelivery.objects.get(tenant=tenant)
     assert delivery.attempts == 2 and delivery.delivered_at and receiver.calls[0]["verified"]
 
 

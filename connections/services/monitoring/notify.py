@@ -2,7 +2,7 @@
 every alert that fired, resolved or is due a reminder (so 500 connections failing on one host
 make one notification). Tenant e-mail goes through the tenant's outbound connection
 (`alerts.email_via`, the outbox); system alerts through Django's EMAIL_BACKEND. Webhooks are
-rows (WebhookDelivery) posted by a Celery task, HMAC-signed, retried with backoff.
+rows (AlertDelivery) posted by a Celery task, HMAC-signed, retried with backoff.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ...errors import TenantMailError
-from ...models import Alert, AlertSettings, OutboundConnection, Tenant, WebhookDelivery
+from ...models import Alert, AlertSettings, OutboundConnection, Tenant, AlertDelivery
 from . import settings as mon
 from .alerts import FIRED, RESOLVED, Changes
 
@@ -121,11 +121,11 @@ def _queue_webhook(*, tenant_id: int | None, url: str, events) -> None:
     if tenant_id is not None:
         payload["tenant"] = Tenant.objects.filter(pk=tenant_id).values_list("slug", flat=True).first()
     with transaction.atomic():
-        delivery = WebhookDelivery.objects.create(tenant_id=tenant_id, url=url, payload=payload)
+        delivery = AlertDelivery.objects.create(tenant_id=tenant_id, url=url, payload=payload)
         deliver_alert_webhook.delay_on_commit(delivery.pk)
 
 
-def secret_for(delivery: WebhookDelivery) -> str:
+def secret_for(delivery: AlertDelivery) -> str:
     """The HMAC secret: the tenant's `webhook_secret_env` variable, or ALERT_WEBHOOK_SECRET."""
     if delivery.tenant_id is None:
         return mon.system_webhook()[1]
@@ -142,7 +142,7 @@ def sign(*, secret: str, body: bytes, timestamp: str) -> str:
 def deliver(*, delivery_id: int, timeout: float = 10.0) -> bool:
     """Post one delivery (no transaction open during the request). True when delivered (or
     already); raises WebhookError when the endpoint failed (the task retries)."""
-    delivery = WebhookDelivery.objects.get(pk=delivery_id)
+    delivery = AlertDelivery.objects.get(pk=delivery_id)
     if delivery.delivered_at:
         return True
     body = json.dumps(delivery.payload, sort_keys=True).encode("utf-8")
@@ -162,7 +162,7 @@ def deliver(*, delivery_id: int, timeout: float = 10.0) -> bool:
     except (OSError, ValueError) as exc:
         status, error = 0, f"{type(exc).__name__}: {exc}"
     ok = 200 <= status < 300
-    WebhookDelivery.objects.filter(pk=delivery.pk).update(
+    AlertDelivery.objects.filter(pk=delivery.pk).update(
         attempts=delivery.attempts + 1, delivered_at=timezone.now() if ok else None, last_error=error[:1000])
     if not ok:
         raise WebhookError(f"Alert webhook {delivery.url} failed: {error or f'HTTP {status}'}.")

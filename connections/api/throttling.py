@@ -1,0 +1,19 @@
+"""Rate limit per API token (API_RATE_LIMIT, e.g. "600/min"), counted in the cache."""
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework.throttling import SimpleRateThrottle
+
+from ..models import ApiToken
+
+
+class TokenRateThrottle(SimpleRateThrottle):
+    scope = "api-token"
+
+    def get_rate(self) -> str:
+        return str(getattr(settings, "API_RATE_LIMIT", "600/min"))
+
+    def get_cache_key(self, request, view) -> str | None:
+        if isinstance(request.auth, ApiToken):
+            return f"tenantmail-throttle-token-{request.auth.pk}"
+        return f"tenantmail-throttle-anon-{self.get_ident(request)}"

@@ -1,0 +1,79 @@
+"""The `webhook: {url, secret_env}` key of an inbound connection in configuration as code
+(contract, docs/config.md). Called from services.config: validation, plan, write, export.
+
+The secret is read from the named environment variable when the file is applied and
+stored encrypted; the file and the export only ever name the variable. A connection
+whose entry has no `webhook` key keeps the webhook it has (the admin may manage it).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping
+
+from ..models import InboundConnection, Webhook
+from . import webhooks
+
+KEYS = ("url", "secret_env")
+_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+
+
+def secret_env_name(tenant_slug: str, connection_name: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", f"{tenant_slug}_{connection_name}".upper()).strip("_") + "_HOOK_SECRET"
+
+
+def validate(err: Callable[[str, str], None], path: str, node: Any) -> dict[str, str] | None:
+    """{url, secret_env} of a `webhook:` mapping, or None after reporting errors."""
+    if not isinstance(node, dict):
+        err(path, "must be a mapping {url: ..., secret_env: ...}")
+        return None
+    ok = True
+    for key in node:
+        if key not in KEYS:
+            err(f"{path}.{key}", f"unknown key (allowed: {', '.join(KEYS)})")
+            ok = False
+    url = node.get("url")
+    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url or "") or len(url) > 2000:
+        err(f"{path}.url", "required: an http:// or https:// URL (at most 2000 characters)")
+        ok = False
+    env = node.get("secret_env")
+    if not isinstance(env, str) or not _ENV.fullmatch(env):
+        err(f"{path}.secret_env", "required: the name of the environment variable with the signing secret")
+        ok = False
+    return {"url": url, "secret_env": env} if ok else None
+
+
+def plan(*, errors: list[str], path: str, spec: dict[str, str], current: InboundConnection | None,
+         environ: Mapping[str, str]) -> tuple[dict[str, tuple[Any, Any]], str | None]:
+    """(changed fields, secret) — the secret is None when it is unchanged."""
+    secret = environ.get(spec["secret_env"])
+    if not secret:
+        errors.append(f"{path}.secret_env: the environment variable {spec['secret_env']} is not set or empty")
+        return {}, None
+    hook = Webhook.objects.filter(connection=current).first() if current is not None else None
+    if hook is None:
+        return {"webhook": (None, {"url": spec["url"], "secret_env": spec["secret_env"]})}, secret
+    diff: dict[str, tuple[Any, Any]] = {}
+    if hook.url != spec["url"]:
+        diff["webhook.url"] = (hook.url, spec["url"])
+    if hook.secret_env != spec["secret_env"]:
+        diff["webhook.secret_env"] = (hook.secret_env, spec["secret_env"])
+    if hook.secret != secret:
+        from .config import _SECRET  # (config imports this module)
+
+        diff["webhook.secret"] = (_SECRET, _SECRET)
+    return diff, (secret if diff else None)
+
+
+def write(*, connection: InboundConnection, spec: dict[str, str], secret: str) -> Webhook:
+    hook = Webhook.objects.filter(connection=connection).first() or Webhook(
+        tenant_id=connection.tenant_id, connection=connection)
+    hook.url, hook.secret_env, hook.secret = spec["url"], spec["secret_env"], secret
+    return webhooks.save_webhook(webhook=hook)
+
+
+def export(connection: InboundConnection) -> dict[str, str] | None:
+    hook = Webhook.objects.filter(connection=connection).first()
+    if hook is None:
+        return None
+    return {"url": hook.url,
+            "secret_env": hook.secret_env or secret_env_name(connection.tenant.slug, connection.name)}
