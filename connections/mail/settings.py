@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .proxy import ProxySettings
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
@@ -51,6 +55,9 @@ class MailSettings:
     # The name the server's certificate must carry, when it differs from `host` (connecting by
     # IP address or through a tunnel). Empty: `host`.
     tls_server_name: str = ""
+    # Reach the server through this SOCKS5/HTTP proxy (None: directly). Its password is the
+    # one secret a MailSettings may carry; it never shows in repr or messages.
+    proxy: "ProxySettings | None" = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

@@ -10,6 +10,8 @@ from .inbound import (
     ScheduleKind,
     Selection,
 )
+from .proxy import ProxyProfile, ProxyType
+from .push import PushLease, PushState
 from .messages import Attachment, StoredMessage
 from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
@@ -17,7 +19,7 @@ from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
 __all__ = [
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
-    "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
+    "OutboxStatus", "PollOutcome", "ProxyProfile", "ProxyType", "PushLease", "PushState", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential",
 ]

@@ -15,6 +15,7 @@ from ..errors import ConfigurationError
 from ..mail import MailSettings
 from ..models import Authentication, InboundConnection, OutboundConnection, Protocol
 from .credentials import DeployedCredential, resolve_deployed
+from .proxies import proxy_settings_for
 
 Connection = Union[InboundConnection, OutboundConnection]
 
@@ -84,6 +85,7 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
         credential_name=credential.name if credential is not None else "",
         credential_version=credential.version if credential is not None else None,
         folder=(getattr(connection, "folder", "") or "INBOX") if protocol == Protocol.IMAP else "INBOX",
+        proxy=proxy_settings_for(connection),
     )
 
 

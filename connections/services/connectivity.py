@@ -332,6 +332,7 @@ class BackgroundTest:
 # stored report and --json keep everything.
 DETAIL_KEYS: dict[str, list[str]] = {
     "credential": ["name", "username", "version"],
+    "proxy": ["type", "profile", "proxy", "user", "target", "tunnel"],
     "dns": ["host", "addresses"],
     "tcp": ["address", "port"],
     "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",
