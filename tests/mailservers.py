@@ -40,6 +40,7 @@ imaps_selfsigned       IMAP implicit TLS, self-signed cert for 127.0.0.1/localho
 pop3s_selfsigned       POP3 implicit TLS, the same self-signed cert
 smtps_selfsigned       SMTP implicit TLS, the same self-signed cert
 imaps_expired          IMAP implicit TLS, CA-signed cert for 127.0.0.1/localhost, expired
+imaps_noidle           IMAP implicit TLS (good cert), no IDLE capability (push falls back)
 pop3s_expired          POP3 implicit TLS, the expired cert
 smtps_expired          SMTP implicit TLS, the expired cert
 =====================  =========================================================================
@@ -133,6 +134,12 @@ _DOVECOT_INSTANCES: dict[str, tuple[str | None, dict[str, tuple[str, bool]]]] = 
                                 "pop3_wronghost": ("pop3", False), "pop3s_wronghost": ("pop3", True)}),
     "selfsigned": ("selfsigned", {"imaps_selfsigned": ("imap", True), "pop3s_selfsigned": ("pop3", True)}),
     "expired": ("expired", {"imaps_expired": ("imap", True), "pop3s_expired": ("pop3", True)}),
+    "noidle": ("server", {"imaps_noidle": ("imap", True)}),
+}
+# Instance name -> extra Dovecot settings.
+_DOVECOT_EXTRA = {
+    # A server without IDLE (its post-login capabilities leave it out).
+    "noidle": "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UNSELECT UIDPLUS MOVE\n",
 }
 # Postfix listeners: port key -> (certificate, -o options)
 _POSTFIX_LISTENERS: dict[str, tuple[str | None, list[str]]] = {
@@ -655,7 +662,7 @@ login_greeting = TenantMail test Dovecot ({name}) ready.
 shutdown_clients = yes
 # No stats: on shutdown a login process would wait seconds for the (already stopped) stats service.
 stats_writer_socket_path =
-{''.join(services)}{lmtp}"""
+{_DOVECOT_EXTRA.get(name, "")}{''.join(services)}{lmtp}"""
     path = root / "etc" / f"dovecot-{name}.conf"
     path.write_text(conf)
     return path
