@@ -24,7 +24,7 @@ from .tls import make_ssl_context
 MAX_REISSUE_SECONDS = 25 * 60
 _MAX_LINE = 64 * 1024
 _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
-_UNTAGGED = re.compile(rb"^\* (\d+) (EXISTS|RECENT|EXPUNGE|FETCH)\b", re.I)
+_UNTAGGED = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|FETCH)\b", re.I)
 
 
 class IdleUnsupported(MailError):
@@ -246,7 +246,7 @@ async def _idle_once(conn: _Conn, *, on_event, stop: asyncio.Event, reissue_afte
             m = _UNTAGGED.match(line)
             if m:
                 kind = m.group(2).decode().lower()
-                on_event("exists" if kind in ("exists", "recent") else kind, _t(line))
+                on_event(kind, _t(line))
             elif line.upper().startswith(b"* BYE"):
                 raise ConnectError(f"the server at {where(conn.s)} ended the session: {_t(line)}")
     finally:
