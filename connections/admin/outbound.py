@@ -22,6 +22,7 @@ from ..services import dates, mime, outbox, tenancy
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
+from .proxies import PROXY_FIELDSET
 
 STATUS_COLOURS = {
     OutboxStatus.QUEUED: "#205493", OutboxStatus.SENDING: "#b36b00", OutboxStatus.SENT: "#417505",
@@ -83,6 +84,7 @@ class OutboundConnectionAdmin(ConnectivityTestAdminMixin, SetupChecklistAdminMix
         (None, {"fields": ["tenant", "name", "enabled"]}),
         ("Server", {"fields": ["host", "port", "protection", "timeout", "verify_certificate", "trusted_ca"]}),
         ("Authentication", {"fields": ["authentication", "credential_name", "allow_plain_without_tls"]}),
+        PROXY_FIELDSET,
         ("Sending", {"fields": ["default_from", "default_reply_to", "max_per_session", "rate_limit_per_minute",
                                 "smtp_max_size", "smtp_max_size_seen_at"]}),
         ("Outbox", {"fields": ["outbox_counts"]}),
