@@ -596,7 +596,7 @@ def _imap_quote(s: str) -> str:
 
 # --------------------------------------------------------------------------- configs
 def _dovecot_conf(root: Path, name: str, cert: tuple[Path, Path, str] | None,
-                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int]) -> Path:
+                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int], extra: str = "") -> Path:
     base = root / "dovecot" / name
     base.mkdir(parents=True)
     mail_uid = pwd.getpwnam("mail").pw_uid
@@ -662,7 +662,7 @@ login_greeting = TenantMail test Dovecot ({name}) ready.
 shutdown_clients = yes
 # No stats: on shutdown a login process would wait seconds for the (already stopped) stats service.
 stats_writer_socket_path =
-{_DOVECOT_EXTRA.get(name, "")}{''.join(services)}{lmtp}"""
+{_DOVECOT_EXTRA.get(name, "")}{''.join(services)}{lmtp}{extra}"""
     path = root / "etc" / f"dovecot-{name}.conf"
     path.write_text(conf)
     return path
@@ -791,7 +791,9 @@ def _sweep_stale_dirs() -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def start_mail_servers() -> MailServers:
+def start_mail_servers(*, dovecot_extra: str = "") -> MailServers:
+    """`dovecot_extra`: settings appended to every Dovecot instance's configuration (e.g. the
+    benchmarks' higher process and client limits for 1,000 concurrent sessions)."""
     ensure_installed()
     started = time.monotonic()
     _sweep_stale_dirs()
@@ -817,7 +819,7 @@ def start_mail_servers() -> MailServers:
         postfix_etc = _postfix_conf(root, certs, ports)
         servers._write_user_files()  # empty user db + postfix map
         for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
-            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports)
+            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports, dovecot_extra)
             with open(root / "logs" / f"dovecot-{name}.out.log", "wb") as out:
                 servers._procs.append(subprocess.Popen(
                     ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,

@@ -27,6 +27,17 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _UNTAGGED = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|FETCH)\b", re.I)
 
 
+def small_tls_buffers(size: int = 16 * 1024) -> None:
+    """asyncio gives every TLS connection a 256 KiB read buffer, touched at once (Python 3.11:
+    `asyncio.sslproto.SSLProtocol.max_size`): 250 MB for 1,000 idle sessions. A TLS record is
+    at most 16 KiB, and IDLE traffic is a few lines: 16 KiB loses nothing. Called by the
+    run_idle process only."""
+    import asyncio.sslproto
+
+    if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > size:
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
 class IdleUnsupported(MailError):
     """The server does not offer IDLE: the connection stays on its schedule."""
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from ...errors import TenantMailError
-from ...mail.idle import IdleUnsupported, run_idle_session
+from ...mail.idle import IdleUnsupported, run_idle_session, small_tls_buffers
 from ...models import InboundConnection, PushState
 from .. import polling
 from ..connection_settings import mail_settings_for, open_credential
@@ -66,6 +66,7 @@ class IdleRunner:
     # --- the main thread --------------------------------------------------------------
 
     def run(self, *, stop: threading.Event) -> None:
+        small_tls_buffers()
         self._thread.start()
         log.info("run_idle %s started", self.holder)
         next_tick = 0.0
