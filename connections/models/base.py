@@ -92,3 +92,17 @@ class ConnectionBase(TenantOwned):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.proxy_profile_id and self.tenant_id and self.proxy_profile.tenant_id != self.tenant_id:
+            errors["proxy_profile"] = "Choose a proxy profile of the connection's own tenant."
+        if self.proxy_type and not (self.proxy_host or "").strip():
+            errors["proxy_host"] = "An inline proxy needs a host."
+        if self.proxy_type and not self.proxy_port:
+            errors["proxy_port"] = "An inline proxy needs a port."
+        if errors:
+            raise ValidationError(errors)

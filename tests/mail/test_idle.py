@@ -115,3 +115,4 @@ def test_wrong_password(mail_servers):
         session.future.result(timeout=15)
     assert "not-the-password" not in str(err.value) and address in err.value.message
     session.loop.call_soon_threadsafe(session.loop.stop)
+

@@ -56,11 +56,17 @@ def test_appended_mail_is_stored_without_the_schedule(tenantmail_worker, mail_se
     assert conn.next_poll_at > timezone.now()  # the schedule stays armed as the fallback
 
 
-def test_push_off_releases_the_session(tenantmail_worker, mail_servers, make_inbound, idle_runner):
+def test_changed_settings_reconnect_and_push_off_releases(tenantmail_worker, mail_servers, make_inbound, idle_runner):
     address, password = mail_servers.add_user()
     conn = _push_connection(make_inbound, address, password)
     idle_runner()
     wait_until(lambda: (s := _state(conn)) and s.state == PushState.IDLE, timeout=30, message="the IDLE session")
+    # Changed settings: a new session with them.
+    since = _state(conn).connected_since
+    conn.timeout = 20
+    conn.save()
+    wait_until(lambda: (s := _state(conn)) and s.state == PushState.IDLE and s.connected_since > since, timeout=30,
+               message="a new session after the settings changed")
     conn.push = False
     conn.save(update_fields=["push"])
     wait_until(lambda: _state(conn).holder == "", timeout=30, message="the lease to be released")

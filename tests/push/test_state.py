@@ -54,3 +54,13 @@ def test_a_dead_holder_is_shown_as_stale(push_conn):
     push_conn.refresh_from_db()
     assert push_state(push_conn)["state"] == "stale"
     assert "stopped renewing" in describe(push_conn)[1]
+
+
+def test_which_events_poll():  # no database needed
+    from connections.services.push.runner import wants_poll
+
+    assert wants_poll("exists", "* 4 EXISTS", unread_only=False)
+    assert wants_poll("fetch", "* 2 FETCH (FLAGS ())", unread_only=True)  # marked unread again
+    assert not wants_poll("fetch", "* 2 FETCH (FLAGS (\\Seen))", unread_only=True)  # our own mark-read
+    assert not wants_poll("fetch", "* 2 FETCH (FLAGS ())", unread_only=False)
+    assert not wants_poll("expunge", "* 2 EXPUNGE", unread_only=True)

@@ -17,9 +17,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError, InterfaceError, close_old_connections
+
 from ...errors import TenantMailError
 from ...mail.idle import IdleUnsupported, run_idle_session, small_tls_buffers
-from ...models import InboundConnection, PushState
+from ...models import InboundConnection, PushState, Selection
 from .. import polling
 from ..connection_settings import mail_settings_for, open_credential
 from . import lease
@@ -28,6 +30,26 @@ log = logging.getLogger("tenantmail.push")
 
 UNSUPPORTED_RETRY_SECONDS = 3600
 POLL_COALESCE_SECONDS = 0.5
+
+
+def _release_free_memory() -> None:
+    """Give memory freed by the allocator back to the system (glibc's malloc_trim): thousands
+    of TLS handshakes leave megabytes of freed scratch space that would count as resident."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def wants_poll(kind: str, detail: str, *, unread_only: bool) -> bool:
+    """New mail (EXISTS), or, for a connection that polls unread mails, a mail that is unread
+    (again). Not the FETCH (\\Seen) or EXPUNGE that a poll's own post-processing causes: that
+    would poll once more for nothing."""
+    if kind == "exists":
+        return True
+    return kind == "fetch" and unread_only and "\\SEEN" not in detail.upper()
 
 
 @dataclass
@@ -40,6 +62,8 @@ class _Session:
     next_attempt: float = 0.0
     last_poll_request: float = 0.0
     poll_pending: bool = False
+    unread_only: bool = True  # the connection polls unread mails only (FETCH events may matter)
+    settings_at: object = None  # the connection's updated_at when the session started
 
 
 @dataclass
@@ -61,6 +85,7 @@ class IdleRunner:
         self.sessions: dict[int, _Session] = {}
         self.events: queue.Queue = queue.Queue()
         self.loop = asyncio.new_event_loop()
+        self._connected = self._connected_at_last_tick = 0
         self._thread = threading.Thread(target=self.loop.run_forever, name="idle-loop", daemon=True)
 
     # --- the main thread --------------------------------------------------------------
@@ -73,21 +98,27 @@ class IdleRunner:
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                if now >= next_tick:
-                    self.tick()
-                    next_tick = time.monotonic() + self.options.tick_seconds
-                self._flush_pending_polls()
-                wait = max(0.0, min(next_tick - time.monotonic(), POLL_COALESCE_SECONDS))
                 try:
-                    item = self.events.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                self._handle(*item)
-                while True:  # drain a burst without waiting
+                    if now >= next_tick:
+                        next_tick = time.monotonic() + self.options.tick_seconds
+                        self.tick()
+                    self._flush_pending_polls()
+                    wait = max(0.0, min(next_tick - time.monotonic(), POLL_COALESCE_SECONDS))
                     try:
-                        self._handle(*self.events.get_nowait())
+                        item = self.events.get(timeout=wait)
                     except queue.Empty:
-                        break
+                        continue
+                    self._handle(*item)
+                    while True:  # drain a burst without waiting
+                        try:
+                            self._handle(*self.events.get_nowait())
+                        except queue.Empty:
+                            break
+                except (DatabaseError, InterfaceError) as exc:
+                    # The database is away: the sessions stay up; leases are renewed once it is
+                    # back (until then no process can take them over either).
+                    log.warning("run_idle: database error, retrying at the next tick: %s", exc)
+                    close_old_connections()
         finally:
             self.shutdown()
 
@@ -104,11 +135,22 @@ class IdleRunner:
         for cid in list(self.sessions):
             if cid not in keep:  # lease lost (another process took it) or push turned off
                 self._stop_session(self.sessions.pop(cid))
+        changed = dict(InboundConnection.objects.filter(pk__in=keep).values_list("pk", "updated_at"))
+        for cid in list(self.sessions):
+            if self.sessions[cid].settings_at not in (None, changed.get(cid)):
+                # The connection's settings changed: a new session with the new ones.
+                self._stop_session(self.sessions.pop(cid))
         now = time.monotonic()
         for cid in sorted(keep):
             session = self.sessions.setdefault(cid, _Session(cid))
             if not session.running and session.next_attempt <= now:
                 self._start_session(session)
+        # Once a wave of logins has settled (no session connected since the last tick): give
+        # the TLS handshakes' scratch memory back.
+        if self._connected and self._connected == self._connected_at_last_tick:
+            _release_free_memory()
+            self._connected = 0
+        self._connected_at_last_tick = self._connected
 
     def _start_session(self, session: _Session) -> None:
         cid = session.connection_id
@@ -120,6 +162,8 @@ class IdleRunner:
             self._failed(session, str(exc))
             return
         session.running = True
+        session.unread_only = connection.selection == Selection.UNREAD
+        session.settings_at = connection.updated_at
         lease.record(holder=self.holder, connection_id=cid, state=PushState.CONNECTING)
 
         async def start() -> None:
@@ -133,13 +177,14 @@ class IdleRunner:
             return  # a session this process no longer runs
         cid = session.connection_id
         if kind == "connected":
+            self._connected += 1
             session.failures = 0
             lease.record(holder=self.holder, connection_id=cid, state=PushState.IDLE, event="connected")
             self._request_poll(session)  # mail that came while no session listened
-        elif kind in ("exists", "fetch"):
+        elif wants_poll(kind, detail, unread_only=session.unread_only):
             lease.record(holder=self.holder, connection_id=cid, event=detail or kind)
             self._request_poll(session)
-        elif kind == "expunge":
+        elif kind in ("expunge", "fetch"):
             lease.record(holder=self.holder, connection_id=cid, event=detail or kind)
         elif kind == "unsupported":
             session.running = False
