@@ -27,11 +27,11 @@ _LITERAL = re.compile(rb"\{(\d+)\+?\}\r\n$")
 _UNTAGGED = re.compile(rb"^\* (\d+) (EXISTS|EXPUNGE|FETCH)\b", re.I)
 
 
-def small_tls_buffers(size: int = 16 * 1024) -> None:
+def small_tls_buffers(size: int = 4 * 1024) -> None:
     """asyncio gives every TLS connection a 256 KiB read buffer, touched at once (Python 3.11:
-    `asyncio.sslproto.SSLProtocol.max_size`): 250 MB for 1,000 idle sessions. A TLS record is
-    at most 16 KiB, and IDLE traffic is a few lines: 16 KiB loses nothing. Called by the
-    run_idle process only."""
+    `asyncio.sslproto.SSLProtocol.max_size`): 250 MB for 1,000 idle sessions. IDLE traffic is
+    a few short lines, and bigger reads are merely done in more steps: 4 KiB loses nothing.
+    Called by the run_idle process only."""
     import asyncio.sslproto
 
     if getattr(asyncio.sslproto.SSLProtocol, "max_size", 0) > size:
