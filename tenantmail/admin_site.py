@@ -12,7 +12,7 @@ from django.contrib.admin.apps import AdminConfig
 # The set-up order: tenants and who may use them, credentials, connections, then what they
 # produce. Models not named here follow, alphabetically.
 MODEL_ORDER = [
-    "Tenant", "Membership", "UserCredential", "InboundConnection", "OutboundConnection",
+    "Tenant", "Membership", "UserCredential", "InboundConnection", "OutboundConnection", "ProxyProfile",
     "OutboxMessage", "StoredMessage", "PollRun", "Attachment",
 ]
 
