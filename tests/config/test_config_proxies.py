@@ -49,6 +49,7 @@ def errors_of(text: str) -> list[str]:
     return err.value.errors
 
 
+@pytest.mark.smoke
 def test_the_contract_applies_exports_and_round_trips():
     plan = apply_text(CONTRACT)
     assert "create proxy acme/corp-socks" in str(plan)

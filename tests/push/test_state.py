@@ -34,6 +34,7 @@ def test_admin_page_shows_connected_since_and_last_event(admin_client, push_conn
     assert "IDLE session connected since" in text and "* 3 EXISTS" in text and "run_idle host:1:abc" in text
 
 
+@pytest.mark.smoke
 def test_check_setup_json_has_the_push_state(push_conn):
     PushLease.objects.create(connection=push_conn, holder="", state=PushState.WAITING)
     out = io.StringIO()
@@ -46,6 +47,7 @@ def test_check_setup_json_has_the_push_state(push_conn):
     assert push_item["state"] == "warn" and "run_idle" in push_item["detail"]
 
 
+@pytest.mark.smoke
 def test_a_dead_holder_is_shown_as_stale(push_conn):
     from connections.services.push.state import describe, push_state
 
