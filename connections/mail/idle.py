@@ -53,6 +53,7 @@ class _Conn:
         self.tag = 0
         self.capabilities: set[str] = set()
         self.encrypted = False
+        self.force_login = False  # tests: LOGIN even where AUTHENTICATE PLAIN is offered
 
     async def open(self) -> None:
         s = self.s
@@ -150,7 +151,10 @@ class _Conn:
                     raise MailError(f"refused to send a plain password unencrypted to {where(s)}",
                                     step="auth", transient=False)
                 message = b64(sasl_plain(user, password)).encode()
-                if "SASL-IR" in self.capabilities:
+                if "PLAIN" not in offered or self.force_login:
+                    # LOGIN with synchronizing literals: any UTF-8 user name and password.
+                    await self._login_literals(tag, user.encode(), password.encode())
+                elif "SASL-IR" in self.capabilities:
                     await self.send(tag + b" AUTHENTICATE PLAIN " + message + b"\r\n")
                 else:
                     await self.send(tag + b" AUTHENTICATE PLAIN\r\n")
@@ -170,6 +174,14 @@ class _Conn:
         else:
             await self.read_capabilities()
 
+    async def _login_literals(self, tag: bytes, user: bytes, password: bytes) -> None:
+        await self.send(tag + b" LOGIN {%d}\r\n" % len(user))
+        for value, end in ((user, b" {%d}\r\n" % len(password)), (password, b"\r\n")):
+            reply = await self.line()
+            if not reply.startswith(b"+"):
+                raise ProtocolError(_t(reply), step="auth")
+            await self.send(value + end)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -187,13 +199,16 @@ async def run_idle_session(
     on_event: Callable[[str, str], None],
     stop: asyncio.Event,
     reissue_after: float = MAX_REISSUE_SECONDS,
+    mechanism: str | None = None,
 ) -> None:
     """Hold one IDLE session until `stop` is set. `on_event(kind, detail)` is called (in the
     loop's thread) with "connected" once IDLE runs, then "exists", "expunge", "fetch" as the
     server reports them. Raises IdleUnsupported or another MailError when the session cannot
-    go on; the caller decides when to try again."""
+    go on; the caller decides when to try again. `mechanism="LOGIN"` forces the LOGIN command
+    for plain authentication (used when the server offers no AUTHENTICATE PLAIN)."""
     reissue_after = max(1.0, min(float(reissue_after), MAX_REISSUE_SECONDS))
     conn = _Conn(settings)
+    conn.force_login = (mechanism or "").upper() == "LOGIN"
     try:
         try:
             await asyncio.wait_for(_connect(conn, password), timeout=settings.timeout * 3)

@@ -77,3 +77,21 @@ def test_a_poll_goes_through_the_proxy(make_connection, make_credential, mail_se
     assert result.outcome == "success", result.error
     assert StoredMessage.objects.get(connection=conn).subject == "proxied poll"
     assert socks_proxy.tunnels_to(conn.port) == before + 1
+
+
+def test_a_connection_may_not_use_another_tenants_proxy_profile(make_connection, tenant):
+    from django.core.exceptions import ValidationError
+
+    from connections.errors import ConfigurationError
+    from connections.models import Tenant
+    from connections.services.proxies import proxy_settings_for
+
+    other = Tenant.objects.create(name="Other", slug="other-proxy")
+    foreign = ProxyProfile.objects.create(tenant=other, name="theirs", type="socks5", host="10.9.9.9", port=1080)
+    conn = make_connection("imap", "ssl_tls", "plain")
+    conn.proxy_profile = foreign
+    with pytest.raises(ValidationError) as err:
+        conn.full_clean()
+    assert "proxy_profile" in err.value.message_dict
+    with pytest.raises(ConfigurationError):  # and at run time, should a row say so anyway
+        proxy_settings_for(conn)

@@ -47,12 +47,14 @@ class _Loop:
             self.thread.join(timeout=5)
 
 
-@pytest.mark.parametrize("protection,authentication", [("ssl_tls", "plain"), ("starttls_mandatory", "encrypted")])
-def test_idle_reports_new_mail(mail_servers, protection, authentication):
-    address, password = mail_servers.add_user()
+@pytest.mark.parametrize("protection,authentication,mechanism", [
+    ("ssl_tls", "plain", None), ("starttls_mandatory", "encrypted", None), ("ssl_tls", "plain", "LOGIN"),
+])
+def test_idle_reports_new_mail(mail_servers, protection, authentication, mechanism):
+    address, password = mail_servers.add_user(password="pässwörd {1} \"x\"")  # LOGIN needs literals for it
     settings = mail_servers.mail_settings(protocol="imap", protection=protection, authentication=authentication,
                                           username=address)
-    session = _Loop(settings, password)
+    session = _Loop(settings, password, mechanism=mechanism)
     try:
         assert session.next_event() == ("connected", "")
         mail_servers.append(address, [b"Subject: push\r\n\r\nnew\r\n"])
