@@ -13,7 +13,7 @@ from django.contrib.admin.apps import AdminConfig
 # produce. Models not named here follow, alphabetically.
 MODEL_ORDER = [
     "Tenant", "Membership", "UserCredential", "OAuth2ClientCredentials", "OAuth2AuthorizationCode",
-    "InboundConnection", "OutboundConnection",
+    "InboundConnection", "OutboundConnection", "ProxyProfile",
     "OutboxMessage", "OutboxTemplate", "StoredMessage", "PollRun", "Attachment",
     "Webhook", "WebhookDelivery", "ApiToken", "Alert", "AlertSettings",
 ]

@@ -10,7 +10,7 @@ from django.conf import settings
 
 # Real Dovecot + Postfix: fixtures `mail_servers` (session) and `mailbox` (see its docstring).
 # A real Celery worker: fixture `tenantmail_worker` (session) and `wait_until` (see its docstring).
-pytest_plugins = ["tests.mailservers", "tests.celery_worker", "tests.oauth2_server"]
+pytest_plugins = ["tests.mailservers", "tests.celery_worker", "tests.oauth2_server", "tests.proxies"]
 
 
 def _reachable(url: str, default_port: int) -> tuple[str, int, bool]:

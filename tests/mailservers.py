@@ -40,6 +40,7 @@ imaps_selfsigned       IMAP implicit TLS, self-signed cert for 127.0.0.1/localho
 pop3s_selfsigned       POP3 implicit TLS, the same self-signed cert
 smtps_selfsigned       SMTP implicit TLS, the same self-signed cert
 imaps_expired          IMAP implicit TLS, CA-signed cert for 127.0.0.1/localhost, expired
+imaps_noidle           IMAP implicit TLS (good cert), no IDLE capability (push falls back)
 pop3s_expired          POP3 implicit TLS, the expired cert
 smtps_expired          SMTP implicit TLS, the expired cert
 =====================  =========================================================================
@@ -136,6 +137,12 @@ _DOVECOT_INSTANCES: dict[str, tuple[str | None, dict[str, tuple[str, bool]]]] = 
                                 "pop3_wronghost": ("pop3", False), "pop3s_wronghost": ("pop3", True)}),
     "selfsigned": ("selfsigned", {"imaps_selfsigned": ("imap", True), "pop3s_selfsigned": ("pop3", True)}),
     "expired": ("expired", {"imaps_expired": ("imap", True), "pop3s_expired": ("pop3", True)}),
+    "noidle": ("server", {"imaps_noidle": ("imap", True)}),
+}
+# Instance name -> extra Dovecot settings.
+_DOVECOT_EXTRA = {
+    # A server without IDLE (its post-login capabilities leave it out).
+    "noidle": "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE LITERAL+ UNSELECT UIDPLUS MOVE\n",
 }
 # Postfix listeners: port key -> (certificate, -o options)
 _POSTFIX_LISTENERS: dict[str, tuple[str | None, list[str]]] = {
@@ -594,7 +601,8 @@ def _imap_quote(s: str) -> str:
 
 # --------------------------------------------------------------------------- configs
 def _dovecot_conf(root: Path, name: str, cert: tuple[Path, Path, str] | None,
-                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int], oauth2_port: int = 0) -> Path:
+                  listeners: dict[str, tuple[str, bool]], ports: dict[str, int], oauth2_port: int = 0,
+                  extra: str = "") -> Path:
     base = root / "dovecot" / name
     base.mkdir(parents=True)
     # OAuth2 (XOAUTH2/OAUTHBEARER): tokens introspected (RFC 7662) at tests/oauth2_server.py, which
@@ -674,7 +682,7 @@ login_greeting = TenantMail test Dovecot ({name}) ready.
 shutdown_clients = yes
 # No stats: on shutdown a login process would wait seconds for the (already stopped) stats service.
 stats_writer_socket_path =
-{''.join(services)}{lmtp}"""
+{_DOVECOT_EXTRA.get(name, "")}{''.join(services)}{lmtp}{extra}"""
     path = root / "etc" / f"dovecot-{name}.conf"
     path.write_text(conf)
     return path
@@ -805,7 +813,9 @@ def _sweep_stale_dirs() -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def start_mail_servers() -> MailServers:
+def start_mail_servers(*, dovecot_extra: str = "") -> MailServers:
+    """`dovecot_extra`: settings appended to every Dovecot instance's configuration (e.g. the
+    benchmarks' higher process and client limits for 1,000 concurrent sessions)."""
     ensure_installed()
     started = time.monotonic()
     _sweep_stale_dirs()
@@ -832,7 +842,8 @@ def start_mail_servers() -> MailServers:
         postfix_etc = _postfix_conf(root, certs, ports)
         servers._write_user_files()  # empty user db + postfix map
         for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
-            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports, oauth2_port)
+            conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports, oauth2_port,
+                                 dovecot_extra)
             with open(root / "logs" / f"dovecot-{name}.out.log", "wb") as out:
                 servers._procs.append(subprocess.Popen(
                     ["/usr/sbin/dovecot", "-F", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,

@@ -7,3 +7,4 @@ from . import monitoring  # noqa: F401
 from . import oauth2  # noqa: F401
 from . import outbox_templates  # noqa: F401
 from . import webhooks  # noqa: F401
+from . import proxies  # noqa: F401

@@ -26,6 +26,7 @@ from .disclosure import INBOUND_RULES, DisclosureFormMixin, ImapStateFieldsetMix
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
 from .erase import EraseMessagesAdminMixin
+from .proxies import PROXY_FIELDSET, PushPanelMixin
 
 OUTCOME_COLOURS = {
     PollOutcome.SUCCESS: "#417505", PollOutcome.PARTIAL: "#b36b00", PollOutcome.FAILED: "#ba2121",
@@ -65,7 +66,7 @@ class InboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
 
 
 @admin.register(InboundConnection)
-class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, CredentialReferenceAdminMixin,
+class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFieldsetMixin, CredentialReferenceAdminMixin,
                              ConnectivityTestAdminMixin, SetupChecklistAdminMixin, TenantScopedAdmin):
     form = InboundConnectionForm
     change_form_template = "admin/connections/inboundconnection/change_form.html"
@@ -75,13 +76,14 @@ class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, Crede
     search_fields = ["name", "host", "credential_name", "tenant__name", "tenant__slug"]
     actions = ["poll_now_action"]
     readonly_fields = ["configuration_warnings", "next_run", "poll_state", "recent_polls", "imap_uidvalidity",
-                       "imap_resync"]
+                       "imap_resync", "push_state_text"]
     fieldsets = [
         (None, {"fields": ["tenant", "name", "enabled", "configuration_warnings"]}),
         ("Server", {"fields": ["protocol", "host", "port", "protection", "timeout", "verify_certificate",
                                "trusted_ca"]}),
         ("Authentication", {"fields": ["authentication", "credential_name", "sasl_mechanism",
                                         "allow_plain_without_tls"]}),
+        PROXY_FIELDSET,
         ("Mailbox", {"fields": ["folder", "selection", "max_messages", "max_message_size"]}),
         ("Post-processing", {
             "fields": ["post_processing", "archive_folder"],
@@ -95,6 +97,11 @@ class InboundConnectionAdmin(AddMailboxAdminMixin, ImapStateFieldsetMixin, Crede
             "description": "Every N seconds; or every N seconds on the chosen weekdays (0 = Monday) between "
                            "the hours; or a cron expression (minute hour day month weekday). All in the "
                            "time zone given (IANA name, e.g. Europe/Berlin).",
+        }),
+        ("Push (IMAP IDLE)", {
+            "fields": ["push", "push_state_text"],
+            "description": "Poll as soon as the server reports new mail (needs `manage.py run_idle`); the "
+                           "schedule keeps polling as the fallback.",
         }),
         ("Polls", {"fields": ["poll_state", "recent_polls", "imap_uidvalidity", "imap_resync"]}),
     ]

@@ -25,6 +25,7 @@ from .checklist import SetupChecklistAdminMixin
 from .disclosure import OUTBOUND_RULES, DisclosureFormMixin
 from .references import CredentialReferenceAdminMixin
 from .connectivity import ConnectivityTestAdminMixin
+from .proxies import PROXY_FIELDSET
 
 STATUS_COLOURS = {
     OutboxStatus.QUEUED: "#205493", OutboxStatus.SENDING: "#b36b00", OutboxStatus.SENT: "#417505",
@@ -124,6 +125,7 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
         ("Server", {"fields": ["host", "port", "protection", "timeout", "verify_certificate", "trusted_ca"]}),
         ("Authentication", {"fields": ["authentication", "credential_name", "sasl_mechanism",
                                         "allow_plain_without_tls"]}),
+        PROXY_FIELDSET,
         ("Sending", {"fields": ["default_from", "default_reply_to", "max_per_session", "rate_limit_per_minute",
                                 "resend_uncertain", "smtp_max_size", "smtp_max_size_seen_at"]}),
         ("Receiver attributes (defaults and body)", {

@@ -179,6 +179,8 @@ def open_socket(settings: MailSettings, trace: Trace) -> tuple[socket.socket, TL
     host, port = settings.host, settings.effective_port
     if not host:
         raise ConnectError("no host name configured", hint="set the connection's host", step="dns", transient=False)
+    if settings.proxy is not None:  # the proxy resolves and connects: one "proxy" step instead of dns + tcp
+        return _tls_if_implicit(_open_proxied(settings, trace), settings, trace)
     with trace.step("dns") as detail:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -211,6 +213,20 @@ def open_socket(settings: MailSettings, trace: Trace) -> tuple[socket.socket, TL
             break
         if sock is None:
             raise network_error(last or OSError("no address"), settings, step="tcp", doing="connecting")
+    return _tls_if_implicit(sock, settings, trace)
+
+
+def _open_proxied(settings: MailSettings, trace: Trace) -> socket.socket:
+    from .proxy import connect_via_proxy
+
+    with trace.step("proxy") as detail:
+        return connect_via_proxy(
+            settings.proxy, target_host=settings.host, target_port=settings.effective_port,
+            timeout=settings.timeout, detail=detail,
+        )
+
+
+def _tls_if_implicit(sock: socket.socket, settings: MailSettings, trace: Trace) -> tuple[socket.socket, TLSInfo | None]:
     tls_info = None
     if settings.protection == "ssl_tls":
         with trace.step("tls") as detail:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from connections.errors import TenantMailError
 
-STEPS = ("dns", "tcp", "tls", "greeting", "capabilities", "auth", "command")
+STEPS = ("proxy", "dns", "tcp", "tls", "greeting", "capabilities", "auth", "command")
 
 
 class MailError(TenantMailError):

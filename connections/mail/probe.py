@@ -24,6 +24,7 @@ CERT_EXPIRY_WARNING_DAYS = 14
 
 # Every failure carries a hint; these cover the rare errors that bring none of their own.
 _DEFAULT_HINTS = {
+    "proxy": "check the proxy's host, port and credential, and that it may reach the mail server",
     "dns": "check the host name and this machine's DNS resolver",
     "tcp": "check host, port and firewall",
     "tls": "check the server's TLS configuration, the protection and the port",

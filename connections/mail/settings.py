@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .proxy import ProxySettings
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 PROTECTIONS = ("off", "starttls_mandatory", "starttls_optional", "ssl_tls")
@@ -58,6 +61,9 @@ class MailSettings:
     # Networks no connection may reach (targets.parse_networks of TENANTMAIL_BLOCKED_NETWORKS,
     # passed by the service layer); checked on the resolved addresses before connecting.
     blocked_networks: tuple[Any, ...] = ()
+    # Reach the server through this SOCKS5/HTTP proxy (None: directly). Its password is the
+    # one secret a MailSettings may carry; it never shows in repr or messages.
+    proxy: "ProxySettings | None" = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:

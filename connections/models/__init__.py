@@ -12,6 +12,8 @@ from .inbound import (
 )
 from .monitoring import Alert, AlertDelivery, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity
 from .oauth2 import OAuth2Authorization, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
+from .proxy import ProxyProfile, ProxyType
+from .push import PushLease, PushState
 from .messages import Attachment, StoredMessage
 from .outbound import (
     BodyCharset, BodyType, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, OutboxTemplate,
@@ -25,7 +27,7 @@ __all__ = [
     "Alert", "AlertDelivery", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "Severity",
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
-    "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",
+    "OutboxStatus", "PollOutcome", "ProxyProfile", "ProxyType", "PushLease", "PushState", "PollRun", "PostProcessing", "Protection", "Protocol",
     "ROLE_RANK", "Readiness", "Role", "ScheduleKind", "Selection", "StoredMessage", "Tenant",
     "TenantOwned", "UserCredential", "OAUTH2_KINDS", "CredentialKind", "OAuth2Authorization",
     "OAuth2AuthorizationCode", "OAuth2ClientCredentials", "OAuth2Token",

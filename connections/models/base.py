@@ -76,6 +76,20 @@ class ConnectionBase(TenantOwned):
         "allow plain login without TLS", default=False,
         help_text="Insecure: sends the password readable on the network.",
     )
+    # Reach the server through a proxy: a profile of the tenant, or inline (proxy_type set).
+    proxy_profile = models.ForeignKey(
+        "connections.ProxyProfile", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="A proxy profile of the tenant (SOCKS5 or HTTP CONNECT).",
+    )
+    proxy_type = models.CharField(
+        "inline proxy type", max_length=8, blank=True, choices=[("socks5", "SOCKS5"), ("http", "HTTP CONNECT")],
+        help_text="Instead of a profile: a proxy for this connection only (empty: none).",
+    )
+    proxy_host = models.CharField("inline proxy host", max_length=255, blank=True, validators=[validate_host])
+    proxy_port = models.PositiveIntegerField(
+        "inline proxy port", null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    proxy_credential_name = models.CharField("inline proxy Credential Name", max_length=150, blank=True)
     # Last connectivity test.
     last_test_at = models.DateTimeField(null=True, blank=True)
     last_test_ok = models.BooleanField(null=True, blank=True)
@@ -93,3 +107,17 @@ class ConnectionBase(TenantOwned):
     def save(self, *args, **kwargs) -> None:
         self.trusted_ca = normalise_pem(self.trusted_ca)  # one line end: exported as a YAML block
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        super().clean()
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.proxy_profile_id and self.tenant_id and self.proxy_profile.tenant_id != self.tenant_id:
+            errors["proxy_profile"] = "Choose a proxy profile of the connection's own tenant."
+        if self.proxy_type and not (self.proxy_host or "").strip():
+            errors["proxy_host"] = "An inline proxy needs a host."
+        if self.proxy_type and not self.proxy_port:
+            errors["proxy_port"] = "An inline proxy needs a port."
+        if errors:
+            raise ValidationError(errors)

@@ -39,6 +39,10 @@ class InboundConnection(ConnectionBase):
     )
     post_processing = models.CharField(max_length=24, choices=PostProcessing.choices, default=PostProcessing.MARK_READ)
     archive_folder = models.CharField(max_length=255, blank=True)
+    push = models.BooleanField(
+        "push (IMAP IDLE)", default=False,
+        help_text="Poll as soon as the server reports new mail (run_idle); the schedule stays the fallback.",
+    )
     # Schedule.
     schedule_kind = models.CharField(max_length=12, choices=ScheduleKind.choices, default=ScheduleKind.INTERVAL)
     schedule_every = models.PositiveIntegerField("every (seconds)", default=300)

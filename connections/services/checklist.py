@@ -99,7 +99,17 @@ class Evaluation:
             "kind": self.kind, "name": c.name, "id": c.pk,
             "readiness": self.readiness.value, "readiness_label": self.readiness.label,
             "items": [i.as_dict() for i in self.items],
+            **_push_json(c),
         }
+
+
+def _push_json(c: Connection) -> dict:
+    """{"push": {state, connected_since, last_event_at, …}} for an inbound connection with push on."""
+    if not isinstance(c, InboundConnection) or not c.push:
+        return {}
+    from .push.state import push_state
+
+    return {"push": push_state(c)}
 
 
 def kind_of(connection: Connection) -> str:
@@ -176,6 +186,8 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
         items.append(_schedule_item(c))
         items.append(_post_processing_item(c))
         items.extend(runtime_items(c))
+        if c.push:
+            items.append(_push_item(c))
     else:
         items.append(_default_from_item(c))
         items.append(_outbound_enabled_item(c))
@@ -361,6 +373,13 @@ def _schedule_item(c: InboundConnection) -> Item:
                     _on_page(c, "#id_enabled"), "Enable")
     nxt = f"; next poll {_when(c.next_poll_at)}" if c.next_poll_at else ""
     return Item("schedule", OK, label, f"Polls {text}{nxt}.")
+
+
+def _push_item(c: InboundConnection) -> Item:
+    from .push.state import describe
+
+    level, text = describe(c)
+    return Item("push", OK if level == "ok" else WARN, "Push (IMAP IDLE)", text)
 
 
 def _post_processing_item(c: InboundConnection) -> Item:

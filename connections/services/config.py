@@ -49,11 +49,12 @@ from ..models.credentials import PASSWORD_MAX_LENGTH
 from . import config_webhooks, pem
 from .monitoring import alerts_config
 from .oauth2 import config as oauth2_config
+from .proxies import config as proxy_config
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = model value (0 = Monday)
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
 ARCHIVE_POST_PROCESSING = (PostProcessing.MOVE.value, PostProcessing.MOVE_AND_MARK_READ.value)
-IMAP_ONLY_KEYS = ("folder", "selection")
+IMAP_ONLY_KEYS = ("folder", "selection", "push")
 
 
 class ConfigValidationError(ValidationError):
@@ -102,7 +103,7 @@ TENANT_KEYS = (
     Key("name", "name", "str", required=True),
     Key("active", "active", "bool"),
 )
-TENANT_LISTS = ("credentials", "outbound", "inbound")
+TENANT_LISTS = ("credentials", "proxies", "outbound", "inbound")
 
 CREDENTIAL_KEYS = (
     Key("name", "name", "str", required=True),
@@ -141,6 +142,7 @@ INBOUND_KEYS = (
     Key("max_message_size", "max_message_size", "int"),
     Key("post_processing", "post_processing", "str", choices=tuple(PostProcessing.values)),
     Key("archive_folder", "archive_folder", "str", nullable=True),
+    Key("push", "push", "bool"),
     # "schedule" is handled apart: one key, several model fields.
     Key("timezone", "timezone", "str"),
     Key("lock_timeout", "lock_timeout", "int"),
@@ -152,6 +154,9 @@ SCHEDULE_FIELDS = (
     "schedule_kind", "schedule_every", "schedule_weekdays", "schedule_start_hour",
     "schedule_end_hour", "schedule_cron",
 )
+
+# Connection fields behind the one `proxy:` key (a profile name or an inline proxy).
+PROXY_FIELDS = (*proxy_config.INLINE_FIELDS, "proxy_profile")
 
 # Model fields that are state, not configuration: never exported nor applied.
 STATE_FIELDS = {
@@ -253,8 +258,11 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
             # export to the same database then changes nothing.
             item["deploy"] = not _has_undeployed_changes(c)
             entry["credentials"].append(oauth2_config.export(c, item, env_name))
+        if proxies := proxy_config.export_profiles(t.pk):
+            entry["proxies"] = proxies
         entry["outbound"] = [
-            {k.key: _to_yaml(k, getattr(o, k.field)) for k in OUTBOUND_KEYS if k.key not in _omitted(o)}
+            proxy_config.with_proxy(
+                {k.key: _to_yaml(k, getattr(o, k.field)) for k in OUTBOUND_KEYS if k.key not in _omitted(o)}, o)
             for o in outs[t.pk]
         ]
         entry["inbound"] = []
@@ -269,7 +277,7 @@ def export(*, tenant_slugs: Sequence[str] | None = None) -> dict[str, Any]:
             hook = config_webhooks.export(i)
             if hook:
                 item["webhook"] = hook
-            entry["inbound"].append(item)
+            entry["inbound"].append(proxy_config.with_proxy(item, i))
         alerts = alerts_config.export(tenant=t)
         if alerts is not None:
             entry["alerts"] = alerts
@@ -483,6 +491,7 @@ class _Item:
 @dataclass
 class _TenantItem(_Item):
     credentials: list[_Item] = field(default_factory=list)
+    proxies: list[_Item] = field(default_factory=list)
     outbound: list[_Item] = field(default_factory=list)
     inbound: list[_Item] = field(default_factory=list)
 
@@ -676,14 +685,17 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
             _check_duplicate(v, seen, item, "credential")
             titem.credentials.append(item)
 
+        titem.proxies = proxy_config.validate_profiles(v, tpath, tmap.get("proxies"))
         seen = {}
         for oi, onode in enumerate(v.items(f"{tpath}.outbound", tmap.get("outbound"))):
             opath = f"{tpath}.outbound[{oi}]"
-            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS] + [pem.CA_FILE_KEY])
+            omap = v.mapping(opath, onode, [k.key for k in OUTBOUND_KEYS] + [pem.CA_FILE_KEY, "proxy"])
             if omap is None:
                 continue
             item = _Item(opath, "", v.keys(opath, omap, OUTBOUND_KEYS, OutboundConnection), set(omap))
             pem.read_ca_file(mapping=omap, values=item.values, path=opath, base_dir=base_dir, err=v.err)
+            proxy_values, item.extra["proxy"] = proxy_config.connection_proxy(v, opath, omap)
+            item.values.update(proxy_values)
             item.name = item.values.get("name", "")
             _check_duplicate(v, seen, item, "outbound connection")
             titem.outbound.append(item)
@@ -691,7 +703,7 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
         seen = {}
         for ii, inode in enumerate(v.items(f"{tpath}.inbound", tmap.get("inbound"))):
             ipath = f"{tpath}.inbound[{ii}]"
-            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY, "webhook"])
+            imap_ = v.mapping(ipath, inode, [k.key for k in INBOUND_KEYS] + ["schedule", pem.CA_FILE_KEY, "webhook", "proxy"])
             if imap_ is None:
                 continue
             values = v.keys(ipath, imap_, INBOUND_KEYS, InboundConnection)
@@ -703,6 +715,7 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
                         v.err(f"{ipath}.{k}", "applies to imap only; remove it for a pop3 connection")
                 values.pop("folder", None)
                 values.pop("selection", None)
+                values.pop("push", None)
                 if "post_processing" not in imap_:
                     values["post_processing"] = PostProcessing.KEEP.value  # safe: nothing is lost
                 elif values.get("post_processing") not in (None, *POP3_POST_PROCESSING):
@@ -721,7 +734,9 @@ def _validate_document(document: Any, base_dir: Path | None = None) -> tuple[lis
             else:
                 values.update(schedule_kind=ScheduleKind.INTERVAL.value,
                               schedule_every=_model_default(InboundConnection, "schedule_every"))
-            item = _Item(ipath, values.get("name", ""), values, set(imap_))
+            proxy_values, proxy_name = proxy_config.connection_proxy(v, ipath, imap_)
+            values.update(proxy_values)
+            item = _Item(ipath, values.get("name", ""), values, set(imap_), {"proxy": proxy_name})
             if "webhook" in imap_:
                 item.extra["webhook"] = config_webhooks.validate(v.err, f"{ipath}.webhook", imap_["webhook"])
             _check_duplicate(v, seen, item, "inbound connection")
@@ -745,6 +760,7 @@ def _check_duplicate(v: _Validator, seen: dict[str, str], item: _Item, what: str
 def _field_to_key(keys: Sequence[Key]) -> dict[str, str]:
     out = {k.field: k.key for k in keys}
     out.update({f: "schedule" for f in SCHEDULE_FIELDS})
+    out.update({f: "proxy" for f in proxy_config.INLINE_FIELDS})
     return out
 
 
@@ -953,6 +969,7 @@ def _plan_and_write(
             obj_password = password if changed else None
             work.append(("credential", (t.name, obj, obj_password, changed, deploy)))
 
+        profile_names = proxy_config.plan_profiles(t, tid, plan=plan, work=work, errors=errors, prune=prune)
         for kind, items, keys, model in (
             ("outbound", t.outbound, OUTBOUND_KEYS, OutboundConnection),
             ("inbound", t.inbound, INBOUND_KEYS, InboundConnection),
@@ -967,17 +984,20 @@ def _plan_and_write(
                 else:
                     _outbound_rules(errors, item, obj)
                 _credential_reference(errors, item, t, creds)
+                proxy_change = proxy_config.plan_connection(item, cur, obj, profile_names, errors)
                 if cur is None:
                     fields = _created({k: v for k, v in item.values.items() if k not in SCHEDULE_FIELDS}, keys)
                     if kind == "inbound":
                         fields["schedule"] = (None, _schedule_to_yaml(obj))
+                    fields.update(proxy_change)
                     plan.changes.append(Change("create", kind, t.name, item.name, fields))
                     work.append((kind, (t.name, obj, True)))  # created: every field
                 else:
-                    diff = _diff(cur, item.values, keys)
+                    diff = {**_diff(cur, item.values, keys), **proxy_change}
                     if diff:
                         plan.changes.append(Change("update", kind, t.name, item.name, diff))
-                    work.append((kind, (t.name, obj, _changed_fields(cur, item.values))))
+                    changed = _changed_fields(cur, item.values) + (["proxy_profile"] if proxy_change else [])
+                    work.append((kind, (t.name, obj, changed)))
                 if item.extra.get("webhook"):
                     diff, secret = config_webhooks.plan(errors=errors, path=f"{item.path}.webhook",
                                                         spec=item.extra["webhook"], current=cur, environ=environ)
@@ -1122,9 +1142,14 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
                 deploys.append(obj)
         elif step == "alerts":
             alerts_config.save(tenant=tenants[payload[0]], values=payload[1])
+        elif step == "proxy":
+            slug, obj, changed = payload
+            obj.tenant = tenants[slug]
+            _save(obj, changed)
         elif step in ("outbound", "inbound"):
             slug, obj, changed = payload
             obj.tenant = tenants[slug]
+            proxy_config.link_profile(obj)
             if changed:
                 _save(obj, changed)
                 if step == "inbound":
@@ -1134,6 +1159,9 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
         elif step == "webhook":
             connection, spec, secret = payload
             config_webhooks.write(connection=connection, spec=spec, secret=secret)
+    for step, payload in work:
+        if step == "delete_proxy":  # after the connections stopped using it (PROTECT)
+            payload.delete()
     for cred in deploys:
         credential_service.deploy(credential_id=cred.pk, user=user, source="apply_config")
 

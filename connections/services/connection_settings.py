@@ -19,6 +19,7 @@ from ..mail import MailSettings
 from ..mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
 from ..models import Authentication, InboundConnection, OutboundConnection, Protocol
 from .credentials import DeployedCredential, resolve_deployed
+from .proxies import proxy_settings_for
 
 Connection = Union[InboundConnection, OutboundConnection]
 
@@ -106,6 +107,7 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
         folder=(getattr(connection, "folder", "") or "INBOX") if protocol == Protocol.IMAP else "INBOX",
         sasl_mechanism=(getattr(connection, "sasl_mechanism", "") or "") if connection.authentication == "oauth2" else "",
         blocked_networks=blocked_networks(),
+        proxy=proxy_settings_for(connection),
     )
 
 

@@ -344,6 +344,7 @@ class BackgroundTest:
 DETAIL_KEYS: dict[str, list[str]] = {
     "credential": ["name", "username", "version"],
     "token": ["source", "expires_at", "error"],
+    "proxy": ["type", "profile", "proxy", "user", "target", "tunnel"],
     "dns": ["host", "addresses"],
     "tcp": ["address", "port"],
     "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",

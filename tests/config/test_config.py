@@ -519,8 +519,8 @@ def test_every_configuration_field_of_the_models_is_in_the_schema():
     for model, keys, extra in (
         (Tenant, config.TENANT_KEYS, set()),
         (UserCredential, config.CREDENTIAL_KEYS, {"password_env", *config.oauth2_config.MODEL_FIELDS}),
-        (OutboundConnection, config.OUTBOUND_KEYS, set()),
-        (InboundConnection, config.INBOUND_KEYS, set(config.SCHEDULE_FIELDS)),
+        (OutboundConnection, config.OUTBOUND_KEYS, set(config.PROXY_FIELDS)),
+        (InboundConnection, config.INBOUND_KEYS, set(config.SCHEDULE_FIELDS) | set(config.PROXY_FIELDS)),
     ):
         covered = {k.field for k in keys} | extra | config.STATE_FIELDS
         fields = {f.name for f in model._meta.concrete_fields if f.editable}

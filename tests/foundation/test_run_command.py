@@ -110,7 +110,7 @@ def run_everything(copy: Path, env: dict[str, str]) -> None:
     try:
         out.wait_for(r"^\[web\].*Listening at: http://127\.0\.0\.1:%d" % port, timeout=180)
         groups = {int(pid) for pid in re.findall(r"^\[run\]\s+started \w+ \(pid (\d+)\)", out.text(), re.M)}
-        assert len(groups) == 3, out.text()
+        assert len(groups) == 4, out.text()
         assert "Created the admin user 'admin'" in out.text()
         assert (copy / ".env").is_file() and "FERNET_KEYS=" in (copy / ".env").read_text()
 
@@ -124,11 +124,13 @@ def run_everything(copy: Path, env: dict[str, str]) -> None:
         # Beat's one-second tick reaches the worker through the broker.
         out.wait_for(r"^\[beat\].*Sending due task dispatch-due-polls", timeout=60)
         out.wait_for(r"^\[worker\].*Task connections\.tasks\.dispatch_due_polls\[[^\]]+\] received", timeout=60)
+        # The IMAP IDLE push service runs beside them.
+        out.wait_for(r"^\[idle\].*run_idle \S+: holding up to \d+ IDLE sessions", timeout=60)
 
         os.kill(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process
         assert proc.wait(timeout=60) == 0, out.text()[-4000:]
         out.wait_for(r"^\[run\]\s+all processes stopped\.", timeout=5)
-        for name in ("web", "worker", "beat"):
+        for name in ("web", "worker", "beat", "idle"):
             assert re.search(rf"^\[run\]\s+{name} stopped\.", out.text(), re.M), name
         assert processes_in_groups(groups | {proc.pid}) == []
     finally:

@@ -1,0 +1,1 @@
+"""IMAP IDLE push: leases of push connections, the run_idle runner, and the push state."""
