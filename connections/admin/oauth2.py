@@ -10,6 +10,7 @@ from django.conf import settings as dj_settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
@@ -159,4 +160,9 @@ class OAuth2AuthorizationCodeAdmin(OAuth2AdminBase):
             self.message_user(request, f"Cannot authorize: {exc}", messages.ERROR)
             return HttpResponseRedirect(reverse(f"{self.admin_site.name}:connections_oauth2authorizationcode_change",
                                                 args=[obj.pk]))
-        return HttpResponseRedirect(url)
+        # Not a redirect: Chromium applies the page's CSP form-action to a form's redirects, and
+        # the admin allows forms to post to this site only. A page that navigates on is allowed.
+        return TemplateResponse(request, "admin/connections/oauth2authorizationcode/continue_to_provider.html", {
+            **self.admin_site.each_context(request), "opts": self.opts, "object": obj, "authorize_url": url,
+            "title": f"Authorize '{obj.name}'",
+        })
