@@ -36,7 +36,7 @@ from ..models import (
     InboundConnection, PollOutcome, PollRun, PostProcessing, Protocol, ScheduleKind, Selection, StoredMessage,
 )
 from . import locks, schedule
-from .monitoring import metrics
+from .monitoring import lag, metrics
 from .storage import (
     FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
 )
@@ -78,6 +78,7 @@ class PollResult:
     duration_ms: int = 0
     error: str = ""
     stored_ids: list[int] = field(default_factory=list)
+    dispatch_lag_s: float | None = None  # scheduled polls: due -> started (/metrics)
 
     @property
     def ok(self) -> bool:
@@ -151,7 +152,8 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     deferred_by_setting = parse is None and not getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True)
     if parse is None:
         parse = not deferred_by_setting
-    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING)
+    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING,
+                        dispatch_lag_s=lag.dispatch_lag(connection=connection, started_at=started_at, trigger=trigger))
     hook = _hook or (lambda point: None)
     key = token = None
     run: PollRun | None = None

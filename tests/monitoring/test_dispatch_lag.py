@@ -1,0 +1,74 @@
+"""The dispatch lag histogram: observed at the start of each scheduled poll from the
+connection's due time (real Dovecot, real claim by the dispatcher), counted in the database so
+every process's polls add up, exposed by /metrics."""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from connections.models import InboundConnection, MetricCounter, UserCredential
+from connections.services import credentials, polling
+from connections.services.monitoring import lag
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
+
+
+def _bucket(le: str) -> float:
+    row = MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_bucket", labels=f'le="{le}"').first()
+    return row.value if row else 0.0
+
+
+def _count() -> float:
+    row = MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_count").first()
+    return row.value if row else 0.0
+
+
+def test_scheduled_poll_observes_its_lag_and_manual_poll_does_not(tenant, mail_servers, client, settings):
+    address, password = mail_servers.add_user()
+    cred = credentials.save_artifact(credential=UserCredential(tenant=tenant, name=f"c-{uuid.uuid4().hex[:6]}",
+                                                               username=address), password=password)
+    credentials.deploy(credential_id=cred.pk, user=None)
+    last = timezone.now() - timedelta(minutes=10)
+    conn = InboundConnection.objects.create(
+        tenant=tenant, name="orders", host=mail_servers.host, port=mail_servers.ports["imaps"], protection="ssl_tls",
+        authentication="plain", credential_name=cred.name, trusted_ca=mail_servers.ca_pem, timeout=10,
+        schedule_every=60, last_poll_at=last, last_poll_ok=True,
+    )
+    # Due one interval after its last poll (nine minutes ago); the dispatcher claims it now.
+    InboundConnection.objects.filter(pk=conn.pk).update(next_poll_at=last + timedelta(seconds=60))
+    assert polling.claim_due() == [conn.pk]
+    conn.refresh_from_db()
+    assert conn.next_poll_at > timezone.now()  # pushed out by the claim horizon
+    assert lag.due_at(conn) == last + timedelta(seconds=60)
+
+    assert polling.poll(connection_id=conn.pk, trigger="schedule").outcome == "success"
+    assert _count() == 1
+    assert _bucket("300.0") == 0 and _bucket("900.0") == 1 and _bucket("3600.0") == 1
+    lag_sum = MetricCounter.objects.get(name="tenantmail_dispatch_lag_seconds_sum").value
+    assert 9 * 60 <= lag_sum < 900
+
+    assert polling.poll(connection_id=conn.pk, trigger="manual").outcome == "success"
+    assert _count() == 1  # a manual poll was never due: no observation
+
+    settings.METRICS_TOKEN = "tok-lag"
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-lag").content.decode()
+    assert "# TYPE tenantmail_dispatch_lag_seconds histogram" in text
+    assert 'tenantmail_dispatch_lag_seconds_bucket{le="900.0"} 1.0' in text
+    assert 'tenantmail_dispatch_lag_seconds_bucket{le="+Inf"} 1.0' in text
+    assert "tenantmail_dispatch_lag_seconds_count 1.0" in text
+    assert "# TYPE tenantmail_poll_duration_seconds histogram" in text
+    assert "tenantmail_poll_duration_seconds_count 2.0" in text
+
+
+@pytest.mark.smoke
+def test_due_time_after_a_failed_poll_is_the_end_of_its_backoff(tenant):
+    now = timezone.now()
+    conn = InboundConnection(tenant=tenant, name="x", host="imap.example", schedule_every=60, enabled=True,
+                             last_poll_at=now - timedelta(minutes=5), last_poll_ok=False, consecutive_failures=3,
+                             backoff_until=now - timedelta(minutes=1), next_poll_at=now + timedelta(seconds=1800))
+    assert lag.due_at(conn) == now - timedelta(minutes=1)
+    assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") == 60.0
+    assert lag.dispatch_lag(connection=conn, started_at=now, trigger="manual") is None
