@@ -10,13 +10,23 @@ from .inbound import (
     ScheduleKind,
     Selection,
 )
-from .monitoring import Alert, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity, WebhookDelivery
+from .monitoring import (
+    Alert,
+    AlertSettings,
+    AlertState,
+    Heartbeat,
+    MetricCounter,
+    OutboundSendState,
+    Severity,
+    WebhookDelivery,
+)
 from .messages import Attachment, StoredMessage
 from .outbound import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
 from .tenancy import ROLE_RANK, Membership, Role, Tenant, TenantOwned
 
 __all__ = [
-    "Alert", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "Severity", "WebhookDelivery",
+    "Alert", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "OutboundSendState", "Severity",
+    "WebhookDelivery",
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
     "OutboxStatus", "PollOutcome", "PollRun", "PostProcessing", "Protection", "Protocol",

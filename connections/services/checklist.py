@@ -178,6 +178,7 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
     else:
         items.append(_default_from_item(c))
         items.append(_outbound_enabled_item(c))
+        items.extend(runtime_items(c))
     return ev
 
 
@@ -189,8 +190,10 @@ def runtime_items(c: Connection) -> list[Item]:
     if not state.bad:
         return []
     since = f" (since {state.since:%Y-%m-%d %H:%M} UTC)" if state.since else ""
-    return [Item("runtime", FAIL if state.state == runtime.FAILING else WARN, f"Polling: {state.label}",
-                 f"{state.detail}{since}", link=_on_page(c, ""), link_label="Poll history")]
+    inbound = isinstance(c, InboundConnection)
+    return [Item("runtime", FAIL if state.state == runtime.FAILING else WARN,
+                 f"{'Polling' if inbound else 'Sending'}: {state.label}", f"{state.detail}{since}",
+                 link=_on_page(c, ""), link_label="Poll history" if inbound else "Connection")]
 
 
 def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:

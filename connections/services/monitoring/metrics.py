@@ -167,6 +167,21 @@ def _gauges(now: datetime):
     for state, n in counts.items():
         g.add_metric([state], n)
     yield g
+    g = GaugeMetricFamily("tenantmail_outbound_connections", "Outbound connections by run-time state.",
+                          labels=["state"])
+    from ...models import OutboundConnection
+    from .outbound import states
+
+    enabled = dict(OutboundConnection.objects.values_list("enabled").annotate(n=Count("pk")).order_by())
+    counts = {runtime.OK: enabled.get(True, 0), runtime.FAILING: 0, runtime.BACKING_OFF: 0,
+              runtime.DISABLED: enabled.get(False, 0)}
+    for st in states(now=now).values():
+        if st.bad:
+            counts[st.state] += 1
+            counts[runtime.OK] -= 1
+    for state, n in counts.items():
+        g.add_metric([state], n)
+    yield g
     g = GaugeMetricFamily("tenantmail_heartbeat_age_seconds", "Seconds since beat / the freshest worker was seen.",
                           labels=["kind"])
     for kind in ("beat", "worker"):
@@ -193,7 +208,15 @@ def poll_finished(*, connection, result) -> None:
 
 
 def sends_finished(*, report) -> None:
+    """After a send run: the /metrics counters and the connection's send state (failed sends in
+    a row, held: monitoring/outbound.py)."""
+    from . import outbound
+
     outcomes: dict[str, int] = {}
     for o in report.outcomes:
         outcomes[o.status] = outcomes.get(o.status, 0) + 1
     count_sends(outcomes=outcomes)
+    try:
+        outbound.record(report=report)
+    except Exception:  # monitoring never breaks a send
+        log.exception("monitoring: could not record the send state of outbound #%s", report.connection_id)
