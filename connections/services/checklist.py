@@ -126,8 +126,11 @@ def readiness(connection: Connection) -> Readiness:
 
 def evaluate_many(connections: Iterable[Connection]) -> list[Evaluation]:
     """Evaluations for many connections with one query for all their credentials."""
+    from .monitoring.outbound import attach
+
     conns = list(connections)
     creds = _credentials_for(conns)
+    attach(conns)  # outbound send states: one query (none after connections_for)
     return [_evaluate(c, creds) for c in conns]
 
 
@@ -135,7 +138,8 @@ def connections_for(*, tenant_ids: Sequence[int] | None) -> list[Connection]:
     """Every inbound and outbound connection of the tenants (all when None), tenant loaded."""
     out: list[Connection] = []
     for model in (InboundConnection, OutboundConnection):
-        qs = model.objects.select_related("tenant").order_by("tenant__slug", "name")
+        related = ("tenant", "send_state") if model is OutboundConnection else ("tenant",)
+        qs = model.objects.select_related(*related).order_by("tenant__slug", "name")
         if tenant_ids is not None:
             qs = qs.filter(tenant_id__in=list(tenant_ids))
         out.extend(qs)
