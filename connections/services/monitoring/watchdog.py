@@ -102,8 +102,11 @@ PUBLISHED_HEADER = "tm_published_at"
 
 def queue_oldest_age(*, queue: str | None = None) -> float | None:
     """Seconds the oldest task of the queue has waited (Redis: the list's tail carries the
-    publish time our before_task_publish handler adds), None when unknown or empty."""
+    publish time our before_task_publish handler adds; filesystem://: the oldest message
+    file's modification time), None when unknown or empty."""
     import json
+
+    from .broker_fs import oldest_age
 
     try:
         from tenantmail.celery import app
@@ -112,7 +115,7 @@ def queue_oldest_age(*, queue: str | None = None) -> float | None:
         with app.connection_for_read() as conn:
             client = getattr(conn.default_channel, "client", None)
             if client is None or not hasattr(client, "lindex"):
-                return None
+                return oldest_age(conn.default_channel, queue)
             raw = client.lindex(queue, -1)
         if raw is None:
             return None
