@@ -3,8 +3,10 @@ prefork children, several hosts):
 
 - counters live in the database (MetricCounter rows, one upsert statement per poll or send
   task) and are read at scrape time — no PROMETHEUS_MULTIPROC_DIR to share between processes;
-- gauges (queue depth, outbox by status, alerts firing, connection states, dispatch lag,
-  heartbeat ages) are computed from the database at scrape time.
+- histograms (poll duration, dispatch lag) are counters too: _count, _sum and one row per
+  fixed bucket bound (`observe`);
+- gauges (queue depth, outbox by status, alerts firing, connection states, longest waiting
+  dispatch, heartbeat ages) are computed from the database at scrape time.
 
 Labels are bounded sets (outcome, status, state, severity, le): never a tenant, connection or
 host name (see docs/monitoring.md).
