@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings as dj_settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -931,8 +932,9 @@ def claim_due(*, now: datetime | None = None, limit: int | None = None) -> list[
         ids = list(
             due_connections(now=now).order_by().select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit]
         )
-        if ids:
-            InboundConnection.objects.filter(pk__in=ids).update(next_poll_at=horizon)
+        if ids:  # the due time is kept for the dispatch lag metric (same statement)
+            InboundConnection.objects.filter(pk__in=ids).update(
+                next_poll_at=horizon, dispatched_due_at=Coalesce(F("next_poll_at"), Value(now)))
     return ids
 
 

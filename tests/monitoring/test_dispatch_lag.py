@@ -42,7 +42,7 @@ def test_scheduled_poll_observes_its_lag_and_manual_poll_does_not(tenant, mail_s
     assert polling.claim_due() == [conn.pk]
     conn.refresh_from_db()
     assert conn.next_poll_at > timezone.now()  # pushed out by the claim horizon
-    assert lag.due_at(conn) == last + timedelta(seconds=60)
+    assert conn.dispatched_due_at == last + timedelta(seconds=60)  # kept by the claim
 
     assert polling.poll(connection_id=conn.pk, trigger="schedule").outcome == "success"
     assert _count() == 1
@@ -64,11 +64,15 @@ def test_scheduled_poll_observes_its_lag_and_manual_poll_does_not(tenant, mail_s
 
 
 @pytest.mark.smoke
-def test_due_time_after_a_failed_poll_is_the_end_of_its_backoff(tenant):
+def test_lag_is_measured_from_the_claimed_due_time_only_for_scheduled_polls(tenant):
     now = timezone.now()
-    conn = InboundConnection(tenant=tenant, name="x", host="imap.example", schedule_every=60, enabled=True,
-                             last_poll_at=now - timedelta(minutes=5), last_poll_ok=False, consecutive_failures=3,
-                             backoff_until=now - timedelta(minutes=1), next_poll_at=now + timedelta(seconds=1800))
-    assert lag.due_at(conn) == now - timedelta(minutes=1)
+    conn = InboundConnection.objects.create(tenant=tenant, name="x", host="imap.example", schedule_every=60,
+                                            last_poll_at=now - timedelta(minutes=5), last_poll_ok=False,
+                                            consecutive_failures=3)
+    assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") is None  # never claimed
+    # Backing off: due at the end of the backoff (next_poll_at includes it), claimed a minute later.
+    InboundConnection.objects.filter(pk=conn.pk).update(next_poll_at=now - timedelta(minutes=1))
+    assert conn.pk in polling.claim_due(now=now)
+    conn.refresh_from_db()
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") == 60.0
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="manual") is None

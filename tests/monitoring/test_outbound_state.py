@@ -4,7 +4,6 @@ check_setup and the watchdog say so."""
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 import pytest
@@ -16,15 +15,9 @@ from connections.services import checklist, credentials, outbox
 from connections.services.monitoring import operations, outbound, runtime, watchdog
 from connections.tasks import send_outbox
 
+from .test_mail_alerts import _closed_port
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
-
-
-def _closed_port(host: str) -> int:
-    s = socket.socket()
-    s.bind((host, 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def _credential(tenant, username: str, password: str) -> str:
