@@ -13,6 +13,8 @@ from connections.models import InboundConnection, MetricCounter, UserCredential
 from connections.services import credentials, polling
 from connections.services.monitoring import lag
 
+from .test_processes import processes  # noqa: F401  (fixture)
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
 
@@ -76,3 +78,28 @@ def test_lag_is_measured_from_the_claimed_due_time_only_for_scheduled_polls(tena
     conn.refresh_from_db()
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") == 60.0
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="manual") is None
+
+
+def test_lag_across_real_beat_and_prefork_worker_processes(tenant, processes, client, settings):
+    """Beat (its own process) claims two overdue connections, a prefork worker's children poll
+    them (closed ports: they fail fast); this process reads both observations."""
+    from tests.celery_worker import wait_until
+
+    from .test_mail_alerts import _closed_port
+
+    last = timezone.now() - timedelta(minutes=10)
+    for name in ("a", "b"):
+        c = InboundConnection.objects.create(tenant=tenant, name=name, host="127.0.0.1", port=_closed_port("127.0.0.1"),
+                                             protection="ssl_tls", authentication="none", timeout=5,
+                                             schedule_every=60, last_poll_at=last, last_poll_ok=True)
+        InboundConnection.objects.filter(pk=c.pk).update(next_poll_at=last + timedelta(seconds=60))
+    p = processes()
+    p.start("worker", "worker", "-P", "prefork", "-c", "2", "-l", "INFO", "--hostname",
+            f"lag-{uuid.uuid4().hex[:6]}@localhost", "--without-gossip", "--without-mingle")
+    p.beat()
+    wait_until(lambda: _count() >= 2, timeout=60, message=f"two observations\n{p.log('worker')}")
+    assert _count() == 2 and _bucket("300.0") == 0 and _bucket("900.0") == 2
+    settings.METRICS_TOKEN = "tok-lag2"
+    text = client.get("/metrics", HTTP_AUTHORIZATION="Bearer tok-lag2").content.decode()
+    assert 'tenantmail_dispatch_lag_seconds_bucket{le="900.0"} 2.0' in text
+    assert 'tenantmail_polls_total{outcome="failed"} 2.0' in text
