@@ -13,7 +13,8 @@ from connections.services.monitoring.broker_fs import oldest_age
 
 @pytest.mark.smoke
 def test_oldest_task_age_from_the_filesystem_broker(tmp_path):
-    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path),
+               "control_folder": str(tmp_path / "control"), "store_processed": False}
     with Connection("filesystem://", transport_options=options) as conn:
         channel = conn.default_channel
         queue = conn.SimpleQueue("tm-fs")
@@ -24,7 +25,7 @@ def test_oldest_task_age_from_the_filesystem_broker(tmp_path):
             queue.put({"n": 2})
             other.put({"n": 3})
             now = time.time()
-            files = sorted(p for p in tmp_path.iterdir() if p.name.endswith(".tm-fs.msg"))
+            files = sorted(p for p in tmp_path.iterdir() if p.name.endswith(".tm-fs.msg"))  # by publish order
             assert len(files) == 2
             os.utime(files[0], (now - 600, now - 600))  # published ten minutes ago
             os.utime(files[1], (now - 60, now - 60))
