@@ -10,7 +10,16 @@ from .inbound import (
     ScheduleKind,
     Selection,
 )
-from .monitoring import Alert, AlertDelivery, AlertSettings, AlertState, Heartbeat, MetricCounter, Severity
+from .monitoring import (
+    Alert,
+    AlertDelivery,
+    AlertSettings,
+    AlertState,
+    Heartbeat,
+    MetricCounter,
+    OutboundSendState,
+    Severity,
+)
 from .oauth2 import OAuth2Authorization, OAuth2AuthorizationCode, OAuth2ClientCredentials, OAuth2Token
 from .proxy import ProxyProfile, ProxyType
 from .push import PushLease, PushState
@@ -24,7 +33,8 @@ from .api import ApiIdempotencyKey, ApiScope, ApiToken  # noqa: E402 (after outb
 from .webhooks import DeliveryStatus, Webhook, WebhookDelivery, WebhookState  # noqa: E402
 
 __all__ = [
-    "Alert", "AlertDelivery", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "Severity",
+    "Alert", "AlertDelivery", "AlertSettings", "AlertState", "Heartbeat", "MetricCounter", "OutboundSendState",
+    "Severity",
     "Attachment", "Authentication", "ConnectionBase", "CredentialDeployment", "CredentialStatus", "InboundConnection",
     "MailboxLock", "Membership", "OutboundConnection", "OutboxAttachment", "OutboxMessage",
     "OutboxStatus", "PollOutcome", "ProxyProfile", "ProxyType", "PushLease", "PushState", "PollRun", "PostProcessing", "Protection", "Protocol",

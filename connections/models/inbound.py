@@ -61,6 +61,9 @@ class InboundConnection(ConnectionBase):
     last_error = models.TextField(blank=True)
     consecutive_failures = models.PositiveIntegerField(default=0)
     backoff_until = models.DateTimeField(null=True, blank=True)
+    # When the dispatcher claimed it, the time it was due (its next_poll_at then): the poll's
+    # dispatch lag is measured from it (monitoring/lag.py).
+    dispatched_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     # IMAP: the folder's UIDVALIDITY at the last poll. A change means the server renumbered
     # the folder; until the re-sync is done, new mails are matched to stored ones by
     # Message-ID + content hash instead of being stored again.

@@ -112,3 +112,21 @@ class MetricCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}{{{self.labels}}}"
+
+
+class OutboundSendState(models.Model):
+    """An outbound connection's run-time send state (issue 16), written after each send run:
+    failed sends in a row (reset by a success), the last error and since when, and until when
+    its messages are held after a connection problem (credentials, authentication, TLS)."""
+
+    connection = models.OneToOneField("connections.OutboundConnection", primary_key=True, on_delete=models.CASCADE,
+                                      related_name="send_state")
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    last_send_at = models.DateTimeField(null=True, blank=True)
+    last_send_ok = models.BooleanField(null=True)
+    last_error = models.TextField(blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    held_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"send state of outbound #{self.connection_id}"

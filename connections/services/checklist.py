@@ -137,8 +137,11 @@ def readiness(connection: Connection) -> Readiness:
 
 def evaluate_many(connections: Iterable[Connection]) -> list[Evaluation]:
     """Evaluations for many connections with one query for all their credentials."""
+    from .monitoring.outbound import attach
+
     conns = list(connections)
     creds = _credentials_for(conns)
+    attach(conns)  # outbound send states: one query (none after connections_for)
     return [_evaluate(c, creds) for c in conns]
 
 
@@ -146,7 +149,8 @@ def connections_for(*, tenant_ids: Sequence[int] | None) -> list[Connection]:
     """Every inbound and outbound connection of the tenants (all when None), tenant loaded."""
     out: list[Connection] = []
     for model in (InboundConnection, OutboundConnection):
-        qs = model.objects.select_related("tenant").order_by("tenant__slug", "name")
+        related = ("tenant", "send_state") if model is OutboundConnection else ("tenant",)
+        qs = model.objects.select_related(*related).order_by("tenant__slug", "name")
         if tenant_ids is not None:
             qs = qs.filter(tenant_id__in=list(tenant_ids))
         out.extend(qs)
@@ -191,6 +195,7 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
     else:
         items.append(_default_from_item(c))
         items.append(_outbound_enabled_item(c))
+        items.extend(runtime_items(c))
     return ev
 
 
@@ -202,8 +207,10 @@ def runtime_items(c: Connection) -> list[Item]:
     if not state.bad:
         return []
     since = f" (since {state.since:%Y-%m-%d %H:%M} UTC)" if state.since else ""
-    return [Item("runtime", FAIL if state.state == runtime.FAILING else WARN, f"Polling: {state.label}",
-                 f"{state.detail}{since}", link=_on_page(c, ""), link_label="Poll history")]
+    inbound = isinstance(c, InboundConnection)
+    return [Item("runtime", FAIL if state.state == runtime.FAILING else WARN,
+                 f"{'Polling' if inbound else 'Sending'}: {state.label}", f"{state.detail}{since}",
+                 link=_on_page(c, ""), link_label="Poll history" if inbound else "Connection")]
 
 
 def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:

@@ -163,7 +163,8 @@ STATE_FIELDS = {
     "id", "tenant", "created_at", "updated_at",
     "last_test_at", "last_test_ok", "last_test_summary", "last_test_report",
     "next_poll_at", "last_poll_at", "last_poll_ok", "last_error", "consecutive_failures", "backoff_until",
-    "imap_uidvalidity", "imap_resync", "imap_uid_next", "imap_uid_scope", "smtp_max_size", "smtp_max_size_seen_at",
+    "imap_uidvalidity", "imap_resync", "imap_uid_next", "imap_uid_scope", "dispatched_due_at",
+    "smtp_max_size", "smtp_max_size_seen_at",
     "password", "status", "status_detail", "deployed_username", "deployed_password", "deployed_at",
     "deployed_by", "version", "deployed_oauth2", "refresh_token",
 }

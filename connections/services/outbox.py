@@ -842,10 +842,17 @@ def send_due(
     return report
 
 
+def _monitor(report: SendReport) -> None:
+    from .monitoring.metrics import sends_finished  # issue 16: counters and send state
+
+    sends_finished(report=report)
+
+
 def send_now(*, message_id: int) -> tuple[OutboxMessage, SendReport]:
     """Send one queued message in this process (the CLI's --now); returns it as recorded."""
     message = OutboxMessage.objects.only("connection_id").get(pk=message_id)
     report = send_due(connection_id=message.connection_id, message_ids=[message_id])
+    _monitor(report)
     return OutboxMessage.objects.defer("mime").get(pk=message_id), report
 
 

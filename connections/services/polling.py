@@ -27,7 +27,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings as dj_settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Value
+from django.db.models.functions import Coalesce
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
@@ -37,7 +38,7 @@ from ..models import (
 )
 from .. import signals
 from . import locks, schedule
-from .monitoring import metrics
+from .monitoring import lag, metrics
 from .oauth2.connect import login
 from .storage import (
     FetchedMail, StoreOutcome, discard_unstored, new_spool_file, parse_mail, record_post_processed, store_batch,
@@ -80,6 +81,7 @@ class PollResult:
     duration_ms: int = 0
     error: str = ""
     stored_ids: list[int] = field(default_factory=list)
+    dispatch_lag_s: float | None = None  # scheduled polls: due -> started (/metrics)
 
     @property
     def ok(self) -> bool:
@@ -153,7 +155,8 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     deferred_by_setting = parse is None and not getattr(dj_settings, "INBOUND_PARSE_DURING_POLL", True)
     if parse is None:
         parse = not deferred_by_setting
-    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING)
+    result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING,
+                        dispatch_lag_s=lag.dispatch_lag(connection=connection, started_at=started_at, trigger=trigger))
     hook = _hook or (lambda point: None)
     key = token = None
     run: PollRun | None = None
@@ -932,8 +935,9 @@ def claim_due(*, now: datetime | None = None, limit: int | None = None) -> list[
         ids = list(
             due_connections(now=now).order_by().select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit]
         )
-        if ids:
-            InboundConnection.objects.filter(pk__in=ids).update(next_poll_at=horizon)
+        if ids:  # the due time is kept for the dispatch lag metric (same statement)
+            InboundConnection.objects.filter(pk__in=ids).update(
+                next_poll_at=horizon, dispatched_due_at=Coalesce(F("next_poll_at"), Value(now)))
     return ids
 
 

@@ -115,7 +115,7 @@ def test_overdue_connection_is_found(tenant):
 
 
 def test_outbox_stuck_and_failed_are_found(tenant):
-    from connections.models import OutboundConnection, OutboxMessage
+    from connections.models import OutboundConnection, OutboundSendState, OutboxMessage
 
     conn = OutboundConnection.objects.create(tenant=tenant, name="smtp", host="smtp.example", default_from="a@b.example")
     now = timezone.now()
@@ -126,6 +126,7 @@ def test_outbox_stuck_and_failed_are_found(tenant):
                                      status="failed", claimed_at=now - timedelta(minutes=5))
         OutboxMessage.objects.create(tenant=tenant, connection=conn, from_address="a@b.example", to=["x@y.example"],
                                      status="queued", next_attempt_at=now - timedelta(hours=3))
+        OutboundSendState.objects.create(connection=conn, consecutive_failures=1, last_error="554 rejected")
     kinds = sorted(f.kind for f in watchdog.outbound_findings(now=now) if f.tenant_id == tenant.pk)
     assert kinds == ["outbox_old", "outbox_stuck"]  # one failed send: fewer than failing_after (3)
     AlertSettings.objects.create(tenant=tenant, failing_after=1)

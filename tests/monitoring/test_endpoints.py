@@ -72,7 +72,9 @@ def test_metrics_need_the_bearer_token(client, settings, tenant):
     assert 'tenantmail_poll_duration_seconds_bucket{le="1.0"} 1.0' in text
     assert 'tenantmail_send_outcomes_total{outcome="sent"} 3.0' in text
     assert 'tenantmail_inbound_connections{state="failing"} 1.0' in text
-    assert "tenantmail_queue_depth" in text and "tenantmail_dispatch_lag_seconds" in text
+    assert "tenantmail_queue_depth" in text and "tenantmail_dispatch_waiting_seconds" in text
+    assert "# TYPE tenantmail_dispatch_lag_seconds histogram" in text
+    assert 'tenantmail_outbound_connections{state="ok"} 0.0' in text
     assert tenant.slug not in text  # bounded labels: no tenant or connection names
 
 

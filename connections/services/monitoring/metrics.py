@@ -3,8 +3,10 @@ prefork children, several hosts):
 
 - counters live in the database (MetricCounter rows, one upsert statement per poll or send
   task) and are read at scrape time — no PROMETHEUS_MULTIPROC_DIR to share between processes;
-- gauges (queue depth, outbox by status, alerts firing, connection states, dispatch lag,
-  heartbeat ages) are computed from the database at scrape time.
+- histograms (poll duration, dispatch lag) are counters too: _count, _sum and one row per
+  fixed bucket bound (`observe`);
+- gauges (queue depth, outbox by status, alerts firing, connection states, longest waiting
+  dispatch, heartbeat ages) are computed from the database at scrape time.
 
 Labels are bounded sets (outcome, status, state, severity, le): never a tenant, connection or
 host name (see docs/monitoring.md).
@@ -25,6 +27,11 @@ from ...models import Alert, AlertState, Heartbeat, InboundConnection, MetricCou
 
 log = logging.getLogger(__name__)
 POLL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# Dispatch lag (due -> poll started): beat's tick (POLL_DISPATCH_INTERVAL), queue wait, backlog.
+LAG_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+HISTOGRAMS = (("tenantmail_poll_duration_seconds", "Poll duration.", POLL_BUCKETS),
+              ("tenantmail_dispatch_lag_seconds",
+               "Scheduled polls: seconds from the connection's due time to the poll's start.", LAG_BUCKETS))
 POLL_OUTCOMES = ("success", "partial", "failed", "locked")
 SEND_OUTCOMES = ("sent", "retry", "failed", "held", "released")
 
@@ -54,23 +61,34 @@ def _bump(values: dict[tuple[str, str], float]) -> None:
 def poll_counters(result) -> dict[tuple[str, str], float]:
     """The counter increments of one finished poll (a PollResult)."""
     return poll_values(outcome=str(result.outcome), stored=result.stored, bytes_stored=result.bytes,
-                       duration_s=result.duration_ms / 1000)
+                       duration_s=result.duration_ms / 1000, lag_s=getattr(result, "dispatch_lag_s", None))
 
 
-def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> None:
-    _bump(poll_values(outcome=outcome, stored=stored, bytes_stored=bytes_stored, duration_s=duration_s))
+def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: float,
+               lag_s: float | None = None) -> None:
+    _bump(poll_values(outcome=outcome, stored=stored, bytes_stored=bytes_stored, duration_s=duration_s, lag_s=lag_s))
 
 
-def poll_values(*, outcome: str, stored: int, bytes_stored: int, duration_s: float) -> dict[tuple[str, str], float]:
+def observe(values: dict[tuple[str, str], float], name: str, buckets: tuple[float, ...], value: float) -> None:
+    """Add one observation of histogram `name` to `values`: its _count, _sum and the cumulative
+    buckets it falls into (le labels from the fixed `buckets`: bounded cardinality)."""
+    values[(f"{name}_count", "")] = values.get((f"{name}_count", ""), 0) + 1
+    values[(f"{name}_sum", "")] = values.get((f"{name}_sum", ""), 0) + value
+    for le in buckets:
+        if value <= le:
+            key = (f"{name}_bucket", f'le="{le}"')
+            values[key] = values.get(key, 0) + 1
+
+
+def poll_values(*, outcome: str, stored: int, bytes_stored: int, duration_s: float,
+                lag_s: float | None = None) -> dict[tuple[str, str], float]:
     if outcome not in POLL_OUTCOMES:
         outcome = "failed"
     values = {("tenantmail_polls_total", f'outcome="{outcome}"'): 1,
-              ("tenantmail_mails_stored_total", ""): stored, ("tenantmail_bytes_stored_total", ""): bytes_stored,
-              ("tenantmail_poll_duration_seconds_count", ""): 1,
-              ("tenantmail_poll_duration_seconds_sum", ""): duration_s}
-    for le in POLL_BUCKETS:
-        if duration_s <= le:
-            values[("tenantmail_poll_duration_seconds_bucket", f'le="{le}"')] = 1
+              ("tenantmail_mails_stored_total", ""): stored, ("tenantmail_bytes_stored_total", ""): bytes_stored}
+    observe(values, "tenantmail_poll_duration_seconds", POLL_BUCKETS, duration_s)
+    if lag_s is not None:
+        observe(values, "tenantmail_dispatch_lag_seconds", LAG_BUCKETS, max(0.0, lag_s))
     return values
 
 
@@ -109,12 +127,13 @@ def _counters():
         family = CounterMetricFamily(name, help_text)
         family.add_metric([], sum(v for _, v in by_name.get(name + "_total", [])))
         yield family
-    buckets = {labels.get("le"): v for labels, v in by_name.get("tenantmail_poll_duration_seconds_bucket", [])}
-    count = sum(v for _, v in by_name.get("tenantmail_poll_duration_seconds_count", []))
-    total = sum(v for _, v in by_name.get("tenantmail_poll_duration_seconds_sum", []))
-    hist = HistogramMetricFamily("tenantmail_poll_duration_seconds", "Poll duration.")
-    hist.add_metric([], [(str(le), buckets.get(str(le), 0.0)) for le in POLL_BUCKETS] + [("+Inf", count)], total)
-    yield hist
+    for name, help_text, bounds in HISTOGRAMS:
+        buckets = {labels.get("le"): v for labels, v in by_name.get(f"{name}_bucket", [])}
+        count = sum(v for _, v in by_name.get(f"{name}_count", []))
+        total = sum(v for _, v in by_name.get(f"{name}_sum", []))
+        hist = HistogramMetricFamily(name, help_text)
+        hist.add_metric([], [(str(le), buckets.get(str(le), 0.0)) for le in bounds] + [("+Inf", count)], total)
+        yield hist
 
 
 def _gauges(now: datetime):
@@ -139,14 +158,29 @@ def _gauges(now: datetime):
     yield g
     due = InboundConnection.objects.filter(enabled=True, next_poll_at__lte=now).filter(
         Q(backoff_until__isnull=True) | Q(backoff_until__lte=now)).aggregate(oldest=Min("next_poll_at"))["oldest"]
-    g = GaugeMetricFamily("tenantmail_dispatch_lag_seconds",
-                          "How long the longest-due connection waits to be dispatched (due -> started).")
+    g = GaugeMetricFamily("tenantmail_dispatch_waiting_seconds",
+                          "How long the longest-due connection has waited to be dispatched so far.")
     g.add_metric([], (now - due).total_seconds() if due else 0.0)
     yield g
     g = GaugeMetricFamily("tenantmail_inbound_connections", "Inbound connections by run-time state.", labels=["state"])
     counts = dict.fromkeys(runtime.LABELS, 0)
     for c in InboundConnection.objects.only(*runtime.STATE_FIELDS).iterator(chunk_size=2000):
         counts[runtime.inbound_state(c, now=now).state] += 1
+    for state, n in counts.items():
+        g.add_metric([state], n)
+    yield g
+    g = GaugeMetricFamily("tenantmail_outbound_connections", "Outbound connections by run-time state.",
+                          labels=["state"])
+    from ...models import OutboundConnection
+    from .outbound import states
+
+    enabled = dict(OutboundConnection.objects.values_list("enabled").annotate(n=Count("pk")).order_by())
+    counts = {runtime.OK: enabled.get(True, 0), runtime.FAILING: 0, runtime.BACKING_OFF: 0,
+              runtime.DISABLED: enabled.get(False, 0)}
+    for st in states(now=now).values():
+        if st.bad:
+            counts[st.state] += 1
+            counts[runtime.OK] -= 1
     for state, n in counts.items():
         g.add_metric([state], n)
     yield g
@@ -176,7 +210,15 @@ def poll_finished(*, connection, result) -> None:
 
 
 def sends_finished(*, report) -> None:
+    """After a send run: the /metrics counters and the connection's send state (failed sends in
+    a row, held: monitoring/outbound.py)."""
+    from . import outbound
+
     outcomes: dict[str, int] = {}
     for o in report.outcomes:
         outcomes[o.status] = outcomes.get(o.status, 0) + 1
     count_sends(outcomes=outcomes)
+    try:
+        outbound.record(report=report)
+    except Exception:  # monitoring never breaks a send
+        log.exception("monitoring: could not record the send state of outbound #%s", report.connection_id)

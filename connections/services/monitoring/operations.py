@@ -32,6 +32,7 @@ from ...models import (
 )
 from . import runtime
 from . import settings as mon
+from .outbound import states as outbound_states
 
 ROW_LIMIT = 100  # rows shown (worst first); the counts cover every connection
 
@@ -170,8 +171,11 @@ def overview(*, tenant_ids: list[int] | None, now: datetime | None = None, limit
     for rank, n in inbound.values_list("state_rank").annotate(n=Count("pk")).order_by():
         out.counts[rank_to_state[rank]] += n
     enabled_out = dict(outbound.values_list("enabled").annotate(n=Count("pk")).order_by())
-    out.counts[runtime.OK] += enabled_out.get(True, 0)
+    out_states = outbound_states(tenant_ids=tenant_ids, now=now)  # failed sends in a row, held
+    out.counts[runtime.OK] += enabled_out.get(True, 0) - sum(1 for st in out_states.values() if st.bad)
     out.counts[runtime.DISABLED] += enabled_out.get(False, 0)
+    for st in out_states.values():
+        out.counts[st.state] += st.bad
     out.total = sum(out.counts.values())
     rows: list[Row] = []
     worst = inbound.select_related("tenant").only("tenant__slug", *_IN_FIELDS[2:]).order_by(
@@ -182,10 +186,15 @@ def overview(*, tenant_ids: list[int] | None, now: datetime | None = None, limit
         rows.append(Row("inbound", c.pk, c.tenant.slug, c.name, c.host, state, c.last_poll_at, c.next_poll_at,
                         lag, (c.last_error or "").split("\n", 1)[0][:200] if state.state != runtime.OK else "",
                         per_subject.get((c.tenant_id, c.name), 0)))
-    for pk, slug, tenant_id, name, host, enabled in outbound.order_by("-enabled", "pk").values_list(
+    troubled = [pk for pk, st in out_states.items() if st.bad]
+    worst_out = outbound.annotate(troubled=Case(When(pk__in=troubled, then=Value(0)), default=Value(1),
+                                                output_field=IntegerField()))
+    for pk, slug, tenant_id, name, host, enabled in worst_out.order_by("troubled", "-enabled", "pk").values_list(
             "pk", "tenant__slug", "tenant_id", "name", "host", "enabled")[:limit]:
-        state = runtime.RunState(runtime.OK if enabled else runtime.DISABLED)
-        rows.append(Row("outbound", pk, slug, name, host, state, alerts=per_subject.get((tenant_id, name), 0)))
+        state = out_states.get(pk) if enabled else None
+        state = state or runtime.RunState(runtime.OK if enabled else runtime.DISABLED)
+        rows.append(Row("outbound", pk, slug, name, host, state, alerts=per_subject.get((tenant_id, name), 0),
+                        error=state.detail if state.bad else ""))
     rows.sort(key=lambda r: (runtime.RANK[r.state.state], -r.alerts, -(r.lag_seconds or 0), r.tenant, r.name))
     out.rows = rows[:limit]
     out.beat = Heartbeat.objects.filter(name="beat").first()

@@ -84,10 +84,13 @@ def inbound_state(connection: InboundConnection, *, now: datetime | None = None,
 
 
 def state_of(connection, *, now: datetime | None = None) -> RunState:
-    """Inbound: from its poll state; outbound: disabled or ok (outbox problems are alerts)."""
+    """Inbound: from its poll state; outbound: from its send state (failed sends in a row,
+    held after a connection problem: monitoring/outbound.py)."""
     if isinstance(connection, InboundConnection):
         return inbound_state(connection, now=now)
-    return RunState(OK if connection.enabled else DISABLED)
+    from .outbound import state
+
+    return state(connection, now=now)
 
 
 # The columns inbound_state() reads (for .only() in bulk reads).

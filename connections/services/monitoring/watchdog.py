@@ -102,8 +102,11 @@ PUBLISHED_HEADER = "tm_published_at"
 
 def queue_oldest_age(*, queue: str | None = None) -> float | None:
     """Seconds the oldest task of the queue has waited (Redis: the list's tail carries the
-    publish time our before_task_publish handler adds), None when unknown or empty."""
+    publish time our before_task_publish handler adds; filesystem://: the oldest message
+    file's modification time), None when unknown or empty."""
     import json
+
+    from .broker_fs import oldest_age
 
     try:
         from tenantmail.celery import app
@@ -112,7 +115,7 @@ def queue_oldest_age(*, queue: str | None = None) -> float | None:
         with app.connection_for_read() as conn:
             client = getattr(conn.default_channel, "client", None)
             if client is None or not hasattr(client, "lindex"):
-                return None
+                return oldest_age(conn.default_channel, queue)
             raw = client.lindex(queue, -1)
         if raw is None:
             return None
@@ -179,32 +182,39 @@ def inbound_findings(*, now: datetime) -> list[Finding]:
 
 
 def outbound_findings(*, now: datetime) -> list[Finding]:
-    """Per outbound connection: at least failing_after messages failed (last day), messages
-    stuck in sending, the oldest queued one too old."""
+    """Per outbound connection: failing (at least failing_after failed sends in a row, reset by
+    a delivery: monitoring/outbound.py), messages stuck in sending, the oldest queued one too
+    old."""
     from ..outbox import stale_cutoff
+    from . import outbound
 
+    found = []
+    failing = outbound.states(now=now)
+    if failing:
+        from ...models import OutboundConnection
+
+        names = {pk: (tid, slug, name) for pk, tid, slug, name in OutboundConnection.objects.filter(
+            pk__in=[pk for pk, st in failing.items() if st.state == runtime.FAILING]).values_list(
+            "pk", "tenant_id", "tenant__slug", "name")}
+        for pk, (tenant_id, slug, name) in names.items():
+            st = failing[pk]
+            found.append(Finding(f"t{tenant_id}:outbox_failed:{name}", "outbox_failed",
+                                 f"{slug}/{name}: outbound is failing ({st.detail.split(':', 1)[0]})",
+                                 tenant_id=tenant_id, severity="critical", detail=st.detail, subjects=[name]))
     queued_cutoff = now - timedelta(minutes=mon.outbox_queued_max_minutes())
     rows = (
         OutboxMessage.objects.filter(
-            Q(status=OutboxStatus.FAILED, claimed_at__gte=now - timedelta(days=1))
-            | Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now))
+            Q(status=OutboxStatus.SENDING, claimed_at__lt=stale_cutoff(now))
             | Q(status=OutboxStatus.QUEUED, next_attempt_at__lt=queued_cutoff)
         )
         .values("tenant_id", "connection__tenant__slug", "connection__name", "status")
         .annotate(n=Count("pk"), oldest=Min("next_attempt_at"))
         .order_by()
     )
-    rows = list(rows)
-    thresholds = _failing_after({r["tenant_id"] for r in rows})
-    found = []
     for r in rows:
         where = f"{r['connection__tenant__slug']}/{r['connection__name']}"
         status, n = r["status"], r["n"]
-        if status == OutboxStatus.FAILED and n < (thresholds.get(r["tenant_id"]) or mon.failing_after_default()):
-            continue  # fewer failed sends than the tenant's failing_after
-        if status == OutboxStatus.FAILED:
-            title, kind = f"{where}: {n} outbox message(s) failed", "outbox_failed"
-        elif status == OutboxStatus.SENDING:
+        if status == OutboxStatus.SENDING:
             title, kind = f"{where}: {n} outbox message(s) stuck in sending", "outbox_stuck"
         else:
             title, kind = f"{where}: {n} outbox message(s) queued since {r['oldest']:%Y-%m-%d %H:%M} UTC", "outbox_old"
