@@ -14,8 +14,12 @@ app.autodiscover_tasks()
 # received, succeeded) even when nothing was due, burying the polls and sends an operator
 # looks for. Each process logs its first tick of each kind (proof that beat reaches the
 # worker), then only ticks that dispatched something or failed; LOG_LEVEL=DEBUG logs all.
-TICK_TASKS = frozenset({"connections.tasks.dispatch_due_polls", "connections.tasks.dispatch_outbox"})
-TICK_ENTRIES = frozenset({"dispatch-due-polls", "dispatch-outbox"})
+TICK_TASKS = frozenset({
+    "connections.tasks.dispatch_due_polls", "connections.tasks.dispatch_outbox", "connections.tasks.watchdog_tick",
+    "connections.tasks.sweep_webhooks", "connections.tasks.index_messages_for_search",
+})
+TICK_ENTRIES = frozenset({"dispatch-due-polls", "dispatch-outbox", "watchdog", "sweep-webhooks",
+                          "index-messages-for-search"})
 
 
 class QuietTicks(logging.Filter):
@@ -29,7 +33,7 @@ class QuietTicks(logging.Filter):
         args = record.args
         if isinstance(args, dict) and args.get("name") in TICK_TASKS:
             # "received" (no return value yet), or "succeeded" having dispatched nothing.
-            if args.get("return_value", "0") not in ("0", 0):
+            if args.get("return_value", "0") not in ("0", 0, "False", False):
                 return True
             key = (record.name, args["name"])
         elif isinstance(args, tuple) and args and args[0] in TICK_ENTRIES:

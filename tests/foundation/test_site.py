@@ -65,6 +65,10 @@ def test_idle_beat_ticks_are_logged_once_then_only_when_they_dispatch(monkeypatc
     assert quiet.filter(_received(tick)) and not quiet.filter(_received(tick))
     assert quiet.filter(_succeeded(tick, "0")) and not quiet.filter(_succeeded(tick, "0"))
     assert quiet.filter(_succeeded(tick, "3"))  # it dispatched polls: always shown
+    # The other periodic ticks alike (a watchdog pass that did nothing returns False).
+    watchdog = "connections.tasks.watchdog_tick"
+    assert quiet.filter(_succeeded(watchdog, "False")) and not quiet.filter(_succeeded(watchdog, "False"))
+    assert quiet.filter(_succeeded(watchdog, "True"))
     # Real work and anything above INFO are never hidden.
     assert quiet.filter(_received("connections.tasks.poll_connection"))
     assert quiet.filter(_received("connections.tasks.poll_connection"))
