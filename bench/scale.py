@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inbound_common import ROOT, django_setup, django_teardown, machine_note  # noqa: E402
 
-DB = "bench_tm_scale"
+DB = f"bench_tm_scale_{os.getpid()}"
 EVERY = 60
 
 
@@ -103,9 +103,8 @@ def main() -> None:
 
         n = args.connections
         tenant = Tenant.objects.create(name="Bench", slug="bench")
-        t0 = timezone.now() + timedelta(seconds=20)  # time for the processes to start
         common = dict(tenant=tenant, schedule_every=EVERY, timeout=10, max_messages=100)
-        rows = []
+        rows = []  # (connection fields); due times are set below, once the set-up is done
         if args.target == "closed":
             # One credential for all; a loopback address of its own per connection (127.0.0.0/8 is all
             # loopback), so that every connection is a mailbox of its own for the mailbox lock.
@@ -116,8 +115,7 @@ def main() -> None:
             for i in range(n):
                 rows.append(InboundConnection(
                     name=f"c{i}", host=f"127.1.{i // 250}.{i % 250 + 1}", port=port, protocol="imap", protection="ssl_tls",
-                    authentication="plain", credential_name="bench", next_poll_at=t0 + timedelta(seconds=EVERY * i / n),
-                    **common))
+                    authentication="plain", credential_name="bench", **common))
         else:
             from inbound_common import start_servers
 
@@ -125,18 +123,18 @@ def main() -> None:
             users = servers.add_users(n)
             ms = servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain",
                                        username=users[0][0])
-            creds = []
             for i, (address, password) in enumerate(users):
                 cred = UserCredential(tenant=tenant, name=f"u{i}", username=address)
                 credentials.save_artifact(credential=cred, password=password)
-                creds.append(cred)
-            for cred in creds:
                 credentials.deploy(credential_id=cred.pk, user=None)
             for i in range(n):
                 rows.append(InboundConnection(
                     name=f"c{i}", host=ms.host, port=ms.port, protocol="imap", protection="ssl_tls",
                     authentication="plain", credential_name=f"u{i}", trusted_ca=ms.trusted_ca,
-                    next_poll_at=t0 + timedelta(seconds=EVERY * i / n), **common))
+                    **common))
+        t0 = timezone.now() + timedelta(seconds=20)  # time for the processes to start
+        for i, row in enumerate(rows):
+            row.next_poll_at = t0 + timedelta(seconds=EVERY * i / n)
         InboundConnection.objects.bulk_create(rows, batch_size=2000)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE connections_inboundconnection")
@@ -197,7 +195,8 @@ def main() -> None:
         polls = len(lags)
         print(f"scale ({args.target}): {n} connections every {EVERY} s, {args.minutes:g} min "
               f"(first interval = warm-up, not counted); beat + worker --concurrency "
-              f"{os.environ.get('CELERY_CONCURRENCY', '2')}, default settings")
+              f"{os.environ.get('CELERY_CONCURRENCY', '2')}, POLL_TASK_BATCH={settings.POLL_TASK_BATCH}, "
+              f"POLL_DISPATCH_INTERVAL={settings.POLL_DISPATCH_INTERVAL:g} s")
         print(f"polls started: {polls} in {measured:.0f} s = {polls / measured:.1f}/s "
               f"(needed {n / EVERY:.1f}/s); outcomes {outcomes}")
         print(f"dispatch lag (due -> poll started): p50 {percentile(lags, .5):.1f} s, p95 {percentile(lags, .95):.1f} s, "
