@@ -47,6 +47,14 @@ def ratio_line(name: str, ours: float, bare: float, unit: str) -> str:
     return f"{name:<12} ours {ours:10.1f} {unit}   bare {bare:10.1f} {unit}   ratio {ours / bare:5.2f}"
 
 
+CPU_MS: dict[str, list[float]] = {}  # "part contender" -> CPU milliseconds per item, per round
+
+
+def cpu_line(part: str, unit: str) -> str:
+    ours, bare = (statistics.median(CPU_MS[f"{part} {name}"]) for name in ("ours", "bare"))
+    return f"{'':12} CPU of this process (median): ours {ours:.2f} ms/{unit}, bare {bare:.2f} ms/{unit}"
+
+
 def bench_smtp(servers, rounds: int, n: int) -> tuple[float, float]:
     sender, password = servers.add_user()
     messages = [mail(i, 10_000) for i in range(n)]
@@ -75,10 +83,13 @@ def bench_smtp(servers, rounds: int, n: int) -> tuple[float, float]:
         for name, fn in (("ours", ours), ("bare", bare))[:: 1 if rnd % 2 else -1]:
             rcpt, _ = servers.add_user()
             time.sleep(1.1)  # Postfix notices the new recipient map by its mtime, in seconds
+            cpu = time.process_time()
             seconds = fn(rcpt)
+            cpu = time.process_time() - cpu
             servers.wait_for_messages(rcpt, count=n, timeout=300)
             if rnd:  # round 0 warms up
                 rates[name].append(n / seconds)
+                CPU_MS.setdefault(f"smtp {name}", []).append(cpu / n * 1000)
     return statistics.median(rates["ours"]), statistics.median(rates["bare"])
 
 
@@ -136,14 +147,20 @@ def bench_imap(servers, rounds: int) -> tuple[tuple[float, float], tuple[float, 
     cycle = {"ours": [], "bare": []}
     for rnd in range(rounds + 1):
         for name, fn in (("ours", ours), ("bare", bare))[:: 1 if rnd % 2 else -1]:
+            cpu = time.process_time()
             seconds = fn()
+            cpu = time.process_time() - cpu
             if rnd:
                 fetch[name].append(2000 / seconds)
+                CPU_MS.setdefault(f"fetch {name}", []).append(cpu / 2000 * 1000)
         for _ in range(10):
             for name, fn in (("ours", ours_empty), ("bare", bare_empty)):
+                cpu = time.process_time()
                 seconds = fn()
+                cpu = time.process_time() - cpu
                 if rnd:
                     cycle[name].append(seconds * 1000)
+                    CPU_MS.setdefault(f"cycle {name}", []).append(cpu * 1000)
     return (
         (statistics.median(fetch["ours"]), statistics.median(fetch["bare"])),
         (statistics.median(cycle["ours"]), statistics.median(cycle["bare"])),
@@ -214,14 +231,20 @@ def main() -> None:
         if "smtp" in parts:
             smtp = bench_smtp(servers, args.rounds, args.smtp_messages)
             print(ratio_line("smtp send", *smtp, "mails/s"), " (target: ratio >= 0.80)", flush=True)
+            print(cpu_line("smtp", "mail"), flush=True)
         if "imap" in parts:
             fetch, cycle = bench_imap(servers, args.rounds)
             print(ratio_line("imap fetch", *fetch, "mails/s"), flush=True)
+            print(cpu_line("fetch", "mail"), flush=True)
             print(ratio_line("empty poll", *cycle, "ms   "), " (lower is better)", flush=True)
+            print(cpu_line("cycle", "poll"), flush=True)
         if "big" in parts:
             growth, size = bench_big(servers)
             print(f"big mail     fetch_to of a {size / 1e6:.1f} MB mail: peak RSS growth {growth / 1e6:.1f} MB "
                   f"= {growth / size:.2f}x the mail's size (target < 1x; bare imaplib about 1.3x)")
+        load = os.getloadavg()
+        print(f"medians of {args.rounds} interleaved rounds; load average {load[0]:.2f} (1 min) / "
+              f"{load[1]:.2f} (5 min) on {os.cpu_count()} CPUs")
     finally:
         servers.stop()
 

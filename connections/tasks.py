@@ -8,32 +8,43 @@ from celery import shared_task
 
 @shared_task(name="connections.tasks.dispatch_due_polls", ignore_result=True)
 def dispatch_due_polls() -> int:
-    """Beat: one query claims every due connection. Up to POLL_DISPATCH_FANOUT of them get a
-    poll task each right here; more are handed out in chunks of that size to fan_out_polls
-    tasks, so that beat's tick stays short at 10,000 connections (publishing is the cost)."""
+    """Beat: one query claims every due connection; their ids go out in batches of
+    POLL_TASK_BATCH (`poll_connections`, services/poll_batches.py). Up to
+    POLL_DISPATCH_FANOUT batches are published right here; more are handed to fan_out_polls
+    tasks in chunks of that many batches, so that beat's tick stays short."""
     from django.conf import settings
 
-    from .services import polling
+    from .services import poll_batches, polling
 
-    ids = polling.claim_due()
+    batches = poll_batches.batches(polling.claim_due())
     chunk = max(1, int(getattr(settings, "POLL_DISPATCH_FANOUT", 200)))
-    with poll_connection.app.producer_or_acquire() as producer:
-        if len(ids) <= chunk:
-            for connection_id in ids:
-                poll_connection.apply_async((connection_id,), producer=producer)
+    with poll_connections.app.producer_or_acquire() as producer:
+        if len(batches) <= chunk:
+            for batch in batches:
+                poll_connections.apply_async((batch,), producer=producer)
         else:
-            for start in range(0, len(ids), chunk):
-                fan_out_polls.apply_async((ids[start:start + chunk],), producer=producer)
-    return len(ids)
+            for start in range(0, len(batches), chunk):
+                fan_out_polls.apply_async((batches[start:start + chunk],), producer=producer)
+    return sum(len(batch) for batch in batches)
 
 
 @shared_task(name="connections.tasks.fan_out_polls", ignore_result=True)
-def fan_out_polls(connection_ids: list[int]) -> int:
-    """Second stage of dispatch: one poll task per id (already claimed by the dispatcher)."""
-    with poll_connection.app.producer_or_acquire() as producer:
-        for connection_id in connection_ids:
-            poll_connection.apply_async((int(connection_id),), producer=producer)
-    return len(connection_ids)
+def fan_out_polls(batches: list) -> int:
+    """Second stage of dispatch: one poll_connections task per batch of ids (already claimed
+    by the dispatcher). A plain list of ids (from before batches) is one id per batch."""
+    with poll_connections.app.producer_or_acquire() as producer:
+        for batch in batches:
+            ids = [int(i) for i in batch] if isinstance(batch, list) else [int(batch)]
+            poll_connections.apply_async((ids,), producer=producer)
+    return len(batches)
+
+
+@shared_task(name="connections.tasks.poll_connections", ignore_result=True)
+def poll_connections(connection_ids: list[int]) -> int:
+    """Scheduled polls of a small batch of connections, one after another."""
+    from .services import poll_batches
+
+    return poll_batches.poll_each(connection_ids=connection_ids)
 
 
 @shared_task(name="connections.tasks.poll_connection", ignore_result=True)

@@ -227,7 +227,7 @@ CELERY_TASK_QUEUES = [
 ]
 _TASK_KINDS = {
     "dispatch": ("dispatch_due_polls", "fan_out_polls", "dispatch_outbox", "watchdog_tick", "sweep_webhooks"),
-    "poll": ("poll_connection", "parse_stored_messages"),
+    "poll": ("poll_connection", "poll_connections", "parse_stored_messages"),
     "send": ("send_outbox",),
     "index": ("index_messages_for_search",),
     "housekeeping": ("sweep_orphan_files", "prune_poll_history", "purge_messages"),
@@ -244,7 +244,7 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # One beat entry for all polls and one for the outbox: each tick runs one query. (Also
 # settings of their own: the outbox derives its stale-claim window from its interval.)
-POLL_DISPATCH_INTERVAL = env.float("POLL_DISPATCH_INTERVAL", default=10.0)
+POLL_DISPATCH_INTERVAL = env.float("POLL_DISPATCH_INTERVAL", default=5.0)
 OUTBOX_DISPATCH_INTERVAL = env.float("OUTBOX_DISPATCH_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-polls": {
@@ -298,6 +298,9 @@ POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
 # ("destructive": only for connections that delete on the server, "always", "never"); mails
 # above this size are parsed from the stored file instead of in memory.
 POLL_DISPATCH_FANOUT = env.int("POLL_DISPATCH_FANOUT", default=200)
+# Scheduled polls per Celery task (run one after another; 1 = one task per poll). See
+# connections/services/poll_batches.py and docs/queues.md.
+POLL_TASK_BATCH = env.int("POLL_TASK_BATCH", default=10)
 INBOUND_FSYNC = env.str("INBOUND_FSYNC", default="destructive")
 INBOUND_PARSE_IN_MEMORY_MAX = env.int("INBOUND_PARSE_IN_MEMORY_MAX", default=8 * 1024 * 1024)
 # Mails per IMAP FETCH and per committed batch, and the batch's byte cap; mails above the

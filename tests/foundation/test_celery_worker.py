@@ -80,7 +80,7 @@ def test_each_kind_of_work_has_its_own_queue():
         return app.amqp.router.route({}, f"connections.tasks.{task}")["queue"].name
 
     assert queue_of("dispatch_due_polls") == queue_of("dispatch_outbox") == queue_of("fan_out_polls") == queues["dispatch"]
-    assert queue_of("poll_connection") == queues["poll"]
+    assert queue_of("poll_connection") == queue_of("poll_connections") == queues["poll"]
     assert queue_of("send_outbox") == queues["send"]
     assert queue_of("index_messages_for_search") == queues["index"]
     assert queue_of("prune_poll_history") == queue_of("sweep_orphan_files") == queues["housekeeping"]

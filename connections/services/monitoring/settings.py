@@ -18,7 +18,7 @@ def watchdog_interval() -> float:
 
 
 def dispatch_interval() -> float:
-    return _float("POLL_DISPATCH_INTERVAL", 10.0)
+    return _float("POLL_DISPATCH_INTERVAL", 5.0)
 
 
 def beat_stale_after() -> float:

@@ -1,0 +1,222 @@
+#!/usr/bin/env python
+"""Throughput at scale: N inbound connections due every 60 s, sustained by real beat and worker
+processes started as ./scripts/run starts them (default settings, concurrency 2).
+
+Variants (--target):
+  closed   every connection points at a closed loopback port (connection refused: the
+           cheapest failing poll — a connect attempt, its history row, nothing else);
+  dovecot  every connection polls a real, empty Dovecot mailbox of its own (TLS, login,
+           select, logout), users added in bulk (tests/mailservers.py add_users).
+
+The due times are spread evenly over the first interval (a steady state, not one burst).
+A failing poll backs off (1, 2, 4 … minutes); the bench resets the failure counters every
+second so that the load stays at N polls a minute instead of thinning out.
+
+Measured from the history rows (PollRun) after the run, for the polls that started after
+the first interval (warm-up excluded):
+  lag   = poll started − the time it was due. A poll is due `every` seconds after the
+          previous poll of the connection finished (that is how its next_poll_at is
+          computed), the first one at the spread-out time the bench set;
+  gap   = the longest time between two poll starts of one connection, and how many
+          connections were due for more than two intervals without a poll at the end.
+Goals (issue 21 item 3): lag p95 < 10 s; no connection due for more than two intervals
+without a poll.
+
+    .venv/bin/python bench/scale.py [--connections 10000] [--minutes 5] [--target closed]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inbound_common import ROOT, django_setup, django_teardown, machine_note  # noqa: E402
+
+DB = f"bench_tm_scale_{os.getpid()}"
+EVERY = 60
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now: connect() is refused at once
+    return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def start(kind: str, env: dict) -> subprocess.Popen:
+    """beat / worker exactly as scripts/run starts them (documented default settings)."""
+    if kind == "worker":
+        cmd = ["worker", "--loglevel", "WARNING", "--concurrency", os.environ.get("CELERY_CONCURRENCY", "2"),
+               "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
+    else:
+        cmd = ["beat", "--loglevel", "WARNING"]
+    log = open(Path(env["TENANTMAIL_VAR_DIR"]) / f"{kind}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "tenantmail", *cmd], cwd=ROOT, env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--target", choices=("closed", "dovecot"), default="closed")
+    args = parser.parse_args()
+    django_setup(DB)
+    procs: list[subprocess.Popen] = []
+    servers = None
+    stop_reset = threading.Event()
+    try:
+        from django.conf import settings
+        from django.db import connection, connections
+        from django.utils import timezone
+
+        from connections.models import InboundConnection, PollRun, Tenant, UserCredential
+        from connections.services import credentials
+
+        n = args.connections
+        tenant = Tenant.objects.create(name="Bench", slug="bench")
+        common = dict(tenant=tenant, schedule_every=EVERY, timeout=10, max_messages=100)
+        rows = []  # (connection fields); due times are set below, once the set-up is done
+        if args.target == "closed":
+            # One credential for all; a loopback address of its own per connection (127.0.0.0/8 is all
+            # loopback), so that every connection is a mailbox of its own for the mailbox lock.
+            cred = UserCredential(tenant=tenant, name="bench", username="bench@example.test")
+            credentials.save_artifact(credential=cred, password="bench-password")
+            credentials.deploy(credential_id=cred.pk, user=None)
+            port = closed_port()
+            for i in range(n):
+                rows.append(InboundConnection(
+                    name=f"c{i}", host=f"127.1.{i // 250}.{i % 250 + 1}", port=port, protocol="imap", protection="ssl_tls",
+                    authentication="plain", credential_name="bench", **common))
+        else:
+            from inbound_common import start_servers
+
+            servers = start_servers()
+            users = servers.add_users(n)
+            ms = servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain",
+                                       username=users[0][0])
+            for i, (address, password) in enumerate(users):
+                cred = UserCredential(tenant=tenant, name=f"u{i}", username=address)
+                credentials.save_artifact(credential=cred, password=password)
+                credentials.deploy(credential_id=cred.pk, user=None)
+            for i in range(n):
+                rows.append(InboundConnection(
+                    name=f"c{i}", host=ms.host, port=ms.port, protocol="imap", protection="ssl_tls",
+                    authentication="plain", credential_name=f"u{i}", trusted_ca=ms.trusted_ca,
+                    **common))
+        t0 = timezone.now() + timedelta(seconds=20)  # time for the processes to start
+        for i, row in enumerate(rows):
+            row.next_poll_at = t0 + timedelta(seconds=EVERY * i / n)
+        InboundConnection.objects.bulk_create(rows, batch_size=2000)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE connections_inboundconnection")
+        connections.close_all()
+
+        db = settings.DATABASES["default"]
+        env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
+        env.pop("TM_TEST_DB", None)
+        env.pop("LOG_LEVEL", None)
+        procs = [start("worker", env), start("beat", env)]
+
+        def reset_failures() -> None:
+            # Keep every failing connection at its first failure: backoff = one interval.
+            while not stop_reset.wait(1.0):
+                InboundConnection.objects.filter(consecutive_failures__gt=0).update(consecutive_failures=0)
+            connections.close_all()
+
+        if args.target == "closed":
+            threading.Thread(target=reset_failures, daemon=True).start()
+
+        duration = args.minutes * 60
+        end = t0 + timedelta(seconds=duration)
+        while timezone.now() < end:
+            time.sleep(5)
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise SystemExit(f"a celery process exited ({proc.args[4]}); see {env['TENANTMAIL_VAR_DIR']}")
+        for proc in procs:
+            stop(proc)
+        stop_reset.set()
+        cpu = os.times()  # children: beat + worker (+ pool processes reaped with them)
+        children_cpu = cpu.children_user + cpu.children_system
+
+        runs = list(PollRun.objects.filter(started_at__lt=end).order_by("connection_id", "started_at")
+                    .values_list("connection_id", "started_at", "finished_at", "outcome"))
+        initial = {pk: t0 + timedelta(seconds=EVERY * i / n)
+                   for i, pk in enumerate(InboundConnection.objects.order_by("pk").values_list("pk", flat=True))}
+        warm = t0 + timedelta(seconds=EVERY)
+        lags, gaps, outcomes = [], [], {}
+        last: dict[int, tuple] = {}
+        for cid, started, finished, outcome in runs:
+            prev = last.get(cid)
+            due = initial[cid] if prev is None else prev[1] + timedelta(seconds=EVERY)
+            if started >= warm:
+                lags.append((started - due).total_seconds())
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                if prev is not None:
+                    gaps.append((started - prev[0]).total_seconds())
+            last[cid] = (started, finished or started)
+        # Due for more than two intervals without a poll, at the end of the run.
+        overdue = 0
+        for pk, due0 in initial.items():
+            prev = last.get(pk)
+            due = due0 if prev is None else prev[1] + timedelta(seconds=EVERY)
+            if (end - due).total_seconds() > 2 * EVERY:
+                overdue += 1
+        measured = (end - warm).total_seconds()
+        polls = len(lags)
+        print(f"scale ({args.target}): {n} connections every {EVERY} s, {args.minutes:g} min "
+              f"(first interval = warm-up, not counted); beat + worker --concurrency "
+              f"{os.environ.get('CELERY_CONCURRENCY', '2')}, POLL_TASK_BATCH={settings.POLL_TASK_BATCH}, "
+              f"POLL_DISPATCH_INTERVAL={settings.POLL_DISPATCH_INTERVAL:g} s")
+        print(f"polls started: {polls} in {measured:.0f} s = {polls / measured:.1f}/s "
+              f"(needed {n / EVERY:.1f}/s); outcomes {outcomes}")
+        print(f"dispatch lag (due -> poll started): p50 {percentile(lags, .5):.1f} s, p95 {percentile(lags, .95):.1f} s, "
+              f"max {max(lags, default=float('nan')):.1f} s  (goal p95 < 10 s)")
+        print(f"longest gap between two polls of one connection: {max(gaps, default=float('nan')):.1f} s; "
+              f"connections due for more than two intervals without a poll at the end: {overdue} (goal 0)")
+        print(f"CPU of beat + worker processes: {children_cpu:.0f} s = {children_cpu / max(1, len(runs)) * 1000:.2f} ms "
+              f"per poll")
+        print(machine_note())
+    finally:
+        stop_reset.set()
+        for proc in procs:
+            stop(proc)
+        if servers is not None:
+            servers.stop()
+        from django.db import connections as conns
+
+        conns.close_all()
+        django_teardown(DB)
+
+
+if __name__ == "__main__":
+    main()
