@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from connections.services.guarded_http import GuardedHTTPConnection, TargetBlocked, open_url
+from connections.services.guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection, TargetBlocked, open_url
 
 
 @pytest.fixture
@@ -107,3 +107,45 @@ def test_urlopen_error_types_unchanged_for_unreachable_hosts(settings):
     listener.close()  # nothing listens there now
     with pytest.raises(urllib.error.URLError):
         open_url(urllib.request.Request(f"http://127.0.0.1:{port}/"), timeout=5)
+
+
+def test_https_pinned_address_keeps_sni_and_certificate_check_on_the_name(tmp_path, monkeypatch):
+    import ssl
+
+    from tests.mailservers import WRONG_HOST, _make_certificates
+
+    certs = _make_certificates(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(certs["wronghost"][0], certs["wronghost"][1])
+    names = []
+    server_ctx.sni_callback = lambda sock, name, ctx: names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            names.append(("Host", self.headers["Host"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **kw: real(
+        "127.0.0.1" if host == WRONG_HOST else host, *a, **kw))
+    client_ctx = ssl.create_default_context(cafile=certs["ca"][0])
+    try:
+        conn = GuardedHTTPSConnection(WRONG_HOST, port, timeout=5, context=client_ctx)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 204
+        conn.close()
+        assert names == [WRONG_HOST, ("Host", f"{WRONG_HOST}:{port}")]
+        with pytest.raises(ssl.SSLCertVerificationError):  # the certificate is checked against the name
+            conn = GuardedHTTPSConnection("localhost", port, timeout=5, context=client_ctx)
+            conn.request("GET", "/")
+    finally:
+        server.shutdown()
+        server.server_close()
