@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from ...errors import TenantMailError
 from ...models import Alert, AlertSettings, OutboundConnection, Tenant, AlertDelivery
+from ..guarded_http import TargetBlocked, open_url
 from . import settings as mon
 from .alerts import FIRED, RESOLVED, Changes
 
@@ -141,7 +142,8 @@ def sign(*, secret: str, body: bytes, timestamp: str) -> str:
 
 def deliver(*, delivery_id: int, timeout: float = 10.0) -> bool:
     """Post one delivery (no transaction open during the request). True when delivered (or
-    already); raises WebhookError when the endpoint failed (the task retries)."""
+    already); raises WebhookError when the endpoint failed (the task retries); False, with
+    the attempt recorded and no retry, when the URL's host is in TENANTMAIL_BLOCKED_NETWORKS."""
     delivery = AlertDelivery.objects.get(pk=delivery_id)
     if delivery.delivered_at:
         return True
@@ -152,18 +154,23 @@ def deliver(*, delivery_id: int, timeout: float = 10.0) -> bool:
     secret = secret_for(delivery)
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret=secret, body=body, timestamp=timestamp)
-    error = ""
+    error, blocked = "", False
     try:
         request = urllib.request.Request(delivery.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (operator's URL)
+        with open_url(request, timeout=timeout) as response:  # TENANTMAIL_BLOCKED_NETWORKS checked
             status = response.status
     except urllib.error.HTTPError as exc:
         status, error = exc.code, f"HTTP {exc.code}"
+    except TargetBlocked as exc:  # nothing was sent; permanent: no retry
+        status, error, blocked = 0, str(exc), True
     except (OSError, ValueError) as exc:
         status, error = 0, f"{type(exc).__name__}: {exc}"
     ok = 200 <= status < 300
     AlertDelivery.objects.filter(pk=delivery.pk).update(
         attempts=delivery.attempts + 1, delivered_at=timezone.now() if ok else None, last_error=error[:1000])
+    if blocked:
+        log.error("alert webhook #%s not sent: %s", delivery.pk, error)
+        return False
     if not ok:
         raise WebhookError(f"Alert webhook {delivery.url} failed: {error or f'HTTP {status}'}.")
     return True

@@ -2,7 +2,8 @@
 (Thunderbird's format), the autodiscover document (Microsoft's POX format) and DNS SRV
 records (RFC 6186 / RFC 8314). Every lookup is short (TENANTMAIL_DISCOVERY_TIMEOUT) and
 bounded in size; a failure is only "not found". The URLs are settings so that a test (or
-a closed network) can point them elsewhere.
+a closed network) can point them elsewhere. The HTTP lookups go through guarded_http: a
+host in TENANTMAIL_BLOCKED_NETWORKS is not contacted (logged, and "not found").
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Iterable
 
 from django.conf import settings
 
+from ..guarded_http import TargetBlocked, open_url
 from .providers import Server
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,11 @@ def _timeout() -> float:
 def _fetch(url: str, *, data: bytes | None = None) -> bytes | None:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "text/xml"} if data else {})
     try:
-        with urllib.request.urlopen(request, timeout=_timeout()) as response:  # noqa: S310 - http(s) only
+        with open_url(request, timeout=_timeout()) as response:  # TENANTMAIL_BLOCKED_NETWORKS checked
             body = response.read(MAX_DOCUMENT + 1)
+    except TargetBlocked as exc:
+        log.warning("discovery: %s not fetched: %s", url.split("?")[0], exc.message)
+        return None
     except (OSError, ValueError) as exc:
         log.info("discovery: %s not reachable (%s)", url.split("?")[0], type(exc).__name__)
         return None

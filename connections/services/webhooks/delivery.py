@@ -37,6 +37,7 @@ from ...models import (
     DeliveryStatus, PollOutcome, PollRun, StoredMessage, Webhook, WebhookDelivery, WebhookState,
 )
 from ...models.webhooks import EVENT_MESSAGE_STORED
+from ..guarded_http import TargetBlocked
 from . import payloads
 from .http import Poster
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, signature
@@ -234,9 +235,10 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
 
 
 def _attempt(webhook: Webhook, delivery: WebhookDelivery, body: bytes | None,
-             poster: Poster) -> tuple[int | None, int, str] | None:
+             poster: Poster) -> tuple[int | None, int, str, bool] | None:
     """One POST. None when the delivery is done (delivered, or failed because its object is
-    gone; its fields are set, the caller writes them), else (code, latency ms, error)."""
+    gone; its fields are set, the caller writes them), else (code, latency ms, error,
+    permanent: the URL's host is in TENANTMAIL_BLOCKED_NETWORKS)."""
     if body is None:
         delivery.status, delivery.last_error, delivery.next_attempt_at = (
             DeliveryStatus.FAILED, "The message no longer exists.", None)
@@ -253,6 +255,8 @@ def _attempt(webhook: Webhook, delivery: WebhookDelivery, body: bytes | None,
     code, error = None, ""
     try:
         code = poster.post(body, headers)
+    except TargetBlocked as exc:  # nothing was sent; retrying cannot help
+        return None, int((time.monotonic() - started) * 1000), str(exc), True
     except Exception as exc:  # OSError, http.client.HTTPException, ssl errors, …
         error = f"{type(exc).__name__}: {exc}"
     latency = int((time.monotonic() - started) * 1000)
@@ -263,27 +267,33 @@ def _attempt(webhook: Webhook, delivery: WebhookDelivery, body: bytes | None,
         delivery.response_code, delivery.latency_ms, delivery.last_error, delivery.next_attempt_at = (
             code, latency, "", None)
         return None
-    return code, latency, error or f"HTTP {code} from the receiver"
+    return code, latency, error or f"HTTP {code} from the receiver", False
 
 
 def _record_failure(webhook: Webhook, delivery: WebhookDelivery, code: int | None, latency: int,
-                    error: str) -> None:
-    """A failed attempt: backoff (or give up), count it, disable the webhook at the limit."""
+                    error: str, permanent: bool = False) -> None:
+    """A failed attempt: backoff (or give up), count it, disable the webhook at the limit.
+    A permanent failure (blocked target) gives up at once and disables the webhook at once:
+    the other deliveries wait (replayable) until an operator fixes the URL."""
     now = timezone.now()
     attempts = delivery.attempts + 1
-    gave_up = attempts >= max_attempts()
+    gave_up = permanent or attempts >= max_attempts()
     WebhookDelivery.objects.filter(pk=delivery.pk).update(
         status=DeliveryStatus.FAILED if gave_up else DeliveryStatus.PENDING, attempts=attempts,
         last_attempt_at=now, response_code=code, latency_ms=latency, last_error=error[:2000],
         next_attempt_at=None if gave_up else now + timedelta(seconds=backoff_seconds(attempts)))
     Webhook.objects.filter(pk=webhook.pk).update(consecutive_failures=F("consecutive_failures") + 1)
     limit = disable_after()
-    disabled = Webhook.objects.filter(
-        pk=webhook.pk, state=WebhookState.ACTIVE, consecutive_failures__gte=limit,
-    ).update(state=WebhookState.DISABLED, disabled_at=now,
-             state_detail=f"Disabled after {limit} failed attempts in a row; last: {error[:500]}")
+    active = Webhook.objects.filter(pk=webhook.pk, state=WebhookState.ACTIVE)
+    if permanent:
+        disabled = active.update(state=WebhookState.DISABLED, disabled_at=now, state_detail=f"Disabled: {error[:500]}")
+    else:
+        disabled = active.filter(consecutive_failures__gte=limit).update(
+            state=WebhookState.DISABLED, disabled_at=now,
+            state_detail=f"Disabled after {limit} failed attempts in a row; last: {error[:500]}")
     if disabled:
-        log.warning("webhook %s disabled after %s failed attempts in a row", webhook.pk, limit)
+        log.warning("webhook %s disabled: %s", webhook.pk, "its URL's host is blocked" if permanent
+                    else f"{limit} failed attempts in a row")
 
 
 _DONE_FIELDS = ["status", "attempts", "last_attempt_at", "delivered_at", "response_code", "latency_ms",

@@ -1,6 +1,8 @@
 """A small HTTP/1.1 POST client for webhook deliveries: one kept-alive connection per
 delivery run, a timeout, no redirects followed (a 3xx is a failed attempt), the
-response body read and dropped (at most 64 KB kept from being read at all)."""
+response body read and dropped (at most 64 KB kept from being read at all). The
+connection goes through guarded_http (TENANTMAIL_BLOCKED_NETWORKS: a refused target
+raises guarded_http.TargetBlocked)."""
 from __future__ import annotations
 
 import http.client
@@ -8,6 +10,7 @@ import ssl
 from urllib.parse import urlsplit
 
 from ...errors import ConfigurationError
+from ..guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection
 
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -26,9 +29,9 @@ class Poster:
 
     def _open(self) -> http.client.HTTPConnection:
         if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=ssl.create_default_context())
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            return GuardedHTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                          context=ssl.create_default_context())
+        return GuardedHTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def post(self, body: bytes, headers: dict[str, str]) -> int:
         """POST; returns the status code. Raises OSError / http.client.HTTPException."""
