@@ -186,6 +186,8 @@ def test_outbox_events_on_the_tenant_webhook(mail_servers, tenant, receiver, ten
         assert verify(secret=SECRET, body=req.body, header=req.headers["X-TenantMail-Signature"])
         events[req.headers["X-TenantMail-Event"]] = json.loads(req.body)["data"]
     assert events["outbox.sent"]["id"] == sent.pk and events["outbox.sent"]["status"] == "sent"
-    assert events["outbox.sent"]["recipients"] == {rcpt: {"status": "accepted"}}
+    recipient = events["outbox.sent"]["recipients"][rcpt]  # the record's per-recipient result (issue 19)
+    assert list(events["outbox.sent"]["recipients"]) == [rcpt]
+    assert recipient["status"] == "accepted" and str(recipient["code"]).startswith("2") and recipient["queue_id"]
     assert events["outbox.failed"]["id"] == failed.pk and events["outbox.failed"]["last_error"]
     assert WebhookDelivery.objects.filter(webhook=hook).count() == 2
