@@ -121,3 +121,23 @@ def test_authorization_uses_a_proxy_only_when_all_connections_share_it(tenant, m
     make_oauth2_connection(cred, protocol="pop3", protection="starttls_mandatory")
     assert proxying.for_credential(cred) is None  # one direct connection: direct
     assert proxying.for_connection(first).url() == f"socks5h://{socks_proxy.host}:{socks_proxy.port}"
+
+
+def test_device_authorization_goes_through_the_proxy_all_connections_share(mailbox, tenant, make_oauth2_credential,
+                                                                           make_oauth2_connection, fresh_oauth2,
+                                                                           socks_proxy):
+    from connections.models import CredentialStatus
+    from connections.services.oauth2 import authorize
+
+    address, _ = mailbox
+    cred, _client = make_oauth2_credential(address, kind="oauth2_authorization_code")
+    make_oauth2_connection(cred, protocol="imap", **_inline(socks_proxy, _login(tenant, socks_proxy)))
+    providers._DISCOVERY.pop(fresh_oauth2.url, None)
+    before = _requests_to(socks_proxy, fresh_oauth2)
+    flow = authorize.device_start(credential_id=cred.pk)
+    assert _requests_to(socks_proxy, fresh_oauth2) == before + 2  # discovery + device code request
+    fresh_oauth2.approve_device(flow.user_code, address)
+    authorize.device_wait(credential_id=cred.pk, flow=flow, timeout=30, sleep=lambda _s: None)
+    assert _requests_to(socks_proxy, fresh_oauth2) == before + 3  # + the token request
+    cred.refresh_from_db()
+    assert cred.status == CredentialStatus.AUTHORIZED and cred.refresh_token
