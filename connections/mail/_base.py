@@ -222,7 +222,7 @@ def _open_proxied(settings: MailSettings, trace: Trace) -> socket.socket:
     with trace.step("proxy") as detail:
         return connect_via_proxy(
             settings.proxy, target_host=settings.host, target_port=settings.effective_port,
-            timeout=settings.timeout, detail=detail,
+            timeout=settings.timeout, detail=detail, blocked_networks=settings.blocked_networks,
         )
 
 

@@ -38,6 +38,23 @@ def small_tls_buffers(size: int = 4 * 1024) -> None:
         asyncio.sslproto.SSLProtocol.max_size = size
 
 
+
+async def _allowed(host: str, port: int, networks: tuple, *, step: str, what: str) -> list[str]:
+    """host's addresses (resolved without blocking the loop), after refusing any in a blocked
+    network (TENANTMAIL_BLOCKED_NETWORKS) with ConnectError(step): nothing is sent then."""
+    import socket
+
+    from .targets import refuse_blocked
+
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConnectError(f"cannot resolve host name {host!r}: {getattr(exc, 'strerror', None) or exc}",
+                           step="proxy" if what else "dns") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    refuse_blocked(host, port, addresses, networks, step=step, what=what)
+    return addresses
+
 class IdleUnsupported(MailError):
     """The server does not offer IDLE: the connection stays on its schedule."""
 
@@ -62,16 +79,30 @@ class _Conn:
         hostname = s.tls_hostname if implicit else None
         limit = _MAX_LINE * 2
         if s.proxy is not None:
+            from python_socks import ProxyConnectionError
             from python_socks.async_.asyncio import Proxy
 
             from .proxy import _LIBRARY_TYPES
 
             p = s.proxy
-            proxy = Proxy(_LIBRARY_TYPES[p.type], p.host, p.port, p.username or None, p.password or None, rdns=True)
-            sock = await proxy.connect(dest_host=s.host, dest_port=s.effective_port, timeout=s.timeout)
+            # The proxy's addresses are checked against the blocked networks (the mail server's
+            # name is resolved by the proxy); the tunnel goes to the checked address.
+            addresses = await _allowed(p.host, p.port, s.blocked_networks, step="proxy",
+                                       what=f"the {p.type.upper()} proxy ")
+            for index, address in enumerate(addresses):
+                proxy = Proxy(_LIBRARY_TYPES[p.type], address, p.port, p.username or None, p.password or None,
+                              rdns=True)
+                try:
+                    sock = await proxy.connect(dest_host=s.host, dest_port=s.effective_port, timeout=s.timeout)
+                    break
+                except ProxyConnectionError:
+                    if index == len(addresses) - 1:
+                        raise
             self.reader, self.writer = await asyncio.open_connection(
                 sock=sock, ssl=implicit, server_hostname=hostname, limit=limit)
         else:
+            if s.blocked_networks:
+                await _allowed(s.host, s.effective_port, s.blocked_networks, step="tcp", what="")
             self.reader, self.writer = await asyncio.open_connection(
                 s.host, s.effective_port, ssl=implicit, server_hostname=hostname, limit=limit)
         self.encrypted = implicit is not None

@@ -6,6 +6,12 @@ which side failed: the proxy itself (unreachable, authentication) or the mail se
 from the proxy (refused, unreachable). The mail server's name is handed to the proxy (SOCKS5
 remote DNS, HTTP CONNECT host), and TLS runs end to end over the tunnel: the certificate is
 checked against the mail server's name, never the proxy's. No Django.
+
+Blocked networks (TENANTMAIL_BLOCKED_NETWORKS): the PROXY's name is resolved here and its
+addresses are checked before anything is sent; the tunnel is then opened to the checked
+address (no second lookup a DNS answer could change). The mail server's own name is resolved
+by the proxy (remote DNS), so its address cannot be checked here: the proxy's operator decides
+what it may reach.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from python_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError, Pr
 from python_socks.sync import Proxy
 
 from .errors import ConnectError
+from .targets import refuse_blocked
 
 PROXY_TYPES = ("socks5", "http")
 _LIBRARY_TYPES = {"socks5": ProxyType.SOCKS5, "http": ProxyType.HTTP}
@@ -84,27 +91,40 @@ class ProxySettings:
         return f"{scheme}://{auth}{host}:{self.port}"
 
 
+def resolve_proxy(proxy: ProxySettings, *, blocked_networks: tuple = ()) -> list[str]:
+    """The proxy's addresses, after refusing any in a blocked network (ProxyFailed, step "proxy",
+    not transient: nothing is sent). Raises ProxyFailed when the name does not resolve."""
+    try:
+        infos = socket.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ProxyFailed(f"cannot resolve the host name of the {proxy.label}: {getattr(exc, 'strerror', None) or exc}",
+                          hint="check the proxy's host name and this machine's DNS resolver") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    try:
+        refuse_blocked(proxy.host, proxy.port, addresses, blocked_networks, step="proxy",
+                       what=f"the {proxy.type.upper()} proxy ")
+    except ConnectError as exc:
+        raise ProxyFailed(exc.message, hint=exc.hint, transient=False) from None
+    return addresses
+
+
 def connect_via_proxy(
-    proxy: ProxySettings, *, target_host: str, target_port: int, timeout: float, detail: dict
+    proxy: ProxySettings, *, target_host: str, target_port: int, timeout: float, detail: dict,
+    blocked_networks: tuple = (),
 ) -> socket.socket:
     """A TCP socket tunnelled to target_host:target_port through `proxy`. Fills `detail` (the
-    trace step's) and raises ProxyFailed with a hint naming the failing side."""
+    trace step's) and raises ProxyFailed with a hint naming the failing side. The proxy's
+    addresses are checked against `blocked_networks` first."""
     detail.update(type=proxy.type, proxy=f"{proxy.host}:{proxy.port}", target=f"{target_host}:{target_port}")
     if proxy.name:
         detail["profile"] = proxy.name
     if proxy.username:
         detail["user"] = proxy.username
-    client = Proxy(
-        proxy_type=_LIBRARY_TYPES[proxy.type],
-        host=proxy.host,
-        port=proxy.port,
-        username=proxy.username or None,
-        password=proxy.password or None,
-        rdns=True,  # the proxy resolves the mail server's name
-    )
+    addresses = resolve_proxy(proxy, blocked_networks=blocked_networks)
+    detail["proxy_addresses"] = addresses
     target = f"{target_host}:{target_port}"
     try:
-        sock = client.connect(dest_host=target_host, dest_port=target_port, timeout=timeout)
+        sock = _connect_first(proxy, addresses, target_host=target_host, target_port=target_port, timeout=timeout)
     except ProxyConnectionError as exc:
         reason = getattr(exc.__cause__, "strerror", None) or "connection failed"
         raise ProxyFailed(f"cannot reach the {proxy.label}: {reason}", hint=HINT_UNREACHABLE) from None
@@ -125,6 +145,26 @@ def connect_via_proxy(
     sock.settimeout(timeout)
     detail["tunnel"] = "open"
     return sock
+
+
+def _connect_first(proxy: ProxySettings, addresses: list[str], *, target_host: str, target_port: int,
+                   timeout: float) -> socket.socket:
+    """Open the tunnel through the first of the proxy's (checked) addresses that accepts."""
+    for index, address in enumerate(addresses):
+        client = Proxy(
+            proxy_type=_LIBRARY_TYPES[proxy.type],
+            host=address,
+            port=proxy.port,
+            username=proxy.username or None,
+            password=proxy.password or None,
+            rdns=True,  # the proxy resolves the mail server's name
+        )
+        try:
+            return client.connect(dest_host=target_host, dest_port=target_port, timeout=timeout)
+        except ProxyConnectionError:
+            if index == len(addresses) - 1:
+                raise
+    raise ProxyConnectionError("no address")
 
 
 def _reply_error(proxy: ProxySettings, target: str, exc: ProxyError) -> ProxyFailed:

@@ -58,9 +58,11 @@ def blocking_network(address: str, networks: Iterable[Network]) -> Network | Non
     return None
 
 
-def refuse_blocked(host: str, port: int, addresses: Iterable[str], networks: Iterable[Network]) -> None:
-    """Raise ConnectError (step "tcp", not transient) when any address is in a blocked
-    network; called after name resolution, before anything is sent."""
+def refuse_blocked(host: str, port: int, addresses: Iterable[str], networks: Iterable[Network], *,
+                   step: str = "tcp", what: str = "") -> None:
+    """Raise ConnectError (`step`, not transient) when any address is in a blocked network;
+    called after name resolution, before anything is sent. `what` names the kind of host in
+    the message (e.g. "the SOCKS5 proxy "), "" for the mail server."""
     networks = tuple(networks)
     if not networks:
         return
@@ -69,10 +71,10 @@ def refuse_blocked(host: str, port: int, addresses: Iterable[str], networks: Ite
         if network is not None:
             shown = host if host == address else f"{host} ({address})"
             raise ConnectError(
-                f"connections to {shown} are not allowed: {address} is in the blocked network {network} "
+                f"connections to {what}{shown} are not allowed: {address} is in the blocked network {network} "
                 f"({SETTING}); nothing was sent to port {port}",
-                hint=f"use the mail server's own address; an operator can change {SETTING} if this "
-                     "server really is in that network",
-                step="tcp",
+                hint=f"use the {'proxy' if what else 'mail server'}'s own address; an operator can change "
+                     f"{SETTING} if this {'proxy' if what else 'server'} really is in that network",
+                step=step,
                 transient=False,
             )

@@ -113,3 +113,33 @@ def test_an_outbox_send_goes_through_the_proxy(make_connection, make_credential,
     assert OutboxMessage.objects.get(pk=getattr(message, "pk", message)).status == OutboxStatus.SENT
     assert http_proxy.tunnels_to(conn.port) == before + 1
     mail_servers.wait_for_messages(address, count=1)
+
+
+def test_a_proxy_in_a_blocked_network_is_refused_before_connecting(make_connection, make_credential):
+    conn = make_connection("imap", "ssl_tls", "plain", proxy_type="socks5", proxy_host="169.254.169.254",
+                           proxy_port=1080, timeout=300)
+    result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
+    steps = _steps(result)
+    step = steps["proxy"]
+    assert not result.ok and not step["ok"] and "tcp" not in steps and "greeting" not in steps
+    assert step["message"] == ("connections to the SOCKS5 proxy 169.254.169.254 are not allowed: 169.254.169.254 "
+                               "is in the blocked network 169.254.0.0/16 (TENANTMAIL_BLOCKED_NETWORKS); nothing was "
+                               "sent to port 1080")
+    assert "proxy's own address" in step["hint"]
+
+
+def test_a_listed_proxy_network_refuses_the_real_proxy(make_connection, make_credential, socks_proxy, settings):
+    login = make_credential(socks_proxy.username, socks_proxy.password)
+    conn = make_connection("imap", "ssl_tls", "plain", proxy_type="socks5", proxy_host="localhost",
+                           proxy_port=socks_proxy.port, proxy_credential_name=login.name)
+    before = socks_proxy.log()
+    settings.TENANTMAIL_BLOCKED_NETWORKS = "169.254.0.0/16,127.0.0.0/8,::1/128"
+    result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
+    step = _steps(result)["proxy"]
+    assert not step["ok"] and "connections to the SOCKS5 proxy localhost (" in step["message"]
+    assert "is in the blocked network" in step["message"]
+    assert socks_proxy.log() == before  # the proxy never saw a client
+    settings.TENANTMAIL_BLOCKED_NETWORKS = "169.254.0.0/16"
+    result = run_connectivity_test(kind="inbound", connection_id=conn.pk)
+    assert result.ok, result.report
+    assert _steps(result)["proxy"]["detail"]["proxy_addresses"]

@@ -118,3 +118,24 @@ def test_wrong_password(mail_servers):
     assert "not-the-password" not in str(err.value) and address in err.value.message
     session.loop.call_soon_threadsafe(session.loop.stop)
 
+
+
+@pytest.mark.parametrize("via_proxy", [True, False])
+def test_idle_refuses_a_blocked_address_before_connecting(via_proxy):
+    from connections.mail.errors import ConnectError
+    from connections.mail.idle import _Conn
+    from connections.mail.settings import MailSettings
+    from connections.mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+
+    proxy = ProxySettings(type="socks5", host="169.254.169.254", port=1080) if via_proxy else None
+    settings = MailSettings(protocol="imap", host="mail.example.org" if via_proxy else "169.254.169.254", port=993,
+                            protection="ssl_tls", timeout=300, proxy=proxy,
+                            blocked_networks=parse_networks(DEFAULT_BLOCKED_NETWORKS))
+    with pytest.raises(ConnectError) as info:
+        asyncio.run(_Conn(settings).open())
+    assert info.value.step == ("proxy" if via_proxy else "tcp") and not info.value.transient
+    what = "the SOCKS5 proxy " if via_proxy else ""
+    port = 1080 if via_proxy else 993
+    assert info.value.message == (f"connections to {what}169.254.169.254 are not allowed: 169.254.169.254 is in the "
+                                  "blocked network 169.254.0.0/16 (TENANTMAIL_BLOCKED_NETWORKS); nothing was sent "
+                                  f"to port {port}")

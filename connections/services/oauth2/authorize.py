@@ -20,7 +20,7 @@ from django.views.decorators.debug import sensitive_variables
 from ...errors import CredentialError
 from ...models import CredentialKind, CredentialStatus, OAuth2Authorization, OAuth2Token, UserCredential
 from .. import tenancy
-from . import providers, tokens
+from . import providers, proxying, tokens
 from .errors import OAuth2Error, from_provider
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ def _artifact(credential_id: int) -> UserCredential:
     return cred
 
 
+def _proxies(cred: UserCredential) -> dict | None:
+    """Requests of the authorization (no connection of its own): through the proxy only when all
+    the artifact's connections share one (proxying.for_credential)."""
+    return proxying.requests_proxies(proxying.for_credential(cred))
+
+
 @sensitive_variables("verifier")
 def start(*, credential_id: int, redirect_uri: str, user=None) -> str:
     """Start an authorization; returns the URL to open in a browser."""
@@ -62,7 +68,7 @@ def start(*, credential_id: int, redirect_uri: str, user=None) -> str:
     if user is not None:
         tenancy.require(user, cred.tenant_id, action="run")
     settings = dict(cred.deployed_oauth2 or {})
-    url = providers.endpoints(settings).authorization_url
+    url = providers.endpoints(settings, proxies=_proxies(cred)).authorization_url
     if not url:
         raise CredentialError(f"OAuth2 artifact '{cred.name}' has no authorization URL.",
                               hint="set authorization_url, or an issuer whose discovery document names one")
@@ -129,8 +135,9 @@ def _exchange(cred: UserCredential, pending: OAuth2Authorization, code: str) -> 
     from authlib.integrations.base_client import OAuthError
 
     settings = dict(cred.deployed_oauth2 or {})
-    url = providers.endpoints(settings).token_url
-    client = tokens.session(cred, settings, redirect_uri=pending.redirect_uri)
+    proxies = _proxies(cred)
+    url = providers.endpoints(settings, proxies=proxies).token_url
+    client = tokens.session(cred, settings, redirect_uri=pending.redirect_uri, proxies=proxies)
     try:
         return dict(client.fetch_token(url, code=code, code_verifier=pending.code_verifier, timeout=tokens.HTTP_TIMEOUT))
     except OAuthError as exc:
@@ -173,7 +180,7 @@ class DeviceFlow:
 
 def device_offered(*, credential_id: int) -> bool:
     cred = _artifact(credential_id)
-    return bool(providers.endpoints(dict(cred.deployed_oauth2 or {})).device_url)
+    return bool(providers.endpoints(dict(cred.deployed_oauth2 or {}), proxies=_proxies(cred)).device_url)
 
 
 def device_start(*, credential_id: int) -> DeviceFlow:
@@ -182,11 +189,12 @@ def device_start(*, credential_id: int) -> DeviceFlow:
 
     cred = _artifact(credential_id)
     settings = dict(cred.deployed_oauth2 or {})
-    url = providers.endpoints(settings).device_url
+    proxies = _proxies(cred)
+    url = providers.endpoints(settings, proxies=proxies).device_url
     if not url:
         raise CredentialError(f"The provider of '{cred.name}' offers no device authorization.",
                               hint="use the callback flow (Authorize button, or authorize_credential without --device)")
-    client = tokens.session(cred, settings)
+    client = tokens.session(cred, settings, proxies=proxies)
     try:
         reply = client.post(url, data={"client_id": settings.get("client_id", ""), "client_secret": cred.deployed_password,
                                        "scope": providers.default_scope(settings)}, timeout=tokens.HTTP_TIMEOUT,
@@ -211,11 +219,12 @@ def device_wait(*, credential_id: int, flow: DeviceFlow, timeout: float | None =
 
     cred = _artifact(credential_id)
     settings = dict(cred.deployed_oauth2 or {})
-    url = providers.endpoints(settings).token_url
+    proxies = _proxies(cred)
+    url = providers.endpoints(settings, proxies=proxies).token_url
     deadline = time.monotonic() + min(timeout or flow.expires_in, flow.expires_in)
     interval = flow.interval
     while True:
-        client = tokens.session(cred, settings)
+        client = tokens.session(cred, settings, proxies=proxies)
         try:
             data = dict(client.fetch_token(url, grant_type=DEVICE_GRANT, device_code=flow.device_code,
                                            timeout=tokens.HTTP_TIMEOUT))

@@ -26,7 +26,9 @@ def with_access_token(connection, credential):
             f"'{credential.name}' is an OAuth2 artifact.", hint="set the connection's authentication to OAuth2")
     if not oauth2:
         return credential
-    token = tokens.access_token(credential_id=credential.id)
+    from .proxying import for_connection  # token requests go through the connection's proxy
+
+    token = tokens.access_token(credential_id=credential.id, proxy=for_connection(connection))
     return replace(credential, password=token.value, token=token)
 
 

@@ -80,7 +80,7 @@ def settings_problems(kind: str, data: dict) -> list[tuple[str, str]]:
     return out
 
 
-def _discover(issuer: str) -> dict:
+def _discover(issuer: str, proxies: dict | None = None) -> dict:
     import requests
 
     cached = _DISCOVERY.get(issuer)
@@ -88,7 +88,7 @@ def _discover(issuer: str) -> dict:
         return cached[1]
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
     try:
-        reply = requests.get(url, timeout=10)
+        reply = requests.get(url, timeout=10, proxies=proxies)
         reply.raise_for_status()
         data = reply.json()
     except (requests.RequestException, ValueError) as exc:
@@ -100,8 +100,9 @@ def _discover(issuer: str) -> dict:
     return data
 
 
-def endpoints(data: dict) -> Endpoints:
-    """The endpoints for an artifact's (deployed) OAuth2 settings; reads discovery when needed."""
+def endpoints(data: dict, *, proxies: dict | None = None) -> Endpoints:
+    """The endpoints for an artifact's (deployed) OAuth2 settings; reads discovery when needed
+    (through `proxies`, a requests mapping, when given)."""
     provider = data.get("provider") or ""
     if provider == "microsoft":
         base = MICROSOFT.format(directory=(data.get("directory") or "organizations").strip())
@@ -111,7 +112,7 @@ def endpoints(data: dict) -> Endpoints:
         found = Endpoints(data.get("token_url") or GOOGLE_TOKEN, data.get("authorization_url") or GOOGLE_AUTHORIZE,
                           GOOGLE_DEVICE)
     elif data.get("issuer") and not (data.get("token_url") and data.get("authorization_url")):
-        meta = _discover(str(data["issuer"]))
+        meta = _discover(str(data["issuer"]), proxies)
         found = Endpoints(data.get("token_url") or meta.get("token_endpoint", ""),
                           data.get("authorization_url") or meta.get("authorization_endpoint", ""),
                           meta.get("device_authorization_endpoint", ""))

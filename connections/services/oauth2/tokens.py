@@ -29,8 +29,10 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from ...errors import CredentialError
+from ...mail.proxy import ProxySettings
 from ...models import CredentialKind, CredentialStatus, OAuth2Token, UserCredential
 from . import providers
+from . import proxying
 from .errors import PERMANENT, OAuth2Error, from_provider
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,9 @@ def _usable(row: OAuth2Token, version: int, now: dt.datetime, *, until: str = "r
 
 
 @sensitive_variables("row")
-def access_token(*, credential_id: int) -> AccessToken:
-    """A valid access token of the deployed OAuth2 artifact. Raises OAuth2Error / CredentialError."""
+def access_token(*, credential_id: int, proxy: ProxySettings | None = None) -> AccessToken:
+    """A valid access token of the deployed OAuth2 artifact. Raises OAuth2Error / CredentialError.
+    A token request (when the cache has none) goes through `proxy` (the asking connection's)."""
     cred = UserCredential.objects.get(pk=credential_id)
     if not cred.is_oauth2:
         raise CredentialError(f"Credential '{cred.name}' is not an OAuth2 artifact.")
@@ -101,7 +104,7 @@ def access_token(*, credential_id: int) -> AccessToken:
                 cred.refresh_from_db()
                 if _usable(row, cred.version, timezone.now()):  # stored while we took the lease
                     return AccessToken(row.access_token, row.expires_at, "cache")
-                return _obtain(cred, row)
+                return _obtain(cred, row, proxy)
             finally:
                 OAuth2Token.objects.filter(pk=row.pk, lease_owner=owner).update(lease_owner="", lease_until=None)
         # Another worker refreshes. A token that has not expired yet is still good meanwhile.
@@ -123,28 +126,33 @@ def forget(*, credential_id: int) -> None:
 
 # --- talking to the provider (no transaction open) -------------------------------------------
 
-def session(cred: UserCredential, settings: dict, **kwargs):
+def session(cred: UserCredential, settings: dict, *, proxies: dict | None = None, **kwargs):
+    """An Authlib OAuth2Session; with `proxies` (proxying.requests_proxies) through that proxy."""
     from authlib.integrations.requests_client import OAuth2Session
 
-    return OAuth2Session(
+    client = OAuth2Session(
         client_id=settings.get("client_id", ""), client_secret=cred.deployed_password or None,
         scope=providers.default_scope(settings) or None, token_endpoint_auth_method="client_secret_post", **kwargs,
     )
+    proxying.apply(client, proxies)
+    return client
 
 
-@sensitive_variables("refresh_token", "client")
-def request_token(cred: UserCredential, *, refresh_token: str | None = None) -> dict:
-    """One token request with retries on 5xx / timeouts / connection errors. Returns the JSON."""
+@sensitive_variables("refresh_token", "client", "proxies")
+def request_token(cred: UserCredential, *, refresh_token: str | None = None, proxy: ProxySettings | None = None) -> dict:
+    """One token request with retries on 5xx / timeouts / connection errors. Returns the JSON.
+    Through `proxy` when given (discovery too)."""
     import requests
     from authlib.integrations.base_client import OAuthError
 
     settings = dict(cred.deployed_oauth2 or {})
-    url = providers.endpoints(settings).token_url
+    proxies = proxying.requests_proxies(proxy)
+    url = providers.endpoints(settings, proxies=proxies).token_url
     last = ""
     for attempt in range(ATTEMPTS):
         if attempt:
             time.sleep(BACKOFF[min(attempt - 1, len(BACKOFF) - 1)])
-        client = session(cred, settings)
+        client = session(cred, settings, proxies=proxies)
         try:
             if cred.kind == CredentialKind.OAUTH2_CLIENT_CREDENTIALS:
                 return dict(client.fetch_token(url, grant_type="client_credentials", timeout=HTTP_TIMEOUT))
@@ -158,18 +166,18 @@ def request_token(cred: UserCredential, *, refresh_token: str | None = None) -> 
             last = f"OAuth2: the provider answered HTTP {exc.response.status_code if exc.response is not None else '?'}"
         except requests.Timeout:
             last = f"OAuth2: the provider did not answer within {HTTP_TIMEOUT:g}s"
-        except requests.ConnectionError:
-            last = "OAuth2: the provider cannot be reached (connection failed)"
+        except requests.ConnectionError as exc:
+            last = proxying.failure(proxy, exc) or "OAuth2: the provider cannot be reached (connection failed)"
         except ValueError:  # not JSON (an error page)
             last = "OAuth2: the provider's answer is not a token response (not JSON)"
         finally:
             client.close()
-    raise OAuth2Error(f"{last} (token URL {url}, {ATTEMPTS} attempts)",
-                      hint="the provider may be down; it is tried again at the next poll or send", transient=True)
+    raise OAuth2Error(f"{last} (token URL {url}, {ATTEMPTS} attempts)", hint=proxying.hint(proxy, last),
+                      transient=True)
 
 
 @sensitive_variables("refresh_token", "data", "value")
-def _obtain(cred: UserCredential, row: OAuth2Token) -> AccessToken:
+def _obtain(cred: UserCredential, row: OAuth2Token, proxy: ProxySettings | None = None) -> AccessToken:
     refresh_token = None
     if cred.kind == CredentialKind.OAUTH2_AUTHORIZATION_CODE:
         refresh_token = cred.refresh_token
@@ -179,7 +187,7 @@ def _obtain(cred: UserCredential, row: OAuth2Token) -> AccessToken:
                               error="unauthorized")
     started = time.perf_counter()
     try:
-        data = request_token(cred, refresh_token=refresh_token)
+        data = request_token(cred, refresh_token=refresh_token, proxy=proxy)
     except OAuth2Error as exc:
         _record_failure(cred, row, exc)
         raise
