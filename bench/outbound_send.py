@@ -113,6 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--compare-writer", metavar="WRITER_PY",
+                        help="also run 'ours-before': the outbox with the _Writer of this file (an older "
+                             "connections/services/outbound/writer.py, e.g. from `git show "
+                             "main:connections/services/outbound/writer.py`) — a before/after A/B in one run")
     args = parser.parse_args()
 
     run_dir = tempfile.mkdtemp(prefix="tm-bench-outbound-")
@@ -202,13 +206,33 @@ def main() -> None:
             return answer["seconds"]
 
         contenders = {"ours": run_ours, "bare": run_bare, "post-office": run_post_office}
+        if args.compare_writer:
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("connections.services.outbound._writer_before",
+                                                          args.compare_writer)
+            before = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(before)
+            if not hasattr(before._Writer, "flush"):
+                before._Writer.flush = lambda self: None  # that writer's thread wrote outcomes by itself
+            current_writer = outbox._Writer
+
+            def run_before(rnd: int) -> float:
+                outbox._Writer = before._Writer
+                try:
+                    return run_ours(rnd)
+                finally:
+                    outbox._Writer = current_writer
+
+            contenders["ours-before"] = run_before
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
         names = list(contenders)
         # One warm-up batch each, not counted: imports, caches, Postfix's processes.
         for name in names:
             contenders[name](-1)
+        print(f"load average at the start {os.getloadavg()[0]:.1f}", flush=True)
         for rnd in range(args.rounds):
-            order = names[rnd % 3:] + names[: rnd % 3]
+            order = names[rnd % len(names):] + names[: rnd % len(names)]
             for name in order:
                 seconds[name].append(contenders[name](rnd))
             print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
@@ -233,6 +257,9 @@ def main() -> None:
     print(f"ours / bare smtplib loop:   {rate['ours'] / rate['bare']:.2f}  (target >= 0.80)")
     print(f"ours / post-office:         {rate['ours'] / rate['post-office']:.2f}  (target > 1)")
     print(f"post-office / bare:         {rate['post-office'] / rate['bare']:.2f}")
+    if "ours-before" in rate:
+        print(f"ours-before / bare:         {rate['ours-before'] / rate['bare']:.2f}")
+        print(f"ours / ours-before:         {rate['ours'] / rate['ours-before']:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,10 @@ Sending (`send_due`) follows the rule "no transaction open across network I/O":
 1. claim: one short transaction, `SELECT … FOR UPDATE SKIP LOCKED` of the due messages of one
    connection, set to `sending` with `claimed_at`;
 2. talk: one SMTP session for up to `max_per_session` messages;
-3. record: each message's outcome right after the server's reply, handed to a writer thread
-   that group-commits them (whatever arrived within 50 ms, one short transaction and, on
-   PostgreSQL, one UPDATE per group), so that the database work overlaps with the SMTP
-   exchanges instead of adding to them. The MIME bytes are loaded ahead by another thread.
+3. record: each message's outcome right after the server's reply, handed to the writer,
+   which commits it together with the next message's "DATA started" (one statement, an
+   asynchronous commit on PostgreSQL: outbound/writer.py) or at the session's end. The MIME
+   bytes are loaded ahead by another thread.
 Each message records how far it got and the worker renews a lease: after a crash,
 `outbound/recovery.py` returns the untried messages to the queue by itself and makes
 `uncertain` the (at most one per session) message caught between DATA and the final reply.
@@ -807,6 +807,7 @@ def send_due(
                             _record_sent(item, result.accepted, dict(result.refused), write=write,
                                          replies=result.replies, final=result.reply, queue_id=result.queue_id))
                         del pending[item.id]
+                    write.flush()  # the last outcomes, before QUIT
             except MailError as exc:
                 if exc.transient:
                     # The server is unreachable or went away: not the fault of the messages

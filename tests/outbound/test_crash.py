@@ -113,14 +113,13 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
 
 
 def test_killed_with_outcomes_still_in_the_writer_at_most_one_is_uncertain(make_connection, fault):
-    """Outcomes are group-committed, but each message's "DATA started" waits for the outcomes
-    before it: a worker killed with outcomes in flight leaves at most its last message unknown."""
+    """Outcomes are buffered and committed with the next "DATA started": a worker killed with
+    outcomes not yet written leaves at most its last message unknown."""
     conn = make_connection(port=fault.port)
     messages = [outbox.enqueue(connection_id=conn.pk, to=[f"m{i}@example.test"], subject=f"m{i}", text="x",
                                dispatch=False) for i in range(3)]
-    # A group that never ends by itself, and a process that never finishes.
-    worker = _sender_process(conn.pk, setup="outbox._Writer.GROUP_WAIT = 3600.0\n"
-                                           "outbox._Writer.close = lambda self: __import__('time').sleep(3600)")
+    # Outcomes left in the writer at the session's end, and a process that never finishes.
+    worker = _sender_process(conn.pk, setup="outbox._Writer.flush = lambda self: __import__('time').sleep(3600)")
     wait_until(lambda: len(fault.accepted) == 3 or worker.poll() is not None, what="three deliveries")
     assert len(fault.accepted) == 3, worker.stderr.read().decode()
     worker.send_signal(signal.SIGKILL)
