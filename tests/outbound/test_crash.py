@@ -141,7 +141,7 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
     connection resends uncertain ones by itself). TM_CRASH_KILLS sets the number of kills
     (bench/outbound_crash.py runs it with 50)."""
     kills = int(os.environ.get("TM_CRASH_KILLS", "10"))
-    total = int(os.environ.get("TM_CRASH_MESSAGES", str(max(300, 40 * kills))))
+    total = int(os.environ.get("TM_CRASH_MESSAGES", str(max(300, 60 * kills))))
     rng = random.Random(int(os.environ.get("TM_CRASH_SEED", "19")))
     conn = make_connection(port=fault.port, max_per_session=50, resend_uncertain=True)
     messages = [outbox.prepare(connection_id=conn.pk, to=[f"k{i}@example.test"], subject=f"k{i}",
