@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kills", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=0, help="default: 40 per kill, at least 300")
+    parser.add_argument("--messages", type=int, default=0, help="default: 60 per kill, at least 300")
     parser.add_argument("--seed", type=int, default=19)
     args = parser.parse_args()
     env = {**os.environ, "TM_CRASH_KILLS": str(args.kills), "TM_CRASH_SEED": str(args.seed),

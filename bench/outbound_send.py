@@ -5,9 +5,11 @@ Three contenders send the same kind of message (~10 KB, text/plain, one recipien
 local Postfix over its submission port (STARTTLS, verified against the run's CA, then AUTH
 PLAIN — what a tenant's connection does), which delivers into Dovecot over LMTP:
 
-  ours         TenantMail's outbox: messages queued with outbox.enqueue(), then the timed
-               part is outbox.send_due() — claim, MIME loaded from the database, one SMTP
-               session, every message's outcome recorded (group-committed by the writer thread);
+  ours         TenantMail's outbox with default settings: messages queued with
+               outbox.enqueue(), then the timed part is outbox.send_due() — claims, MIME loaded
+               from the database, OUTBOX_PARALLEL_SESSIONS (2) SMTP sessions of up to 100
+               messages at once, every message's outcome recorded;
+  ours-1-session  the same with OUTBOX_PARALLEL_SESSIONS=1 (one session at a time);
   bare         a bare smtplib loop: one SMTP connection reused, sendmail() per message
                (the same MIME bytes the outbox built);
   post-office  django-post-office 3.12's `send_queued_mail` (defaults: 5 threads, one SMTP
@@ -115,6 +117,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)  # medians need >= 3
     parser.add_argument("--per-round", type=int, default=200)
+    parser.add_argument("--compare-writer", metavar="WRITER_PY",
+                        help="also run 'ours-before': the outbox with the _Writer of this file (an older "
+                             "connections/services/outbound/writer.py, e.g. from `git show "
+                             "main:connections/services/outbound/writer.py`) — a before/after A/B in one run")
     args = parser.parse_args()
 
     run_dir = tempfile.mkdtemp(prefix="tm-bench-outbound-")
@@ -131,6 +137,7 @@ def main() -> None:
 
     django.setup()
     from django.db import connection
+    from django.test import override_settings
 
     from connections.models import OutboundConnection, OutboxMessage, Tenant, UserCredential
     from connections.services import credentials, outbox
@@ -162,7 +169,7 @@ def main() -> None:
         conn = OutboundConnection.objects.create(
             tenant=tenant, name="postfix", host=host, port=port, protection="starttls_mandatory",
             authentication="plain", credential_name="bench", trusted_ca=servers.ca_pem,
-            default_from=SENDER, timeout=60,
+            default_from=SENDER, timeout=60,  # default settings: 100 messages per session
         )
         n = args.per_round
 
@@ -207,15 +214,40 @@ def main() -> None:
             servers.wait_for_messages(rcpt, count=n, timeout=300)
             return answer["seconds"], answer["cpu"]
 
-        contenders = {"ours": run_ours, "bare": run_bare, "post-office": run_post_office}
+        def run_one_session(rnd: int) -> float:
+            with override_settings(OUTBOX_PARALLEL_SESSIONS=1):
+                return run_ours(rnd)
+
+        contenders = {"ours": run_ours, "bare": run_bare, "post-office": run_post_office,
+                      "ours-1-session": run_one_session}
+        if args.compare_writer:
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("connections.services.outbound._writer_before",
+                                                          args.compare_writer)
+            before = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(before)
+            if not hasattr(before._Writer, "flush"):
+                before._Writer.flush = lambda self: None  # that writer's thread wrote outcomes by itself
+            current_writer = outbox._Writer
+
+            def run_before(rnd: int) -> float:
+                outbox._Writer = before._Writer
+                try:
+                    return run_ours(rnd)
+                finally:
+                    outbox._Writer = current_writer
+
+            contenders["ours-before"] = run_before
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
         cpus: dict[str, list[float]] = {name: [] for name in contenders}
         names = list(contenders)
         # One warm-up batch each, not counted: imports, caches, Postfix's processes.
         for name in names:
             contenders[name](-1)
+        print(f"load average at the start {os.getloadavg()[0]:.1f}", flush=True)
         for rnd in range(args.rounds):
-            order = names[rnd % 3:] + names[: rnd % 3]
+            order = names[rnd % len(names):] + names[: rnd % len(names)]
             for name in order:
                 wall, cpu = contenders[name](rnd)
                 seconds[name].append(wall)
@@ -244,6 +276,11 @@ def main() -> None:
     print(f"ours / bare smtplib loop:   {rate['ours'] / rate['bare']:.2f}  (target >= 0.80)")
     print(f"ours / post-office:         {rate['ours'] / rate['post-office']:.2f}  (target > 1)")
     print(f"post-office / bare:         {rate['post-office'] / rate['bare']:.2f}")
+    print(f"ours-1-session / bare:      {rate['ours-1-session'] / rate['bare']:.2f}  "
+          f"(ours: OUTBOX_PARALLEL_SESSIONS sessions, default 2; target >= 1.2)")
+    if "ours-before" in rate:
+        print(f"ours-before / bare:         {rate['ours-before'] / rate['bare']:.2f}")
+        print(f"ours / ours-before:         {rate['ours'] / rate['ours-before']:.2f}")
 
 
 if __name__ == "__main__":

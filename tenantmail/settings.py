@@ -325,6 +325,7 @@ OUTBOX_HOLD_SECONDS = env.float("OUTBOX_HOLD_SECONDS", default=300.0)
 OUTBOX_STALE_AFTER_MINUTES = env.float("OUTBOX_STALE_AFTER_MINUTES", default=15.0)
 OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=60.0)
 OUTBOX_SEND_TIME_BUDGET = env.float("OUTBOX_SEND_TIME_BUDGET", default=120.0)
+OUTBOX_PARALLEL_SESSIONS = env.int("OUTBOX_PARALLEL_SESSIONS", default=2)
 # How Django's send_mail() (password resets, admin error mails) sends: Django's SMTP backend
 # (to localhost:25), or "connections.backends.TenantMailBackend" through a tenant's outbox.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")

@@ -9,10 +9,10 @@ Sending (`send_due`) follows the rule "no transaction open across network I/O":
 1. claim: one short transaction, `SELECT … FOR UPDATE SKIP LOCKED` of the due messages of one
    connection, set to `sending` with `claimed_at`;
 2. talk: one SMTP session for up to `max_per_session` messages;
-3. record: each message's outcome right after the server's reply, handed to a writer thread
-   that group-commits them (whatever arrived within 50 ms, one short transaction and, on
-   PostgreSQL, one UPDATE per group), so that the database work overlaps with the SMTP
-   exchanges instead of adding to them. The MIME bytes are loaded ahead by another thread.
+3. record: each message's outcome right after the server's reply, handed to the writer,
+   which commits it together with the next message's "DATA started" (one statement, an
+   asynchronous commit on PostgreSQL: outbound/writer.py) or at the session's end. The MIME
+   bytes are loaded ahead by another thread.
 Each message records how far it got and the worker renews a lease: after a crash,
 `outbound/recovery.py` returns the untried messages to the queue by itself and makes
 `uncertain` the (at most one per session) message caught between DATA and the final reply.
@@ -37,7 +37,7 @@ from .. import signals
 from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
 from . import mime
-from .outbound import attributes, fastmime, recovery, templates
+from .outbound import attributes, fastmime, parallel, recovery, templates
 from .outbound.writer import _entry, _NotOurs, _update, _Writer  # noqa: F401 - _Writer: tests tune it
 from .mime import AttachmentIn
 
@@ -755,89 +755,99 @@ def send_due(
         report.error = f"connection '{connection.name}' is disabled" if not connection.enabled else "tenant inactive"
         return report
 
-    write = _Writer(threaded=not transaction.get_connection().in_atomic_block)
-    try:
-        while time.monotonic() < budget_end:
-            batch = _claim(connection, max(1, connection.max_per_session), message_ids)
-            if not batch:
-                break
-            report.sessions += 1
-            pending = {item.id: item for item in batch}  # claimed, not yet recorded
-            try:
-                # The loader first: it fetches MIME while the session is being opened.
-                with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at,
-                                        threaded=write.threaded), \
-                        _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
-                    _remember_size(connection, client.max_size)
-                    recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
-                    for index, item in enumerate(batch):
-                        if item.mime is None:
-                            loader.fill(index)
-                        if client.max_size and item.size > client.max_size:
-                            exc = SMTPReplyError(
-                                f"message is {_human(item.size)}, more than the {_human(client.max_size)} "
-                                f"the server accepts (SIZE {client.max_size}); not sent",
-                                code=552, transient=False,
-                            )
-                            report.outcomes.append(_record_failure(item, exc, transient=False, write=write))
-                            del pending[item.id]
-                            continue
-                        try:
-                            result = client.send(sender=item.envelope_from, recipients=item.envelope_to,
-                                                 message=item.mime,
-                                                 before_data=lambda item=item: write.mark_data(item))
-                        except _NotOurs as exc:  # the client closed the session: end it here
-                            del pending[item.id]
-                            report.outcomes += _release(pending.values(), reason=str(exc), delay=0,
-                                                        outcome="released", write=write)
-                            pending.clear()
-                            break
-                        except SMTPReplyError as exc:
+    threaded = not transaction.get_connection().in_atomic_block
+    sessions = parallel.parallel_sessions(threaded=threaded, only_some=message_ids is not None)
+
+    def run_sessions(report: SendReport) -> None:
+        write = _Writer(threaded=threaded)
+        try:
+            while time.monotonic() < budget_end:
+                batch = _claim(connection, max(1, connection.max_per_session), message_ids)
+                if not batch:
+                    break
+                report.sessions += 1
+                pending = {item.id: item for item in batch}  # claimed, not yet recorded
+                try:
+                    # The loader first: it fetches MIME while the session is being opened.
+                    with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at,
+                                            threaded=write.threaded), \
+                            _MimeLoader(batch, threaded=write.threaded) as loader, _open_session(connection) as client:
+                        _remember_size(connection, client.max_size)
+                        recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
+                        for index, item in enumerate(batch):
+                            if item.mime is None:
+                                loader.fill(index)
+                            if client.max_size and item.size > client.max_size:
+                                exc = SMTPReplyError(
+                                    f"message is {_human(item.size)}, more than the {_human(client.max_size)} "
+                                    f"the server accepts (SIZE {client.max_size}); not sent",
+                                    code=552, transient=False,
+                                )
+                                report.outcomes.append(_record_failure(item, exc, transient=False, write=write))
+                                del pending[item.id]
+                                continue
+                            try:
+                                result = client.send(sender=item.envelope_from, recipients=item.envelope_to,
+                                                     message=item.mime,
+                                                     before_data=lambda item=item: write.mark_data(item))
+                            except _NotOurs as exc:  # the client closed the session: end it here
+                                del pending[item.id]
+                                report.outcomes += _release(pending.values(), reason=str(exc), delay=0,
+                                                            outcome="released", write=write)
+                                pending.clear()
+                                break
+                            except SMTPReplyError as exc:
+                                report.outcomes.append(
+                                    _record_failure(item, exc, transient=exc.transient, write=write))
+                                del pending[item.id]
+                                if exc.code == 421:
+                                    raise ConnectError(f"the server closed the session: {exc.message}") from None
+                                continue
+                            except ConnectError as exc:
+                                report.outcomes.append(_record_failure(item, exc, transient=True, write=write))
+                                del pending[item.id]
+                                raise
+                            item.mime = None  # free memory as we go
                             report.outcomes.append(
-                                _record_failure(item, exc, transient=exc.transient, write=write))
+                                _record_sent(item, result.accepted, dict(result.refused), write=write,
+                                             replies=result.replies, final=result.reply, queue_id=result.queue_id))
                             del pending[item.id]
-                            if exc.code == 421:
-                                raise ConnectError(f"the server closed the session: {exc.message}") from None
-                            continue
-                        except ConnectError as exc:
-                            report.outcomes.append(_record_failure(item, exc, transient=True, write=write))
-                            del pending[item.id]
-                            raise
-                        item.mime = None  # free memory as we go
-                        report.outcomes.append(
-                            _record_sent(item, result.accepted, dict(result.refused), write=write,
-                                         replies=result.replies, final=result.reply, queue_id=result.queue_id))
-                        del pending[item.id]
-            except MailError as exc:
-                if exc.transient:
-                    # The server is unreachable or went away: not the fault of the messages
-                    # not yet tried, but each try counts when nothing got through at all.
-                    if len(pending) == len(batch):
-                        for item in pending.values():
-                            report.outcomes.append(_record_failure(item, exc, transient=True, write=write))
+                        write.flush()  # the last outcomes, before QUIT
+                except MailError as exc:
+                    if exc.transient:
+                        # The server is unreachable or went away: not the fault of the messages
+                        # not yet tried, but each try counts when nothing got through at all.
+                        if len(pending) == len(batch):
+                            for item in pending.values():
+                                report.outcomes.append(_record_failure(item, exc, transient=True, write=write))
+                        else:
+                            report.outcomes += _release(pending.values(), reason=str(exc), delay=_retry_base(),
+                                                        outcome="released", write=write)
+                        report.error = str(exc)
                     else:
-                        report.outcomes += _release(pending.values(), reason=str(exc), delay=_retry_base(),
-                                                    outcome="released", write=write)
-                    report.error = str(exc)
-                else:
+                        report.outcomes += _release(pending.values(), reason=str(exc), delay=_hold_seconds(),
+                                                    outcome="held", write=write)
+                        report.error = str(exc)
+                    break
+                except TenantMailError as exc:  # credentials, configuration
                     report.outcomes += _release(pending.values(), reason=str(exc), delay=_hold_seconds(),
                                                 outcome="held", write=write)
                     report.error = str(exc)
-                break
-            except TenantMailError as exc:  # credentials, configuration
-                report.outcomes += _release(pending.values(), reason=str(exc), delay=_hold_seconds(),
-                                            outcome="held", write=write)
-                report.error = str(exc)
-                break
-            except BaseException:
-                # Anything else (a bug, a kill): release what was not tried, keep the rest as is.
-                _release(pending.values(), reason="sending interrupted before this message was tried", delay=0,
-                         outcome="released", write=write)
-                raise
-            if message_ids is not None:
-                break
-    finally:
-        write.close()
+                    break
+                except BaseException:
+                    # Anything else (a bug, a kill): release what was not tried, keep the rest as is.
+                    _release(pending.values(), reason="sending interrupted before this message was tried", delay=0,
+                             outcome="released", write=write)
+                    raise
+                if message_ids is not None:
+                    break
+        finally:
+            write.close()
+
+    if sessions > 1:
+        parallel.run_parallel(report, sessions, run_sessions)
+    else:
+        run_sessions(report)
     signals.notify_outbox_finished(connection_id=connection_id, outcomes=report.outcomes)
     return report
 

@@ -61,10 +61,9 @@ def test_no_transaction_is_open_while_talking_to_the_server(make_connection, fau
 
 @pytest.mark.django_db(transaction=True)
 def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection, fault, monkeypatch):
-    """Outside a transaction the writer thread commits outcomes in groups (one transaction
-    each); every outcome lands, whatever the group boundaries."""
+    """Outside a transaction the writer commits outcomes in groups (one statement or one
+    transaction each), with the next message's "DATA started"; every outcome lands."""
     monkeypatch.setattr(outbox._Writer, "GROUP_MAX", 4)
-    monkeypatch.setattr(outbox._Writer, "GROUP_WAIT", 30.0)  # groups end at GROUP_MAX or at close
     groups: list[list[int]] = []
     real = writer._update_group
 

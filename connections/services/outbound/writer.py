@@ -2,18 +2,15 @@
 
 Every write is conditional — it lands only while the row is still ours (`sending`, the same
 `claimed_at`): an operator or crash recovery may have taken the message meanwhile. Outside a
-transaction the writes run in a thread of their own and are group-committed (one short
-transaction, on PostgreSQL one `UPDATE … FROM (VALUES …)` per shape of outcome); before each
-message's data goes out, `_Writer.mark_data` commits "DATA started" together with every
-outcome handed over before it, and waits for it (crash recovery relies on it: recovery.py).
-Moved out of outbox.py unchanged apart from the barrier (issue 19).
+transaction the writes are buffered by the sending thread and group-committed (one short
+transaction, on PostgreSQL one statement for all of them); before each message's data goes
+out, `_Writer.mark_data` commits "DATA started" together with every outcome handed over
+before it, from the sending thread, asynchronously on PostgreSQL (crash recovery relies on
+it: recovery.py). Moved out of outbox.py apart from the barrier (issue 19).
 """
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +54,7 @@ def _update(item: _Claimed, *, followup: dict | None = None, **values: Any) -> b
 
 def _fast_update(item: _Claimed, values: dict[str, Any]) -> int:
     """rows.update(**values) as one statement, without the ORM's query compiler: it runs once
-    per message, in the writer thread, and its CPU time competes with sending. On PostgreSQL
+    per message, and its CPU time competes with sending. On PostgreSQL
     with psycopg 3 it is a server-side prepared statement."""
     db = transaction.get_connection()
     meta = OutboxMessage._meta
@@ -129,6 +126,9 @@ def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
         _warn_missing(jobs, done)
         return done
     with transaction.atomic():
+        if db.vendor == "postgresql":
+            with db.cursor() as cursor:
+                cursor.execute(f"SELECT {_ASYNC_COMMIT}")
         shapes: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
         seen: set[int] = set()
         for item, values in jobs:
@@ -173,20 +173,29 @@ def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str
 def _bulk_update_all(db, groups: list[tuple[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]]]) -> set[int]:
     """PostgreSQL: the UPDATEs of several shapes as one statement (data-modifying CTEs)."""
     parts = [_bulk_sql(db, names, rows) for names, rows in groups]
-    if len(parts) == 1:
-        sql, params = parts[0]
-    else:
-        sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
-               + " " + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))))
-        params = [p for _, part_params in parts for p in part_params]
+    # One row: the ids written, and `synchronous_commit` off for this statement's own
+    # transaction (or the caller's): see _ASYNC_COMMIT.
+    sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
+           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
+           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
+    params = [p for _, part_params in parts for p in part_params]
     db.ensure_connection()
     if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
         with _psycopg_cursor(db.connection) as cursor:
             cursor.execute(sql, params)
-            return {row[0] for row in cursor.fetchall()}
+            return set(cursor.fetchone()[1])
     with db.cursor() as cursor:  # pragma: no cover - psycopg 2
         cursor.execute(sql, params)
-        return {row[0] for row in cursor.fetchall()}
+        return set(cursor.fetchone()[1])
+
+
+# The outcome writes commit without waiting for the WAL flush: still visible to every other
+# session at once (a killed worker loses nothing, recovery sees them), only a crash of the
+# PostgreSQL server itself can lose the last fraction of a second of them — those messages
+# then look as if the worker had died just before (docs/outbound.md, crash recovery). A
+# transaction-local setting (like SET LOCAL), so it costs no extra round trip and the
+# connection's other work (claims) stays synchronous.
+_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
 
 def _bulk_sql(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> tuple[str, list[Any]]:
@@ -224,116 +233,62 @@ class _NotOurs(TenantMailError):
     """The message left `sending` (an operator, or recovery) before its data went out."""
 
 
-class _Barrier:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.done = False
-
-
 class _Writer:
-    """Writes outcomes in the order given, in groups: one short transaction per group.
+    """Records outcomes in the order given, in groups: one statement (or one short
+    transaction) per group, committed by the sending thread itself.
 
-    Threaded when the caller is not inside a transaction (a worker, the CLI): the writes run
-    in a thread of their own, overlapping the SMTP exchanges instead of adding to them, and
-    are group-committed — whatever outcomes arrive within GROUP_WAIT seconds of the first
-    (at most GROUP_MAX) go into one transaction, so the database does one statement and one
-    commit per group instead of per message. Before each message's data goes out,
-    `mark_data` commits "DATA started" with every outcome handed over before it and waits
-    for it: when a worker dies, at most its last message lacks an outcome (it becomes
-    `uncertain`, see outbound/recovery.py); all others are recorded or provably untried.
+    Buffered when the caller is not inside a transaction (a worker, the CLI): outcomes wait
+    in memory and go out together with the next message's "DATA started" — `mark_data`
+    commits it with every outcome handed over before it, in ONE statement (one round trip)
+    on PostgreSQL, before that message's data goes out. So when a worker dies, at most its
+    last message lacks an outcome (it becomes `uncertain`, see outbound/recovery.py); all
+    others are recorded or provably untried. `flush` writes what is left (the sender calls
+    it when a session's last message has its reply, before QUIT). No transaction is ever
+    open across network I/O: each group is committed before the data goes out.
+
+    On PostgreSQL these commits are asynchronous (`synchronous_commit` off for that one
+    transaction, see `_ASYNC_COMMIT`): visible to every other session at once, so a killed
+    worker loses nothing; only a crash of the PostgreSQL server itself can lose the last
+    fraction of a second of them (docs/outbound.md, crash recovery). Claims stay synchronous.
     """
 
-    QUEUE_SIZE = 64
-    GROUP_MAX = 64
-    GROUP_WAIT = 0.05  # seconds
+    GROUP_MAX = 64  # outcomes buffered without a barrier (failures before the data) are written at this many
 
     def __init__(self, *, threaded: bool) -> None:
+        # `threaded`: outside a transaction (the name is kept: the heartbeat and the MIME
+        # loader use threads then, and tests tune this class).
         self.threaded = threaded
-        self.error: BaseException | None = None
-        if threaded:
-            self._queue: queue.Queue = queue.Queue(maxsize=self.QUEUE_SIZE)
-            self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
-            self._thread.start()
+        self._pending: list[tuple[_Claimed, dict[str, Any]]] = []
 
     def __call__(self, item: _Claimed, **values: Any) -> None:
         if not self.threaded:
             _update(item, **values)
             return
-        if self.error is not None:
-            raise self.error
-        self._queue.put((item, values))
+        self._pending.append((item, values))
+        if len(self._pending) >= self.GROUP_MAX:
+            self.flush()
 
     def mark_data(self, item: _Claimed) -> None:
-        """Commit "DATA started" for `item` — and every outcome handed over before it — and
-        wait for it: called right before the message data goes out (crash recovery relies on
-        it, see outbound/recovery.py). Raises when the message is no longer ours."""
+        """Commit "DATA started" for `item` — with every outcome handed over before it — and
+        return once committed: called right before the message data goes out (crash recovery
+        relies on it, see outbound/recovery.py). Raises when the message is no longer ours."""
         values = {"progress": SendProgress.DATA}
         if not self.threaded:
-            ours = _fast_update(item, values)
+            ours = bool(_fast_update(item, values))
         else:
-            if self.error is not None:
-                raise self.error
-            barrier = _Barrier()
-            self._queue.put((item, values, barrier))
-            barrier.event.wait()
-            if self.error is not None:
-                raise self.error
-            ours = barrier.done
+            ours = item.id in self._commit([(item, values)])
         if not ours:
             raise _NotOurs(f"message #{item.id} was changed by an operator while being sent; not sent")
 
-    def _next_group(self) -> tuple[list, bool]:
-        """The next group of jobs, and whether the sender has closed the writer."""
-        jobs: list = []
-        job = self._queue.get()
-        deadline = time.monotonic() + self.GROUP_WAIT
-        while job is not None:
-            jobs.append(job)
-            remaining = deadline - time.monotonic()
-            if len(jobs) >= self.GROUP_MAX or remaining <= 0 or len(job) == 3:  # a barrier: now
-                return jobs, False
-            try:
-                job = self._queue.get(timeout=remaining)
-            except queue.Empty:
-                return jobs, False
-        return jobs, True
+    def flush(self) -> None:
+        """Write every outcome handed over so far (one statement or short transaction)."""
+        if self.threaded and self._pending:
+            self._commit([])
 
-    def _run(self) -> None:
-        from django.db import connection as db_connection
-
-        try:
-            try:
-                if db_connection.vendor == "postgresql":
-                    # This thread's own connection commits without waiting for the disk
-                    # flush. A database crash can then lose the last fraction of a second of
-                    # outcomes: those messages stay in `sending` (stale, shown to the
-                    # operator), exactly like after a worker crash. Claims are flushed as
-                    # usual, so a crash never puts a sent message back to `queued`.
-                    with db_connection.cursor() as cursor:
-                        cursor.execute("SET synchronous_commit TO OFF")
-            except BaseException as exc:
-                self.error = exc  # keep draining the queue so that the sender never blocks
-            closed = False
-            while not closed:
-                jobs, closed = self._next_group()
-                done: set[int] = set()
-                if jobs and self.error is None:
-                    try:
-                        done = _update_group([job[:2] for job in jobs])
-                    except BaseException as exc:  # reported to the sender at its next write or close
-                        self.error = exc
-                for job in jobs:
-                    if len(job) == 3:
-                        job[2].done = job[0].id in done
-                        job[2].event.set()
-        finally:
-            db_connection.close()  # this thread's own database connection
+    def _commit(self, extra: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
+        jobs, self._pending = self._pending + extra, []
+        return _update_group(jobs)
 
     def close(self) -> None:
-        """Wait until every outcome is written; raise the first error of the writes."""
-        if not self.threaded:
-            return
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
+        """Write what is left; raises the write's error, if any."""
+        self.flush()
