@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 
-from ..models import InboundConnection, OutboundConnection, UserCredential
+from ..models import CredentialKind, InboundConnection, OutboundConnection, UserCredential
 from ..services import credentials as credential_service
 from ..services import predeploy
 
@@ -22,15 +22,18 @@ class EnteredValuesTestAdminMixin:
     def get_urls(self):
         return [path("<path:object_id>/test-entered/<str:kind>/<int:connection_id>/",
                      self.admin_site.admin_view(self.test_entered_view),  # type: ignore[attr-defined]
-                     name="connections_usercredential_test_entered"), *super().get_urls()]  # type: ignore[misc]
+                     name=f"connections_{self.opts.model_name}_test_entered"),  # type: ignore[attr-defined]
+                *super().get_urls()]  # type: ignore[misc]
 
     def _entered_tests(self, request: HttpRequest, obj: UserCredential | None) -> list[dict]:
         if obj is None or obj.pk is None or not (obj.version == 0 or obj.has_undeployed_changes):
             return []
+        if obj.kind != CredentialKind.USER:  # entered OAuth2 settings are tried by the token step, not here
+            return []
         if not self.has_run_permission(request, obj):  # type: ignore[attr-defined]
             return []
-        return [{"usage": str(u), "url": reverse(f"{self.admin_site.name}:connections_usercredential_test_entered",  # type: ignore[attr-defined]
-                                                  args=[obj.pk, u.kind, u.connection.pk])}
+        name = f"{self.admin_site.name}:connections_{self.opts.model_name}_test_entered"  # type: ignore[attr-defined]
+        return [{"usage": str(u), "url": reverse(name, args=[obj.pk, u.kind, u.connection.pk])}
                 for u in credential_service.used_by(credential=obj)]
 
     def render_change_form(self, request: HttpRequest, context: dict, add: bool = False, change: bool = False,
@@ -42,7 +45,7 @@ class EnteredValuesTestAdminMixin:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
-        if obj is None or kind not in MODELS:
+        if obj is None or kind not in MODELS or obj.kind != CredentialKind.USER:
             raise Http404("No such object.")
         if not self.has_run_permission(request, obj):  # type: ignore[attr-defined]
             raise PermissionDenied
@@ -61,5 +64,5 @@ class EnteredValuesTestAdminMixin:
             if failed.get("hint"):
                 text += f" — hint: {failed['hint']}"
             self.message_user(request, text + " The deployed values stay in use.", messages.ERROR)  # type: ignore[attr-defined]
-        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:connections_usercredential_change",  # type: ignore[attr-defined]
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:connections_{self.opts.model_name}_change",  # type: ignore[attr-defined]
                                             args=[obj.pk]))
