@@ -50,6 +50,14 @@ def _sender_process(connection_id: int, *, setup: str = "", lease: float = LEASE
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_kicks(monkeypatch):
+    """These tests drive the sending processes themselves: a Celery worker that an earlier test
+    of the session left running must not take the messages that recovery puts back."""
+    monkeypatch.setattr(recovery, "_kick", lambda connection_id: None)
+    monkeypatch.setattr(outbox, "kick", lambda *, connection_id: None)
+
+
 def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
