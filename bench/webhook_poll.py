@@ -78,7 +78,8 @@ def start_worker() -> subprocess.Popen:
     env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{connection.settings_dict['NAME']}"
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tenantmail", "worker", "--pool", "prefork", "--concurrency", "1",
-         "-Q", os.environ["CELERY_TASK_DEFAULT_QUEUE"], "--loglevel", "WARNING", "--without-heartbeat",
+         # No -Q: all of this run's queues (they derive from its own CELERY_TASK_DEFAULT_QUEUE).
+         "--loglevel", "WARNING", "--without-heartbeat",
          "--without-gossip", "--without-mingle"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
