@@ -26,6 +26,7 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage
 
+from connections.conf import conf
 from .errors import ConfigurationError, ValidationError
 from .services import outbox
 from .services.outbound import bulk
@@ -46,8 +47,8 @@ class TenantMailBackend(BaseEmailBackend):
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently, **kwargs)
-        self.tenant = tenant or getattr(settings, "TENANTMAIL_EMAIL_TENANT", "") or ""
-        self.connection_name = connection or getattr(settings, "TENANTMAIL_EMAIL_CONNECTION", "") or ""
+        self.tenant = tenant or conf.TENANTMAIL_EMAIL_TENANT or ""
+        self.connection_name = connection or conf.TENANTMAIL_EMAIL_CONNECTION or ""
         self.priority = priority
         self._connection_id: int | None = None
         self._has_default_recipients = False

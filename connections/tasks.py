@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from connections.conf import conf
+
 # --- inbound (polling)
 
 
@@ -12,12 +14,11 @@ def dispatch_due_polls() -> int:
     POLL_TASK_BATCH (`poll_connections`, services/poll_batches.py). Up to
     POLL_DISPATCH_FANOUT batches are published right here; more are handed to fan_out_polls
     tasks in chunks of that many batches, so that beat's tick stays short."""
-    from django.conf import settings
-
+    
     from .services import poll_batches, polling
 
     batches = poll_batches.batches(polling.claim_due())
-    chunk = max(1, int(getattr(settings, "POLL_DISPATCH_FANOUT", 200)))
+    chunk = max(1, int(conf.POLL_DISPATCH_FANOUT))
     with poll_connections.app.producer_or_acquire() as producer:
         if len(batches) <= chunk:
             for batch in batches:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import hmac
 import logging
 
-from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+
+from connections.conf import conf
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def metrics(request):
     """Prometheus text format; `Authorization: Bearer <METRICS_TOKEN>` (404 when no token is set)."""
     from .services.monitoring import metrics as service
 
-    token = getattr(settings, "METRICS_TOKEN", "")
+    token = conf.METRICS_TOKEN
     if not token:
         return HttpResponse("Metrics are off: set METRICS_TOKEN.\n", status=404, content_type="text/plain")
     given = request.headers.get("Authorization", "")

@@ -58,6 +58,14 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# TenantMail's own settings (POLL_*, INBOUND_*, OUTBOX_*, ALERT_*, WEBHOOK_*, TENANTMAIL_*, …):
+# each declared once, with its default and meaning, in connections/conf.py; read here from
+# the environment (see .env.example).
+from connections.conf import from_environment  # noqa: E402
+
+_tenantmail = from_environment(env)
+globals().update(_tenantmail)
+
 INSTALLED_APPS = [
     "tenantmail.admin_site.TenantMailAdminConfig",  # django.contrib.admin with TenantMail's site
     "django.contrib.auth",
@@ -244,16 +252,14 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # One beat entry for all polls and one for the outbox: each tick runs one query. (Also
 # settings of their own: the outbox derives its stale-claim window from its interval.)
-POLL_DISPATCH_INTERVAL = env.float("POLL_DISPATCH_INTERVAL", default=5.0)
-OUTBOX_DISPATCH_INTERVAL = env.float("OUTBOX_DISPATCH_INTERVAL", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-polls": {
         "task": "connections.tasks.dispatch_due_polls",
-        "schedule": POLL_DISPATCH_INTERVAL,
+        "schedule": _tenantmail["POLL_DISPATCH_INTERVAL"],
     },
     "dispatch-outbox": {
         "task": "connections.tasks.dispatch_outbox",
-        "schedule": OUTBOX_DISPATCH_INTERVAL,
+        "schedule": _tenantmail["OUTBOX_DISPATCH_INTERVAL"],
     },
     "index-messages-for-search": {
         "task": "connections.tasks.index_messages_for_search",
@@ -273,59 +279,10 @@ CELERY_BEAT_SCHEDULE = {
 # Monitoring (docs/monitoring.md): beat's scheduler records its heartbeat; workers and beat
 # record theirs and run the watchdog every WATCHDOG_INTERVAL; alert recipients and thresholds.
 CELERY_BEAT_SCHEDULER = "connections.services.monitoring.heartbeats:HeartbeatScheduler"
-MONITORING_HEARTBEAT_INTERVAL = env.float("MONITORING_HEARTBEAT_INTERVAL", default=10.0)
-MONITORING_BACKGROUND = env.bool("MONITORING_BACKGROUND", default=True)
-WATCHDOG_INTERVAL = env.float("WATCHDOG_INTERVAL", default=60.0)
-CELERY_BEAT_SCHEDULE["watchdog"] = {"task": "connections.tasks.watchdog_tick", "schedule": WATCHDOG_INTERVAL}
-ALERT_EMAIL_TO = env.list("ALERT_EMAIL_TO", default=[])
-ALERT_WEBHOOK_URL = env.str("ALERT_WEBHOOK_URL", default="")
-ALERT_WEBHOOK_SECRET = env.str("ALERT_WEBHOOK_SECRET", default="")
-ALERT_FAILING_AFTER = env.int("ALERT_FAILING_AFTER", default=3)
-ALERT_REMIND_EVERY_HOURS = env.float("ALERT_REMIND_EVERY_HOURS", default=24.0)
-ALERT_QUEUE_DEPTH_MAX = env.int("ALERT_QUEUE_DEPTH_MAX", default=1000)
-ALERT_QUEUE_OLDEST_MAX_SECONDS = env.float("ALERT_QUEUE_OLDEST_MAX_SECONDS", default=300.0)
-ALERT_OUTBOX_QUEUED_MAX_MINUTES = env.float("ALERT_OUTBOX_QUEUED_MAX_MINUTES", default=60.0)
-ALERT_DISK_FREE_MIN_MB = env.float("ALERT_DISK_FREE_MIN_MB", default=1024.0)
-ALERT_CERT_EXPIRY_DAYS = env.int("ALERT_CERT_EXPIRY_DAYS", default=14)
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-OPERATIONS_REFRESH_SECONDS = env.int("OPERATIONS_REFRESH_SECONDS", default=15)  # the admin's operations view
+CELERY_BEAT_SCHEDULE["watchdog"] = {"task": "connections.tasks.watchdog_tick", "schedule": _tenantmail["WATCHDOG_INTERVAL"]}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
-# --- Product settings
-POLL_HISTORY_RETENTION_DAYS = env.int("POLL_HISTORY_RETENTION_DAYS", default=30)
-# Inbound (connections/services/polling.py, storage.py): above this many due connections a beat
-# tick hands ids out in chunks of this size; when stored mail files are flushed to disk
-# ("destructive": only for connections that delete on the server, "always", "never"); mails
-# above this size are parsed from the stored file instead of in memory.
-POLL_DISPATCH_FANOUT = env.int("POLL_DISPATCH_FANOUT", default=200)
-# Scheduled polls per Celery task (run one after another; 1 = one task per poll). See
-# connections/services/poll_batches.py and docs/queues.md.
-POLL_TASK_BATCH = env.int("POLL_TASK_BATCH", default=10)
-INBOUND_FSYNC = env.str("INBOUND_FSYNC", default="destructive")
-INBOUND_PARSE_IN_MEMORY_MAX = env.int("INBOUND_PARSE_IN_MEMORY_MAX", default=8 * 1024 * 1024)
-# Mails per IMAP FETCH and per committed batch, and the batch's byte cap; mails above the
-# stream threshold are fetched in chunks to a spool file; parse during the poll (False: a
-# parse_stored_messages task parses afterwards); dispatch claim horizon and cap per tick.
-INBOUND_FETCH_BATCH = env.int("INBOUND_FETCH_BATCH", default=200)
-INBOUND_FETCH_BATCH_BYTES = env.int("INBOUND_FETCH_BATCH_BYTES", default=16 * 1024 * 1024)
-INBOUND_STREAM_THRESHOLD = env.int("INBOUND_STREAM_THRESHOLD", default=4 * 1024 * 1024)
-INBOUND_PARSE_DURING_POLL = env.bool("INBOUND_PARSE_DURING_POLL", default=True)
-# Large polls hand parsing and file writing to forked helper processes (0 turns them off).
-INBOUND_PREPARE_PROCESSES = env.int("INBOUND_PREPARE_PROCESSES", default=2)
-INBOUND_PREPARE_PROCESS_MIN = env.int("INBOUND_PREPARE_PROCESS_MIN", default=400)
-POLL_DISPATCH_CLAIM_SECONDS = env.int("POLL_DISPATCH_CLAIM_SECONDS", default=1800)
-POLL_DISPATCH_MAX = env.int("POLL_DISPATCH_MAX", default=50000)
-# Outbox (connections/services/outbox.py): retries with exponential backoff, a hold after a
-# connection problem, when a message stuck in `sending` counts as stale, and how long one
-# send task keeps opening new SMTP sessions.
-OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=5)
-OUTBOX_RETRY_BASE_SECONDS = env.float("OUTBOX_RETRY_BASE_SECONDS", default=60.0)
-OUTBOX_RETRY_MAX_SECONDS = env.float("OUTBOX_RETRY_MAX_SECONDS", default=3600.0)
-OUTBOX_HOLD_SECONDS = env.float("OUTBOX_HOLD_SECONDS", default=300.0)
-OUTBOX_STALE_AFTER_MINUTES = env.float("OUTBOX_STALE_AFTER_MINUTES", default=15.0)
-OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=60.0)
-OUTBOX_SEND_TIME_BUDGET = env.float("OUTBOX_SEND_TIME_BUDGET", default=120.0)
-OUTBOX_PARALLEL_SESSIONS = env.int("OUTBOX_PARALLEL_SESSIONS", default=2)
+# --- Django's mail settings
 # How Django's send_mail() (password resets, admin error mails) sends: Django's SMTP backend
 # (to localhost:25), or "connections.backends.TenantMailBackend" through a tenant's outbox.
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
@@ -338,14 +295,8 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
 # Django's own default: TenantMailBackend replaces it with the connection's default From.
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
-# The outbound connection that Django's send_mail() uses through
-# EMAIL_BACKEND = "connections.backends.TenantMailBackend" (empty: pass tenant= and connection=).
-TENANTMAIL_EMAIL_TENANT = env.str("TENANTMAIL_EMAIL_TENANT", default="")
-TENANTMAIL_EMAIL_CONNECTION = env.str("TENANTMAIL_EMAIL_CONNECTION", default="")
-# Networks no mail connection may reach, checked after name resolution (comma-separated
-# CIDRs; empty: none). Default: link-local and cloud metadata addresses. docs/security.md.
-TENANTMAIL_BLOCKED_NETWORKS = env.str("TENANTMAIL_BLOCKED_NETWORKS", default="169.254.0.0/16,fe80::/10,fd00:ec2::254/128")
-for _network in filter(None, (n.strip() for n in TENANTMAIL_BLOCKED_NETWORKS.split(","))):
+# TENANTMAIL_BLOCKED_NETWORKS (connections/conf.py) must be CIDRs: checked at start-up.
+for _network in filter(None, (n.strip() for n in _tenantmail["TENANTMAIL_BLOCKED_NETWORKS"].split(","))):
     try:
         import ipaddress
 
@@ -353,26 +304,9 @@ for _network in filter(None, (n.strip() for n in TENANTMAIL_BLOCKED_NETWORKS.spl
     except ValueError:
         _stop(f"TENANTMAIL_BLOCKED_NETWORKS: {_network!r} is not a network; give comma-separated CIDRs "
               "such as 169.254.0.0/16,10.0.0.0/8.")
-# Seconds the admin's "Test connection" waits for the result before answering (the test
-# goes on and records its result); keep it below the web server's request timeout.
-CONNECTIVITY_ADMIN_WAIT = env.float("CONNECTIVITY_ADMIN_WAIT", default=20.0)
 
-# --- Passing mail on (docs/webhooks.md, docs/api.md, docs/retention.md)
-# Webhooks: request timeout, attempts per delivery, backoff, consecutive failed attempts
-# that disable a webhook, and how long one delivery run goes on.
-WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
-WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
-WEBHOOK_RETRY_BASE_SECONDS = env.float("WEBHOOK_RETRY_BASE_SECONDS", default=30.0)
-WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=3600.0)
-WEBHOOK_DISABLE_AFTER = env.int("WEBHOOK_DISABLE_AFTER", default=50)
-WEBHOOK_RUN_SECONDS = env.float("WEBHOOK_RUN_SECONDS", default=60.0)
-# Deliveries of a connection wait while its poll runs, for at most this long (0: never wait).
-WEBHOOK_POLL_GRACE_SECONDS = env.float("WEBHOOK_POLL_GRACE_SECONDS", default=60.0)
-# The daily purge deletes delivered/failed webhook deliveries older than this.
-WEBHOOK_LOG_RETENTION_DAYS = env.int("WEBHOOK_LOG_RETENTION_DAYS", default=30)
-# The API's rate limit per token (DRF throttling in the cache; set CACHE_URL to a shared
-# cache, e.g. redis://127.0.0.1:6379/1, when several web processes serve the API).
-API_RATE_LIMIT = env.str("API_RATE_LIMIT", default="600/min")
+# The API's rate limit (API_RATE_LIMIT) is counted in the cache: set CACHE_URL to a shared
+# cache, e.g. redis://127.0.0.1:6379/1, when several web processes serve the API.
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -401,8 +335,3 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
-
-# The app's public base URL: the OAuth2 callback URL registered at the provider is
-# <base>/oauth2/callback/ (docs/oauth2.md; empty: the admin request's host), and webhook bodies
-# link to the API under it (docs/webhooks.md; empty: http://127.0.0.1:8000).
-TENANTMAIL_BASE_URL = env.str("TENANTMAIL_BASE_URL", default="")

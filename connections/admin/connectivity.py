@@ -26,7 +26,6 @@ import time
 from contextvars import ContextVar
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -37,6 +36,7 @@ from django.urls import NoReverseMatch, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
+from connections.conf import conf
 from ..errors import TenantMailError
 from ..services import connectivity, dates
 from ..services.connection_settings import connection_kind, short_warnings, warnings_for
@@ -248,7 +248,7 @@ class ConnectivityTestAdminMixin:
 def admin_wait() -> float:
     """Seconds an admin request waits for a test (settings.CONNECTIVITY_ADMIN_WAIT, default 20):
     below the web server's worker timeout (gunicorn: 30 s)."""
-    return float(getattr(settings, "CONNECTIVITY_ADMIN_WAIT", 20))
+    return float(conf.CONNECTIVITY_ADMIN_WAIT)
 
 
 def _own_change_form_exists(opts: Any) -> bool:

@@ -2,20 +2,19 @@
 operations view with its lock monitor (admin/connections/alert/operations/)."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from connections.conf import conf
 from ..models import Alert, AlertSettings, AlertState
 from ..services import tenancy
 from ..services.monitoring import alerts as alert_service
 from ..services.monitoring import operations
 from .base import TenantScopedAdmin
 
-REFRESH_SECONDS = 15  # OPERATIONS_REFRESH_SECONDS overrides it
 
 
 @admin.register(Alert)
@@ -54,7 +53,7 @@ class AlertAdmin(TenantScopedAdmin):
         can_release = tenancy.can(request.user, None, action="run")
         context = {
             **self.admin_site.each_context(request), "title": "Operations", "data": data,
-            "refresh": getattr(settings, "OPERATIONS_REFRESH_SECONDS", REFRESH_SECONDS), "can_release": can_release, "opts": self.model._meta,
+            "refresh": conf.OPERATIONS_REFRESH_SECONDS, "can_release": can_release, "opts": self.model._meta,
             "firing": AlertState.FIRING,
         }
         return TemplateResponse(request, "admin/connections/operations.html", context)

@@ -1,9 +1,9 @@
 """Rate limit per API token (API_RATE_LIMIT, e.g. "600/min"), counted in the cache."""
 from __future__ import annotations
 
-from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
+from connections.conf import conf
 from ..models import ApiToken
 
 
@@ -11,7 +11,7 @@ class TokenRateThrottle(SimpleRateThrottle):
     scope = "api-token"
 
     def get_rate(self) -> str:
-        return str(getattr(settings, "API_RATE_LIMIT", "600/min"))
+        return str(conf.API_RATE_LIMIT)
 
     def get_cache_key(self, request, view) -> str | None:
         if isinstance(request.auth, ApiToken):

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
+from connections.conf import conf
 from .. import signals
 from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
@@ -56,28 +56,28 @@ _MIME_CHUNK_BYTES = 16 * 1024 * 1024
 # --- settings (all optional; defaults documented in docs/outbound.md) ------------------------
 
 def _max_attempts() -> int:
-    return max(1, int(getattr(settings, "OUTBOX_MAX_ATTEMPTS", 5)))
+    return max(1, int(conf.OUTBOX_MAX_ATTEMPTS))
 
 
 def _retry_base() -> float:
-    return float(getattr(settings, "OUTBOX_RETRY_BASE_SECONDS", 60))
+    return float(conf.OUTBOX_RETRY_BASE_SECONDS)
 
 
 def _retry_max() -> float:
-    return float(getattr(settings, "OUTBOX_RETRY_MAX_SECONDS", 3600))
+    return float(conf.OUTBOX_RETRY_MAX_SECONDS)
 
 
 def _hold_seconds() -> float:
     """Wait after a connection-level problem (credentials, TLS, authentication)."""
-    return float(getattr(settings, "OUTBOX_HOLD_SECONDS", 300))
+    return float(conf.OUTBOX_HOLD_SECONDS)
 
 
 def _stale_minutes() -> float:
-    return float(getattr(settings, "OUTBOX_STALE_AFTER_MINUTES", 15))
+    return float(conf.OUTBOX_STALE_AFTER_MINUTES)
 
 
 def _time_budget() -> float:
-    return float(getattr(settings, "OUTBOX_SEND_TIME_BUDGET", 120))
+    return float(conf.OUTBOX_SEND_TIME_BUDGET)
 
 
 def stale_cutoff(now: datetime | None = None) -> datetime:
@@ -373,7 +373,7 @@ def kick(*, connection_id: int) -> None:
 def _task_expiry() -> float:
     # A send task that waited longer than this is dropped: the beat dispatcher has queued a
     # newer one by then, so a stopped worker does not face a pile of duplicates at restart.
-    return max(60.0, 6 * float(getattr(settings, "OUTBOX_DISPATCH_INTERVAL", 10.0)))
+    return max(60.0, 6 * float(conf.OUTBOX_DISPATCH_INTERVAL))
 
 
 def send_test_mail(*, connection_id: int, to: str) -> OutboxMessage:

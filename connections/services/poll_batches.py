@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 
+from connections.conf import conf
 from ..models import InboundConnection
 from . import polling
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def batch_size() -> int:
-    return max(1, int(getattr(settings, "POLL_TASK_BATCH", 10)))
+    return max(1, int(conf.POLL_TASK_BATCH))
 
 
 def batches(ids: list[int], *, size: int | None = None) -> list[list[int]]:

@@ -24,6 +24,7 @@ from django.db import transaction
 from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
+from connections.conf import conf
 from ..errors import ValidationError
 from ..models import (
     Attachment, DeliveryStatus, InboundConnection, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus,
@@ -134,9 +135,8 @@ def purge(*, tenant: str | None = None, connection: str | None = None, older_tha
 
 def prune_delivery_log(*, now: datetime) -> int:
     """Delete finished webhook deliveries older than WEBHOOK_LOG_RETENTION_DAYS (pending ones stay)."""
-    from django.conf import settings
-
-    days = int(getattr(settings, "WEBHOOK_LOG_RETENTION_DAYS", 30))
+    
+    days = int(conf.WEBHOOK_LOG_RETENTION_DAYS)
     cutoff = now - timedelta(days=days)
     deleted = 0
     while True:

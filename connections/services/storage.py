@@ -25,6 +25,7 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from connections.conf import conf
 from ..models import Attachment, InboundConnection, PostProcessing, StoredMessage
 from . import parsing, safe_html
 
@@ -254,7 +255,7 @@ def _must_sync(connection: InboundConnection) -> bool:
     """Flush the files to disk before the rows commit? Needed when the server copy is
     deleted right after the commit: a power cut must not leave a row without its mail.
     INBOUND_FSYNC: "destructive" (default: only for Delete), "always" or "never"."""
-    mode = str(getattr(settings, "INBOUND_FSYNC", "destructive")).lower()
+    mode = str(conf.INBOUND_FSYNC).lower()
     if mode == "always":
         return True
     if mode == "never":
@@ -618,7 +619,7 @@ def parse_stored(*, message_id: int) -> bool:
 
 
 def settings_parse_in_memory_max() -> int:
-    return int(getattr(settings, "INBOUND_PARSE_IN_MEMORY_MAX", 8 * 1024 * 1024))
+    return int(conf.INBOUND_PARSE_IN_MEMORY_MAX)
 
 
 @dataclass

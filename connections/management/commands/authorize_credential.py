@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from connections.conf import conf
 from connections.errors import TenantMailError
 from connections.services.oauth2 import authorize
 
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if device:
             return self._device(cred, credential_name, timeout)
-        base = base_url or getattr(settings, "TENANTMAIL_BASE_URL", "") or "http://127.0.0.1:8000"
+        base = base_url or conf.base_url()
         redirect_uri = authorize.callback_url(base)
         try:
             url = authorize.start(credential_id=cred.pk, redirect_uri=redirect_uri)

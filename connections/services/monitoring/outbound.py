@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from connections.conf import conf
 from ...models import OutboundConnection, OutboundSendState
 from . import runtime
 
@@ -29,7 +29,7 @@ _FAILED = ("retry", "failed", "held")
 
 
 def _hold_seconds() -> float:
-    return float(getattr(settings, "OUTBOX_HOLD_SECONDS", 300))
+    return float(conf.OUTBOX_HOLD_SECONDS)
 
 
 def _failures(report) -> tuple[int | None, int]:

@@ -1,24 +1,21 @@
 """Monitoring thresholds, from Django settings (environment variables; see docs/monitoring.md)."""
 from __future__ import annotations
 
-from django.conf import settings
+from connections.conf import conf
 
-
-def _float(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
 
 
 def heartbeat_interval() -> float:
     """Seconds between a worker's heartbeats (and the beat's, at most)."""
-    return _float("MONITORING_HEARTBEAT_INTERVAL", 10.0)
+    return float(conf.MONITORING_HEARTBEAT_INTERVAL)
 
 
 def watchdog_interval() -> float:
-    return _float("WATCHDOG_INTERVAL", 60.0)
+    return float(conf.WATCHDOG_INTERVAL)
 
 
 def dispatch_interval() -> float:
-    return _float("POLL_DISPATCH_INTERVAL", 5.0)
+    return float(conf.POLL_DISPATCH_INTERVAL)
 
 
 def beat_stale_after() -> float:
@@ -31,43 +28,43 @@ def worker_stale_after() -> float:
 
 
 def failing_after_default() -> int:
-    return int(getattr(settings, "ALERT_FAILING_AFTER", 3))
+    return int(conf.ALERT_FAILING_AFTER)
 
 
 def remind_every_hours_default() -> float:
-    return _float("ALERT_REMIND_EVERY_HOURS", 24.0)
+    return float(conf.ALERT_REMIND_EVERY_HOURS)
 
 
 def queue_depth_max() -> int:
-    return int(getattr(settings, "ALERT_QUEUE_DEPTH_MAX", 1000))
+    return int(conf.ALERT_QUEUE_DEPTH_MAX)
 
 
 def queue_oldest_max_seconds() -> float:
-    return _float("ALERT_QUEUE_OLDEST_MAX_SECONDS", 300.0)
+    return float(conf.ALERT_QUEUE_OLDEST_MAX_SECONDS)
 
 
 def outbox_queued_max_minutes() -> float:
-    return _float("ALERT_OUTBOX_QUEUED_MAX_MINUTES", 60.0)
+    return float(conf.ALERT_OUTBOX_QUEUED_MAX_MINUTES)
 
 
 def disk_free_min_mb() -> float:
-    return _float("ALERT_DISK_FREE_MIN_MB", 1024.0)
+    return float(conf.ALERT_DISK_FREE_MIN_MB)
 
 
 def cert_expiry_days() -> int:
-    return int(getattr(settings, "ALERT_CERT_EXPIRY_DAYS", 14))
+    return int(conf.ALERT_CERT_EXPIRY_DAYS)
 
 
 def system_email_to() -> list[str]:
-    value = getattr(settings, "ALERT_EMAIL_TO", [])
+    value = conf.ALERT_EMAIL_TO
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",")]
     return [v for v in value if v]
 
 
 def system_webhook() -> tuple[str, str]:
-    return getattr(settings, "ALERT_WEBHOOK_URL", ""), getattr(settings, "ALERT_WEBHOOK_SECRET", "")
+    return conf.ALERT_WEBHOOK_URL, conf.ALERT_WEBHOOK_SECRET
 
 
 def background_enabled() -> bool:
-    return bool(getattr(settings, "MONITORING_BACKGROUND", True))
+    return bool(conf.MONITORING_BACKGROUND)

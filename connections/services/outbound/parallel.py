@@ -18,8 +18,9 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Callable
 
-from django.conf import settings
 from django.db import connections, transaction
+
+from connections.conf import conf
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..outbox import SendReport
@@ -29,7 +30,7 @@ def parallel_sessions(*, threaded: bool, only_some: bool) -> int:
     """How many sessions of one connection `send_due` runs at once."""
     if not threaded or only_some or transaction.get_connection().vendor != "postgresql":
         return 1
-    return max(1, int(getattr(settings, "OUTBOX_PARALLEL_SESSIONS", 2)))
+    return max(1, int(conf.OUTBOX_PARALLEL_SESSIONS))
 
 
 def run_parallel(report: SendReport, sessions: int, run: Callable[[SendReport], None]) -> None:

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from connections.conf import conf
 from ...models import OutboxMessage, OutboxStatus, SendProgress
 
 log = logging.getLogger(__name__)
@@ -41,11 +41,11 @@ UNCERTAIN_DETAIL = "the sending stopped after the data, before the server's repl
 
 
 def lease_seconds() -> float:
-    return max(1.0, float(getattr(settings, "OUTBOX_LEASE_SECONDS", 60)))
+    return max(1.0, float(conf.OUTBOX_LEASE_SECONDS))
 
 
 def _stale_minutes() -> float:
-    return float(getattr(settings, "OUTBOX_STALE_AFTER_MINUTES", 15))
+    return float(conf.OUTBOX_STALE_AFTER_MINUTES)
 
 
 def lease_until(now: datetime | None = None) -> datetime:

@@ -14,6 +14,7 @@ from typing import Iterable
 
 from django.conf import settings
 
+from connections.conf import conf
 from ..guarded_http import TargetBlocked, open_url
 from .providers import Server
 
@@ -34,7 +35,7 @@ AUTHENTICATIONS = {"password-cleartext": "plain", "plain": "plain", "password-en
 
 
 def _timeout() -> float:
-    return float(getattr(settings, "TENANTMAIL_DISCOVERY_TIMEOUT", 4.0))
+    return float(conf.TENANTMAIL_DISCOVERY_TIMEOUT)
 
 
 def _fetch(url: str, *, data: bytes | None = None) -> bytes | None:
@@ -156,8 +157,8 @@ def srv(*, domain: str) -> tuple[list[Server], str] | None:
         import dns.resolver
     except ImportError:  # dnspython is in requirements.txt; without it, no SRV lookups
         return None
-    resolver = dns.resolver.Resolver(configure=not getattr(settings, "TENANTMAIL_DNS_NAMESERVERS", None))
-    nameservers: Iterable[str] | None = getattr(settings, "TENANTMAIL_DNS_NAMESERVERS", None)
+    resolver = dns.resolver.Resolver(configure=not conf.TENANTMAIL_DNS_NAMESERVERS)
+    nameservers: Iterable[str] | None = conf.TENANTMAIL_DNS_NAMESERVERS
     if nameservers:
         resolver.nameservers = [n.split(":")[0] for n in nameservers]
         resolver.port = int(next(iter(nameservers)).split(":")[1]) if ":" in next(iter(nameservers)) else 53

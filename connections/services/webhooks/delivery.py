@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from connections.conf import conf
 from ...errors import TenantMailError
 from ...models import (
     DeliveryStatus, PollOutcome, PollRun, StoredMessage, Webhook, WebhookDelivery, WebhookState,
@@ -49,20 +49,16 @@ DUE_BATCH = 100
 DEFER_SECONDS = 2.0
 
 
-def _setting(name: str, default: float) -> float:
-    return float(getattr(settings, name, default))
-
-
 def max_attempts() -> int:
-    return int(_setting("WEBHOOK_MAX_ATTEMPTS", 8))
+    return int(conf.WEBHOOK_MAX_ATTEMPTS)
 
 
 def disable_after() -> int:
-    return int(_setting("WEBHOOK_DISABLE_AFTER", 50))
+    return int(conf.WEBHOOK_DISABLE_AFTER)
 
 
 def backoff_seconds(attempts: int) -> float:
-    base, cap = _setting("WEBHOOK_RETRY_BASE_SECONDS", 30.0), _setting("WEBHOOK_RETRY_MAX_SECONDS", 3600.0)
+    base, cap = float(conf.WEBHOOK_RETRY_BASE_SECONDS), float(conf.WEBHOOK_RETRY_MAX_SECONDS)
     return min(cap, base * (2 ** max(0, attempts - 1)))
 
 
@@ -145,7 +141,7 @@ def _poll_running(webhook: Webhook) -> bool:
     """Is the connection's poll running (and younger than WEBHOOK_POLL_GRACE_SECONDS)?"""
     if not webhook.connection_id:
         return False
-    grace = _setting("WEBHOOK_POLL_GRACE_SECONDS", 60.0)
+    grace = float(conf.WEBHOOK_POLL_GRACE_SECONDS)
     if grace <= 0:
         return False
     return PollRun.objects.filter(connection_id=webhook.connection_id, outcome=PollOutcome.RUNNING,
@@ -170,8 +166,8 @@ def run(*, webhook_id: int, budget: float | None = None) -> RunReport:
     """Deliver what is due for one webhook until nothing is, an attempt fails (the receiver
     is down: the rest waits for its backoff), or the time budget is spent."""
     report = RunReport(webhook_id)
-    budget = budget if budget is not None else _setting("WEBHOOK_RUN_SECONDS", 60.0)
-    timeout = _setting("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+    budget = budget if budget is not None else float(conf.WEBHOOK_RUN_SECONDS)
+    timeout = float(conf.WEBHOOK_TIMEOUT_SECONDS)
     if not _acquire(webhook_id, budget + timeout + 30):
         report.busy = True
         return report

@@ -4,14 +4,14 @@ from __future__ import annotations
 import email.utils
 from typing import Any
 
-from django.conf import settings
 
+from connections.conf import conf
 from ...models import Attachment, OutboxMessage, StoredMessage
 from ..messages import decode_header_value
 
 
 def base_url() -> str:
-    return str(getattr(settings, "TENANTMAIL_BASE_URL", "") or "http://127.0.0.1:8000").rstrip("/")
+    return conf.base_url()
 
 
 def api_url(path: str) -> str:
