@@ -28,7 +28,7 @@ ensure_venv() {  # ensure_venv REQUIREMENTS_FILE
 
 # Debian packages the tests run for real (Dovecot, Postfix, openssl, Chromium), plus fonts so
 # that CJK text and emoji in browser screenshots are readable rather than empty boxes.
-TEST_DEBIAN_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl microsocks tinyproxy chromium fonts-noto-cjk fonts-noto-color-emoji"
+TEST_DEBIAN_PACKAGES="dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix openssl microsocks tinyproxy dante-server chromium fonts-noto-cjk fonts-noto-color-emoji"
 
 ensure_debian_packages() {
     local missing="" p

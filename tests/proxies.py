@@ -3,14 +3,17 @@
 Fixtures (session scope, one process each, stopped by pid at session end):
 ``socks_proxy``  -> :class:`RunningProxy` — microsocks (SOCKS5, user/password authentication).
 ``http_proxy``   -> :class:`RunningProxy` — tinyproxy 1.11 (HTTP CONNECT, BasicAuth).
+``dante_proxy``  -> :class:`RunningProxy` — Dante's danted (SOCKS5 as companies run it; no
+                    authentication: its user/password method needs system accounts).
 ``dead_proxy_port`` -> a free loopback port where nothing listens.
 
 ``RunningProxy.log()`` is the proxy's own log (microsocks' stdout: one "connected to host:port"
-line per tunnel; tinyproxy's LogFile at level Connect: one "CONNECT host:port" line per
+line per tunnel; danted's logoutput: one "tcp/connect [" line per tunnel; tinyproxy's LogFile at level Connect: one "CONNECT host:port" line per
 request), which is how a test proves its traffic went through the proxy.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -43,14 +46,17 @@ class RunningProxy:
     def tunnels_to(self, port: int) -> int:
         """How many tunnels to 127.0.0.1/localhost:port the proxy's log shows."""
         text = self.log()
-        if self.type == "socks5":
+        if self.type == "socks5" and self.username:  # microsocks
             return sum(1 for line in text.splitlines() if "connected to" in line and line.endswith(f":{port}"))
+        if self.type == "socks5":  # danted: "tcp/connect [: <client> <proxy> -> <local> <target>"
+            return sum(1 for line in text.splitlines() if "tcp/connect [" in line and line.endswith(f".{port}"))
         return sum(1 for line in text.splitlines() if "Request" in line and f"CONNECT " in line
                    and f":{port} HTTP/" in line)
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            # danted forks helpers: end its whole process group (each proxy has its own).
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -84,7 +90,8 @@ def start_socks_proxy(root: Path) -> RunningProxy:
     log = root / "microsocks.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([binary, "-i", HOST, "-p", str(port), "-u", user, "-P", password],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     _wait_listening(port, proc, "microsocks", log)
     return RunningProxy("socks5", HOST, port, user, password, log, proc)
 
@@ -101,9 +108,26 @@ def start_http_proxy(root: Path) -> RunningProxy:
     )
     with open(root / "tinyproxy.out", "wb") as out:
         proc = subprocess.Popen([binary, "-d", "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
     _wait_listening(port, proc, "tinyproxy", root / "tinyproxy.out")
     return RunningProxy("http", HOST, port, user, password, log, proc)
+
+
+def start_dante_proxy(root: Path) -> RunningProxy:
+    binary = shutil.which("danted") or "/usr/sbin/danted"
+    port = free_port()
+    log, conf = root / "danted.log", root / "danted.conf"
+    conf.write_text(
+        f"logoutput: {log}\ninternal: {HOST} port = {port}\nexternal: {HOST}\n"
+        "clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n"
+        f"client pass {{ from: {HOST}/8 to: 0.0.0.0/0 log: error }}\n"
+        f"socks pass {{ from: {HOST}/8 to: 0.0.0.0/0 log: connect error }}\n"
+    )
+    with open(root / "danted.out", "wb") as out:
+        proc = subprocess.Popen([binary, "-f", str(conf)], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    _wait_listening(port, proc, "danted", root / "danted.out")
+    return RunningProxy("socks5", HOST, port, "", "", log, proc)
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +148,13 @@ def socks_proxy(proxy_root: Path) -> Iterator[RunningProxy]:
 @pytest.fixture(scope="session")
 def http_proxy(proxy_root: Path) -> Iterator[RunningProxy]:
     proxy = start_http_proxy(proxy_root)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def dante_proxy(proxy_root: Path) -> Iterator[RunningProxy]:
+    proxy = start_dante_proxy(proxy_root)
     yield proxy
     proxy.stop()
 
