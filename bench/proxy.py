@@ -38,7 +38,7 @@ def main() -> None:
     proxy = start_socks_proxy(Path(tempfile.mkdtemp(prefix="tmpx-bench-")))
     try:
         from connections.models import PollOutcome
-        from connections.services.polling import poll
+        from connections.services.inbound.poll import poll
 
         login = make_connection(servers, *servers.add_user())  # only for a deployed credential name
         from connections.models import UserCredential
