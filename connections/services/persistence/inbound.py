@@ -200,7 +200,7 @@ def _update_sql(model, pk: int, values: dict) -> tuple[str, list]:
 
 def insert_messages(*, messages: list[dict], attachments: list[list[dict]]) -> list[int]:
     """Insert StoredMessage rows (dicts of attname -> value) and, for each, its Attachment rows
-    (without message_id: set here). Returns the messages' ids, in order. A unique violation
+    (dicts without message_id: set here). Returns the messages' ids, in order. A unique violation
     raises IntegrityError for the whole call (the caller's transaction decides)."""
     if not messages:
         return []
@@ -208,7 +208,11 @@ def insert_messages(*, messages: list[dict], attachments: list[list[dict]]) -> l
         # COPY straight from column values: no model instances for a batch of rows.
         db = transaction.get_connection()
         ids = _copy_insert(db, StoredMessage, messages)
-        rows = [dict(values, message_id=pk) for pk, atts in zip(ids, attachments) for values in atts]
+        rows = []
+        for pk, atts in zip(ids, attachments):
+            for values in atts:
+                values["message_id"] = pk
+                rows.append(values)
         if rows:
             _copy_insert(db, Attachment, rows)
         return ids

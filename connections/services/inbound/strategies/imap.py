@@ -175,7 +175,9 @@ class IMAPStrategy(PollStrategy):
     def _fetch_small(self, uids: list[int]) -> list[FetchedMail]:
         with self.imap_lock:
             fetched = list(self.client.fetch_many(uids))
-        return [self._mail(uid, size=self.sizes.get(uid, len(data)), data=data) for uid, data in fetched]
+        uidvalidity, sizes = self.uidvalidity, self.sizes
+        return [FetchedMail(server_key=f"imap:{uidvalidity}:{uid}", size=sizes.get(uid, len(data)), data=data,
+                            uidvalidity=uidvalidity, uid=uid) for uid, data in fetched]
 
     def _fetch_header(self, uid: int) -> FetchedMail:
         with self.imap_lock:
