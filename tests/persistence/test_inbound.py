@@ -114,6 +114,18 @@ def test_poll_bookkeeping_fast_and_plain(conn, plain):
     assert not MailboxLock.objects.filter(key=key).exists()
 
 
+def test_fast_bookkeeping_refuses_to_run_inside_a_transaction(conn):
+    """Its asynchronous commit would cover the caller's transaction: no hidden second mode."""
+    from django.db import transaction
+
+    run = PollRun(tenant_id=conn.tenant_id, connection=conn, trigger="manual", started_at=timezone.now(),
+                  outcome=PollOutcome.RUNNING)
+    with pytest.raises(RuntimeError, match="outside transaction.atomic"), transaction.atomic():
+        inbound_rows.open_run_and_lock(run=run, lock=locks.new_lock(key=f"h|{uuid.uuid4().hex}|INBOX",
+                                                                     timeout_seconds=60))
+    assert not PollRun.objects.filter(connection=conn).exists()
+
+
 def _nothing():
     from contextlib import nullcontext
 

@@ -8,7 +8,9 @@
 - `mark_post_processed`: one UPDATE with an array parameter / the ORM's IN list.
 
 The fast path runs on PostgreSQL; the ORM one elsewhere (SQLite), or inside `plain_orm()`
-(tests compare the rows of both). Both write the same rows.
+(tests compare the rows of both). Both write the same rows. Which one runs depends on the
+database and that selection only, never on the caller's transaction state: the one-statement
+bookkeeping must be its own transaction, so it refuses to run inside one.
 
 Asynchronous commit is used for poll bookkeeping only (history row, lock, outcome): losing it
 in a database crash is harmless — a lock then expires, a RUNNING row is closed by pruning,
@@ -83,11 +85,11 @@ def take_lock(*, lock: MailboxLock) -> tuple[str | None, bool]:
 def open_run_and_lock(*, run: PollRun, lock: MailboxLock) -> tuple[str | None, bool]:
     """Insert the RUNNING history row `run` and take `lock`, committed together. Returns what
     take_lock returns."""
-    if not _one_statement():
+    if not fast():
         with transaction.atomic():
-            _bookkeeping_commit()
             run.save(force_insert=True)
             return take_lock(lock=lock)
+    _require_autocommit()
     # One round trip, one (asynchronous) commit instead of BEGIN, SET, two INSERTs and COMMIT
     # — most of an empty poll's bookkeeping cost.
     lock_sql, lock_params = _lock_sql(lock)
@@ -109,9 +111,8 @@ def finish_run(*, run_id: int | None, new_run: PollRun | None, outcome: dict, co
     """In one commit: release the lock (`release` = (key, token)), write the outcome into the
     history row `run_id` (or insert `new_run` whole), update the connection, add the metric
     `counters` (sql, params). Returns the history row's id."""
-    if not _one_statement():
+    if not fast():
         with transaction.atomic():
-            _bookkeeping_commit()
             if release is not None:
                 MailboxLock.objects.filter(key=release[0], token=release[1]).delete()
             if new_run is not None:
@@ -123,6 +124,7 @@ def finish_run(*, run_id: int | None, new_run: PollRun | None, outcome: dict, co
             with transaction.get_connection().cursor() as cursor:
                 cursor.execute(*counters)
         return run_id  # type: ignore[return-value]
+    _require_autocommit()
     db = transaction.get_connection()
     parts, params = [], []
     if release is not None:
@@ -146,20 +148,11 @@ def finish_run(*, run_id: int | None, new_run: PollRun | None, outcome: dict, co
         return cursor.fetchone()[0]
 
 
-def _one_statement() -> bool:
-    """Bookkeeping as single statements (data-modifying CTEs): PostgreSQL in autocommit."""
-    return fast() and not transaction.get_connection().in_atomic_block
-
-
-def _bookkeeping_commit() -> None:
-    """PostgreSQL: do not wait for the WAL flush when this transaction commits (see the
-    module docstring for why that is safe for bookkeeping)."""
-    conn = transaction.get_connection()
-    # Only in our own outermost transaction: inside a caller's transaction SET LOCAL would
-    # also cover the caller's (and the mail rows') commit.
-    if fast() and len(getattr(conn, "atomic_blocks", [None, None])) == 1:
-        with conn.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+def _require_autocommit() -> None:
+    """The one-statement bookkeeping commits asynchronously: inside a caller's transaction
+    that would cover the caller's commit too (mail rows are always committed synchronously)."""
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("poll bookkeeping must run outside transaction.atomic() (poll() refuses to run inside one)")
 
 
 def _lock_sql(lock: MailboxLock) -> tuple[str, list]:
