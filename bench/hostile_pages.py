@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The message pages of hostile mails (issue 22): every page under 1 s.
 
-Mails are stored through the worker's path (`storage.store_batch`: parse, sanitise once),
+Mails are stored through the worker's path (`inbound.storage.store_batch`: parse, sanitise once),
 then each page is requested through the whole Django stack in-process (test Client:
 middleware, session, auth, view, template): the detail page, the body frame, both with
 "load remote images", and the list. Figures are the server's wall time and CPU seconds per
@@ -98,7 +98,8 @@ def run(args) -> None:
     from django.urls import reverse
 
     from connections.models import InboundConnection, Membership, Role, StoredMessage, Tenant
-    from connections.services import storage
+    from connections.services.inbound.fetched import FetchedMail
+    from connections.services.inbound.storage import store_batch
     from connections.services.sanitize import sanitize_html
 
     tenant = Tenant.objects.create(name="Bench", slug="bench")
@@ -109,9 +110,9 @@ def run(args) -> None:
     client.force_login(user)
 
     def store(name: str, raw: bytes) -> tuple[int, float]:
-        mail = storage.FetchedMail(server_key=f"bench:{uuid.uuid4().hex}", size=len(raw), data=raw)
+        mail = FetchedMail(server_key=f"bench:{uuid.uuid4().hex}", size=len(raw), data=raw)
         c0 = time.process_time()
-        [outcome] = storage.store_batch(connection=conn, mails=[mail])
+        [outcome] = store_batch(connection=conn, mails=[mail])
         return outcome.pk, time.process_time() - c0
 
     def page(url: str) -> tuple[float, float]:

@@ -64,7 +64,7 @@ def child(kind: str, info: dict) -> None:
         django_setup(DB)
         try:
             from connections.models import StoredMessage
-            from connections.services.polling import poll
+            from connections.services.inbound.poll import poll
 
             class _Servers:  # what make_connection needs from the fixture
                 host = info["host"]

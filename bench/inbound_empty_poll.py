@@ -57,7 +57,7 @@ def main() -> None:
     django_setup(DB)
     try:
         from connections.models import PollOutcome
-        from connections.services.polling import poll
+        from connections.services.inbound.poll import poll
 
         address, password = servers.add_user(local="empty")
         search = not args.kept

@@ -60,7 +60,7 @@ def main() -> None:
     proxies = {"microsocks": start_socks_proxy(root), "dante": start_dante_proxy(root)}
     try:
         from connections.models import PollOutcome
-        from connections.services.polling import poll
+        from connections.services.inbound.poll import poll
 
         login = make_connection(servers, *servers.add_user())  # only for a deployed credential name
         from connections.models import UserCredential

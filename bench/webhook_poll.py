@@ -97,7 +97,7 @@ def main() -> int:
     try:
         from connections.models import StoredMessage, Webhook, WebhookDelivery
         from connections.services import webhooks
-        from connections.services.polling import poll
+        from connections.services.inbound.poll import poll
 
         address, password = servers.add_user()
         mails = [mail_20k(i, attachment=os.urandom(150 * 1024) if i % 10 == 0 else None) for i in range(args.mails)]

@@ -11,13 +11,13 @@ from connections.conf import conf
 @shared_task(name="connections.tasks.dispatch_due_polls", ignore_result=True)
 def dispatch_due_polls() -> int:
     """Beat: one query claims every due connection; their ids go out in batches of
-    POLL_TASK_BATCH (`poll_connections`, services/poll_batches.py). Up to
+    POLL_TASK_BATCH (`poll_connections`, services/inbound/dispatch.py). Up to
     POLL_DISPATCH_FANOUT batches are published right here; more are handed to fan_out_polls
     tasks in chunks of that many batches, so that beat's tick stays short."""
     
-    from .services import poll_batches, polling
+    from .services.inbound import dispatch
 
-    batches = poll_batches.batches(polling.claim_due())
+    batches = dispatch.batches(dispatch.claim_due())
     chunk = max(1, int(conf.POLL_DISPATCH_FANOUT))
     with poll_connections.app.producer_or_acquire() as producer:
         if len(batches) <= chunk:
@@ -43,19 +43,19 @@ def fan_out_polls(batches: list) -> int:
 @shared_task(name="connections.tasks.poll_connections", ignore_result=True)
 def poll_connections(connection_ids: list[int]) -> int:
     """Scheduled polls of a small batch of connections, one after another."""
-    from .services import poll_batches
+    from .services.inbound import dispatch
 
-    return poll_batches.poll_each(connection_ids=connection_ids)
+    return dispatch.poll_each(connection_ids=connection_ids)
 
 
 @shared_task(name="connections.tasks.poll_connection", ignore_result=True)
 def poll_connection(connection_id: int, trigger: str = "schedule") -> str:
     """Poll one inbound connection (the mailbox lock makes a duplicate task harmless)."""
     from .models import InboundConnection
-    from .services import polling
+    from .services.inbound.poll import poll
 
     try:
-        return polling.poll(connection_id=connection_id, trigger=trigger).outcome
+        return poll(connection_id=connection_id, trigger=trigger).outcome
     except InboundConnection.DoesNotExist:
         return "deleted"  # the connection was deleted while the task waited in the queue
 
@@ -63,9 +63,9 @@ def poll_connection(connection_id: int, trigger: str = "schedule") -> str:
 @shared_task(name="connections.tasks.parse_stored_messages", ignore_result=True)
 def parse_stored_messages(connection_id: int) -> int:
     """Parse mails that were stored raw (deferred parsing)."""
-    from .services import polling
+    from .services.inbound import deferred
 
-    return polling.parse_pending(connection_id=connection_id)
+    return deferred.parse_pending(connection_id=connection_id)
 
 
 @shared_task(name="connections.tasks.index_messages_for_search", ignore_result=True)
@@ -79,7 +79,7 @@ def index_messages_for_search() -> int:
 @shared_task(name="connections.tasks.sweep_orphan_files", ignore_result=True)
 def sweep_orphan_files() -> int:
     """Daily: remove mail files no row refers to (left by killed workers), older than a day."""
-    from .services.orphans import sweep_orphan_files as sweep
+    from .services.inbound.orphans import sweep_orphan_files as sweep
 
     return sweep(remote_ok=True).removed  # remote storages have their own lifecycle rules
 
@@ -87,9 +87,9 @@ def sweep_orphan_files() -> int:
 @shared_task(name="connections.tasks.prune_poll_history", ignore_result=True)
 def prune_poll_history() -> int:
     """Delete poll history older than POLL_HISTORY_RETENTION_DAYS."""
-    from .services import polling
+    from .services.inbound import history
 
-    return polling.prune_history()
+    return history.prune_history()
 
 
 # --- outbound (outbox)

@@ -226,7 +226,7 @@ class SetupChecklistAdminMixin:
 
     @admin.display(description="next poll", ordering="next_poll_at")
     def next_poll(self, obj: Any) -> str:
-        from ..services import schedule
+        from ..services.inbound import schedule
 
         try:
             every = schedule.describe(schedule=schedule.Schedule.of(obj))

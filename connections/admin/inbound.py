@@ -1,7 +1,7 @@
 """Admin of inbound connections, their poll history and the stored messages.
 
-Thin: validation, warnings, scheduling and polling are in connections.services.polling /
-schedule; "Poll now" only queues the poll task.
+Thin: validation, warnings, scheduling and polling are in connections.services.inbound
+(checks, schedule, dispatch, history); "Poll now" only queues the poll task.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from ..models import Attachment, InboundConnection, PollOutcome, PollRun, StoredMessage
-from ..services import polling, schedule
+from ..services.inbound import checks, dispatch, history, schedule
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .add_mailbox import AddMailboxAdminMixin
@@ -57,7 +57,7 @@ class InboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
             f.name: cleaned.get(f.name, getattr(self.instance, f.name))
             for f in InboundConnection._meta.concrete_fields if f.name not in ("id", "tenant")
         })
-        for field_name, message in polling.validation_errors(probe).items():
+        for field_name, message in checks.validation_errors(probe).items():
             if field_name in self.fields:
                 self.add_error(field_name, message)
             else:
@@ -114,7 +114,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         super().save_model(request, obj, form, change)
         if not change or obj.next_poll_at is None or any(f in form.changed_data for f in SCHEDULE_FIELDS):
             schedule.reschedule(connection=obj)
-        for warning in polling.warnings_for(obj):
+        for warning in checks.warnings_for(obj):
             messages.warning(request, warning)
 
     # --- read-only panels
@@ -122,7 +122,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
     def configuration_warnings(self, obj: InboundConnection | None) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        items = polling.warnings_for(obj)
+        items = checks.warnings_for(obj)
         if not items:
             from ..models import Readiness
             from ..services import checklist
@@ -196,7 +196,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
     def recent_polls(self, obj: InboundConnection | None) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        runs = polling.recent_runs(connection_id=obj.pk)
+        runs = history.recent_runs(connection_id=obj.pk)
         messages_url = reverse("admin:connections_storedmessage_changelist") + "?" + urlencode(
             {"connection__id__exact": obj.pk})
         links = format_html('<p><a href="{}">All poll history</a> · <a href="{}">Stored messages</a></p>',
@@ -230,7 +230,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
             return HttpResponseNotAllowed(["POST"])
         if not self.has_run_permission(request, obj):
             raise PermissionDenied
-        polling.request_poll(connection_id=obj.pk)
+        dispatch.request_poll(connection_id=obj.pk)
         self.message_user(request, f"Poll of '{obj.name}' queued; its result appears under Recent polls.",
                           messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:connections_inboundconnection_change", args=[obj.pk]))
@@ -240,7 +240,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         queued = 0
         for obj in queryset:
             if self.has_run_permission(request, obj):
-                polling.request_poll(connection_id=obj.pk)
+                dispatch.request_poll(connection_id=obj.pk)
                 queued += 1
         self.message_user(request, f"{queued} poll(s) queued.", messages.SUCCESS)
 

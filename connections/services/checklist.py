@@ -365,7 +365,7 @@ def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredentia
 
 
 def _schedule_item(c: InboundConnection) -> Item:
-    from . import schedule as schedule_service
+    from .inbound import schedule as schedule_service
 
     label = "Enabled with a schedule"
     sched = schedule_service.Schedule.of(c)

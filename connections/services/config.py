@@ -1072,10 +1072,10 @@ def _may_deploy(user: Any, tenant_id: int | None) -> bool:
 
 def _inbound_rules(errors: list[str], item: _Item, conn: InboundConnection) -> None:
     """The poller's own rules (the admin form applies the same), unless already reported."""
-    from . import polling
+    from .inbound import checks
 
     to_key = _field_to_key(INBOUND_KEYS)
-    for fname, message in polling.validation_errors(conn).items():
+    for fname, message in checks.validation_errors(conn).items():
         where = f"{item.path}.{to_key.get(fname, fname)}"
         if not any(e.startswith((f"{where}: ", f"{where}.")) for e in errors):
             errors.append(f"{where}: {message}")
@@ -1154,7 +1154,7 @@ def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
             if changed:
                 _save(obj, changed)
                 if step == "inbound":
-                    from . import schedule as schedule_service
+                    from .inbound import schedule as schedule_service
 
                     schedule_service.reschedule(connection=obj)
         elif step == "webhook":

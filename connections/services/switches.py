@@ -35,7 +35,7 @@ def set_enabled(*, kind: str, connection_ids: Sequence[int], enabled: bool) -> S
         for c in to_switch:
             c.enabled = enabled
             if kind == "inbound":
-                from . import schedule
+                from .inbound import schedule
 
                 schedule.reschedule(connection=c)  # next poll now computed; None when disabled
     if enabled and kind == "outbound":

@@ -64,7 +64,7 @@ def test_connectivity_test_through_an_inline_http_proxy_and_its_failures(make_co
 @pytest.mark.django_db(transaction=True)
 def test_a_poll_goes_through_the_proxy(make_connection, make_credential, mail_servers, socks_proxy):
     from connections.models import StoredMessage
-    from connections.services import polling
+    from connections.services.inbound.poll import poll
 
     address, password = mail_servers.add_user()
     mail_servers.append(address, [b"Subject: proxied poll\r\nMessage-ID: <p1@x>\r\n\r\nbody\r\n"])
@@ -73,7 +73,7 @@ def test_a_poll_goes_through_the_proxy(make_connection, make_credential, mail_se
                            proxy_host=socks_proxy.host, proxy_port=socks_proxy.port,
                            proxy_credential_name=login.name)
     before = socks_proxy.tunnels_to(conn.port)
-    result = polling.poll(connection_id=conn.pk, trigger="manual")
+    result = poll(connection_id=conn.pk, trigger="manual")
     assert result.outcome == "success", result.error
     assert StoredMessage.objects.get(connection=conn).subject == "proxied poll"
     assert socks_proxy.tunnels_to(conn.port) == before + 1

@@ -48,3 +48,9 @@ def make_inbound(tenant, mail_servers, make_credential):
         return InboundConnection.objects.create(**values)
 
     return make
+
+
+@pytest.fixture
+def conn(tenant, make_credential) -> InboundConnection:
+    """An IMAP connection to store mails into directly (no server involved)."""
+    return InboundConnection.objects.create(tenant=tenant, name="st", host="h", credential_name=make_credential())

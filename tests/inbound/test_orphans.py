@@ -12,8 +12,9 @@ from django.core.management import CommandError, call_command
 
 from connections.errors import TenantMailError
 from connections.models import InboundConnection, StoredMessage
-from connections.services import orphans, storage
-from connections.services.storage import FetchedMail, store_batch
+from connections.services.inbound import files, orphans
+from connections.services.inbound.fetched import FetchedMail, new_spool_file
+from connections.services.inbound.storage import store_batch
 
 from .mails import make_mail
 
@@ -53,12 +54,12 @@ def stored(tenant, make_credential):
 
 def test_old_orphans_go_fresh_ones_and_referenced_files_stay(stored):
     # What a worker killed between writing the files and the commit leaves behind.
-    old_raw = storage._save_bytes(storage._dated("raw") + "killed.eml", b"raw bytes")
-    old_att = storage._save_bytes(storage._dated("attachments") + "killed-a.bin", b"attachment")
-    fresh = storage._save_bytes(storage._dated("raw") + "in-flight.eml", b"a poll not committed yet")
+    old_raw = files.save_bytes(files.dated("raw") + "killed.eml", b"raw bytes")
+    old_att = files.save_bytes(files.dated("attachments") + "killed-a.bin", b"attachment")
+    fresh = files.save_bytes(files.dated("raw") + "in-flight.eml", b"a poll not committed yet")
     _age(old_raw, 2 * DAY)
     _age(old_att, 25 * 3600)
-    fh, spool = storage.new_spool_file()
+    fh, spool = new_spool_file()
     fh.write(b"half a big mail")
     fh.close()
     os.utime(spool, (time.time() - 2 * DAY,) * 2)
@@ -82,7 +83,7 @@ def test_a_minimum_age_under_an_hour_is_refused(stored):
 
 
 def test_command_reports_and_removes(stored, capsys):
-    orphan = storage._save_bytes(storage._dated("raw") + "cmd.eml", b"x" * 10)
+    orphan = files.save_bytes(files.dated("raw") + "cmd.eml", b"x" * 10)
     _age(orphan, 3 * DAY)
     call_command("sweep_orphan_files", "--dry-run")
     out = capsys.readouterr().out

@@ -64,21 +64,3 @@ def test_dispatch_fans_out_in_chunks(tenantmail_worker, mail_servers, make_inbou
                timeout=30, message="the polls to finish")
     for conn in conns:
         assert PollRun.objects.get(connection=conn).outcome == PollOutcome.SUCCESS
-
-
-def test_a_batch_polls_each_connection_in_turn_and_skips_a_deleted_one(mail_servers, make_inbound):
-    from connections.services import poll_batches
-
-    conns = []
-    for i in range(2):
-        address, password = mail_servers.add_user()
-        mail_servers.append(address, [make_mail(f"batch {i}")])
-        conns.append(make_inbound(address, password))
-    gone = make_inbound(*mail_servers.add_user())
-    gone_id = gone.pk
-    gone.delete()
-    assert poll_batches.batches([1, 2, 3, 4, 5], size=2) == [[1, 2], [3, 4], [5]]
-    assert poll_batches.poll_each(connection_ids=[conns[0].pk, gone_id, conns[1].pk]) == 2
-    for i, conn in enumerate(conns):
-        assert PollRun.objects.get(connection=conn).outcome == PollOutcome.SUCCESS
-        assert StoredMessage.objects.get(connection=conn).subject == f"batch {i}"

@@ -16,7 +16,7 @@ import pytest
 from django.urls import reverse
 
 from connections.models import Membership, PollOutcome, Role, StoredMessage
-from connections.services.polling import poll
+from connections.services.inbound.poll import poll
 
 from ..inbound.conftest import make_credential, make_inbound, tenant  # noqa: F401  (fixtures)
 from .browser import chromium, open_context  # noqa: F401  (fixture)

@@ -10,7 +10,9 @@ import pytest
 from django.utils import timezone
 
 from connections.models import InboundConnection, MetricCounter, UserCredential
-from connections.services import credentials, polling
+from connections.services import credentials
+from connections.services.inbound import dispatch
+from connections.services.inbound.poll import poll
 from connections.services.monitoring import lag
 
 from .test_processes import processes  # noqa: F401  (fixture)
@@ -41,18 +43,18 @@ def test_scheduled_poll_observes_its_lag_and_manual_poll_does_not(tenant, mail_s
     )
     # Due one interval after its last poll (nine minutes ago); the dispatcher claims it now.
     InboundConnection.objects.filter(pk=conn.pk).update(next_poll_at=last + timedelta(seconds=60))
-    assert polling.claim_due() == [conn.pk]
+    assert dispatch.claim_due() == [conn.pk]
     conn.refresh_from_db()
     assert conn.next_poll_at > timezone.now()  # pushed out by the claim horizon
     assert conn.dispatched_due_at == last + timedelta(seconds=60)  # kept by the claim
 
-    assert polling.poll(connection_id=conn.pk, trigger="schedule").outcome == "success"
+    assert poll(connection_id=conn.pk, trigger="schedule").outcome == "success"
     assert _count() == 1
     assert _bucket("300.0") == 0 and _bucket("900.0") == 1 and _bucket("3600.0") == 1
     lag_sum = MetricCounter.objects.get(name="tenantmail_dispatch_lag_seconds_sum").value
     assert 9 * 60 <= lag_sum < 900
 
-    assert polling.poll(connection_id=conn.pk, trigger="manual").outcome == "success"
+    assert poll(connection_id=conn.pk, trigger="manual").outcome == "success"
     assert _count() == 1  # a manual poll was never due: no observation
 
     settings.METRICS_TOKEN = "tok-lag"
@@ -74,7 +76,7 @@ def test_lag_is_measured_from_the_claimed_due_time_only_for_scheduled_polls(tena
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") is None  # never claimed
     # Backing off: due at the end of the backoff (next_poll_at includes it), claimed a minute later.
     InboundConnection.objects.filter(pk=conn.pk).update(next_poll_at=now - timedelta(minutes=1))
-    assert conn.pk in polling.claim_due(now=now)
+    assert conn.pk in dispatch.claim_due(now=now)
     conn.refresh_from_db()
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="schedule") == 60.0
     assert lag.dispatch_lag(connection=conn, started_at=now, trigger="manual") is None

@@ -10,7 +10,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from connections.models import AlertSettings, InboundConnection, OutboundConnection, UserCredential
-from connections.services import credentials, polling
+from connections.services import credentials
+from connections.services.inbound.poll import poll
 from connections.services.monitoring import runtime, watchdog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
@@ -52,7 +53,7 @@ def test_closed_port_alert_mail_and_resolve_mail(tenant, mail_servers, tenantmai
         protection="ssl_tls", authentication="plain", credential_name=imap_cred, trusted_ca=mail_servers.ca_pem,
         timeout=5,
     )
-    result = polling.poll(connection_id=conn.pk)
+    result = poll(connection_id=conn.pk)
     assert result.outcome == "failed"
     conn.refresh_from_db()
     assert runtime.inbound_state(conn).state == runtime.FAILING
@@ -63,7 +64,7 @@ def test_closed_port_alert_mail_and_resolve_mail(tenant, mail_servers, tenantmai
 
     # Fixed: the right port; the next poll succeeds, the alert resolves, a second mail says so.
     InboundConnection.objects.filter(pk=conn.pk).update(port=mail_servers.ports["imaps"])
-    assert polling.poll(connection_id=conn.pk).outcome == "success"
+    assert poll(connection_id=conn.pk).outcome == "success"
     watchdog.run_pass()
     subjects = _subjects(mail_servers.wait_for_messages(ops, count=2, timeout=30).values())
     assert any("RESOLVED" in s and "orders" in s for s in subjects), subjects

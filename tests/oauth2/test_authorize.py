@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Authorization, PollOutcome, UserCredential
-from connections.services import polling
+from connections.services.inbound.poll import poll
 
 from ..browser import ARTIFACTS, launched_chromium
 
@@ -118,7 +118,7 @@ def test_authorize_in_the_admin_with_chromium(live_server, settings, mail_server
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.AUTHORIZED and cred.refresh_token
     connection = make_oauth2_connection(cred, protocol="imap")
-    result = polling.poll(connection_id=connection.pk)
+    result = poll(connection_id=connection.pk)
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert result.stored == 1
 
@@ -141,7 +141,7 @@ def test_authorize_credential_command(live_server, mail_servers, mailbox, fresh_
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.AUTHORIZED
     connection = make_oauth2_connection(cred, protocol="pop3")
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
     # The state is single use.
     again = requests.get(callback, timeout=10)
     assert again.status_code == 400 and "state does not match" in again.text
@@ -175,4 +175,4 @@ def test_authorize_credential_with_the_device_grant(mailbox, fresh_oauth2, make_
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.AUTHORIZED and cred.refresh_token
     connection = make_oauth2_connection(cred, protocol="imap")
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS

@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from connections.models import CredentialKind, PollRun, UserCredential
-from connections.services import config, polling
+from connections.services import config
+from connections.services.inbound.poll import poll
 from connections.services.connectivity import run_connectivity_test
 
 from ..credentials.leaks import leaks
@@ -33,15 +34,15 @@ def test_no_secret_or_token_leaves(caplog, mail_servers, mailbox, make_oauth2_cr
     texts = []
     for _ in range(2):
         for conn in (imap, pop):
-            result = polling.poll(connection_id=conn.pk)
+            result = poll(connection_id=conn.pk)
             texts.append(str(result))
     fresh_oauth2.revoke_all(cc_client.client_id)
-    texts.append(str(polling.poll(connection_id=imap.pk)))
+    texts.append(str(poll(connection_id=imap.pk)))
     for kind, conn in (("inbound", imap), ("inbound", pop)):
         texts.append(str(run_connectivity_test(kind=kind, connection_id=conn.pk).report))
     fresh_oauth2.token_status = 503
     UserCredential.objects.filter(pk=cc.pk).update()  # (no change)
-    texts.append(str(polling.poll(connection_id=imap.pk)))
+    texts.append(str(poll(connection_id=imap.pk)))
     fresh_oauth2.token_status = None
     texts += [r.error for r in PollRun.objects.all()]
     texts.append(config.dump(config.export()))

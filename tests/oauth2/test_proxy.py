@@ -10,7 +10,7 @@ import pytest
 
 from connections.models import PollOutcome, ProxyProfile, UserCredential
 from connections.services import credentials as credential_service
-from connections.services import polling
+from connections.services.inbound import poll as inbound_poll
 from connections.services.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, proxying
 
@@ -47,7 +47,7 @@ def test_token_request_of_a_proxied_poll_goes_through_the_proxy(mail_servers, ma
     connection = make_oauth2_connection(cred, protocol="imap", **_inline(proxy, _login(tenant, proxy)))
     tokens_before, tunnels_before = _requests_to(proxy, fresh_oauth2), proxy.tunnels_to(connection.port)
     grants_before = fresh_oauth2.token_requests["client_credentials"]
-    result = polling.poll(connection_id=connection.pk, trigger="test")
+    result = inbound_poll.poll(connection_id=connection.pk, trigger="test")
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert result.stored == 1
     assert fresh_oauth2.token_requests["client_credentials"] == grants_before + 1
@@ -67,7 +67,7 @@ def test_discovery_and_refresh_go_through_the_proxy(mail_servers, mailbox, tenan
     connection = make_oauth2_connection(cred, protocol="imap", **_inline(socks_proxy, _login(tenant, socks_proxy)))
     before = _requests_to(socks_proxy, fresh_oauth2)
     refreshes = fresh_oauth2.token_requests["refresh_token"]
-    result = polling.poll(connection_id=connection.pk, trigger="test")
+    result = inbound_poll.poll(connection_id=connection.pk, trigger="test")
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert fresh_oauth2.token_requests["refresh_token"] == refreshes + 1
     assert _requests_to(socks_proxy, fresh_oauth2) == before + 2  # discovery + refresh
@@ -88,7 +88,7 @@ def test_dead_proxy_is_a_clear_token_step_error(mailbox, tenant, make_oauth2_cre
     assert f"cannot reach the {label} for the token request (proxy unreachable)" in step["message"]
     assert "proxy unreachable" in step["hint"] and "token requests go through its proxy" in step["hint"]
     assert fresh_oauth2.token_requests["client_credentials"] == grants_before  # never reached the provider
-    poll = polling.poll(connection_id=connection.pk, trigger="test")
+    poll = inbound_poll.poll(connection_id=connection.pk, trigger="test")
     assert poll.outcome == PollOutcome.FAILED and f"cannot reach the {label}" in poll.error
 
 

@@ -9,7 +9,8 @@ import pytest
 from django.db import connections as db_connections
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Token, PollOutcome, UserCredential
-from connections.services import checklist, outbox, polling
+from connections.services import checklist, outbox
+from connections.services.inbound.poll import poll
 from connections.services.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, tokens
 from connections.services.oauth2.errors import OAuth2Error
@@ -32,7 +33,7 @@ def test_client_credentials_poll(mail_servers, mailbox, make_oauth2_credential, 
     mail_servers.append(address, [b"Subject: one\r\n\r\nbody\r\n", b"Subject: two\r\n\r\nbody\r\n"])
     cred, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol=protocol)
-    result = polling.poll(connection_id=connection.pk, trigger="test")
+    result = poll(connection_id=connection.pk, trigger="test")
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert result.stored == 2
 
@@ -84,8 +85,8 @@ def test_token_is_cached_and_refreshed_before_expiry(mail_servers, mailbox, make
     cred, client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol="imap")
     before = fresh_oauth2.token_requests["client_credentials"]
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
     assert fresh_oauth2.token_requests["client_credentials"] == before + 1  # cached
     row = OAuth2Token.objects.get(credential=cred)
     # Refreshed a fifth of the lifetime before expiry (proportional margin).
@@ -93,7 +94,7 @@ def test_token_is_cached_and_refreshed_before_expiry(mail_servers, mailbox, make
     first = row.access_token
     for _ in range(3):  # across several expiries, nobody touching anything
         _wait_until(lambda: OAuth2Token.objects.get(credential=cred).refresh_at.timestamp() < time.time())
-        assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+        assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
     assert fresh_oauth2.token_requests["client_credentials"] == before + 4
     assert OAuth2Token.objects.get(credential=cred).access_token != first
 
@@ -112,7 +113,7 @@ def test_authorization_code_refresh_rotates_the_refresh_token(mail_servers, mail
     connection = make_oauth2_connection(cred, protocol="pop3")
     seen = {granted}
     for _ in range(3):
-        assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+        assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
         stored = UserCredential.objects.get(pk=cred.pk).refresh_token
         assert stored and stored not in seen  # rotated, and the new one was kept
         seen.add(stored)
@@ -126,7 +127,7 @@ def test_invalid_grant_marks_error_and_reauthorize(mailbox, make_oauth2_credenti
     address, _ = mailbox
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE, refresh_token="never-issued")
     connection = make_oauth2_connection(cred, protocol="imap")
-    result = polling.poll(connection_id=connection.pk)
+    result = poll(connection_id=connection.pk)
     assert result.outcome == PollOutcome.FAILED
     assert "invalid_grant" in result.error and "Re-authorize" in result.error
     cred.refresh_from_db()
@@ -136,7 +137,7 @@ def test_invalid_grant_marks_error_and_reauthorize(mailbox, make_oauth2_credenti
     assert item.link == f"/admin/connections/oauth2authorizationcode/{cred.pk}/change/"
     # No refresh token any more: the next poll says so without asking the provider.
     before = sum(fresh_oauth2.token_requests.values())
-    again = polling.poll(connection_id=connection.pk)
+    again = poll(connection_id=connection.pk)
     assert "not authorized" in again.error and sum(fresh_oauth2.token_requests.values()) == before
 
 
@@ -172,10 +173,10 @@ def test_token_revoked_mid_poll_gets_a_new_one(mail_servers, mailbox, make_oauth
     mail_servers.append(address, [b"Subject: a\r\n\r\nbody\r\n"])
     cred, client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol="imap")
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
     fresh_oauth2.revoke_all(client.client_id)  # the cached token is still "valid" by its expiry
     mail_servers.append(address, [b"Subject: b\r\n\r\nbody\r\n"])
-    result = polling.poll(connection_id=connection.pk)
+    result = poll(connection_id=connection.pk)
     assert result.outcome == PollOutcome.SUCCESS, result.error
     assert result.stored == 1
     assert fresh_oauth2.token_requests["client_credentials"] >= 2
@@ -188,13 +189,13 @@ def test_provider_down_is_retried_then_reported(mailbox, make_oauth2_credential,
     connection = make_oauth2_connection(cred, protocol="imap")
     fresh_oauth2.token_status = 503
     before = fresh_oauth2.token_requests["client_credentials"]
-    result = polling.poll(connection_id=connection.pk)
+    result = poll(connection_id=connection.pk)
     assert result.outcome == PollOutcome.FAILED
     assert "HTTP 503" in result.error and "3 attempts" in result.error
     assert fresh_oauth2.token_requests["client_credentials"] == before + tokens.ATTEMPTS
     assert UserCredential.objects.get(pk=cred.pk).status == CredentialStatus.DEPLOYED  # not the credential's fault
     fresh_oauth2.token_status = None
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.SUCCESS
 
 
 def test_provider_unreachable(mailbox, make_oauth2_credential, fresh_oauth2):
@@ -229,7 +230,7 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     cc, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cc, protocol="imap")
     fresh_oauth2.token_status = 500
-    assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.FAILED
+    assert poll(connection_id=connection.pk).outcome == PollOutcome.FAILED
     item = checklist.evaluation(connection).item("oauth2_token")
     assert item.state == "fail" and "HTTP 500" in item.detail  # no token at all: expired
     # A user/password artifact named by an OAuth2 connection is refused clearly.
@@ -241,7 +242,7 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     connection.credential_name = "plain-one"
     connection.save()
     assert checklist.evaluation(connection).item("oauth2_kind").state == "fail"
-    result = polling.poll(connection_id=connection.pk)
+    result = poll(connection_id=connection.pk)
     assert "OAuth2 needs" in checklist.evaluation(connection).item("oauth2_kind").detail
     assert result.outcome == PollOutcome.FAILED
 

@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import ApiToken, OutboundConnection, OutboxMessage, Tenant
-from connections.services import api_tokens, polling
+from connections.services import api_tokens
+from connections.services.inbound.poll import poll
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
@@ -34,7 +35,7 @@ def get(client, url: str, token: str | None, **extra):
 @pytest.fixture
 def stored(polled):
     conn, _ = polled(3)
-    result = polling.poll(connection_id=conn.pk, trigger="manual")
+    result = poll(connection_id=conn.pk, trigger="manual")
     assert result.stored == 3
     return conn, sorted(result.stored_ids)
 

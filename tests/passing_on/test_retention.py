@@ -18,7 +18,8 @@ from django.utils import timezone
 from connections.models import (
     Attachment, Membership, OutboundConnection, OutboxMessage, OutboxStatus, Role, StoredMessage,
 )
-from connections.services import outbox, polling, retention
+from connections.services import outbox, retention
+from connections.services.inbound.poll import poll
 from connections.services.mime import AttachmentIn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
@@ -30,7 +31,7 @@ def _age(conn, days: int) -> None:
 
 def test_purge_frees_files_and_nothing_is_fetched_again(polled, mail_servers):
     conn, address = polled(4, keep_days=30)
-    first = polling.poll(connection_id=conn.pk, trigger="manual")
+    first = poll(connection_id=conn.pk, trigger="manual")
     assert first.stored == 4
     rows = list(StoredMessage.objects.filter(connection=conn).order_by("id"))
     files = [m.raw.name for m in rows] + list(Attachment.objects.filter(message__connection=conn)
@@ -57,14 +58,14 @@ def test_purge_frees_files_and_nothing_is_fetched_again(polled, mail_servers):
 
     # The mails are still on the server (keep): a new poll stores nothing new.
     assert len(mail_servers.server_copies(address)) == 4
-    again = polling.poll(connection_id=conn.pk, trigger="manual")
+    again = poll(connection_id=conn.pk, trigger="manual")
     assert again.stored == 0 and again.outcome == "success", again.summary()
     assert StoredMessage.objects.filter(connection=conn).count() == 4
 
 
 def test_purge_command_reports_and_filters(polled):
     conn, _ = polled(2)  # no keep_days: only --older-than-days purges it
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     _age(conn, 10)
     out = io.StringIO()
     call_command("purge_messages", stdout=out)
@@ -106,7 +107,7 @@ def test_keep_sent_days_deletes_finished_outbox_messages(tenant):
 
 def test_erase_from_the_admin(polled, client, django_user_model):
     conn, _ = polled(1)
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     message = StoredMessage.objects.get(connection=conn)
     raw_path = message.raw.path
     operator = django_user_model.objects.create_user("op", password="pw-op-12345", is_staff=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from connections.models import DeliveryStatus, Webhook, WebhookDelivery, WebhookState
-from connections.services import polling, webhooks
+from connections.services import webhooks
+from connections.services.inbound.poll import poll
 from tests.celery_worker import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
@@ -29,7 +30,7 @@ def test_metadata_address_refused_by_default(polled, tenantmail_worker, settings
     settings.WEBHOOK_RETRY_BASE_SECONDS = 0.1
     conn, _ = polled(2)
     hook = _hook(conn, "http://169.254.169.254/latest/meta-data/")
-    assert polling.poll(connection_id=conn.pk, trigger="manual").stored == 2
+    assert poll(connection_id=conn.pk, trigger="manual").stored == 2
     _refused(hook, "169.254.0.0/16")
     # permanent: one attempt in all, the other delivery waits (pending) for the fixed URL
     assert webhooks.run(webhook_id=hook.pk).attempted == 0
@@ -39,13 +40,13 @@ def test_metadata_address_refused_by_default(polled, tenantmail_worker, settings
 def test_loopback_receiver_works_by_default_refused_when_listed(polled, receiver, tenantmail_worker, settings):
     conn, _ = polled(1)
     hook = _hook(conn, receiver.url)
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     wait_until(lambda: receiver.delivered(), message="delivery to the loopback receiver")
 
     other, _ = polled(1)
     blocked = webhooks.save_webhook(webhook=Webhook(tenant=other.tenant, connection=other, url=receiver.url,
                                                     secret="whsec-t-1", enabled=False))
-    polling.poll(connection_id=other.pk, trigger="manual")  # the mail server is on loopback too: poll first
+    poll(connection_id=other.pk, trigger="manual")  # the mail server is on loopback too: poll first
     settings.TENANTMAIL_BLOCKED_NETWORKS = "169.254.0.0/16,127.0.0.0/8"
     Webhook.objects.filter(pk=blocked.pk).update(enabled=True)
     report = webhooks.run(webhook_id=blocked.pk)

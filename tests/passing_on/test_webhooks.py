@@ -8,7 +8,8 @@ from django.contrib.auth import get_user_model
 
 from connections import signals
 from connections.models import DeliveryStatus, Webhook, WebhookDelivery, WebhookState
-from connections.services import polling, webhooks
+from connections.services import webhooks
+from connections.services.inbound.poll import poll
 from connections.services.webhooks.signing import verify
 from tests.celery_worker import wait_until
 
@@ -27,7 +28,7 @@ def test_poll_posts_one_signed_webhook_per_stored_mail(polled, receiver, tenantm
     seen = []
     signals.message_stored.connect(lambda sender, **kw: seen.append(kw), weak=False, dispatch_uid="t-seen")
     try:
-        result = polling.poll(connection_id=conn.pk, trigger="manual")
+        result = poll(connection_id=conn.pk, trigger="manual")
     finally:
         signals.message_stored.disconnect(dispatch_uid="t-seen")
     assert result.stored == 3, result.summary()
@@ -64,7 +65,7 @@ def test_500s_are_retried_with_the_same_delivery_id(polled, receiver, tenantmail
     conn, _ = polled(1)
     _hook(conn, receiver.url)
     receiver.statuses = [500, 503]
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     wait_until(lambda: receiver.delivered(), message="delivery after two 500s")
     assert [r.status for r in receiver.requests] == [500, 503, 200]
     assert len({r.headers["X-TenantMail-Delivery"] for r in receiver.requests}) == 1
@@ -80,7 +81,7 @@ def test_disabled_after_n_failures_then_replayed(polled, receiver, tenantmail_wo
     conn, _ = polled(1)
     hook = _hook(conn, receiver.url)
     receiver.always = 500
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     wait_until(lambda: Webhook.objects.get(pk=hook.pk).state == WebhookState.DISABLED, message="auto-disable")
     hook.refresh_from_db()
     assert "3 failed attempts" in hook.state_detail and "HTTP 500" in hook.state_detail
@@ -112,7 +113,7 @@ def test_many_mails_one_request_at_a_time(polled, receiver, tenantmail_worker, s
     settings.INBOUND_FETCH_BATCH = 10  # many batches: many signals, many kicks
     conn, _ = polled(60, attachment=None)
     _hook(conn, receiver.url)
-    result = polling.poll(connection_id=conn.pk, trigger="manual")
+    result = poll(connection_id=conn.pk, trigger="manual")
     assert result.stored == 60
     wait_until(lambda: len(receiver.delivered()) == 60, timeout=60, message="60 deliveries")
     assert receiver.max_in_flight == 1
@@ -126,7 +127,7 @@ def test_lost_signal_is_made_up_by_the_sweep(polled, receiver, tenantmail_worker
     receivers = signals.message_stored.receivers[:]
     signals.message_stored.receivers = []
     try:
-        polling.poll(connection_id=conn.pk, trigger="manual")
+        poll(connection_id=conn.pk, trigger="manual")
     finally:
         signals.message_stored.receivers = receivers
         signals.message_stored.sender_receivers_cache.clear()
@@ -137,7 +138,7 @@ def test_lost_signal_is_made_up_by_the_sweep(polled, receiver, tenantmail_worker
 
 def test_new_webhook_does_not_replay_history(polled, receiver):
     conn, _ = polled(2)
-    polling.poll(connection_id=conn.pk, trigger="manual")
+    poll(connection_id=conn.pk, trigger="manual")
     hook = _hook(conn, receiver.url)
     assert webhooks.run(webhook_id=hook.pk).attempted == 0
 

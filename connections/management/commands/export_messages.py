@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
 from connections.management.exits import command_error
-from connections.services import polling, storage
+from connections.services.inbound import checks, export
 
 
 class Command(BaseCommand):
@@ -22,11 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, connection_name: str, out: str, **options) -> None:
         try:
-            connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
+            connection = checks.find_connection(tenant_slug=tenant_slug, name=connection_name)
         except TenantMailError as exc:
             raise command_error(exc) from None
         try:
-            result = storage.export_raw(connection_id=connection.pk, out_dir=out)
+            result = export.export_raw(connection_id=connection.pk, out_dir=out)
         except OSError as exc:
             raise CommandError(f"Cannot write to {out}: {exc.strerror or exc}.") from None
         self.stdout.write(f"Wrote {result.written} message(s), {result.bytes} bytes, to {out}.")

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from connections.errors import TenantMailError
 from connections.management.exits import command_error
 from connections.models import PollOutcome
-from connections.services import polling
+from connections.services.inbound import checks, poll
 
 
 class Command(BaseCommand):
@@ -26,10 +26,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, connection_name: str, json: bool = False, **options) -> None:
         try:
-            connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
+            connection = checks.find_connection(tenant_slug=tenant_slug, name=connection_name)
         except TenantMailError as exc:
             raise command_error(exc) from None
-        result = polling.poll(connection_id=connection.pk, trigger="command")
+        result = poll.poll(connection_id=connection.pk, trigger="command")
         if json:
             self.stdout.write(_json_dumps({"tenant": tenant_slug, "connection": connection_name, **result.to_dict()}))
         else:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 
 from connections.errors import TenantMailError
 from connections.management.exits import command_error, usage_error
-from connections.services import orphans
+from connections.services.inbound import orphans
 
 
 class Command(BaseCommand):

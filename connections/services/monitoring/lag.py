@@ -1,6 +1,6 @@
 """Dispatch lag: how long a scheduled poll started after its connection was due.
 
-The dispatcher's claim (polling.claim_due, one UPDATE) keeps each claimed connection's due time
+The dispatcher's claim (inbound.dispatch.claim_due, one UPDATE) keeps each claimed connection's due time
 — its `next_poll_at` then, which already includes a failed poll's backoff; "now" for one never
 scheduled — in `dispatched_due_at`, in the same statement that pushes `next_poll_at` out by the
 claim horizon. The poll observes `started - dispatched_due_at` once, at its start, and counts it

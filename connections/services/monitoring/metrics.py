@@ -200,7 +200,7 @@ def exposition() -> tuple[bytes, str]:
 
 def poll_finished(*, connection, result) -> None:
     """The poll's log line (`poll acme/orders: 12 stored, 0 failed, 1.3 s`); its counters are
-    written with the poll's own bookkeeping (polling._finish: no statement of their own)."""
+    written with the poll's own bookkeeping (inbound/poll.py's _finish: no statement of their own)."""
     seconds = result.duration_ms / 1000
     tenant = getattr(getattr(connection, "tenant", None), "slug", connection.tenant_id)
     line = f"poll {tenant}/{connection.name}: {result.stored} stored, {result.failed} failed, {seconds:.1f} s"

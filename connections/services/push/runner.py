@@ -22,7 +22,7 @@ from django.db import DatabaseError, InterfaceError, close_old_connections
 from ...errors import TenantMailError
 from ...mail.idle import IdleUnsupported, run_idle_session, small_tls_buffers
 from ...models import InboundConnection, PushState, Selection
-from .. import polling
+from ..inbound import dispatch
 from ..connection_settings import mail_settings_for, open_credential
 from . import lease
 
@@ -212,7 +212,7 @@ class IdleRunner:
         if now - session.last_poll_request >= POLL_COALESCE_SECONDS:
             session.last_poll_request = now
             session.poll_pending = False
-            polling.request_poll(connection_id=session.connection_id, trigger="push")
+            dispatch.request_poll(connection_id=session.connection_id, trigger="push")
         else:
             session.poll_pending = True
 

@@ -17,12 +17,12 @@ from stat import S_ISREG
 
 from django.core.files.storage import FileSystemStorage, default_storage
 
-from ..errors import TenantMailError
-from ..models import Attachment, StoredMessage
-from .storage import spool_dir
+from ...errors import TenantMailError
+from ...models import Attachment, StoredMessage
+from .fetched import spool_dir
 
 DEFAULT_MIN_AGE = timedelta(hours=24)
-# Folders under MEDIA_ROOT that hold mail files (see storage._save_raw/_save_attachment).
+# Folders under MEDIA_ROOT that hold mail files (see files.save_raw/save_attachment).
 MAIL_FOLDERS = ("raw", "attachments")
 _QUERY_CHUNK = 10_000
 

@@ -9,8 +9,9 @@ import pytest
 from django.db import connection as db_connection
 
 from connections.models import MailboxLock, PollOutcome, PollRun, StoredMessage
-from connections.services import polling
-from connections.services.polling import _Interrupt, poll
+from connections.services.inbound import faults
+from connections.services.inbound.poll import poll
+from connections.services.inbound.result import PollResult
 
 from .mails import make_mail
 
@@ -26,20 +27,13 @@ def _let_lock_expire() -> None:
     assert MailboxLock.objects.update(expires_at=timezone.now() - timedelta(seconds=1)) >= 1
 
 
-def _die_at(point: str):
-    def hook(where: str) -> None:
-        if where == point:
-            raise _Interrupt(f"worker killed at {where}")
-    return hook
-
-
 @pytest.mark.parametrize("mode", ["mark_read", "delete", "move"])
 def test_imap_worker_killed_between_store_and_post_processing(mail_servers, mailbox, make_inbound, mode):
     address, password = mailbox
     mail_servers.append(address, [make_mail(f"k{i}") for i in range(4)])
     conn = make_inbound(address, password, post_processing=mode, archive_folder="Done", lock_timeout=600)
-    with pytest.raises(_Interrupt):
-        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    with pytest.raises(faults.Interrupt), faults.installed(faults.interrupt_at("stored")):
+        poll(connection_id=conn.pk)
     # Stored and committed, but the server was not touched and the lock was left behind.
     assert StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).count() == 4
     assert len(mail_servers.flags(address)) == 4
@@ -70,8 +64,8 @@ def test_pop3_worker_killed_before_quit(mail_servers, mailbox, make_inbound):
     address, password = mailbox
     mail_servers.append(address, [make_mail(f"p{i}") for i in range(3)])
     conn = make_inbound(address, password, protocol="pop3", post_processing="delete", lock_timeout=600)
-    with pytest.raises(_Interrupt):
-        poll(connection_id=conn.pk, _hook=_die_at("before_quit"))
+    with pytest.raises(faults.Interrupt), faults.installed(faults.interrupt_at("before_quit")):
+        poll(connection_id=conn.pk)
     # The DELEs were never applied (no QUIT): the mails are still there, stored once.
     assert len(mail_servers.flags(address)) == 3
     assert StoredMessage.objects.filter(connection=conn, post_processed_at__isnull=True).count() == 3
@@ -122,7 +116,7 @@ def test_two_concurrent_pollers_one_gets_locked(mail_servers, mailbox, make_inbo
     conn = make_inbound(address, password, post_processing="mark_read")
     # A second connection of the same mailbox (same host + user + folder) competes too.
     twin = make_inbound(address, password, post_processing="mark_read", protocol="imap", protection="starttls_mandatory")
-    results: dict[str, polling.PollResult] = {}
+    results: dict[str, PollResult] = {}
     barrier = threading.Barrier(3)
 
     def run(name: str, cid: int) -> None:
@@ -151,8 +145,8 @@ def test_pending_mail_moved_away_by_a_person_does_not_block(mail_servers, mailbo
     address, password = mailbox
     mail_servers.append(address, [make_mail(f"gone{i}") for i in range(2)])
     conn = make_inbound(address, password, post_processing="move", archive_folder="Done", lock_timeout=60)
-    with pytest.raises(_Interrupt):
-        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    with pytest.raises(faults.Interrupt), faults.installed(faults.interrupt_at("stored")):
+        poll(connection_id=conn.pk)
     MailboxLock.objects.all().delete()  # (the dead worker's lock; expiry is tested above)
     # Meanwhile someone deletes one of the two mails in their mail program.
     from connections.mail.imap import IMAPClient
@@ -178,8 +172,8 @@ def test_killed_poll_leaves_no_orphan_files(mail_servers, mailbox, make_inbound,
     address, password = mailbox
     mail_servers.append(address, [make_mail(f"o{i}", attachment=b"x" * 100) for i in range(6)])
     conn = make_inbound(address, password, post_processing="mark_read", lock_timeout=60)
-    with pytest.raises(_Interrupt):
-        poll(connection_id=conn.pk, _hook=_die_at("stored"))
+    with pytest.raises(faults.Interrupt), faults.installed(faults.interrupt_at("stored")):
+        poll(connection_id=conn.pk)
     stored = list(StoredMessage.objects.filter(connection=conn))
     assert len(stored) == 2  # the first batch
     referenced = {m.raw.name for m in stored}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from connections.models import InboundConnection, PollOutcome, StoredMessage
-from connections.services.polling import poll
+from connections.services.inbound.poll import poll
 
-from .mails import make_mail
+from ..mails import make_mail
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 

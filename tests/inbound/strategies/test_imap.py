@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from connections.models import PollOutcome, PollRun, StoredMessage
-from connections.services.polling import poll
+from connections.services.inbound.poll import poll
 
-from .mails import make_mail
+from ..mails import make_mail
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
@@ -179,7 +179,7 @@ def test_deferred_parsing(mail_servers, mailbox, make_inbound):
     assert result.stored == 1
     msg = StoredMessage.objects.get(connection=conn)
     assert not msg.parsed and msg.subject == "" and msg.post_processed_at is not None
-    from connections.services.polling import parse_pending
+    from connections.services.inbound.deferred import parse_pending
 
     assert parse_pending(connection_id=conn.pk) == 1
     msg.refresh_from_db()

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from django.utils import timezone
 
-from ..errors import ValidationError
-from ..models import InboundConnection, ScheduleKind
+from ...errors import ValidationError
+from ...models import InboundConnection, ScheduleKind
 
 MIN_INTERVAL_SECONDS = 10
 WEEKDAY_NAMES = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]

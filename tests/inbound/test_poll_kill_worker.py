@@ -20,7 +20,7 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 
 from connections.models import MailboxLock, PollOutcome, PollRun, StoredMessage
-from connections.services.polling import poll
+from connections.services.inbound.poll import poll
 
 from .mails import make_mail
 
@@ -43,12 +43,13 @@ def _poller_process(connection_id: int) -> subprocess.Popen:
         "django.setup()\n"
         "from django.conf import settings\n"
         f"settings.MEDIA_ROOT = {str(settings.MEDIA_ROOT)!r}\n"
-        "from connections.services import polling\n"
+        "from connections.services.inbound import faults, poll\n"
         "def hook(point):\n"
         "    if point == 'stored':\n"
         "        print('STORED', flush=True)\n"
         "        time.sleep(300)\n"
-        f"print('RESULT', polling.poll(connection_id={connection_id}, _hook=hook), flush=True)\n"
+        "with faults.installed(hook):\n"
+        f"    print('RESULT', poll.poll(connection_id={connection_id}), flush=True)\n"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=str(ROOT), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from connections.models import PollOutcome, StoredMessage
-from connections.services.polling import poll
+from connections.services.inbound.poll import poll
 
 from tests.mailcorpus import corpus_files
 
@@ -87,11 +87,11 @@ def test_whole_corpus_polled(mail_servers, mailbox, make_inbound, protocol, sett
 def test_corpus_poll_with_helper_processes_matches_in_process(mail_servers, make_inbound, settings):
     """Large polls hand hashing, parsing and file writing to forked helper processes: the
     result must be exactly what the poll computes by itself, byte for byte and field by field."""
-    from connections.services import polling
+    from connections.services.inbound import prepare_pool
 
     settings.INBOUND_PREPARE_PROCESSES = 2
     settings.INBOUND_PREPARE_PROCESS_MIN = 1
-    pool = polling._start_helper([("small", list(range(10)))])
+    pool = prepare_pool.start([("small", list(range(10)))])
     assert pool is not None, "the helper pool must start for this test to mean anything"
     pool.shutdown()
 

@@ -1,0 +1,288 @@
+"""Inbound writes, each named by intent, each a fast PostgreSQL path beside its plain ORM version.
+
+- `take_lock`: one INSERT … ON CONFLICT DO UPDATE (take an expired lock over) / create, else
+  a conditional UPDATE;
+- `open_run_and_lock`, `finish_run`: the poll's bookkeeping as one statement (data-modifying
+  CTEs, one round trip, asynchronous commit) / one short ORM transaction;
+- `insert_messages`: a batch of StoredMessage and Attachment rows with binary COPY / bulk_create;
+- `mark_post_processed`: one UPDATE with an array parameter / the ORM's IN list.
+
+The fast path runs on PostgreSQL; the ORM one elsewhere (SQLite), or inside `plain_orm()`
+(tests compare the rows of both). Both write the same rows. Which one runs depends on the
+database and that selection only, never on the caller's transaction state: the one-statement
+bookkeeping must be its own transaction, so it refuses to run inside one.
+
+Asynchronous commit is used for poll bookkeeping only (history row, lock, outcome): losing it
+in a database crash is harmless — a lock then expires, a RUNNING row is closed by pruning,
+the dispatcher's claim re-polls — and any later stored-mail commit (always synchronous)
+flushes it anyway. Never for mail rows.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Iterator
+
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
+from django.db.models.sql import UpdateQuery
+from django.utils import timezone
+
+from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage
+
+_plain: ContextVar[bool] = ContextVar("inbound_plain_orm", default=False)
+
+# In autocommit, one statement is its own transaction: set_config(..., true) in it covers
+# exactly that statement's commit.
+_ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+
+
+@contextmanager
+def plain_orm() -> Iterator[None]:
+    """Within this block (this thread), every function here takes its plain ORM path."""
+    token = _plain.set(True)
+    try:
+        yield
+    finally:
+        _plain.reset(token)
+
+
+def fast() -> bool:
+    """Whether the fast paths are taken: PostgreSQL, outside `plain_orm()`."""
+    return transaction.get_connection().vendor == "postgresql" and not _plain.get()
+
+
+# --------------------------------------------------------------------------- locks and poll bookkeeping
+
+
+def take_lock(*, lock: MailboxLock) -> tuple[str | None, bool]:
+    """Write the new lock row, or take over an expired one with its key. Returns (its token,
+    taken over from a holder that died), or (None, False) when someone holds a live lock."""
+    if fast():
+        sql, params = _lock_sql(lock)
+        db = transaction.get_connection()
+        with db.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        return (lock.token, not row[0]) if row else (None, False)
+    try:
+        with transaction.atomic():
+            lock.save(force_insert=True)
+        return lock.token, False
+    except IntegrityError:
+        pass
+    # Held: take it over only if it has expired (its holder died or hung). The condition in
+    # the UPDATE makes the take-over atomic: of two pollers, one wins.
+    with transaction.atomic():
+        taken = MailboxLock.objects.filter(key=lock.key, expires_at__lte=lock.acquired_at).update(
+            token=lock.token, acquired_at=lock.acquired_at, expires_at=lock.expires_at, holder=lock.holder
+        )
+    return (lock.token, True) if taken else (None, False)
+
+
+def open_run_and_lock(*, run: PollRun, lock: MailboxLock) -> tuple[str | None, bool]:
+    """Insert the RUNNING history row `run` and take `lock`, committed together. Returns what
+    take_lock returns."""
+    if not fast():
+        with transaction.atomic():
+            run.save(force_insert=True)
+            return take_lock(lock=lock)
+    _require_autocommit()
+    # One round trip, one (asynchronous) commit instead of BEGIN, SET, two INSERTs and COMMIT
+    # — most of an empty poll's bookkeeping cost.
+    lock_sql, lock_params = _lock_sql(lock)
+    run_sql, run_params = _insert_sql(run)
+    sql = (f"WITH lk AS ({lock_sql}), run AS ({run_sql}) "
+           f"SELECT (SELECT id FROM run), (SELECT fresh FROM lk), ({_ASYNC_COMMIT})")
+    db = transaction.get_connection()
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*lock_params, *run_params])
+        run_id, fresh, _ = cursor.fetchone()
+    run.pk = run_id
+    run._state.adding = False
+    run._state.db = db.alias
+    return (None, False) if fresh is None else (lock.token, not fresh)
+
+
+def finish_run(*, run_id: int | None, new_run: PollRun | None, outcome: dict, connection_id: int,
+               connection_update: dict, release: tuple[str, str] | None, counters: tuple[str, list]) -> int:
+    """In one commit: release the lock (`release` = (key, token)), write the outcome into the
+    history row `run_id` (or insert `new_run` whole), update the connection, add the metric
+    `counters` (sql, params). Returns the history row's id."""
+    if not fast():
+        with transaction.atomic():
+            if release is not None:
+                MailboxLock.objects.filter(key=release[0], token=release[1]).delete()
+            if new_run is not None:
+                new_run.save(force_insert=True)
+                run_id = new_run.pk
+            else:
+                PollRun.objects.filter(pk=run_id).update(**outcome)
+            InboundConnection.objects.filter(pk=connection_id).update(**connection_update)
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute(*counters)
+        return run_id  # type: ignore[return-value]
+    _require_autocommit()
+    db = transaction.get_connection()
+    parts, params = [], []
+    if release is not None:
+        table = db.ops.quote_name(MailboxLock._meta.db_table)
+        parts.append(f"rel AS (DELETE FROM {table} WHERE key = %s AND token = %s)")
+        params += list(release)
+    if new_run is not None:
+        run_sql, run_params = _insert_sql(new_run)
+    else:
+        run_sql, run_params = _update_sql(PollRun, run_id, outcome)
+        run_sql += " RETURNING " + db.ops.quote_name(PollRun._meta.pk.column)
+    parts.append(f"run AS ({run_sql})")
+    params += run_params
+    conn_sql, conn_params = _update_sql(InboundConnection, connection_id, connection_update)
+    parts.append(f"conn AS ({conn_sql})")
+    params += conn_params
+    parts.append(f"metrics AS ({counters[0]})")
+    params += counters[1]
+    with db.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT id FROM run), ({_ASYNC_COMMIT})", params)
+        return cursor.fetchone()[0]
+
+
+def _require_autocommit() -> None:
+    """The one-statement bookkeeping commits asynchronously: inside a caller's transaction
+    that would cover the caller's commit too (mail rows are always committed synchronously)."""
+    if transaction.get_connection().in_atomic_block:
+        raise RuntimeError("poll bookkeeping must run outside transaction.atomic() (poll() refuses to run inside one)")
+
+
+def _lock_sql(lock: MailboxLock) -> tuple[str, list]:
+    """The one statement that takes the lock or takes an expired one over, usable inside a
+    bigger statement (a CTE). It returns one row `fresh` (true: new lock, false: taken over)
+    when the lock is ours, no row when it is held."""
+    table = transaction.get_connection().ops.quote_name(MailboxLock._meta.db_table)
+    sql = (
+        f"INSERT INTO {table} (key, token, acquired_at, expires_at, holder) VALUES (%s, %s, %s, %s, %s) "
+        f"ON CONFLICT (key) DO UPDATE SET token = EXCLUDED.token, acquired_at = EXCLUDED.acquired_at, "
+        f"expires_at = EXCLUDED.expires_at, holder = EXCLUDED.holder WHERE {table}.expires_at <= %s "
+        f"RETURNING (xmax = 0) AS fresh"
+    )
+    return sql, [lock.key, lock.token, lock.acquired_at, lock.expires_at, lock.holder, lock.acquired_at]
+
+
+def _insert_sql(obj) -> tuple[str, list]:
+    """INSERT … RETURNING id of an unsaved model instance (all concrete fields but the pk)."""
+    db = transaction.get_connection()
+    fields = [f for f in obj._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(db.ops.quote_name(f.column) for f in fields)
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection=db) for f in fields]
+    placeholders = ", ".join(["%s"] * len(fields))
+    table = db.ops.quote_name(obj._meta.db_table)
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {db.ops.quote_name(obj._meta.pk.column)}", params
+
+
+def _update_sql(model, pk: int, values: dict) -> tuple[str, list]:
+    """UPDATE … WHERE pk = … as the ORM would write it (field preparation included)."""
+    query = UpdateQuery(model)
+    query.add_update_values(values)
+    query.add_q(Q(pk=pk))
+    return query.get_compiler(using=transaction.get_connection().alias).as_sql()
+
+
+# --------------------------------------------------------------------------- stored mails
+
+
+def insert_messages(*, messages: list[dict], attachments: list[list[dict]]) -> list[int]:
+    """Insert StoredMessage rows (dicts of attname -> value) and, for each, its Attachment rows
+    (dicts without message_id: set here). Returns the messages' ids, in order. A unique violation
+    raises IntegrityError for the whole call (the caller's transaction decides)."""
+    if not messages:
+        return []
+    if fast() and len(messages) > 1:
+        # COPY straight from column values: no model instances for a batch of rows.
+        db = transaction.get_connection()
+        ids = _copy_insert(db, StoredMessage, messages)
+        rows = []
+        for pk, atts in zip(ids, attachments):
+            for values in atts:
+                values["message_id"] = pk
+                rows.append(values)
+        if rows:
+            _copy_insert(db, Attachment, rows)
+        return ids
+    created = StoredMessage.objects.bulk_create([StoredMessage(**values) for values in messages])
+    attachment_rows = [Attachment(message_id=row.pk, **values)
+                       for row, atts in zip(created, attachments) for values in atts]
+    if attachment_rows:
+        Attachment.objects.bulk_create(attachment_rows, batch_size=500)
+    return [row.pk for row in created]
+
+
+def mark_post_processed(pks: list[int], *, now: datetime | None = None) -> None:
+    """Record that these stored mails' post-processing on the server is done."""
+    if not pks:
+        return
+    now = now or timezone.now()
+    if not fast():
+        StoredMessage.objects.filter(pk__in=pks, post_processed_at__isnull=True).update(post_processed_at=now)
+        return
+    # One array parameter instead of the ORM's IN list of 200 placeholders (compiled per call).
+    db = transaction.get_connection()
+    table = db.ops.quote_name(StoredMessage._meta.db_table)
+    with db.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET post_processed_at = %s WHERE id = ANY(%s) AND post_processed_at IS NULL",
+                       [now, list(pks)])
+
+
+def _copy_insert(db, model, rows: list[dict]) -> list[int]:
+    """PostgreSQL: ids reserved from the sequence in one query, the rows (dicts of attname ->
+    value; missing columns take the field's default) sent with COPY. Returns the ids.
+
+    Much cheaper than the ORM's bulk_create for a batch of 200 (no model instances, no
+    per-field preparation of 24 fields per row). A unique violation aborts the whole COPY and
+    surfaces as IntegrityError, exactly like the INSERT it replaces.
+    """
+    opts = model._meta
+    table = opts.db_table
+    fields = [f for f in opts.concrete_fields if not f.primary_key]
+    # Binary COPY when every column's type is known to psycopg: no text escaping of the
+    # bodies (several times cheaper for the client than the text format).
+    types = [_copy_type(f, db) for f in [opts.pk, *fields]]
+    binary = all(types)
+    getters = [_copy_getter(f, binary) for f in fields]  # one converter per column, chosen once
+    with db.wrap_database_errors, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, opts.pk.column, len(rows)],
+        )
+        ids = [r[0] for r in cursor.fetchall()]
+        columns = ", ".join(db.ops.quote_name(c) for c in [opts.pk.column, *(f.column for f in fields)])
+        raw_cursor = cursor.cursor  # psycopg's own cursor: COPY is not in the DB-API
+        sql = f"COPY {db.ops.quote_name(table)} ({columns}) FROM STDIN" + (" (FORMAT BINARY)" if binary else "")
+        with raw_cursor.copy(sql) as copy:
+            if binary:
+                copy.set_types(types)
+            for pk, row in zip(ids, rows):
+                copy.write_row([pk, *(get(row) for get in getters)])
+    return ids
+
+
+def _copy_getter(f, binary: bool):
+    """How a row dict gives the column's COPY value (the model's default when missing)."""
+    default = f.get_default()  # None for a nullable column; "" for text
+    if isinstance(f, models.JSONField) and not binary:
+        return lambda row, a=f.attname, d=default: json.dumps(row.get(a, d))
+    if isinstance(f, models.FileField):
+        return lambda row, a=f.attname: row.get(a) or ""
+    # (binary JSON: psycopg's jsonb dumper serialises the object itself)
+    return lambda row, a=f.attname, d=default: row.get(a, d)
+
+
+def _copy_type(field, db) -> str | None:
+    """The PostgreSQL type name psycopg needs for a binary COPY of the column, or None."""
+    import psycopg
+
+    declared = field.db_type(db)  # "varchar(300)", "timestamp with time zone", "bigint", …
+    if not declared:
+        return None
+    info = psycopg.adapters.types.get(declared.split("(")[0].strip())
+    return info.name if info is not None else None
