@@ -25,8 +25,11 @@ from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
+from connections.services.parsing.parse import parse_bytes, parse_file, parse_headers_only
+from connections.services.parsing.results import ParsedAttachment, ParsedMessage
+
 from ..models import Attachment, InboundConnection, PostProcessing, StoredMessage
-from . import parsing, safe_html
+from . import safe_html
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ class FetchedMail:
     oversized: bool = False  # data holds only the header section
     # Filled in ahead by the fetching thread (see prepare_ahead), else by store_batch.
     sha: str | None = None
-    parsed: parsing.ParsedMessage | None = None
+    parsed: ParsedMessage | None = None
     raw_name: str = ""
     attachment_names: list[str] = field(default_factory=list)
     write_error: str = ""
@@ -139,7 +142,7 @@ class StoreOutcome:
 class _Prepared:
     mail: FetchedMail
     sha: str
-    parsed: parsing.ParsedMessage | None
+    parsed: ParsedMessage | None
     raw_size: int = 0
     raw_name: str = ""
     attachment_names: list[str] = field(default_factory=list)
@@ -220,7 +223,7 @@ def _save_raw(mail: FetchedMail) -> str:
     return saved
 
 
-def _save_attachment(att: parsing.ParsedAttachment) -> str:
+def _save_attachment(att: ParsedAttachment) -> str:
     base = ""
     if att.filename:
         try:
@@ -309,21 +312,21 @@ def _delete_files(names: Iterable[str]) -> None:
                 log.warning("could not remove orphan file %s", name)
 
 
-def parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+def parse_mail(mail: FetchedMail) -> ParsedMessage:
     """Parse the mail and sanitise its HTML body once (bounded cost: services.safe_html)."""
     parsed = _parse_mail(mail)
     safe_html.prepare_into(parsed)
     return parsed
 
 
-def _parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+def _parse_mail(mail: FetchedMail) -> ParsedMessage:
     if mail.oversized:
-        parsed = parsing.parse_headers_only(mail.data or b"")
+        parsed = parse_headers_only(mail.data or b"")
         parsed.problem(f"oversized: {mail.size} bytes on the server; only the headers were downloaded")
         return parsed
     if mail.data is not None:
-        return parsing.parse_bytes(mail.data)
-    return parsing.parse_file(mail.path, tmpdir=spool_dir())  # type: ignore[arg-type]
+        return parse_bytes(mail.data)
+    return parse_file(mail.path, tmpdir=spool_dir())  # type: ignore[arg-type]
 
 
 def _message_values(connection: InboundConnection, prep: _Prepared, now, *, post_done: bool) -> dict:
