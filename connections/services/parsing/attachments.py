@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import tempfile
+import unicodedata
 from email.message import Message
 from typing import Iterator
 
@@ -14,16 +15,25 @@ from .charsets import clean_text
 from .headers import decode_raw_header_value, header, raw_header, surrogates_to_text
 from .results import ParsedAttachment, ParsedMessage
 
-def safe_filename(name: str) -> str:
-    """The last path component of `name`, without control characters, NUL, lone surrogates
-    or leading/trailing dots, at most 200 characters (the extension kept); may be empty."""
-    name = clean_text(name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".") or ""
+_PATH_SEPARATOR = re.compile(r"[/\\]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_filename(name: str, *, default: str = "") -> str:
+    """The one file-name sanitiser (names read from mail, names offered for download): the
+    last path component of `name`, without control or other non-printing characters (Unicode
+    category C: NUL, CR/LF, bidi overrides, lone surrogates), without leading/trailing dots
+    and blanks, at most 200 characters (the extension kept); `default` when nothing is left."""
+    name = _PATH_SEPARATOR.split(clean_text(name or ""))[-1]
+    if name.isascii():
+        name = _ASCII_CONTROL.sub("", name)
+    else:
+        name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.strip().strip(".").strip()
     if len(name) > 200:
         stem, dot, ext = name.rpartition(".")
         name = (stem[: 200 - len(ext) - 1] + "." + ext) if dot and len(ext) < 20 else name[:200]
-    return name
+    return name or default
 
 
 _EXTENSIONS = {
