@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
+from typing import Iterator
 
 from .attachments import attachment, part_content_type, spill
-from .charsets import codec_for
 from .lines import Source
 from .results import ParsedMessage
 from .splitter import Leaf
@@ -54,23 +54,14 @@ def in_memory(leaf: Leaf, ctx: LeafContext) -> bool:
         leaf.headers.get_content_maintype() in ("message", "multipart") and size <= STREAM_FALLBACK_MAX)
 
 
-def leaves_declared_charset(ctx: LeafContext, leaves: list[Leaf]) -> str | None:
-    """What walk.declared_charset finds on the whole mail, from the leaves (in the same order)."""
-    try:
-        for leaf in leaves:
-            parts = [leaf.headers]
-            if leaf.headers.get_content_maintype() == "message":
-                if not in_memory(leaf, ctx):
-                    continue
-                parts = list(iter_parts(parse_leaf(ctx.source, leaf)))
-            for part in parts:
-                if part.get_content_maintype() == "text":
-                    charset = part.get_content_charset()
-                    if charset and codec_for(charset) not in (None, "ascii", "utf-8"):
-                        return charset
-    except Exception:
-        pass
-    return None
+def leaf_parts(ctx: LeafContext, leaves: list[Leaf]) -> Iterator[Message]:
+    """The parts of the whole mail whose charset walk.declared_charset looks at, in its order,
+    from the leaves (a nested mail's parts only when it is read in memory)."""
+    for leaf in leaves:
+        if leaf.headers.get_content_maintype() != "message":
+            yield leaf.headers
+        elif in_memory(leaf, ctx):
+            yield from iter_parts(parse_leaf(ctx.source, leaf))
 
 
 def parse_leaf(source: Source, leaf: Leaf) -> Message:

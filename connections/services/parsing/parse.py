@@ -25,11 +25,11 @@ from .big_leaves import big_leaf
 from .charsets import decode_bytes
 from .header_block import find_header_end, parse_header_section
 from .headers import headers_into
-from .leaves import LeafContext, in_memory, leaves_declared_charset, memory_leaf
+from .leaves import LeafContext, in_memory, leaf_parts, memory_leaf
 from .lines import FileSource, LineReader, MemorySource, Source
 from .results import ParsedMessage
 from .splitter import Fallback, Leaf, Splitter
-from .walk import Bodies, declared_charset, defect_problem, defects, set_linesep, walk
+from .walk import Bodies, declared_charset, defect_problem, defects, iter_parts, set_linesep, walk
 
 SPLIT_MIN = 16 * 1024  # mails smaller than this are parsed by the email package whole
 _NUL = re.compile(rb"\x00")
@@ -94,7 +94,7 @@ def split(mail: BinaryIO | bytes | memoryview, result: ParsedMessage, tmpdir: st
     if reader.nul:
         result.problem("the mail contains NUL bytes (removed from the decoded text)")
     ctx = LeafContext(source, result, {"text": [], "html": []}, linesep, tmpdir, strict, to_files=in_file)
-    headers_into(top, result, charset=leaves_declared_charset(ctx, splitter.leaves))
+    headers_into(top, result, charset=declared_charset(leaf_parts(ctx, splitter.leaves)))
     for leaf in splitter.leaves:
         if in_memory(leaf, ctx):
             memory_leaf(leaf, ctx)
@@ -121,7 +121,7 @@ def parse_with_email_package(raw: bytes) -> ParsedMessage:
         result.text_body = decode_bytes(raw[:1_000_000], None)
         return result
     set_linesep(msg, "\r\n" if b"\r\n" in raw[:4096] else "\n")
-    headers_into(msg, result, charset=declared_charset(msg))
+    headers_into(msg, result, charset=declared_charset(iter_parts(msg)))
     bodies: Bodies = {"text": [], "html": []}
     try:
         walk(msg, result, "", in_alternative=False, bodies=bodies)
@@ -139,7 +139,7 @@ def parse_headers_only(raw_header: bytes) -> ParsedMessage:
     result = ParsedMessage()
     try:
         msg = parse_header_section(raw_header)
-        headers_into(msg, result, charset=declared_charset(msg))
+        headers_into(msg, result, charset=declared_charset(iter_parts(msg)))
     except Exception as exc:
         result.problem(f"headers unreadable ({type(exc).__name__})")
     return result
@@ -150,7 +150,7 @@ def _header_section_into(raw: bytes, result: ParsedMessage) -> None:
     try:
         bounds = find_header_end(raw, 0, len(raw))
         msg = parse_header_section(raw, 0, bounds[0] if bounds else len(raw))
-        headers_into(msg, result, charset=declared_charset(msg))
+        headers_into(msg, result, charset=declared_charset(iter_parts(msg)))
     except Exception as exc:
         result.problem(f"headers unreadable ({type(exc).__name__})")
 

@@ -15,7 +15,7 @@ import io
 from email import policy
 from email.generator import BytesGenerator
 from email.message import Message
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .attachments import attachment, part_content_type, part_disposition
 from .charsets import codec_for, decode_bytes
@@ -161,10 +161,11 @@ def _leaf(part: Message, result: ParsedMessage, index: str, ctype: str, in_alter
     result.attachments.append(attachment(part, payload, result, index, raw_kept=raw))
 
 
-def declared_charset(msg: Message) -> str | None:
-    """The mail's first declared text charset that is not ASCII or UTF-8 (headers_into's)."""
+def declared_charset(parts: Iterable[Message]) -> str | None:
+    """The first text charset declared among `parts` (a mail's, in order) that is not ASCII
+    or UTF-8: the one headers.headers_into reads raw 8-bit header bytes in."""
     try:
-        for part in iter_parts(msg):
+        for part in parts:
             if part.get_content_maintype() == "text":
                 charset = part.get_content_charset()
                 if charset and codec_for(charset) not in (None, "ascii", "utf-8"):
