@@ -40,7 +40,7 @@ def test_corpus_tests_select_and_pass_without_the_public_corpus(tmp_path):
 
 
 def test_ci_fails_without_the_public_corpus(tmp_path):
-    run = _pytest(tmp_path, "-q", "tests/inbound/test_parsing_charsets.py", ci=True)
+    run = _pytest(tmp_path, "-q", "tests/parsing/test_charsets.py", ci=True)
     assert run.returncode == 1
     assert "CI=true and the public mail corpus is missing at" in run.stdout + run.stderr
     assert " passed" not in run.stdout
