@@ -37,6 +37,8 @@ from django.db.models import F, Q, QuerySet
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
+from connections.services.parsing.attachments import safe_filename
+
 from ..errors import TenantMailError
 from ..models import Attachment, InboundConnection, StoredMessage
 from . import safe_html, tenancy
@@ -581,14 +583,6 @@ def raw_charset(*, message: StoredMessage) -> str:
 _FALLBACK_UNSAFE = re.compile(r'[^A-Za-z0-9._ ()\[\]+,=@-]')
 
 
-def safe_filename(name: str, *, default: str = "attachment") -> str:
-    """The last path component, without control characters; never empty or dot-only."""
-    name = re.split(r"[/\\]", name or "")[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().strip(".").strip()
-    return name[:200] or default
-
-
 def _ascii(text: str) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return _FALLBACK_UNSAFE.sub("_", text).strip(" ._")
@@ -596,7 +590,7 @@ def _ascii(text: str) -> str:
 
 def content_disposition(*, filename: str, disposition: str = "attachment") -> str:
     """RFC 6266 header value: an ASCII fallback `filename` plus `filename*` in UTF-8."""
-    name = safe_filename(filename)
+    name = safe_filename(filename, default="attachment")
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""

@@ -120,7 +120,7 @@ def prepare(html: str) -> PreparedHtml:
 
 
 def prepare_into(parsed) -> None:
-    """Set `parsed.safe_html` (a parsing.ParsedMessage), noting a placeholder among its
+    """Set `parsed.safe_html` (a parsing.results.ParsedMessage), noting a placeholder among its
     problems. Never raises: on a failure it stays None and the page prepares it."""
     try:
         prepared = prepare(parsed.html_body)

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS_TESTS = ["tests/inbound/test_parsing.py", "tests/inbound/test_parsing_charsets.py",
-                "tests/inbound/test_parsing_stream.py", "tests/inbound/test_corpus_poll.py",
+CORPUS_TESTS = ["tests/parsing/test_parse.py", "tests/parsing/test_charsets.py",
+                "tests/parsing/test_parse_stream.py", "tests/inbound/test_corpus_poll.py",
                 "tests/mail/test_imap.py", "tests/mail/test_pop3.py", "tests/messages/test_browser_charsets.py"]
 
 
@@ -31,7 +31,7 @@ def test_corpus_tests_select_and_pass_without_the_public_corpus(tmp_path):
         assert any(i.startswith(path + "::") for i in ids), f"{path}: nothing selected without the public corpus"
     assert sum("test_charset_shown_as_readable_text[" in i for i in ids) >= 14  # one per generated charset
 
-    run = _pytest(tmp_path, "-q", "-rs", "tests/inbound/test_parsing.py", "tests/inbound/test_parsing_charsets.py")
+    run = _pytest(tmp_path, "-q", "-rs", "tests/parsing/test_parse.py", "tests/parsing/test_charsets.py")
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-5000:]
     assert out.count("the public corpus is NOT at") == 1, out[:2000]
@@ -40,7 +40,7 @@ def test_corpus_tests_select_and_pass_without_the_public_corpus(tmp_path):
 
 
 def test_ci_fails_without_the_public_corpus(tmp_path):
-    run = _pytest(tmp_path, "-q", "tests/inbound/test_parsing_charsets.py", ci=True)
+    run = _pytest(tmp_path, "-q", "tests/parsing/test_charsets.py", ci=True)
     assert run.returncode == 1
     assert "CI=true and the public mail corpus is missing at" in run.stdout + run.stderr
     assert " passed" not in run.stdout

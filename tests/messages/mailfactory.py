@@ -45,11 +45,11 @@ def _header(msg: Message, name: str, problems: list[str]) -> str:
 def parse(raw: bytes) -> dict:
     """Fields of a StoredMessage plus a list of attachment dicts.
 
-    Uses the inbound parser (connections.services.parsing) when it is there, so the
+    Uses the inbound parser (connections.services.parsing.parse) when it is there, so the
     pages are tested with what polls really store; else a minimal parse.
     """
     try:
-        from connections.services.parsing import parse_bytes
+        from connections.services.parsing.parse import parse_bytes
     except ImportError:
         return _minimal_parse(raw)
     parsed = parse_bytes(raw)

@@ -137,7 +137,7 @@ def test_a_batch_goes_in_with_binary_copy_and_reads_back_the_same(conn):
     psycopg); what comes back equals what was parsed, JSON, dates and text included."""
     from django.db import connection
 
-    from connections.services.parsing import parse_bytes
+    from connections.services.parsing.parse import parse_bytes
 
     assert connection.vendor == "postgresql"
     for model in (StoredMessage, Attachment):

@@ -13,7 +13,9 @@ from typing import BinaryIO
 
 from django.core.files.storage import default_storage
 
-from .. import parsing, safe_html
+from .. import safe_html
+from ..parsing.parse import parse_bytes, parse_file, parse_headers_only
+from ..parsing.results import ParsedMessage
 from . import files
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class FetchedMail:
     oversized: bool = False  # data holds only the header section
     # Filled in ahead by the fetching thread (see prepare_ahead), else by store_batch.
     sha: str | None = None
-    parsed: parsing.ParsedMessage | None = None
+    parsed: ParsedMessage | None = None
     raw_name: str = ""
     attachment_names: list[str] = field(default_factory=list)
     write_error: str = ""
@@ -105,18 +107,18 @@ class FetchedMail:
             self.path = None
 
 
-def parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+def parse_mail(mail: FetchedMail) -> ParsedMessage:
     """Parse the mail and sanitise its HTML body once (bounded cost: services.safe_html)."""
     parsed = _parse_mail(mail)
     safe_html.prepare_into(parsed)
     return parsed
 
 
-def _parse_mail(mail: FetchedMail) -> parsing.ParsedMessage:
+def _parse_mail(mail: FetchedMail) -> ParsedMessage:
     if mail.oversized:
-        parsed = parsing.parse_headers_only(mail.data or b"")
+        parsed = parse_headers_only(mail.data or b"")
         parsed.problem(f"oversized: {mail.size} bytes on the server; only the headers were downloaded")
         return parsed
     if mail.data is not None:
-        return parsing.parse_bytes(mail.data)
-    return parsing.parse_file(mail.path, tmpdir=spool_dir())  # type: ignore[arg-type]
+        return parse_bytes(mail.data)
+    return parse_file(mail.path, tmpdir=spool_dir())  # type: ignore[arg-type]

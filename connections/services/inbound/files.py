@@ -22,7 +22,7 @@ from connections.conf import conf
 from ...models import InboundConnection, PostProcessing
 
 if TYPE_CHECKING:
-    from ..parsing import ParsedAttachment
+    from ..parsing.results import ParsedAttachment
     from .fetched import FetchedMail
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ...models import InboundConnection, PostProcessing, StoredMessage
-from .. import parsing
+from ..parsing.results import ParsedMessage
 from ..persistence import inbound as inbound_rows
 from . import files
 from .fetched import FetchedMail, parse_mail
@@ -37,7 +37,7 @@ class StoreOutcome:
 class Prepared:
     mail: FetchedMail
     sha: str
-    parsed: parsing.ParsedMessage | None
+    parsed: ParsedMessage | None
     raw_size: int = 0
     raw_name: str = ""
     attachment_names: list[str] = field(default_factory=list)

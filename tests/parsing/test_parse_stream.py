@@ -11,8 +11,10 @@ import os
 
 import pytest
 
-from connections.services import parsing
-from connections.services.parsing import ParsedMessage, parse_bytes, parse_file
+from connections.services.parsing import leaves, lines
+from connections.services.parsing.parse import parse_bytes, parse_file, split
+from connections.services.parsing.results import ParsedMessage
+from connections.services.parsing.splitter import Fallback
 
 from tests.mailcorpus import cases, corpus_files, corpus_name, generated_path
 
@@ -59,8 +61,8 @@ def _fallbacks(tmp_path) -> dict[str, str]:
         result = ParsedMessage()
         try:
             with open(path, "rb") as fh:
-                parsing._stream_parse(fh, result, str(tmp_path), strict=True)
-        except parsing._Fallback as exc:
+                split(fh, result, str(tmp_path), strict=True)
+        except Fallback as exc:
             out[corpus_name(path)] = str(exc)
         result.cleanup()
     return out
@@ -81,8 +83,8 @@ def test_parse_file_equals_parse_bytes_on_the_whole_corpus(tmp_path):
 @pytest.mark.parametrize("chunk", [4096, 7])
 def test_chunked_decoding_of_every_leaf_equals_parse_bytes(tmp_path, monkeypatch, chunk):
     """Every leaf part as if it were a 50 MB attachment: decoded from the file in chunks."""
-    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 0)
-    monkeypatch.setattr(parsing, "_CHUNK", chunk)  # chunk edges inside lines, CRLFs and base64 quads
+    monkeypatch.setattr(leaves, "STREAM_LEAF_IN_MEMORY_MAX", 0)
+    monkeypatch.setattr(lines, "CHUNK", chunk)  # chunk edges inside lines, CRLFs and base64 quads
     failures = _compare_corpus(tmp_path)
     assert not failures, "\n".join(failures)
     # Only broken base64 and uuencode (decoded by the email package's own rules) fall back.
@@ -111,13 +113,13 @@ def test_mails_the_old_streaming_parser_misread(name, rel, needle, tmp_path):
 
 def test_best_effort_split_never_raises_and_cleans_up(tmp_path, monkeypatch):
     """A mail too big for the parse_bytes fallback is split best effort: never raises."""
-    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 0)
+    monkeypatch.setattr(leaves, "STREAM_LEAF_IN_MEMORY_MAX", 0)
     for path in corpus_files():
         if corpus_name(path) in DESIGNED_FALLBACKS:
             continue  # not split at all: see the next test
         result = ParsedMessage()
         with open(path, "rb") as fh:
-            parsing._stream_parse(fh, result, str(tmp_path), strict=False)
+            split(fh, result, str(tmp_path), strict=False)
         for value in (result.subject, result.text_body, result.html_body):
             value.encode("utf-8")
             assert "\x00" not in value
@@ -127,7 +129,7 @@ def test_best_effort_split_never_raises_and_cleans_up(tmp_path, monkeypatch):
 
 
 def test_a_big_mail_with_a_non_ascii_boundary_is_kept_raw_with_a_problem(tmp_path, monkeypatch):
-    monkeypatch.setattr(parsing, "STREAM_FALLBACK_MAX", 0)  # as if it were too big for parse_bytes
+    monkeypatch.setattr(leaves, "STREAM_FALLBACK_MAX", 0)  # as if it were too big for parse_bytes
     for name in DESIGNED_FALLBACKS:
         got = parse_file(str(generated_path(name.removeprefix("generated/"))), tmpdir=str(tmp_path))
         assert any("could not be fully parsed" in p for p in got.problems), got.problems
@@ -136,8 +138,8 @@ def test_a_big_mail_with_a_non_ascii_boundary_is_kept_raw_with_a_problem(tmp_pat
 
 
 def test_big_malformed_mail_beyond_the_fallback_size_is_split_best_effort(tmp_path, monkeypatch):
-    monkeypatch.setattr(parsing, "STREAM_FALLBACK_MAX", 1000)
-    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", 1000)
+    monkeypatch.setattr(leaves, "STREAM_FALLBACK_MAX", 1000)
+    monkeypatch.setattr(leaves, "STREAM_LEAF_IN_MEMORY_MAX", 1000)
     blob = os.urandom(300_000)
     raw = (b"From: a@example.test\r\nSubject: big\r\nMIME-Version: 1.0\r\n"
            b"Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
@@ -216,10 +218,10 @@ def _mutations(seed: int, count: int) -> list[tuple[str, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("leaf_max", [parsing.STREAM_LEAF_IN_MEMORY_MAX, 0])
+@pytest.mark.parametrize("leaf_max", [leaves.STREAM_LEAF_IN_MEMORY_MAX, 0])
 def test_broken_corpus_mails_stream_as_parse_bytes_reads_them(tmp_path, monkeypatch, leaf_max):
-    monkeypatch.setattr(parsing, "STREAM_LEAF_IN_MEMORY_MAX", leaf_max)
-    monkeypatch.setattr(parsing, "_CHUNK", 4096)
+    monkeypatch.setattr(leaves, "STREAM_LEAF_IN_MEMORY_MAX", leaf_max)
+    monkeypatch.setattr(lines, "CHUNK", 4096)
     failures, streamed = [], 0
     for name, raw in _mutations(seed=5 if leaf_max else 6, count=250):
         path = tmp_path / "m.eml"
@@ -227,8 +229,8 @@ def test_broken_corpus_mails_stream_as_parse_bytes_reads_them(tmp_path, monkeypa
         result = ParsedMessage()
         try:
             with open(path, "rb") as fh:
-                parsing._stream_parse(fh, result, str(tmp_path), strict=True)
-        except parsing._Fallback:
+                split(fh, result, str(tmp_path), strict=True)
+        except Fallback:
             result.cleanup()
             continue  # handed to parse_bytes by parse_file: the same result by construction
         streamed += 1

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from connections.services import parsing
+from connections.services.parsing.parse import parse_bytes, parse_file
+from connections.services.parsing.results import ParsedMessage
 
 
 def deep_multipart(levels: int) -> bytes:
@@ -17,7 +18,7 @@ def deep_multipart(levels: int) -> bytes:
     return b"".join(parts)
 
 
-def _check(result: parsing.ParsedMessage) -> None:
+def _check(result: ParsedMessage) -> None:
     assert result.from_header == "Mallory <mallory@example.test>"
     assert "deep tr" in result.subject and result.message_id == "<deep@example.test>"
     assert result.date is not None and result.date.isoformat() == "2026-11-21T08:00:00+00:00"
@@ -27,7 +28,7 @@ def _check(result: parsing.ParsedMessage) -> None:
 @pytest.mark.smoke
 @pytest.mark.parametrize("levels", [2000, 20000])
 def test_headers_of_a_too_deep_multipart_in_memory(levels):
-    _check(parsing.parse_bytes(deep_multipart(levels)))
+    _check(parse_bytes(deep_multipart(levels)))
 
 
 @pytest.mark.smoke
@@ -35,4 +36,4 @@ def test_headers_of_a_too_deep_multipart_in_memory(levels):
 def test_headers_of_a_too_deep_multipart_from_a_file(levels, tmp_path):
     path = tmp_path / "deep.eml"
     path.write_bytes(deep_multipart(levels))
-    _check(parsing.parse_file(str(path), tmpdir=str(tmp_path)))
+    _check(parse_file(str(path), tmpdir=str(tmp_path)))

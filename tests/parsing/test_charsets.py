@@ -7,7 +7,9 @@ from email.parser import BytesParser
 
 import pytest
 
-from connections.services.parsing import ParsedMessage, _codec_for, decode_bytes, parse_bytes
+from connections.services.parsing.charsets import codec_for, decode_bytes
+from connections.services.parsing.parse import parse_bytes
+from connections.services.parsing.results import ParsedMessage
 
 from tests.mailcorpus import cases, corpus_files
 
@@ -44,7 +46,7 @@ def test_synthetic_utf8_mislabelled_as_single_byte(charset):
     ("x-mac-cyrillic", "Привет, мир"),
 ])
 def test_genuine_single_byte_text_is_not_read_as_utf8(charset, text):
-    codec = _codec_for(charset)
+    codec = codec_for(charset)
     data = text.replace("€", "EUR").encode(codec) if charset == "iso-8859-1" else text.encode(codec)
     result = ParsedMessage()
     assert decode_bytes(data, charset, result) == data.decode(codec)
@@ -65,7 +67,7 @@ def test_single_byte_corpus_parts_that_are_not_utf8_keep_their_charset():
                 data = part.get_payload(decode=True)
             except Exception:
                 continue
-            codec = _codec_for(charset)
+            codec = codec_for(charset)
             if not codec or not isinstance(data, bytes) or data.isascii() or codec in ("utf-8",):
                 continue
             try:

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from connections.services.parsing import decode_bytes, parse_bytes, parse_file
+from connections.services.parsing.charsets import decode_bytes
+from connections.services.parsing.parse import parse_bytes, parse_file
 
 from tests.mailcorpus import cases, corpus_files, corpus_name
 
@@ -162,9 +163,20 @@ def test_streaming_parser_survives_the_corpus(tmp_path):
     assert not list(tmp_path.iterdir()), "temporary part files left behind"
 
 
-def test_fast_path_equals_the_email_package_path():
-    """Big well-formed multipart mails take the fast splitter; it must agree exactly."""
-    from connections.services import parsing
+def test_split_in_memory_equals_the_email_package_path():
+    """Mails from SPLIT_MIN on are cut by the one splitter over the buffer (bytes or a
+    memoryview); it must agree exactly with the email package parsing the whole mail."""
+    from connections.services.parsing import parse as parsing
+    from connections.services.parsing.results import ParsedMessage
+    from connections.services.parsing.splitter import Fallback
+
+    def split(raw):
+        result = ParsedMessage()
+        try:
+            parsing.split(raw, result, None, strict=True)
+        except Fallback:
+            return None
+        return result
 
     def key(r):
         return (r.subject, r.from_header, r.to_header, r.cc_header, r.reply_to_header, r.message_id, r.date,
@@ -188,101 +200,22 @@ def test_fast_path_equals_the_email_package_path():
     )
     samples = [synthetic] + [p.read_bytes() for p in corpus_files()]
     used = 0
-    # Every mail, whatever its size (parse_bytes only takes the fast path from
-    # FAST_PATH_MIN on): the small ones hold most of the corpus's oddities.
+    # Every mail, whatever its size (parse_bytes only splits from SPLIT_MIN on): the
+    # small ones hold most of the corpus's oddities.
     for raw in samples:
         if b"\x00" in raw:
-            continue  # parse_bytes never takes the fast path for a mail with NUL bytes
-        fast = parsing._fast_parse(raw)
+            continue  # parse_bytes never splits a mail with NUL bytes
+        fast = split(raw)
         if fast is None:
             continue
         used += 1
-        assert key(fast) == key(parsing._parse_with_email_package(raw))
+        assert key(fast) == key(parsing.parse_with_email_package(raw))
+        assert key(split(memoryview(raw))) == key(fast)
     assert used >= 100
     parsed = parsing.parse_bytes(synthetic)
     assert parsed.text_body == "café au lait" and parsed.html_body == "<b>x</b>"
     assert {a.sha256 for a in parsed.attachments} == {hashlib.sha256(blob).hexdigest(),
                                                        hashlib.sha256(blob[:50_000]).hexdigest()}
-    broken = synthetic.replace(b"--abc--", b"--abd--")  # no close delimiter: the email package decides
-    assert parsing._fast_parse(broken) is None
+    broken = synthetic.replace(b"--abc--", b"--abd--")  # no close delimiter: as the email package reads it
+    assert key(split(broken)) == key(parsing.parse_with_email_package(broken))
     assert parsing.parse_bytes(broken).attachments
-
-
-def test_header_block_shortcut_equals_the_header_parser():
-    """_header_block builds what BytesHeaderParser makes of a header section, or gives up."""
-    from email import policy
-    from email.parser import BytesHeaderParser
-
-    from connections.services import parsing
-
-    def same(block: bytes) -> bool | None:
-        fast = parsing._header_block(block, 0, len(block))
-        if fast is None:
-            return None
-        ref = BytesHeaderParser(policy=policy.compat32).parsebytes(block)
-        assert (fast._headers, fast._payload, fast._unixfrom, fast.defects, fast.get_default_type()) == (
-            ref._headers, ref._payload, ref._unixfrom, ref.defects, ref.get_default_type()), block
-        return True
-
-    built = 0
-    for path in corpus_files():
-        raw = path.read_bytes()
-        found = parsing._find_header_end(raw, 0, len(raw))
-        if found and same(raw[:found[0]]):
-            built += 1
-    assert built > 150
-    assert same(b"Subject: a\r\n  folded\r\n\tmore\r\nX-Bytes: caf\xc3\xa9 \xff\r\nTo:b\r\nX-Empty:\r\n")
-    assert same(b"Subject: vertical \x0b tab and \x0c feed stay in the value\n")
-    assert same(b"")
-    # What feedparser treats specially is left to it.
-    for odd in (b"From someone Sat Nov 21 2026\r\nSubject: a\r\n", b" continuation first\r\nA: b\r\n",
-                b"A: b\rB: lone CR\r\n", b"Subject : space before the colon\r\n", b": no name\r\n",
-                b"no colon at all\r\n"):
-        assert parsing._header_block(odd, 0, len(odd)) is None, odd
-
-
-def test_clean_base64_shortcut_equals_strict_binascii():
-    """What _b64_clean decodes, it decodes as binascii's strict mode does (line breaks removed); the rest it declines."""
-    import base64
-    import binascii
-    import os
-
-    from connections.services import parsing
-
-    blob = os.urandom(30_001)
-    good = [base64.encodebytes(blob).replace(b"\n", b"\r\n"), base64.encodebytes(blob), base64.b64encode(blob),
-            base64.encodebytes(blob[:3000]), base64.encodebytes(blob[:3001]), base64.encodebytes(blob[:3002]) + b"\r\n\r\n"]
-    for text in good:
-        expected = binascii.a2b_base64(text.translate(None, b"\r\n"), strict_mode=True)
-        assert parsing._b64_clean(text) == expected
-        framed = b"--b\r\nContent-Type: a/b\r\n\r\n" + text + b"\r\n--b--\r\n"  # a range of a bigger buffer
-        assert parsing._b64_clean(framed, framed.index(text), framed.index(text) + len(text)) == expected
-    bad = [good[0][:100] + b" " + good[0][100:], good[0][:100] + b"!" + good[0][101:], good[0][:-5],
-           b"YW==YWJj\r\n", good[0][:100] + b"-_" + good[0][102:], good[0][:100] + b"\xc3\xa9" + good[0][102:],
-           b"YWJjZA=\r\n=\r\n"]
-    for text in bad:
-        assert parsing._b64_clean(text) is None, text[:120]
-
-
-def test_simple_header_shortcut_equals_the_header_parser():
-    """Plain ASCII headers skip policy.default's parser; the result must be the same."""
-    from email import policy
-    from email.parser import BytesParser
-
-    from connections.services import parsing
-
-    checked = 0
-    samples = [("From", 'John Doe <j@example.test>'), ("From", '"Doe, John" <j@example.test>'),
-               ("From", '"J. Doe" <j@example.test>'), ("To", "a@example.test"), ("Subject", "Hi  there "),
-               ("Message-ID", "<a.b@c>"), ("Reply-To", "<r@example.test>")]
-    for path in corpus_files():
-        msg = BytesParser(policy=policy.compat32).parsebytes(path.read_bytes())
-        for name in ("From", "To", "Cc", "Reply-To", "Subject", "Message-ID"):
-            samples.extend((name, v) for v in parsing._raw_values(msg, name))
-    for name, value in samples:
-        simple = parsing._simple_header(name, value)
-        if simple is None:
-            continue
-        checked += 1
-        assert simple == str(parsing._FACTORY(name, value)), (name, value)
-    assert checked > 300
