@@ -13,26 +13,24 @@ import re
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator
 
-from ._base import (
-    PreconnectedSocket,
-    Trace,
+from .errors import ConnectError, ProtocolError, TLSError
+from .greeting import unexpected_greeting
+from .opener import PreconnectedSocket, SocketOpener
+from .sasl import preferred
+from .session import MailSession, SaslReply
+from .settings import MailSettings
+from .trace import Trace
+from .wording import (
     after_tls_handshake_error,
-    auth_failed,
-    b64,
-    cram_md5_response,
+    closed_before_greeting,
+    closed_during_auth,
     is_timeout,
     network_error,
-    open_socket,
+    not_offered,
+    only_after_starttls,
     refuse_plain,
-    sasl_plain,
-    upgrade_offered,
     where,
 )
-from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
-from .greeting import unexpected_greeting
-from .sasl import imap_oauth2
-from .settings import MailSettings
-from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
 __all__ = ["IMAPClient", "FolderInfo", "Folder", "imap_utf7_encode", "imap_utf7_decode", "uid_sets"]
 
@@ -177,13 +175,17 @@ class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
         return line
 
 
-class IMAPClient:
+class IMAPClient(MailSession):
     """Context manager: connect, TLS/STARTTLS, CAPABILITY, authenticate.
 
     >>> with IMAPClient(settings, password) as imap:
     ...     info = imap.select("INBOX")
     ...     for uid, raw in imap.fetch_many(imap.search_uids(unseen_only=True)): ...
     """
+
+    protocol = "imap"
+    implicit_port = "IMAPS port (993)"
+    login_commands = frozenset({"LOGIN"})
 
     def __init__(
         self,
@@ -192,81 +194,49 @@ class IMAPClient:
         *,
         trace: Trace | None = None,
         mechanism: str | None = None,
+        opener: SocketOpener | None = None,
     ) -> None:
         """`mechanism` forces one login method ("LOGIN" or "PLAIN" for plain, "CRAM-MD5");
         by default the best the server offers is chosen."""
-        if settings.protocol != "imap":
-            raise ValueError(f"IMAPClient needs protocol imap, not {settings.protocol!r}")
-        self.settings = settings
-        self._password = password
-        self.trace = trace if trace is not None else Trace()
-        self._forced_mechanism = mechanism.upper() if mechanism else None
+        super().__init__(settings, password, trace=trace, mechanism=mechanism, opener=opener)
         self._imap: _IMAP4 | None = None
         self.capabilities: set[str] = set()
         self.capabilities_before_tls: set[str] = set()
-        self.tls_info: TLSInfo | None = None
-        self.encrypted = False
-        self.greeting = ""
-        self.auth_mechanism = ""
         self.separator: str | None = None
         self.selected: FolderInfo | None = None
 
     # --- session ------------------------------------------------------------------------
 
-    def __enter__(self) -> "IMAPClient":
-        self.connect()
-        return self
-
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(logout=exc_type is None or not isinstance(exc, ConnectError))
 
-    def connect(self) -> None:
+    def _read_greeting(self, sock, detail: dict) -> None:
         s = self.settings
-        sock, self.tls_info = open_socket(s, self.trace)
-        self.encrypted = self.tls_info is not None
         try:
-            with self.trace.step("greeting") as detail:
-                try:
-                    self._imap = _IMAP4(sock, s.tls_hostname, s.effective_port, s.timeout)  # host: STARTTLS's name check
-                except imaplib.IMAP4.error as exc:
-                    sock.close()
-                    text = _text(exc.args[0] if exc.args else "")
-                    if isinstance(exc, imaplib.IMAP4.abort) and "unexpected response" not in text:
-                        raise ConnectError(
-                            f"the server at {where(s)} closed the connection before greeting",
-                            step="greeting",
-                        ) from None
-                    if text.startswith("* BYE") or text.startswith("BYE"):
-                        raise ConnectError(
-                            f"the server at {where(s)} refused the connection: {text}",
-                            hint="the server may be overloaded or limit connections; try again later",
-                            step="greeting",
-                        ) from None
-                    raise unexpected_greeting(s, getattr(exc, "greeting_line", b"")) from None
-                except (OSError, EOFError) as exc:
-                    sock.close()
-                    raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
-                self.greeting = _text(self._imap.welcome)
-                detail["text"] = self.greeting
-            self._read_capabilities()
-            if s.protection in ("starttls_mandatory", "starttls_optional"):
-                self._starttls()
-            elif s.protection == "off":
-                self.trace.skip("tls", "protection Off: the connection is not encrypted")
-            with self.trace.step("capabilities") as detail:
-                detail["capabilities"] = sorted(self.capabilities)
-                if self.capabilities_before_tls:
-                    detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
-            if self._imap.state == "NONAUTH":
-                with self.trace.step("auth") as detail:
-                    self._authenticate(detail)
-                    before = set(self.capabilities)
-                    self._read_capabilities(refresh=True)
-                    if self.capabilities != before:
-                        detail["capabilities_after_login"] = sorted(self.capabilities)
-        except BaseException:
-            self.close(logout=False)
-            raise
+            self._imap = _IMAP4(sock, s.tls_hostname, s.effective_port, s.timeout)  # host: STARTTLS's name check
+        except imaplib.IMAP4.error as exc:
+            sock.close()
+            text = _text(exc.args[0] if exc.args else "")
+            if isinstance(exc, imaplib.IMAP4.abort) and "unexpected response" not in text:
+                raise closed_before_greeting(s) from None
+            if text.startswith("* BYE") or text.startswith("BYE"):
+                raise ConnectError(
+                    f"the server at {where(s)} refused the connection: {text}",
+                    hint="the server may be overloaded or limit connections; try again later",
+                    step="greeting",
+                ) from None
+            raise unexpected_greeting(s, getattr(exc, "greeting_line", b"")) from None
+        except (OSError, EOFError) as exc:
+            sock.close()
+            raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
+        self.greeting = _text(self._imap.welcome)
+        detail["text"] = self.greeting
+
+    def _after_greeting(self) -> None:
+        self._read_capabilities()
+
+    def _drop(self) -> None:
+        self.close(logout=False)
 
     def close(self, *, logout: bool = True) -> None:
         imap, self._imap = self._imap, None
@@ -296,31 +266,37 @@ class IMAPClient:
                     imap.capabilities = tuple(_text(data[-1]).upper().split())
         self.capabilities = set(imap.capabilities)
 
-    def _starttls(self) -> None:
+    def _before_starttls(self) -> None:
+        self.capabilities_before_tls = set(self.capabilities)
+
+    def _starttls_offered(self) -> bool:
+        return "STARTTLS" in self.capabilities
+
+    def _start_tls(self, context):
         s = self.settings
-        with self.trace.step("tls") as detail:
-            detail["mode"] = "STARTTLS"
-            self.capabilities_before_tls = set(self.capabilities)
-            if not upgrade_offered(s, "STARTTLS" in self.capabilities, detail, command="STARTTLS", implicit="IMAPS port (993)"):
-                return
-            context = make_ssl_context(s)
-            try:
-                self._imap.starttls(context)
-            except imaplib.IMAP4.abort as exc:
-                if is_timeout(exc):
-                    raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
-                raise ConnectError(f"STARTTLS failed: {_text(exc.args[0] if exc.args else '')}", step="tls") from None
-            except imaplib.IMAP4.error as exc:
-                raise TLSError(
-                    f"the server refused STARTTLS: {_text(exc.args[0] if exc.args else '')}",
-                    hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 993",
-                ) from None
-            except (OSError, EOFError, ValueError) as exc:
-                raise after_tls_handshake_error(exc, s, "imap") from None
-            self.encrypted = True
-            self.tls_info = tls_info_from_socket(self._imap.sock, verified=s.verify_certificate)
-            detail.update(self.tls_info.to_dict())
-            self.capabilities = set(self._imap.capabilities)
+        try:
+            self._imap.starttls(context)
+        except imaplib.IMAP4.abort as exc:
+            if is_timeout(exc):
+                raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
+            raise ConnectError(f"STARTTLS failed: {_text(exc.args[0] if exc.args else '')}", step="tls") from None
+        except imaplib.IMAP4.error as exc:
+            raise TLSError(
+                f"the server refused STARTTLS: {_text(exc.args[0] if exc.args else '')}",
+                hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 993",
+            ) from None
+        except (OSError, EOFError, ValueError) as exc:
+            raise after_tls_handshake_error(exc, s, "imap") from None
+        self.capabilities = set(self._imap.capabilities)
+        return self._imap.sock
+
+    def _capabilities(self, detail: dict) -> None:
+        detail["capabilities"] = sorted(self.capabilities)
+        if self.capabilities_before_tls:
+            detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
+
+    def _needs_auth(self) -> bool:
+        return self._imap.state == "NONAUTH"
 
     # --- authentication -------------------------------------------------------------------
 
@@ -328,43 +304,37 @@ class IMAPClient:
     def auth_mechanisms(self) -> list[str]:
         return sorted(c[5:] for c in self.capabilities if c.startswith("AUTH="))
 
+    def _offered(self) -> list[str]:
+        return self.auth_mechanisms
+
     def _authenticate(self, detail: dict) -> None:
+        super()._authenticate(detail)
+        before = set(self.capabilities)
+        self._read_capabilities(refresh=True)
+        if self.capabilities != before:
+            detail["capabilities_after_login"] = sorted(self.capabilities)
+
+    def _choose_password_mechanism(self, offered: list[str]) -> str:
         s = self.settings
-        offered = self.auth_mechanisms
-        detail["user"] = s.username
-        detail["offered"] = offered
         if s.authentication == "none":
-            raise MechanismUnavailable(
-                "IMAP needs a user name and password",
-                hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
-                transient=False,
-            )
-        if s.authentication == "oauth2":
-            return imap_oauth2(self, detail)
+            raise not_offered("IMAP needs a user name and password", offered,
+                              "choose Plain user/password (with TLS) or Encrypted user/password")
         if s.authentication == "encrypted":
-            if "CRAM-MD5" not in offered:
+            mechanism = preferred("encrypted", offered)
+            if mechanism is None:
                 names = offered + ([] if "LOGINDISABLED" in self.capabilities else ["LOGIN command"])
-                raise MechanismUnavailable(
-                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(names) or 'nothing'})",
-                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
-                    offered=offered, transient=False,
+                raise not_offered(
+                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(names) or 'nothing'})", offered,
+                    "choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
                 )
-            detail["mechanism"] = "CRAM-MD5"
-            self._run_auth("CRAM-MD5")
-            return
+            return mechanism
         if not self.encrypted and not s.allow_plain_without_tls:
             raise refuse_plain(s, starttls_offered="STARTTLS" in self.capabilities, label="password (IMAP LOGIN)")
         if "LOGINDISABLED" in self.capabilities and "PLAIN" not in offered:
             if not self.encrypted and "STARTTLS" in self.capabilities:
-                raise MechanismUnavailable(
-                    "the server offers login only after STARTTLS",
-                    hint="set protection to STARTTLS mandatory", offered=offered, transient=False,
-                )
-            raise MechanismUnavailable(
-                f"the server disabled LOGIN (it offers: {', '.join(offered) or 'nothing'})",
-                hint="choose Encrypted user/password if the server offers CRAM-MD5", offered=offered,
-                transient=False,
-            )
+                raise only_after_starttls("login only after STARTTLS", offered)
+            raise not_offered(f"the server disabled LOGIN (it offers: {', '.join(offered) or 'nothing'})", offered,
+                              "choose Encrypted user/password if the server offers CRAM-MD5")
         ascii_safe = all(_SAFE_ATOM.match(v) or v == "" for v in (s.username, self._password or "")) and (
             s.username.isascii() and (self._password or "").isascii()
         )
@@ -379,55 +349,68 @@ class IMAPClient:
         if self._forced_mechanism in ("LOGIN", "PLAIN"):
             mechanism = self._forced_mechanism
             if mechanism == "PLAIN" and "PLAIN" not in offered:
-                raise MechanismUnavailable(
+                raise not_offered(
                     f"the server does not offer AUTHENTICATE PLAIN (it offers: {', '.join(offered) or 'nothing'})",
-                    offered=offered, transient=False,
+                    offered,
                 )
-        detail["mechanism"] = mechanism
-        self._run_auth(mechanism)
+        return mechanism
 
-    def _run_auth(self, mechanism: str) -> None:
-        s, imap = self.settings, self._imap
-        password = self._password or ""
-        try:
-            if mechanism == "CRAM-MD5":
-                _typ, data = imap.authenticate("CRAM-MD5", lambda challenge: cram_md5_response(s.username, password, challenge or b""))
-            elif mechanism == "PLAIN" and "SASL-IR" in self.capabilities:
-                typ, data = imap._simple_command("AUTHENTICATE", "PLAIN", b64(sasl_plain(s.username, password)))
-                data = [d for d in data if d is not None]
-                if typ != "OK":
-                    raise imaplib.IMAP4.error(_text(data))
-                imap.state = "AUTH"
-            elif mechanism == "PLAIN":
-                _typ, data = imap.authenticate("PLAIN", lambda _challenge: sasl_plain(s.username, password))
+    def _initial_response_allowed(self) -> bool:
+        return "SASL-IR" in self.capabilities
+
+    def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
+        imap = self._imap
+
+        def step() -> SaslReply:
+            if start:
+                self._auth_tag = imap._new_tag()
+                imap.send(self._auth_tag + b" AUTHENTICATE " + line.encode("ascii") + b"\r\n")
             else:
-                data = self._login(s.username, password)
+                imap.send(line.encode("ascii") + b"\r\n")
+            while imap.tagged_commands[self._auth_tag] is None:
+                if imap._get_response() is None:  # a continuation request
+                    return SaslReply(False, challenge=imap.continuation_response)
+            return self._auth_reply(*imap._command_complete("AUTHENTICATE", self._auth_tag))
+
+        return self._auth_call(step)
+
+    def _login_command(self, name: str, secret: str) -> SaslReply:
+        try:
+            return self._auth_call(lambda: self._auth_reply(*self._login(self.settings.username, secret)))
+        finally:
+            secret = None
+
+    def _auth_call(self, fn) -> SaslReply:
+        s = self.settings
+        try:
+            return fn()
         except imaplib.IMAP4.abort as exc:
             if is_timeout(exc):
                 raise network_error(TimeoutError(), s, step="auth", doing="authenticating") from None
-            raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
+            raise closed_during_auth(s) from None
         except imaplib.IMAP4.error as exc:
-            reply = _text(exc.args[0] if exc.args else "")
-            if "[UNAVAILABLE]" in reply:
-                raise MailError(
-                    f"temporary authentication failure for user {s.username}: {reply}",
-                    hint="the server's authentication backend is unavailable; try again later",
-                    step="auth", transient=True,
-                ) from None
-            raise auth_failed(s, reply, mechanism=mechanism) from None
+            return self._auth_reply("NO", [_text(exc.args[0] if exc.args else "").encode()])
         except (OSError, EOFError) as exc:
             raise network_error(exc, s, step="auth", doing="authenticating") from None
-        finally:
-            imap._cmd_log = {}  # imaplib keeps the last commands (with the login line) in memory
-            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
-            password = self._password = None
-        self.auth_mechanism = mechanism
+
+    @staticmethod
+    def _auth_reply(typ: str, data: list) -> SaslReply:
+        reply = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
+        return SaslReply(typ == "OK", reply, temporary="[UNAVAILABLE]" in reply)
+
+    def _forget_login(self) -> None:
+        if self._imap is not None:
+            self._imap._cmd_log = {}  # imaplib keeps the last commands (with the login line) in memory
+
+    def _logged_in(self, reply: SaslReply) -> None:
+        imap = self._imap
+        imap.state = "AUTH"
         # Servers announce the post-login capabilities in the tagged OK: saves a CAPABILITY.
-        match = re.match(r"\[CAPABILITY ([^\]]*)\]", _text(data))
+        match = re.match(r"\[CAPABILITY ([^\]]*)\]", reply.text)
         if match:
             imap.untagged_responses["CAPABILITY"] = [match.group(1).encode()]
 
-    def _login(self, username: str, password: str) -> None:
+    def _login(self, username: str, password: str) -> tuple[str, list]:
         """LOGIN with quoted strings when ASCII, else literals of UTF-8 bytes.
 
         imaplib can send only one (synchronising) literal per command, so the command is written
@@ -459,11 +442,7 @@ class IMAPClient:
                 line = raw
         if not rejected:
             imap.send(line + b"\r\n")
-        typ, data = imap._command_complete("LOGIN", tag)
-        if typ != "OK":
-            raise imaplib.IMAP4.error(_text(data))
-        imap.state = "AUTH"
-        return data
+        return imap._command_complete("LOGIN", tag)
 
     # --- commands -------------------------------------------------------------------------
 

@@ -16,33 +16,22 @@ import socket
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ._base import (
-    Trace,
+from .errors import ConnectError, MailError, ProtocolError, SMTPReplyError, TLSError
+from .greeting import unexpected_greeting
+from .opener import SocketOpener
+from .sasl import preferred
+from .session import MailSession, SaslReply
+from .settings import MailSettings
+from .trace import Trace
+from .wording import (
     after_tls_handshake_error,
-    auth_failed,
-    b64,
-    b64decode_challenge,
-    cram_md5_response,
     is_timeout,
     network_error,
-    open_socket,
+    not_offered,
+    only_after_starttls,
     refuse_plain,
-    sasl_plain,
-    upgrade_offered,
     where,
 )
-from .errors import (
-    ConnectError,
-    MailError,
-    MechanismUnavailable,
-    ProtocolError,
-    SMTPReplyError,
-    TLSError,
-)
-from .greeting import unexpected_greeting
-from .sasl import smtp_oauth2
-from .settings import MailSettings
-from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
 __all__ = ["SMTPClient", "SendResult", "queue_id_of"]
 
@@ -129,12 +118,15 @@ def _text(reply: bytes | str) -> str:
     return str(reply)
 
 
-class SMTPClient:
+class SMTPClient(MailSession):
     """Context manager: connect, TLS per protection, EHLO, AUTH per authentication.
 
     >>> with SMTPClient(settings, password) as smtp:
     ...     result = smtp.send(sender=..., recipients=[...], message=raw_bytes)
     """
+
+    protocol = "smtp"
+    implicit_port = "SMTPS port (465)"
 
     def __init__(
         self,
@@ -145,71 +137,42 @@ class SMTPClient:
         trace: Trace | None = None,
         pipelining: bool = True,
         mechanism: str | None = None,
+        opener: SocketOpener | None = None,
     ) -> None:
         """`pipelining=False` sends MAIL/RCPT/DATA one by one even when the server offers
         PIPELINING; `mechanism` forces "PLAIN" or "LOGIN" (plain) instead of the best offered."""
-        if settings.protocol != "smtp":
-            raise ValueError(f"SMTPClient needs protocol smtp, not {settings.protocol!r}")
-        self.settings = settings
-        self._password = password
+        super().__init__(settings, password, trace=trace, mechanism=mechanism, opener=opener)
         self._local_hostname = local_hostname
-        self.trace = trace if trace is not None else Trace()
         self._use_pipelining = pipelining
-        self._forced_mechanism = mechanism.upper() if mechanism else None
         self._smtp: _SMTP | None = None
         self.extensions: dict[str, str] = {}
         self.extensions_before_tls: dict[str, str] = {}
         self.max_size: int | None = None
-        self.tls_info: TLSInfo | None = None
-        self.encrypted = False
-        self.greeting = ""
-        self.auth_mechanism = ""
 
     # --- session ------------------------------------------------------------------------
-
-    def __enter__(self) -> "SMTPClient":
-        self.connect()
-        return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(quit=exc_type is None or not isinstance(exc, ConnectError))
 
-    def connect(self) -> None:
+    def _read_greeting(self, sock, detail: dict) -> None:
         s = self.settings
-        sock, self.tls_info = open_socket(s, self.trace)
-        self.encrypted = self.tls_info is not None
-        try:
-            self._smtp = _SMTP(
-                sock, host=s.tls_hostname, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
+        self._smtp = _SMTP(
+            sock, host=s.tls_hostname, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
+        )
+        code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
+        self.greeting = _text(msg)
+        if code not in (220, 421, 554):  # not an SMTP greeting: quoted only if a mail server's
+            raise unexpected_greeting(s, self._smtp.first_line)
+        detail.update(code=code, text=self.greeting)
+        if code != 220:
+            raise ProtocolError(
+                f"the server at {where(s)} refused the session: {code} {self.greeting}",
+                code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500,
+                hint="the server does not accept mail from this client right now",
             )
-            with self.trace.step("greeting") as detail:
-                code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
-                self.greeting = _text(msg)
-                if code not in (220, 421, 554):  # not an SMTP greeting: quoted only if a mail server's
-                    raise unexpected_greeting(s, self._smtp.first_line)
-                detail.update(code=code, text=self.greeting)
-                if code != 220:
-                    raise ProtocolError(
-                        f"the server at {where(s)} refused the session: {code} {self.greeting}",
-                        code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500,
-                        hint="the server does not accept mail from this client right now",
-                    )
-            if s.protection in ("starttls_mandatory", "starttls_optional"):
-                self._starttls()
-            elif s.protection == "off":
-                self.trace.skip("tls", "protection Off: the connection is not encrypted")
-            with self.trace.step("capabilities") as detail:
-                if self.encrypted or not self.extensions_before_tls:
-                    self._ehlo()  # (again) after STARTTLS, or the first time
-                detail["extensions"] = dict(self.extensions)
-                if self.extensions_before_tls:
-                    detail["extensions_before_tls"] = dict(self.extensions_before_tls)
-            if s.authentication != "none":
-                with self.trace.step("auth") as detail:
-                    self._authenticate(detail)
-        except BaseException:
-            self.close(quit=False)
-            raise
+
+    def _drop(self) -> None:
+        self.close(quit=False)
 
     def close(self, *, quit: bool = True) -> None:
         smtp, self._smtp = self._smtp, None
@@ -271,33 +234,40 @@ class SMTPClient:
         size = self.extensions.get("size", "")
         self.max_size = int(size) if size.isdigit() and int(size) > 0 else None
 
-    def _starttls(self) -> None:
-        s = self.settings
-        smtp = self._smtp
-        with self.trace.step("tls") as detail:
-            detail["mode"] = "STARTTLS"
-            self._ehlo()
-            self.extensions_before_tls = dict(self.extensions)
-            if not upgrade_offered(s, "starttls" in self.extensions, detail, command="STARTTLS", implicit="SMTPS port (465)"):
-                return
-            context = make_ssl_context(s)
-            try:
-                code, msg = smtp.starttls(context=context)
-            except smtplib.SMTPResponseException as exc:
-                raise TLSError(
-                    f"the server refused STARTTLS: {exc.smtp_code} {_text(exc.smtp_error)}",
-                    hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
-                    transient=400 <= exc.smtp_code < 500,
-                ) from None
-            except smtplib.SMTPServerDisconnected as exc:
-                if is_timeout(exc):
-                    raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
-                raise ConnectError(f"the server at {where(s)} closed the connection during STARTTLS", step="tls") from None
-            except (OSError, ValueError) as exc:
-                raise after_tls_handshake_error(exc, s, "smtp") from None
-            self.encrypted = True
-            self.tls_info = tls_info_from_socket(smtp.sock, verified=s.verify_certificate)
-            detail.update(self.tls_info.to_dict())
+    def _before_starttls(self) -> None:
+        self._ehlo()
+        self.extensions_before_tls = dict(self.extensions)
+
+    def _starttls_offered(self) -> bool:
+        return "starttls" in self.extensions
+
+    def _start_tls(self, context):
+        s, smtp = self.settings, self._smtp
+        try:
+            smtp.starttls(context=context)
+        except smtplib.SMTPResponseException as exc:
+            raise TLSError(
+                f"the server refused STARTTLS: {exc.smtp_code} {_text(exc.smtp_error)}",
+                hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
+                transient=400 <= exc.smtp_code < 500,
+            ) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            if is_timeout(exc):
+                raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
+            raise ConnectError(f"the server at {where(s)} closed the connection during STARTTLS", step="tls") from None
+        except (OSError, ValueError) as exc:
+            raise after_tls_handshake_error(exc, s, "smtp") from None
+        return smtp.sock
+
+    def _capabilities(self, detail: dict) -> None:
+        if self.encrypted or not self.extensions_before_tls:
+            self._ehlo()  # (again) after STARTTLS, or the first time
+        detail["extensions"] = dict(self.extensions)
+        if self.extensions_before_tls:
+            detail["extensions_before_tls"] = dict(self.extensions_before_tls)
+
+    def _needs_auth(self) -> bool:
+        return self.settings.authentication != "none"
 
     # --- authentication -------------------------------------------------------------------
 
@@ -305,87 +275,55 @@ class SMTPClient:
     def auth_mechanisms(self) -> list[str]:
         return self.extensions.get("auth", "").upper().split()
 
-    def _authenticate(self, detail: dict) -> None:
-        s = self.settings
+    def _offered(self) -> list[str]:
+        return self.auth_mechanisms
+
+    def _sasl_offered(self) -> list[str]:
         offered = self.auth_mechanisms
-        detail["user"] = s.username
-        detail["offered"] = offered
-        if s.authentication == "oauth2":
-            return smtp_oauth2(self, detail)
+        if not offered and not self.encrypted and "starttls" in self.extensions:
+            raise only_after_starttls("AUTH only after STARTTLS", [])
+        return offered
+
+    def _choose_password_mechanism(self, offered: list[str]) -> str:
+        s = self.settings
         if s.authentication == "plain" and not self.encrypted and not s.allow_plain_without_tls:
             raise refuse_plain(s, starttls_offered="starttls" in self.extensions, label="password (AUTH PLAIN/LOGIN)")
-        if not offered:
-            if not self.encrypted and "starttls" in self.extensions:
-                raise MechanismUnavailable(
-                    "the server offers AUTH only after STARTTLS",
-                    hint="set protection to STARTTLS mandatory",
-                    offered=[], transient=False,
-                )
-            raise MechanismUnavailable(
-                f"the server at {where(s)} does not offer SMTP AUTH",
-                hint=(
-                    "use the server's submission port (587 with STARTTLS, or 465 with SSL/TLS), "
-                    "or set authentication to None if the server relays for this host"
-                ),
-                offered=[], transient=False,
+        if not self._sasl_offered():
+            raise not_offered(
+                f"the server at {where(s)} does not offer SMTP AUTH", [],
+                "use the server's submission port (587 with STARTTLS, or 465 with SSL/TLS), "
+                "or set authentication to None if the server relays for this host",
             )
         if s.authentication == "encrypted":
-            if "CRAM-MD5" not in offered:
-                raise MechanismUnavailable(
-                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(offered)})",
-                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
-                    offered=offered, transient=False,
+            mechanism = preferred("encrypted", offered)
+            if mechanism is None:
+                raise not_offered(
+                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(offered)})", offered,
+                    "choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
                 )
-            mechanism = "CRAM-MD5"
-        elif self._forced_mechanism in ("PLAIN", "LOGIN") and self._forced_mechanism in offered:
-            mechanism = self._forced_mechanism
-        elif "PLAIN" in offered:
-            mechanism = "PLAIN"
-        elif "LOGIN" in offered:
-            mechanism = "LOGIN"
-        else:
-            raise MechanismUnavailable(
-                f"the server offers neither PLAIN nor LOGIN (it offers: {', '.join(offered)})",
-                hint="choose Encrypted user/password if the server offers CRAM-MD5",
-                offered=offered, transient=False,
-            )
-        detail["mechanism"] = mechanism
-        self._auth(mechanism)
-        self.auth_mechanism = mechanism
+            return mechanism
+        if self._forced_mechanism in ("PLAIN", "LOGIN") and self._forced_mechanism in offered:
+            return self._forced_mechanism
+        if "PLAIN" in offered:
+            return "PLAIN"
+        if "LOGIN" in offered:
+            return "LOGIN"
+        raise not_offered(
+            f"the server offers neither PLAIN nor LOGIN (it offers: {', '.join(offered)})", offered,
+            "choose Encrypted user/password if the server offers CRAM-MD5",
+        )
 
-    def _auth(self, mechanism: str) -> None:
-        s, smtp = self.settings, self._smtp
-        password = self._password or ""
-        try:
-            cmd = lambda args: self._guard(lambda: smtp.docmd("AUTH", args), "auth", "authenticating")  # noqa: E731
-            line = lambda data: self._guard(lambda: smtp.docmd(data), "auth", "authenticating")  # noqa: E731
-            if mechanism == "PLAIN":
-                code, msg = cmd("PLAIN " + b64(sasl_plain(s.username, password)))
-            elif mechanism == "LOGIN":
-                code, msg = cmd("LOGIN")
-                if code == 334:
-                    code, msg = line(b64(s.username.encode("utf-8")))
-                if code == 334:
-                    code, msg = line(b64(password.encode("utf-8")))
-            else:
-                code, msg = cmd("CRAM-MD5")
-                if code == 334:
-                    challenge = b64decode_challenge(msg)
-                    code, msg = line(b64(cram_md5_response(s.username, password, challenge)))
-        finally:
-            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
-            password = self._password = None
-        if code == 235 or code == 503 and b"already" in msg.lower():
-            return
-        if code == 334:  # the server wants more than the mechanism defines: cancel
-            self._guard(lambda: smtp.docmd("*"), "auth", "cancelling AUTH")
-        if 400 <= code < 500:
-            raise MailError(
-                f"temporary authentication failure for user {s.username}: {code} {_text(msg)}",
-                hint="the server's authentication backend is unavailable; try again later",
-                step="auth", transient=True,
-            )
-        raise auth_failed(s, f"{code} {_text(msg)}", mechanism=mechanism)
+    def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
+        smtp = self._smtp
+        code, msg = self._guard(lambda: smtp.docmd("AUTH", line) if start else smtp.docmd(line), "auth", "authenticating")
+        reply = f"{code} {_text(msg)}"
+        if code == 334:
+            return SaslReply(False, reply, challenge=msg)
+        return SaslReply(code == 235 or code == 503 and b"already" in msg.lower(), reply, temporary=400 <= code < 500)
+
+    def _sasl_cancel(self, reply: SaslReply) -> SaslReply:
+        self._guard(lambda: self._smtp.docmd("*"), "auth", "cancelling AUTH")
+        return reply
 
     # --- mail -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import ipaddress
 import pytest
 
 from connections.mail import MailSettings
-from connections.mail._base import Trace
+from connections.mail.trace import Trace
 from connections.mail.errors import ConnectError, MailError, ProtocolError
 from connections.mail.greeting import mail_protocol_of
 from connections.mail.imap import IMAPClient

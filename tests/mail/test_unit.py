@@ -9,7 +9,7 @@ import pytest
 
 from connections.errors import TenantMailError
 from connections.mail import MailSettings, TLSError, make_ssl_context
-from connections.mail._base import cram_md5_response, sasl_plain
+from connections.mail.sasl import cram_md5_response, sasl_plain
 from connections.mail.errors import (
     AuthenticationFailed,
     ConnectError,
