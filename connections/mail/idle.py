@@ -16,7 +16,7 @@ import ssl
 from typing import Callable
 
 from .errors import ConnectError, MailError, ProtocolError
-from .imap import imap_utf7_encode
+from .imap_codec import imap_utf7_encode
 from .sasl import MECHANISMS, b64, b64decode_challenge, preferred
 from .session import upgrade_offered
 from .settings import MailSettings

@@ -1,24 +1,19 @@
-"""POP3 client: connect, TLS/STLS, USER/PASS, AUTH CRAM-MD5 / PLAIN, APOP, STAT, UIDL, LIST,
-streaming RETR/TOP, DELE.
+"""POP3 client: the session (connect, TLS/STLS, CAPA, USER/PASS, AUTH CRAM-MD5 / PLAIN, APOP) as
+hooks of the session base; the commands after login are in pop3_commands.py.
 
-Built on poplib with a socket we open ourselves. poplib's retr() builds a list of every line
-in memory and refuses lines over 2048 bytes; retr_to() reads the multi-line response itself:
-dot-unstuffed, line endings kept exactly as the server sends them, memory bounded.
+Built on poplib with a socket we open ourselves.
 """
 from __future__ import annotations
 
-import io
 import poplib
 import re
-from typing import BinaryIO
 
-from .errors import ConnectError, MailError, ProtocolError, TLSError
+from .errors import MailError, ProtocolError, TLSError
 from .greeting import unexpected_greeting
-from .opener import PreconnectedSocket, SocketOpener
+from .opener import PreconnectedSocket
+from .pop3_commands import POP3Commands, reply_text
 from .sasl import preferred
 from .session import MailSession, SaslReply
-from .settings import MailSettings
-from .trace import Trace
 from .wording import (
     after_tls_handshake_error,
     closed_before_greeting,
@@ -27,73 +22,25 @@ from .wording import (
     not_offered,
     only_after_starttls,
     refuse_plain,
-    where,
 )
 
-__all__ = ["POP3Client", "read_multiline"]
+__all__ = ["POP3Client"]
 
 _TIMESTAMP = re.compile(rb"\+OK.*?(<[^<>]*>)")
-_READ = 65536
-_FLUSH = 256 * 1024
-
-
-def read_multiline(reader, sink: BinaryIO, *, size: int | None = None) -> int:
-    """Copy a POP3 multi-line response body (after the status line) from `reader` to `sink`.
-
-    Removes the byte-stuffed leading dot of lines (RFC 1939 3.) and stops at the terminating
-    ".CRLF" line; everything else, including bare CR or LF line ends, is kept byte for byte.
-    Lines of any length are fine: a long line is read in pieces. Returns the bytes written.
-
-    `size` is the message's size from LIST. A server must end the response with CRLF even when
-    the mail does not end with one, so it adds one: when the body is exactly `size` + 2 bytes
-    and ends with that CRLF, it is dropped, giving the mail as stored (and as IMAP hands it out).
-    """
-    written = 0
-    pending: list[bytes] = []
-    buffered = 0
-    at_line_start = True
-    readline = reader.readline
-    while True:
-        line = readline(_READ)
-        if not line:
-            raise EOFError("connection closed in the middle of a multi-line response")
-        if at_line_start and line[:1] == b".":
-            if line == b".\r\n" or line == b".\n":
-                break
-            line = line[1:]
-        at_line_start = line[-1:] == b"\n"
-        pending.append(line)
-        buffered += len(line)
-        if buffered >= _FLUSH:
-            data = b"".join(pending)
-            sink.write(data[:-2])  # keep the last two bytes: they may be the added CRLF
-            written += len(data) - 2
-            pending, buffered = [data[-2:]], 2
-    data = b"".join(pending)
-    if size is not None and written + len(data) == size + 2 and data.endswith(b"\r\n"):
-        data = data[:-2]
-    if data:
-        sink.write(data)
-        written += len(data)
-    return written
 
 
 class _POP3(PreconnectedSocket, poplib.POP3):
     """poplib.POP3 on a socket that is already connected (and maybe TLS-wrapped)."""
 
 
-def _text(value) -> str:
-    if isinstance(value, BaseException):
-        value = value.args[0] if value.args else str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-class POP3Client(MailSession):
+class POP3Client(POP3Commands, MailSession):
     """Context manager: connect, TLS/STLS, CAPA, authenticate. Leaving the block without an
     error sends QUIT, which applies DELEs; leaving it with an error closes the connection
-    without QUIT, so the server deletes nothing."""
+    without QUIT, so the server deletes nothing.
+
+    `POP3Client(settings, password, *, trace=None, mechanism=None, opener=None)`: `mechanism`
+    forces one login method ("USER" or "PLAIN" for plain, "CRAM-MD5" or "APOP" for encrypted);
+    by default the best the server offers is chosen."""
 
     protocol = "pop3"
     starttls_mode = "STLS"
@@ -101,18 +48,7 @@ class POP3Client(MailSession):
     implicit_port = "POP3S port (995)"
     login_commands = frozenset({"USER", "APOP"})
 
-    def __init__(
-        self,
-        settings: MailSettings,
-        password: str | None,
-        *,
-        trace: Trace | None = None,
-        mechanism: str | None = None,
-        opener: SocketOpener | None = None,
-    ) -> None:
-        """`mechanism` forces one login method ("USER" or "PLAIN" for plain, "CRAM-MD5" or
-        "APOP" for encrypted); by default the best the server offers is chosen."""
-        super().__init__(settings, password, trace=trace, mechanism=mechanism, opener=opener)
+    def _init_state(self) -> None:
         self._pop: _POP3 | None = None
         self.capabilities: set[str] = set()
         self.capabilities_before_tls: set[str] = set()
@@ -135,14 +71,14 @@ class POP3Client(MailSession):
             self._pop = _POP3(sock, s.host, s.effective_port, s.timeout)
         except poplib.error_proto as exc:
             sock.close()
-            reply = _text(exc)
+            reply = reply_text(exc)
             if reply.startswith("-ERR EOF"):
                 raise closed_before_greeting(s) from None
             raise unexpected_greeting(s, reply) from None
         except (OSError, EOFError) as exc:
             sock.close()
             raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
-        self.greeting = _text(self._pop.welcome)
+        self.greeting = reply_text(self._pop.welcome)
         match = _TIMESTAMP.match(self._pop.welcome)
         self.apop_timestamp = match.group(1) if match else None
         detail["text"] = self.greeting
@@ -164,7 +100,7 @@ class POP3Client(MailSession):
         except poplib.error_proto as exc:
             self.close()
             raise ProtocolError(
-                f"the server reported an error at QUIT (deletions may not have been applied): {_text(exc)}",
+                f"the server reported an error at QUIT (deletions may not have been applied): {reply_text(exc)}",
                 transient=True,
             ) from None
         except (OSError, EOFError) as exc:
@@ -211,7 +147,7 @@ class POP3Client(MailSession):
             pop._tls_established = True
         except poplib.error_proto as exc:
             raise TLSError(
-                f"the server refused STLS: {_text(exc)}",
+                f"the server refused STLS: {reply_text(exc)}",
                 hint="the server advertises STLS but refused it: check its TLS setup, or use SSL/TLS on port 995",
             ) from None
         except (OSError, EOFError, ValueError) as exc:
@@ -309,7 +245,7 @@ class POP3Client(MailSession):
         try:
             return fn()
         except poplib.error_proto as exc:  # poplib says "-ERR EOF" when the server hangs up
-            reply = _text(exc)
+            reply = reply_text(exc)
             if reply.startswith("-ERR EOF"):
                 raise closed_during_auth(s) from None
             return self._auth_reply(reply)
@@ -318,7 +254,7 @@ class POP3Client(MailSession):
 
     @staticmethod
     def _auth_reply(line: bytes | str) -> SaslReply:
-        reply = _text(line)
+        reply = reply_text(line)
         return SaslReply(reply.startswith("+OK"), reply, temporary="[SYS/TEMP]" in reply or "[IN-USE]" in reply)
 
     def _temporary_failure(self, mechanism, reply: str) -> MailError:
@@ -329,97 +265,3 @@ class POP3Client(MailSession):
             hint="another client may hold the mailbox lock; try again later",
             step="auth", transient=True,
         )
-
-    # --- commands -------------------------------------------------------------------------
-
-    def _require(self) -> _POP3:
-        if self._pop is None:
-            raise ConnectError("the POP3 session is closed", step="command")
-        return self._pop
-
-    def _call(self, fn, *args, doing: str):
-        self._require()
-        try:
-            return fn(*args)
-        except poplib.error_proto as exc:
-            reply = _text(exc)
-            if reply.startswith("-ERR EOF"):
-                self.close()
-                raise ConnectError(f"the server at {where(self.settings)} closed the connection while {doing}", step="command") from None
-            raise ProtocolError(f"POP3 {doing} failed: {reply}", reply=reply, transient=False) from None
-        except (OSError, EOFError) as exc:
-            self.close()
-            raise network_error(exc, self.settings, step="command", doing=doing) from None
-
-    def stat(self) -> tuple[int, int]:
-        """(message count, total size in octets)."""
-        pop = self._require()
-        return self._call(pop.stat, doing="STAT")
-
-    def uidl(self) -> dict[int, str]:
-        """Message number -> unique id. Raises ProtocolError when the server has no UIDL."""
-        pop = self._require()
-        _resp, lines, _octets = self._call(pop.uidl, doing="UIDL")
-        out: dict[int, str] = {}
-        for line in lines:
-            parts = line.split(None, 1)
-            if len(parts) == 2 and parts[0].isdigit():
-                out[int(parts[0])] = parts[1].strip().decode("utf-8", "replace")
-        return out
-
-    def list_sizes(self) -> dict[int, int]:
-        """Message number -> size in octets."""
-        pop = self._require()
-        _resp, lines, _octets = self._call(pop.list, doing="LIST")
-        out: dict[int, int] = {}
-        for line in lines:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-                out[int(parts[0])] = int(parts[1])
-        self._sizes = dict(out)
-        return out
-
-    def _multiline(self, command: str, sink: BinaryIO, doing: str, size: int | None = None) -> int:
-        pop = self._require()
-
-        def run() -> int:
-            pop._putcmd(command)
-            pop._getresp()
-            return read_multiline(pop.file, sink, size=size)
-
-        return self._call(run, doing=doing)
-
-    def retr_to(self, msgnum: int, sink: BinaryIO, *, size: int | None = None) -> int:
-        """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written.
-
-        With the message's LIST size - passed as `size`, or remembered from list_sizes() in
-        this session - the CRLF a server must add after a mail that does not end with one is
-        dropped, so the bytes equal the stored mail (what IMAP's BODY[] hands out).
-        """
-        if size is None:
-            size = self._sizes.get(int(msgnum))
-        return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}", size=size)
-
-    def retr(self, msgnum: int, *, size: int | None = None) -> bytes:
-        buffer = io.BytesIO()
-        self.retr_to(msgnum, buffer, size=size)
-        return buffer.getvalue()
-
-    def top(self, msgnum: int, lines: int = 0) -> bytes:
-        """The header and the first `lines` body lines."""
-        buffer = io.BytesIO()
-        self._multiline(f"TOP {int(msgnum)} {int(lines)}", buffer, f"TOP {msgnum}")
-        return buffer.getvalue()
-
-    def dele(self, msgnum: int) -> None:
-        """Mark for deletion; applied at QUIT (leaving the context without an error)."""
-        pop = self._require()
-        self._call(pop.dele, msgnum, doing=f"DELE {msgnum}")
-
-    def rset(self) -> None:
-        pop = self._require()
-        self._call(pop.rset, doing="RSET")
-
-    def noop(self) -> None:
-        pop = self._require()
-        self._call(pop.noop, doing="NOOP")

@@ -76,6 +76,7 @@ class MailSession:
         self.encrypted = False
         self.greeting = ""
         self.auth_mechanism = ""
+        self._init_state()
 
     def __enter__(self):
         self.connect()
@@ -182,6 +183,9 @@ class MailSession:
         return self._sasl_send("*", start=False)
 
     # --- protocol hooks -------------------------------------------------------------------
+
+    def _init_state(self) -> None:
+        """The protocol's own attributes (library object, capabilities, ...)."""
 
     def _read_greeting(self, sock: socket.socket, detail: dict) -> None:
         raise NotImplementedError
