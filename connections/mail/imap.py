@@ -235,25 +235,18 @@ class IMAPClient(IMAPCommands, MailSession):
 
     def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
         imap = self._imap
-
-        def step() -> SaslReply:
-            if start:
-                self._auth_tag = imap._new_tag()
-                imap.send(self._auth_tag + b" AUTHENTICATE " + line.encode("ascii") + b"\r\n")
-            else:
-                imap.send(line.encode("ascii") + b"\r\n")
-            while imap.tagged_commands[self._auth_tag] is None:
-                if imap._get_response() is None:  # a continuation request
-                    return SaslReply(False, challenge=imap.continuation_response)
-            return self._auth_reply(*imap._command_complete("AUTHENTICATE", self._auth_tag))
-
-        return self._auth_call(step)
+        if start:
+            self._auth_tag = imap._new_tag()
+            imap.send(self._auth_tag + b" AUTHENTICATE " + line.encode("ascii") + b"\r\n")
+        else:
+            imap.send(line.encode("ascii") + b"\r\n")
+        while imap.tagged_commands[self._auth_tag] is None:
+            if imap._get_response() is None:  # a continuation request
+                return SaslReply(False, challenge=imap.continuation_response)
+        return self._auth_reply(*imap._command_complete("AUTHENTICATE", self._auth_tag))
 
     def _login_command(self, name: str, secret: str) -> SaslReply:
-        try:
-            return self._auth_call(lambda: self._auth_reply(*self._login(self.settings.username, secret)))
-        finally:
-            secret = None
+        return self._auth_reply(*self._login(self.settings.username, secret))
 
     def _auth_call(self, fn) -> SaslReply:
         s = self.settings

@@ -216,29 +216,18 @@ class POP3Client(POP3Commands, MailSession):
 
     def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
         pop = self._pop
-
-        def step() -> SaslReply:
-            pop._putcmd(("AUTH " + line) if start else line)
-            reply, _ = pop._getline()
-            if reply == b"+" or reply.startswith(b"+ "):  # a challenge, not +OK
-                return SaslReply(False, challenge=reply[1:].strip())
-            return self._auth_reply(reply)
-
-        return self._auth_call(step)
+        pop._putcmd(("AUTH " + line) if start else line)
+        reply, _ = pop._getline()
+        if reply == b"+" or reply.startswith(b"+ "):  # a challenge, not +OK
+            return SaslReply(False, challenge=reply[1:].strip())
+        return self._auth_reply(reply)
 
     def _login_command(self, name: str, secret: str) -> SaslReply:
         s, pop = self.settings, self._pop
-
-        def login() -> SaslReply:
-            if name == "APOP":
-                return self._auth_reply(pop.apop(s.username, secret))
-            pop.user(s.username)
-            return self._auth_reply(pop.pass_(secret))
-
-        try:
-            return self._auth_call(login)
-        finally:
-            secret = None
+        if name == "APOP":
+            return self._auth_reply(pop.apop(s.username, secret))
+        pop.user(s.username)
+        return self._auth_reply(pop.pass_(secret))
 
     def _auth_call(self, fn) -> SaslReply:
         s = self.settings

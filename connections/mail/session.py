@@ -141,7 +141,7 @@ class MailSession:
         challenge = None
         try:
             if name in self.login_commands:
-                reply = self._login_command(name, secret)
+                reply = self._auth_call(lambda: self._login_command(name, secret))
             else:
                 reply, challenge = self._sasl_exchange(mechanism, secret)
         finally:
@@ -157,11 +157,12 @@ class MailSession:
     def _sasl_exchange(self, mechanism: sasl.Mechanism, secret: str) -> tuple[SaslReply, bytes | str | None]:
         """AUTH/AUTHENTICATE `mechanism`; returns the final reply and the last challenge answered."""
         s = self.settings
-        command, pending, data, answered, step = mechanism.name, mechanism.initial(s, secret), None, None, 0
+        command, pending, data, answered, step = mechanism.name, None, None, None, 0
         try:
+            pending = mechanism.initial(s, secret)
             if pending is not None and self._initial_response_allowed():
                 command, pending = f"{command} {sasl.b64(pending)}", None
-            reply = self._sasl_send(command, start=True)
+            reply = self._auth_call(lambda: self._sasl_send(command, start=True))
             while reply.challenge is not None:
                 if pending is not None:  # no initial response with the command: the first answer
                     data, pending = pending, None
@@ -170,7 +171,7 @@ class MailSession:
                     answered, step = reply.challenge, step + 1
                 if data is None:
                     return self._sasl_cancel(reply), answered
-                reply = self._sasl_send(sasl.b64(data), start=False)
+                reply = self._auth_call(lambda: self._sasl_send(sasl.b64(data), start=False))
             return reply, answered
         finally:
             secret = command = pending = data = None
@@ -180,7 +181,7 @@ class MailSession:
 
     def _sasl_cancel(self, reply: SaslReply) -> SaslReply:
         """The server asks for more than the mechanism defines: cancel ("*")."""
-        return self._sasl_send("*", start=False)
+        return self._auth_call(lambda: self._sasl_send("*", start=False))
 
     # --- protocol hooks -------------------------------------------------------------------
 
@@ -228,11 +229,16 @@ class MailSession:
 
     def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
         """Send one step: the command with `line` (mechanism [initial response]) when `start`,
-        else the line alone; read the server's reply. Raises MailError for network failures."""
+        else the line alone; read the server's reply."""
         raise NotImplementedError
 
     def _login_command(self, name: str, secret: str) -> SaslReply:
         raise NotImplementedError
+
+    def _auth_call(self, fn) -> SaslReply:
+        """Run one step of the login (`fn`: _sasl_send or _login_command): the library's refusal
+        becomes a failed SaslReply, a broken connection a MailError (step auth)."""
+        return fn()
 
     def _logged_in(self, reply: SaslReply) -> None:
         """After a successful login."""
