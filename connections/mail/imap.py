@@ -9,7 +9,7 @@ from __future__ import annotations
 import imaplib
 import re
 
-from .errors import ConnectError, TLSError
+from .errors import ConnectError
 from .greeting import unexpected_greeting
 from .imap_codec import reply_text
 from .imap_commands import FolderInfo, IMAPCommands
@@ -25,6 +25,7 @@ from .wording import (
     not_offered,
     only_after_starttls,
     refuse_plain,
+    starttls_refused,
     where,
 )
 
@@ -156,10 +157,7 @@ class IMAPClient(IMAPCommands, MailSession):
                 raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
             raise ConnectError(f"STARTTLS failed: {reply_text(exc.args[0] if exc.args else '')}", step="tls") from None
         except imaplib.IMAP4.error as exc:
-            raise TLSError(
-                f"the server refused STARTTLS: {reply_text(exc.args[0] if exc.args else '')}",
-                hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 993",
-            ) from None
+            raise starttls_refused(s, "STARTTLS", reply_text(exc.args[0] if exc.args else "")) from None
         except (OSError, EOFError, ValueError) as exc:
             raise after_tls_handshake_error(exc, s, "imap") from None
         self.capabilities = set(self._imap.capabilities)

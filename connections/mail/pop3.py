@@ -8,7 +8,7 @@ from __future__ import annotations
 import poplib
 import re
 
-from .errors import MailError, ProtocolError, TLSError
+from .errors import MailError, ProtocolError
 from .greeting import unexpected_greeting
 from .opener import PreconnectedSocket
 from .pop3_commands import POP3Commands, reply_text
@@ -22,6 +22,7 @@ from .wording import (
     not_offered,
     only_after_starttls,
     refuse_plain,
+    starttls_refused,
 )
 
 __all__ = ["POP3Client"]
@@ -146,10 +147,7 @@ class POP3Client(POP3Commands, MailSession):
             pop.file = pop.sock.makefile("rb")
             pop._tls_established = True
         except poplib.error_proto as exc:
-            raise TLSError(
-                f"the server refused STLS: {reply_text(exc)}",
-                hint="the server advertises STLS but refused it: check its TLS setup, or use SSL/TLS on port 995",
-            ) from None
+            raise starttls_refused(s, "STLS", reply_text(exc)) from None
         except (OSError, EOFError, ValueError) as exc:
             raise after_tls_handshake_error(exc, s, "pop3") from None
         return pop.sock

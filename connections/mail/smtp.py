@@ -11,7 +11,7 @@ import functools
 import smtplib
 import socket
 
-from .errors import ConnectError, ProtocolError, SMTPReplyError, TLSError
+from .errors import ConnectError, ProtocolError, SMTPReplyError
 from .greeting import unexpected_greeting
 from .opener import SocketOpener
 from .sasl import preferred
@@ -26,6 +26,7 @@ from .wording import (
     not_offered,
     only_after_starttls,
     refuse_plain,
+    starttls_refused,
     where,
 )
 
@@ -171,11 +172,8 @@ class SMTPClient(SMTPSending, MailSession):
         try:
             smtp.starttls(context=context)
         except smtplib.SMTPResponseException as exc:
-            raise TLSError(
-                f"the server refused STARTTLS: {exc.smtp_code} {reply_text(exc.smtp_error)}",
-                hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
-                transient=400 <= exc.smtp_code < 500,
-            ) from None
+            raise starttls_refused(s, "STARTTLS", f"{exc.smtp_code} {reply_text(exc.smtp_error)}",
+                                   transient=400 <= exc.smtp_code < 500) from None
         except smtplib.SMTPServerDisconnected as exc:
             if is_timeout(exc):
                 raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from .errors import AuthenticationFailed, ConnectError, InsecureAuthRefused, MailError, MechanismUnavailable
+from .errors import AuthenticationFailed, ConnectError, InsecureAuthRefused, MailError, MechanismUnavailable, TLSError
 from .settings import MailSettings, default_port
 from .tls import tls_error_from
 
@@ -93,6 +93,16 @@ def after_tls_handshake_error(exc: BaseException, settings: MailSettings, protoc
     ):
         return tls_error_from(exc, settings, starttls=protocol)
     return network_error(exc, settings, step="tls", doing="negotiating STARTTLS")
+
+
+def starttls_refused(settings: MailSettings, command: str, reply: str, *, transient: bool = False) -> TLSError:
+    """`command` (STARTTLS, STLS) advertised but refused."""
+    return TLSError(
+        f"the server refused {command}: {reply}",
+        hint=(f"the server advertises {command} but refused it: check its TLS setup, or use SSL/TLS on port "
+              f"{default_port(settings.protocol, 'ssl_tls')}"),
+        transient=transient,
+    )
 
 
 def closed_before_greeting(settings: MailSettings) -> ConnectError:
