@@ -17,11 +17,13 @@ from .errors import (
     SMTPReplyError,
     TLSError,
 )
-from .imap import Folder, FolderInfo, IMAPClient
+from .imap import IMAPClient
+from .imap_commands import Folder, FolderInfo
 from .pop3 import POP3Client
 from .probe import ProbeReport, ProbeStep, run_probe
 from .settings import AUTHENTICATIONS, PROTECTIONS, PROTOCOLS, MailSettings, default_port
-from .smtp import SendResult, SMTPClient
+from .smtp import SMTPClient
+from .smtp_send import SendResult
 from .tls import TLSInfo, make_ssl_context
 
 __all__ = [

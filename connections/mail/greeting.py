@@ -12,6 +12,7 @@ import re
 
 from .errors import ConnectError, ProtocolError
 from .settings import MailSettings
+from .wording import where
 
 _NAMES = {"imap": "an IMAP", "pop3": "a POP3", "smtp": "an SMTP"}
 _PORT_HINTS = {"imap": "143 or 993", "pop3": "110 or 995", "smtp": "25, 587 or 465"}
@@ -44,31 +45,27 @@ def quoted(line: str | bytes) -> str:
     return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "…"
 
 
-def _where(settings: MailSettings) -> str:
-    return f"{settings.host}:{settings.effective_port}"
-
-
 def unexpected_greeting(settings: MailSettings, line: str | bytes) -> ProtocolError | ConnectError:
     """The error for a first line that is not the greeting `settings.protocol` expects."""
     expected = settings.protocol
     other = mail_protocol_of(line)
     if other is None:
         return ProtocolError(
-            f"the service on {_where(settings)} is not a mail server (it did not greet as {_NAMES[expected]} "
+            f"the service on {where(settings)} is not a mail server (it did not greet as {_NAMES[expected]} "
             "server; what it sent is not shown)",
             hint=f"check host and port: the usual {expected.upper()} ports are {_PORT_HINTS[expected]}",
             step="greeting", transient=False,
         )
     if other != expected:
         return ProtocolError(
-            f"the server at {_where(settings)} greeted as {_NAMES[other]} server, not as {_NAMES[expected]} "
+            f"the server at {where(settings)} greeted as {_NAMES[other]} server, not as {_NAMES[expected]} "
             f"server: {quoted(line)}",
             hint=(f"this port belongs to {other.upper()}: use the server's {expected.upper()} port "
                   f"({_PORT_HINTS[expected]}) or change the connection's protocol"),
             step="greeting", transient=False,
         )
     return ConnectError(
-        f"the server at {_where(settings)} refused the session: {quoted(line)}",
+        f"the server at {where(settings)} refused the session: {quoted(line)}",
         hint="the server may be overloaded or limit connections; try again later",
         step="greeting",
     )

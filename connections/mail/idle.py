@@ -15,11 +15,13 @@ import re
 import ssl
 from typing import Callable
 
-from ._base import b64, b64decode_challenge, cram_md5_response, sasl_plain, where
-from .errors import AuthenticationFailed, ConnectError, MailError, MechanismUnavailable, ProtocolError
-from .imap import imap_utf7_encode
+from .errors import ConnectError, MailError, ProtocolError
+from .imap_codec import imap_utf7_encode
+from .sasl import MECHANISMS, b64, b64decode_challenge, preferred
+from .session import upgrade_offered
 from .settings import MailSettings
 from .tls import make_ssl_context
+from .wording import auth_failed, not_offered, refuse_plain, where
 
 MAX_REISSUE_SECONDS = 25 * 60
 _MAX_LINE = 64 * 1024
@@ -110,13 +112,13 @@ class _Conn:
         if not greeting.startswith(b"* OK"):
             raise ProtocolError(f"the server at {where(s)} did not greet as IMAP: {_t(greeting)}", step="greeting")
         await self.read_capabilities()
-        if s.protection in ("starttls_mandatory", "starttls_optional") and "STARTTLS" in self.capabilities:
+        if s.protection in ("starttls_mandatory", "starttls_optional") and upgrade_offered(
+            s, "STARTTLS" in self.capabilities, {}, command="STARTTLS", implicit="IMAPS port (993)"
+        ):
             await self.command(b"STARTTLS")
             await self.writer.start_tls(context, server_hostname=s.tls_hostname)
             self.encrypted = True
             await self.read_capabilities()
-        elif s.protection == "starttls_mandatory":
-            raise MailError(f"the server at {where(s)} does not offer STARTTLS", step="tls")
 
     async def line(self) -> bytes:
         """One response line, literals included (their bytes appended)."""
@@ -162,41 +164,46 @@ class _Conn:
         self.capabilities = {c.upper() for c in caps}
 
     async def login(self, password: str) -> None:
+        """CRAM-MD5 (encrypted), else AUTHENTICATE PLAIN or LOGIN: the clients' mechanisms and
+        wording (sasl.py, wording.py), spoken over this loop's streams."""
         s = self.s
         user = s.username
-        offered = {c[5:] for c in self.capabilities if c.startswith("AUTH=")}
+        offered = sorted(c[5:] for c in self.capabilities if c.startswith("AUTH="))
         self.tag += 1
         tag = b"i%d" % self.tag
+        name = "LOGIN"
         try:
             if s.authentication == "encrypted":
-                if "CRAM-MD5" not in offered:
-                    raise MechanismUnavailable("the server does not offer CRAM-MD5", transient=False)
-                await self.send(tag + b" AUTHENTICATE CRAM-MD5\r\n")
+                name = preferred("encrypted", offered) or ""
+                if not name:
+                    raise not_offered(f"the server does not offer CRAM-MD5 (it offers: {', '.join(offered) or 'nothing'})",
+                                      offered)
+                await self.send(tag + b" AUTHENTICATE " + name.encode() + b"\r\n")
                 challenge = await self.line()
                 if not challenge.startswith(b"+"):
-                    raise ProtocolError(f"no CRAM-MD5 challenge: {_t(challenge)}", step="auth")
-                response = cram_md5_response(user, password, b64decode_challenge(challenge[1:].strip()))
+                    raise ProtocolError(f"no {name} challenge: {_t(challenge)}", step="auth")
+                response = MECHANISMS[name].respond(s, password, b64decode_challenge(challenge[1:].strip()), 0)
                 await self.send(b64(response).encode() + b"\r\n")
             else:
                 if not self.encrypted and not s.allow_plain_without_tls:
-                    raise MailError(f"refused to send a plain password unencrypted to {where(s)}",
-                                    step="auth", transient=False)
-                message = b64(sasl_plain(user, password)).encode()
+                    raise refuse_plain(s, starttls_offered="STARTTLS" in self.capabilities, label="password (IMAP LOGIN)")
                 if "PLAIN" not in offered or self.force_login:
                     # LOGIN with synchronizing literals: any UTF-8 user name and password.
                     await self._login_literals(tag, user.encode(), password.encode())
-                elif "SASL-IR" in self.capabilities:
-                    await self.send(tag + b" AUTHENTICATE PLAIN " + message + b"\r\n")
                 else:
-                    await self.send(tag + b" AUTHENTICATE PLAIN\r\n")
-                    if not (await self.line()).startswith(b"+"):
-                        raise ProtocolError("AUTHENTICATE PLAIN was not accepted", step="auth")
-                    await self.send(message + b"\r\n")
+                    name = "PLAIN"
+                    message = b64(MECHANISMS[name].initial(s, password)).encode()
+                    if "SASL-IR" in self.capabilities:
+                        await self.send(tag + b" AUTHENTICATE PLAIN " + message + b"\r\n")
+                    else:
+                        await self.send(tag + b" AUTHENTICATE PLAIN\r\n")
+                        if not (await self.line()).startswith(b"+"):
+                            raise ProtocolError("AUTHENTICATE PLAIN was not accepted", step="auth")
+                        await self.send(message + b"\r\n")
+                    message = b""
             line, _ = await self.tagged(tag, doing="authentication")
         except ProtocolError as exc:
-            raise AuthenticationFailed(
-                f"authentication failed for user {user}: {exc.message}", step="auth", transient=False
-            ) from None
+            raise auth_failed(s, exc.message, mechanism=name) from None
         finally:
             password = ""
         m = re.search(rb"\[CAPABILITY ([^\]]*)\]", line)

@@ -1,136 +1,64 @@
-"""POP3 client: connect, TLS/STLS, USER/PASS, AUTH CRAM-MD5 / PLAIN, APOP, STAT, UIDL, LIST,
-streaming RETR/TOP, DELE.
+"""POP3 client: the session (connect, TLS/STLS, CAPA, USER/PASS, AUTH CRAM-MD5 / PLAIN, APOP) as
+hooks of the session base; the commands after login are in pop3_commands.py.
 
-Built on poplib with a socket we open ourselves. poplib's retr() builds a list of every line
-in memory and refuses lines over 2048 bytes; retr_to() reads the multi-line response itself:
-dot-unstuffed, line endings kept exactly as the server sends them, memory bounded.
+Built on poplib with a socket we open ourselves.
 """
 from __future__ import annotations
 
-import io
 import poplib
 import re
-from typing import BinaryIO
 
-from ._base import (
-    PreconnectedSocket,
-    Trace,
-    after_tls_handshake_error,
-    auth_failed,
-    b64,
-    b64decode_challenge,
-    cram_md5_response,
-    network_error,
-    open_socket,
-    refuse_plain,
-    sasl_plain,
-    upgrade_offered,
-    where,
-)
-from .errors import ConnectError, MailError, MechanismUnavailable, ProtocolError, TLSError
+from .errors import MailError, ProtocolError
 from .greeting import unexpected_greeting
-from .sasl import pop3_oauth2
-from .settings import MailSettings
-from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
+from .opener import PreconnectedSocket
+from .pop3_commands import POP3Commands, reply_text
+from .sasl import preferred
+from .session import MailSession, SaslReply
+from .wording import (
+    after_tls_handshake_error,
+    closed_before_greeting,
+    closed_during_auth,
+    network_error,
+    not_offered,
+    only_after_starttls,
+    refuse_plain,
+    starttls_refused,
+)
 
-__all__ = ["POP3Client", "read_multiline"]
+__all__ = ["POP3Client"]
 
 _TIMESTAMP = re.compile(rb"\+OK.*?(<[^<>]*>)")
-_READ = 65536
-_FLUSH = 256 * 1024
-
-
-def read_multiline(reader, sink: BinaryIO, *, size: int | None = None) -> int:
-    """Copy a POP3 multi-line response body (after the status line) from `reader` to `sink`.
-
-    Removes the byte-stuffed leading dot of lines (RFC 1939 3.) and stops at the terminating
-    ".CRLF" line; everything else, including bare CR or LF line ends, is kept byte for byte.
-    Lines of any length are fine: a long line is read in pieces. Returns the bytes written.
-
-    `size` is the message's size from LIST. A server must end the response with CRLF even when
-    the mail does not end with one, so it adds one: when the body is exactly `size` + 2 bytes
-    and ends with that CRLF, it is dropped, giving the mail as stored (and as IMAP hands it out).
-    """
-    written = 0
-    pending: list[bytes] = []
-    buffered = 0
-    at_line_start = True
-    readline = reader.readline
-    while True:
-        line = readline(_READ)
-        if not line:
-            raise EOFError("connection closed in the middle of a multi-line response")
-        if at_line_start and line[:1] == b".":
-            if line == b".\r\n" or line == b".\n":
-                break
-            line = line[1:]
-        at_line_start = line[-1:] == b"\n"
-        pending.append(line)
-        buffered += len(line)
-        if buffered >= _FLUSH:
-            data = b"".join(pending)
-            sink.write(data[:-2])  # keep the last two bytes: they may be the added CRLF
-            written += len(data) - 2
-            pending, buffered = [data[-2:]], 2
-    data = b"".join(pending)
-    if size is not None and written + len(data) == size + 2 and data.endswith(b"\r\n"):
-        data = data[:-2]
-    if data:
-        sink.write(data)
-        written += len(data)
-    return written
 
 
 class _POP3(PreconnectedSocket, poplib.POP3):
     """poplib.POP3 on a socket that is already connected (and maybe TLS-wrapped)."""
 
 
-def _text(value) -> str:
-    if isinstance(value, BaseException):
-        value = value.args[0] if value.args else str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-class POP3Client:
+class POP3Client(POP3Commands, MailSession):
     """Context manager: connect, TLS/STLS, CAPA, authenticate. Leaving the block without an
     error sends QUIT, which applies DELEs; leaving it with an error closes the connection
-    without QUIT, so the server deletes nothing."""
+    without QUIT, so the server deletes nothing.
 
-    def __init__(
-        self,
-        settings: MailSettings,
-        password: str | None,
-        *,
-        trace: Trace | None = None,
-        mechanism: str | None = None,
-    ) -> None:
-        """`mechanism` forces one login method ("USER" or "PLAIN" for plain, "CRAM-MD5" or
-        "APOP" for encrypted); by default the best the server offers is chosen."""
-        if settings.protocol != "pop3":
-            raise ValueError(f"POP3Client needs protocol pop3, not {settings.protocol!r}")
-        self.settings = settings
-        self._password = password
-        self.trace = trace if trace is not None else Trace()
-        self._forced_mechanism = mechanism.upper() if mechanism else None
+    `POP3Client(settings, password, *, trace=None, mechanism=None, opener=None)`: `mechanism`
+    forces one login method ("USER" or "PLAIN" for plain, "CRAM-MD5" or "APOP" for encrypted);
+    by default the best the server offers is chosen."""
+
+    protocol = "pop3"
+    starttls_mode = "STLS"
+    starttls_command = "STLS (STARTTLS for POP3)"
+    implicit_port = "POP3S port (995)"
+    login_commands = frozenset({"USER", "APOP"})
+
+    def _init_state(self) -> None:
         self._pop: _POP3 | None = None
         self.capabilities: set[str] = set()
         self.capabilities_before_tls: set[str] = set()
         self.sasl_mechanisms: list[str] = []
         self.capa_supported = False
-        self.tls_info: TLSInfo | None = None
-        self.encrypted = False
-        self.greeting = ""
         self.apop_timestamp: bytes | None = None
-        self.auth_mechanism = ""
         self._sizes: dict[int, int] = {}  # from LIST: message numbers are stable in a session
 
     # --- session ------------------------------------------------------------------------
-
-    def __enter__(self) -> "POP3Client":
-        self.connect()
-        return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
@@ -138,44 +66,30 @@ class POP3Client:
         else:
             self.close()
 
-    def connect(self) -> None:
+    def _read_greeting(self, sock, detail: dict) -> None:
         s = self.settings
-        sock, self.tls_info = open_socket(s, self.trace)
-        self.encrypted = self.tls_info is not None
         try:
-            with self.trace.step("greeting") as detail:
-                try:
-                    self._pop = _POP3(sock, s.host, s.effective_port, s.timeout)
-                except poplib.error_proto as exc:
-                    sock.close()
-                    reply = _text(exc)
-                    if reply.startswith("-ERR EOF"):
-                        raise ConnectError(f"the server at {where(s)} closed the connection before greeting", step="greeting") from None
-                    raise unexpected_greeting(s, reply) from None
-                except (OSError, EOFError) as exc:
-                    sock.close()
-                    raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
-                self.greeting = _text(self._pop.welcome)
-                match = _TIMESTAMP.match(self._pop.welcome)
-                self.apop_timestamp = match.group(1) if match else None
-                detail["text"] = self.greeting
-                detail["apop"] = self.apop_timestamp is not None
-            self._read_capabilities()
-            if s.protection in ("starttls_mandatory", "starttls_optional"):
-                self._stls()
-            elif s.protection == "off":
-                self.trace.skip("tls", "protection Off: the connection is not encrypted")
-            with self.trace.step("capabilities") as detail:
-                detail["capabilities"] = sorted(self.capabilities)
-                detail["sasl"] = list(self.sasl_mechanisms)
-                detail["capa_supported"] = self.capa_supported
-                if self.capabilities_before_tls:
-                    detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
-            with self.trace.step("auth") as detail:
-                self._authenticate(detail)
-        except BaseException:
-            self.close()
-            raise
+            self._pop = _POP3(sock, s.host, s.effective_port, s.timeout)
+        except poplib.error_proto as exc:
+            sock.close()
+            reply = reply_text(exc)
+            if reply.startswith("-ERR EOF"):
+                raise closed_before_greeting(s) from None
+            raise unexpected_greeting(s, reply) from None
+        except (OSError, EOFError) as exc:
+            sock.close()
+            raise network_error(exc, s, step="greeting", doing="reading the greeting") from None
+        self.greeting = reply_text(self._pop.welcome)
+        match = _TIMESTAMP.match(self._pop.welcome)
+        self.apop_timestamp = match.group(1) if match else None
+        detail["text"] = self.greeting
+        detail["apop"] = self.apop_timestamp is not None
+
+    def _after_greeting(self) -> None:
+        self._read_capabilities()
+
+    def _drop(self) -> None:
+        self.close()
 
     def quit(self) -> None:
         """QUIT: the server applies the DELEs of this session. Raises if it could not."""
@@ -187,7 +101,7 @@ class POP3Client:
         except poplib.error_proto as exc:
             self.close()
             raise ProtocolError(
-                f"the server reported an error at QUIT (deletions may not have been applied): {_text(exc)}",
+                f"the server reported an error at QUIT (deletions may not have been applied): {reply_text(exc)}",
                 transient=True,
             ) from None
         except (OSError, EOFError) as exc:
@@ -219,30 +133,34 @@ class POP3Client:
         self.capabilities = {k.upper() for k in caps}
         self.sasl_mechanisms = [m.upper() for m in caps.get("SASL", [])]
 
-    def _stls(self) -> None:
-        s = self.settings
-        with self.trace.step("tls") as detail:
-            detail["mode"] = "STLS"
-            self.capabilities_before_tls = set(self.capabilities)
-            if not upgrade_offered(s, "STLS" in self.capabilities, detail, command="STLS (STARTTLS for POP3)", implicit="POP3S port (995)"):
-                return
-            context = make_ssl_context(s)
-            try:
-                self._pop._shortcmd("STLS")
-                self._pop.sock = context.wrap_socket(self._pop.sock, server_hostname=s.tls_hostname)
-                self._pop.file = self._pop.sock.makefile("rb")
-                self._pop._tls_established = True
-            except poplib.error_proto as exc:
-                raise TLSError(
-                    f"the server refused STLS: {_text(exc)}",
-                    hint="the server advertises STLS but refused it: check its TLS setup, or use SSL/TLS on port 995",
-                ) from None
-            except (OSError, EOFError, ValueError) as exc:
-                raise after_tls_handshake_error(exc, s, "pop3") from None
-            self.encrypted = True
-            self.tls_info = tls_info_from_socket(self._pop.sock, verified=s.verify_certificate)
-            detail.update(self.tls_info.to_dict())
+    def _before_starttls(self) -> None:
+        self.capabilities_before_tls = set(self.capabilities)
+
+    def _starttls_offered(self) -> bool:
+        return "STLS" in self.capabilities
+
+    def _start_tls(self, context):
+        s, pop = self.settings, self._pop
+        try:
+            pop._shortcmd("STLS")
+            pop.sock = context.wrap_socket(pop.sock, server_hostname=s.tls_hostname)
+            pop.file = pop.sock.makefile("rb")
+            pop._tls_established = True
+        except poplib.error_proto as exc:
+            raise starttls_refused(s, "STLS", reply_text(exc)) from None
+        except (OSError, EOFError, ValueError) as exc:
+            raise after_tls_handshake_error(exc, s, "pop3") from None
+        return pop.sock
+
+    def _after_starttls(self) -> None:
         self._read_capabilities()
+
+    def _capabilities(self, detail: dict) -> None:
+        detail["capabilities"] = sorted(self.capabilities)
+        detail["sasl"] = list(self.sasl_mechanisms)
+        detail["capa_supported"] = self.capa_supported
+        if self.capabilities_before_tls:
+            detail["capabilities_before_tls"] = sorted(self.capabilities_before_tls)
 
     # --- authentication -------------------------------------------------------------------
 
@@ -254,187 +172,83 @@ class POP3Client:
             offered.append("APOP")
         return offered
 
-    def _authenticate(self, detail: dict) -> None:
-        s = self.settings
-        offered = self._offered()
-        detail["user"] = s.username
-        detail["offered"] = offered
-        if s.authentication == "none":
-            raise MechanismUnavailable(
-                "POP3 needs a user name and password",
-                hint="choose Plain user/password (with TLS) or Encrypted user/password", offered=offered,
-                transient=False,
-            )
-        if s.authentication == "oauth2":
-            return pop3_oauth2(self, detail)
-        if s.authentication == "encrypted":
-            if self._forced_mechanism == "APOP" and self.apop_timestamp:
-                mechanism = "APOP"
-            elif self._forced_mechanism == "APOP":
-                raise MechanismUnavailable(
-                    f"the server's greeting carries no APOP timestamp (it offers: {', '.join(offered) or 'nothing'})",
-                    offered=offered, transient=False,
-                )
-            elif "CRAM-MD5" in self.sasl_mechanisms:
-                mechanism = "CRAM-MD5"
-            elif self.apop_timestamp:
-                mechanism = "APOP"
-            else:
-                raise MechanismUnavailable(
-                    f"the server offers neither CRAM-MD5 nor APOP (it offers: {', '.join(offered) or 'nothing'})",
-                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
-                    offered=offered, transient=False,
-                )
-        else:
-            if not self.encrypted and not s.allow_plain_without_tls:
-                raise refuse_plain(s, starttls_offered="STLS" in self.capabilities, label="password (POP3 USER/PASS)")
-            if self._forced_mechanism == "PLAIN" and "PLAIN" in self.sasl_mechanisms:
-                mechanism = "PLAIN"
-            elif "USER" in self.capabilities or not self.capa_supported:
-                mechanism = "USER"
-            elif "PLAIN" in self.sasl_mechanisms:
-                mechanism = "PLAIN"
-            else:
-                if not self.encrypted and "STLS" in self.capabilities:
-                    raise MechanismUnavailable(
-                        "the server offers USER/PASS only after STLS",
-                        hint="set protection to STARTTLS mandatory", offered=offered, transient=False,
-                    )
-                raise MechanismUnavailable(
-                    f"the server offers neither USER/PASS nor SASL PLAIN (it offers: {', '.join(offered) or 'nothing'})",
-                    hint="choose Encrypted user/password if the server offers CRAM-MD5 or APOP",
-                    offered=offered, transient=False,
-                )
-        detail["mechanism"] = mechanism
-        self._run_auth(mechanism)
-        self.auth_mechanism = mechanism
+    def _sasl_offered(self) -> list[str]:
+        return list(self.sasl_mechanisms)
 
-    def _run_auth(self, mechanism: str) -> None:
+    def _choose_password_mechanism(self, offered: list[str]) -> str:
+        s = self.settings
+        if s.authentication == "none":
+            raise not_offered("POP3 needs a user name and password", offered,
+                              "choose Plain user/password (with TLS) or Encrypted user/password")
+        if s.authentication == "encrypted":
+            sasl_choice = preferred("encrypted", self.sasl_mechanisms)
+            if self._forced_mechanism == "APOP" and self.apop_timestamp:
+                return "APOP"
+            if self._forced_mechanism == "APOP":
+                raise not_offered(
+                    f"the server's greeting carries no APOP timestamp (it offers: {', '.join(offered) or 'nothing'})",
+                    offered,
+                )
+            if sasl_choice is not None:
+                return sasl_choice
+            if self.apop_timestamp:
+                return "APOP"
+            raise not_offered(
+                f"the server offers neither CRAM-MD5 nor APOP (it offers: {', '.join(offered) or 'nothing'})", offered,
+                "choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
+            )
+        if not self.encrypted and not s.allow_plain_without_tls:
+            raise refuse_plain(s, starttls_offered="STLS" in self.capabilities, label="password (POP3 USER/PASS)")
+        if self._forced_mechanism == "PLAIN" and "PLAIN" in self.sasl_mechanisms:
+            return "PLAIN"
+        if "USER" in self.capabilities or not self.capa_supported:
+            return "USER"
+        if "PLAIN" in self.sasl_mechanisms:
+            return "PLAIN"
+        if not self.encrypted and "STLS" in self.capabilities:
+            raise only_after_starttls("USER/PASS only after STLS", offered)
+        raise not_offered(
+            f"the server offers neither USER/PASS nor SASL PLAIN (it offers: {', '.join(offered) or 'nothing'})",
+            offered, "choose Encrypted user/password if the server offers CRAM-MD5 or APOP",
+        )
+
+    def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
+        pop = self._pop
+        pop._putcmd(("AUTH " + line) if start else line)
+        reply, _ = pop._getline()
+        if reply == b"+" or reply.startswith(b"+ "):  # a challenge, not +OK
+            return SaslReply(False, challenge=reply[1:].strip())
+        return self._auth_reply(reply)
+
+    def _login_command(self, name: str, secret: str) -> SaslReply:
         s, pop = self.settings, self._pop
-        password = self._password or ""
+        if name == "APOP":
+            return self._auth_reply(pop.apop(s.username, secret))
+        pop.user(s.username)
+        return self._auth_reply(pop.pass_(secret))
+
+    def _auth_call(self, fn) -> SaslReply:
+        s = self.settings
         try:
-            if mechanism == "USER":
-                pop.user(s.username)
-                pop.pass_(password)
-            elif mechanism == "APOP":
-                pop.apop(s.username, password)
-            elif mechanism == "PLAIN":
-                pop._shortcmd("AUTH PLAIN " + b64(sasl_plain(s.username, password)))
-            else:
-                pop._putcmd("AUTH CRAM-MD5")
-                line, _ = pop._getline()
-                if not line.startswith(b"+"):
-                    raise poplib.error_proto(line)
-                challenge = b64decode_challenge(line[1:])
-                pop._putcmd(b64(cram_md5_response(s.username, password, challenge)))
-                pop._getresp()
-        except poplib.error_proto as exc:
-            reply = _text(exc)
-            if "[IN-USE]" in reply or "[SYS/TEMP]" in reply:
-                raise MailError(
-                    f"the server cannot open the mailbox of user {s.username} now: {reply}",
-                    hint="another client may hold the mailbox lock; try again later",
-                    step="auth", transient=True,
-                ) from None
+            return fn()
+        except poplib.error_proto as exc:  # poplib says "-ERR EOF" when the server hangs up
+            reply = reply_text(exc)
             if reply.startswith("-ERR EOF"):
-                raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
-            raise auth_failed(s, reply, mechanism=mechanism) from None
+                raise closed_during_auth(s) from None
+            return self._auth_reply(reply)
         except (OSError, EOFError) as exc:
             raise network_error(exc, s, step="auth", doing="authenticating") from None
-        finally:
-            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
-            password = self._password = None
 
-    # --- commands -------------------------------------------------------------------------
+    @staticmethod
+    def _auth_reply(line: bytes | str) -> SaslReply:
+        reply = reply_text(line)
+        return SaslReply(reply.startswith("+OK"), reply, temporary="[SYS/TEMP]" in reply or "[IN-USE]" in reply)
 
-    def _require(self) -> _POP3:
-        if self._pop is None:
-            raise ConnectError("the POP3 session is closed", step="command")
-        return self._pop
-
-    def _call(self, fn, *args, doing: str):
-        self._require()
-        try:
-            return fn(*args)
-        except poplib.error_proto as exc:
-            reply = _text(exc)
-            if reply.startswith("-ERR EOF"):
-                self.close()
-                raise ConnectError(f"the server at {where(self.settings)} closed the connection while {doing}", step="command") from None
-            raise ProtocolError(f"POP3 {doing} failed: {reply}", reply=reply, transient=False) from None
-        except (OSError, EOFError) as exc:
-            self.close()
-            raise network_error(exc, self.settings, step="command", doing=doing) from None
-
-    def stat(self) -> tuple[int, int]:
-        """(message count, total size in octets)."""
-        pop = self._require()
-        return self._call(pop.stat, doing="STAT")
-
-    def uidl(self) -> dict[int, str]:
-        """Message number -> unique id. Raises ProtocolError when the server has no UIDL."""
-        pop = self._require()
-        _resp, lines, _octets = self._call(pop.uidl, doing="UIDL")
-        out: dict[int, str] = {}
-        for line in lines:
-            parts = line.split(None, 1)
-            if len(parts) == 2 and parts[0].isdigit():
-                out[int(parts[0])] = parts[1].strip().decode("utf-8", "replace")
-        return out
-
-    def list_sizes(self) -> dict[int, int]:
-        """Message number -> size in octets."""
-        pop = self._require()
-        _resp, lines, _octets = self._call(pop.list, doing="LIST")
-        out: dict[int, int] = {}
-        for line in lines:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-                out[int(parts[0])] = int(parts[1])
-        self._sizes = dict(out)
-        return out
-
-    def _multiline(self, command: str, sink: BinaryIO, doing: str, size: int | None = None) -> int:
-        pop = self._require()
-
-        def run() -> int:
-            pop._putcmd(command)
-            pop._getresp()
-            return read_multiline(pop.file, sink, size=size)
-
-        return self._call(run, doing=doing)
-
-    def retr_to(self, msgnum: int, sink: BinaryIO, *, size: int | None = None) -> int:
-        """RETR streamed into `sink`: dot-unstuffed, line ends as sent. Returns bytes written.
-
-        With the message's LIST size - passed as `size`, or remembered from list_sizes() in
-        this session - the CRLF a server must add after a mail that does not end with one is
-        dropped, so the bytes equal the stored mail (what IMAP's BODY[] hands out).
-        """
-        if size is None:
-            size = self._sizes.get(int(msgnum))
-        return self._multiline(f"RETR {int(msgnum)}", sink, f"RETR {msgnum}", size=size)
-
-    def retr(self, msgnum: int, *, size: int | None = None) -> bytes:
-        buffer = io.BytesIO()
-        self.retr_to(msgnum, buffer, size=size)
-        return buffer.getvalue()
-
-    def top(self, msgnum: int, lines: int = 0) -> bytes:
-        """The header and the first `lines` body lines."""
-        buffer = io.BytesIO()
-        self._multiline(f"TOP {int(msgnum)} {int(lines)}", buffer, f"TOP {msgnum}")
-        return buffer.getvalue()
-
-    def dele(self, msgnum: int) -> None:
-        """Mark for deletion; applied at QUIT (leaving the context without an error)."""
-        pop = self._require()
-        self._call(pop.dele, msgnum, doing=f"DELE {msgnum}")
-
-    def rset(self) -> None:
-        pop = self._require()
-        self._call(pop.rset, doing="RSET")
-
-    def noop(self) -> None:
-        pop = self._require()
-        self._call(pop.noop, doing="NOOP")
+    def _temporary_failure(self, mechanism, reply: str) -> MailError:
+        if mechanism.family == "oauth2":
+            return super()._temporary_failure(mechanism, reply)
+        return MailError(
+            f"the server cannot open the mailbox of user {self.settings.username} now: {reply}",
+            hint="another client may hold the mailbox lock; try again later",
+            step="auth", transient=True,
+        )

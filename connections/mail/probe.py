@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from dataclasses import asdict, dataclass
 
-from ._base import StepRecord, Trace
+from .trace import StepRecord, Trace
 from .errors import MailError
 from .imap import IMAPClient
 from .pop3 import POP3Client

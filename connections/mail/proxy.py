@@ -1,11 +1,11 @@
 """Reaching the mail server through a SOCKS5 or HTTP CONNECT proxy (python-socks, sync API).
 
-`open_socket` calls `connect_via_proxy` instead of its own DNS + TCP steps when the settings
-name a proxy. The hop is traced as its own step, "proxy", with its timing and a hint that says
-which side failed: the proxy itself (unreachable, authentication) or the mail server as seen
-from the proxy (refused, unreachable). The mail server's name is handed to the proxy (SOCKS5
-remote DNS, HTTP CONNECT host), and TLS runs end to end over the tunnel: the certificate is
-checked against the mail server's name, never the proxy's. No Django.
+The proxied socket opener (opener.open_proxied) calls `connect_via_proxy` instead of the DNS +
+TCP steps when the settings name a proxy. The hop is traced as its own step, "proxy", with its
+timing and a hint that says which side failed: the proxy itself (unreachable, authentication)
+or the mail server as seen from the proxy (refused, unreachable). The mail server's name is
+handed to the proxy (SOCKS5 remote DNS, HTTP CONNECT host), and TLS runs end to end over the
+tunnel: the certificate is checked against the mail server's name, never the proxy's. No Django.
 
 Blocked networks (TENANTMAIL_BLOCKED_NETWORKS): the PROXY's name is resolved here and its
 addresses are checked before anything is sent; the tunnel is then opened to the checked

@@ -1,29 +1,39 @@
-"""OAuth2 SASL: XOAUTH2 and OAUTHBEARER (RFC 7628) for the IMAP, POP3 and SMTP clients. No Django.
+"""SASL mechanisms: what a client sends for PLAIN, LOGIN, CRAM-MD5, XOAUTH2 and OAUTHBEARER.
 
-The clients call `imap_oauth2`, `pop3_oauth2` or `smtp_oauth2` from their `_authenticate` when
-`settings.authentication == "oauth2"`; the "password" they hold is then the access token.
+Each mechanism is an object in `MECHANISMS` (registry order = preference within a family); the
+session base (session.py) runs the exchange with it over any of the three protocols, and the
+IDLE speaker (idle.py) builds its messages with the same objects. Adding a mechanism means one
+class and one registry entry here. No Django.
 
-- The mechanism is chosen from what the server offers (OAUTHBEARER, the standard, before
-  XOAUTH2) unless `settings.sasl_mechanism` forces one.
-- A token is a password: never sent without TLS (unless `allow_plain_without_tls`).
-- On failure the server sends a challenge with base64 JSON (RFC 7628 §3.2.2; XOAUTH2 does the
-  same); it must be answered with an empty line before the final reply comes. The JSON
-  (`status`, `scope`, `schemes`) goes into the error message: it holds no secret.
+OAuth2 (RFC 7628): the "password" is then the access token. The mechanism is chosen from what
+the server offers (OAUTHBEARER, the standard, before XOAUTH2) unless `settings.sasl_mechanism`
+forces one. On failure the server sends a challenge with base64 JSON (`status`, `scope`,
+`schemes`: no secret), answered with an empty line before the final reply; it goes into the
+error message.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 
-from ._base import auth_failed, b64, network_error, where
-from .errors import AuthenticationFailed, ConnectError, InsecureAuthRefused, MailError, MechanismUnavailable
+from .errors import MailError, MechanismUnavailable
+from .settings import MailSettings
+from .wording import BACKEND_UNAVAILABLE_HINT, auth_failed, where
 
-MECHANISMS = ("OAUTHBEARER", "XOAUTH2")  # preference order
-CRLF = b"\r\n"
+# --- encodings -----------------------------------------------------------------------------
+
+def sasl_plain(username: str, password: str) -> bytes:
+    """RFC 4616 PLAIN message, UTF-8 (the stdlib login() helpers accept ASCII only)."""
+    return b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8")
 
 
-# --- messages ----------------------------------------------------------------------------
+def cram_md5_response(username: str, password: str, challenge: bytes) -> bytes:
+    """RFC 2195: user SP hex(HMAC-MD5(password, challenge)), UTF-8 bytes (not base64)."""
+    digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+    return username.encode("utf-8") + b" " + digest.encode("ascii")
+
 
 def xoauth2_message(user: str, token: str) -> bytes:
     """Google/Microsoft XOAUTH2: user=<user>^Aauth=Bearer <token>^A^A."""
@@ -39,10 +49,17 @@ def oauthbearer_message(user: str, token: str, *, host: str, port: int) -> bytes
     )
 
 
-def initial_response(mechanism: str, settings, token: str) -> bytes:
-    if mechanism == "XOAUTH2":
-        return xoauth2_message(settings.username, token)
-    return oauthbearer_message(settings.username, token, host=settings.host, port=settings.effective_port)
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode_challenge(text: str | bytes) -> bytes:
+    if isinstance(text, str):
+        text = text.encode("ascii", "replace")
+    try:
+        return base64.b64decode(text.strip(), validate=False)
+    except (ValueError, TypeError):
+        return b""
 
 
 def describe_failure(challenge: bytes | str | None) -> str:
@@ -60,9 +77,98 @@ def describe_failure(challenge: bytes | str | None) -> str:
     return ", ".join(parts)
 
 
-# --- choice and guards -------------------------------------------------------------------
+# --- mechanisms ----------------------------------------------------------------------------
 
-def choose(settings, offered: list[str]) -> str:
+class Mechanism:
+    """One SASL mechanism. `family`: "plain" (the password itself: TLS needed), "encrypted"
+    (challenge-response) or "oauth2" (an access token)."""
+
+    family = "plain"
+    temporary_hint = BACKEND_UNAVAILABLE_HINT
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def initial(self, settings: MailSettings, secret: str) -> bytes | None:
+        """The initial response (sent with the command when the protocol allows), or None."""
+        return None
+
+    def respond(self, settings: MailSettings, secret: str, challenge: bytes, step: int) -> bytes | None:
+        """The answer to the `step`-th server challenge (decoded); None cancels the exchange."""
+        return None
+
+    def failed(self, settings: MailSettings, reply: str, challenge: bytes | str | None) -> MailError:
+        """The error for a refused login; `challenge` is the last raw challenge answered."""
+        return auth_failed(settings, reply, mechanism=self.name)
+
+
+class Plain(Mechanism):
+    def initial(self, settings, secret):
+        return sasl_plain(settings.username, secret)
+
+
+class Login(Mechanism):
+    """SASL LOGIN (SMTP): user name, then password, each on request."""
+
+    def respond(self, settings, secret, challenge, step):
+        return (settings.username.encode("utf-8"), secret.encode("utf-8"))[step] if step < 2 else None
+
+
+class CramMD5(Mechanism):
+    family = "encrypted"
+
+    def respond(self, settings, secret, challenge, step):
+        return cram_md5_response(settings.username, secret, challenge) if step == 0 else None
+
+
+class OAuth2(Mechanism):
+    family = "oauth2"
+    temporary_hint = "the server could not check the token (its OAuth2 provider may be unreachable); try again later"
+
+    def respond(self, settings, secret, challenge, step):
+        return b"" if step == 0 else None  # the failure challenge (JSON) is answered with an empty line
+
+    def failed(self, settings, reply, challenge):
+        why = describe_failure(challenge)
+        err = auth_failed(settings, reply + (f" (server said: {why})" if why else ""), mechanism=self.name)
+        name = f"credential '{settings.credential_name}'" if settings.credential_name else "the OAuth2 credential"
+        err.hint = (
+            f"the server refused the access token of {name}: the token's user must be the mailbox user "
+            f"{settings.username}, and the app needs the mail permission (scope) for this protocol; "
+            "a revoked token is replaced at the next attempt"
+        )
+        return err
+
+
+class OAuthBearer(OAuth2):
+    def initial(self, settings, secret):
+        return oauthbearer_message(settings.username, secret, host=settings.host, port=settings.effective_port)
+
+
+class XOAuth2(OAuth2):
+    def initial(self, settings, secret):
+        return xoauth2_message(settings.username, secret)
+
+
+MECHANISMS: dict[str, Mechanism] = {
+    m.name: m for m in (
+        Plain("PLAIN"), Login("LOGIN"), CramMD5("CRAM-MD5"), OAuthBearer("OAUTHBEARER"), XOAuth2("XOAUTH2"),
+    )
+}
+
+
+def mechanism(name: str) -> Mechanism:
+    """The registered mechanism, or a plain-password one for a protocol's own login command
+    (IMAP LOGIN, POP3 USER/PASS and APOP): it only words the failure."""
+    return MECHANISMS.get(name) or Mechanism(name)
+
+
+def preferred(family: str, offered: list[str]) -> str | None:
+    """The first registered mechanism of `family` the server offers."""
+    return next((m.name for m in MECHANISMS.values() if m.family == family and m.name in offered), None)
+
+
+def choose_oauth2(settings: MailSettings, offered: list[str]) -> str:
     forced = (settings.sasl_mechanism or "").upper()
     if forced:
         if forced not in offered:
@@ -72,169 +178,13 @@ def choose(settings, offered: list[str]) -> str:
                 offered=offered, transient=False,
             )
         return forced
-    for mechanism in MECHANISMS:
-        if mechanism in offered:
-            return mechanism
-    raise MechanismUnavailable(
-        f"the server at {where(settings)} offers neither OAUTHBEARER nor XOAUTH2 "
-        f"(it offers: {', '.join(offered) or 'nothing'})",
-        hint="the server does not take OAuth2 logins; use a user/password credential, or enable OAuth2 on the server",
-        offered=offered, transient=False,
-    )
-
-
-def refuse_without_tls(settings, encrypted: bool, *, upgrade_offered: bool) -> None:
-    if encrypted or settings.allow_plain_without_tls:
-        return
-    raise InsecureAuthRefused(
-        f"refused to send an OAuth2 access token over an unencrypted connection to {where(settings)}; "
-        "the token was not sent",
-        hint=("the server offers STARTTLS: set protection to STARTTLS mandatory (or use SSL/TLS)"
-              if upgrade_offered else "use protection SSL/TLS or STARTTLS mandatory"),
-        transient=False,
-    )
-
-
-def _take_message(client, mechanism: str, detail: dict) -> str:
-    """The base64 initial response; the client no longer holds the token afterwards."""
-    detail["mechanism"] = mechanism
-    token, client._password = client._password or "", None
-    return b64(initial_response(mechanism, client.settings, token))
-
-
-def _failed(settings, mechanism: str, reply: str, challenge) -> AuthenticationFailed:
-    why = describe_failure(challenge)
-    err = auth_failed(settings, reply + (f" (server said: {why})" if why else ""), mechanism=mechanism)
-    name = f"credential '{settings.credential_name}'" if settings.credential_name else "the OAuth2 credential"
-    err.hint = (
-        f"the server refused the access token of {name}: the token's user must be the mailbox user "
-        f"{settings.username}, and the app needs the mail permission (scope) for this protocol; "
-        "a revoked token is replaced at the next attempt"
-    )
-    return err
-
-
-def _temporary(settings, reply: str) -> MailError:
-    return MailError(
-        f"temporary authentication failure for user {settings.username}: {reply}",
-        hint="the server could not check the token (its OAuth2 provider may be unreachable); try again later",
-        step="auth", transient=True,
-    )
-
-
-# --- IMAP --------------------------------------------------------------------------------
-
-def imap_oauth2(client, detail: dict) -> None:
-    """AUTHENTICATE with SASL-IR when offered, else the initial response after the continuation."""
-    import imaplib
-
-    s, imap = client.settings, client._imap
-    offered = client.auth_mechanisms
-    refuse_without_tls(s, client.encrypted, upgrade_offered="STARTTLS" in client.capabilities)
-    mechanism = choose(s, offered)
-    message = _take_message(client, mechanism, detail).encode("ascii")
-    sasl_ir = "SASL-IR" in client.capabilities
-    challenge = None
-    try:
-        tag = imap._new_tag()
-        imap.send(tag + b" AUTHENTICATE " + mechanism.encode() + ((b" " + message) if sasl_ir else b"") + CRLF)
-        sent = sasl_ir
-        while imap.tagged_commands[tag] is None:
-            if imap._get_response() is None:  # a continuation request
-                if not sent:
-                    imap.send(message + CRLF)
-                    sent = True
-                else:  # the failure challenge: answer with an empty line
-                    challenge = imap.continuation_response
-                    imap.send(CRLF)
-        message = b""
-        typ, data = imap._command_complete("AUTHENTICATE", tag)
-    except imaplib.IMAP4.abort as exc:
-        from ._base import is_timeout
-
-        if is_timeout(exc):
-            raise network_error(TimeoutError(), s, step="auth", doing="authenticating") from None
-        raise ConnectError(f"the server at {where(s)} closed the connection during authentication", step="auth") from None
-    except imaplib.IMAP4.error as exc:
-        typ, data = "BAD", [str(exc.args[0] if exc.args else "").encode()]
-    except (OSError, EOFError) as exc:
-        raise network_error(exc, s, step="auth", doing="authenticating") from None
-    finally:
-        message = b""
-        imap._cmd_log = {}
-    reply = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
-    if typ != "OK":
-        if "[UNAVAILABLE]" in reply:
-            raise _temporary(s, reply)
-        raise _failed(s, mechanism, reply, challenge)
-    imap.state = "AUTH"
-    client.auth_mechanism = mechanism
-    import re
-
-    match = re.match(r"\[CAPABILITY ([^\]]*)\]", reply)
-    if match:
-        imap.untagged_responses["CAPABILITY"] = [match.group(1).encode()]
-
-
-# --- POP3 --------------------------------------------------------------------------------
-
-def pop3_oauth2(client, detail: dict) -> None:
-    """AUTH <mechanism> <initial response> (RFC 5034)."""
-    import poplib
-
-    s, pop = client.settings, client._pop
-    refuse_without_tls(s, client.encrypted, upgrade_offered="STLS" in client.capabilities)
-    mechanism = choose(s, list(client.sasl_mechanisms))
-    message = _take_message(client, mechanism, detail)
-    challenge = None
-    try:
-        pop._putcmd(f"AUTH {mechanism} {message}")
-        message = ""
-        line, _ = pop._getline()
-        if line == b"+" or line.startswith(b"+ "):  # a challenge, not +OK
-            challenge = line[1:].strip()
-            pop._putcmd("")
-            line, _ = pop._getline()
-    except (OSError, EOFError) as exc:
-        raise network_error(exc, s, step="auth", doing="authenticating") from None
-    except poplib.error_proto as exc:  # poplib says "-ERR EOF" when the server hangs up
-        raise ConnectError(f"the server at {where(s)} closed the connection during authentication: {exc}",
-                           step="auth") from None
-    finally:
-        message = ""
-    reply = line.decode("utf-8", "replace")
-    if not reply.startswith("+OK"):
-        if "[SYS/TEMP]" in reply or "[IN-USE]" in reply:
-            raise _temporary(s, reply)
-        raise _failed(s, mechanism, reply, challenge)
-    client.auth_mechanism = mechanism
-
-
-# --- SMTP --------------------------------------------------------------------------------
-
-def smtp_oauth2(client, detail: dict) -> None:
-    """AUTH <mechanism> <initial response> (RFC 4954); needs Postfix line_length_limit >= the line."""
-    s, smtp = client.settings, client._smtp
-    refuse_without_tls(s, client.encrypted, upgrade_offered="starttls" in client.extensions)
-    offered = client.auth_mechanisms
-    if not offered and not client.encrypted and "starttls" in client.extensions:
-        raise MechanismUnavailable("the server offers AUTH only after STARTTLS",
-                                   hint="set protection to STARTTLS mandatory", offered=[], transient=False)
-    mechanism = choose(s, offered)
-    message = _take_message(client, mechanism, detail)
-    challenge = None
-    try:
-        code, msg = client._guard(lambda: smtp.docmd("AUTH", f"{mechanism} {message}"), "auth", "authenticating")
-        message = ""
-        if code == 334:
-            challenge = msg
-            code, msg = client._guard(lambda: smtp.docmd(""), "auth", "authenticating")
-    finally:
-        message = ""
-    if code == 235:
-        client.auth_mechanism = mechanism
-        return
-    reply = f"{code} {msg.decode('utf-8', 'replace')}"
-    if 400 <= code < 500:
-        raise _temporary(s, reply)
-    raise _failed(s, mechanism, reply, challenge)
+    choice = preferred("oauth2", offered)
+    if choice is None:
+        names = [m.name for m in MECHANISMS.values() if m.family == "oauth2"]
+        raise MechanismUnavailable(
+            f"the server at {where(settings)} offers neither {' nor '.join(names)} "
+            f"(it offers: {', '.join(offered) or 'nothing'})",
+            hint="the server does not take OAuth2 logins; use a user/password credential, or enable OAuth2 on the server",
+            offered=offered, transient=False,
+        )
+    return choice

@@ -1,98 +1,36 @@
-"""SMTP client: connect, TLS per protection, EHLO, AUTH (PLAIN/LOGIN/CRAM-MD5), send.
+"""SMTP client: the session (connect, TLS per protection, EHLO, AUTH PLAIN/LOGIN/CRAM-MD5/OAuth2)
+as hooks of the session base; sending is in smtp_send.py.
 
 Built on smtplib (its reply parsing and STARTTLS) with a socket we open ourselves, so that
 DNS, TCP and TLS are timed separately and every socket has the connection's timeout.
 AUTH is built by hand with UTF-8 bytes: smtplib's login() refuses non-ASCII passwords.
-
-Sending adds nothing per message beyond MAIL/RCPT/DATA; with PIPELINING (RFC 2920) the
-envelope and DATA go out in one write, so a message costs two round trips instead of 2 + n.
 """
 from __future__ import annotations
 
 import functools
-import re
 import smtplib
 import socket
-from dataclasses import dataclass, field
-from typing import Callable
 
-from ._base import (
-    Trace,
+from .errors import ConnectError, ProtocolError, SMTPReplyError
+from .greeting import unexpected_greeting
+from .opener import SocketOpener
+from .sasl import preferred
+from .session import MailSession, SaslReply
+from .smtp_send import SMTPSending, reply_text
+from .settings import MailSettings
+from .trace import Trace
+from .wording import (
     after_tls_handshake_error,
-    auth_failed,
-    b64,
-    b64decode_challenge,
-    cram_md5_response,
     is_timeout,
     network_error,
-    open_socket,
+    not_offered,
+    only_after_starttls,
     refuse_plain,
-    sasl_plain,
-    upgrade_offered,
+    starttls_refused,
     where,
 )
-from .errors import (
-    ConnectError,
-    MailError,
-    MechanismUnavailable,
-    ProtocolError,
-    SMTPReplyError,
-    TLSError,
-)
-from .greeting import unexpected_greeting
-from .sasl import smtp_oauth2
-from .settings import MailSettings
-from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 
-__all__ = ["SMTPClient", "SendResult", "queue_id_of"]
-
-_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
-_CRLF = b"\r\n"
-
-
-@dataclass
-class SendResult:
-    """Which recipients the server accepted, and the refusals with the server's reply."""
-
-    accepted: list[str] = field(default_factory=list)
-    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    reply: tuple[int, str] = (0, "")  # the final reply to DATA (queue id etc.)
-    replies: dict[str, tuple[int, str]] = field(default_factory=dict)  # each RCPT TO's reply
-    queue_id: str = ""  # from the final reply, e.g. "250 2.0.0 Ok: queued as 4Xyz"
-
-
-_QUEUE_ID = re.compile(r"\bqueued as ([A-Za-z0-9][A-Za-z0-9.@<>_-]*)|\bid=([A-Za-z0-9][A-Za-z0-9._-]*)", re.I)
-
-
-def queue_id_of(reply: str) -> str:
-    """The queue id in a final reply ("queued as 4Xyz…", Exim's "id=1abc-…"), or ""."""
-    found = _QUEUE_ID.search(reply or "")
-    return (found.group(1) or found.group(2)).strip("<>") if found else ""
-
-
-# The two endings of a connection lost after 354 (issue 19): the server reset the connection
-# with our data still unread (it never saw the final dot: not delivered), or it closed / went
-# silent after reading everything (it may have accepted the message).
-INCOMPLETE = " (closed during DATA: the message was incomplete and not delivered)"
-AFTER_DATA = " (after the data, before the reply: may have been delivered)"
-
-
-def _was_reset(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _after_data(err: ConnectError, *, reset: bool) -> None:
-    if reset:
-        err.message += INCOMPLETE  # the hint stays (e.g. too slow: raise the timeout)
-        err.maybe_delivered = False
-    else:
-        err.message += AFTER_DATA
-        err.hint = "the message may have been delivered; sending it again may duplicate it"
-        err.maybe_delivered = True
+__all__ = ["SMTPClient"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -123,18 +61,15 @@ class _SMTP(smtplib.SMTP):
         return super().getreply()
 
 
-def _text(reply: bytes | str) -> str:
-    if isinstance(reply, bytes):
-        return reply.decode("utf-8", "replace")
-    return str(reply)
-
-
-class SMTPClient:
+class SMTPClient(SMTPSending, MailSession):
     """Context manager: connect, TLS per protection, EHLO, AUTH per authentication.
 
     >>> with SMTPClient(settings, password) as smtp:
     ...     result = smtp.send(sender=..., recipients=[...], message=raw_bytes)
     """
+
+    protocol = "smtp"
+    implicit_port = "SMTPS port (465)"
 
     def __init__(
         self,
@@ -145,71 +80,42 @@ class SMTPClient:
         trace: Trace | None = None,
         pipelining: bool = True,
         mechanism: str | None = None,
+        opener: SocketOpener | None = None,
     ) -> None:
         """`pipelining=False` sends MAIL/RCPT/DATA one by one even when the server offers
         PIPELINING; `mechanism` forces "PLAIN" or "LOGIN" (plain) instead of the best offered."""
-        if settings.protocol != "smtp":
-            raise ValueError(f"SMTPClient needs protocol smtp, not {settings.protocol!r}")
-        self.settings = settings
-        self._password = password
+        super().__init__(settings, password, trace=trace, mechanism=mechanism, opener=opener)
         self._local_hostname = local_hostname
-        self.trace = trace if trace is not None else Trace()
         self._use_pipelining = pipelining
-        self._forced_mechanism = mechanism.upper() if mechanism else None
         self._smtp: _SMTP | None = None
         self.extensions: dict[str, str] = {}
         self.extensions_before_tls: dict[str, str] = {}
         self.max_size: int | None = None
-        self.tls_info: TLSInfo | None = None
-        self.encrypted = False
-        self.greeting = ""
-        self.auth_mechanism = ""
 
     # --- session ------------------------------------------------------------------------
-
-    def __enter__(self) -> "SMTPClient":
-        self.connect()
-        return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(quit=exc_type is None or not isinstance(exc, ConnectError))
 
-    def connect(self) -> None:
+    def _read_greeting(self, sock, detail: dict) -> None:
         s = self.settings
-        sock, self.tls_info = open_socket(s, self.trace)
-        self.encrypted = self.tls_info is not None
-        try:
-            self._smtp = _SMTP(
-                sock, host=s.tls_hostname, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
+        self._smtp = _SMTP(
+            sock, host=s.tls_hostname, local_hostname=self._local_hostname or _local_hostname(), timeout=s.timeout
+        )
+        code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
+        self.greeting = reply_text(msg)
+        if code not in (220, 421, 554):  # not an SMTP greeting: quoted only if a mail server's
+            raise unexpected_greeting(s, self._smtp.first_line)
+        detail.update(code=code, text=self.greeting)
+        if code != 220:
+            raise ProtocolError(
+                f"the server at {where(s)} refused the session: {code} {self.greeting}",
+                code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500,
+                hint="the server does not accept mail from this client right now",
             )
-            with self.trace.step("greeting") as detail:
-                code, msg = self._guard(lambda: self._smtp.connect(s.host, s.effective_port), "greeting", "reading the greeting")
-                self.greeting = _text(msg)
-                if code not in (220, 421, 554):  # not an SMTP greeting: quoted only if a mail server's
-                    raise unexpected_greeting(s, self._smtp.first_line)
-                detail.update(code=code, text=self.greeting)
-                if code != 220:
-                    raise ProtocolError(
-                        f"the server at {where(s)} refused the session: {code} {self.greeting}",
-                        code=code, reply=self.greeting, step="greeting", transient=400 <= code < 500,
-                        hint="the server does not accept mail from this client right now",
-                    )
-            if s.protection in ("starttls_mandatory", "starttls_optional"):
-                self._starttls()
-            elif s.protection == "off":
-                self.trace.skip("tls", "protection Off: the connection is not encrypted")
-            with self.trace.step("capabilities") as detail:
-                if self.encrypted or not self.extensions_before_tls:
-                    self._ehlo()  # (again) after STARTTLS, or the first time
-                detail["extensions"] = dict(self.extensions)
-                if self.extensions_before_tls:
-                    detail["extensions_before_tls"] = dict(self.extensions_before_tls)
-            if s.authentication != "none":
-                with self.trace.step("auth") as detail:
-                    self._authenticate(detail)
-        except BaseException:
-            self.close(quit=False)
-            raise
+
+    def _drop(self) -> None:
+        self.close(quit=False)
 
     def close(self, *, quit: bool = True) -> None:
         smtp, self._smtp = self._smtp, None
@@ -234,28 +140,11 @@ class SMTPClient:
             raise self._disconnected(exc, step=step, doing=doing) from None
         except smtplib.SMTPResponseException as exc:
             raise SMTPReplyError(
-                f"{doing}: {exc.smtp_code} {_text(exc.smtp_error)}", code=exc.smtp_code,
-                reply=_text(exc.smtp_error), step=step,
+                f"{doing}: {exc.smtp_code} {reply_text(exc.smtp_error)}", code=exc.smtp_code,
+                reply=reply_text(exc.smtp_error), step=step,
             ) from None
         except (OSError, EOFError) as exc:
             raise network_error(exc, self.settings, step=step, doing=doing) from None
-
-    def _disconnected(self, exc: BaseException, *, step: str, doing: str, data_sent: bool = False,
-                      in_data: bool = False) -> ConnectError:
-        """smtplib reports timeouts and resets as SMTPServerDisconnected: tell them apart."""
-        self._smtp = None
-        if is_timeout(exc):
-            err = network_error(TimeoutError(), self.settings, step=step, doing=doing)
-        else:
-            err = ConnectError(
-                f"the server at {where(self.settings)} closed the connection while {doing}",
-                hint="the server may be overloaded, or refuse this client; try again later",
-                step=step,
-            )
-        if in_data or data_sent:
-            _after_data(err, reset=not data_sent or _was_reset(exc))
-        err.args = (err.message,)
-        return err
 
     def _ehlo(self) -> None:
         smtp = self._smtp
@@ -264,40 +153,44 @@ class SMTPClient:
             code, msg = self._guard(smtp.helo, "capabilities", "sending HELO")
             if code != 250:
                 raise ProtocolError(
-                    f"the server refused EHLO and HELO: {code} {_text(msg)}",
-                    code=code, reply=_text(msg), step="capabilities", transient=400 <= code < 500,
+                    f"the server refused EHLO and HELO: {code} {reply_text(msg)}",
+                    code=code, reply=reply_text(msg), step="capabilities", transient=400 <= code < 500,
                 )
         self.extensions = {k.lower(): v.strip() for k, v in smtp.esmtp_features.items()}
         size = self.extensions.get("size", "")
         self.max_size = int(size) if size.isdigit() and int(size) > 0 else None
 
-    def _starttls(self) -> None:
-        s = self.settings
-        smtp = self._smtp
-        with self.trace.step("tls") as detail:
-            detail["mode"] = "STARTTLS"
-            self._ehlo()
-            self.extensions_before_tls = dict(self.extensions)
-            if not upgrade_offered(s, "starttls" in self.extensions, detail, command="STARTTLS", implicit="SMTPS port (465)"):
-                return
-            context = make_ssl_context(s)
-            try:
-                code, msg = smtp.starttls(context=context)
-            except smtplib.SMTPResponseException as exc:
-                raise TLSError(
-                    f"the server refused STARTTLS: {exc.smtp_code} {_text(exc.smtp_error)}",
-                    hint="the server advertises STARTTLS but refused it: check its TLS setup, or use SSL/TLS on port 465",
-                    transient=400 <= exc.smtp_code < 500,
-                ) from None
-            except smtplib.SMTPServerDisconnected as exc:
-                if is_timeout(exc):
-                    raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
-                raise ConnectError(f"the server at {where(s)} closed the connection during STARTTLS", step="tls") from None
-            except (OSError, ValueError) as exc:
-                raise after_tls_handshake_error(exc, s, "smtp") from None
-            self.encrypted = True
-            self.tls_info = tls_info_from_socket(smtp.sock, verified=s.verify_certificate)
-            detail.update(self.tls_info.to_dict())
+    def _before_starttls(self) -> None:
+        self._ehlo()
+        self.extensions_before_tls = dict(self.extensions)
+
+    def _starttls_offered(self) -> bool:
+        return "starttls" in self.extensions
+
+    def _start_tls(self, context):
+        s, smtp = self.settings, self._smtp
+        try:
+            smtp.starttls(context=context)
+        except smtplib.SMTPResponseException as exc:
+            raise starttls_refused(s, "STARTTLS", f"{exc.smtp_code} {reply_text(exc.smtp_error)}",
+                                   transient=400 <= exc.smtp_code < 500) from None
+        except smtplib.SMTPServerDisconnected as exc:
+            if is_timeout(exc):
+                raise network_error(TimeoutError(), s, step="tls", doing="starting TLS") from None
+            raise ConnectError(f"the server at {where(s)} closed the connection during STARTTLS", step="tls") from None
+        except (OSError, ValueError) as exc:
+            raise after_tls_handshake_error(exc, s, "smtp") from None
+        return smtp.sock
+
+    def _capabilities(self, detail: dict) -> None:
+        if self.encrypted or not self.extensions_before_tls:
+            self._ehlo()  # (again) after STARTTLS, or the first time
+        detail["extensions"] = dict(self.extensions)
+        if self.extensions_before_tls:
+            detail["extensions_before_tls"] = dict(self.extensions_before_tls)
+
+    def _needs_auth(self) -> bool:
+        return self.settings.authentication != "none"
 
     # --- authentication -------------------------------------------------------------------
 
@@ -305,309 +198,52 @@ class SMTPClient:
     def auth_mechanisms(self) -> list[str]:
         return self.extensions.get("auth", "").upper().split()
 
-    def _authenticate(self, detail: dict) -> None:
-        s = self.settings
+    def _offered(self) -> list[str]:
+        return self.auth_mechanisms
+
+    def _sasl_offered(self) -> list[str]:
         offered = self.auth_mechanisms
-        detail["user"] = s.username
-        detail["offered"] = offered
-        if s.authentication == "oauth2":
-            return smtp_oauth2(self, detail)
+        if not offered and not self.encrypted and "starttls" in self.extensions:
+            raise only_after_starttls("AUTH only after STARTTLS", [])
+        return offered
+
+    def _choose_password_mechanism(self, offered: list[str]) -> str:
+        s = self.settings
         if s.authentication == "plain" and not self.encrypted and not s.allow_plain_without_tls:
             raise refuse_plain(s, starttls_offered="starttls" in self.extensions, label="password (AUTH PLAIN/LOGIN)")
-        if not offered:
-            if not self.encrypted and "starttls" in self.extensions:
-                raise MechanismUnavailable(
-                    "the server offers AUTH only after STARTTLS",
-                    hint="set protection to STARTTLS mandatory",
-                    offered=[], transient=False,
-                )
-            raise MechanismUnavailable(
-                f"the server at {where(s)} does not offer SMTP AUTH",
-                hint=(
-                    "use the server's submission port (587 with STARTTLS, or 465 with SSL/TLS), "
-                    "or set authentication to None if the server relays for this host"
-                ),
-                offered=[], transient=False,
+        if not self._sasl_offered():
+            raise not_offered(
+                f"the server at {where(s)} does not offer SMTP AUTH", [],
+                "use the server's submission port (587 with STARTTLS, or 465 with SSL/TLS), "
+                "or set authentication to None if the server relays for this host",
             )
         if s.authentication == "encrypted":
-            if "CRAM-MD5" not in offered:
-                raise MechanismUnavailable(
-                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(offered)})",
-                    hint="choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
-                    offered=offered, transient=False,
+            mechanism = preferred("encrypted", offered)
+            if mechanism is None:
+                raise not_offered(
+                    f"the server does not offer CRAM-MD5 (it offers: {', '.join(offered)})", offered,
+                    "choose Plain user/password together with SSL/TLS or STARTTLS mandatory, or enable CRAM-MD5 on the server",
                 )
-            mechanism = "CRAM-MD5"
-        elif self._forced_mechanism in ("PLAIN", "LOGIN") and self._forced_mechanism in offered:
-            mechanism = self._forced_mechanism
-        elif "PLAIN" in offered:
-            mechanism = "PLAIN"
-        elif "LOGIN" in offered:
-            mechanism = "LOGIN"
-        else:
-            raise MechanismUnavailable(
-                f"the server offers neither PLAIN nor LOGIN (it offers: {', '.join(offered)})",
-                hint="choose Encrypted user/password if the server offers CRAM-MD5",
-                offered=offered, transient=False,
-            )
-        detail["mechanism"] = mechanism
-        self._auth(mechanism)
-        self.auth_mechanism = mechanism
-
-    def _auth(self, mechanism: str) -> None:
-        s, smtp = self.settings, self._smtp
-        password = self._password or ""
-        try:
-            cmd = lambda args: self._guard(lambda: smtp.docmd("AUTH", args), "auth", "authenticating")  # noqa: E731
-            line = lambda data: self._guard(lambda: smtp.docmd(data), "auth", "authenticating")  # noqa: E731
-            if mechanism == "PLAIN":
-                code, msg = cmd("PLAIN " + b64(sasl_plain(s.username, password)))
-            elif mechanism == "LOGIN":
-                code, msg = cmd("LOGIN")
-                if code == 334:
-                    code, msg = line(b64(s.username.encode("utf-8")))
-                if code == 334:
-                    code, msg = line(b64(password.encode("utf-8")))
-            else:
-                code, msg = cmd("CRAM-MD5")
-                if code == 334:
-                    challenge = b64decode_challenge(msg)
-                    code, msg = line(b64(cram_md5_response(s.username, password, challenge)))
-        finally:
-            # Neither this frame (tracebacks may show locals) nor the client keeps the secret.
-            password = self._password = None
-        if code == 235 or code == 503 and b"already" in msg.lower():
-            return
-        if code == 334:  # the server wants more than the mechanism defines: cancel
-            self._guard(lambda: smtp.docmd("*"), "auth", "cancelling AUTH")
-        if 400 <= code < 500:
-            raise MailError(
-                f"temporary authentication failure for user {s.username}: {code} {_text(msg)}",
-                hint="the server's authentication backend is unavailable; try again later",
-                step="auth", transient=True,
-            )
-        raise auth_failed(s, f"{code} {_text(msg)}", mechanism=mechanism)
-
-    # --- mail -----------------------------------------------------------------------------
-
-    def _require(self) -> _SMTP:
-        if self._smtp is None:
-            raise ConnectError("the SMTP session is closed", step="command")
-        return self._smtp
-
-    def _envelope(self, sender: str, recipients: list[str], message: bytes | None) -> tuple[str, list[str], str, str]:
-        """Addresses and MAIL FROM parameters; SMTPUTF8 only when an address needs it."""
-        options = []
-        if message is not None and "size" in self.extensions:
-            options.append(f"SIZE={len(message)}")
-        if message is not None and "8bitmime" in self.extensions and not message.isascii():
-            options.append("BODY=8BITMIME")
-        encoding = "ascii"
-        if not (sender.isascii() and all(r.isascii() for r in recipients)):
-            if "smtputf8" in self.extensions:
-                options.append("SMTPUTF8")
-                encoding = "utf-8"
-            else:
-                sender = _idna_address(sender)
-                recipients = [_idna_address(r) for r in recipients]
-        return sender, recipients, (" " + " ".join(options)) if options else "", encoding
-
-    def send(self, *, sender: str, recipients: list[str], message: bytes,
-             before_data: Callable[[], None] | None = None) -> SendResult:
-        """One SMTP transaction. Returns per-recipient results.
-
-        `before_data` is called once the server said 354, right before the message data goes
-        out (the caller records that the data started); if it raises, the connection is closed
-        (the server drops the unfinished message) and the error propagates.
-
-        Raises SMTPReplyError when MAIL FROM or DATA is refused or every recipient is refused
-        (transient for 4xx), ConnectError when the connection drops (transient; with
-        `maybe_delivered` if it dropped after the data was sent, before the final reply).
-        """
-        smtp = self._require()
-        if not recipients:
-            raise ProtocolError("no recipients", transient=False)
-        if isinstance(message, str):
-            message = message.encode("utf-8")
-        if self.max_size is not None and len(message) > self.max_size:
-            # The server would refuse it after the whole transfer: refuse it before.
-            raise SMTPReplyError(
-                f"the message ({len(message)} bytes) is larger than the server accepts ({self.max_size} bytes, EHLO SIZE)",
-                code=552, reply="message size exceeds the server's SIZE limit",
-                hint="send smaller attachments, or ask the server's administrator to raise the limit",
-            )
-        sender, recipients, params, encoding = self._envelope(sender, recipients, message)
-        payload = _DOT_AT_LINE_START.sub(b"..", message)
-        if not payload.endswith(_CRLF):
-            payload += _CRLF
-        payload += b".\r\n"
-        try:
-            commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{params}\r\n".encode(encoding)]
-            commands += [f"RCPT TO:{smtplib.quoteaddr(r)}\r\n".encode(encoding) for r in recipients]
-        except UnicodeEncodeError:
-            raise ProtocolError(
-                "an address is not ASCII and the server does not offer SMTPUTF8", transient=False
-            ) from None
-        data_sent = in_data = False
-        try:
-            if self._use_pipelining and "pipelining" in self.extensions:
-                smtp.send(b"".join(commands) + b"DATA\r\n")
-                code, msg = smtp.getreply()
-                if code == 421:
-                    raise self._dropped(code, msg)
-                replies = []
-                for _ in recipients:
-                    replies.append(smtp.getreply())
-                    if replies[-1][0] == 421:  # the server is closing: no more replies follow
-                        raise self._dropped(*replies[-1])
-                data_code, data_msg = smtp.getreply()
-            else:
-                smtp.send(commands[0])
-                code, msg = smtp.getreply()
-                if code != 250:
-                    raise self._refused("MAIL FROM", sender, code, msg)
-                replies = []
-                for cmd in commands[1:]:
-                    smtp.send(cmd)
-                    replies.append(smtp.getreply())
-                    if replies[-1][0] == 421:
-                        break
-                data_code, data_msg = None, b""
-            if code != 250:
-                if data_code == 354:  # a server that accepted DATA anyway: end it empty
-                    smtp.send(b".\r\n")
-                    smtp.getreply()
-                raise self._refused("MAIL FROM", sender, code, msg)
-            result = SendResult()
-            for rcpt, (rcode, rmsg) in zip(recipients, replies):
-                result.replies[rcpt] = (rcode, _text(rmsg))
-                if rcode in (250, 251):
-                    result.accepted.append(rcpt)
-                else:
-                    if rcode == 421:
-                        raise self._dropped(rcode, rmsg)
-                    result.refused[rcpt] = (rcode, _text(rmsg))
-            if not result.accepted:
-                if data_code == 354:
-                    smtp.send(b".\r\n")
-                    smtp.getreply()
-                self._rset_quietly()
-                first = next(iter(result.refused.values()))
-                code = next((c for c, _ in result.refused.values() if 400 <= c < 500), first[0])
-                detail = "; ".join(f"{r}: {c} {t}" for r, (c, t) in result.refused.items())
-                raise SMTPReplyError(
-                    f"every recipient was refused ({detail})", code=code, reply=first[1],
-                    refused=result.refused, hint="check the recipient addresses",
-                )
-            if data_code is None:
-                smtp.send(b"DATA\r\n")
-                data_code, data_msg = smtp.getreply()
-            if data_code != 354:
-                raise self._refused("DATA", None, data_code, data_msg)
-            if before_data is not None:
-                try:
-                    before_data()
-                except BaseException:
-                    self.close(quit=False)  # the server drops the unfinished message
-                    raise
-            in_data = True
-            smtp.send(payload)
-            data_sent = True
-            code, msg = smtp.getreply()
-            if code != 250:
-                raise self._refused("the message", None, code, msg)
-            result.reply = (code, _text(msg))
-            result.queue_id = queue_id_of(result.reply[1])
-            return result
-        except smtplib.SMTPServerDisconnected as exc:
-            raise self._disconnected(exc, step="command", doing="sending", data_sent=data_sent,
-                                     in_data=in_data) from None
-        except (OSError, EOFError) as exc:
-            self.close(quit=False)
-            err = network_error(exc, self.settings, step="command", doing="sending")
-            if isinstance(err, ConnectError) and in_data:
-                _after_data(err, reset=not data_sent or _was_reset(exc))
-                err.args = (err.message,)
-            raise err from None
-        finally:
-            if encoding != "ascii" and self._smtp is not None:
-                self._smtp.command_encoding = "ascii"
-
-    def _refused(self, what: str, address: str | None, code: int, msg: bytes) -> MailError:
-        if code == 421 or code == -1:
-            return self._dropped(code, msg)
-        self._rset_quietly()
-        subject = f"{what} <{address}>" if address else what
-        return SMTPReplyError(
-            f"the server refused {subject}: {code} {_text(msg)}", code=code, reply=_text(msg),
-            hint="try again later" if 400 <= code < 500 else "",
+            return mechanism
+        if self._forced_mechanism in ("PLAIN", "LOGIN") and self._forced_mechanism in offered:
+            return self._forced_mechanism
+        if "PLAIN" in offered:
+            return "PLAIN"
+        if "LOGIN" in offered:
+            return "LOGIN"
+        raise not_offered(
+            f"the server offers neither PLAIN nor LOGIN (it offers: {', '.join(offered)})", offered,
+            "choose Encrypted user/password if the server offers CRAM-MD5",
         )
 
-    def _dropped(self, code: int, msg: bytes) -> ConnectError:
-        self.close(quit=False)
-        return ConnectError(
-            f"the server at {where(self.settings)} is closing the session: {code} {_text(msg)}",
-            hint="try again later", step="command",
-        )
+    def _sasl_send(self, line: str, *, start: bool) -> SaslReply:
+        smtp = self._smtp
+        code, msg = self._guard(lambda: smtp.docmd("AUTH", line) if start else smtp.docmd(line), "auth", "authenticating")
+        reply = f"{code} {reply_text(msg)}"
+        if code == 334:
+            return SaslReply(False, reply, challenge=msg)
+        return SaslReply(code == 235 or code == 503 and b"already" in msg.lower(), reply, temporary=400 <= code < 500)
 
-    def _rset_quietly(self) -> None:
-        if self._smtp is None:
-            return
-        try:
-            self._smtp.rset()
-        except (smtplib.SMTPException, OSError):
-            self.close(quit=False)
-
-    def check_addresses(self, *, sender: str, recipients: list[str]) -> dict[str, tuple[int, str]]:
-        """MAIL FROM + RCPT TO for each address, then RSET: nothing is sent.
-
-        Returns every recipient's (code, text); 250/251 means accepted.
-        """
-        smtp = self._require()
-        sender, encoded, params, encoding = self._envelope(sender, list(recipients), None)
-        try:
-            smtp.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}{params}\r\n".encode(encoding))
-            code, msg = smtp.getreply()
-            if code != 250:
-                raise self._refused("MAIL FROM", sender, code, msg)
-            results: dict[str, tuple[int, str]] = {}
-            for original, rcpt in zip(recipients, encoded):
-                smtp.send(f"RCPT TO:{smtplib.quoteaddr(rcpt)}\r\n".encode(encoding))
-                rcode, rmsg = smtp.getreply()
-                if rcode == 421:
-                    raise self._dropped(rcode, rmsg)
-                results[original] = (rcode, _text(rmsg))
-            self.reset()
-            return results
-        except smtplib.SMTPServerDisconnected as exc:
-            raise self._disconnected(exc, step="command", doing="checking addresses") from None
-        except (OSError, EOFError) as exc:
-            self.close(quit=False)
-            raise network_error(exc, self.settings, step="command", doing="checking addresses") from None
-        finally:
-            if encoding != "ascii" and self._smtp is not None:
-                self._smtp.command_encoding = "ascii"
-
-    def reset(self) -> None:
-        """RSET: abandon the current transaction."""
-        smtp = self._require()
-        code, msg = self._guard(smtp.rset, "command", "sending RSET")
-        if code != 250:
-            raise SMTPReplyError(f"the server refused RSET: {code} {_text(msg)}", code=code, reply=_text(msg))
-
-    def noop(self) -> None:
-        """NOOP: check that the session is alive (raises ConnectError when it is not)."""
-        smtp = self._require()
-        code, msg = self._guard(smtp.noop, "command", "sending NOOP")
-        if code == 421:
-            raise self._dropped(code, msg)
-
-
-def _idna_address(address: str) -> str:
-    """user@bücher.example -> user@xn--bcher-kva.example (the local part must be ASCII)."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return address
-    try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
-    except UnicodeError:
-        return address
+    def _sasl_cancel(self, reply: SaslReply) -> SaslReply:
+        self._guard(lambda: self._smtp.docmd("*"), "auth", "cancelling AUTH")
+        return reply
