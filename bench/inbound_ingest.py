@@ -178,7 +178,7 @@ def main() -> None:
     django_setup(DB)
     try:
         from connections.models import StoredMessage
-        from connections.services.messages import index_for_search
+        from connections.services.messages.indexes import index_for_search
         from connections.services.polling import poll
 
         print(f"Preparing {args.mails} mails (~20 KB, one in ten with a 200 KB attachment)…", flush=True)

@@ -22,9 +22,10 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from ..models import Readiness
-from ..services import checklist, dates, switches
-from ..services.connection_settings import short_warnings, warnings_for
-from ..services.diagram import diagram_svg
+from ..services.setup import checklist, switches
+from ..services.common import dates
+from ..services.setup.connection_settings import short_warnings, warnings_for
+from ..services.setup.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
 CHECKLIST_FIELDS = ("setup_checklist", "connection_diagram")

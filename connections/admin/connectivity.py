@@ -17,7 +17,7 @@ It adds, without any other change to the admin:
 - the admin action "Test connection" and a "last test" list column.
 
 Running a test needs the operator role in the connection's tenant (``has_run_permission``);
-viewers see the last result only. All work is done by ``connections.services.connectivity``.
+viewers see the last result only. All work is done by ``connections.services.setup.connectivity``.
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ from django.utils.safestring import mark_safe
 
 from connections.conf import conf
 from ..errors import TenantMailError
-from ..services import connectivity, dates
-from ..services.connection_settings import connection_kind, short_warnings, warnings_for
+from ..services.setup import connectivity
+from ..services.common import dates
+from ..services.setup.connection_settings import connection_kind, short_warnings, warnings_for
 
 CHANGE_FORM_TEMPLATE = "admin/connections/connectivity_change_form.html"
 PANEL_TEMPLATE = "admin/connections/connectivity_result.html"
@@ -217,7 +218,7 @@ class ConnectivityTestAdminMixin:
         # Risky settings show wherever the connection is listed, not only on its page.
         columns = [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
         if hasattr(self, "readiness"):  # with the setup checklist: its columns, in its order
-            from ..services import tenancy
+            from ..services.access import tenancy
             from .checklist import arrange_columns
 
             columns = arrange_columns(columns, one_tenant=tenancy.sole_tenant_id(request.user) is not None)

@@ -125,7 +125,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         items = polling.warnings_for(obj)
         if not items:
             from ..models import Readiness
-            from ..services import checklist
+            from ..services.setup import checklist
 
             if checklist.readiness(obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
                 return format_html('<span style="color:#ba2121">{}</span>',

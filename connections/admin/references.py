@@ -15,7 +15,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from ..models import Readiness, UserCredential
-from ..services import checklist, tenancy
+from ..services.setup import checklist
+from ..services.access import tenancy
 
 
 class CredentialNameInput(forms.TextInput):

@@ -713,7 +713,7 @@ def _text(text: Any) -> str:
 def _open_session(connection: OutboundConnection):
     """An SMTPClient (not yet entered) for the connection, with its deployed credential."""
     from ..mail.smtp import SMTPClient
-    from .connection_settings import mail_settings_for, open_credential
+    from .setup.connection_settings import mail_settings_for, open_credential
 
     from .oauth2.connect import login
 
@@ -880,7 +880,7 @@ class ActionResult:
 def _scoped(message_ids: Iterable[int], user) -> Any:
     qs = OutboxMessage.objects.filter(pk__in=list(message_ids))
     if user is not None:
-        from . import tenancy
+        from .access import tenancy
 
         qs = tenancy.scope(qs, user, action="run")
     return qs

@@ -27,7 +27,8 @@ from django.utils.text import get_valid_filename
 
 from connections.conf import conf
 from ..models import Attachment, InboundConnection, PostProcessing, StoredMessage
-from . import parsing, safe_html
+from . import parsing
+from .messages import safe_html
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from connections.models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from connections.services import credentials as credential_service
+from connections.services.setup import credentials as credential_service
 
 
 def tenant(slug: str = "acme", name: str | None = None) -> Tenant:

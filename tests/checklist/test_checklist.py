@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from connections.models import Readiness, UserCredential
-from connections.services import checklist
-from connections.services import credentials as credential_service
+from connections.services.setup import checklist
+from connections.services.setup import credentials as credential_service
 
 from . import factories as f
 

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from connections.services.diagram import diagram_svg
+from connections.services.setup.diagram import diagram_svg
 
 from . import factories as f
 

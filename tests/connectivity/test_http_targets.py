@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from connections.services.guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection, TargetBlocked, open_url
+from connections.services.common.guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection, TargetBlocked, open_url
 
 
 @pytest.fixture

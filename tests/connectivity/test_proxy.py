@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connections.models import ProxyProfile
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup.connectivity import run_connectivity_test
 from connections.services.proxies import proxy_url_for
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]

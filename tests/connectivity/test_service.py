@@ -7,9 +7,9 @@ import pytest
 
 from connections.errors import ConfigurationError
 from connections.models import InboundConnection, OutboundConnection, UserCredential
-from connections.services import connectivity
-from connections.services.connection_settings import mail_settings_for, open_credential
-from connections.services.connectivity import ConnectionNotFound, find_connection, run_connectivity_test
+from connections.services.setup import connectivity
+from connections.services.setup.connection_settings import mail_settings_for, open_credential
+from connections.services.setup.connectivity import ConnectionNotFound, find_connection, run_connectivity_test
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
 
@@ -277,7 +277,7 @@ def test_connection_timeout_is_validated_from_1s_to_5min(make_connection, protoc
 
 
 def test_allow_plain_without_tls_is_a_warning_whatever_the_authentication(make_connection) -> None:
-    from connections.services.connection_settings import short_warnings, warnings_for
+    from connections.services.setup.connection_settings import short_warnings, warnings_for
 
     conn = make_connection("imap", "ssl_tls", "encrypted", allow_plain_without_tls=True)
     assert any("allow plain login without TLS" in w for w in warnings_for(conn))
@@ -299,7 +299,7 @@ def test_an_empty_port_is_reported_as_the_default_even_when_the_credential_fails
 
 
 def test_starttls_optional_is_a_warning(make_connection) -> None:
-    from connections.services.connection_settings import warnings_for
+    from connections.services.setup.connection_settings import warnings_for
 
     conn = make_connection("imap", "starttls_optional", "encrypted")
     assert any("STARTTLS optional" in w and "unencrypted" in w for w in warnings_for(conn))

@@ -9,7 +9,7 @@ import threading
 import pytest
 from django.test import override_settings
 
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup.connectivity import run_connectivity_test
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
 

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 
 from connections.models import Membership, Role, Tenant, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 # Any Unicode, spaces at both ends, quotes and HTML/URL metacharacters: if it leaks in
 # any encoding the checks find it.

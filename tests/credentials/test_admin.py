@@ -7,7 +7,7 @@ from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
 from connections.models import CredentialStatus, InboundConnection, OutboundConnection, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import SECRET, make_credential, new_key
 from .leaks import leaks

@@ -10,7 +10,7 @@ from django.db import connection
 
 from connections.errors import CredentialError, PermissionDenied
 from connections.models import CredentialStatus, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import SECRET, make_credential, new_key
 

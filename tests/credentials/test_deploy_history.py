@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 
 from connections.models import CredentialDeployment
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import SECRET, make_credential
 from .leaks import leaks

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from connections.errors import CredentialError
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import make_credential
 

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 
 from connections.errors import CredentialError
 from connections.models import CredentialStatus, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import SECRET, make_credential, new_key
 from .test_storage import raw_row

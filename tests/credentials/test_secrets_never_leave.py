@@ -29,11 +29,11 @@ from connections.mail.imap import IMAPClient
 from connections.mail.pop3 import POP3Client
 from connections.mail.smtp import SMTPClient
 from connections.models import InboundConnection, OutboundConnection, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .leaks import leaks
 
-REPORT_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"
+REPORT_FILTER = "connections.services.setup.credentials.SecretSafeExceptionReporterFilter"
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_password_appears_nowhere(world, mail_servers, secret, caplog, capfd, pu
         outputs[f"error report {i} html"] = report_html
 
     # --- the connectivity test (service), which stores its report on the connection.
-    from connections.services.connectivity import run_connectivity_test
+    from connections.services.setup.connectivity import run_connectivity_test
 
     for kind, obj in (("inbound", inbound), ("inbound", inbound_pop3), ("outbound", outbound)):
         result = run_connectivity_test(kind=kind, connection_id=obj.pk)

@@ -9,7 +9,7 @@ from django.db import IntegrityError, connection, transaction
 
 from connections.errors import CredentialError
 from connections.models import CredentialStatus, UserCredential
-from connections.services import credentials as service
+from connections.services.setup import credentials as service
 
 from .conftest import SECRET, make_credential, new_key
 

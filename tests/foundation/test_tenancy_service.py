@@ -1,4 +1,4 @@
-"""connections.services.tenancy: who may do what in which tenant."""
+"""connections.services.access.tenancy: who may do what in which tenant."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from connections.errors import PermissionDenied
 from connections.models import Membership, Role, Tenant, UserCredential
-from connections.services import tenancy
+from connections.services.access import tenancy
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from django.test import Client
 from django.urls import reverse
 
 from connections.models import StoredMessage
-from connections.services import safe_html
-from connections.services.sanitize import sanitize_html
+from connections.services.messages import safe_html
+from connections.services.messages.sanitize import sanitize_html
 
 from . import mailfactory
 from .test_browser_xss import PAYLOADS, payload_mail

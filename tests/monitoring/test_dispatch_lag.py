@@ -10,7 +10,8 @@ import pytest
 from django.utils import timezone
 
 from connections.models import InboundConnection, MetricCounter, UserCredential
-from connections.services import credentials, polling
+from connections.services import polling
+from connections.services.setup import credentials
 from connections.services.monitoring import lag
 
 from .test_processes import processes  # noqa: F401  (fixture)

@@ -22,7 +22,8 @@ from connections.models import (
     PollRun,
     Tenant,
 )
-from connections.services import checklist, config
+from connections.services import config
+from connections.services.setup import checklist
 from connections.services.monitoring import heartbeats, metrics, watchdog
 
 pytestmark = [pytest.mark.django_db]

@@ -11,7 +11,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from connections.models import AlertSettings, OutboundConnection, OutboundSendState, OutboxMessage, UserCredential
-from connections.services import checklist, credentials, outbox
+from connections.services import outbox
+from connections.services.setup import checklist, credentials
 from connections.services.monitoring import operations, outbound, runtime, watchdog
 from connections.tasks import send_outbox
 

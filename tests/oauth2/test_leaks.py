@@ -12,7 +12,7 @@ from django.test import Client
 
 from connections.models import CredentialKind, PollRun, UserCredential
 from connections.services import config, polling
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup.connectivity import run_connectivity_test
 
 from ..credentials.leaks import leaks
 

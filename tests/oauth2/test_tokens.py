@@ -9,8 +9,9 @@ import pytest
 from django.db import connections as db_connections
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Token, PollOutcome, UserCredential
-from connections.services import checklist, outbox, polling
-from connections.services.connectivity import run_connectivity_test
+from connections.services import outbox, polling
+from connections.services.setup import checklist
+from connections.services.setup.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, tokens
 from connections.services.oauth2.errors import OAuth2Error
 
@@ -104,7 +105,7 @@ def test_authorization_code_refresh_rotates_the_refresh_token(mail_servers, mail
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE, deploy=False)
     granted = fresh_oauth2.grant_refresh_token(client, user=address)
     UserCredential.objects.filter(pk=cred.pk).update(refresh_token=granted)
-    from connections.services import credentials as credential_service
+    from connections.services.setup import credentials as credential_service
 
     cred = credential_service.deploy(credential_id=cred.pk, user=None, source="test")
     assert cred.status == CredentialStatus.AUTHORIZED
@@ -234,7 +235,7 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     assert item.state == "fail" and "HTTP 500" in item.detail  # no token at all: expired
     # A user/password artifact named by an OAuth2 connection is refused clearly.
     from connections.models import UserCredential as UC
-    from connections.services import credentials as credential_service
+    from connections.services.setup import credentials as credential_service
 
     plain = UC(tenant=connection.tenant, name="plain-one", username=address)
     credential_service.save_artifact(credential=plain, password="pw")

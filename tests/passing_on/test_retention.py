@@ -18,7 +18,8 @@ from django.utils import timezone
 from connections.models import (
     Attachment, Membership, OutboundConnection, OutboxMessage, OutboxStatus, Role, StoredMessage,
 )
-from connections.services import outbox, polling, retention
+from connections.services import outbox, polling
+from connections.services.messages import retention
 from connections.services.mime import AttachmentIn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]

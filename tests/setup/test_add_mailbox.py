@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from connections.models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from connections.services import checklist
+from connections.services.setup import checklist
 from connections.services.setup import mailbox
 
 from ..browser import ARTIFACTS, launched_chromium, sign_in

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from connections.errors import no_tenant
 from connections.management.exits import usage_error
 from connections.models import Readiness, Tenant
-from connections.services import checklist
+from connections.services.setup import checklist
 from connections.services.monitoring import runtime
 
 

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from connections.errors import ConfigurationError, TenantMailError, ValidationError
 from connections.management.exits import command_error
 from connections.models import Authentication, Protection
-from connections.services.connectivity import (
+from connections.services.setup.connectivity import (
     ConnectionNotFound,
     find_connection,
     probe_connection,

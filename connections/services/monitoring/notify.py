@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from ...errors import TenantMailError
 from ...models import Alert, AlertSettings, OutboundConnection, Tenant, AlertDelivery
-from ..guarded_http import TargetBlocked, open_url
+from ..common.guarded_http import TargetBlocked, open_url
 from . import settings as mon
 from .alerts import FIRED, RESOLVED, Changes
 

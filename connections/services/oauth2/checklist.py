@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from ...models import OAUTH2_KINDS, Authentication, CredentialKind, CredentialStatus, OAuth2Token, UserCredential
-from ..checklist import FAIL, OK, WARN, Item, _url
+from ..setup.checklist import FAIL, OK, WARN, Item, _url
 
 ADMIN_MODEL = {
     CredentialKind.USER: "usercredential",

@@ -14,7 +14,7 @@ from typing import Union
 from ...errors import ConfigurationError
 from ...mail.proxy import ProxySettings
 from ...models import InboundConnection, OutboundConnection, ProxyProfile
-from ..credentials import resolve_deployed
+from ..setup.credentials import resolve_deployed
 
 Connection = Union[InboundConnection, OutboundConnection]
 

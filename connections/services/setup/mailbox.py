@@ -15,9 +15,10 @@ from django.utils import timezone
 
 from ...errors import ValidationError
 from ...models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from .. import credentials as credential_service
-from .. import predeploy, schedule
-from ..connectivity import ConnectivityResult, PreparedTest, execute_test
+from . import credentials as credential_service
+from .. import schedule
+from . import predeploy
+from .connectivity import ConnectivityResult, PreparedTest, execute_test
 from . import discovery, providers
 from .providers import Server
 

@@ -27,9 +27,9 @@ import ssl
 import urllib.request
 from typing import Iterable
 
-from ..mail.errors import ConnectError
-from ..mail.targets import SETTING, Network, refuse_blocked
-from .connection_settings import blocked_networks
+from ...mail.errors import ConnectError
+from ...mail.targets import SETTING, Network, refuse_blocked
+from ..setup.connection_settings import blocked_networks
 
 
 class TargetBlocked(ConnectError):

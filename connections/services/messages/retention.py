@@ -25,13 +25,13 @@ from django.db.models.functions import Coalesce, Length
 from django.utils import timezone
 
 from connections.conf import conf
-from ..errors import ValidationError
-from ..models import (
+from ...errors import ValidationError
+from ...models import (
     Attachment, DeliveryStatus, InboundConnection, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus,
     StoredMessage, Tenant, WebhookDelivery,
 )
-from ..models.webhooks import EVENT_MESSAGE_STORED
-from . import tenancy
+from ...models.webhooks import EVENT_MESSAGE_STORED
+from ..access import tenancy
 
 log = logging.getLogger(__name__)
 
@@ -227,4 +227,3 @@ def erase(*, message_id: int, user: tenancy.UserLike, reason: str) -> StoredMess
         )
     message.refresh_from_db()
     return message
-

@@ -10,8 +10,8 @@ from typing import Iterable, Literal
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from ..errors import PermissionDenied
-from ..models import ROLE_RANK, Membership, Role, Tenant
+from ...errors import PermissionDenied
+from ...models import ROLE_RANK, Membership, Role, Tenant
 
 Action = Literal["view", "run", "change"]
 # Actions from the least to the most demanding.

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from django.utils.html import escape
 
-from ..mail.settings import default_port
-from ..models import InboundConnection, OutboundConnection, Protection
+from ...mail.settings import default_port
+from ...models import InboundConnection, OutboundConnection, Protection
 
 WIDTH, HEIGHT = 600, 190
 BOX_W, BOX_H, BOX_Y = 170, 96, 44

@@ -14,12 +14,12 @@ from typing import Union
 
 from django.conf import settings as django_settings
 
-from ..errors import ConfigurationError
-from ..mail import MailSettings
-from ..mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
-from ..models import Authentication, InboundConnection, OutboundConnection, Protocol
+from ...errors import ConfigurationError
+from ...mail import MailSettings
+from ...mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+from ...models import Authentication, InboundConnection, OutboundConnection, Protocol
 from .credentials import DeployedCredential, resolve_deployed
-from .proxies import proxy_settings_for
+from ..proxies import proxy_settings_for
 
 Connection = Union[InboundConnection, OutboundConnection]
 
@@ -49,7 +49,7 @@ def open_credential(connection: Connection) -> DeployedCredential | None:
             hint="set the connection's Credential Name to a deployed User Credentials artifact of this tenant",
         )
     credential = resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name.strip())
-    from .oauth2.connect import with_access_token  # OAuth2: the "password" is a fresh access token
+    from ..oauth2.connect import with_access_token  # OAuth2: the "password" is a fresh access token
 
     return with_access_token(connection, credential)
 

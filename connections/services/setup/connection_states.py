@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from ..models import InboundConnection, OutboundConnection, Webhook
+from ...models import InboundConnection, OutboundConnection, Webhook
 
 MAX_CONNECTIONS = 2000
 

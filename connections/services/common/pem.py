@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..validators import normalise_pem
+from ...validators import normalise_pem
 
 CA_FILE_KEY = "trusted_ca_file"
 __all__ = ["CA_FILE_KEY", "normalise_pem", "read_ca_file"]

@@ -18,11 +18,11 @@ from django.utils import timezone
 from django.views.debug import SafeExceptionReporterFilter
 from django.views.decorators.debug import sensitive_variables
 
-from ..errors import CredentialError
-from ..fields import KEY_HINT, Undecryptable
-from ..models import CredentialDeployment, CredentialKind, CredentialStatus, InboundConnection, OutboundConnection, UserCredential
-from ..models.credentials import PASSWORD_MAX_LENGTH
-from . import tenancy
+from ...errors import CredentialError
+from ...fields import KEY_HINT, Undecryptable
+from ...models import CredentialDeployment, CredentialKind, CredentialStatus, InboundConnection, OutboundConnection, UserCredential
+from ...models.credentials import PASSWORD_MAX_LENGTH
+from ..access import tenancy
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ def rotate_keys(*, dry_run: bool = False) -> RotationReport:
 def _rotate_token_cache(report: RotationReport) -> None:
     """Cached OAuth2 access tokens and pending PKCE verifiers: re-encrypted, or dropped when no
     key decrypts them (a cache: the next use asks the provider again)."""
-    from ..models import OAuth2Authorization, OAuth2Token
+    from ...models import OAuth2Authorization, OAuth2Token
 
     for model, field_name in ((OAuth2Token, "access_token"), (OAuth2Authorization, "code_verifier")):
         for pk in model.objects.order_by("pk").values_list("pk", flat=True).iterator():

@@ -152,4 +152,3 @@ def render(*, stored: str, inline: Mapping[str, str], load_remote: bool) -> Sani
 
     result.html = _MARKED_SRC.sub(replace, stored)
     return result
-

@@ -15,9 +15,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..errors import ValidationError
-from ..models import ApiScope, ApiToken, Tenant
-from ..models.credentials import credential_name_validator
+from ...errors import ValidationError
+from ...models import ApiScope, ApiToken, Tenant
+from ...models.credentials import credential_name_validator
 
 PREFIX = "tm_"
 TOUCH_EVERY = timedelta(minutes=1)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from django.urls import NoReverseMatch, reverse
 
-from ..models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from . import tenancy
+from ...models import InboundConnection, OutboundConnection, Tenant, UserCredential
+from ..access import tenancy
 
 
 @dataclass

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from django.db.models.functions import Lower
 from django.urls import NoReverseMatch, reverse
 
-from ..models import (
+from ...models import (
     Authentication,
     InboundConnection,
     OutboundConnection,
@@ -28,7 +28,7 @@ from ..models import (
     Selection,
     UserCredential,
 )
-from . import dates
+from ..common import dates
 
 Connection = Union[InboundConnection, OutboundConnection]
 
@@ -107,7 +107,7 @@ def _push_json(c: Connection) -> dict:
     """{"push": {state, connected_since, last_event_at, …}} for an inbound connection with push on."""
     if not isinstance(c, InboundConnection) or not c.push:
         return {}
-    from .push.state import push_state
+    from ..push.state import push_state
 
     return {"push": push_state(c)}
 
@@ -137,7 +137,7 @@ def readiness(connection: Connection) -> Readiness:
 
 def evaluate_many(connections: Iterable[Connection]) -> list[Evaluation]:
     """Evaluations for many connections with one query for all their credentials."""
-    from .monitoring.outbound import attach
+    from ..monitoring.outbound import attach
 
     conns = list(connections)
     creds = _credentials_for(conns)
@@ -201,7 +201,7 @@ def _evaluate(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> Ev
 
 def runtime_items(c: Connection) -> list[Item]:
     """Run-time state (issue 16): a failing, backing-off or overdue connection is never Ready."""
-    from .monitoring import runtime
+    from ..monitoring import runtime
 
     state = runtime.state_of(c)
     if not state.bad:
@@ -240,7 +240,7 @@ def _credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential
                           f"Credential Name '{name}' refers to no artifact.", _on_page(c, "#id_credential_name"),
                           "Correct the Credential Name"))
         return items
-    from .oauth2 import checklist as oauth2_checklist
+    from ..oauth2 import checklist as oauth2_checklist
 
     change_url = oauth2_checklist.change_url(cred)
     items.append(Item("credential_exists", OK, "User Credentials artifact exists in this tenant",
@@ -365,7 +365,7 @@ def _connectivity_item(c: Connection, creds: dict[tuple[int, str], UserCredentia
 
 
 def _schedule_item(c: InboundConnection) -> Item:
-    from . import schedule as schedule_service
+    from .. import schedule as schedule_service
 
     label = "Enabled with a schedule"
     sched = schedule_service.Schedule.of(c)
@@ -383,7 +383,7 @@ def _schedule_item(c: InboundConnection) -> Item:
 
 
 def _push_item(c: InboundConnection) -> Item:
-    from .push.state import describe
+    from ..push.state import describe
 
     level, text = describe(c)
     return Item("push", OK if level == "ok" else WARN, "Push (IMAP IDLE)", text)
@@ -461,7 +461,7 @@ def _url(name: str, *args) -> str:
 
 def _deploy_url(cred: UserCredential, c: Connection) -> str:
     """The artifact's deploy confirmation, coming back to the connection afterwards."""
-    from .oauth2.checklist import ADMIN_MODEL
+    from ..oauth2.checklist import ADMIN_MODEL
 
     base = _url(f"admin:connections_{ADMIN_MODEL.get(cred.kind, 'usercredential')}_deploy", cred.pk)
     back = _on_page(c, "#setup-checklist") if c.pk else ""
@@ -469,7 +469,7 @@ def _deploy_url(cred: UserCredential, c: Connection) -> str:
 
 
 def _add_credential_url(c: Connection, name: str) -> str:
-    from .oauth2.checklist import add_url_name
+    from ..oauth2.checklist import add_url_name
 
     base = _url(add_url_name(c))
     if not base:

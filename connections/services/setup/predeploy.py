@@ -9,8 +9,8 @@ import time
 
 from django.utils import timezone
 
-from ..errors import TenantMailError
-from ..models import UserCredential
+from ...errors import TenantMailError
+from ...models import UserCredential
 from .connection_settings import Connection, connection_kind, connection_protocol, mail_settings_for, warnings_for
 from .connectivity import ConnectivityResult, PreparedTest, execute_test, record_test
 from .credentials import DeployedCredential

@@ -27,10 +27,10 @@ from typing import Any, Literal
 from django.db import connections as db_connections
 from django.utils import timezone
 
-from ..errors import ConfigurationError, NotFound, TenantMailError, no_tenant
-from ..mail.probe import run_probe
-from ..mail.settings import PROTECTIONS, default_port
-from ..models import InboundConnection, OutboundConnection, Tenant
+from ...errors import ConfigurationError, NotFound, TenantMailError, no_tenant
+from ...mail.probe import run_probe
+from ...mail.settings import PROTECTIONS, default_port
+from ...models import InboundConnection, OutboundConnection, Tenant
 from .connection_settings import (
     Connection,
     connection_kind,
@@ -194,8 +194,8 @@ def prepare_test(
                          "hint": "", "skipped": False},
     )
     step = prepared.credential_step
-    from .oauth2.connect import token_step
-    from .oauth2.errors import OAuth2Error
+    from ..oauth2.connect import token_step
+    from ..oauth2.errors import OAuth2Error
 
     try:
         connection.tenant  # noqa: B018 - loaded now, not later in another thread
@@ -231,7 +231,7 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
     steps = [credential_step, *([prepared.token_step] if prepared.token_step else []), *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
     if not ok:
-        from .oauth2.connect import after_test
+        from ..oauth2.connect import after_test
 
         after_test(connection, steps)  # OAuth2: a refused token is not reused
     # The port really used: the default of protocol and protection when the field is empty,

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from django.db import transaction
 
-from ..models import InboundConnection, OutboundConnection
+from ...models import InboundConnection, OutboundConnection
 
 
 @dataclass
@@ -35,11 +35,11 @@ def set_enabled(*, kind: str, connection_ids: Sequence[int], enabled: bool) -> S
         for c in to_switch:
             c.enabled = enabled
             if kind == "inbound":
-                from . import schedule
+                from .. import schedule
 
                 schedule.reschedule(connection=c)  # next poll now computed; None when disabled
     if enabled and kind == "outbound":
-        from . import outbox
+        from .. import outbox
 
         for c in to_switch:
             transaction.on_commit(lambda pk=c.pk: outbox.kick(connection_id=pk))

@@ -11,8 +11,9 @@ from datetime import timedelta
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from ..models import OutboxMessage, OutboxStatus, PollOutcome, PollRun, Readiness, Tenant
-from . import checklist, tenancy
+from ...models import OutboxMessage, OutboxStatus, PollOutcome, PollRun, Readiness, Tenant
+from . import checklist
+from ..access import tenancy
 
 
 @dataclass

@@ -137,7 +137,7 @@ def sanitize_html(
 
     `inline_url(content_id)` returns the URL serving the stored inline attachment with
     that (normalised) Content-ID, or None when the message has none. With `mark_remote`
-    (the stored form, see services.safe_html), a remote image source is kept behind that
+    (the stored form, see services.messages.safe_html), a remote image source is kept behind that
     prefix, for the page to unmark or drop when it serves the body.
     """
     result = SanitizedHtml(html="")
