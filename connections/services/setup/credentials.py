@@ -1,4 +1,5 @@
-"""Storing, deploying and rotating User Credentials artifacts; resolving deployed values.
+"""Storing and deploying User Credentials artifacts; resolving deployed values (key rotation:
+`key_rotation`).
 
 Plaintext passwords only ever live in local variables of these functions (marked with
 `sensitive_variables`, so Django's error reports hide them) and in the returned
@@ -8,7 +9,7 @@ text built here contains a secret.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
@@ -69,7 +70,7 @@ def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
 # --- storing and deploying
 
 
-def _settled_status(cred: UserCredential) -> str:
+def settled_status(cred: UserCredential) -> str:
     """Stored while the entered values differ from the deployed ones, else Deployed (OAuth2
     Authorization Code: Authorized with a refresh token, else Unauthorized)."""
     if cred.has_undeployed_changes:
@@ -125,7 +126,7 @@ def save_artifact(*, credential: UserCredential, password: str | None = None) ->
         if problem:
             credential.status, credential.status_detail = CredentialStatus.ERROR, problem
         else:
-            credential.status, credential.status_detail = _settled_status(credential), ""
+            credential.status, credential.status_detail = settled_status(credential), ""
         if credential.pk is not None and not credential._state.adding:
             fields = [f for f in _ENTERED_FIELDS if not (keep_password and f == "password")]
             credential.save(update_fields=fields)
@@ -163,7 +164,7 @@ def deploy(*, credential_id: int, user, source: str = "") -> UserCredential:
             cred.version += 1
             cred.deployed_at = timezone.now()
             cred.deployed_by = user if user is not None and user.is_authenticated else None
-            cred.status, cred.status_detail = _settled_status(cred), ""
+            cred.status, cred.status_detail = settled_status(cred), ""
             cred.save()
             CredentialDeployment.objects.create(
                 credential=cred, version=cred.version, deployed_at=cred.deployed_at, deployed_by=cred.deployed_by,
@@ -246,93 +247,6 @@ def delete(*, credential_id: int, user=None) -> None:
         cred.delete()
 
 
-# --- key rotation
-
-
-@dataclass
-class RotationReport:
-    artifacts: int = 0  # rows looked at
-    rotated: int = 0  # rows re-encrypted with the newest key
-    secrets: int = 0  # encrypted values re-encrypted (password and deployed copy)
-    failures: list[str] = field(default_factory=list)  # one clear sentence per undecryptable value
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-@sensitive_variables("values")
-def rotate_keys(*, dry_run: bool = False) -> RotationReport:
-    """Re-encrypt every stored password (and deployed copy) with the newest FERNET_KEYS key.
-
-    Each row is rotated in its own short transaction under a row lock, so a concurrent edit
-    or deploy is never overwritten. Rows that no key decrypts are left exactly as they
-    were, listed in `failures`, and marked Error. With dry_run nothing is written.
-    """
-    report = RotationReport()
-    for pk in UserCredential.objects.order_by("pk").values_list("pk", flat=True).iterator():
-        with transaction.atomic():
-            cred = UserCredential.objects.select_for_update().select_related("tenant").filter(pk=pk).first()
-            if cred is None:  # deleted meanwhile
-                continue
-            report.artifacts += 1
-            values: dict[str, str] = {}
-            problems: list[str] = []
-            for field_name in ("password", "deployed_password", "refresh_token"):
-                try:
-                    value = getattr(cred, field_name)
-                except CredentialError as exc:
-                    problems.append(exc.message)
-                    continue
-                if value is not None:
-                    values[field_name] = value
-            if problems:
-                report.failures.extend(problems)
-                if not dry_run:
-                    UserCredential.objects.filter(pk=pk).update(
-                        status=CredentialStatus.ERROR, status_detail=" ".join(problems)
-                    )
-                continue
-            if not dry_run:
-                update: dict[str, object] = dict(values)
-                if cred.status == CredentialStatus.ERROR:
-                    # The keys are right again: the artifact is back to its settled state.
-                    update.update(status=_settled_status(cred), status_detail="")
-                # update() re-encrypts with the first key and leaves updated_at alone.
-                UserCredential.objects.filter(pk=pk).update(**update)
-            report.rotated += 1
-            report.secrets += len(values)
-    if not dry_run:
-        _rotate_token_cache(report)
-    log.info(
-        "credential key rotation%s: %d artifacts, %d rotated (%d secrets), %d failures",
-        " (dry run)" if dry_run else "", report.artifacts, report.rotated, report.secrets, len(report.failures),
-    )
-    return report
-
-
-def _rotate_token_cache(report: RotationReport) -> None:
-    """Cached OAuth2 access tokens and pending PKCE verifiers: re-encrypted, or dropped when no
-    key decrypts them (a cache: the next use asks the provider again)."""
-    from ...models import OAuth2Authorization, OAuth2Token
-
-    for model, field_name in ((OAuth2Token, "access_token"), (OAuth2Authorization, "code_verifier")):
-        for pk in model.objects.order_by("pk").values_list("pk", flat=True).iterator():
-            with transaction.atomic():
-                row = model.objects.select_for_update().filter(pk=pk).first()
-                if row is None:
-                    continue
-                try:
-                    value = getattr(row, field_name)
-                except CredentialError:
-                    value = None
-                if model is OAuth2Authorization and value is None:
-                    row.delete()
-                    continue
-                model.objects.filter(pk=pk).update(**{field_name: value})
-                report.secrets += value is not None
-
-
 def is_undecryptable(value: object) -> bool:
     return isinstance(value, Undecryptable)
 
@@ -363,6 +277,6 @@ class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):
 
 
 __all__ = [
-    "KEY_HINT", "DeployedCredential", "RotationReport", "SecretSafeExceptionReporterFilter", "Usage", "check_deletable", "delete", "deploy",
-    "is_undecryptable", "resolve_deployed", "rotate_keys", "save_artifact", "used_by", "with_usage_counts",
+    "KEY_HINT", "DeployedCredential", "SecretSafeExceptionReporterFilter", "Usage", "check_deletable", "delete", "deploy",
+    "is_undecryptable", "resolve_deployed", "save_artifact", "settled_status", "used_by", "with_usage_counts",
 ]
