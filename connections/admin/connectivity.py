@@ -38,7 +38,7 @@ from django.utils.safestring import mark_safe
 
 from connections.conf import conf
 from ..errors import TenantMailError
-from ..services.setup import connectivity
+from ..services.setup import connectivity, connectivity_report
 from ..services.common import dates
 from ..services.setup.connection_settings import connection_kind, short_warnings, warnings_for
 
@@ -274,8 +274,8 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
         chain = detail.get("chain_pem") or (detail.get("certificate") or {}).get("chain_pem") or ""
         # The same readable lines as `manage.py test_connection -v2` (features, EHLO lines, yes/no).
         features = detail.get("features") if step.get("name") == "capabilities" else None
-        steps.append({**step, "detail_items": connectivity.step_details(step, everything=True), "chain_pem": chain,
-                      "features": connectivity.describe_features(features) if isinstance(features, dict) else ""})
+        steps.append({**step, "detail_items": connectivity_report.step_details(step, everything=True), "chain_pem": chain,
+                      "features": connectivity_report.describe_features(features) if isinstance(features, dict) else ""})
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
         "warnings": warnings_for(obj), "test_url": test_url, "in_form": in_form,

@@ -18,6 +18,7 @@ from ..errors import TenantMailError
 from ..models import ApiScope
 from ..services import api_outbox
 from ..services.messages import details, files, headers, queries, search
+from ..services.access.lookup import ConnectionNotFound, find_connection
 from ..services.setup import connection_states
 from ..services.webhooks import payloads
 from . import serializers as s
@@ -81,8 +82,11 @@ class MessageListView(ApiView):
         token = request.auth
         raw_conn = (params.get("connection") or "").strip()
         if raw_conn and not raw_conn.isdigit():
-            found = connection_states.inbound_connection_id(tenant_id=token.tenant_id, name=raw_conn)
-            params["connection"] = str(found or 0)
+            try:
+                found = find_connection(tenant=token.tenant_id, name=raw_conn, kind="inbound").pk
+            except ConnectionNotFound:
+                found = 0
+            params["connection"] = str(found)
         filters, errors = search.parse_filters(params)
         if raw_conn and (filters.connection_id is None or filters.connection_id == 0):
             filters = search.MessageFilters(query=filters.query, connection_id=-1, date_from=filters.date_from,

@@ -890,24 +890,6 @@ def _poll_pop3(connection, mail_settings, password, result: PollResult, parse: b
     hook("post_processed")
 
 
-def find_connection(*, tenant_slug: str, name: str) -> InboundConnection:
-    """The inbound connection `name` of the tenant `tenant_slug` (clear error if absent)."""
-    from ..errors import NotFound, no_tenant
-    from ..models import Tenant
-
-    tenant = Tenant.objects.filter(slug=tenant_slug).first()
-    if tenant is None:
-        raise NotFound(no_tenant(tenant_slug))
-    connection = InboundConnection.objects.filter(tenant=tenant, name=name).first()
-    if connection is None:
-        names = list(InboundConnection.objects.filter(tenant=tenant).values_list("name", flat=True)[:20])
-        raise NotFound(
-            f"Tenant '{tenant_slug}' has no inbound connection named '{name}'.",
-            hint=("its inbound connections: " + ", ".join(names)) if names else "it has no inbound connections",
-        )
-    return connection
-
-
 # --------------------------------------------------------------------------- dispatch & housekeeping
 
 

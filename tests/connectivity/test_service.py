@@ -9,7 +9,8 @@ from connections.errors import ConfigurationError
 from connections.models import InboundConnection, OutboundConnection, UserCredential
 from connections.services.setup import connectivity
 from connections.services.setup.connection_settings import mail_settings_for, open_credential
-from connections.services.setup.connectivity import ConnectionNotFound, find_connection, run_connectivity_test
+from connections.services.access.lookup import ConnectionNotFound, find_connection
+from connections.services.setup.connectivity import run_connectivity_test
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
 
@@ -175,16 +176,16 @@ def test_find_connection(make_connection, tenant) -> None:
     outbound = make_connection("smtp", "ssl_tls", "plain", name="shared")
     only_in = make_connection("pop3", "ssl_tls", "plain", name="Only-In")
     with pytest.raises(ConnectionNotFound, match="both an inbound and an outbound") as exc:
-        find_connection(tenant_slug=tenant.slug, name="shared")
+        find_connection(tenant=tenant.slug, name="shared")
     assert "--kind" in exc.value.hint
-    assert find_connection(tenant_slug=tenant.slug, name="shared", kind="inbound") == inbound
-    assert find_connection(tenant_slug=tenant.slug, name="shared", kind="outbound") == outbound
-    assert find_connection(tenant_slug=tenant.slug, name="Only-In") == only_in
+    assert find_connection(tenant=tenant.slug, name="shared", kind="inbound") == inbound
+    assert find_connection(tenant=tenant.slug, name="shared", kind="outbound") == outbound
+    assert find_connection(tenant=tenant.slug, name="Only-In") == only_in
     with pytest.raises(ConnectionNotFound) as exc:
-        find_connection(tenant_slug=tenant.slug, name="only-in")
+        find_connection(tenant=tenant.slug, name="only-in")
     assert "Only-In" in exc.value.hint
     with pytest.raises(ConnectionNotFound, match="No tenant"):
-        find_connection(tenant_slug="no-such-tenant", name="shared")
+        find_connection(tenant="no-such-tenant", name="shared")
 
 
 def test_mail_settings_for(make_connection, mail_servers) -> None:

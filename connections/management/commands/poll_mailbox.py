@@ -9,6 +9,7 @@ from connections.errors import TenantMailError
 from connections.management.exits import command_error
 from connections.models import PollOutcome
 from connections.services import polling
+from connections.services.access.lookup import find_connection
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, connection_name: str, json: bool = False, **options) -> None:
         try:
-            connection = polling.find_connection(tenant_slug=tenant_slug, name=connection_name)
+            connection = find_connection(tenant=tenant_slug, name=connection_name, kind="inbound")
         except TenantMailError as exc:
             raise command_error(exc) from None
         result = polling.poll(connection_id=connection.pk, trigger="command")

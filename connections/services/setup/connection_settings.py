@@ -10,18 +10,16 @@ Polls, sends and the connectivity test all go through these two functions, so th
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Union
 
 from django.conf import settings as django_settings
 
 from ...errors import ConfigurationError
 from ...mail import MailSettings
 from ...mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
-from ...models import Authentication, InboundConnection, OutboundConnection, Protocol
-from .credentials import DeployedCredential, resolve_deployed
+from ...models import Authentication, OutboundConnection, Protocol
+from ..access.lookup import Connection
 from ..proxies import proxy_settings_for
-
-Connection = Union[InboundConnection, OutboundConnection]
+from .credentials import DeployedCredential, resolve_deployed
 
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 

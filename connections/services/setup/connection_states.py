@@ -8,10 +8,6 @@ from ...models import InboundConnection, OutboundConnection, Webhook
 MAX_CONNECTIONS = 2000
 
 
-def inbound_connection_id(*, tenant_id: int, name: str) -> int | None:
-    return InboundConnection.objects.filter(tenant_id=tenant_id, name=name).values_list("pk", flat=True).first()
-
-
 def _inbound_state(c: InboundConnection) -> tuple[str, str]:
     if not c.enabled:
         return "disabled", ""

@@ -22,17 +22,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import parseaddr
-from typing import Any, Literal
+from typing import Any
 
 from django.db import connections as db_connections
 from django.utils import timezone
 
-from ...errors import ConfigurationError, NotFound, TenantMailError, no_tenant
+from ...errors import ConfigurationError, TenantMailError
 from ...mail.probe import run_probe
 from ...mail.settings import PROTECTIONS, default_port
-from ...models import InboundConnection, OutboundConnection, Tenant
+from ..access.lookup import MODELS, Connection, Kind
 from .connection_settings import (
-    Connection,
     connection_kind,
     connection_protocol,
     mail_settings_for,
@@ -42,15 +41,7 @@ from .connection_settings import (
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["inbound", "outbound"]
-MODELS: dict[str, type[InboundConnection] | type[OutboundConnection]] = {
-    "inbound": InboundConnection, "outbound": OutboundConnection,
-}
 MAX_CHECK_ADDRESSES = 50
-
-
-class ConnectionNotFound(NotFound):
-    """No connection of that name (or id) in the tenant, or the name is ambiguous."""
 
 
 @dataclass
@@ -71,51 +62,7 @@ class ConnectivityResult:
         return next((s for s in self.steps if not s["ok"]), None)
 
 
-# --------------------------------------------------------------------------- lookup
-def find_connection(*, tenant_slug: str, name: str, kind: Kind | None = None) -> Connection:
-    """The inbound or outbound connection `name` of the tenant `tenant_slug`.
-
-    With kind None the name must be unambiguous across inbound and outbound connections.
-    """
-    tenant = Tenant.objects.filter(slug=tenant_slug).first()
-    if tenant is None:
-        known = ", ".join(Tenant.objects.order_by("slug").values_list("slug", flat=True)[:20])
-        raise ConnectionNotFound(
-            no_tenant(tenant_slug), hint=f"known tenants: {known or 'none'}"
-        )
-    kinds = [kind] if kind else ["inbound", "outbound"]
-    found = [obj for k in kinds for obj in MODELS[k].objects.filter(tenant=tenant, name=name)]
-    if len(found) == 1:
-        return found[0]
-    if len(found) > 1:
-        raise ConnectionNotFound(
-            f"Tenant '{tenant_slug}' has both an inbound and an outbound connection named '{name}'.",
-            hint="choose one with --kind inbound or --kind outbound",
-        )
-    names = sorted(
-        f"{k}:{n}" for k in kinds for n in MODELS[k].objects.filter(tenant=tenant).values_list("name", flat=True)
-    )
-    close = [n for n in names if n.split(":", 1)[1].lower() == name.lower()]
-    raise ConnectionNotFound(
-        f"Tenant '{tenant_slug}' has no {kind + ' ' if kind else ''}connection named '{name}'.",
-        hint=(f"did you mean {close[0].split(':', 1)[1]!r} ({close[0].split(':')[0]})? " if close else "")
-        + f"its connections: {', '.join(names[:30]) or 'none'}",
-    )
-
-
-def tenant_connections(*, tenant_slug: str, kind: Kind | None = None) -> list[Connection]:
-    """Every connection of the tenant (inbound first, by name), or of one kind."""
-    tenant = Tenant.objects.filter(slug=tenant_slug).first()
-    if tenant is None:
-        raise ConnectionNotFound(no_tenant(tenant_slug))
-    kinds = [kind] if kind else ["inbound", "outbound"]
-    found = [c for k in kinds for c in MODELS[k].objects.filter(tenant=tenant).select_related("tenant").order_by("name")]
-    if not found:
-        raise ConnectionNotFound(f"Tenant '{tenant_slug}' has no {kind + ' ' if kind else ''}connections.")
-    return found
-
-
-def get_connection(*, kind: Kind, connection_id: int) -> Connection:
+def _connection(*, kind: Kind, connection_id: int) -> Connection:
     if kind not in MODELS:
         raise ValueError(f"unknown connection kind {kind!r}")
     return MODELS[kind].objects.select_related("tenant").get(pk=connection_id)
@@ -132,7 +79,7 @@ def run_connectivity_test(
 ) -> ConnectivityResult:
     """Test the connection now. Never raises for server, network or credential trouble:
     those are a failed step with a message and a hint."""
-    connection = get_connection(kind=kind, connection_id=connection_id)
+    connection = _connection(kind=kind, connection_id=connection_id)
     return probe_connection(connection=connection, check_addresses=check_addresses, sender=sender, store=store)
 
 
@@ -336,88 +283,6 @@ class BackgroundTest:
         if self._error is not None:
             raise self._error
         return record_test(prepared=self.prepared, probe=self._probe, store=self.store)
-
-
-# --------------------------------------------------------------------------- presentation
-# Detail keys shown per step, in this order (the command's text output, the admin panel); the
-# stored report and --json keep everything.
-DETAIL_KEYS: dict[str, list[str]] = {
-    "credential": ["name", "username", "version"],
-    "token": ["source", "expires_at", "error"],
-    "proxy": ["type", "profile", "proxy", "user", "target", "tunnel"],
-    "dns": ["host", "addresses"],
-    "tcp": ["address", "port"],
-    "tls": ["mode", "version", "cipher", "subject", "issuer", "sans", "not_after", "days_left", "verified",
-            "verify_error"],
-    "greeting": ["text"],
-    "capabilities": ["features", "capabilities", "extensions", "sasl", "capabilities_before_tls",
-                     "extensions_before_tls"],
-    "auth": ["user", "mechanism", "offered", "capabilities_after_login"],
-    "folders": ["count", "separator", "folders"],
-    "folder": ["folder", "exists"],
-    "status": ["folder", "messages", "unseen", "uidvalidity", "uidnext"],
-    "stat": ["messages", "size"],
-    "uidl": ["supported", "count"],
-    "addresses": ["sender", "results"],
-}
-_FEATURE_LABELS = {"size": "SIZE", "auth": "AUTH", "literal+": "LITERAL+", "8bitmime": "8BITMIME"}
-
-
-def describe_features(features: dict[str, Any]) -> str:
-    """'STARTTLS yes, AUTH CRAM-MD5 LOGIN PLAIN, SIZE 52428800, IDLE yes, MOVE no, ...'"""
-    parts = []
-    for key, value in features.items():
-        label = _FEATURE_LABELS.get(key, key.upper())
-        if isinstance(value, bool):
-            parts.append(f"{label} {'yes' if value else 'no'}")
-        elif isinstance(value, (list, tuple)):
-            parts.append(f"{label} {' '.join(str(v) for v in value) if value else 'none'}")
-        elif value is None:  # unknown: not announced (IMAP: maybe only after a login)
-            parts.append(f"{label} not announced")
-        else:
-            parts.append(f"{label} {value}")
-    return ", ".join(parts)
-
-
-def step_details(step: dict[str, Any], *, everything: bool = False, max_folders: int = 20) -> list[tuple[str, str]]:
-    """(label, text) pairs of a report step's details, for people: the usual keys in a fixed
-    order (with `everything`, the rest after them), never the certificate chain (shown apart)."""
-    detail = dict(step.get("detail") or {})
-    if isinstance(detail.get("certificate"), dict):
-        # The certificate read after a failed verification: show what the server presents.
-        detail = {**detail.pop("certificate"), **detail}
-    keys = list(DETAIL_KEYS.get(step.get("name", ""), list(detail)))
-    if everything:
-        keys += [k for k in detail if k not in keys]
-    lines: list[tuple[str, str]] = []
-    for key in keys:
-        value = detail.get(key)
-        if key == "chain_pem" or value in (None, "", [], {}):
-            continue
-        if key == "results" and isinstance(value, dict):  # SMTP address check
-            for address, r in value.items():
-                outcome = "accepted" if r.get("accepted") else "REFUSED"
-                lines.append((address, f"{outcome} ({r.get('code')} {r.get('reply', '')})"))
-            continue
-        if key == "features" and isinstance(value, dict):
-            text = describe_features(value)
-        elif key in ("extensions", "extensions_before_tls") and isinstance(value, dict):
-            text = ", ".join(f"{k.upper()} {v}".strip() for k, v in value.items())  # EHLO lines
-        elif isinstance(value, bool):
-            text = "yes" if value else "no"
-        elif isinstance(value, (list, tuple)):
-            items = [str(v) for v in value]
-            if key == "folders" and not everything and len(items) > max_folders:
-                items = items[:max_folders] + [f"... {len(items) - max_folders} more"]
-            text = ", ".join(items)
-        elif isinstance(value, dict):
-            text = ", ".join(f"{k}={v}" for k, v in value.items())
-        elif key == "size" and step.get("name") == "stat":
-            text = f"{value} bytes"
-        else:
-            text = str(value)
-        lines.append((key.replace("_", " "), text))
-    return lines
 
 
 def _scrub(value: Any, secret: str) -> Any:

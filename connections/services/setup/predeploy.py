@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from ...errors import TenantMailError
 from ...models import UserCredential
-from .connection_settings import Connection, connection_kind, connection_protocol, mail_settings_for, warnings_for
+from ..access.lookup import Connection
+from .connection_settings import connection_kind, connection_protocol, mail_settings_for, warnings_for
 from .connectivity import ConnectivityResult, PreparedTest, execute_test, record_test
 from .credentials import DeployedCredential
 
