@@ -24,7 +24,7 @@ from django.utils.safestring import mark_safe
 from ..models import Readiness
 from ..services.setup import checklist, switches
 from ..services.common import dates
-from ..services.setup.connection_settings import short_warnings, warnings_for
+from ..services.setup.warnings import security_warnings, short_warnings
 from ..services.setup.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
@@ -197,7 +197,7 @@ class SetupChecklistAdminMixin:
             return badge
         return format_html(
             '{}<br><span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
-            badge, " ".join(warnings_for(obj)), ", ".join(risky),
+            badge, " ".join(security_warnings(obj)), ", ".join(risky),
         )
 
     @admin.display(description="last error")

@@ -40,7 +40,8 @@ from connections.conf import conf
 from ..errors import TenantMailError
 from ..services.setup import connectivity, connectivity_report
 from ..services.common import dates
-from ..services.setup.connection_settings import connection_kind, short_warnings, warnings_for
+from ..services.setup.connection_settings import connection_kind
+from ..services.setup.warnings import security_warnings, short_warnings
 
 CHANGE_FORM_TEMPLATE = "admin/connections/connectivity_change_form.html"
 PANEL_TEMPLATE = "admin/connections/connectivity_result.html"
@@ -231,7 +232,7 @@ class ConnectivityTestAdminMixin:
             return "–"
         return format_html(
             '<span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
-            " ".join(warnings_for(obj)), ", ".join(items),
+            " ".join(security_warnings(obj)), ", ".join(items),
         )
 
     @admin.display(description="last test", ordering="last_test_at")
@@ -278,6 +279,6 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
                       "features": connectivity_report.describe_features(features) if isinstance(features, dict) else ""})
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
-        "warnings": warnings_for(obj), "test_url": test_url, "in_form": in_form,
+        "warnings": security_warnings(obj), "test_url": test_url, "in_form": in_form,
         "confirmations": confirmations or [],
     })

@@ -1,7 +1,7 @@
 """Admin of inbound connections, their poll history and the stored messages.
 
-Thin: validation, warnings, scheduling and polling are in connections.services.polling /
-schedule; "Poll now" only queues the poll task.
+Thin: validation, scheduling and polling are in connections.services.polling / schedule, the
+settings' warnings in connections.services.setup.warnings; "Poll now" only queues the poll task.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from django.utils.http import urlencode
 
 from ..models import Attachment, InboundConnection, PollOutcome, PollRun, StoredMessage
 from ..services import polling, schedule
+from ..services.setup.warnings import processing_warnings
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .add_mailbox import AddMailboxAdminMixin
@@ -114,7 +115,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         super().save_model(request, obj, form, change)
         if not change or obj.next_poll_at is None or any(f in form.changed_data for f in SCHEDULE_FIELDS):
             schedule.reschedule(connection=obj)
-        for warning in polling.warnings_for(obj):
+        for warning in processing_warnings(obj):
             messages.warning(request, warning)
 
     # --- read-only panels
@@ -122,7 +123,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
     def configuration_warnings(self, obj: InboundConnection | None) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        items = polling.warnings_for(obj)
+        items = processing_warnings(obj)
         if not items:
             from ..models import Readiness
             from ..services.setup import checklist

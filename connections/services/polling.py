@@ -984,33 +984,6 @@ def validation_errors(connection: InboundConnection) -> dict[str, str]:
     return errors
 
 
-def warnings_for(connection: InboundConnection) -> list[str]:
-    """Combinations that work but re-process mail or surprise operators."""
-    out = []
-    if connection.protocol == Protocol.IMAP:
-        if connection.selection == Selection.ALL and connection.post_processing == PostProcessing.MARK_READ:
-            out.append(
-                "Mark as read with selection All re-processes mail on every poll: read mails stay in the "
-                "folder and are searched again each time (already stored ones are skipped by UID, but the "
-                "work grows with the folder). Choose 'Only unread', or Move/Delete."
-            )
-        if connection.selection == Selection.ALL and connection.post_processing == PostProcessing.KEEP:
-            out.append(
-                "Keep unchanged with selection All: every poll lists the whole folder and skips what is "
-                "stored. Fine for small folders; large ones are better moved to an archive folder."
-            )
-        if connection.selection == Selection.UNREAD and connection.post_processing == PostProcessing.KEEP:
-            out.append(
-                "Keep unchanged with Only unread: mails a person reads in their mail program before the "
-                "poll are never fetched."
-            )
-    if connection.protocol == Protocol.POP3 and connection.post_processing == PostProcessing.KEEP:
-        out.append("POP3 Keep on server: the mailbox grows; every poll lists all UIDLs.")
-    if connection.max_message_size < 1024 * 1024:
-        out.append("The max message size is under 1 MB: most mails with attachments will be stored as headers only.")
-    return out
-
-
 def request_poll(*, connection_id: int, trigger: str = "manual") -> None:
     """Queue a poll of the connection now (sent when the current transaction commits)."""
     from ..tasks import poll_connection

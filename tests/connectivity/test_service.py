@@ -278,13 +278,13 @@ def test_connection_timeout_is_validated_from_1s_to_5min(make_connection, protoc
 
 
 def test_allow_plain_without_tls_is_a_warning_whatever_the_authentication(make_connection) -> None:
-    from connections.services.setup.connection_settings import short_warnings, warnings_for
+    from connections.services.setup.warnings import security_warnings, short_warnings
 
     conn = make_connection("imap", "ssl_tls", "encrypted", allow_plain_without_tls=True)
-    assert any("allow plain login without TLS" in w for w in warnings_for(conn))
+    assert any("allow plain login without TLS" in w for w in security_warnings(conn))
     assert "plain login without TLS allowed" in short_warnings(conn)
     conn.allow_plain_without_tls = False
-    assert not any("plain login" in w for w in warnings_for(conn)) and short_warnings(conn) == []
+    assert not any("plain login" in w for w in security_warnings(conn)) and short_warnings(conn) == []
 
 
 @pytest.mark.parametrize("protocol, protection, port", [("imap", "ssl_tls", 993), ("pop3", "starttls_mandatory", 110),
@@ -300,9 +300,9 @@ def test_an_empty_port_is_reported_as_the_default_even_when_the_credential_fails
 
 
 def test_starttls_optional_is_a_warning(make_connection) -> None:
-    from connections.services.setup.connection_settings import warnings_for
+    from connections.services.setup.warnings import security_warnings
 
     conn = make_connection("imap", "starttls_optional", "encrypted")
-    assert any("STARTTLS optional" in w and "unencrypted" in w for w in warnings_for(conn))
+    assert any("STARTTLS optional" in w and "unencrypted" in w for w in security_warnings(conn))
     conn.protection = "starttls_mandatory"
-    assert not any("STARTTLS optional" in w for w in warnings_for(conn))
+    assert not any("STARTTLS optional" in w for w in security_warnings(conn))

@@ -36,8 +36,8 @@ from .connection_settings import (
     connection_protocol,
     mail_settings_for,
     open_credential,
-    warnings_for,
 )
+from .warnings import security_warnings
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def prepare_test(
     prepared = PreparedTest(
         connection=connection, kind=kind, protocol=protocol, tested_at=timezone.now(),
         started=time.perf_counter(), settings=None, addresses=addresses, sender=sender,
-        warnings=warnings_for(connection),
+        warnings=security_warnings(connection),
         credential_step={"name": "credential", "ok": True, "duration_ms": 0.0, "detail": {}, "message": "",
                          "hint": "", "skipped": False},
     )

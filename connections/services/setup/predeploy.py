@@ -12,7 +12,8 @@ from django.utils import timezone
 from ...errors import TenantMailError
 from ...models import UserCredential
 from ..access.lookup import Connection
-from .connection_settings import connection_kind, connection_protocol, mail_settings_for, warnings_for
+from .connection_settings import connection_kind, connection_protocol, mail_settings_for
+from .warnings import security_warnings
 from .connectivity import ConnectivityResult, PreparedTest, execute_test, record_test
 from .credentials import DeployedCredential
 
@@ -25,7 +26,7 @@ def prepare_with_entered_values(*, connection: Connection, credential: UserCrede
                                  password=credential.password or "", version=credential.version)
     prepared = PreparedTest(
         connection=connection, kind=connection_kind(connection), protocol=connection_protocol(connection),
-        tested_at=timezone.now(), started=time.perf_counter(), settings=None, warnings=warnings_for(connection),
+        tested_at=timezone.now(), started=time.perf_counter(), settings=None, warnings=security_warnings(connection),
         credential_step={"name": "credential", "ok": True, "duration_ms": 0.0, "message": "", "hint": "",
                          "skipped": False, "detail": {"name": credential.name, "username": credential.username,
                                                       "values": ENTERED}},
