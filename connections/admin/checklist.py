@@ -24,6 +24,7 @@ from django.utils.safestring import mark_safe
 from ..models import Readiness
 from ..services.setup import checklist, switches
 from ..services.common import dates
+from ..services.setup.connection_settings import connection_kind
 from ..services.setup.warnings import security_warnings, short_warnings
 from ..services.setup.diagram import diagram_svg
 
@@ -254,7 +255,7 @@ class SetupChecklistAdminMixin:
 
     # --- Enable / Disable: a switch, open to operators (docs/admin.md says why)
     def _switch(self, request: HttpRequest, queryset, *, enabled: bool) -> None:
-        kind = checklist.kind_of(self.model())  # type: ignore[attr-defined]
+        kind = connection_kind(self.model())  # type: ignore[attr-defined]
         ids = [obj.pk for obj in queryset if self.has_run_permission(request, obj)]  # type: ignore[attr-defined]
         result = switches.set_enabled(kind=kind, connection_ids=ids, enabled=enabled)
         word = "Enabled" if enabled else "Disabled"
