@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from django.conf import settings as django_settings
+from connections.conf import conf
 
 from ...errors import ConfigurationError
 from ...mail import MailSettings
-from ...mail.targets import DEFAULT_BLOCKED_NETWORKS, parse_networks
+from ...mail.targets import parse_networks
 from ...models import Authentication, OutboundConnection, Protocol
 from ..access.lookup import Connection
 from ..proxies import proxy_settings_for
@@ -54,7 +54,7 @@ def open_credential(connection: Connection) -> DeployedCredential | None:
 
 def blocked_networks() -> tuple:
     """TENANTMAIL_BLOCKED_NETWORKS, parsed (once per value)."""
-    return _parsed_networks(getattr(django_settings, "TENANTMAIL_BLOCKED_NETWORKS", DEFAULT_BLOCKED_NETWORKS))
+    return _parsed_networks(conf.TENANTMAIL_BLOCKED_NETWORKS)
 
 
 @lru_cache(maxsize=8)
