@@ -8,7 +8,7 @@ from django.urls import reverse
 from connections.models import CredentialDeployment
 from connections.services.setup import credentials as service
 
-from .conftest import SECRET, make_credential
+from .credentials_world import SECRET, make_credential
 from .leaks import leaks
 
 

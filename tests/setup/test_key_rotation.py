@@ -11,8 +11,8 @@ from connections.errors import CredentialError
 from connections.models import CredentialStatus, UserCredential
 from connections.services.setup import credentials as service
 
-from .conftest import SECRET, make_credential, new_key
-from .test_storage import raw_row
+from .credentials_world import SECRET, make_credential, new_key
+from .test_credentials_storage import raw_row
 
 
 def _tokens(pk: int) -> tuple[bytes, bytes | None]:

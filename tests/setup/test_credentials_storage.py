@@ -11,7 +11,7 @@ from connections.errors import CredentialError
 from connections.models import CredentialStatus, UserCredential
 from connections.services.setup import credentials as service
 
-from .conftest import SECRET, make_credential, new_key
+from .credentials_world import SECRET, make_credential, new_key
 
 
 def raw_row(pk: int) -> dict[str, object]:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from connections.models import PollRun
 
 from . import factories as f
-from .test_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
+from .test_checklist_browser import ARTIFACTS, browser  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

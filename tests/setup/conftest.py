@@ -1,13 +1,17 @@
-"""Fixtures of the connectivity-test tests: a tenant, deployed credentials, connections
-pointing at the real Dovecot/Postfix of tests/mailservers.py."""
+"""Fixtures of the setup tests: a tenant, deployed credentials, connections pointing at the
+real Dovecot/Postfix of tests/mailservers.py (connectivity), the credentials tests' world,
+and plain static files for the checklist's admin pages."""
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 
-from connections.models import InboundConnection, OutboundConnection, Tenant, UserCredential
+from connections.models import InboundConnection, Membership, OutboundConnection, Role, Tenant, UserCredential
 from connections.services.setup import credentials as credential_service
+
+from .credentials_world import World
 
 
 @pytest.fixture
@@ -62,3 +66,34 @@ def make_connection(tenant, mail_servers, make_credential):
         return InboundConnection.objects.create(protocol=protocol, **values)
 
     return make
+
+
+@pytest.fixture
+def world(db) -> World:
+    User = get_user_model()
+    a = Tenant.objects.create(name="Alpha Corp", slug="alpha")
+    b = Tenant.objects.create(name="Beta Ltd", slug="beta")
+
+    def member(username: str, tenant: Tenant, role: str):
+        user = User.objects.create_user(username, password="x-login-pw-1", is_staff=True)
+        Membership.objects.create(user=user, tenant=tenant, role=role)
+        return user
+
+    return World(
+        tenant_a=a,
+        tenant_b=b,
+        superuser=User.objects.create_superuser("root", password="x-login-pw-1"),
+        admin_a=member("admin_a", a, Role.ADMIN),
+        operator_a=member("operator_a", a, Role.OPERATOR),
+        viewer_a=member("viewer_a", a, Role.VIEWER),
+        admin_b=member("admin_b", b, Role.ADMIN),
+    )
+
+
+@pytest.fixture(autouse=True)
+def _plain_static_storage(settings):
+    # The manifest storage needs `collectstatic`; the admin pages under test only need URLs.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -9,7 +9,7 @@ from django.urls import reverse
 from connections.models import CredentialStatus, InboundConnection, OutboundConnection, UserCredential
 from connections.services.setup import credentials as service
 
-from .conftest import SECRET, make_credential, new_key
+from .credentials_world import SECRET, make_credential, new_key
 from .leaks import leaks
 
 CHANGELIST = "admin:connections_usercredential_changelist"

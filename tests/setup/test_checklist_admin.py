@@ -12,7 +12,7 @@ from connections.models import Membership, OutboxMessage, PollRun
 
 from . import factories as f
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.checklist.admin_urls")]
+pytestmark = [pytest.mark.django_db, pytest.mark.urls("tests.setup.admin_urls")]
 
 
 @pytest.fixture

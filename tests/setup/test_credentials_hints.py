@@ -6,7 +6,7 @@ import pytest
 from connections.errors import CredentialError
 from connections.services.setup import credentials as service
 
-from .conftest import make_credential
+from .credentials_world import make_credential
 
 
 def test_never_deployed_hint_says_how_to_deploy(world):
