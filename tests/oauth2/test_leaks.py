@@ -14,7 +14,7 @@ from connections.models import CredentialKind, PollRun, UserCredential
 from connections.services import config, polling
 from connections.services.setup.connectivity import run_connectivity_test
 
-from ..credentials.leaks import leaks
+from ..setup.leaks import leaks
 
 pytestmark = pytest.mark.mailservers
 
