@@ -147,7 +147,7 @@ def request_mix(data: dict, rng: random.Random, count: int) -> list[tuple[str, o
     mix: list[tuple[str, object, dict]] = []
 
     def deep_pages(user, params: dict, depth: int) -> list[dict]:
-        filters, _ = search.parse_filters(params)
+        filters, _ = search.parse_filters(params=params)
         pages, cursor = [], None
         for _ in range(depth):
             page = queries.list_messages(user=user, filters=filters, older_than=cursor)

@@ -68,7 +68,7 @@ def reader(policy: str = "") -> Callable:
 
 @reader()
 def message_list(request: HttpRequest) -> HttpResponse:
-    filters, errors = search.parse_filters(request.GET)
+    filters, errors = search.parse_filters(params=request.GET)
     page = queries.list_messages(
         user=request.user,
         filters=filters,

@@ -227,12 +227,12 @@ class ConnectivityTestAdminMixin:
 
     @admin.display(description="warnings")
     def security_warnings(self, obj: Any) -> str:
-        items = short_warnings(obj)
+        items = short_warnings(connection=obj)
         if not items:
             return "–"
         return format_html(
             '<span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
-            " ".join(security_warnings(obj)), ", ".join(items),
+            " ".join(security_warnings(connection=obj)), ", ".join(items),
         )
 
     @admin.display(description="last test", ordering="last_test_at")
@@ -279,6 +279,6 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
                       "features": connectivity_report.describe_features(features) if isinstance(features, dict) else ""})
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
-        "warnings": security_warnings(obj), "test_url": test_url, "in_form": in_form,
+        "warnings": security_warnings(connection=obj), "test_url": test_url, "in_form": in_form,
         "confirmations": confirmations or [],
     })

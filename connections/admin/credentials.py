@@ -148,7 +148,7 @@ class UserCredentialAdmin(EnteredValuesTestAdminMixin, TenantScopedAdmin):
     kind = CredentialKind.USER  # the OAuth2 kinds have their own pages (admin/oauth2.py)
 
     def get_queryset(self, request: HttpRequest):
-        return service.with_usage_counts(super().get_queryset(request).filter(kind=self.kind))
+        return service.with_usage_counts(qs=super().get_queryset(request).filter(kind=self.kind))
 
     def get_list_display(self, request: HttpRequest):
         fields = list(super().get_list_display(request))

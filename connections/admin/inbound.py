@@ -115,7 +115,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         super().save_model(request, obj, form, change)
         if not change or obj.next_poll_at is None or any(f in form.changed_data for f in SCHEDULE_FIELDS):
             schedule.reschedule(connection=obj)
-        for warning in processing_warnings(obj):
+        for warning in processing_warnings(connection=obj):
             messages.warning(request, warning)
 
     # --- read-only panels
@@ -123,12 +123,12 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
     def configuration_warnings(self, obj: InboundConnection | None) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        items = processing_warnings(obj)
+        items = processing_warnings(connection=obj)
         if not items:
             from ..models import Readiness
             from ..services.setup import checklist
 
-            if checklist.readiness(obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
+            if checklist.readiness(connection=obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
                 return format_html('<span style="color:#ba2121">{}</span>',
                                    "No warnings about these settings, but the connection is Blocked: "
                                    "see the setup checklist above.")

@@ -61,7 +61,7 @@ class CredentialReferenceAdminMixin:
 
     def save_model(self, request: HttpRequest, obj: Any, form, change: bool) -> None:
         super().save_model(request, obj, form, change)  # type: ignore[misc]
-        evaluation = checklist.evaluation(obj)
+        evaluation = checklist.evaluation(connection=obj)
         if evaluation.readiness == Readiness.BLOCKED:
             why = "; ".join(f"{i.label}: {i.detail}" for i in evaluation.problems if i.state == checklist.FAIL)
             messages.warning(request, f"Saved, but '{obj.name}' is Blocked and will not work until this is fixed: "

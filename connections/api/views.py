@@ -87,7 +87,7 @@ class MessageListView(ApiView):
             except ConnectionNotFound:
                 found = 0
             params["connection"] = str(found)
-        filters, errors = search.parse_filters(params)
+        filters, errors = search.parse_filters(params=params)
         if raw_conn and (filters.connection_id is None or filters.connection_id == 0):
             filters = search.MessageFilters(query=filters.query, connection_id=-1, date_from=filters.date_from,
                                          date_to=filters.date_to, has_attachments=filters.has_attachments)

@@ -132,7 +132,7 @@ def test_invalid_grant_marks_error_and_reauthorize(mailbox, make_oauth2_credenti
     assert "invalid_grant" in result.error and "Re-authorize" in result.error
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.ERROR and cred.refresh_token is None
-    item = checklist.evaluation(connection).item("oauth2_authorized")
+    item = checklist.evaluation(connection=connection).item("oauth2_authorized")
     assert item.state == "fail" and item.link_label == "Re-authorize" and "invalid_grant" in item.detail
     assert item.link == f"/admin/connections/oauth2authorizationcode/{cred.pk}/change/"
     # No refresh token any more: the next poll says so without asking the provider.
@@ -225,13 +225,13 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     address, _ = mailbox
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE)
     connection = make_oauth2_connection(cred, protocol="imap")
-    item = checklist.evaluation(connection).item("oauth2_authorized")
+    item = checklist.evaluation(connection=connection).item("oauth2_authorized")
     assert item.state == "fail" and item.link_label == "Authorize"
     cc, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cc, protocol="imap")
     fresh_oauth2.token_status = 500
     assert polling.poll(connection_id=connection.pk).outcome == PollOutcome.FAILED
-    item = checklist.evaluation(connection).item("oauth2_token")
+    item = checklist.evaluation(connection=connection).item("oauth2_token")
     assert item.state == "fail" and "HTTP 500" in item.detail  # no token at all: expired
     # A user/password artifact named by an OAuth2 connection is refused clearly.
     from connections.models import UserCredential as UC
@@ -241,9 +241,9 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     credential_service.save_artifact(credential=plain, password="pw")
     connection.credential_name = "plain-one"
     connection.save()
-    assert checklist.evaluation(connection).item("oauth2_kind").state == "fail"
+    assert checklist.evaluation(connection=connection).item("oauth2_kind").state == "fail"
     result = polling.poll(connection_id=connection.pk)
-    assert "OAuth2 needs" in checklist.evaluation(connection).item("oauth2_kind").detail
+    assert "OAuth2 needs" in checklist.evaluation(connection=connection).item("oauth2_kind").detail
     assert result.outcome == PollOutcome.FAILED
 
 

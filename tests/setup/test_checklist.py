@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 def items(conn) -> dict[str, checklist.Item]:
-    return {i.key: i for i in checklist.evaluate(conn)}
+    return {i.key: i for i in checklist.evaluate(connection=conn)}
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def acme():
 def test_complete_inbound_and_outbound_are_ready(acme):
     f.credential(acme)
     for conn in (f.inbound(acme), f.outbound(acme)):
-        ev = checklist.evaluation(conn)
+        ev = checklist.evaluation(connection=conn)
         assert [i.state for i in ev.items] == ["ok"] * len(ev.items), [str(i) for i in ev.problems]
         assert ev.readiness == Readiness.READY
     assert list(items(f.inbound(acme, "b"))) == [
@@ -71,14 +71,14 @@ def test_credential_missing_links_to_its_add_form_with_the_name_filled_in(acme):
     assert parse_qs(link.query) == {"name": ["orders-box"], "tenant": [str(acme.pk)]}
     assert got["credential_deployed"].state == "fail"
     assert got["credential_name"].state == "fail"
-    assert checklist.readiness(conn) == Readiness.BLOCKED
+    assert checklist.readiness(connection=conn) == Readiness.BLOCKED
     # Created and deployed: the same connection's items turn to ok.
     f.credential(acme, "orders-box")
     got = items(conn)
     assert [got[k].state for k in ("credential_exists", "credential_deployed", "credential_name")] == ["ok"] * 3
     assert got["connectivity"].state == "warn"  # the last pass predates the deploy
     conn.last_test_at = timezone.now()  # tested again
-    assert checklist.readiness(conn) == Readiness.READY
+    assert checklist.readiness(connection=conn) == Readiness.READY
 
 
 def test_credential_name_case_mismatch_is_pointed_out(acme):
@@ -146,7 +146,7 @@ def test_connectivity_item(acme):
     conn = f.outbound(acme, last_test_at=None, last_test_ok=None, last_test_summary="")
     got = items(conn)["connectivity"]
     assert got.state == "warn" and got.detail == "Not tested yet."
-    assert checklist.readiness(conn) == Readiness.NEEDS_ATTENTION
+    assert checklist.readiness(connection=conn) == Readiness.NEEDS_ATTENTION
     conn = f.outbound(acme, "o2", last_test_ok=False, last_test_summary="535 authentication failed")
     got = items(conn)["connectivity"]
     assert got.state == "fail" and got.detail.startswith("Failed ") and "535 authentication failed" in got.detail
@@ -219,13 +219,13 @@ def test_a_failed_test_older_than_a_change_asks_for_a_new_test(acme):
     assert items(conn)["connectivity"].state == "fail"
     conn.save()  # saved unchanged: still the same failure
     assert items(conn)["connectivity"].state == "fail"
-    assert checklist.readiness(conn) == Readiness.BLOCKED
+    assert checklist.readiness(connection=conn) == Readiness.BLOCKED
     conn.host = "elsewhere.example"
     conn.save()
     got = items(conn)["connectivity"]
     assert got.state == "warn" and "run the test again" in got.detail and "host" in got.detail, got
     assert "535 auth failed" in got.detail and got.link_label == "Test again"
-    assert checklist.readiness(conn) == Readiness.NEEDS_ATTENTION
+    assert checklist.readiness(connection=conn) == Readiness.NEEDS_ATTENTION
     # The credential deployed again after the failed test: the same.
     conn = _recorded_test(f.outbound(acme, "o2"))
     type(conn).objects.filter(pk=conn.pk).update(last_test_ok=False, last_test_summary="535 auth failed")
@@ -249,7 +249,7 @@ def test_dates_have_one_compact_format_and_no_double_period(acme):
     conn.refresh_from_db()
     got = items(conn)["connectivity"]
     assert got.detail == "Passed 2026-11-21 09:37: all steps passed.", got.detail
-    assert ".." not in " ".join(i.detail for i in checklist.evaluate(conn))
+    assert ".." not in " ".join(i.detail for i in checklist.evaluate(connection=conn))
     deployed = items(conn)["credential_deployed"].detail
     assert re.search(r"on \d{4}-\d{2}-\d{2} \d{2}:\d{2},", deployed), deployed
 
@@ -302,10 +302,10 @@ def test_outbound_enabled_item(acme):
 
 def test_readiness_is_the_worst_item(acme):
     f.credential(acme)
-    assert checklist.readiness(f.inbound(acme, "a")) == Readiness.READY
-    assert checklist.readiness(f.inbound(acme, "b", protection="starttls_optional", authentication="encrypted")) \
+    assert checklist.readiness(connection=f.inbound(acme, "a")) == Readiness.READY
+    assert checklist.readiness(connection=f.inbound(acme, "b", protection="starttls_optional", authentication="encrypted")) \
         == Readiness.NEEDS_ATTENTION
-    assert checklist.readiness(f.inbound(acme, "c", protection="off")) == Readiness.BLOCKED
+    assert checklist.readiness(connection=f.inbound(acme, "c", protection="off")) == Readiness.BLOCKED
 
 
 def test_evaluate_many_reads_all_credentials_in_one_query(acme, django_assert_num_queries):
@@ -317,9 +317,9 @@ def test_evaluate_many_reads_all_credentials_in_one_query(acme, django_assert_nu
             f.outbound(t, f"out{n}")
     conns = checklist.connections_for(tenant_ids=None)  # 2 queries (inbound, outbound)
     assert len(conns) == 24
-    checklist.evaluate_many(conns)  # the alert thresholds (issue 16) are cached per process: warm them
+    checklist.evaluate_many(connections=conns)  # the alert thresholds (issue 16) are cached per process: warm them
     with django_assert_num_queries(1):
-        evaluations = checklist.evaluate_many(conns)
+        evaluations = checklist.evaluate_many(connections=conns)
     by = {(e.connection.tenant.slug, e.kind, e.connection.name): e.readiness for e in evaluations}
     assert by[("acme", "inbound", "in0")] == Readiness.BLOCKED
     assert by[("globex", "inbound", "in1")] == Readiness.READY
@@ -327,6 +327,6 @@ def test_evaluate_many_reads_all_credentials_in_one_query(acme, django_assert_nu
 
 def test_nothing_secret_in_the_checklist(acme):
     f.credential(acme, password="TopSecret-42")
-    text = repr([i.as_dict() for i in checklist.evaluate(f.inbound(acme))])
+    text = repr([i.as_dict() for i in checklist.evaluate(connection=f.inbound(acme))])
     assert "TopSecret-42" not in text
     assert UserCredential.objects.get().password == "TopSecret-42"

@@ -281,10 +281,10 @@ def test_allow_plain_without_tls_is_a_warning_whatever_the_authentication(make_c
     from connections.services.setup.warnings import security_warnings, short_warnings
 
     conn = make_connection("imap", "ssl_tls", "encrypted", allow_plain_without_tls=True)
-    assert any("allow plain login without TLS" in w for w in security_warnings(conn))
-    assert "plain login without TLS allowed" in short_warnings(conn)
+    assert any("allow plain login without TLS" in w for w in security_warnings(connection=conn))
+    assert "plain login without TLS allowed" in short_warnings(connection=conn)
     conn.allow_plain_without_tls = False
-    assert not any("plain login" in w for w in security_warnings(conn)) and short_warnings(conn) == []
+    assert not any("plain login" in w for w in security_warnings(connection=conn)) and short_warnings(connection=conn) == []
 
 
 @pytest.mark.parametrize("protocol, protection, port", [("imap", "ssl_tls", 993), ("pop3", "starttls_mandatory", 110),
@@ -303,6 +303,6 @@ def test_starttls_optional_is_a_warning(make_connection) -> None:
     from connections.services.setup.warnings import security_warnings
 
     conn = make_connection("imap", "starttls_optional", "encrypted")
-    assert any("STARTTLS optional" in w and "unencrypted" in w for w in security_warnings(conn))
+    assert any("STARTTLS optional" in w and "unencrypted" in w for w in security_warnings(connection=conn))
     conn.protection = "starttls_mandatory"
-    assert not any("STARTTLS optional" in w for w in security_warnings(conn))
+    assert not any("STARTTLS optional" in w for w in security_warnings(connection=conn))

@@ -136,7 +136,7 @@ def test_used_by_and_delete_refusal_in_service(world):
         "inbound connection 'in-1'", "outbound connection 'out-1'"
     ]
     assert service.used_by(credential=other_tenant) == []
-    counts = dict(service.with_usage_counts(UserCredential.objects.all()).values_list("pk", "usage_count"))
+    counts = dict(service.with_usage_counts(qs=UserCredential.objects.all()).values_list("pk", "usage_count"))
     assert counts == {cred.pk: 2, other_tenant.pk: 0}
 
     with pytest.raises(CredentialError) as info:

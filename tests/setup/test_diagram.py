@@ -36,7 +36,7 @@ def points_from_to(arrow, boxes) -> tuple[str, str]:
 def test_outbound_request_and_data_flow_from_tenant_to_server():
     t = f.tenant("acme", "ACME Corp")
     conn = f.outbound(t, port=None, protection="starttls_mandatory")
-    root, boxes, arrows, texts = parse(diagram_svg(conn))
+    root, boxes, arrows, texts = parse(diagram_svg(connection=conn))
     assert set(boxes) == {"tenant", "server"}
     assert centre_x(boxes["tenant"]) < centre_x(boxes["server"])
     assert points_from_to(arrows["request"], boxes) == ("tenant", "server")
@@ -52,7 +52,7 @@ def test_outbound_request_and_data_flow_from_tenant_to_server():
 def test_inbound_request_to_server_but_data_from_server_to_tenant(protocol, port, label):
     t = f.tenant("acme")
     conn = f.inbound(t, protocol=protocol, port=None, protection="ssl_tls", post_processing="delete")
-    root, boxes, arrows, texts = parse(diagram_svg(conn))
+    root, boxes, arrows, texts = parse(diagram_svg(connection=conn))
     assert points_from_to(arrows["request"], boxes) == ("tenant", "server")
     assert points_from_to(arrows["data"], boxes) == ("server", "tenant")
     assert arrows["data"].get("data-from") == "server" and arrows["data"].get("data-to") == "tenant"
@@ -63,7 +63,7 @@ def test_inbound_request_to_server_but_data_from_server_to_tenant(protocol, port
 def test_labels_are_escaped():
     t = f.tenant("evil", "<script>x</script> & Co")
     conn = f.inbound(t, host='"><img src=x onerror=alert(1)>')
-    svg = diagram_svg(conn)
+    svg = diagram_svg(connection=conn)
     assert "<script>" not in svg and "<img" not in svg
     root, boxes, arrows, texts = parse(svg)  # still well-formed XML
     assert "<script>x</script> & Co" in texts

@@ -38,7 +38,7 @@ class Command(BaseCommand):
             if tenant is None:
                 raise usage_error(no_tenant(tenant_slug))
             tenant_ids = [tenant.pk]
-        evaluations = checklist.evaluate_many(checklist.connections_for(tenant_ids=tenant_ids))
+        evaluations = checklist.evaluate_many(connections=checklist.connections_for(tenant_ids=tenant_ids))
         blocked = sum(1 for e in evaluations if e.readiness == Readiness.BLOCKED)
         states = {id(e): runtime.state_of(e.connection) for e in evaluations}  # issue 16: run-time state
         if as_json:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from ...errors import ValidationError
 from ...models import ApiScope, ApiToken, Tenant
 from ...models.credentials import credential_name_validator
+from .tenancy import UserLike
 
 PREFIX = "tm_"
 TOUCH_EVERY = timedelta(minutes=1)
@@ -44,7 +45,7 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
     return scopes
 
 
-def create_token(*, tenant: str | Tenant, name: str, scopes: Iterable[str], user=None) -> NewToken:
+def create_token(*, tenant: str | Tenant, name: str, scopes: Iterable[str], user: UserLike | None = None) -> NewToken:
     """Create a token; the returned `secret` is the only copy of it."""
     if not isinstance(tenant, Tenant):
         tenant_obj = Tenant.objects.filter(slug=tenant).first()

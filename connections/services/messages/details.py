@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ...models import StoredMessage
+from ...models import Attachment, StoredMessage
 from . import safe_html
 from .files import inline_url_map
 from .queries import attachments_of
@@ -28,7 +29,7 @@ def stored_safe_html(*, message: StoredMessage) -> str:
     return prepared.html
 
 
-def sanitized_body(*, message: StoredMessage, load_remote: bool, url_for) -> SanitizedHtml:
+def sanitized_body(*, message: StoredMessage, load_remote: bool, url_for: Callable[[Attachment], str]) -> SanitizedHtml:
     """The message's HTML body made safe, with cid: images pointing at `url_for(att)`.
     Serves the stored sanitised HTML: no parsing, linear in its size."""
     stored = stored_safe_html(message=message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import quote
 
 from ...models import Attachment
@@ -17,7 +17,7 @@ INLINE_IMAGE_TYPES = {"image/png", "image/gif", "image/jpeg", "image/pjpeg", "im
 _IMAGE_TYPE_NAMES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "image/x-png": "image/png"}
 
 
-def inline_url_map(*, attachments: Iterable[Attachment], url_for) -> dict[str, str]:
+def inline_url_map(*, attachments: Iterable[Attachment], url_for: Callable[[Attachment], str]) -> dict[str, str]:
     """Normalised Content-ID -> URL, for the attachments a browser may show inline."""
     result: dict[str, str] = {}
     for att in attachments:

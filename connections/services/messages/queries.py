@@ -142,7 +142,7 @@ def message_page(
     JSON API share it. `fields`: columns loaded besides the list's own."""
     filters = filters or MessageFilters()
     page_size = page_size or PAGE_SIZE
-    qs = filter_messages(visible_messages(user=user), filters=filters)
+    qs = filter_messages(qs=visible_messages(user=user), filters=filters)
     qs = qs.select_related("connection", "tenant").only(*_LIST_FIELDS, *fields).annotate(sort_at=SORT_KEY)
     before = Cursor.decode(older_than) if older_than else None
     after = Cursor.decode(newer_than) if newer_than and not before else None

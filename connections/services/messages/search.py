@@ -40,7 +40,7 @@ def search_terms(query: str) -> list[str]:
     return [t[:MAX_TERM_LENGTH] for t in terms if t.strip()][:MAX_SEARCH_TERMS]
 
 
-def filter_messages(qs: QuerySet[StoredMessage], *, filters: MessageFilters) -> QuerySet[StoredMessage]:
+def filter_messages(*, qs: QuerySet[StoredMessage], filters: MessageFilters) -> QuerySet[StoredMessage]:
     """Apply search and filters. Every term must occur in subject, sender or text body
     (for a mail without a text part — HTML-only newsletters — in its HTML body)."""
     for term in search_terms(filters.query):
@@ -68,7 +68,7 @@ def filter_messages(qs: QuerySet[StoredMessage], *, filters: MessageFilters) -> 
     return qs
 
 
-def parse_filters(params: Mapping[str, str]) -> tuple[MessageFilters, list[str]]:
+def parse_filters(*, params: Mapping[str, str]) -> tuple[MessageFilters, list[str]]:
     """Filters from query parameters; invalid values are ignored and reported."""
     errors: list[str] = []
 

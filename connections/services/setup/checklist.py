@@ -1,7 +1,7 @@
 """The connection-setup checklist and the readiness it gives (issue 7).
 
-`evaluate(connection)` lists what is done and what is missing for one connection;
-`evaluate_many(connections)` does the same for a list with one query for all the
+`evaluate(connection=)` lists what is done and what is missing for one connection;
+`evaluate_many(connections=)` does the same for a list with one query for all the
 User Credentials artifacts involved (no query per row). The readiness follows from the
 items: any failed item -> Blocked, else any warning -> Needs attention, else Ready.
 The items themselves are in `checklist_items`, their links in `checklist_links`.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from django.db.models import QuerySet
 from django.db.models.functions import Lower
 
 from ...models import Authentication, InboundConnection, OutboundConnection, Readiness, UserCredential
@@ -79,20 +80,20 @@ def _tenant_loaded(c: Connection) -> bool:
 
 # --------------------------------------------------------------------------- public API
 
-def evaluate(connection: Connection, *, credentials: dict[tuple[int, str], UserCredential] | None = None) -> list[Item]:
+def evaluate(*, connection: Connection, credentials: dict[tuple[int, str], UserCredential] | None = None) -> list[Item]:
     """The checklist items of one connection, in the documented order."""
     return _evaluate(connection, _credentials_for([connection]) if credentials is None else credentials).items
 
 
-def evaluation(connection: Connection) -> Evaluation:
+def evaluation(*, connection: Connection) -> Evaluation:
     return _evaluate(connection, _credentials_for([connection]))
 
 
-def readiness(connection: Connection) -> Readiness:
-    return evaluation(connection).readiness
+def readiness(*, connection: Connection) -> Readiness:
+    return evaluation(connection=connection).readiness
 
 
-def evaluate_many(connections: Iterable[Connection]) -> list[Evaluation]:
+def evaluate_many(*, connections: Iterable[Connection]) -> list[Evaluation]:
     """Evaluations for many connections with one query for all their credentials."""
     from ..monitoring.outbound import attach
 
@@ -114,9 +115,9 @@ def connections_for(*, tenant_ids: Sequence[int] | None) -> list[Connection]:
     return out
 
 
-def ids_with_readiness(queryset, value: str) -> list[int]:
+def ids_with_readiness(*, queryset: QuerySet, value: str) -> list[int]:
     """Primary keys of the connections in `queryset` whose readiness is `value` (list filter)."""
-    return [e.connection.pk for e in evaluate_many(queryset) if e.readiness == value]
+    return [e.connection.pk for e in evaluate_many(connections=queryset) if e.readiness == value]
 
 
 # --------------------------------------------------------------------------- evaluating

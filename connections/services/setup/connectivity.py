@@ -136,7 +136,7 @@ def prepare_test(
     prepared = PreparedTest(
         connection=connection, kind=kind, protocol=protocol, tested_at=timezone.now(),
         started=time.perf_counter(), settings=None, addresses=addresses, sender=sender,
-        warnings=security_warnings(connection),
+        warnings=security_warnings(connection=connection),
         credential_step={"name": "credential", "ok": True, "duration_ms": 0.0, "detail": {}, "message": "",
                          "hint": "", "skipped": False},
     )

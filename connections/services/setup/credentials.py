@@ -136,7 +136,7 @@ def save_artifact(*, credential: UserCredential, password: str | None = None) ->
 
 
 @sensitive_variables("cred")
-def deploy(*, credential_id: int, user, source: str = "") -> UserCredential:
+def deploy(*, credential_id: int, user: tenancy.UserLike | None, source: str = "") -> UserCredential:
     """Make the entered user name and password the ones the runtime uses; returns the artifact.
 
     Increments the version, records who, when and how (`source`, e.g. "admin" or
@@ -213,7 +213,7 @@ def used_by(*, credential: UserCredential, name: str | None = None) -> list[Usag
     return found
 
 
-def with_usage_counts(qs: QuerySet[UserCredential]) -> QuerySet[UserCredential]:
+def with_usage_counts(*, qs: QuerySet[UserCredential]) -> QuerySet[UserCredential]:
     """Annotate `usage_count` (connections referring to the artifact) in one query."""
 
     def count(model) -> Coalesce:
@@ -237,7 +237,7 @@ def check_deletable(*, credential: UserCredential) -> None:
         )
 
 
-def delete(*, credential_id: int, user=None) -> None:
+def delete(*, credential_id: int, user: tenancy.UserLike | None = None) -> None:
     """Delete an artifact that no connection uses."""
     with transaction.atomic():
         cred = UserCredential.objects.select_for_update().get(pk=credential_id)

@@ -6,7 +6,7 @@ grouped by tenant. Scoped to the tenants the user may view.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -33,7 +33,7 @@ class TenantSummary:
         return self.ready + self.attention + self.blocked
 
 
-def tenant_summaries(*, user, now=None) -> list[TenantSummary]:
+def tenant_summaries(*, user: tenancy.UserLike, now: datetime | None = None) -> list[TenantSummary]:
     """One summary per tenant the user may view (all tenants for a superuser)."""
     now = now or timezone.now()
     tenants = list(tenancy.tenants(user, action="view").order_by("name"))
@@ -41,7 +41,7 @@ def tenant_summaries(*, user, now=None) -> list[TenantSummary]:
     by_id = {t.pk: TenantSummary(t) for t in tenants}
     if not ids:
         return []
-    for ev in checklist.evaluate_many(checklist.connections_for(tenant_ids=ids)):
+    for ev in checklist.evaluate_many(connections=checklist.connections_for(tenant_ids=ids)):
         summary = by_id[ev.connection.tenant_id]
         r = ev.readiness
         if r == Readiness.READY:

@@ -22,7 +22,7 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def diagram_svg(connection: InboundConnection | OutboundConnection) -> str:
+def diagram_svg(*, connection: InboundConnection | OutboundConnection) -> str:
     """The SVG markup (a string, safe to embed: all labels escaped)."""
     inbound = isinstance(connection, InboundConnection)
     protocol = connection.protocol if inbound else "smtp"

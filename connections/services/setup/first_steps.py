@@ -5,6 +5,7 @@ Shown while the user sees no connection at all; each step is marked done once it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from django.urls import NoReverseMatch, reverse
 
@@ -27,7 +28,7 @@ def _url(name: str) -> str:
         return ""
 
 
-def first_steps(*, user, can_add=lambda model: True) -> list[Step]:
+def first_steps(*, user: tenancy.UserLike, can_add: Callable[[type], bool] = lambda model: True) -> list[Step]:
     """The three steps, or [] once the user sees a connection (nothing to start any more) or
     may add nothing. `can_add(model)`: whether the user may add such objects (links only then)."""
     tenants = tenancy.tenants(user, action="view")

@@ -26,7 +26,7 @@ def prepare_with_entered_values(*, connection: Connection, credential: UserCrede
                                  password=credential.password or "", version=credential.version)
     prepared = PreparedTest(
         connection=connection, kind=connection_kind(connection), protocol=connection_protocol(connection),
-        tested_at=timezone.now(), started=time.perf_counter(), settings=None, warnings=security_warnings(connection),
+        tested_at=timezone.now(), started=time.perf_counter(), settings=None, warnings=security_warnings(connection=connection),
         credential_step={"name": "credential", "ok": True, "duration_ms": 0.0, "message": "", "hint": "",
                          "skipped": False, "detail": {"name": credential.name, "username": credential.username,
                                                       "values": ENTERED}},

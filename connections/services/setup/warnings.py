@@ -1,9 +1,9 @@
 """What an operator should know about a connection's settings, in two kinds:
 
-- `security_warnings(connection)`: settings that weaken transport security (plain login
+- `security_warnings(connection=)`: settings that weaken transport security (plain login
   without TLS, certificate not checked, protection off or optional), shown with every
   connectivity test result; `short_warnings` says the same in a few words (list columns).
-- `processing_warnings(inbound)`: selection / post-processing combinations of an inbound
+- `processing_warnings(connection=)` (inbound): selection / post-processing combinations of an inbound
   connection that re-process mail or surprise operators, shown when it is saved.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from ...models import Authentication, InboundConnection, PostProcessing, Protoco
 from ..access.lookup import Connection
 
 
-def security_warnings(connection: Connection) -> list[str]:
+def security_warnings(*, connection: Connection) -> list[str]:
     """Settings an operator should know are risky (shown with every test result)."""
     out = []
     if not connection.enabled:
@@ -42,7 +42,7 @@ def security_warnings(connection: Connection) -> list[str]:
     return out
 
 
-def short_warnings(connection: Connection) -> list[str]:
+def short_warnings(*, connection: Connection) -> list[str]:
     """The warnings of `security_warnings` in a few words each (the admin's list column)."""
     out = []
     if connection.allow_plain_without_tls:
@@ -54,7 +54,7 @@ def short_warnings(connection: Connection) -> list[str]:
     return out
 
 
-def processing_warnings(connection: InboundConnection) -> list[str]:
+def processing_warnings(*, connection: InboundConnection) -> list[str]:
     """Inbound selection / post-processing combinations that work but re-process mail or surprise
     operators (shown when an inbound connection is saved and on its page)."""
     out = []
