@@ -126,6 +126,35 @@ def _clean_style(value: str) -> str | None:
     return "; ".join(kept) or None
 
 
+def _clean_src(value: str, *, result: SanitizedHtml, inline_url: Callable[[str], str | None], load_remote: bool,
+               mark_remote: str) -> str | None:
+    """An image source: cid: to the stored inline attachment, remote ones blocked (counted),
+    loaded or marked, raster data: URLs kept, anything else dropped."""
+    url = _normalise_url(value)
+    lowered = url.lower()
+    if lowered.startswith("cid:"):
+        cid = normalise_content_id(url)
+        target = inline_url(cid)
+        if target is None:
+            result.missing_inline.append(cid)
+        return target
+    if lowered.startswith(("http:", "https:")):
+        if mark_remote:
+            return mark_remote + value
+        if load_remote:
+            return value
+        result.blocked_remote += 1
+        return None
+    if lowered.startswith("data:") and _RASTER_DATA_URL.match(url):
+        return url
+    # Relative, protocol-relative, data: of other kinds, javascript: …
+    if lowered.startswith("//"):
+        result.blocked_remote += 1
+        if mark_remote:
+            return mark_remote  # no URL: always blocked, counted when served
+    return None
+
+
 def sanitize_html(
     *,
     html: str,
@@ -150,29 +179,8 @@ def sanitize_html(
             scheme = url.split(":", 1)[0].lower() if ":" in url else ""
             return value if scheme in {"http", "https", "mailto"} else None
         if attr == "src":
-            url = _normalise_url(value)
-            lowered = url.lower()
-            if lowered.startswith("cid:"):
-                cid = normalise_content_id(url)
-                target = inline_url(cid)
-                if target is None:
-                    result.missing_inline.append(cid)
-                return target
-            if lowered.startswith(("http:", "https:")):
-                if mark_remote:
-                    return mark_remote + value
-                if load_remote:
-                    return value
-                result.blocked_remote += 1
-                return None
-            if lowered.startswith("data:") and _RASTER_DATA_URL.match(url):
-                return url
-            # Relative, protocol-relative, data: of other kinds, javascript: …
-            if lowered.startswith("//"):
-                result.blocked_remote += 1
-                if mark_remote:
-                    return mark_remote  # no URL: always blocked, counted when served
-            return None
+            return _clean_src(value, result=result, inline_url=inline_url, load_remote=load_remote,
+                              mark_remote=mark_remote)
         if attr in {"cite"}:
             return None  # never needed for reading; avoids odd URLs
         return value

@@ -70,32 +70,13 @@ def runtime_items(c: Connection) -> list[Item]:
 def credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:
     name = (c.credential_name or "").strip()
     if not name:
-        return [
-            Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
-                 "The connection names no artifact yet; create one (or pick an existing one) and "
-                 "enter its name as Credential Name.", add_credential_url(c, ""), "Create User Credentials"),
-            Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
-                 "Nothing to deploy until an artifact is named."),
-            Item("credential_name", FAIL, "Credential Name refers to the artifact",
-                 "Credential Name is empty.", on_page(c, "#id_credential_name"), "Enter the Credential Name"),
-        ]
+        return _no_credential_name_items(c)
     cred = creds.get((c.tenant_id, name))
-    items: list[Item] = []
     if cred is None:
-        similar = [n for (tid, n) in creds if tid == c.tenant_id and n.lower() == name.lower()]
-        detail = f"No User Credentials artifact named '{name}' exists in this tenant."
-        if similar:
-            detail += f" Names are case-sensitive: did you mean '{similar[0]}'?"
-        items.append(Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
-                          detail, add_credential_url(c, name), f"Create '{name}'"))
-        items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
-                          "Create the artifact first, then deploy it."))
-        items.append(Item("credential_name", FAIL, "Credential Name refers to the artifact",
-                          f"Credential Name '{name}' refers to no artifact.", on_page(c, "#id_credential_name"),
-                          "Correct the Credential Name"))
-        return items
+        return _missing_credential_items(c, name, creds)
     from ..oauth2 import checklist as oauth2_checklist
 
+    items: list[Item] = []
     change_url = oauth2_checklist.change_url(cred)
     items.append(Item("credential_exists", OK, "User Credentials artifact exists in this tenant",
                       f"'{cred.name}' (user {cred.username}).", change_url, "Open"))
@@ -119,6 +100,34 @@ def credential_items(c: Connection, creds: dict[tuple[int, str], UserCredential]
     items.append(Item("credential_name", OK, "Credential Name refers to the artifact",
                       f"Credential Name is '{name}'."))
     items.extend(oauth2_checklist.items(c, cred))
+    return items
+
+
+def _no_credential_name_items(c: Connection) -> list[Item]:
+    return [
+        Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
+             "The connection names no artifact yet; create one (or pick an existing one) and "
+             "enter its name as Credential Name.", add_credential_url(c, ""), "Create User Credentials"),
+        Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+             "Nothing to deploy until an artifact is named."),
+        Item("credential_name", FAIL, "Credential Name refers to the artifact",
+             "Credential Name is empty.", on_page(c, "#id_credential_name"), "Enter the Credential Name"),
+    ]
+
+
+def _missing_credential_items(c: Connection, name: str, creds: dict[tuple[int, str], UserCredential]) -> list[Item]:
+    items: list[Item] = []
+    similar = [n for (tid, n) in creds if tid == c.tenant_id and n.lower() == name.lower()]
+    detail = f"No User Credentials artifact named '{name}' exists in this tenant."
+    if similar:
+        detail += f" Names are case-sensitive: did you mean '{similar[0]}'?"
+    items.append(Item("credential_exists", FAIL, "User Credentials artifact exists in this tenant",
+                      detail, add_credential_url(c, name), f"Create '{name}'"))
+    items.append(Item("credential_deployed", FAIL, "User Credentials artifact is deployed",
+                      "Create the artifact first, then deploy it."))
+    items.append(Item("credential_name", FAIL, "Credential Name refers to the artifact",
+                      f"Credential Name '{name}' refers to no artifact.", on_page(c, "#id_credential_name"),
+                      "Correct the Credential Name"))
     return items
 
 

@@ -173,21 +173,14 @@ def execute_test(*, prepared: PreparedTest) -> dict[str, Any] | None:
 
 def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: bool = True) -> ConnectivityResult:
     """Phase 3 (database): build the report and store it on the connection (one short UPDATE)."""
-    connection, settings = prepared.connection, prepared.settings
-    credential_step = prepared.credential_step
+    connection, credential_step = prepared.connection, prepared.credential_step
     steps = [credential_step, *([prepared.token_step] if prepared.token_step else []), *(probe["steps"] if probe else [])]
     ok = all(s["ok"] for s in steps)
     if not ok:
         from ..oauth2.connect import after_test
 
         after_test(connection, steps)  # OAuth2: a refused token is not reused
-    # The port really used: the default of protocol and protection when the field is empty,
-    # also when the test stopped before the settings were built (a credential problem).
-    if settings is not None:
-        port = settings.effective_port
-    else:
-        port = connection.port or (default_port(prepared.protocol, connection.protection)
-                                   if connection.protection in PROTECTIONS else None)
+    port = _tested_port(prepared)
     target = f"{prepared.protocol.upper()} {connection.host}:{port}"
     if probe:
         # The probe counts its own steps; the credential step is one more.
@@ -200,14 +193,7 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
         "summary": summary,
         "tested_at": prepared.tested_at.isoformat(),
         "duration_ms": round((time.perf_counter() - prepared.started) * 1000.0, 2),
-        "connection": {
-            "kind": prepared.kind, "id": connection.pk, "name": connection.name,
-            "tenant": connection.tenant.slug, "protocol": prepared.protocol, "host": connection.host,
-            "port": port, "protection": connection.protection, "authentication": connection.authentication,
-            "credential_name": connection.credential_name, "timeout": connection.timeout,
-            "verify_certificate": connection.verify_certificate,
-            "allow_plain_without_tls": connection.allow_plain_without_tls,
-        },
+        "connection": _tested_settings(prepared, port),
         "warnings": prepared.warnings,
         "steps": steps,
     }
@@ -228,6 +214,29 @@ def record_test(*, prepared: PreparedTest, probe: dict[str, Any] | None, store: 
              connection.tenant.slug, "passed" if ok else "FAILED", summary)
     return ConnectivityResult(kind=prepared.kind, connection_id=connection.pk, ok=ok, summary=summary,
                               tested_at=tested_at, report=report)
+
+
+def _tested_port(prepared: PreparedTest) -> int | None:
+    """The port really used: the default of protocol and protection when the field is empty,
+    also when the test stopped before the settings were built (a credential problem)."""
+    connection = prepared.connection
+    if prepared.settings is not None:
+        return prepared.settings.effective_port
+    return connection.port or (default_port(prepared.protocol, connection.protection)
+                               if connection.protection in PROTECTIONS else None)
+
+
+def _tested_settings(prepared: PreparedTest, port: int | None) -> dict[str, Any]:
+    """The settings the test ran with, as the report records them (the checklist compares)."""
+    connection = prepared.connection
+    return {
+        "kind": prepared.kind, "id": connection.pk, "name": connection.name,
+        "tenant": connection.tenant.slug, "protocol": prepared.protocol, "host": connection.host,
+        "port": port, "protection": connection.protection, "authentication": connection.authentication,
+        "credential_name": connection.credential_name, "timeout": connection.timeout,
+        "verify_certificate": connection.verify_certificate,
+        "allow_plain_without_tls": connection.allow_plain_without_tls,
+    }
 
 
 class BackgroundTest:

@@ -166,17 +166,7 @@ def deploy(*, credential_id: int, user: tenancy.UserLike | None, source: str = "
             cred.deployed_by = user if user is not None and user.is_authenticated else None
             cred.status, cred.status_detail = settled_status(cred), ""
             cred.save()
-            CredentialDeployment.objects.create(
-                credential=cred, version=cred.version, deployed_at=cred.deployed_at, deployed_by=cred.deployed_by,
-                deployed_by_name=cred.deployed_by.get_username() if cred.deployed_by is not None else "",
-                source=source[:32],
-            )
-            if cred.deployed_by is not None:
-                LogEntry.objects.log_actions(
-                    user_id=user.pk, queryset=[cred], action_flag=CHANGE,
-                    change_message=f"Deployed version {cred.version}" + (f" ({source})" if source not in ("", "admin") else ""),
-                    single_object=True,
-                )
+            _record_deployment(cred, source=source)
     if failure is not None:
         # Recorded in its own short transaction: the deploy itself did not happen.
         UserCredential.objects.filter(pk=cred.pk).update(
@@ -189,6 +179,21 @@ def deploy(*, credential_id: int, user: tenancy.UserLike | None, source: str = "
         cred.name, cred.tenant_id, cred.version, getattr(cred.deployed_by, "username", "system"),
     )
     return cred
+
+
+def _record_deployment(cred: UserCredential, *, source: str) -> None:
+    """The deployment's history row and, for a person's deploy, the admin log entry."""
+    CredentialDeployment.objects.create(
+        credential=cred, version=cred.version, deployed_at=cred.deployed_at, deployed_by=cred.deployed_by,
+        deployed_by_name=cred.deployed_by.get_username() if cred.deployed_by is not None else "",
+        source=source[:32],
+    )
+    if cred.deployed_by is not None:
+        LogEntry.objects.log_actions(
+            user_id=cred.deployed_by.pk, queryset=[cred], action_flag=CHANGE,
+            change_message=f"Deployed version {cred.version}" + (f" ({source})" if source not in ("", "admin") else ""),
+            single_object=True,
+        )
 
 
 # --- who uses an artifact
