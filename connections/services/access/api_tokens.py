@@ -18,6 +18,7 @@ from django.utils import timezone
 from ...errors import ValidationError
 from ...models import ApiScope, ApiToken, Tenant
 from ...models.credentials import credential_name_validator
+from .lookup import find_tenant
 from .tenancy import UserLike
 
 PREFIX = "tm_"
@@ -48,10 +49,7 @@ def check_scopes(scopes: Iterable[str]) -> list[str]:
 def create_token(*, tenant: str | Tenant, name: str, scopes: Iterable[str], user: UserLike | None = None) -> NewToken:
     """Create a token; the returned `secret` is the only copy of it."""
     if not isinstance(tenant, Tenant):
-        tenant_obj = Tenant.objects.filter(slug=tenant).first()
-        if tenant_obj is None:
-            raise ValidationError(f"No tenant with the slug '{tenant}'.")
-        tenant = tenant_obj
+        tenant = find_tenant(slug=tenant)
     name = (name or "").strip()
     try:
         credential_name_validator(name)

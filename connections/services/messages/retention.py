@@ -28,9 +28,10 @@ from connections.conf import conf
 from ...errors import ValidationError
 from ...models import (
     Attachment, DeliveryStatus, InboundConnection, OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus,
-    StoredMessage, Tenant, WebhookDelivery,
+    StoredMessage, WebhookDelivery,
 )
 from ...models.webhooks import EVENT_MESSAGE_STORED
+from ..access.lookup import find_tenant
 from ..access import tenancy
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,7 @@ def _delete_files(names: list[str]) -> None:
 def _scoped(model, *, tenant: str | None, connection: str | None):
     qs = model.objects.select_related("tenant")
     if tenant:
-        if not Tenant.objects.filter(slug=tenant).exists():
-            raise ValidationError(f"No tenant with the slug '{tenant}'.")
-        qs = qs.filter(tenant__slug=tenant)
+        qs = qs.filter(tenant=find_tenant(slug=tenant))
     if connection:
         qs = qs.filter(name=connection)
     return qs
