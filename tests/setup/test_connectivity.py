@@ -9,7 +9,6 @@ from connections.errors import ConfigurationError
 from connections.models import InboundConnection, OutboundConnection, UserCredential
 from connections.services.setup import connectivity
 from connections.services.setup.connection_settings import mail_settings_for, open_credential
-from connections.services.access.lookup import ConnectionNotFound, find_connection
 from connections.services.setup.connectivity import run_connectivity_test
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
@@ -169,23 +168,6 @@ def test_store_false_leaves_the_connection_alone(make_connection) -> None:
     connectivity.probe_connection(connection=conn, store=False)
     conn.refresh_from_db()
     assert conn.last_test_at is None and conn.last_test_report is None
-
-
-def test_find_connection(make_connection, tenant) -> None:
-    inbound = make_connection("imap", "ssl_tls", "plain", name="shared")
-    outbound = make_connection("smtp", "ssl_tls", "plain", name="shared")
-    only_in = make_connection("pop3", "ssl_tls", "plain", name="Only-In")
-    with pytest.raises(ConnectionNotFound, match="both an inbound and an outbound") as exc:
-        find_connection(tenant=tenant.slug, name="shared")
-    assert "--kind" in exc.value.hint
-    assert find_connection(tenant=tenant.slug, name="shared", kind="inbound") == inbound
-    assert find_connection(tenant=tenant.slug, name="shared", kind="outbound") == outbound
-    assert find_connection(tenant=tenant.slug, name="Only-In") == only_in
-    with pytest.raises(ConnectionNotFound) as exc:
-        find_connection(tenant=tenant.slug, name="only-in")
-    assert "Only-In" in exc.value.hint
-    with pytest.raises(ConnectionNotFound, match="No tenant"):
-        find_connection(tenant="no-such-tenant", name="shared")
 
 
 def test_mail_settings_for(make_connection, mail_servers) -> None:

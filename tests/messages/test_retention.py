@@ -21,6 +21,8 @@ from connections.models import (
 from connections.services import outbox, polling
 from connections.services.messages import retention
 from connections.services.mime import AttachmentIn
+from tests.inbound.conftest import make_credential, make_inbound, tenant  # noqa: F401 (fixtures)
+from tests.passing_on.conftest import polled  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
