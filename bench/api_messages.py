@@ -58,8 +58,8 @@ def main() -> int:
         from django.test.utils import setup_test_environment
 
         from connections.models import ApiScope, Tenant
-        from connections.services import api_tokens
-        from connections.services.messages import ensure_message_indexes
+        from connections.services.access import api_tokens
+        from connections.services.messages.indexes import ensure_message_indexes
 
         setup_test_environment()
         settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}

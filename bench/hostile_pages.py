@@ -100,7 +100,7 @@ def run(args) -> None:
     from connections.models import InboundConnection, Membership, Role, StoredMessage, Tenant
     from connections.services.inbound.fetched import FetchedMail
     from connections.services.inbound.storage import store_batch
-    from connections.services.sanitize import sanitize_html
+    from connections.services.messages.sanitize import sanitize_html
 
     tenant = Tenant.objects.create(name="Bench", slug="bench")
     conn = InboundConnection.objects.create(tenant=tenant, name="in", host="imap.example.test", credential_name="x")

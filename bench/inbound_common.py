@@ -64,7 +64,7 @@ def start_servers():
 def make_connection(servers, address: str, password: str, *, protocol: str = "imap", **fields):
     """An inbound connection (implicit TLS, plain auth) with a deployed credential."""
     from connections.models import InboundConnection, Tenant, UserCredential
-    from connections.services import credentials
+    from connections.services.setup import credentials
 
     tenant, _ = Tenant.objects.get_or_create(slug="bench", defaults={"name": "Bench"})
     name = f"cred-{uuid.uuid4().hex[:8]}"

@@ -178,8 +178,8 @@ def main() -> None:
     django_setup(DB)
     try:
         from connections.models import StoredMessage
-        from connections.services.messages import index_for_search
         from connections.services.inbound.poll import poll
+        from connections.services.messages.indexes import index_for_search
 
         print(f"Preparing {args.mails} mails (~20 KB, one in ten with a 200 KB attachment)…", flush=True)
         mails = [mail_20k(i, attachment=os.urandom(200 * 1024) if i % 10 == 0 else None) for i in range(args.mails)]

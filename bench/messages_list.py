@@ -140,17 +140,17 @@ def populate(total: int, rng: random.Random) -> dict:
 
 def request_mix(data: dict, rng: random.Random, count: int) -> list[tuple[str, object, dict]]:
     """(category, user, query params) — cursors are prepared outside the timed part."""
-    from connections.services import messages as svc
+    from connections.services.messages import queries, search
 
     member, root, conns, words = data["member"], data["root"], data["conns"], data["words"]
     common, middling, rare = words[:10], words[50:300], words[3000:]
     mix: list[tuple[str, object, dict]] = []
 
     def deep_pages(user, params: dict, depth: int) -> list[dict]:
-        filters, _ = svc.parse_filters(params)
+        filters, _ = search.parse_filters(params=params)
         pages, cursor = [], None
         for _ in range(depth):
-            page = svc.list_messages(user=user, filters=filters, older_than=cursor)
+            page = queries.list_messages(user=user, filters=filters, older_than=cursor)
             if not page.older:
                 break
             cursor = page.older
@@ -222,7 +222,7 @@ def main() -> int:
         from django.test.utils import setup_test_environment
         from django.urls import reverse
 
-        from connections.services.messages import ensure_message_indexes
+        from connections.services.messages.indexes import ensure_message_indexes
 
         setup_test_environment()
         # Tables straight from the models (as the test suite's --nomigrations does), so the

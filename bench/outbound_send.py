@@ -140,7 +140,8 @@ def main() -> None:
     from django.test import override_settings
 
     from connections.models import OutboundConnection, OutboxMessage, Tenant, UserCredential
-    from connections.services import credentials, outbox
+    from connections.services import outbox
+    from connections.services.setup import credentials
     from tests.mailservers import start_mail_servers
 
     po_python = ensure_post_office_venv()

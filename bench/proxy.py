@@ -64,7 +64,7 @@ def main() -> None:
 
         login = make_connection(servers, *servers.add_user())  # only for a deployed credential name
         from connections.models import UserCredential
-        from connections.services import credentials
+        from connections.services.setup import credentials
 
         microsocks = proxies["microsocks"]
         cred = UserCredential(tenant=login.tenant, name="proxy-login", username=microsocks.username)

@@ -99,7 +99,7 @@ def main() -> None:
         from django.utils import timezone
 
         from connections.models import InboundConnection, PollRun, Tenant, UserCredential
-        from connections.services import credentials
+        from connections.services.setup import credentials
 
         n = args.connections
         tenant = Tenant.objects.create(name="Bench", slug="bench")

@@ -28,7 +28,7 @@ from django.core.mail.message import EmailMessage
 
 from connections.conf import conf
 from .errors import ConfigurationError, ValidationError
-from .services import outbox
+from .services.access.lookup import find_connection
 from .services.outbound import bulk
 from .services.mime import AttachmentIn
 
@@ -61,7 +61,7 @@ class TenantMailBackend(BaseEmailBackend):
                     hint="set TENANTMAIL_EMAIL_TENANT and TENANTMAIL_EMAIL_CONNECTION, or pass tenant= and "
                     "connection= to get_connection()",
                 )
-            connection = outbox.resolve_connection(tenant=self.tenant, connection=self.connection_name)
+            connection = find_connection(tenant=self.tenant, name=self.connection_name, kind="outbound")
             self._has_default_recipients = bool(
                 (connection.default_to + connection.default_cc + connection.default_bcc).strip())
             self._connection_id = connection.pk

@@ -71,7 +71,7 @@ def parse_stored_messages(connection_id: int) -> int:
 @shared_task(name="connections.tasks.index_messages_for_search", ignore_result=True)
 def index_messages_for_search() -> int:
     """Stored mails into the body search indexes (after a poll, and every minute from beat)."""
-    from .services.messages import index_for_search
+    from .services.messages.indexes import index_for_search
 
     return index_for_search()
 
@@ -162,6 +162,6 @@ def sweep_webhooks() -> int:
 @shared_task(name="connections.tasks.purge_messages", ignore_result=True)
 def purge_messages() -> int:
     """Daily: apply every connection's keep_days / keep_sent_days."""
-    from .services import retention
+    from .services.messages import retention
 
     return retention.purge().messages

@@ -1,6 +1,6 @@
 """Web pages for polled messages: list, detail, safe HTML body, attachments, raw source.
 
-Thin: every decision is made in `connections.services.messages` / `.sanitize`.
+Thin: every decision is made in `connections.services.messages` (queries, search, details, files, sanitize).
 A message, attachment or raw file outside the user's tenants is a plain 404.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_safe
 
 from .middleware import FILE_POLICY, PAGE_POLICY, content_security_policy, frame_policy
-from .services import messages as svc
+from .services.messages import details, files, headers, queries, search
 
 LOGIN_URL = "messages:login"
 _STYLESHEET = Path(__file__).parent / "static" / "connections" / "messages.css"
@@ -49,7 +49,7 @@ def _not_found_on_miss(view: Callable[..., HttpResponse]) -> Callable[..., HttpR
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
         try:
             return view(request, *args, **kwargs)
-        except (svc.MessageNotFound, Http404):
+        except (queries.MessageNotFound, Http404):
             return _not_found(request)
 
     return wrapped
@@ -68,22 +68,22 @@ def reader(policy: str = "") -> Callable:
 
 @reader()
 def message_list(request: HttpRequest) -> HttpResponse:
-    filters, errors = svc.parse_filters(request.GET)
-    page = svc.list_messages(
+    filters, errors = search.parse_filters(params=request.GET)
+    page = queries.list_messages(
         user=request.user,
         filters=filters,
         older_than=request.GET.get("older"),
         newer_than=request.GET.get("newer"),
     )
     base = {k: v for k, v in request.GET.items() if k not in {"older", "newer"} and v}
-    connections = svc.visible_connections(user=request.user, selected=filters.connection_id)
+    connections = queries.visible_connections(user=request.user, selected=filters.connection_id)
     context = {
         "page": page,
         "filters": filters,
         "errors": errors,
         "connections": connections,
         "many_tenants": len({c["tenant__name"] for c in connections}) > 1,
-        "connection_groups": svc.group_by_tenant(connections),
+        "connection_groups": queries.group_by_tenant(connections),
         "newer_url": f"?{urlencode({**base, 'newer': page.newer})}" if page.newer else "",
         "older_url": f"?{urlencode({**base, 'older': page.older})}" if page.older else "",
         "first_url": f"?{urlencode(base)}" if base else "?",
@@ -93,23 +93,23 @@ def message_list(request: HttpRequest) -> HttpResponse:
 
 @reader()
 def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    message = svc.get_message(user=request.user, message_id=pk)
+    message = queries.get_message(user=request.user, message_id=pk)
     load_remote = request.GET.get("remote") == "1"
-    attachments = svc.attachments_of(message=message)
+    attachments = queries.attachments_of(message=message)
     body = None
     if message.html_body:
-        body = svc.sanitized_body(message=message, load_remote=load_remote, url_for=lambda a: "")
+        body = details.sanitized_body(message=message, load_remote=load_remote, url_for=lambda a: "")
     frame_url = reverse("messages:body", args=[pk]) + ("?remote=1" if load_remote else "")
     context = {
         "message": message,
-        "sender": svc.sender(message.from_header),
-        "subject": svc.decode_header_value(message.subject),
-        "to": svc.decode_header_value(message.to_header),
-        "cc": svc.decode_header_value(message.cc_header),
-        "reply_to": svc.decode_header_value(message.reply_to_header),
-        "headers": svc.raw_headers(message=message),
+        "sender": headers.sender(message.from_header),
+        "subject": headers.decode_header_value(message.subject),
+        "to": headers.decode_header_value(message.to_header),
+        "cc": headers.decode_header_value(message.cc_header),
+        "reply_to": headers.decode_header_value(message.reply_to_header),
+        "headers": headers.raw_headers(message=message),
         "attachments": attachments,
-        "problems": svc.parse_problems(message=message),
+        "problems": details.parse_problems(message=message),
         "frame_url": frame_url,
         "blocked_remote": body.blocked_remote if body else 0,
         "load_remote": load_remote,
@@ -121,9 +121,9 @@ def message_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @xframe_options_sameorigin
 def message_body(request: HttpRequest, pk: int) -> HttpResponse:
     """The sanitised HTML body as its own document, for the sandboxed iframe."""
-    message = svc.get_message(user=request.user, message_id=pk)
+    message = queries.get_message(user=request.user, message_id=pk)
     load_remote = request.GET.get("remote") == "1"
-    body = svc.sanitized_body(
+    body = details.sanitized_body(
         message=message,
         load_remote=load_remote,
         url_for=lambda att: reverse("messages:inline", args=[pk, att.pk]),
@@ -144,10 +144,10 @@ def _raw_file(message):
 @reader(FILE_POLICY)
 def message_source(request: HttpRequest, pk: int) -> HttpResponse:
     """The raw message as plain text ("view source")."""
-    message = svc.get_message(user=request.user, message_id=pk)
-    charset = svc.raw_charset(message=message)
+    message = queries.get_message(user=request.user, message_id=pk)
+    charset = details.raw_charset(message=message)
     response = FileResponse(_raw_file(message), content_type=f"text/plain; charset={charset}")
-    response["Content-Disposition"] = svc.content_disposition(filename=f"message-{pk}.txt", disposition="inline")
+    response["Content-Disposition"] = files.content_disposition(filename=f"message-{pk}.txt", disposition="inline")
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response)
 
@@ -155,9 +155,9 @@ def message_source(request: HttpRequest, pk: int) -> HttpResponse:
 @reader(FILE_POLICY)
 def message_raw(request: HttpRequest, pk: int) -> HttpResponse:
     """Download of the raw .eml, byte for byte as received."""
-    message = svc.get_message(user=request.user, message_id=pk)
+    message = queries.get_message(user=request.user, message_id=pk)
     response = FileResponse(_raw_file(message), content_type="message/rfc822")
-    response["Content-Disposition"] = svc.content_disposition(filename=f"message-{pk}.eml")
+    response["Content-Disposition"] = files.content_disposition(filename=f"message-{pk}.eml")
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response)
 
@@ -171,9 +171,9 @@ def _attachment_file(attachment):
 
 @reader(FILE_POLICY)
 def attachment_download(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
-    attachment = svc.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
-    response = FileResponse(_attachment_file(attachment), content_type=svc.stored_content_type(attachment))
-    response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename)
+    attachment = queries.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
+    response = FileResponse(_attachment_file(attachment), content_type=files.stored_content_type(attachment))
+    response["Content-Disposition"] = files.content_disposition(filename=attachment.filename)
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response)
 
@@ -181,11 +181,11 @@ def attachment_download(request: HttpRequest, pk: int, attachment_id: int) -> Ht
 @reader(FILE_POLICY)
 def attachment_inline(request: HttpRequest, pk: int, attachment_id: int) -> HttpResponse:
     """An inline image for the HTML body (cid:); only raster image types, never SVG or HTML."""
-    attachment = svc.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
-    if not svc.is_inline_image(attachment):
+    attachment = queries.get_attachment(user=request.user, message_id=pk, attachment_id=attachment_id)
+    if not files.is_inline_image(attachment):
         raise Http404("Not an image that can be shown inline.")
-    response = FileResponse(_attachment_file(attachment), content_type=svc.inline_content_type(attachment))
-    response["Content-Disposition"] = svc.content_disposition(filename=attachment.filename, disposition="inline")
+    response = FileResponse(_attachment_file(attachment), content_type=files.inline_content_type(attachment))
+    response["Content-Disposition"] = files.content_disposition(filename=attachment.filename, disposition="inline")
     response["X-Content-Type-Options"] = "nosniff"
     return _private(response, cacheable=True)
 

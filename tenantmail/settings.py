@@ -325,7 +325,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Error reports (DEBUG pages, admin mails) hide secret-named locals in every frame.
-DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.credentials.SecretSafeExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "connections.services.setup.credentials.SecretSafeExceptionReporterFilter"
 
 LOGGING = {
     "version": 1,

@@ -17,7 +17,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from ..errors import TenantMailError
 from ..models import Authentication, InboundConnection, OutboundConnection, Protection, UserCredential
-from ..services import tenancy
+from ..services.access import tenancy
 from ..services.setup import mailbox
 
 TEMPLATE = "admin/connections/add_mailbox.html"

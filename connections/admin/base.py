@@ -29,8 +29,8 @@ from django.core.exceptions import FieldDoesNotExist, PermissionDenied
 from django.db import models
 from django.http import Http404, HttpRequest
 
-from ..services import tenancy
-from ..services.tenancy import Action
+from ..services.access import tenancy
+from ..services.access.tenancy import Action
 
 # Which role right an admin action needs, from its `permissions=[...]`.
 _ACTION_NEEDS: dict[str, Action] = {

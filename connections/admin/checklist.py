@@ -22,9 +22,11 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from ..models import Readiness
-from ..services import checklist, dates, switches
-from ..services.connection_settings import short_warnings, warnings_for
-from ..services.diagram import diagram_svg
+from ..services.setup import checklist, switches
+from ..services.common import dates
+from ..services.setup.connection_settings import connection_kind
+from ..services.setup.warnings import security_warnings, short_warnings
+from ..services.setup.diagram import diagram_svg
 
 PANEL_TEMPLATE = "admin/connections/checklist_panel.html"
 CHECKLIST_FIELDS = ("setup_checklist", "connection_diagram")
@@ -76,13 +78,13 @@ class ReadinessListFilter(admin.SimpleListFilter):
         value = self.value()
         if value not in Readiness.values:
             return queryset
-        return queryset.filter(pk__in=checklist.ids_with_readiness(queryset, value))
+        return queryset.filter(pk__in=checklist.ids_with_readiness(queryset=queryset, value=value))
 
 
 def render_panel(connection: Any, *, refresh_url: str = "", test_url: str = "") -> str:
     """The checklist panel's HTML for one connection (`test_url`: a Test connection button)."""
     return render_to_string(PANEL_TEMPLATE, {
-        "evaluation": checklist.evaluation(connection), "refresh_url": refresh_url, "test_url": test_url,
+        "evaluation": checklist.evaluation(connection=connection), "refresh_url": refresh_url, "test_url": test_url,
     }, request=_REQUEST.get())  # the request: its CSP nonce for the panel's script
 
 
@@ -141,7 +143,7 @@ class SetupChecklistAdminMixin:
     def connection_diagram(self, obj: Any) -> str:
         if obj is None or obj.pk is None or not obj.host:
             return "—"
-        return mark_safe(diagram_svg(obj))  # noqa: S308 - every label escaped by diagram_svg
+        return mark_safe(diagram_svg(connection=obj))  # noqa: S308 - every label escaped by diagram_svg
 
     def _checklist_url(self, obj: Any) -> str:
         opts = self.model._meta  # type: ignore[attr-defined]
@@ -176,13 +178,13 @@ class SetupChecklistAdminMixin:
 
     def get_changelist_instance(self, request: HttpRequest):
         cl = super().get_changelist_instance(request)  # type: ignore[misc]
-        for ev in checklist.evaluate_many(cl.result_list):
+        for ev in checklist.evaluate_many(connections=cl.result_list):
             ev.connection._tm_evaluation = ev
         return cl
 
     @admin.display(description="readiness")
     def readiness(self, obj: Any) -> str:
-        ev = getattr(obj, "_tm_evaluation", None) or checklist.evaluation(obj)
+        ev = getattr(obj, "_tm_evaluation", None) or checklist.evaluation(connection=obj)
         value = ev.readiness
         problems = ev.problems
         tip = "; ".join(f"{i.symbol} {i.state_text}" for i in problems[:4])
@@ -191,12 +193,12 @@ class SetupChecklistAdminMixin:
             'border-radius:9px;color:#fff;background:{}">{}</span>',
             value.value, tip, READINESS_COLOURS[value], value.label,
         )
-        risky = short_warnings(obj)
+        risky = short_warnings(connection=obj)
         if not risky:
             return badge
         return format_html(
             '{}<br><span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
-            badge, " ".join(warnings_for(obj)), ", ".join(risky),
+            badge, " ".join(security_warnings(connection=obj)), ", ".join(risky),
         )
 
     @admin.display(description="last error")
@@ -253,7 +255,7 @@ class SetupChecklistAdminMixin:
 
     # --- Enable / Disable: a switch, open to operators (docs/admin.md says why)
     def _switch(self, request: HttpRequest, queryset, *, enabled: bool) -> None:
-        kind = checklist.kind_of(self.model())  # type: ignore[attr-defined]
+        kind = connection_kind(self.model())  # type: ignore[attr-defined]
         ids = [obj.pk for obj in queryset if self.has_run_permission(request, obj)]  # type: ignore[attr-defined]
         result = switches.set_enabled(kind=kind, connection_ids=ids, enabled=enabled)
         word = "Enabled" if enabled else "Disabled"

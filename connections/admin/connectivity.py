@@ -17,7 +17,7 @@ It adds, without any other change to the admin:
 - the admin action "Test connection" and a "last test" list column.
 
 Running a test needs the operator role in the connection's tenant (``has_run_permission``);
-viewers see the last result only. All work is done by ``connections.services.connectivity``.
+viewers see the last result only. All work is done by ``connections.services.setup.connectivity``.
 """
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ from django.utils.safestring import mark_safe
 
 from connections.conf import conf
 from ..errors import TenantMailError
-from ..services import connectivity, dates
-from ..services.connection_settings import connection_kind, short_warnings, warnings_for
+from ..services.setup import connectivity, connectivity_report
+from ..services.common import dates
+from ..services.setup.connection_settings import connection_kind
+from ..services.setup.warnings import security_warnings, short_warnings
 
 CHANGE_FORM_TEMPLATE = "admin/connections/connectivity_change_form.html"
 PANEL_TEMPLATE = "admin/connections/connectivity_result.html"
@@ -217,7 +219,7 @@ class ConnectivityTestAdminMixin:
         # Risky settings show wherever the connection is listed, not only on its page.
         columns = [*columns, *(c for c in ("security_warnings", "last_test") if c not in columns)]
         if hasattr(self, "readiness"):  # with the setup checklist: its columns, in its order
-            from ..services import tenancy
+            from ..services.access import tenancy
             from .checklist import arrange_columns
 
             columns = arrange_columns(columns, one_tenant=tenancy.sole_tenant_id(request.user) is not None)
@@ -225,12 +227,12 @@ class ConnectivityTestAdminMixin:
 
     @admin.display(description="warnings")
     def security_warnings(self, obj: Any) -> str:
-        items = short_warnings(obj)
+        items = short_warnings(connection=obj)
         if not items:
             return "–"
         return format_html(
             '<span class="tm-security-warning" title="{}" style="color:#b36b00">&#9888; {}</span>',
-            " ".join(warnings_for(obj)), ", ".join(items),
+            " ".join(security_warnings(connection=obj)), ", ".join(items),
         )
 
     @admin.display(description="last test", ordering="last_test_at")
@@ -273,10 +275,10 @@ def render_connectivity_panel(obj: Any, *, test_url: str = "", in_form: bool = F
         chain = detail.get("chain_pem") or (detail.get("certificate") or {}).get("chain_pem") or ""
         # The same readable lines as `manage.py test_connection -v2` (features, EHLO lines, yes/no).
         features = detail.get("features") if step.get("name") == "capabilities" else None
-        steps.append({**step, "detail_items": connectivity.step_details(step, everything=True), "chain_pem": chain,
-                      "features": connectivity.describe_features(features) if isinstance(features, dict) else ""})
+        steps.append({**step, "detail_items": connectivity_report.step_details(step, everything=True), "chain_pem": chain,
+                      "features": connectivity_report.describe_features(features) if isinstance(features, dict) else ""})
     return render_to_string(PANEL_TEMPLATE, {
         "obj": obj, "kind": connection_kind(obj), "report": report, "steps": steps,
-        "warnings": warnings_for(obj), "test_url": test_url, "in_form": in_form,
+        "warnings": security_warnings(connection=obj), "test_url": test_url, "in_form": in_form,
         "confirmations": confirmations or [],
     })

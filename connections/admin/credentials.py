@@ -3,7 +3,7 @@
 The password is never rendered back into any page: the form has two empty password
 inputs (new password and confirmation; left blank on change = unchanged), lists show a
 mask, and a stored password that cannot be decrypted shows as an error, not a 500.
-All work is done by connections.services.credentials.
+All work is done by connections.services.setup.credentials.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from django.views.decorators.debug import sensitive_post_parameters
 from ..errors import TenantMailError
 from ..models import CredentialKind, CredentialStatus, UserCredential
 from ..models.credentials import MASK, PASSWORD_MAX_LENGTH
-from ..services import credentials as service
-from ..services import tenancy
+from ..services.setup import credentials as service
+from ..services.access import tenancy
 from .base import TenantScopedAdmin
 from .predeploy import EnteredValuesTestAdminMixin
 
@@ -148,7 +148,7 @@ class UserCredentialAdmin(EnteredValuesTestAdminMixin, TenantScopedAdmin):
     kind = CredentialKind.USER  # the OAuth2 kinds have their own pages (admin/oauth2.py)
 
     def get_queryset(self, request: HttpRequest):
-        return service.with_usage_counts(super().get_queryset(request).filter(kind=self.kind))
+        return service.with_usage_counts(qs=super().get_queryset(request).filter(kind=self.kind))
 
     def get_list_display(self, request: HttpRequest):
         fields = list(super().get_list_display(request))

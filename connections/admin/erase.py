@@ -1,5 +1,5 @@
 """Erasing stored mail from the admin (data-protection requests): admin role, a reason,
-an admin log entry per message (services.retention.erase)."""
+an admin log entry per message (services.messages.retention.erase)."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
@@ -8,7 +8,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from ..errors import TenantMailError
-from ..services import retention, tenancy
+from ..services.messages import retention
+from ..services.access import tenancy
 
 
 class EraseMessagesAdminMixin:

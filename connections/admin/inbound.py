@@ -1,7 +1,8 @@
 """Admin of inbound connections, their poll history and the stored messages.
 
-Thin: validation, warnings, scheduling and polling are in connections.services.inbound
-(checks, schedule, dispatch, history); "Poll now" only queues the poll task.
+Thin: validation, scheduling and polling are in connections.services.inbound (checks,
+schedule, dispatch, history), the settings warnings in connections.services.setup.warnings;
+"Poll now" only queues the poll task.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from django.utils.http import urlencode
 
 from ..models import Attachment, InboundConnection, PollOutcome, PollRun, StoredMessage
 from ..services.inbound import checks, dispatch, history, schedule
+from ..services.setup.warnings import processing_warnings
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .add_mailbox import AddMailboxAdminMixin
@@ -114,7 +116,7 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
         super().save_model(request, obj, form, change)
         if not change or obj.next_poll_at is None or any(f in form.changed_data for f in SCHEDULE_FIELDS):
             schedule.reschedule(connection=obj)
-        for warning in checks.warnings_for(obj):
+        for warning in processing_warnings(connection=obj):
             messages.warning(request, warning)
 
     # --- read-only panels
@@ -122,12 +124,12 @@ class InboundConnectionAdmin(PushPanelMixin, AddMailboxAdminMixin, ImapStateFiel
     def configuration_warnings(self, obj: InboundConnection | None) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        items = checks.warnings_for(obj)
+        items = processing_warnings(connection=obj)
         if not items:
             from ..models import Readiness
-            from ..services import checklist
+            from ..services.setup import checklist
 
-            if checklist.readiness(obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
+            if checklist.readiness(connection=obj) == Readiness.BLOCKED:  # "No warnings." beside Blocked misled
                 return format_html('<span style="color:#ba2121">{}</span>',
                                    "No warnings about these settings, but the connection is Blocked: "
                                    "see the setup checklist above.")

@@ -10,7 +10,7 @@ from django.urls import path, reverse
 
 from connections.conf import conf
 from ..models import Alert, AlertSettings, AlertState
-from ..services import tenancy
+from ..services.access import tenancy
 from ..services.monitoring import alerts as alert_service
 from ..services.monitoring import operations
 from .base import TenantScopedAdmin

@@ -18,7 +18,9 @@ from django.utils.http import urlencode
 
 from ..errors import TenantMailError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
-from ..services import dates, mime, outbox, tenancy
+from ..services import mime, outbox
+from ..services.common import dates
+from ..services.access import tenancy
 from ..services.outbound import recovery
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin

@@ -12,8 +12,8 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.urls import path, reverse
 
 from ..models import CredentialKind, InboundConnection, OutboundConnection, UserCredential
-from ..services import credentials as credential_service
-from ..services import predeploy
+from ..services.setup import credentials as credential_service
+from ..services.setup import predeploy
 
 MODELS = {"inbound": InboundConnection, "outbound": OutboundConnection}
 

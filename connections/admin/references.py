@@ -15,7 +15,8 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from ..models import Readiness, UserCredential
-from ..services import checklist, tenancy
+from ..services.setup import checklist
+from ..services.access import tenancy
 
 
 class CredentialNameInput(forms.TextInput):
@@ -60,7 +61,7 @@ class CredentialReferenceAdminMixin:
 
     def save_model(self, request: HttpRequest, obj: Any, form, change: bool) -> None:
         super().save_model(request, obj, form, change)  # type: ignore[misc]
-        evaluation = checklist.evaluation(obj)
+        evaluation = checklist.evaluation(connection=obj)
         if evaluation.readiness == Readiness.BLOCKED:
             why = "; ".join(f"{i.label}: {i.detail}" for i in evaluation.problems if i.state == checklist.FAIL)
             messages.warning(request, f"Saved, but '{obj.name}' is Blocked and will not work until this is fixed: "

@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from ..models import Membership, Tenant
-from ..services import tenancy
+from ..services.access import tenancy
 from .base import HideOtherTenantsObjectsMixin
 
 

@@ -11,7 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from ..models import ApiScope, ApiToken, Webhook, WebhookDelivery
-from ..services import api_tokens, webhooks
+from ..services import webhooks
+from ..services.access import api_tokens
 from .base import TenantScopedAdmin
 
 

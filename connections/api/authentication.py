@@ -7,11 +7,11 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from ..models import ApiToken, Role
-from ..services import api_tokens
+from ..services.access import api_tokens
 
 
 class TokenPrincipal:
-    """What `services.tenancy` needs of a user: member (viewer) of the token's tenant only."""
+    """What `services.access.tenancy` needs of a user: member (viewer) of the token's tenant only."""
 
     is_authenticated = True
     is_active = True

@@ -16,7 +16,10 @@ from rest_framework.views import APIView
 
 from ..errors import TenantMailError
 from ..models import ApiScope
-from ..services import api_outbox, connection_states, messages as svc
+from ..services import api_outbox
+from ..services.messages import details, files, headers, queries, search
+from ..services.access.lookup import ConnectionNotFound, find_connection
+from ..services.setup import connection_states
 from ..services.webhooks import payloads
 from . import serializers as s
 from .authentication import BearerTokenAuthentication
@@ -34,7 +37,7 @@ class ApiView(APIView):
     required_scopes: tuple[str, ...] = ()
 
     def handle_exception(self, exc):
-        if isinstance(exc, svc.MessageNotFound):
+        if isinstance(exc, queries.MessageNotFound):
             exc = NotFound(exc.message)
         elif isinstance(exc, api_outbox.OutboxNotFound):
             exc = NotFound(exc.message)
@@ -48,12 +51,12 @@ class ApiView(APIView):
 
 def _message_item(m) -> dict:
     item = {
-        "id": m.pk, "connection": m.connection.name, "subject": svc.decode_header_value(m.subject),
+        "id": m.pk, "connection": m.connection.name, "subject": headers.decode_header_value(m.subject),
         "date": m.date.isoformat() if m.date else None, "fetched_at": m.fetched_at.isoformat(),
         "has_attachments": m.has_attachments, "purged": m.purged_at is not None,
         "url": payloads.api_url(f"messages/{m.pk}/"),
     }
-    item["from"] = svc.decode_header_value(m.from_header)
+    item["from"] = headers.decode_header_value(m.from_header)
     return item
 
 
@@ -65,7 +68,7 @@ LIST_PARAMETERS = [
     OpenApiParameter("attachments", str, enum=["yes", "no"]),
     OpenApiParameter("older", str, description="Cursor: the page after (older than) it."),
     OpenApiParameter("newer", str, description="Cursor: the page before (newer than) it."),
-    OpenApiParameter("page_size", int, description=f"1 to {MAX_PAGE_SIZE} (default {svc.PAGE_SIZE})."),
+    OpenApiParameter("page_size", int, description=f"1 to {MAX_PAGE_SIZE} (default {queries.PAGE_SIZE})."),
 ]
 
 
@@ -79,21 +82,24 @@ class MessageListView(ApiView):
         token = request.auth
         raw_conn = (params.get("connection") or "").strip()
         if raw_conn and not raw_conn.isdigit():
-            found = connection_states.inbound_connection_id(tenant_id=token.tenant_id, name=raw_conn)
-            params["connection"] = str(found or 0)
-        filters, errors = svc.parse_filters(params)
+            try:
+                found = find_connection(tenant=token.tenant_id, name=raw_conn, kind="inbound").pk
+            except ConnectionNotFound:
+                found = 0
+            params["connection"] = str(found)
+        filters, errors = search.parse_filters(params=params)
         if raw_conn and (filters.connection_id is None or filters.connection_id == 0):
-            filters = svc.MessageFilters(query=filters.query, connection_id=-1, date_from=filters.date_from,
+            filters = search.MessageFilters(query=filters.query, connection_id=-1, date_from=filters.date_from,
                                          date_to=filters.date_to, has_attachments=filters.has_attachments)
         if errors:
             raise DRFValidationError({"detail": errors})
         try:
-            size = int(params.get("page_size") or svc.PAGE_SIZE)
+            size = int(params.get("page_size") or queries.PAGE_SIZE)
         except ValueError:
             size = 0
         if not 1 <= size <= MAX_PAGE_SIZE:
             raise DRFValidationError({"page_size": [f"Give a whole number from 1 to {MAX_PAGE_SIZE}."]})
-        items, newer, older = svc.message_page(
+        items, newer, older = queries.message_page(
             user=request.user, filters=filters, older_than=params.get("older"), newer_than=params.get("newer"),
             page_size=size, fields=("purged_at",),
         )
@@ -112,14 +118,14 @@ class MessageDetailView(ApiView):
 
     @extend_schema(responses={200: s.MessageDetailSerializer, **_ERRORS})
     def get(self, request, pk: int):
-        message = svc.get_message(user=request.user, message_id=pk)
-        attachments = svc.attachments_of(message=message)
+        message = queries.get_message(user=request.user, message_id=pk)
+        attachments = queries.attachments_of(message=message)
         data = payloads.message_data(message, attachments)
         data.pop("tenant", None)
         data.update(
-            tenant=message.tenant.slug, reply_to=svc.decode_header_value(message.reply_to_header),
+            tenant=message.tenant.slug, reply_to=headers.decode_header_value(message.reply_to_header),
             text=message.text_body, html=message.html_body,
-            problems=[p.text for p in svc.parse_problems(message=message)],
+            problems=[p.text for p in details.parse_problems(message=message)],
         )
         return Response(data)
 
@@ -139,11 +145,11 @@ class MessageRawView(ApiView):
     @extend_schema(responses={(200, "message/rfc822"): OpenApiResponse(OpenApiTypes.BINARY, description="The raw mail."),
                               410: s.ErrorSerializer, **_ERRORS})
     def get(self, request, pk: int):
-        message = svc.get_message(user=request.user, message_id=pk)
+        message = queries.get_message(user=request.user, message_id=pk)
         if message.purged_at or not message.raw:
             return Response({"detail": "The raw mail was removed (retention or erasure)."}, status=410)
         return _file(message.raw, content_type="message/rfc822",
-                     disposition=svc.content_disposition(filename=f"message-{message.pk}.eml"))
+                     disposition=files.content_disposition(filename=f"message-{message.pk}.eml"))
 
 
 class AttachmentView(ApiView):
@@ -152,13 +158,13 @@ class AttachmentView(ApiView):
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
         OpenApiTypes.BINARY, description="The attachment, with its stored content type."), **_ERRORS})
     def get(self, request, pk: int, n: int):
-        message = svc.get_message(user=request.user, message_id=pk)
-        attachments = svc.attachments_of(message=message)
+        message = queries.get_message(user=request.user, message_id=pk)
+        attachments = queries.attachments_of(message=message)
         if not 0 <= n < len(attachments):
             raise NotFound("No such attachment.")
         att = attachments[n]
-        return _file(att.file, content_type=svc.stored_content_type(att),
-                     disposition=svc.content_disposition(filename=att.filename or f"attachment-{n}"))
+        return _file(att.file, content_type=files.stored_content_type(att),
+                     disposition=files.content_disposition(filename=att.filename or f"attachment-{n}"))
 
 
 def _request_hash(data) -> str:

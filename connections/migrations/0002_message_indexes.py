@@ -1,6 +1,6 @@
 """List and search indexes of the message pages: expression and trigram indexes that a
 model's Meta cannot express portably, as they were at this migration (frozen here: the
-current definitions live in connections.services.messages and 0003 moves to them)."""
+current definitions live in connections.services.messages.indexes and 0003 moves to them)."""
 from django.db import DatabaseError, migrations, transaction
 
 _TABLE = "connections_storedmessage"
@@ -37,7 +37,7 @@ def create(apps, schema_editor) -> None:
                 with transaction.atomic(using=conn.alias):  # a refusal must not abort the migration
                     cursor.execute(_TRGM)
             except DatabaseError:
-                trigram = False  # search works without them, only slower (see services.messages)
+                trigram = False  # search works without them, only slower (see services.messages.indexes)
         for sql in SQL.get(conn.vendor, []):
             if trigram or "gin_trgm_ops" not in sql:
                 cursor.execute(sql)

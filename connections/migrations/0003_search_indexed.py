@@ -5,7 +5,7 @@ are compressed with lz4 where PostgreSQL offers it."""
 from django.db import DatabaseError, migrations, models, transaction
 
 _TABLE = "connections_storedmessage"
-# Frozen copies of services.messages.TEXT_INDEX_SQL / HTML_ONLY_INDEX_SQL at this migration.
+# Frozen copies of services.messages.indexes.TEXT_INDEX_SQL / HTML_ONLY_INDEX_SQL at this migration.
 PARTIAL = [
     f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} "
     "USING gin (UPPER(text_body) gin_trgm_ops) WHERE search_indexed",
@@ -13,7 +13,7 @@ PARTIAL = [
     "USING gin (UPPER(html_body) gin_trgm_ops) WHERE text_body = '' AND search_indexed",
 ]
 # Expression statistics: the partial indexes' own statistics do not reach the search's
-# OR arms (see services.messages.EXPRESSION_STATISTICS_SQL).
+# OR arms (see services.messages.indexes.EXPRESSION_STATISTICS_SQL).
 STATISTICS = [
     f"CREATE STATISTICS IF NOT EXISTS message_text_upper_stats ON (UPPER(text_body)) FROM {_TABLE}",
     f"CREATE STATISTICS IF NOT EXISTS message_html_upper_stats ON (UPPER(html_body)) FROM {_TABLE}",

@@ -74,7 +74,7 @@ class InboundConnection(ConnectionBase):
     # the server only for UIDs from there on (new mails always get higher UIDs).
     imap_uid_next = models.BigIntegerField("IMAP next unseen UID", null=True, blank=True, editable=False)
     imap_uid_scope = models.CharField(max_length=64, blank=True, default="", editable=False)
-    # Retention (services/retention.py): stored mail older than this loses its bodies,
+    # Retention (services/messages/retention.py): stored mail older than this loses its bodies,
     # attachments and raw file; the row stays so the mail is never fetched again.
     keep_days = models.PositiveIntegerField(
         "keep stored mail (days)", null=True, blank=True,

@@ -28,7 +28,7 @@ class StoredMessage(TenantOwned):
     raw_sha256 = models.CharField(max_length=64, db_index=True)
     text_body = models.TextField(blank=True)
     html_body = models.TextField(blank=True)
-    # html_body sanitised once, when the mail is parsed (services.safe_html); None for a mail
+    # html_body sanitised once, when the mail is parsed (services.messages.safe_html); None for a mail
     # stored before that existed: the first page that shows it fills it in.
     safe_html = models.TextField(null=True, blank=True, editable=False)
     has_attachments = models.BooleanField(default=False)
@@ -39,10 +39,10 @@ class StoredMessage(TenantOwned):
     post_processed_at = models.DateTimeField(null=True, blank=True)
     # In the body search indexes yet? The poll stores mails with False, so that extracting
     # trigrams from their bodies (milliseconds a mail) stays off its path; the
-    # index_messages_for_search task sets it in batches (services.messages.index_for_search).
+    # index_messages_for_search task sets it in batches (services.messages.indexes.index_for_search).
     # Search finds a mail either way: an unindexed one is read directly.
     search_indexed = models.BooleanField(default=False)
-    # Retention: when bodies, attachments and raw file were removed (services/retention.py).
+    # Retention: when bodies, attachments and raw file were removed (services/messages/retention.py).
     # The row stays, so that the server's copy is never fetched again.
     purged_at = models.DateTimeField(null=True, blank=True)
 

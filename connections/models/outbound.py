@@ -90,7 +90,7 @@ class OutboundConnection(ConnectionBase):
                                     default=BodyCharset.UTF8)
     transfer_encoding = models.CharField("Content-Transfer-Encoding", max_length=20,
                                          choices=TransferEncoding.choices, default=TransferEncoding.AUTO)
-    # Retention (services/retention.py): finished outbox messages older than this are deleted.
+    # Retention (services/messages/retention.py): finished outbox messages older than this are deleted.
     keep_sent_days = models.PositiveIntegerField(
         "keep finished outbox messages (days)", null=True, blank=True,
         help_text="Sent, failed and cancelled messages older than this are deleted. Empty: keep forever.",

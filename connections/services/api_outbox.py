@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from ..errors import TenantMailError, ValidationError
-from ..models import ApiIdempotencyKey, OutboundConnection, OutboxMessage
+from ..models import ApiIdempotencyKey, OutboxMessage
 from . import outbox
+from .access.lookup import ConnectionNotFound, find_connection
 from .mime import AttachmentIn
 
 
@@ -42,9 +43,10 @@ def submit(*, tenant_id: int, data: dict, idempotency_key: str | None, request_h
         earlier = _earlier(tenant_id, idempotency_key, request_hash)
         if earlier:
             return earlier
-    connection = OutboundConnection.objects.filter(tenant_id=tenant_id, name=data["connection"]).first()
-    if connection is None:
-        raise ValidationError(f"The tenant has no outbound connection named '{data['connection']}'.")
+    try:
+        connection = find_connection(tenant=tenant_id, name=data["connection"], kind="outbound")
+    except ConnectionNotFound:
+        raise ValidationError(f"The tenant has no outbound connection named '{data['connection']}'.") from None
     attachments = [AttachmentIn(a["filename"], a["content_base64"], a.get("content_type") or "application/octet-stream")
                    for a in data.get("attachments") or []]
     try:

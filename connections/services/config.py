@@ -46,7 +46,8 @@ from ..models import (
     UserCredential,
 )
 from ..models.credentials import PASSWORD_MAX_LENGTH
-from . import config_webhooks, pem
+from . import config_webhooks
+from .common import pem
 from .monitoring import alerts_config
 from .oauth2 import config as oauth2_config
 from .proxies import config as proxy_config
@@ -1063,7 +1064,7 @@ def _plan_and_write(
 
 def _may_deploy(user: Any, tenant_id: int | None) -> bool:
     """The deploy permission of the --user, checked while planning (before anything is written)."""
-    from . import tenancy
+    from .access import tenancy
 
     if tenant_id is None:  # a tenant the file creates: nobody is a member yet
         return tenancy.tenant_ids(user, action="run") is None
@@ -1120,7 +1121,7 @@ def _refuse_protected_deletes(errors: list[str], t: _TenantItem, doomed: list[tu
 
 
 def _write(work: list[tuple[str, Any]], *, user: Any) -> None:
-    from . import credentials as credential_service
+    from .setup import credentials as credential_service
 
     tenants: dict[str, Tenant] = {}
     deploys: list[UserCredential] = []

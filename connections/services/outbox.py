@@ -34,8 +34,8 @@ from django.utils import timezone
 
 from connections.conf import conf
 from .. import signals
-from ..errors import ConfigurationError, NotFound, TenantMailError, ValidationError, no_tenant
-from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress, Tenant
+from ..errors import ConfigurationError, TenantMailError, ValidationError
+from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus, SendProgress
 from . import mime
 from .outbound import attributes, fastmime, parallel, recovery, templates
 from .outbound.writer import _entry, _NotOurs, _update, _Writer  # noqa: F401 - _Writer: tests tune it
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "AttachmentIn", "SendReport", "enqueue", "prepare", "store", "send_due", "send_now",
-    "dispatch_due", "requeue", "cancel", "stale_cutoff", "send_test_mail", "resolve_connection",
+    "dispatch_due", "requeue", "cancel", "stale_cutoff", "send_test_mail",
     "known_size_limit", "kick",
 ]
 
@@ -116,28 +116,6 @@ class PreparedMessage:
 
     def __repr__(self) -> str:
         return f"PreparedMessage({self.message_id}, {len(self.mime)} bytes, to {len(self.envelope_to)})"
-
-
-def resolve_connection(*, tenant: str | int | Tenant, connection: str | int) -> OutboundConnection:
-    """An outbound connection by tenant (slug, id or object) and name (or id)."""
-    qs = OutboundConnection.objects.select_related("tenant")
-    if isinstance(tenant, Tenant):
-        qs = qs.filter(tenant=tenant)
-    elif isinstance(tenant, int):
-        qs = qs.filter(tenant_id=tenant)
-    else:
-        if not Tenant.objects.filter(slug=tenant).exists():
-            raise NotFound(no_tenant(tenant), hint="see the tenants in the admin")
-        qs = qs.filter(tenant__slug=tenant)
-    lookup = {"pk": connection} if isinstance(connection, int) else {"name": connection}
-    try:
-        return qs.get(**lookup)
-    except OutboundConnection.DoesNotExist:
-        names = ", ".join(qs.values_list("name", flat=True)[:20]) or "none"
-        raise NotFound(
-            f"The tenant has no outbound connection named '{connection}'.",
-            hint=f"its outbound connections: {names}",
-        ) from None
 
 
 def prepare(
@@ -713,7 +691,7 @@ def _text(text: Any) -> str:
 def _open_session(connection: OutboundConnection):
     """An SMTPClient (not yet entered) for the connection, with its deployed credential."""
     from ..mail.smtp import SMTPClient
-    from .connection_settings import mail_settings_for, open_credential
+    from .setup.connection_settings import mail_settings_for, open_credential
 
     from .oauth2.connect import login
 
@@ -880,7 +858,7 @@ class ActionResult:
 def _scoped(message_ids: Iterable[int], user) -> Any:
     qs = OutboxMessage.objects.filter(pk__in=list(message_ids))
     if user is not None:
-        from . import tenancy
+        from .access import tenancy
 
         qs = tenancy.scope(qs, user, action="run")
     return qs

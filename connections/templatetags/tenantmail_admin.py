@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django import template
 
-from ..services import dashboard
+from ..services.setup import dashboard
 
 register = template.Library()
 
@@ -20,8 +20,8 @@ def tenant_dashboard(context) -> list:
 
 @register.simple_tag(takes_context=True)
 def first_steps(context) -> list:
-    """The three first steps while the user sees no connection (connections.services.first_steps)."""
-    from ..services.first_steps import first_steps as steps
+    """The three first steps while the user sees no connection (connections.services.setup.first_steps)."""
+    from ..services.setup.first_steps import first_steps as steps
 
     request = context.get("request")
     user = getattr(request, "user", None) or context.get("user")
@@ -48,8 +48,8 @@ def admin_change_url(connection) -> str:
 
 @register.filter
 def tm_when(value, arg: str = "") -> str:
-    """A moment in the admin's one format (connections.services.dates): `{{ dt|tm_when }}`,
+    """A moment in the admin's one format (connections.services.common.dates): `{{ dt|tm_when }}`,
     `{{ dt|tm_when:"seconds" }}`."""
-    from ..services import dates
+    from ..services.common import dates
 
     return dates.short(value, seconds=arg == "seconds")

@@ -27,7 +27,7 @@ def _card(request, user) -> dict | None:
     from django.urls import reverse
 
     from ..models import Alert, AlertState
-    from ..services import tenancy
+    from ..services.access import tenancy
 
     model_admin = admin.site._registry.get(Alert)
     if model_admin is None or not model_admin.has_view_permission(request):

@@ -18,7 +18,7 @@ from connections.models import (
     UserCredential,
 )
 from connections.services import config
-from connections.services import credentials as credential_service
+from connections.services.setup import credentials as credential_service
 
 pytestmark = pytest.mark.django_db
 

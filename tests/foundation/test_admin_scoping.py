@@ -15,7 +15,7 @@ from connections.admin.base import TenantScopedAdmin
 from connections.models import (
     Membership, OutboundConnection, OutboxMessage, Role, Tenant, UserCredential,
 )
-from connections.services import credentials as credential_service
+from connections.services.setup import credentials as credential_service
 
 PASSWORD = "login-pw-42"
 

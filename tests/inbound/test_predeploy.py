@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from connections.models import UserCredential
-from connections.services import credentials as credential_service
+from connections.services.setup import credentials as credential_service
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from connections.models import InboundConnection, Membership, Role, Tenant
-from connections.services.messages import ensure_message_indexes
+from connections.services.messages.indexes import ensure_message_indexes
 
 from . import mailfactory
 

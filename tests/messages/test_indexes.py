@@ -13,7 +13,7 @@ from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
 from django.test.utils import CaptureQueriesContext
 
 from connections.models import InboundConnection, StoredMessage, Tenant
-from connections.services import messages as svc
+from connections.services.messages import indexes, queries, search
 
 pytestmark = pytest.mark.django_db
 
@@ -30,9 +30,9 @@ def _index_names(conn) -> set[str]:
 
 def _page_sql(user, **kwargs) -> str:
     """The SQL the list page runs for its messages (the query that selects from the table)."""
-    with CaptureQueriesContext(connection) as queries:
-        svc.list_messages(user=user, **kwargs)
-    return next(q["sql"] for q in queries.captured_queries
+    with CaptureQueriesContext(connection) as captured:
+        queries.list_messages(user=user, **kwargs)
+    return next(q["sql"] for q in captured.captured_queries
                 if q["sql"].startswith("SELECT") and f'FROM "{StoredMessage._meta.db_table}"' in q["sql"])
 
 
@@ -50,8 +50,8 @@ def _explain(sql: str, *, off: tuple[str, ...] = ("seqscan", "sort")) -> str:
 
 @pytest.mark.smoke
 def test_ensure_is_idempotent_and_creates_every_index(tenants):
-    first = svc.ensure_message_indexes()
-    second = svc.ensure_message_indexes()
+    first = indexes.ensure_message_indexes()
+    second = indexes.ensure_message_indexes()
     assert first == second and first, "the same statements run again without error"
     expected = {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"}
     if connection.vendor == "postgresql":
@@ -60,10 +60,10 @@ def test_ensure_is_idempotent_and_creates_every_index(tenants):
     assert expected <= _index_names(connection)
     # Reversible (for a migration's RunPython), and re-creatable; DDL is rolled back with
     # the test's transaction on PostgreSQL, and re-created here for SQLite.
-    svc.drop_message_indexes()
-    svc.drop_message_indexes()
+    indexes.drop_message_indexes()
+    indexes.drop_message_indexes()
     assert not expected & _index_names(connection)
-    svc.ensure_message_indexes()
+    indexes.ensure_message_indexes()
     assert expected <= _index_names(connection)
 
 
@@ -71,11 +71,11 @@ def test_ensure_is_idempotent_and_creates_every_index(tenants):
 def test_list_pages_use_the_sort_indexes(tenants, store, build):
     store(connection=tenants["conn_a"], raw=build())
     alice = tenants["alice"]
-    first = svc.list_messages(user=alice, page_size=1)
+    first = queries.list_messages(user=alice, page_size=1)
     plans = {
         "member": _explain(_page_sql(alice)),
-        "member, deep page": _explain(_page_sql(alice, older_than=svc.Cursor(first.rows[0].date, 10**6).encode())),
-        "connection filter": _explain(_page_sql(alice, filters=svc.MessageFilters(connection_id=tenants["conn_a"].pk))),
+        "member, deep page": _explain(_page_sql(alice, older_than=queries.Cursor(first.rows[0].date, 10**6).encode())),
+        "connection filter": _explain(_page_sql(alice, filters=search.MessageFilters(connection_id=tenants["conn_a"].pk))),
     }
     assert "message_tenant_sort_idx" in plans["member"], plans["member"]
     assert "message_tenant_sort_idx" in plans["member, deep page"], plans["member, deep page"]
@@ -90,7 +90,7 @@ def test_search_uses_the_trigram_indexes_on_postgresql(tenants, django_user_mode
     assert connection.vendor == "postgresql", "the main test run is on PostgreSQL"
     root = django_user_model.objects.create_superuser("root-idx", password="x")
     # No tenant condition and no plain scans: only the trigram indexes can answer the LIKEs.
-    plan = _explain(_page_sql(root, filters=svc.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
+    plan = _explain(_page_sql(root, filters=search.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
     for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
                  "message_html_only_trgm_idx", "message_unindexed_idx"):
         assert name in plan, plan
@@ -110,13 +110,13 @@ def test_body_trigram_indexes_hold_only_indexed_mails(tenants):
     migrated = definitions()
     with connection.cursor() as cursor:
         cursor.execute("SELECT stxname FROM pg_statistic_ext")
-        assert set(svc.MESSAGE_STATISTICS_NAMES) <= {row[0] for row in cursor.fetchall()}
+        assert set(indexes.MESSAGE_STATISTICS_NAMES) <= {row[0] for row in cursor.fetchall()}
     assert migrated["message_text_trgm_idx"].endswith("WHERE search_indexed")
     assert migrated["message_html_only_trgm_idx"].endswith("WHERE ((text_body = ''::text) AND search_indexed)")
     with transaction.atomic():
         sid = transaction.savepoint()
-        svc.drop_message_indexes()
-        svc.ensure_message_indexes()
+        indexes.drop_message_indexes()
+        indexes.ensure_message_indexes()
         ensured = definitions()
         transaction.savepoint_rollback(sid)
     assert ensured == migrated
@@ -133,13 +133,13 @@ def test_search_finds_mails_before_and_after_they_are_indexed(tenants, store, bu
     store(connection=conn, raw=build(subject="three", text="nothing to see"))
 
     def found(query: str) -> set[str]:
-        return {r.subject for r in svc.list_messages(user=alice, filters=svc.MessageFilters(query=query)).rows}
+        return {r.subject for r in queries.list_messages(user=alice, filters=search.MessageFilters(query=query)).rows}
 
     assert not StoredMessage.objects.filter(search_indexed=True).exists(), "stored mails wait for the indexer"
     assert found("zanzibar") == {"one", "two"}
-    assert svc.index_for_search(batch=1, limit=2) == 2, "a limit stops it"
-    assert svc.index_for_search(batch=2) == 1
-    assert svc.index_for_search() == 0, "nothing left: idempotent"
+    assert indexes.index_for_search(batch=1, limit=2) == 2, "a limit stops it"
+    assert indexes.index_for_search(batch=2) == 1
+    assert indexes.index_for_search() == 0, "nothing left: idempotent"
     assert StoredMessage.objects.filter(search_indexed=True).count() == 3
     assert found("zanzibar") == {"one", "two"}
     assert found("QUARTERLY report") == {"one"} and found("newsletter") == {"two"}
@@ -156,13 +156,13 @@ def test_without_the_right_to_create_pg_trgm_the_sort_indexes_still_come(tenants
         sid = transaction.savepoint()
         with connection.cursor() as cursor:
             cursor.execute("DROP EXTENSION IF EXISTS pg_trgm CASCADE")
-            svc.drop_message_indexes()
+            indexes.drop_message_indexes()
             cursor.execute(f"CREATE ROLE {role} NOLOGIN")
             cursor.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
             cursor.execute(f"ALTER TABLE {table} OWNER TO {role}")
             cursor.execute(f"SET LOCAL ROLE {role}")
-            with caplog.at_level(logging.WARNING, logger="connections.services.messages"):
-                ran = svc.ensure_message_indexes()
+            with caplog.at_level(logging.WARNING, logger="connections.services.messages.indexes"):
+                ran = indexes.ensure_message_indexes()
             cursor.execute("RESET ROLE")
             names = _index_names(connection)
         transaction.savepoint_rollback(sid)
@@ -192,7 +192,7 @@ def sqlite_db():
 
 
 def test_sqlite_indexes_are_idempotent_and_serve_the_list(sqlite_db):
-    assert svc.ensure_message_indexes(using=sqlite_db) == svc.ensure_message_indexes(using=sqlite_db)
+    assert indexes.ensure_message_indexes(using=sqlite_db) == indexes.ensure_message_indexes(using=sqlite_db)
     assert {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"} <= _index_names(sqlite_db)
     cases = {
         "message_tenant_sort_idx": StoredMessage.objects.filter(tenant_id__in=[1]),
@@ -201,7 +201,7 @@ def test_sqlite_indexes_are_idempotent_and_serve_the_list(sqlite_db):
     }
     for index, qs in cases.items():
         # The same shape as list_messages builds: annotate the sort key, order, limit.
-        qs = qs.select_related("connection", "tenant").annotate(sort_at=svc.SORT_KEY).order_by("-sort_at", "-id")[:51]
+        qs = qs.select_related("connection", "tenant").annotate(sort_at=indexes.SORT_KEY).order_by("-sort_at", "-id")[:51]
         sql, params = qs.query.get_compiler(connection=sqlite_db).as_sql()
         with sqlite_db.cursor() as cursor:
             cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
@@ -214,12 +214,12 @@ def test_runpython_helpers_work_inside_a_migration_schema_editor(tenants, sqlite
     both databases: forward, forward again (idempotent), backward."""
     for conn in (connection, sqlite_db):
         with conn.schema_editor(atomic=True) as editor:
-            svc.create_message_indexes(None, editor)
-            svc.create_message_indexes(None, editor)
+            indexes.create_message_indexes(None, editor)
+            indexes.create_message_indexes(None, editor)
         assert "message_tenant_sort_idx" in _index_names(conn), conn.vendor
         with conn.schema_editor(atomic=True) as editor:
-            svc.remove_message_indexes(None, editor)
+            indexes.remove_message_indexes(None, editor)
         assert "message_tenant_sort_idx" not in _index_names(conn), conn.vendor
         with conn.schema_editor(atomic=True) as editor:
-            svc.create_message_indexes(None, editor)
+            indexes.create_message_indexes(None, editor)
         assert "message_tenant_sort_idx" in _index_names(conn), conn.vendor

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import InboundConnection
-from connections.services import messages as svc
+from connections.services.messages import queries, search
 
 pytestmark = pytest.mark.django_db
 
@@ -37,20 +37,20 @@ def subjects(response) -> list[str]:
 def test_newest_first_and_keyset_pages_both_ways(client, tenants, many, monkeypatch):
     client.force_login(tenants["alice"])
     seen, url, pages = [], reverse("messages:list"), []
-    page = svc.list_messages(user=tenants["alice"], page_size=7)
+    page = queries.list_messages(user=tenants["alice"], page_size=7)
     while True:
         pages.append(page)
         seen += [r.subject for r in page.rows]
         if not page.older:
             break
-        page = svc.list_messages(user=tenants["alice"], page_size=7, older_than=page.older)
+        page = queries.list_messages(user=tenants["alice"], page_size=7, older_than=page.older)
     assert seen == [f"Report number {i:02d}" for i in range(29, -1, -1)]  # no gap, no duplicate
     assert len(pages) == 5 and pages[0].newer is None and pages[-1].older is None
     # And back again from the last page.
-    back = svc.list_messages(user=tenants["alice"], page_size=7, newer_than=pages[-1].newer)
+    back = queries.list_messages(user=tenants["alice"], page_size=7, newer_than=pages[-1].newer)
     assert [r.subject for r in back.rows] == [r.subject for r in pages[-2].rows]
     # Through the view: the "Older" and "Newer" links lead to the neighbouring pages.
-    monkeypatch.setattr(svc, "PAGE_SIZE", 10)
+    monkeypatch.setattr(queries, "PAGE_SIZE", 10)
     first = client.get(url, {"q": "report"})
     assert subjects(first)[:3] == ["29", "28", "27"]
     older = re.search(r'href="(\?[^"]*older=[^"]+)"', first.content.decode())[1].replace("&amp;", "&")
@@ -66,9 +66,9 @@ def test_equal_dates_page_by_id(tenants, store, build):
     same = T0
     for i in range(9):
         store(connection=tenants["conn_a"], raw=build(subject=f"same {i}"), date=same, fetched_at=same)
-    first = svc.list_messages(user=tenants["alice"], page_size=4)
-    second = svc.list_messages(user=tenants["alice"], page_size=4, older_than=first.older)
-    third = svc.list_messages(user=tenants["alice"], page_size=4, older_than=second.older)
+    first = queries.list_messages(user=tenants["alice"], page_size=4)
+    second = queries.list_messages(user=tenants["alice"], page_size=4, older_than=first.older)
+    third = queries.list_messages(user=tenants["alice"], page_size=4, older_than=second.older)
     got = [r.subject for p in (first, second, third) for r in p.rows]
     assert got == [f"same {i}" for i in range(8, -1, -1)]
 
@@ -79,14 +79,14 @@ def test_future_and_missing_dates_sort_by_fetch_time(tenants, store, build):
           date=now + dt.timedelta(days=3650), fetched_at=now - dt.timedelta(days=2))
     store(connection=tenants["conn_a"], raw=build(subject="no date"), date=None, fetched_at=now - dt.timedelta(days=1))
     store(connection=tenants["conn_a"], raw=build(subject="fresh"), date=now, fetched_at=now)
-    rows = svc.list_messages(user=tenants["alice"]).rows
+    rows = queries.list_messages(user=tenants["alice"]).rows
     assert [r.subject for r in rows] == ["fresh", "no date", "from the future"]
 
 
 def test_search_subject_sender_body_and_phrases(tenants, many):
     def find(q):
-        return sorted(r.subject[-2:] for r in svc.list_messages(
-            user=tenants["alice"], filters=svc.MessageFilters(query=q)).rows)
+        return sorted(r.subject[-2:] for r in queries.list_messages(
+            user=tenants["alice"], filters=search.MessageFilters(query=q)).rows)
 
     assert find("needle") == ["00", "05", "10", "15", "20", "25"]  # text body
     assert find("NUMBER 07") == ["07"]                             # subject, any case, both words
@@ -101,7 +101,7 @@ def test_search_finds_words_of_html_only_mails(tenants, store, build):
     store(connection=tenants["conn_a"], raw=build(subject="Both", text="plain words", html="<p>autumn only in html</p>"))
 
     def find(q):
-        return [r.subject for r in svc.list_messages(user=tenants["alice"], filters=svc.MessageFilters(query=q)).rows]
+        return [r.subject for r in queries.list_messages(user=tenants["alice"], filters=search.MessageFilters(query=q)).rows]
 
     assert find("autumn") == ["Newsletter"]  # a mail with a text part is searched in its text
     assert find("AUTUMN sale") == ["Newsletter"]
@@ -111,7 +111,7 @@ def test_filters_connection_dates_attachments(client, tenants, many):
     alice = tenants["alice"]
 
     def got(**kw):
-        return sorted(int(r.subject[-2:]) for r in svc.list_messages(user=alice, filters=svc.MessageFilters(**kw)).rows)
+        return sorted(int(r.subject[-2:]) for r in queries.list_messages(user=alice, filters=search.MessageFilters(**kw)).rows)
 
     assert got(connection_id=many["conn2"].pk) == [i for i in range(30) if i % 2]
     assert got(has_attachments=True) == [i for i in range(30) if i % 3 == 0]
@@ -244,13 +244,13 @@ def test_connection_menu_is_capped_but_keeps_the_selected_one(client, tenants, m
     for i in range(5):
         InboundConnection.objects.create(tenant=tenants["acme"], name=f"box-{i}", host="imap.acme.test")
     last = InboundConnection.objects.filter(tenant=tenants["acme"]).order_by("name").last()
-    monkeypatch.setattr(svc, "MAX_FILTER_CONNECTIONS", 3)
-    names = [c["name"] for c in svc.visible_connections(user=tenants["alice"])]
+    monkeypatch.setattr(queries, "MAX_FILTER_CONNECTIONS", 3)
+    names = [c["name"] for c in queries.visible_connections(user=tenants["alice"])]
     assert names == ["acme-inbox", "box-0", "box-1"]
-    with_selected = svc.visible_connections(user=tenants["alice"], selected=last.pk)
+    with_selected = queries.visible_connections(user=tenants["alice"], selected=last.pk)
     assert with_selected[-1]["id"] == last.pk and len(with_selected) == 4
     # Another tenant's connection id is never added, even when "selected".
-    assert all(c["id"] != tenants["conn_b"].pk for c in svc.visible_connections(user=tenants["alice"], selected=tenants["conn_b"].pk))
+    assert all(c["id"] != tenants["conn_b"].pk for c in queries.visible_connections(user=tenants["alice"], selected=tenants["conn_b"].pk))
     client.force_login(tenants["alice"])
     page = client.get(reverse("messages:list"), {"connection": last.pk}).content.decode()
     assert f'<option value="{last.pk}" selected>{last.name}</option>' in page
@@ -260,10 +260,10 @@ def test_cursor_round_trip_is_exact():
     for when in (dt.datetime(2026, 11, 21, 9, 3, 7, 999999, tzinfo=dt.timezone.utc),
                  dt.datetime(1999, 12, 31, 23, 59, 59, 1, tzinfo=dt.timezone.utc),
                  dt.datetime(2099, 1, 1, 0, 0, 0, 123457, tzinfo=dt.timezone.utc)):
-        cursor = svc.Cursor(sort_at=when, id=42)
-        assert svc.Cursor.decode(cursor.encode()) == cursor
+        cursor = queries.Cursor(sort_at=when, id=42)
+        assert queries.Cursor.decode(cursor.encode()) == cursor
     for junk in ("", "x-1", "1-", "99999999999999999999-1", "1-2-3"):
-        assert svc.Cursor.decode(junk) is None
+        assert queries.Cursor.decode(junk) is None
 
 
 def test_list_rows_show_from_subject_date_connection_and_attachment_mark(client, tenants, many):

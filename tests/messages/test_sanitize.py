@@ -6,9 +6,9 @@ import re
 import pytest
 
 from connections.middleware import frame_policy
-from connections.services.messages import content_disposition
+from connections.services.messages.files import content_disposition
+from connections.services.messages.sanitize import normalise_content_id, sanitize_html
 from connections.services.parsing.attachments import safe_filename
-from connections.services.sanitize import normalise_content_id, sanitize_html
 
 pytestmark = pytest.mark.smoke
 

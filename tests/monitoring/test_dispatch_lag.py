@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 
 from connections.models import InboundConnection, MetricCounter, UserCredential
-from connections.services import credentials
 from connections.services.inbound import dispatch
 from connections.services.inbound.poll import poll
+from connections.services.setup import credentials
 from connections.services.monitoring import lag
 
 from .test_processes import processes  # noqa: F401  (fixture)

@@ -22,7 +22,8 @@ from connections.models import (
     PollRun,
     Tenant,
 )
-from connections.services import checklist, config
+from connections.services import config
+from connections.services.setup import checklist
 from connections.services.monitoring import heartbeats, metrics, watchdog
 
 pytestmark = [pytest.mark.django_db]
@@ -108,7 +109,7 @@ def test_failing_connection_is_never_ready_and_check_setup_says_so(tenant, capsy
         consecutive_failures=1, backoff_until=timezone.now() + timedelta(minutes=1),
         last_error="No User Credentials artifact named 'x'",
     )
-    ev = checklist.evaluation(conn)
+    ev = checklist.evaluation(connection=conn)
     assert ev.readiness != "ready"
     assert ev.item("runtime").label == "Polling: backing off"
     with pytest.raises(CommandError) as exc:

@@ -10,8 +10,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from connections.models import AlertSettings, InboundConnection, OutboundConnection, UserCredential
-from connections.services import credentials
 from connections.services.inbound.poll import poll
+from connections.services.setup import credentials
 from connections.services.monitoring import runtime, watchdog
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]

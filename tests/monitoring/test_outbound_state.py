@@ -11,7 +11,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from connections.models import AlertSettings, OutboundConnection, OutboundSendState, OutboxMessage, UserCredential
-from connections.services import checklist, credentials, outbox
+from connections.services import outbox
+from connections.services.setup import checklist, credentials
 from connections.services.monitoring import operations, outbound, runtime, watchdog
 from connections.tasks import send_outbox
 
@@ -57,7 +58,7 @@ def test_consecutive_failed_sends_fail_the_connection_and_a_delivery_resets(tena
     assert OutboundSendState.objects.get(pk=conn.pk).consecutive_failures == 1
     st = runtime.state_of(conn)
     assert st.state == runtime.BACKING_OFF and "the last send failed" in st.detail
-    ev = checklist.evaluation(conn)
+    ev = checklist.evaluation(connection=conn)
     assert ev.readiness != "ready" and ev.item("runtime").label == "Sending: backing off"
     assert _check_setup_state(capsys)["state"] == "backing_off"
     assert not [f for f in watchdog.outbound_findings(now=timezone.now()) if f.kind == "outbox_failed"]
@@ -66,7 +67,7 @@ def test_consecutive_failed_sends_fail_the_connection_and_a_delivery_resets(tena
     send_outbox(conn.pk)  # the second failed send in a row: failing_after (2) reached
     st = runtime.state_of(conn)
     assert st.state == runtime.FAILING and "2 failed sends in a row" in st.detail
-    assert checklist.evaluation(conn).readiness == "blocked"
+    assert checklist.evaluation(connection=conn).readiness == "blocked"
     row = _check_setup_state(capsys)
     assert row["state"] == "failing" and row["state_since"]
     [finding] = [f for f in watchdog.outbound_findings(now=timezone.now()) if f.kind == "outbox_failed"]
@@ -85,7 +86,7 @@ def test_consecutive_failed_sends_fail_the_connection_and_a_delivery_resets(tena
     assert s.consecutive_failures == 0 and s.last_send_ok and not s.last_error
     conn.refresh_from_db()
     assert runtime.state_of(conn).state == runtime.OK
-    assert checklist.evaluation(conn).item("runtime") is None
+    assert checklist.evaluation(connection=conn).item("runtime") is None
     assert not [f for f in watchdog.outbound_findings(now=timezone.now()) if f.kind == "outbox_failed"]
 
 

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from connections.models import CredentialKind, InboundConnection, OutboundConnection, Tenant, UserCredential
-from connections.services import credentials as credential_service
+from connections.services.setup import credentials as credential_service
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from django.test import Client
 from connections.models import CredentialKind, PollRun, UserCredential
 from connections.services import config
 from connections.services.inbound.poll import poll
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup.connectivity import run_connectivity_test
 
-from ..credentials.leaks import leaks
+from ..setup.leaks import leaks
 
 pytestmark = pytest.mark.mailservers
 

@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from connections.models import PollOutcome, ProxyProfile, UserCredential
-from connections.services import credentials as credential_service
 from connections.services.inbound import poll as inbound_poll
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup import credentials as credential_service
+from connections.services.setup.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, proxying
 
 pytestmark = [pytest.mark.mailservers, pytest.mark.django_db(transaction=True)]

@@ -9,9 +9,10 @@ import pytest
 from django.db import connections as db_connections
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Token, PollOutcome, UserCredential
-from connections.services import checklist, outbox
+from connections.services import outbox
 from connections.services.inbound.poll import poll
-from connections.services.connectivity import run_connectivity_test
+from connections.services.setup import checklist
+from connections.services.setup.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, tokens
 from connections.services.oauth2.errors import OAuth2Error
 
@@ -105,7 +106,7 @@ def test_authorization_code_refresh_rotates_the_refresh_token(mail_servers, mail
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE, deploy=False)
     granted = fresh_oauth2.grant_refresh_token(client, user=address)
     UserCredential.objects.filter(pk=cred.pk).update(refresh_token=granted)
-    from connections.services import credentials as credential_service
+    from connections.services.setup import credentials as credential_service
 
     cred = credential_service.deploy(credential_id=cred.pk, user=None, source="test")
     assert cred.status == CredentialStatus.AUTHORIZED
@@ -132,7 +133,7 @@ def test_invalid_grant_marks_error_and_reauthorize(mailbox, make_oauth2_credenti
     assert "invalid_grant" in result.error and "Re-authorize" in result.error
     cred.refresh_from_db()
     assert cred.status == CredentialStatus.ERROR and cred.refresh_token is None
-    item = checklist.evaluation(connection).item("oauth2_authorized")
+    item = checklist.evaluation(connection=connection).item("oauth2_authorized")
     assert item.state == "fail" and item.link_label == "Re-authorize" and "invalid_grant" in item.detail
     assert item.link == f"/admin/connections/oauth2authorizationcode/{cred.pk}/change/"
     # No refresh token any more: the next poll says so without asking the provider.
@@ -225,25 +226,25 @@ def test_checklist_unauthorized_and_token_trouble(mailbox, make_oauth2_credentia
     address, _ = mailbox
     cred, client = make_oauth2_credential(address, kind=AUTH_CODE)
     connection = make_oauth2_connection(cred, protocol="imap")
-    item = checklist.evaluation(connection).item("oauth2_authorized")
+    item = checklist.evaluation(connection=connection).item("oauth2_authorized")
     assert item.state == "fail" and item.link_label == "Authorize"
     cc, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cc, protocol="imap")
     fresh_oauth2.token_status = 500
     assert poll(connection_id=connection.pk).outcome == PollOutcome.FAILED
-    item = checklist.evaluation(connection).item("oauth2_token")
+    item = checklist.evaluation(connection=connection).item("oauth2_token")
     assert item.state == "fail" and "HTTP 500" in item.detail  # no token at all: expired
     # A user/password artifact named by an OAuth2 connection is refused clearly.
     from connections.models import UserCredential as UC
-    from connections.services import credentials as credential_service
+    from connections.services.setup import credentials as credential_service
 
     plain = UC(tenant=connection.tenant, name="plain-one", username=address)
     credential_service.save_artifact(credential=plain, password="pw")
     connection.credential_name = "plain-one"
     connection.save()
-    assert checklist.evaluation(connection).item("oauth2_kind").state == "fail"
+    assert checklist.evaluation(connection=connection).item("oauth2_kind").state == "fail"
     result = poll(connection_id=connection.pk)
-    assert "OAuth2 needs" in checklist.evaluation(connection).item("oauth2_kind").detail
+    assert "OAuth2 needs" in checklist.evaluation(connection=connection).item("oauth2_kind").detail
     assert result.outcome == PollOutcome.FAILED
 
 

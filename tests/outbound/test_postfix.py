@@ -10,7 +10,8 @@ from email import message_from_bytes, policy
 import pytest
 
 from connections.models import OutboundConnection, OutboxMessage, OutboxStatus, UserCredential
-from connections.services import credentials, outbox
+from connections.services import outbox
+from connections.services.setup import credentials
 from connections.services.outbox import AttachmentIn
 
 pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]

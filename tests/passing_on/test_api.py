@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import ApiToken, OutboundConnection, OutboxMessage, Tenant
-from connections.services import api_tokens
+from connections.services.access import api_tokens
 from connections.services.inbound.poll import poll
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]

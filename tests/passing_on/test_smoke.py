@@ -8,7 +8,9 @@ import pytest
 from django.utils import timezone
 
 from connections.models import ApiScope, InboundConnection, StoredMessage, Tenant, Webhook, WebhookDelivery
-from connections.services import api_tokens, retention, webhooks
+from connections.services import webhooks
+from connections.services.access import api_tokens
+from connections.services.messages import retention
 from connections.services.webhooks.signing import verify
 from tests.messages import mailfactory
 from tests.passing_on.conftest import make_mail

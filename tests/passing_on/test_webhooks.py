@@ -147,7 +147,7 @@ def _outbound(mail_servers, tenant, **overrides):
     import uuid
 
     from connections.models import OutboundConnection, UserCredential
-    from connections.services import credentials
+    from connections.services.setup import credentials
 
     address, password = mail_servers.add_user()
     cred = credentials.save_artifact(credential=UserCredential(tenant=tenant, name=f"c-{uuid.uuid4().hex[:6]}",

@@ -84,9 +84,9 @@ def test_server_without_idle_falls_back_to_the_schedule(mail_servers, make_inbou
     conn.refresh_from_db()
     assert conn.next_poll_at is not None  # still scheduled
 
-    from connections.services.checklist import evaluate
+    from connections.services.setup.checklist import evaluate
 
-    items = {i.key: i for i in evaluate(conn)}
+    items = {i.key: i for i in evaluate(connection=conn)}
     assert "push" in items and "does not offer IDLE" in items["push"].detail
 
 

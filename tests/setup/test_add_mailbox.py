@@ -10,7 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from connections.models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from connections.services import checklist
+from connections.services.setup import checklist
 from connections.services.setup import mailbox
 
 from ..browser import ARTIFACTS, launched_chromium, sign_in
@@ -157,8 +157,8 @@ def test_add_mailbox_end_to_end_in_chromium(live_server, settings, mail_servers,
     assert outbound.credential_name == cred.name and outbound.default_from == address
     for conn in (inbound, outbound):
         assert conn.last_test_ok is True
-        assert checklist.evaluation(conn).item("connectivity").state == "ok"
-        assert checklist.evaluation(conn).item("credential_deployed").state == "ok"
+        assert checklist.evaluation(connection=conn).item("connectivity").state == "ok"
+        assert checklist.evaluation(connection=conn).item("credential_deployed").state == "ok"
     assert inbound.next_poll_at is not None
 
 

@@ -5,10 +5,10 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from connections.errors import no_tenant
-from connections.management.exits import usage_error
-from connections.models import Readiness, Tenant
-from connections.services import checklist
+from connections.management.exits import command_error
+from connections.models import Readiness
+from connections.services.access.lookup import ConnectionNotFound, find_tenant
+from connections.services.setup import checklist
 from connections.services.monitoring import runtime
 
 
@@ -34,11 +34,11 @@ class Command(BaseCommand):
     ):
         tenant_ids = None
         if tenant_slug:
-            tenant = Tenant.objects.filter(slug=tenant_slug).first()
-            if tenant is None:
-                raise usage_error(no_tenant(tenant_slug))
-            tenant_ids = [tenant.pk]
-        evaluations = checklist.evaluate_many(checklist.connections_for(tenant_ids=tenant_ids))
+            try:
+                tenant_ids = [find_tenant(slug=tenant_slug).pk]
+            except ConnectionNotFound as exc:
+                raise command_error(exc) from None
+        evaluations = checklist.evaluate_many(connections=checklist.connections_for(tenant_ids=tenant_ids))
         blocked = sum(1 for e in evaluations if e.readiness == Readiness.BLOCKED)
         states = {id(e): runtime.state_of(e.connection) for e in evaluations}  # issue 16: run-time state
         if as_json:

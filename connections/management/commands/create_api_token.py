@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
 from connections.models import ApiScope
-from connections.services import api_tokens
+from connections.services.access import api_tokens
 
 
 class Command(BaseCommand):

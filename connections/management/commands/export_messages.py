@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
 from connections.management.exits import command_error
-from connections.services.inbound import checks, export
+from connections.services.access.lookup import find_connection
+from connections.services.inbound import export
 
 
 class Command(BaseCommand):
@@ -22,7 +23,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, connection_name: str, out: str, **options) -> None:
         try:
-            connection = checks.find_connection(tenant_slug=tenant_slug, name=connection_name)
+            connection = find_connection(tenant=tenant_slug, name=connection_name, kind="inbound")
         except TenantMailError as exc:
             raise command_error(exc) from None
         try:

@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand
 from connections.errors import TenantMailError
 from connections.management.exits import command_error
 from connections.models import PollOutcome
-from connections.services.inbound import checks, poll
+from connections.services.access.lookup import find_connection
+from connections.services.inbound import poll
 
 
 class Command(BaseCommand):
@@ -26,7 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, tenant_slug: str, connection_name: str, json: bool = False, **options) -> None:
         try:
-            connection = checks.find_connection(tenant_slug=tenant_slug, name=connection_name)
+            connection = find_connection(tenant=tenant_slug, name=connection_name, kind="inbound")
         except TenantMailError as exc:
             raise command_error(exc) from None
         result = poll.poll(connection_id=connection.pk, trigger="command")

@@ -6,7 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
-from connections.services import retention
+from connections.services.messages import retention
 
 
 def human(size: int) -> str:

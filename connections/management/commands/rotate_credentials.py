@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from connections.services.credentials import rotate_keys
+from connections.services.setup.key_rotation import rotate_keys
 
 
 class Command(BaseCommand):

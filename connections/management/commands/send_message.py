@@ -21,6 +21,7 @@ from connections.errors import TenantMailError
 from connections.management.exits import command_error, usage_error
 from connections.models import OutboxStatus
 from connections.services import outbox
+from connections.services.access.lookup import find_connection
 from connections.services.mime import AttachmentIn, split_addresses
 
 
@@ -109,7 +110,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts) -> None:
         try:
-            connection = outbox.resolve_connection(tenant=opts["tenant"], connection=opts["connection"])
+            connection = find_connection(tenant=opts["tenant"], name=opts["connection"], kind="outbound")
         except TenantMailError as exc:
             raise command_error(exc) from None
         held = ("disabled" if not connection.enabled

@@ -15,13 +15,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from connections.errors import ConfigurationError, TenantMailError, ValidationError
 from connections.management.exits import command_error
 from connections.models import Authentication, Protection
-from connections.services.connectivity import (
-    ConnectionNotFound,
-    find_connection,
-    probe_connection,
-    step_details,
-    tenant_connections,
-)
+from connections.services.access.lookup import ConnectionNotFound, find_connection, tenant_connections
+from connections.services.setup.connectivity import probe_connection
+from connections.services.setup.connectivity_report import step_details
 
 class Command(BaseCommand):
     help = (
@@ -59,7 +55,7 @@ class Command(BaseCommand):
                     raise ConnectionNotFound("--check-address needs one connection, not --all.")
                 connections = tenant_connections(tenant_slug=options["tenant_slug"], kind=options["kind"])
             else:
-                connections = [find_connection(tenant_slug=options["tenant_slug"], name=options["connection_name"],
+                connections = [find_connection(tenant=options["tenant_slug"], name=options["connection_name"],
                                                kind=options["kind"])]
             results = [
                 probe_connection(connection=c, check_addresses=options["check_addresses"], sender=options["sender"],

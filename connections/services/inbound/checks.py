@@ -1,6 +1,6 @@
 """Checks of an inbound connection's settings for the admin and the config file: what
-cannot work (validation_errors) and what works but surprises (warnings_for); finding a
-connection by tenant and name."""
+cannot work (validation_errors). What works but surprises is in setup.warnings; finding a
+connection by tenant and name is access.lookup.find_connection."""
 from __future__ import annotations
 
 from ...errors import TenantMailError
@@ -43,48 +43,3 @@ def validation_errors(connection: InboundConnection) -> dict[str, str]:
             field_name = "schedule_weekdays"
         errors[field_name] = str(exc)
     return errors
-
-
-def warnings_for(connection: InboundConnection) -> list[str]:
-    """Combinations that work but re-process mail or surprise operators."""
-    out = []
-    if connection.protocol == Protocol.IMAP:
-        if connection.selection == Selection.ALL and connection.post_processing == PostProcessing.MARK_READ:
-            out.append(
-                "Mark as read with selection All re-processes mail on every poll: read mails stay in the "
-                "folder and are searched again each time (already stored ones are skipped by UID, but the "
-                "work grows with the folder). Choose 'Only unread', or Move/Delete."
-            )
-        if connection.selection == Selection.ALL and connection.post_processing == PostProcessing.KEEP:
-            out.append(
-                "Keep unchanged with selection All: every poll lists the whole folder and skips what is "
-                "stored. Fine for small folders; large ones are better moved to an archive folder."
-            )
-        if connection.selection == Selection.UNREAD and connection.post_processing == PostProcessing.KEEP:
-            out.append(
-                "Keep unchanged with Only unread: mails a person reads in their mail program before the "
-                "poll are never fetched."
-            )
-    if connection.protocol == Protocol.POP3 and connection.post_processing == PostProcessing.KEEP:
-        out.append("POP3 Keep on server: the mailbox grows; every poll lists all UIDLs.")
-    if connection.max_message_size < 1024 * 1024:
-        out.append("The max message size is under 1 MB: most mails with attachments will be stored as headers only.")
-    return out
-
-
-def find_connection(*, tenant_slug: str, name: str) -> InboundConnection:
-    """The inbound connection `name` of the tenant `tenant_slug` (clear error if absent)."""
-    from ...errors import NotFound, no_tenant
-    from ...models import Tenant
-
-    tenant = Tenant.objects.filter(slug=tenant_slug).first()
-    if tenant is None:
-        raise NotFound(no_tenant(tenant_slug))
-    connection = InboundConnection.objects.filter(tenant=tenant, name=name).first()
-    if connection is None:
-        names = list(InboundConnection.objects.filter(tenant=tenant).values_list("name", flat=True)[:20])
-        raise NotFound(
-            f"Tenant '{tenant_slug}' has no inbound connection named '{name}'.",
-            hint=("its inbound connections: " + ", ".join(names)) if names else "it has no inbound connections",
-        )
-    return connection

@@ -132,7 +132,7 @@ def _skip_locked(result: PollResult, key: str) -> None:
 
 def _credential_and_settings(connection: InboundConnection):
     """(MailSettings, password) for the connection, through the connection-settings service."""
-    from ..connection_settings import mail_settings_for, open_credential
+    from ..setup.connection_settings import mail_settings_for, open_credential
 
     credential = open_credential(connection)
     settings = mail_settings_for(connection, credential=credential)

@@ -21,8 +21,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from ...errors import TenantMailError
-from ...models import Alert, AlertSettings, OutboundConnection, Tenant, AlertDelivery
-from ..guarded_http import TargetBlocked, open_url
+from ...models import Alert, AlertSettings, Tenant, AlertDelivery
+from ..access.lookup import ConnectionNotFound, find_connection
+from ..common.guarded_http import TargetBlocked, open_url
 from . import settings as mon
 from .alerts import FIRED, RESOLVED, Changes
 
@@ -103,8 +104,9 @@ def _tenant(tenant: Tenant, prefs: AlertSettings, events) -> None:
     if prefs.email_to and prefs.email_via:
         from ..outbox import enqueue
 
-        via = OutboundConnection.objects.filter(tenant=tenant, name=prefs.email_via).first()
-        if via is None:
+        try:
+            via = find_connection(tenant=tenant, name=prefs.email_via, kind="outbound")
+        except ConnectionNotFound:
             log.error("alerts of %s: outbound connection %r (email_via) does not exist", tenant.slug, prefs.email_via)
         else:
             with transaction.atomic():

@@ -19,7 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from ...errors import CredentialError
 from ...models import CredentialKind, CredentialStatus, OAuth2Authorization, OAuth2Token, UserCredential
-from .. import tenancy
+from ..access import tenancy
 from . import providers, proxying, tokens
 from .errors import OAuth2Error, from_provider
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.utils import timezone
 
 from ...models import OAUTH2_KINDS, Authentication, CredentialKind, CredentialStatus, OAuth2Token, UserCredential
-from ..checklist import FAIL, OK, WARN, Item, _url
+from ..setup.checklist_items import FAIL, OK, WARN, Item
+from ..setup.checklist_links import admin_url
 
 ADMIN_MODEL = {
     CredentialKind.USER: "usercredential",
@@ -15,7 +16,7 @@ ADMIN_MODEL = {
 
 
 def change_url(cred: UserCredential) -> str:
-    return _url(f"admin:connections_{ADMIN_MODEL.get(cred.kind, 'usercredential')}_change", cred.pk)
+    return admin_url(f"admin:connections_{ADMIN_MODEL.get(cred.kind, 'usercredential')}_change", cred.pk)
 
 
 def add_url_name(connection) -> str:

@@ -97,7 +97,7 @@ class login:
             if self.connection.authentication != Authentication.OAUTH2:
                 raise
             note_failure(self.connection, exc)
-        from ..connection_settings import open_credential
+        from ..setup.connection_settings import open_credential
 
         credential = open_credential(self.connection)
         self.client = self.client_class(self.settings, credential.password)

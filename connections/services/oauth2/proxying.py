@@ -54,7 +54,7 @@ def requests_proxies(proxy: ProxySettings | None) -> dict | None:
     None for a direct request. Raises OAuth2Error (transient unless the proxy is blocked)."""
     if proxy is None:
         return None
-    from ..connection_settings import blocked_networks
+    from ..setup.connection_settings import blocked_networks
 
     try:
         resolve_proxy(proxy, blocked_networks=blocked_networks())

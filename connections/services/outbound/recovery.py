@@ -188,7 +188,7 @@ class Heartbeat:
 def _scoped(message_ids: Iterable[int], user):
     qs = OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxStatus.UNCERTAIN)
     if user is not None:
-        from .. import tenancy
+        from ..access import tenancy
 
         qs = tenancy.scope(qs, user, action="run")
     return qs

@@ -51,7 +51,7 @@ class ParsedMessage:
     date: datetime | None = None
     text_body: str = ""
     html_body: str = ""
-    safe_html: str | None = None  # html_body sanitised (services.safe_html), set by storage
+    safe_html: str | None = None  # html_body sanitised (services.messages.safe_html), set by storage
     attachments: list[ParsedAttachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 

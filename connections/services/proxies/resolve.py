@@ -9,14 +9,11 @@ other than the mail layer, e.g. OAuth2 token requests.
 """
 from __future__ import annotations
 
-from typing import Union
-
 from ...errors import ConfigurationError
 from ...mail.proxy import ProxySettings
-from ...models import InboundConnection, OutboundConnection, ProxyProfile
-from ..credentials import resolve_deployed
-
-Connection = Union[InboundConnection, OutboundConnection]
+from ...models import ProxyProfile
+from ..access.lookup import Connection
+from ..setup.credentials import resolve_deployed
 
 
 def _profile_settings(profile: ProxyProfile) -> ProxySettings:

@@ -23,7 +23,7 @@ from ...errors import TenantMailError
 from ...mail.idle import IdleUnsupported, run_idle_session, small_tls_buffers
 from ...models import InboundConnection, PushState, Selection
 from ..inbound import dispatch
-from ..connection_settings import mail_settings_for, open_credential
+from ..setup.connection_settings import mail_settings_for, open_credential
 from . import lease
 
 log = logging.getLogger("tenantmail.push")

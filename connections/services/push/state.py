@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from ...models import InboundConnection, Protocol, PushLease, PushState
-from .. import dates
+from ..common import dates
 
 
 def lease_of(connection: InboundConnection) -> PushLease | None:

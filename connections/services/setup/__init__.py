@@ -1,3 +1,1 @@
-"""Guided setup ("Add mailbox"): server settings proposed from an e-mail address (provider
-presets, autoconfig/autodiscover documents, RFC 6186 SRV records), tested, then the artifact
-and the connections created and deployed in one go. See docs/guided-setup.md."""
+"""Setting connections up: credentials and their deployment (credentials, key_rotation, predeploy), the connectivity test (connectivity, connectivity_report, connection_settings), what is risky about the settings (warnings), the setup checklist (checklist, checklist_items, checklist_links, diagram, first_steps, dashboard), connection states and switches (connection_states, switches), and guided setup ("Add mailbox": mailbox, discovery, providers; see docs/guided-setup.md)."""

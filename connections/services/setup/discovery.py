@@ -15,7 +15,7 @@ from typing import Iterable
 from django.conf import settings
 
 from connections.conf import conf
-from ..guarded_http import TargetBlocked, open_url
+from ..common.guarded_http import TargetBlocked, open_url
 from .providers import Server
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from ...errors import ValidationError
 from ...models import InboundConnection, OutboundConnection, Tenant, UserCredential
-from .. import credentials as credential_service
-from .. import predeploy
+from . import credentials as credential_service
+from . import predeploy
 from ..inbound import schedule
-from ..connectivity import ConnectivityResult, PreparedTest, execute_test
+from .connectivity import ConnectivityResult, PreparedTest, execute_test
 from . import discovery, providers
 from .providers import Server
 

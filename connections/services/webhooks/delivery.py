@@ -37,7 +37,7 @@ from ...models import (
     DeliveryStatus, PollOutcome, PollRun, StoredMessage, Webhook, WebhookDelivery, WebhookState,
 )
 from ...models.webhooks import EVENT_MESSAGE_STORED
-from ..guarded_http import TargetBlocked
+from ..common.guarded_http import TargetBlocked
 from . import payloads
 from .http import Poster
 from .signing import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, signature

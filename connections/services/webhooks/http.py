@@ -10,7 +10,7 @@ import ssl
 from urllib.parse import urlsplit
 
 from ...errors import ConfigurationError
-from ..guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection
+from ..common.guarded_http import GuardedHTTPConnection, GuardedHTTPSConnection
 
 MAX_RESPONSE_BYTES = 64 * 1024
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from connections.conf import conf
 from ...models import Attachment, OutboxMessage, StoredMessage
-from ..messages import decode_header_value
+from ..messages.headers import decode_header_value
 
 
 def base_url() -> str:

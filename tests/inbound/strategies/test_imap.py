@@ -160,7 +160,7 @@ def test_bad_login_fails_and_backs_off(mail_servers, mailbox, make_inbound):
     assert conn.next_poll_at >= conn.backoff_until
     # One success resets it.
     from connections.models import UserCredential
-    from connections.services import credentials
+    from connections.services.setup import credentials
 
     cred = UserCredential.objects.get(tenant=conn.tenant, name=conn.credential_name)
     credentials.save_artifact(credential=cred, password=password)

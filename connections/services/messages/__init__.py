@@ -1,0 +1,1 @@
+"""Stored messages: scoped lists and keyset pages (queries), search and filters (search), the indexes behind both (indexes), a message's details and files (details, files), sanitising its HTML (sanitize, safe_html), and retention (retention)."""
