@@ -16,7 +16,8 @@ from rest_framework.views import APIView
 
 from ..errors import TenantMailError
 from ..models import ApiScope
-from ..services import api_outbox, connection_states, messages as svc
+from ..services import connection_states, messages as svc
+from ..services.outbound import api as outbox_api
 from ..services.webhooks import payloads
 from . import serializers as s
 from .authentication import BearerTokenAuthentication
@@ -36,9 +37,9 @@ class ApiView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, svc.MessageNotFound):
             exc = NotFound(exc.message)
-        elif isinstance(exc, api_outbox.OutboxNotFound):
+        elif isinstance(exc, outbox_api.OutboxNotFound):
             exc = NotFound(exc.message)
-        elif isinstance(exc, api_outbox.IdempotencyConflict):
+        elif isinstance(exc, outbox_api.IdempotencyConflict):
             return Response({"detail": exc.message, "hint": exc.hint}, status=status.HTTP_409_CONFLICT)
         elif isinstance(exc, TenantMailError):
             return Response({"detail": exc.message, **({"hint": exc.hint} if exc.hint else {})},
@@ -182,7 +183,7 @@ class OutboxCreateView(ApiView):
         key = (request.headers.get("Idempotency-Key") or "").strip()
         if len(key) > 255:
             raise DRFValidationError({"Idempotency-Key": ["At most 255 characters."]})
-        result = api_outbox.submit(tenant_id=request.auth.tenant_id, data=serializer.validated_data,
+        result = outbox_api.submit(tenant_id=request.auth.tenant_id, data=serializer.validated_data,
                                    idempotency_key=key or None, request_hash=_request_hash(request.data))
         body = {"id": result.message.pk, "status": result.message.status,
                 "url": payloads.api_url(f"outbox/{result.message.pk}/")}
@@ -197,7 +198,7 @@ class OutboxDetailView(ApiView):
 
     @extend_schema(responses={200: s.OutboxDetailSerializer, **_ERRORS})
     def get(self, request, pk: int):
-        message = api_outbox.get(tenant_id=request.auth.tenant_id, message_id=pk)
+        message = outbox_api.get(tenant_id=request.auth.tenant_id, message_id=pk)
         return Response({
             "id": message.pk, "connection": message.connection.name, "status": message.status,
             "to": message.to, "cc": message.cc, "bcc": message.bcc, "subject": message.subject,

@@ -9,7 +9,8 @@ import pytest
 from django.db import connections as db_connections
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Token, PollOutcome, UserCredential
-from connections.services import checklist, outbox, polling
+from connections.services import checklist, polling
+from connections.services.outbound import enqueue, sending
 from connections.services.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, tokens
 from connections.services.oauth2.errors import OAuth2Error
@@ -41,9 +42,9 @@ def test_client_credentials_send(mail_servers, mailbox, make_oauth2_credential, 
     address, _ = mailbox
     cred, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol="smtp", protection="starttls_mandatory")
-    message = outbox.enqueue(connection_id=connection.pk, to=[address], subject="via OAuth2", text="hello",
+    message = enqueue.enqueue(connection_id=connection.pk, to=[address], subject="via OAuth2", text="hello",
                              dispatch=False)
-    report = outbox.send_due(connection_id=connection.pk, message_ids=[message.pk])
+    report = sending.send_due(connection_id=connection.pk, message_ids=[message.pk])
     assert report.error in (None, ""), report.error
     assert b"via OAuth2" in b"".join(mail_servers.wait_for_messages(address).values())
 

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from connections.errors import ValidationError
 from connections.models import OutboxMessage, OutboxStatus, OutboxTemplate
-from connections.services import outbox
-from connections.services.outbound import bulk, templates
+from connections.services.outbound import enqueue, sending, templates
+from connections.services.persistence import outbound as persistence
 
 pytestmark = pytest.mark.django_db
 
@@ -30,12 +30,12 @@ def _parsed(message: OutboxMessage):
 def test_connection_defaults_fill_a_message_without_recipients_or_subject(make_connection):
     conn = make_connection(default_to="ops@example.test, \"Doe, J\" <j@example.test>", default_cc="cc@example.test",
                            default_bcc="audit@example.test", default_subject="Report from SAP")
-    msg = outbox.enqueue(connection_id=conn.pk, text="x", dispatch=False)
+    msg = enqueue.enqueue(connection_id=conn.pk, text="x", dispatch=False)
     assert msg.envelope_to == ["ops@example.test", "j@example.test", "cc@example.test", "audit@example.test"]
     parsed = _parsed(msg)
     assert parsed["Subject"] == "Report from SAP" and "audit" not in str(parsed)  # Bcc only in the envelope
     # a message's own recipients and subject win (all of the default recipients are replaced)
-    own = outbox.enqueue(connection_id=conn.pk, to=["me@example.test"], subject="Mine", text="x", dispatch=False)
+    own = enqueue.enqueue(connection_id=conn.pk, to=["me@example.test"], subject="Mine", text="x", dispatch=False)
     assert own.envelope_to == ["me@example.test"] and own.subject == "Mine"
 
 
@@ -50,7 +50,7 @@ def test_connection_defaults_fill_a_message_without_recipients_or_subject(make_c
 ])
 def test_body_type_charset_and_transfer_encoding(make_connection, body_type, charset, cte, text, want_cte):
     conn = make_connection(body_type=body_type, body_charset=charset, transfer_encoding=cte)
-    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", text=text, dispatch=False)
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", text=text, dispatch=False)
     parsed = _parsed(msg)
     assert parsed.get_content_type() == body_type
     assert parsed["Content-Transfer-Encoding"] == want_cte
@@ -63,25 +63,26 @@ def test_body_type_charset_and_transfer_encoding(make_connection, body_type, cha
 def test_a_body_the_charset_cannot_hold_or_7bit_cannot_carry_is_refused(make_connection):
     latin = make_connection(body_charset="iso-8859-1")
     with pytest.raises(ValidationError, match="iso-8859-1 cannot hold: '€'"):
-        outbox.enqueue(connection_id=latin.pk, to=["a@example.test"], subject="s", text="5 €", dispatch=False)
+        enqueue.enqueue(connection_id=latin.pk, to=["a@example.test"], subject="s", text="5 €", dispatch=False)
     seven = make_connection(transfer_encoding="7bit")
     with pytest.raises(ValidationError, match="cannot be sent as 7bit"):
-        outbox.enqueue(connection_id=seven.pk, to=["a@example.test"], subject="s", text="ü", dispatch=False)
+        enqueue.enqueue(connection_id=seven.pk, to=["a@example.test"], subject="s", text="ü", dispatch=False)
     csv = make_connection(body_type="text/csv")
     with pytest.raises(ValidationError, match="give the body as text, not HTML"):
-        outbox.enqueue(connection_id=csv.pk, to=["a@example.test"], subject="s", html="<p>x</p>", dispatch=False)
+        enqueue.enqueue(connection_id=csv.pk, to=["a@example.test"], subject="s", html="<p>x</p>", dispatch=False)
     assert not OutboxMessage.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 @pytest.mark.mailservers
 def test_a_csv_body_in_windows_1252_arrives_through_postfix(mail_servers, tenant):
     from .test_postfix import _connection, _read_back
 
     conn, _ = _connection(mail_servers, tenant, body_type="text/csv", body_charset="windows-1252")
     rcpt, _ = mail_servers.add_user()
-    msg = outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="csv", text="Preis;Währung\n5;€\n",
+    msg = enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="csv", text="Preis;Währung\n5;€\n",
                          dispatch=False)
-    assert outbox.send_due(connection_id=conn.pk).sent == 1
+    assert sending.send_due(connection_id=conn.pk).sent == 1
     [raw] = _read_back(mail_servers, rcpt)
     got = message_from_bytes(raw, policy=policy.default)
     assert got.get_content_type() == "text/csv" and got.get_content_charset() == "windows-1252"
@@ -102,7 +103,7 @@ def invoice(tenant):
 
 def test_a_template_is_rendered_once_at_enqueue_and_the_result_stored(make_connection, invoice):
     conn = make_connection()
-    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], template="invoice",
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], template="invoice",
                          context={"number": 42, "customer": "<Zoë & Co>", "amount": "10 €"}, dispatch=False)
     assert msg.subject == "Invoice 42 for <Zoë & Co>"  # one line, not HTML-escaped
     assert msg.text_body == "Dear <Zoë & Co>,\nplease pay 10 €.\n"
@@ -117,7 +118,7 @@ def test_templates_are_per_tenant_and_errors_are_clear(make_connection, invoice)
 
     other = make_connection(tenant=Tenant.objects.create(name="Other", slug="other-t"))
     with pytest.raises(ValidationError, match="no message template named 'invoice'"):
-        outbox.enqueue(connection_id=other.pk, to=["a@example.test"], template="invoice", dispatch=False)
+        enqueue.enqueue(connection_id=other.pk, to=["a@example.test"], template="invoice", dispatch=False)
     OutboxTemplate.objects.create(tenant=invoice.tenant, name="broken", subject="{% if %}")
     with pytest.raises(ValidationError, match="Template 'broken', subject"):
         templates.render(tenant_id=invoice.tenant_id, name="broken", context={})
@@ -148,6 +149,7 @@ def test_the_command_takes_a_template_a_context_file_send_after_and_prints_json(
         call_command("send_message", conn.tenant.slug, "smtp-main", "--to", "a@example.test")
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_the_command_json_of_now_has_each_recipients_reply_and_queue_id(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
     out = StringIO()
@@ -174,29 +176,29 @@ def test_enqueue_many_stores_all_in_one_transaction_or_nothing(make_connection, 
     items.append({"to": ["t@example.test"], "template": "invoice", "context": {"number": 1, "customer": "C",
                                                                                 "amount": "1"}})
     with CaptureQueriesContext(db_connection) as queries:
-        result = bulk.enqueue_many(connection_id=conn.pk, messages=items, dispatch=False)
+        result = enqueue.enqueue_many(connection_id=conn.pk, messages=items, dispatch=False)
     assert [m.subject for m in result.messages] == ["m0", "m1", "m2", "m3", "m4", "Invoice 1 for C"]
     assert all(m.pk for m in result.messages) and OutboxMessage.objects.count() == 6
     inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
     assert len(inserts) == 1  # one INSERT for all of them
     bad = items[:2] + [{"to": ["not an address"], "subject": "bad"}]
     with pytest.raises(ValidationError, match="Message 3: To:"):
-        bulk.enqueue_many(connection_id=conn.pk, messages=bad)
+        enqueue.enqueue_many(connection_id=conn.pk, messages=bad)
     assert OutboxMessage.objects.count() == 6  # nothing of the failed call
-    skipped = bulk.enqueue_many(connection_id=conn.pk, messages=bad, skip_invalid=True, dispatch=False)
+    skipped = enqueue.enqueue_many(connection_id=conn.pk, messages=bad, skip_invalid=True, dispatch=False)
     assert len(skipped) == 2 and skipped.errors[0][0] == 2
 
 
 def test_the_email_backend_queues_a_batch_with_enqueue_many(make_connection, monkeypatch):
     conn = make_connection(name="smtp-main")
     calls = []
-    real = bulk.enqueue_many
+    real = enqueue.enqueue_many
 
     def spy(**kwargs):
         calls.append(len(kwargs["messages"]))
         return real(**kwargs)
 
-    monkeypatch.setattr(bulk, "enqueue_many", spy)
+    monkeypatch.setattr(enqueue, "enqueue_many", spy)
     with mail.get_connection("connections.backends.TenantMailBackend", tenant=conn.tenant.slug,
                              connection="smtp-main") as backend:
         sent = backend.send_messages([mail.EmailMessage(f"s{i}", "body", to=[f"u{i}@example.test"])
@@ -215,25 +217,27 @@ def test_the_email_backend_renders_a_template_attribute(make_connection, invoice
     assert OutboxMessage.objects.get().subject == "Invoice 9 for Z"
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_enqueue_many_due_messages_are_sent(make_connection, fault):
     conn = make_connection(port=fault.port)
     later = timezone.now() + timezone.timedelta(hours=1)
-    result = bulk.enqueue_many(connection_id=conn.pk, dispatch=False, messages=[
+    result = enqueue.enqueue_many(connection_id=conn.pk, dispatch=False, messages=[
         {"to": ["a@example.test"], "subject": "now", "text": "x"},
         {"to": ["b@example.test"], "subject": "later", "text": "x", "send_after": later}])
-    assert outbox.send_due(connection_id=conn.pk).sent == 1
+    assert sending.send_due(connection_id=conn.pk).sent == 1
     assert [OutboxMessage.objects.get(pk=m.pk).status for m in result.messages] == ["sent", "queued"]
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_a_big_batch_goes_in_by_copy_on_postgresql_and_every_field_lands(make_connection, fault):
     conn = make_connection(port=fault.port)
     later = timezone.now() + timezone.timedelta(hours=2)
     items = [{"to": [f"u{i}@example.test"], "cc": ["Zoë <c@example.test>"], "bcc": ["b@example.test"],
               "subject": f"Grüße {i}", "text": f"body {i}", "html": "<p>ü</p>" if i % 2 else "",
               "extra_headers": {"X-Batch": str(i)}, "priority": i % 3,
-              **({"send_after": later} if i == 0 else {})} for i in range(bulk.COPY_MIN + 5)]
+              **({"send_after": later} if i == 0 else {})} for i in range(persistence.COPY_MIN + 5)]
     with CaptureQueriesContext(db_connection) as queries:
-        result = bulk.enqueue_many(connection_id=conn.pk, messages=items, dispatch=False)
+        result = enqueue.enqueue_many(connection_id=conn.pk, messages=items, dispatch=False)
     if db_connection.vendor == "postgresql":
         assert not any(q["sql"].startswith("INSERT") for q in queries.captured_queries)  # COPY
     stored = {m.pk: m for m in OutboxMessage.objects.filter(connection=conn)}
@@ -246,5 +250,5 @@ def test_a_big_batch_goes_in_by_copy_on_postgresql_and_every_field_lands(make_co
         assert got.tenant_id == conn.tenant_id and got.created_at and got.status == OutboxStatus.QUEUED
         assert got.envelope_to == [given["to"][0], "c@example.test", "b@example.test"]
     assert stored[result.messages[0].pk].send_after == later
-    assert outbox.send_due(connection_id=conn.pk).sent == len(items) - 1
+    assert sending.send_due(connection_id=conn.pk).sent == len(items) - 1
     assert len(fault.accepted) == len(items) - 1

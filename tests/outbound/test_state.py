@@ -10,12 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from connections.models import OutboxMessage, OutboxStatus
-from connections.services import outbox
-from connections.services.outbox import _claim
+from connections.services.outbound import actions, dispatch, enqueue, outcomes, sending
+from connections.services.outbound.claims import claim
 
 
 def _enqueue(conn, to="a@example.test", **kw):
-    return outbox.enqueue(connection_id=conn.pk, to=[to], subject="s", text="t", dispatch=False, **kw)
+    return enqueue.enqueue(connection_id=conn.pk, to=[to], subject="s", text="t", dispatch=False, **kw)
 
 
 def _status(msg) -> str:
@@ -26,11 +26,11 @@ def _status(msg) -> str:
 def test_claim_marks_sending_and_a_second_claim_gets_nothing(make_connection):
     conn = make_connection()
     msgs = [_enqueue(conn) for _ in range(3)]
-    claimed = _claim(conn, 10, None)
+    claimed = claim(conn, 10, None)
     assert sorted(c.id for c in claimed) == sorted(m.pk for m in msgs)
     assert {_status(m) for m in msgs} == {OutboxStatus.SENDING}
     assert all(OutboxMessage.objects.get(pk=m.pk).claimed_at for m in msgs)
-    assert _claim(conn, 10, None) == []
+    assert claim(conn, 10, None) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -59,7 +59,7 @@ def test_concurrent_claims_skip_locked_rows_and_never_share_a_message(make_conne
     thread.start()
     assert first_has_locked.wait(10)
     try:
-        claimed = _claim(conn, 10, None)  # does not wait for the first transaction
+        claimed = claim(conn, 10, None)  # does not wait for the first transaction
         results["second"] = [c.id for c in claimed]
     finally:
         release_first.set()
@@ -78,7 +78,7 @@ def test_requeue_failed_cancelled_and_stale_sending_but_not_fresh_sending_or_sen
     OutboxMessage.objects.filter(pk=stale.pk).update(status=OutboxStatus.SENDING, claimed_at=now - timedelta(hours=1))
     OutboxMessage.objects.filter(pk=fresh.pk).update(status=OutboxStatus.SENDING, claimed_at=now)
     OutboxMessage.objects.filter(pk=sent.pk).update(status=OutboxStatus.SENT, sent_at=now)
-    result = outbox.requeue(message_ids=[m.pk for m in (failed, cancelled, stale, fresh, sent, queued)])
+    result = actions.requeue(message_ids=[m.pk for m in (failed, cancelled, stale, fresh, sent, queued)])
     assert (result.changed, result.skipped) == (3, 3)
     for m in (failed, cancelled, stale):
         got = OutboxMessage.objects.get(pk=m.pk)
@@ -96,11 +96,11 @@ def test_cancel_queued_and_stale_sending_only(make_connection):
     OutboxMessage.objects.filter(pk=stale.pk).update(status=OutboxStatus.SENDING, claimed_at=now - timedelta(hours=1))
     OutboxMessage.objects.filter(pk=fresh.pk).update(status=OutboxStatus.SENDING, claimed_at=now)
     OutboxMessage.objects.filter(pk=failed.pk).update(status=OutboxStatus.FAILED)
-    result = outbox.cancel(message_ids=[queued.pk, stale.pk, fresh.pk, failed.pk])
+    result = actions.cancel(message_ids=[queued.pk, stale.pk, fresh.pk, failed.pk])
     assert (result.changed, result.skipped) == (2, 2)
     assert _status(queued) == _status(stale) == OutboxStatus.CANCELLED
     assert _status(fresh) == OutboxStatus.SENDING and _status(failed) == OutboxStatus.FAILED
-    assert _claim(conn, 10, None) == []  # cancelled is never sent
+    assert claim(conn, 10, None) == []  # cancelled is never sent
 
 
 @pytest.mark.django_db
@@ -115,8 +115,8 @@ def test_requeue_and_cancel_respect_the_users_tenants(make_connection, tenant, d
     Membership.objects.create(user=user, tenant=tenant, role="operator")
     viewer = django_user_model.objects.create_user("viewer", password="x", is_staff=True)
     Membership.objects.create(user=viewer, tenant=tenant, role="viewer")
-    assert outbox.cancel(message_ids=[mine.pk, theirs.pk], user=viewer).changed == 0
-    assert outbox.cancel(message_ids=[mine.pk, theirs.pk], user=user).changed == 1
+    assert actions.cancel(message_ids=[mine.pk, theirs.pk], user=viewer).changed == 0
+    assert actions.cancel(message_ids=[mine.pk, theirs.pk], user=user).changed == 1
     assert _status(mine) == OutboxStatus.CANCELLED and _status(theirs) == OutboxStatus.QUEUED
 
 
@@ -125,10 +125,10 @@ def test_a_recording_after_an_operator_requeue_does_not_overwrite_it(make_connec
     """A slow worker whose message was requeued as stale must not clobber the new state."""
     conn = make_connection()
     msg = _enqueue(conn)
-    [claimed] = _claim(conn, 1, None)
+    [claimed] = claim(conn, 1, None)
     OutboxMessage.objects.filter(pk=msg.pk).update(claimed_at=timezone.now() - timedelta(hours=1))
-    assert outbox.requeue(message_ids=[msg.pk]).changed == 1
-    outbox._record_sent(claimed, ["a@example.test"], {})
+    assert actions.requeue(message_ids=[msg.pk]).changed == 1
+    outcomes.record_sent(claimed, ["a@example.test"], {})
     assert _status(msg) == OutboxStatus.QUEUED
 
 
@@ -145,22 +145,22 @@ def test_dispatch_due_one_query_finds_connections_with_due_messages(make_connect
     disabled_conn.enabled = False
     disabled_conn.save()
     with django_assert_num_queries(2):  # nothing to recover (one query), then the dispatch query
-        ids = outbox.dispatch_due()
+        ids = dispatch.dispatch_due()
     assert ids == [due_conn.pk]
     # a crashed worker's `sending` rows do not block the connection once its lease ran out:
     # they are back in the queue by themselves (their data never started)
     OutboxMessage.objects.filter(pk=busy.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
-    assert sorted(outbox.dispatch_due()) == sorted([due_conn.pk, busy_conn.pk])
+    assert sorted(dispatch.dispatch_due()) == sorted([due_conn.pk, busy_conn.pk])
     assert OutboxMessage.objects.get(pk=busy.pk).status == OutboxStatus.QUEUED
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_an_exception_mid_batch_releases_the_untried_messages(make_connection, fault, monkeypatch):
     """A bug or kill signal while sending: untried messages go back to queued, none is lost."""
     conn = make_connection(port=fault.port)
     msgs = [_enqueue(conn, f"m{i}@example.test") for i in range(3)]
     calls = {"n": 0}
-    real = outbox._record_sent
+    real = outcomes.record_sent
 
     def record_then_explode(item, accepted, refused, **kwargs):
         calls["n"] += 1
@@ -169,9 +169,9 @@ def test_an_exception_mid_batch_releases_the_untried_messages(make_connection, f
             raise KeyboardInterrupt  # e.g. the worker being told to stop
         return outcome
 
-    monkeypatch.setattr(outbox, "_record_sent", record_then_explode)
+    monkeypatch.setattr(outcomes, "record_sent", record_then_explode)
     with pytest.raises(KeyboardInterrupt):
-        outbox.send_due(connection_id=conn.pk)
+        sending.send_due(connection_id=conn.pk)
     statuses = sorted(_status(m) for m in msgs)
     assert statuses == [OutboxStatus.QUEUED, OutboxStatus.QUEUED, OutboxStatus.SENT]
 
@@ -183,11 +183,11 @@ def test_outside_a_transaction_outcomes_are_written_by_the_writer_thread(make_co
     in order, each committed; every state lands as in the synchronous path."""
     conn = make_connection(port=fault.port)
     specs = ["ok1", "rcpt550-a", "data451-b", "ok2", "data552-c", "ok3"]
-    msgs = [outbox.enqueue(connection_id=conn.pk, to=[f"{s}@example.test", "ok@example.test"]
+    msgs = [enqueue.enqueue(connection_id=conn.pk, to=[f"{s}@example.test", "ok@example.test"]
                            if s == "rcpt550-a" else [f"{s}@example.test"], subject=s, dispatch=False,
                            priority=100 - i)
             for i, s in enumerate(specs)]
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     got = {m.subject: OutboxMessage.objects.get(pk=m.pk) for m in msgs}
     assert [o.status for o in report.outcomes] == ["sent", "sent", "retry", "sent", "failed", "sent"]
     assert got["ok1"].status == got["ok2"].status == got["ok3"].status == OutboxStatus.SENT
@@ -215,7 +215,7 @@ def test_outside_a_transaction_an_interruption_loses_nothing(make_connection, fa
 
     monkeypatch.setattr(smtp.SMTPClient, "send", send_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        outbox.send_due(connection_id=conn.pk)
+        sending.send_due(connection_id=conn.pk)
     statuses = sorted(_status(m) for m in msgs)
     assert statuses == [OutboxStatus.QUEUED, OutboxStatus.QUEUED, OutboxStatus.SENT, OutboxStatus.SENT]
     assert len(fault.accepted) == 2

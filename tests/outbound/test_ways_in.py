@@ -138,6 +138,7 @@ def test_command_errors_are_clear(make_connection):
     assert not OutboxMessage.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 @pytest.mark.smoke
 def test_command_now_sends_and_prints_each_recipient(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
@@ -156,6 +157,7 @@ def test_command_now_sends_and_prints_each_recipient(make_connection, fault):
     assert "fine@example.test: accepted" in out.getvalue() and "Sent message" in out.getvalue()
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_command_now_failure_exits_non_zero(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
     with pytest.raises(CommandError, match="Not sent:.*552"):
@@ -185,6 +187,7 @@ def test_backend_keeps_mimebase_and_message_attachments(make_connection):
     assert inner_parsed["Subject"] == "Inner" and inner_parsed.get_content().strip() == "inner body"
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_command_now_on_a_disabled_connection_stores_nothing_and_says_why(make_connection):
     conn = make_connection(name="smtp-off", enabled=False)
     with pytest.raises(CommandError, match="is disabled, so --now cannot send"):

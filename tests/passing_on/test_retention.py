@@ -18,8 +18,9 @@ from django.utils import timezone
 from connections.models import (
     Attachment, Membership, OutboundConnection, OutboxMessage, OutboxStatus, Role, StoredMessage,
 )
-from connections.services import outbox, polling, retention
-from connections.services.mime import AttachmentIn
+from connections.services import polling, retention
+from connections.services.outbound import enqueue
+from connections.services.outbound.mime import AttachmentIn
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
@@ -88,10 +89,10 @@ def test_purge_command_reports_and_filters(polled):
 def test_keep_sent_days_deletes_finished_outbox_messages(tenant):
     conn = OutboundConnection.objects.create(tenant=tenant, name="notifications", host="smtp.example.test",
                                              default_from="noreply@acme.example", keep_sent_days=30, enabled=False)
-    old = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="old", text="x",
+    old = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="old", text="x",
                          attachments=[AttachmentIn("a.txt", b"12345", "text/plain")])
-    queued = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="queued", text="x")
-    recent = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="recent", text="x")
+    queued = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="queued", text="x")
+    recent = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="recent", text="x")
     long_ago = timezone.now() - timedelta(days=40)
     OutboxMessage.objects.filter(pk=old.pk).update(status=OutboxStatus.SENT, sent_at=long_ago)
     OutboxMessage.objects.filter(pk=queued.pk).update(created_at=long_ago)  # not finished: kept

@@ -101,7 +101,7 @@ def _system(events) -> None:
 
 def _tenant(tenant: Tenant, prefs: AlertSettings, events) -> None:
     if prefs.email_to and prefs.email_via:
-        from ..outbox import enqueue
+        from ..outbound.enqueue import enqueue
 
         via = OutboundConnection.objects.filter(tenant=tenant, name=prefs.email_via).first()
         if via is None:

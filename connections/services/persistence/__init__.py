@@ -1,0 +1,1 @@
+"""Fast persistence paths (COPY, UPDATE … FROM VALUES, prepared statements, asynchronous commit), each beside its plain ORM version."""
