@@ -251,12 +251,3 @@ def test_size_limit_from_the_last_connectivity_test_is_used_when_no_session_told
     conn.save()
     enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
                    attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
-
-
-def test_split_addresses_as_people_type_them():
-    from connections.services.outbound.addresses import split_addresses
-
-    assert split_addresses(['a@x.example, "Doe, John" <j@x.example>', "b@x.example", "  "]) == [
-        "a@x.example", '"Doe, John" <j@x.example>', "b@x.example"]
-    assert split_addresses(["Zoë <z@bücher.example>"]) == ["Zoë <z@bücher.example>"]
-    assert split_addresses(None) == []

@@ -1,6 +1,7 @@
 """The Django email backend and `manage.py send_message`, both through the outbox service."""
 from __future__ import annotations
 
+import json
 from email import message_from_bytes, policy
 from io import StringIO
 
@@ -199,3 +200,21 @@ def test_command_now_on_a_disabled_connection_stores_nothing_and_says_why(make_c
                  "--subject", "s", "--body", "b", stdout=out)
     assert "the connection is disabled: it is sent once that changes" in out.getvalue()
     assert OutboxMessage.objects.get().status == OutboxStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
+def test_the_command_json_of_now_has_each_recipients_reply_and_queue_id(make_connection, fault):
+    conn = make_connection(name="smtp-fault", port=fault.port)
+    out = StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("send_message", conn.tenant.slug, "smtp-fault", "--to", "ok@example.test",
+                     "--to", "rcpt550-x@example.test", "--subject", "now", "--body", "b", "--now", "--json",
+                     stdout=out)
+    assert exit_info.value.code == 1
+    record = json.loads(out.getvalue())
+    ok = record["recipients"]["ok@example.test"]
+    assert record["status"] == "sent"
+    assert (ok["status"], ok["rcpt_code"], ok["code"]) == ("accepted", 250, 250)
+    assert ok["queue_id"].startswith("FAULT") and ok["text"].endswith(ok["queue_id"])
+    refused = record["recipients"]["rcpt550-x@example.test"]
+    assert refused["status"] == "refused" and refused["code"] == 550 and "User unknown" in refused["text"]

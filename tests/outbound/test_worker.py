@@ -12,7 +12,7 @@ from connections.services.outbound import enqueue
 from connections.tasks import dispatch_outbox
 from tests.celery_worker import wait_until
 
-from .test_postfix import _connection, _read_back
+from .test_sending_postfix import _connection, _read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 

@@ -1,61 +1,17 @@
-"""Transactions while sending: none open during SMTP, outcomes group-committed, never lost."""
+"""writer.py: outcomes group-committed in order with each "DATA started", only while still ours."""
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
-from django.db import connection as db_connection
-from django.db import transaction
 from django.utils import timezone
 
-from connections.mail import smtp
 from connections.models import OutboxMessage, OutboxStatus
-from connections.services.outbound import claims, enqueue, sending, writer
-from connections.services.outbound.claims import MimeLoader, claim
+from connections.services.outbound import enqueue, sending, writer
+from connections.services.outbound.claims import claim
 from connections.services.outbound.writer import log_entry, record_outcomes
 
 
 def _enqueue(conn, to: str, **kw) -> OutboxMessage:
     return enqueue.enqueue(connection_id=conn.pk, to=[to], subject=to, text="t", dispatch=False, **kw)
-
-
-def _old_transactions(since) -> list[tuple]:
-    """Other sessions of this database sitting in a transaction that began before `since`."""
-    with db_connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pid, state, xact_start FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND xact_start < %s",
-            [since],
-        )
-        return cursor.fetchall()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_no_transaction_is_open_while_talking_to_the_server(make_connection, fault, monkeypatch):
-    """The claim commits before the session; outcomes commit in short transactions of their
-    own; none of them spans an SMTP exchange (checked on the sender's connection and, through
-    pg_stat_activity, on every other connection of the test database)."""
-    conn = make_connection(port=fault.port)
-    msgs = [_enqueue(conn, f"m{i}@example.test") for i in range(5)]
-    real_send = smtp.SMTPClient.send
-    seen: list[tuple[bool, list]] = []
-    first_send: list = []
-
-    def observed_send(self, **kwargs):
-        if not first_send:
-            first_send.append(timezone.now())
-        # A transaction that began before the first SMTP exchange and is still open now
-        # would span the network I/O in between.
-        seen.append((transaction.get_connection().in_atomic_block, _old_transactions(first_send[0])))
-        return real_send(self, **kwargs)
-
-    monkeypatch.setattr(smtp.SMTPClient, "send", observed_send)
-    report = sending.send_due(connection_id=conn.pk)
-    assert report.sent == 5, str(report)
-    assert len(seen) == 5
-    assert [in_atomic for in_atomic, _ in seen] == [False] * 5
-    assert [old for _, old in seen] == [[]] * 5
-    assert {m.status for m in OutboxMessage.objects.filter(pk__in=[m.pk for m in msgs])} == {OutboxStatus.SENT}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -126,17 +82,3 @@ def test_group_commit_does_not_overwrite_what_an_operator_changed_meanwhile(make
     first = OutboxMessage.objects.get(pk=msgs[0].pk)
     assert first.recipient_results == {"m0@example.test": {"status": "accepted"}}
     assert first.delivery_log[0]["outcome"] == "sent" and first.sent_at == now
-
-
-@pytest.mark.django_db(transaction=True)
-def test_mime_is_loaded_in_growing_chunks_in_order(make_connection, monkeypatch):
-    monkeypatch.setattr(claims, "MIME_CHUNK_BYTES", 10**9)
-    conn = make_connection()
-    msgs = [_enqueue(conn, f"m{i}@example.test") for i in range(50)]
-    batch = claim(conn, 100, None)
-    with MimeLoader(batch) as loader:
-        assert loader.chunks == [(0, 8), (8, 40), (40, 50)]
-        for index, item in enumerate(batch):
-            if item.mime is None:
-                loader.fill(index)
-            assert item.mime == bytes(msgs[index].mime)
