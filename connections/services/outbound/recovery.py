@@ -68,6 +68,21 @@ class RecoveryReport:
         return f"{self.requeued} requeued, {self.uncertain} uncertain, {self.resent} uncertain resent"
 
 
+def _recovered(progress: str, entries: list, attempts: int, resend: bool, now: datetime) -> tuple[str, dict]:
+    """What recovery makes of one expired message: (the report's counter, the row's new values)."""
+    if progress != SendProgress.DATA:  # the server cannot have it: back in the queue
+        return "requeued", dict(status=OutboxStatus.QUEUED, next_attempt_at=now, delivery_log=entries + [log_entry(
+            "recovered", "the sending worker stopped before this message's data was sent: back in the queue")])
+    if resend:
+        return "resent", dict(
+            status=OutboxStatus.QUEUED, next_attempt_at=now, attempts=attempts + 1, last_error=UNCERTAIN_DETAIL,
+            delivery_log=entries + [log_entry("uncertain", UNCERTAIN_DETAIL + "; sent again (the connection resends "
+                                                                              "uncertain messages)")])
+    return "uncertain", dict(status=OutboxStatus.UNCERTAIN, next_attempt_at=None, attempts=attempts + 1,
+                             last_error=UNCERTAIN_DETAIL,
+                             delivery_log=entries + [log_entry("uncertain", UNCERTAIN_DETAIL)])
+
+
 def recover_expired(*, now: datetime | None = None, connection_id: int | None = None) -> RecoveryReport:
     """Return the messages of dead workers to the queue (or to `uncertain`); one short transaction."""
     now = now or timezone.now()
@@ -84,26 +99,9 @@ def recover_expired(*, now: datetime | None = None, connection_id: int | None = 
             .values_list("pk", "connection_id", "progress", "delivery_log", "attempts", "connection__resend_uncertain")
         )
         for pk, cid, progress, log_entries, attempts, resend in rows:
-            if progress == SendProgress.DATA:
-                if resend:
-                    values = dict(status=OutboxStatus.QUEUED, next_attempt_at=now, attempts=attempts + 1,
-                                  last_error=UNCERTAIN_DETAIL,
-                                  delivery_log=list(log_entries) + [
-                                      log_entry("uncertain", UNCERTAIN_DETAIL + "; sent again (the connection resends "
-                                                                            "uncertain messages)")])
-                    report.resent += 1
-                    kick.add(cid)
-                else:
-                    values = dict(status=OutboxStatus.UNCERTAIN, next_attempt_at=None, attempts=attempts + 1,
-                                  last_error=UNCERTAIN_DETAIL,
-                                  delivery_log=list(log_entries) + [log_entry("uncertain", UNCERTAIN_DETAIL)])
-                    report.uncertain += 1
-            else:
-                values = dict(status=OutboxStatus.QUEUED, next_attempt_at=now,
-                              delivery_log=list(log_entries) + [log_entry(
-                                  "recovered", "the sending worker stopped before this message's data was sent: "
-                                               "back in the queue")])
-                report.requeued += 1
+            outcome, values = _recovered(progress, list(log_entries), attempts, resend, now)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            if outcome != "uncertain":
                 kick.add(cid)
             OutboxMessage.objects.filter(pk=pk).update(claimed_at=None, lease_until=None, **values)
         for cid in kick:
