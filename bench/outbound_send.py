@@ -179,7 +179,7 @@ def main() -> None:
             rcpt = servers.add_user()[0]
             for i in range(n):
                 enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"ours {rnd} {i}", text=body_10k(i),
-                               dispatch=False)
+                                dispatch=False)
             started, cpu = time.perf_counter(), time.process_time()
             sent = 0
             while sent < n:  # one send_due per SMTP session (max_per_session), as the worker runs them
@@ -195,7 +195,7 @@ def main() -> None:
             rcpt = servers.add_user()[0]
             # The same bytes the outbox builds, built beforehand (not timed).
             prepared = [prepare.prepare(connection_id=conn.pk, to=[rcpt], subject=f"bare {rnd} {i}",
-                                       text=body_10k(i)).mime for i in range(n)]
+                                        text=body_10k(i)).mime for i in range(n)]
             started, cpu = time.perf_counter(), time.process_time()
             smtp = smtplib.SMTP(host, port, timeout=60)
             smtp.starttls(context=ca_context)

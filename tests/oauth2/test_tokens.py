@@ -43,7 +43,7 @@ def test_client_credentials_send(mail_servers, mailbox, make_oauth2_credential, 
     cred, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol="smtp", protection="starttls_mandatory")
     message = enqueue.enqueue(connection_id=connection.pk, to=[address], subject="via OAuth2", text="hello",
-                             dispatch=False)
+                              dispatch=False)
     report = sending.send_due(connection_id=connection.pk, message_ids=[message.pk])
     assert report.error in (None, ""), report.error
     assert b"via OAuth2" in b"".join(mail_servers.wait_for_messages(address).values())

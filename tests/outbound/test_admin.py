@@ -96,7 +96,7 @@ def test_viewer_cannot_compose_or_run_actions(client, viewer, make_connection):
 def test_requeue_and_cancel_actions(client, operator, make_connection):
     conn = make_connection()
     failed, queued, stale = (enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s",
-                                            dispatch=False) for _ in range(3))
+                                             dispatch=False) for _ in range(3))
     OutboxMessage.objects.filter(pk=failed.pk).update(status=OutboxStatus.FAILED, attempts=5)
     OutboxMessage.objects.filter(pk=stale.pk).update(status=OutboxStatus.SENDING,
                                                      claimed_at=timezone.now() - timedelta(hours=2))
@@ -113,7 +113,7 @@ def test_requeue_and_cancel_actions(client, operator, make_connection):
 
 def test_other_tenants_messages_are_invisible(client, operator, other_conn):
     theirs = enqueue.enqueue(connection_id=other_conn.pk, to=["a@example.test"], subject="secret-subject",
-                            dispatch=False)
+                             dispatch=False)
     client.force_login(operator)
     listing = client.get(reverse("admin:connections_outboxmessage_changelist")).content.decode()
     assert "secret-subject" not in listing
@@ -195,7 +195,7 @@ def test_connection_change_page_has_checklist_connectivity_and_outbox_counts(cli
 def test_record_links_a_follow_up(client, operator, make_connection, fault):
     conn = make_connection(port=fault.port)
     msg = enqueue.enqueue(connection_id=conn.pk, to=["ok@example.test", "rcpt452-x@example.test"], subject="s",
-                         dispatch=False)
+                          dispatch=False)
     sending.send_due(connection_id=conn.pk)
     follow = OutboxMessage.objects.get(retry_of=msg)
     client.force_login(operator)

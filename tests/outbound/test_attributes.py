@@ -71,7 +71,7 @@ def test_a_csv_body_in_windows_1252_arrives_through_postfix(mail_servers, tenant
     conn, _ = _connection(mail_servers, tenant, body_type="text/csv", body_charset="windows-1252")
     rcpt, _ = mail_servers.add_user()
     msg = enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="csv", text="Preis;Währung\n5;€\n",
-                         dispatch=False)
+                          dispatch=False)
     assert sending.send_due(connection_id=conn.pk).sent == 1
     [raw] = _read_back(mail_servers, rcpt)
     got = message_from_bytes(raw, policy=policy.default)

@@ -27,7 +27,7 @@ def conn(make_connection):
 @pytest.mark.smoke
 def test_plain_text_message_is_stored_queued_with_message_id_and_date(conn):
     msg = enqueue.enqueue(connection_id=conn.pk, to=["bob@example.test"], subject="Hello", text="Hi Bob\n",
-                         dispatch=False)
+                          dispatch=False)
     msg.refresh_from_db()
     assert msg.status == OutboxStatus.QUEUED
     assert msg.tenant_id == conn.tenant_id
@@ -108,7 +108,7 @@ def test_text_html_and_attachments_structure_and_rfc2231_names(conn):
 
 def test_html_only_and_empty_body(conn):
     html = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s", html="<p>x</p>",
-                          dispatch=False)
+                           dispatch=False)
     assert _parse(bytes(html.mime)).get_content_type() == "text/html"
     empty = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="", dispatch=False)
     assert _parse(bytes(empty.mime)).get_content_type() == "text/plain"
@@ -116,7 +116,7 @@ def test_html_only_and_empty_body(conn):
 
 def test_non_ascii_text_is_never_8bit(conn):
     msg = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s", text="ü" * 2000,
-                         dispatch=False)
+                          dispatch=False)
     assert bytes(msg.mime).isascii()
     assert _parse(bytes(msg.mime)).get_content().replace("\r\n", "\n") == "ü" * 2000 + "\n"
 
@@ -135,8 +135,8 @@ def test_bcc_is_only_in_the_envelope_and_recipients_are_deduplicated(conn):
 def test_reply_to_defaults_and_extra_headers(make_connection):
     conn = make_connection(default_reply_to="Help <help@example.test>")
     msg = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                         extra_headers={"X-Campaign": "Frühling", "List-Unsubscribe": "<mailto:u@example.test>"},
-                         dispatch=False)
+                          extra_headers={"X-Campaign": "Frühling", "List-Unsubscribe": "<mailto:u@example.test>"},
+                          dispatch=False)
     parsed = _parse(bytes(msg.mime))
     assert parsed["Reply-To"] == "Help <help@example.test>"
     assert parsed["X-Campaign"] == "Frühling"
@@ -144,7 +144,7 @@ def test_reply_to_defaults_and_extra_headers(make_connection):
     none = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s", reply_to=[], dispatch=False)
     assert _parse(bytes(none.mime))["Reply-To"] is None
     own = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                         extra_headers={"Message-ID": "<abc.123@example.test>"}, dispatch=False)
+                          extra_headers={"Message-ID": "<abc.123@example.test>"}, dispatch=False)
     assert own.message_id == "<abc.123@example.test>"
     assert _parse(bytes(own.mime))["Message-ID"] == "<abc.123@example.test>"
 
@@ -152,7 +152,7 @@ def test_reply_to_defaults_and_extra_headers(make_connection):
 def test_send_after_sets_next_attempt(conn):
     later = timezone.now() + timedelta(hours=2)
     msg = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s", send_after=later,
-                         dispatch=False)
+                          dispatch=False)
     assert msg.next_attempt_at == later and msg.send_after == later
 
 
@@ -219,24 +219,24 @@ def test_missing_from_is_refused(make_connection):
     assert not OutboxMessage.objects.exists()
     # given per message, it is fine
     enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s", from_address="me@example.test",
-                   dispatch=False)
+                    dispatch=False)
 
 
 def test_message_larger_than_the_servers_size_is_refused(make_connection):
     conn = make_connection(smtp_max_size=50_000)
     with pytest.raises(ValidationError) as info:
         enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                       attachments=[AttachmentIn("big.bin", b"\0" * 40_000)], dispatch=False)
+                        attachments=[AttachmentIn("big.bin", b"\0" * 40_000)], dispatch=False)
     text = str(info.value)
     assert "accepts at most 48.8 KB (SIZE 50000)" in text and "hint:" in text
     assert not OutboxMessage.objects.exists() and not OutboxAttachment.objects.exists()
     # a smaller one passes; with an unknown SIZE, anything passes
     enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                   attachments=[AttachmentIn("small.bin", b"\0" * 30_000)], dispatch=False)
+                    attachments=[AttachmentIn("small.bin", b"\0" * 30_000)], dispatch=False)
     conn.smtp_max_size = None
     conn.save()
     enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                   attachments=[AttachmentIn("big.bin", b"\0" * 40_000)], dispatch=False)
+                    attachments=[AttachmentIn("big.bin", b"\0" * 40_000)], dispatch=False)
     assert OutboxMessage.objects.count() == 2
 
 
@@ -246,8 +246,8 @@ def test_size_limit_from_the_last_connectivity_test_is_used_when_no_session_told
     conn = make_connection(last_test_report=report)
     with pytest.raises(ValidationError, match="SIZE 20000"):
         enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                       attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
+                        attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
     conn.smtp_max_size = 100_000  # a later session's SIZE wins
     conn.save()
     enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="s",
-                   attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)
+                    attachments=[AttachmentIn("big.bin", b"\0" * 30_000)], dispatch=False)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db(transaction=True)  # outside a transaction: t
 
 def _enqueue(conn, n: int) -> list[OutboxMessage]:
     return [enqueue.enqueue(connection_id=conn.pk, to=[f"p{i}@example.test"], subject=f"p{i}", text="x",
-                           dispatch=False) for i in range(n)]
+                            dispatch=False) for i in range(n)]
 
 
 def test_two_sessions_at_once_each_with_its_own_batch(make_connection, fault, monkeypatch, settings):

@@ -87,9 +87,9 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
     try:
         conn = make_connection(port=slow.port, timeout=120)
         first = enqueue.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="crash", text="x",
-                               dispatch=False, priority=10)
+                                dispatch=False, priority=10)
         rest = [enqueue.enqueue(connection_id=conn.pk, to=[f"r{i}@example.test"], subject="rest", text="x",
-                               dispatch=False) for i in range(5)]
+                                dispatch=False) for i in range(5)]
         worker = _sender_process(conn.pk)
         wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
         assert slow.received, worker.stderr.read().decode()
@@ -124,7 +124,7 @@ def test_killed_with_outcomes_still_in_the_writer_at_most_one_is_uncertain(make_
     outcomes not yet written leaves at most its last message unknown."""
     conn = make_connection(port=fault.port)
     messages = [enqueue.enqueue(connection_id=conn.pk, to=[f"m{i}@example.test"], subject=f"m{i}", text="x",
-                               dispatch=False) for i in range(3)]
+                                dispatch=False) for i in range(3)]
     # Outcomes left in the writer at the session's end, and a process that never finishes.
     worker = _sender_process(conn.pk, setup="writer.Writer.flush = lambda self: __import__('time').sleep(3600)")
     wait_until(lambda: len(fault.accepted) == 3 or worker.poll() is not None, what="three deliveries")
@@ -152,7 +152,7 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
     rng = random.Random(int(os.environ.get("TM_CRASH_SEED", "19")))
     conn = make_connection(port=fault.port, max_per_session=50, resend_uncertain=True)
     messages = [prepare.prepare(connection_id=conn.pk, to=[f"k{i}@example.test"], subject=f"k{i}",
-                               text=f"message {i}\n" * rng.randint(1, 200)) for i in range(total)]
+                                text=f"message {i}\n" * rng.randint(1, 200)) for i in range(total)]
     for prepared in messages:
         enqueue.store(prepared, dispatch=False)
     done_kills = 0
@@ -207,9 +207,9 @@ def test_progress_is_recorded_claimed_session_data_then_the_final_reply(make_con
     try:
         conn = make_connection(port=slow.port, timeout=120)
         first = enqueue.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="a", text="x",
-                               dispatch=False, priority=10)
+                                dispatch=False, priority=10)
         second = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="b", text="x",
-                                dispatch=False)
+                                 dispatch=False)
         worker = _sender_process(conn.pk, lease=1)
         wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
         rows = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk])}

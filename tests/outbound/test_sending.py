@@ -39,8 +39,8 @@ def test_outside_a_transaction_outcomes_are_written_by_the_writer_thread(make_co
     conn = make_connection(port=fault.port)
     specs = ["ok1", "rcpt550-a", "data451-b", "ok2", "data552-c", "ok3"]
     msgs = [enqueue.enqueue(connection_id=conn.pk, to=[f"{s}@example.test", "ok@example.test"]
-                           if s == "rcpt550-a" else [f"{s}@example.test"], subject=s, dispatch=False,
-                           priority=100 - i)
+                            if s == "rcpt550-a" else [f"{s}@example.test"], subject=s, dispatch=False,
+                            priority=100 - i)
             for i, s in enumerate(specs)]
     report = sending.send_due(connection_id=conn.pk)
     got = {m.subject: OutboxMessage.objects.get(pk=m.pk) for m in msgs}

@@ -108,7 +108,7 @@ def test_unknown_recipient_is_refused_and_recorded_the_others_get_it(mail_server
     known, _ = mail_servers.add_user()
     unknown = f"nobody-{uuid.uuid4().hex[:8]}@{mail_servers.domain}"
     message = enqueue.enqueue(connection_id=conn.pk, to=[known, unknown], subject="partial", text="x",
-                             dispatch=False)
+                              dispatch=False)
     sending.send_due(connection_id=conn.pk)
     sent = OutboxMessage.objects.get(pk=message.pk)
     assert sent.status == OutboxStatus.SENT
@@ -139,7 +139,7 @@ def test_many_messages_over_one_session_per_protection(mail_servers, tenant, lis
                           authentication=authentication)
     rcpt, _ = mail_servers.add_user()
     ids = [enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"n{i}", text=f"message {i}",
-                          dispatch=False).pk for i in range(5)]
+                           dispatch=False).pk for i in range(5)]
     report = sending.send_due(connection_id=conn.pk)
     assert report.sent == 5 and report.sessions == 1, str(report)
     delivered = _read_back(mail_servers, rcpt, count=5)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def test_a_template_is_rendered_once_at_enqueue_and_the_result_stored(make_connection, invoice):
     conn = make_connection()
     msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], template="invoice",
-                         context={"number": 42, "customer": "<Zoë & Co>", "amount": "10 €"}, dispatch=False)
+                          context={"number": 42, "customer": "<Zoë & Co>", "amount": "10 €"}, dispatch=False)
     assert msg.subject == "Invoice 42 for <Zoë & Co>"  # one line, not HTML-escaped
     assert msg.text_body == "Dear <Zoë & Co>,\nplease pay 10 €.\n"
     assert msg.html_body == "<p>Dear &lt;Zoë &amp; Co&gt;, please pay <b>10 €</b>.</p>"  # escaped in HTML

@@ -30,8 +30,8 @@ def test_outcomes_are_group_committed_in_order_and_all_recorded(make_connection,
     conn = make_connection(port=fault.port)
     specs = ["ok0", "data451-a", "ok1", "rcpt452-b", "ok2", "data550-c", "ok3", "ok4", "ok5", "ok6"]
     msgs = [enqueue.enqueue(connection_id=conn.pk, subject=s, text="t", dispatch=False, priority=100 - i,
-                           to=[f"{s}@example.test", "also@example.test"] if s.startswith("rcpt") else
-                           [f"{s}@example.test"])
+                            to=[f"{s}@example.test", "also@example.test"] if s.startswith("rcpt") else
+                            [f"{s}@example.test"])
             for i, s in enumerate(specs)]
     report = sending.send_due(connection_id=conn.pk)
     writes = [w for g in groups for w in g]

@@ -90,7 +90,7 @@ def test_keep_sent_days_deletes_finished_outbox_messages(tenant):
     conn = OutboundConnection.objects.create(tenant=tenant, name="notifications", host="smtp.example.test",
                                              default_from="noreply@acme.example", keep_sent_days=30, enabled=False)
     old = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="old", text="x",
-                         attachments=[AttachmentIn("a.txt", b"12345", "text/plain")])
+                          attachments=[AttachmentIn("a.txt", b"12345", "text/plain")])
     queued = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="queued", text="x")
     recent = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="recent", text="x")
     long_ago = timezone.now() - timedelta(days=40)
