@@ -2,7 +2,7 @@
 """Crash recovery with many real SIGKILLs (issue 19): 50 kills -> 0 stuck, 0 lost, 0 doubled
 except uncertain ones.
 
-Runs tests/outbound/test_crash.py's big-batch test with TM_CRASH_KILLS (default 50) kills
+Runs tests/outbound/test_recovery_crash.py's big-batch test with TM_CRASH_KILLS (default 50) kills
 of a real sending process (`send_due` in a subprocess, lease 1 s) at random moments, against
 the fault-injecting SMTP server, counting deliveries at the server by Message-ID; the
 connection resends uncertain messages by itself. It prints the test's summary line.
@@ -36,7 +36,7 @@ def main() -> None:
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
-         "tests/outbound/test_crash.py::test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled"],
+         "tests/outbound/test_recovery_crash.py::test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled"],
         cwd=str(ROOT), env=env, capture_output=True, text=True)
     summary = [line for line in proc.stdout.splitlines() if line.startswith("crash test:")]
     print("\n".join(summary) or proc.stdout[-3000:])

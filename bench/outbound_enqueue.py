@@ -4,7 +4,7 @@
 Contenders, each storing PER_ROUND messages (~1 KB text/plain, one recipient, a subject) per
 round, interleaved (the order rotates every round), medians of ROUNDS rounds:
 
-  ours         connections.services.outbound.bulk.enqueue_many(): every message checked
+  ours         connections.services.outbound.enqueue.enqueue_many(): every message checked
                (addresses, headers, size), its MIME built once, all rows in ONE transaction
                (bulk_create), one send task kicked on commit (here dispatch=False);
   orm          the floor: the same rows (MIME built beforehand, not timed) with a bare
@@ -94,8 +94,9 @@ def main() -> None:
     from django.db import connection
 
     from connections.models import OutboundConnection, OutboxMessage, Tenant
-    from connections.services import outbox
-    from connections.services.outbound import bulk
+    from connections.services.outbound.enqueue import enqueue_many, message_row
+    from connections.services.outbound.prepare import prepare
+    from connections.services.persistence.outbound import BATCH_SIZE
 
     settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
     connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
@@ -121,7 +122,7 @@ def main() -> None:
         def run_ours(rnd: int) -> tuple[float, float]:
             messages = items("ours", rnd)
             cpu, started = time.process_time(), time.perf_counter()
-            result = bulk.enqueue_many(connection_id=conn.pk, messages=messages, dispatch=False)
+            result = enqueue_many(connection_id=conn.pk, messages=messages, dispatch=False)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             assert len(result) == n
             return seconds, cpu
@@ -130,10 +131,10 @@ def main() -> None:
             from django.utils import timezone
 
             stamp = timezone.now()  # rows built beforehand: only the INSERTs are timed
-            rows = [outbox.message_row(outbox.prepare(connection_id=conn.pk, connection=conn, **item), stamp)
+            rows = [message_row(prepare(connection_id=conn.pk, connection=conn, **item), stamp)
                     for item in items("orm", rnd)]
             cpu, started = time.process_time(), time.perf_counter()
-            OutboxMessage.objects.bulk_create(rows, batch_size=bulk.BATCH_SIZE)
+            OutboxMessage.objects.bulk_create(rows, batch_size=BATCH_SIZE)
             return time.perf_counter() - started, time.process_time() - cpu
 
         def run_post_office(rnd: int) -> tuple[float, float]:

@@ -6,7 +6,7 @@ local Postfix over its submission port (STARTTLS, verified against the run's CA,
 PLAIN — what a tenant's connection does), which delivers into Dovecot over LMTP:
 
   ours         TenantMail's outbox with default settings: messages queued with
-               outbox.enqueue(), then the timed part is outbox.send_due() — claims, MIME loaded
+               outbound.enqueue.enqueue(), then the timed part is outbound.sending.send_due() — claims, MIME loaded
                from the database, OUTBOX_PARALLEL_SESSIONS (2) SMTP sessions of up to 100
                messages at once, every message's outcome recorded;
   ours-1-session  the same with OUTBOX_PARALLEL_SESSIONS=1 (one session at a time);
@@ -30,6 +30,7 @@ Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and root for Postfix/Dovecot,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import smtplib
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)  # medians need >= 3
     parser.add_argument("--per-round", type=int, default=200)
     parser.add_argument("--compare-writer", metavar="WRITER_PY",
-                        help="also run 'ours-before': the outbox with the _Writer of this file (an older "
+                        help="also run 'ours-before': the outbox with the Writer (or older _Writer) of this file (an older "
                              "connections/services/outbound/writer.py, e.g. from `git show "
                              "main:connections/services/outbound/writer.py`) — a before/after A/B in one run")
     args = parser.parse_args()
@@ -140,7 +141,7 @@ def main() -> None:
     from django.test import override_settings
 
     from connections.models import OutboundConnection, OutboxMessage, Tenant, UserCredential
-    from connections.services import outbox
+    from connections.services.outbound import enqueue, prepare, sending
     from connections.services.setup import credentials
     from tests.mailservers import start_mail_servers
 
@@ -177,12 +178,12 @@ def main() -> None:
         def run_ours(rnd: int) -> float:
             rcpt = servers.add_user()[0]
             for i in range(n):
-                outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"ours {rnd} {i}", text=body_10k(i),
-                               dispatch=False)
+                enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"ours {rnd} {i}", text=body_10k(i),
+                                dispatch=False)
             started, cpu = time.perf_counter(), time.process_time()
             sent = 0
             while sent < n:  # one send_due per SMTP session (max_per_session), as the worker runs them
-                report = outbox.send_due(connection_id=conn.pk, time_budget=3600)
+                report = sending.send_due(connection_id=conn.pk, time_budget=3600)
                 assert report.sent, str(report)
                 sent += report.sent
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -193,8 +194,8 @@ def main() -> None:
         def run_bare(rnd: int) -> float:
             rcpt = servers.add_user()[0]
             # The same bytes the outbox builds, built beforehand (not timed).
-            prepared = [outbox.prepare(connection_id=conn.pk, to=[rcpt], subject=f"bare {rnd} {i}",
-                                       text=body_10k(i)).mime for i in range(n)]
+            prepared = [prepare.prepare(connection_id=conn.pk, to=[rcpt], subject=f"bare {rnd} {i}",
+                                        text=body_10k(i)).mime for i in range(n)]
             started, cpu = time.perf_counter(), time.process_time()
             smtp = smtplib.SMTP(host, port, timeout=60)
             smtp.starttls(context=ca_context)
@@ -228,16 +229,20 @@ def main() -> None:
                                                           args.compare_writer)
             before = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(before)
-            if not hasattr(before._Writer, "flush"):
-                before._Writer.flush = lambda self: None  # that writer's thread wrote outcomes by itself
-            current_writer = outbox._Writer
+            if hasattr(before, "Writer"):
+                before_writer = before.Writer
+            else:  # before issue 14: `_Writer(threaded=True)` was the worker's writer
+                if not hasattr(before._Writer, "flush"):
+                    before._Writer.flush = lambda self: None  # that writer's thread wrote outcomes by itself
+                before_writer = functools.partial(before._Writer, threaded=True)
+            current_writer = sending.Writer
 
             def run_before(rnd: int) -> float:
-                outbox._Writer = before._Writer
+                sending.Writer = before_writer
                 try:
                     return run_ours(rnd)
                 finally:
-                    outbox._Writer = current_writer
+                    sending.Writer = current_writer
 
             contenders["ours-before"] = run_before
         seconds: dict[str, list[float]] = {name: [] for name in contenders}

@@ -11,7 +11,7 @@ or per call:
         EmailMessage(..., connection=backend).send()
 
 All messages of one `send_messages()` call are checked and queued together, in one
-transaction, through `connections.services.outbound.bulk.enqueue_many` (the workers send
+transaction, through `connections.services.outbound.enqueue.enqueue_many` (the workers send
 them); it returns how many were queued. From, To, Cc, Bcc, Reply-To, extra headers, HTML
 alternatives and attachments are kept. A message with a `template` attribute (and a
 `context` dict) gets its subject and bodies from the tenant's message template of that name.
@@ -29,8 +29,8 @@ from django.core.mail.message import EmailMessage
 from connections.conf import conf
 from .errors import ConfigurationError, ValidationError
 from .services.access.lookup import find_connection
-from .services.outbound import bulk
-from .services.mime import AttachmentIn
+from .services.outbound import enqueue
+from .services.outbound.mime import AttachmentIn
 
 # Django's own placeholder From: a message that did not choose a From gets the connection's.
 _DJANGO_DEFAULT_FROM = "webmaster@localhost"
@@ -86,7 +86,7 @@ class TenantMailBackend(BaseEmailBackend):
                 if not self.fail_silently:
                     raise
         try:
-            result = bulk.enqueue_many(connection_id=connection_id, messages=items, skip_invalid=self.fail_silently)
+            result = enqueue.enqueue_many(connection_id=connection_id, messages=items, skip_invalid=self.fail_silently)
         except (ValidationError, ConfigurationError):
             if not self.fail_silently:
                 raise
@@ -95,7 +95,7 @@ class TenantMailBackend(BaseEmailBackend):
 
 
 def _fields(message: EmailMessage) -> dict[str, Any]:
-    """The keyword arguments of outbox.enqueue for a Django EmailMessage."""
+    """The keyword arguments of enqueue for a Django EmailMessage."""
     headers = {k: v for k, v in (message.extra_headers or {}).items()}
     lowered = {k.lower(): k for k in headers}
     from_address = message.from_email

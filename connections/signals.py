@@ -50,7 +50,7 @@ def notify_stored(*, connection_id: int, message_ids: Iterable[int], tenant_id: 
 
 
 def notify_outbox_finished(*, connection_id: int, outcomes: Iterable) -> None:
-    """Send `outbox_message_finished` for the outcomes (services.outbox.MessageOutcome) that
+    """Send `outbox_message_finished` for the outcomes (services.outbound.outcomes.MessageOutcome) that
     are final — status "sent" or "failed" — once the current transaction commits."""
     outcomes = list(outcomes)
     sent = [o.message_id for o in outcomes if o.status == "sent"]

@@ -98,21 +98,21 @@ def prune_poll_history() -> int:
 @shared_task(name="connections.tasks.dispatch_outbox", ignore_result=True)
 def dispatch_outbox() -> int:
     """Beat: one query for the connections with due messages; one send task for each."""
-    from .services import outbox
+    from .services.outbound.dispatch import dispatch_due, kick
 
-    ids = outbox.dispatch_due()
+    ids = dispatch_due()
     for connection_id in ids:
-        outbox.kick(connection_id=connection_id)
+        kick(connection_id=connection_id)
     return len(ids)
 
 
 @shared_task(name="connections.tasks.send_outbox", ignore_result=True)
 def send_outbox(connection_id: int) -> str:
     """Send a connection's due messages (claims with SKIP LOCKED: safe to run twice)."""
-    from .services import outbox
     from .services.monitoring.metrics import sends_finished
+    from .services.outbound.sending import send_due
 
-    report = outbox.send_due(connection_id=connection_id)
+    report = send_due(connection_id=connection_id)
     sends_finished(report=report)  # /metrics counters
     return str(report)
 

@@ -1,5 +1,5 @@
 """Admin of outbound connections and the outbox: compose, send test mail, requeue, cancel,
-and each message's delivery record. All work is done by connections.services.outbox."""
+and each message's delivery record. All work is done by connections.services.outbound."""
 from __future__ import annotations
 
 from typing import Any
@@ -18,10 +18,11 @@ from django.utils.http import urlencode
 
 from ..errors import TenantMailError
 from ..models import OutboundConnection, OutboxAttachment, OutboxMessage, OutboxStatus
-from ..services import mime, outbox
-from ..services.common import dates
 from ..services.access import tenancy
-from ..services.outbound import recovery
+from ..services.common import dates
+from ..services.outbound import actions, addresses, dispatch, enqueue, queries, recovery
+from ..services.outbound.mime import AttachmentIn
+from ..services.outbound.prepare import PreparedMessage, human_size, prepare
 from .base import TenantScopedAdmin
 from .checklist import SetupChecklistAdminMixin
 from .disclosure import OUTBOUND_RULES, DisclosureFormMixin
@@ -52,7 +53,7 @@ class OutboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
                 raise forms.ValidationError("Enter the From address used when a message names none.")
             return ""
         try:
-            mime.parse_address(value, field=self.fields[name].label or name)
+            addresses.parse_address(value, field=self.fields[name].label or name)
         except TenantMailError as exc:
             raise forms.ValidationError(str(exc)) from None
         return value
@@ -66,8 +67,8 @@ class OutboundConnectionForm(DisclosureFormMixin, forms.ModelForm):
     def _addresses(self, name: str) -> str:
         value = (self.cleaned_data.get(name) or "").strip()
         try:
-            for address in mime.split_addresses([value]):
-                mime.parse_address(address, field=self.fields[name].label or name)
+            for address in addresses.split_addresses([value]):
+                addresses.parse_address(address, field=self.fields[name].label or name)
         except TenantMailError as exc:
             raise forms.ValidationError(str(exc)) from None
         return value
@@ -105,7 +106,7 @@ class SendTestMailForm(forms.Form):
     def clean_recipient(self) -> str:
         value = self.cleaned_data["recipient"].strip()
         try:
-            mime.parse_address(value, field="Recipient")
+            addresses.parse_address(value, field="Recipient")
         except TenantMailError as exc:
             raise forms.ValidationError(str(exc)) from None
         return value
@@ -166,7 +167,7 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
     def outbox_counts(self, obj: OutboundConnection) -> str:
         if obj is None or obj.pk is None:
             return "–"
-        counts = outbox.counts_by_status(connection_id=obj.pk)
+        counts = queries.counts_by_status(connection_id=obj.pk)
         rows = [(self._outbox_url(obj, status__exact=s.value), s.label, counts.get(s.value, 0))
                 for s in OutboxStatus]
         return format_html(
@@ -188,7 +189,7 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
                 )
                 continue
             try:
-                message = outbox.send_test_mail(connection_id=connection.pk, to=recipient)
+                message = enqueue.send_test_mail(connection_id=connection.pk, to=recipient)
             except TenantMailError as exc:
                 self.message_user(request, f"Test mail not queued on '{connection.name}': {exc}",
                                   messages.ERROR)
@@ -253,7 +254,7 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
     def send_due_now(self, request: HttpRequest, queryset):
         count = 0
         for connection in queryset.filter(enabled=True):
-            outbox.kick(connection_id=connection.pk)
+            dispatch.kick(connection_id=connection.pk)
             count += 1
         self.message_user(request, f"Asked the workers to send the due messages of {count} connection(s).")
 
@@ -262,7 +263,7 @@ class OutboundConnectionAdmin(CredentialReferenceAdminMixin, ConnectivityTestAdm
 
 def _split_addresses(value: str) -> list[str]:
     lines = [line.strip() for line in (value or "").replace("\r", "\n").split("\n")]
-    return mime.split_addresses([line for line in lines if line])
+    return addresses.split_addresses([line for line in lines if line])
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -301,7 +302,7 @@ class ComposeForm(forms.ModelForm):
         widgets = {"subject": forms.TextInput(attrs={"size": 80})}
         labels = {"text_body": "Text", "html_body": "HTML"}
 
-    prepared: outbox.PreparedMessage | None = None
+    prepared: PreparedMessage | None = None
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -310,7 +311,7 @@ class ComposeForm(forms.ModelForm):
             return data
         uploads = data.get("attachments") or []
         try:
-            self.prepared = outbox.prepare(
+            self.prepared = prepare(
                 connection_id=connection.pk,
                 to=_split_addresses(data.get("to", "")), cc=_split_addresses(data.get("cc", "")),
                 bcc=_split_addresses(data.get("bcc", "")),
@@ -318,7 +319,7 @@ class ComposeForm(forms.ModelForm):
                 from_address=data.get("from_address") or None,
                 subject=data.get("subject") or "", text=data.get("text_body") or "",
                 html=data.get("html_body") or "",
-                attachments=[outbox.AttachmentIn(u.name, u.read(), u.content_type or "") for u in uploads],
+                attachments=[AttachmentIn(u.name, u.read(), u.content_type or "") for u in uploads],
                 priority=data.get("priority") or 0, send_after=data.get("send_after"),
             )
         except TenantMailError as exc:
@@ -451,10 +452,10 @@ class OutboxMessageAdmin(TenantScopedAdmin):
         prepared = form.prepared
         if prepared is None or not tenancy.can(request.user, prepared.connection.tenant_id, action="run"):
             raise PermissionDenied
-        return outbox.store(prepared)
+        return enqueue.store(prepared)
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
-        pass  # stored by outbox.store in save_form
+        pass  # stored by enqueue.store in save_form
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:
         pass
@@ -486,7 +487,7 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     # --- actions
     @admin.action(description="Requeue selected (failed, cancelled, stale sending)", permissions=["run"])
     def requeue(self, request: HttpRequest, queryset) -> None:
-        result = outbox.requeue(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        result = actions.requeue(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
         self.message_user(request, f"{result.changed} message(s) requeued.", messages.SUCCESS)
         if result.skipped:
             self.message_user(
@@ -498,7 +499,7 @@ class OutboxMessageAdmin(TenantScopedAdmin):
 
     @admin.action(description="Cancel selected (queued, stale sending)", permissions=["run"])
     def cancel(self, request: HttpRequest, queryset) -> None:
-        result = outbox.cancel(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
+        result = actions.cancel(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
         self.message_user(request, f"{result.changed} message(s) cancelled.", messages.SUCCESS)
         if result.skipped:
             self.message_user(
@@ -511,13 +512,13 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     @admin.action(description="Resend selected uncertain (same Message-ID; may deliver twice)", permissions=["run"])
     def resend_uncertain(self, request: HttpRequest, queryset) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        changed = recovery.resend_uncertain(message_ids=ids, user=request.user)
+        changed = actions.resend_uncertain(message_ids=ids, user=request.user)
         self._report(request, changed, len(ids) - changed, "queued to be sent again")
 
     @admin.action(description="Mark selected uncertain as sent", permissions=["run"])
     def mark_sent(self, request: HttpRequest, queryset) -> None:
         ids = list(queryset.values_list("pk", flat=True))
-        changed = recovery.mark_sent(message_ids=ids, user=request.user)
+        changed = actions.mark_sent(message_ids=ids, user=request.user)
         self._report(request, changed, len(ids) - changed, "marked sent")
 
     def _report(self, request: HttpRequest, changed: int, skipped: int, done: str) -> None:
@@ -567,7 +568,7 @@ class OutboxMessageAdmin(TenantScopedAdmin):
 
     @admin.display(description="size")
     def size_display(self, obj: OutboxMessage) -> str:
-        return outbox._human(obj.size)
+        return human_size(obj.size)
 
     @admin.display(description="source")
     def source_link(self, obj: OutboxMessage) -> str:

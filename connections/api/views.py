@@ -16,9 +16,9 @@ from rest_framework.views import APIView
 
 from ..errors import TenantMailError
 from ..models import ApiScope
-from ..services import api_outbox
-from ..services.messages import details, files, headers, queries, search
 from ..services.access.lookup import ConnectionNotFound, find_connection
+from ..services.messages import details, files, headers, queries, search
+from ..services.outbound import api as outbox_api
 from ..services.setup import connection_states
 from ..services.webhooks import payloads
 from . import serializers as s
@@ -39,9 +39,9 @@ class ApiView(APIView):
     def handle_exception(self, exc):
         if isinstance(exc, queries.MessageNotFound):
             exc = NotFound(exc.message)
-        elif isinstance(exc, api_outbox.OutboxNotFound):
+        elif isinstance(exc, outbox_api.OutboxNotFound):
             exc = NotFound(exc.message)
-        elif isinstance(exc, api_outbox.IdempotencyConflict):
+        elif isinstance(exc, outbox_api.IdempotencyConflict):
             return Response({"detail": exc.message, "hint": exc.hint}, status=status.HTTP_409_CONFLICT)
         elif isinstance(exc, TenantMailError):
             return Response({"detail": exc.message, **({"hint": exc.hint} if exc.hint else {})},
@@ -188,7 +188,7 @@ class OutboxCreateView(ApiView):
         key = (request.headers.get("Idempotency-Key") or "").strip()
         if len(key) > 255:
             raise DRFValidationError({"Idempotency-Key": ["At most 255 characters."]})
-        result = api_outbox.submit(tenant_id=request.auth.tenant_id, data=serializer.validated_data,
+        result = outbox_api.submit(tenant_id=request.auth.tenant_id, data=serializer.validated_data,
                                    idempotency_key=key or None, request_hash=_request_hash(request.data))
         body = {"id": result.message.pk, "status": result.message.status,
                 "url": payloads.api_url(f"outbox/{result.message.pk}/")}
@@ -203,7 +203,7 @@ class OutboxDetailView(ApiView):
 
     @extend_schema(responses={200: s.OutboxDetailSerializer, **_ERRORS})
     def get(self, request, pk: int):
-        message = api_outbox.get(tenant_id=request.auth.tenant_id, message_id=pk)
+        message = outbox_api.get(tenant_id=request.auth.tenant_id, message_id=pk)
         return Response({
             "id": message.pk, "connection": message.connection.name, "status": message.status,
             "to": message.to, "cc": message.cc, "bcc": message.bcc, "subject": message.subject,

@@ -1084,17 +1084,17 @@ def _inbound_rules(errors: list[str], item: _Item, conn: InboundConnection) -> N
 
 def _outbound_rules(errors: list[str], item: _Item, conn: OutboundConnection) -> None:
     """From and Reply-To must be addresses the sender can use (as the admin form checks)."""
-    from . import mime
+    from .outbound import addresses
 
     pairs = [("from", conn.default_from), ("reply_to", conn.default_reply_to)]
     for key, field_name in (("to", "default_to"), ("cc", "default_cc"), ("bcc", "default_bcc")):
-        pairs += [(key, address) for address in mime.split_addresses([getattr(conn, field_name) or ""])]
+        pairs += [(key, address) for address in addresses.split_addresses([getattr(conn, field_name) or ""])]
     for key, value in pairs:
         where = f"{item.path}.{key}"
         if not value or any(e.startswith(f"{where}: ") for e in errors):
             continue
         try:
-            mime.parse_address(value, field=key)
+            addresses.parse_address(value, field=key)
         except TenantMailError as exc:
             message = str(exc)
             message = message[len(key) + 2:] if message.startswith(f"{key}: ") else message  # the place says it

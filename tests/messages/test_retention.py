@@ -18,10 +18,10 @@ from django.utils import timezone
 from connections.models import (
     Attachment, Membership, OutboundConnection, OutboxMessage, OutboxStatus, Role, StoredMessage,
 )
-from connections.services import outbox
 from connections.services.inbound.poll import poll
 from connections.services.messages import retention
-from connections.services.mime import AttachmentIn
+from connections.services.outbound import enqueue
+from connections.services.outbound.mime import AttachmentIn
 from tests.inbound.conftest import make_credential, make_inbound, tenant  # noqa: F401 (fixtures)
 from tests.passing_on.conftest import polled  # noqa: F401 (fixture)
 
@@ -92,10 +92,10 @@ def test_purge_command_reports_and_filters(polled):
 def test_keep_sent_days_deletes_finished_outbox_messages(tenant):
     conn = OutboundConnection.objects.create(tenant=tenant, name="notifications", host="smtp.example.test",
                                              default_from="noreply@acme.example", keep_sent_days=30, enabled=False)
-    old = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="old", text="x",
-                         attachments=[AttachmentIn("a.txt", b"12345", "text/plain")])
-    queued = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="queued", text="x")
-    recent = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="recent", text="x")
+    old = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="old", text="x",
+                          attachments=[AttachmentIn("a.txt", b"12345", "text/plain")])
+    queued = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="queued", text="x")
+    recent = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="recent", text="x")
     long_ago = timezone.now() - timedelta(days=40)
     OutboxMessage.objects.filter(pk=old.pk).update(status=OutboxStatus.SENT, sent_at=long_ago)
     OutboxMessage.objects.filter(pk=queued.pk).update(created_at=long_ago)  # not finished: kept

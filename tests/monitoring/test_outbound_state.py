@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from connections.models import AlertSettings, OutboundConnection, OutboundSendState, OutboxMessage, UserCredential
-from connections.services import outbox
+from connections.services.outbound import enqueue
 from connections.services.setup import checklist, credentials
 from connections.services.monitoring import operations, outbound, runtime, watchdog
 from connections.tasks import send_outbox
@@ -52,7 +52,7 @@ def test_consecutive_failed_sends_fail_the_connection_and_a_delivery_resets(tena
         last_test_ok=True,
     )
     for i in range(3):
-        outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"m{i}", text="hi", dispatch=False)
+        enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"m{i}", text="hi", dispatch=False)
 
     send_outbox(conn.pk)  # closed port: one failed send (the connection, not once per message)
     assert OutboundSendState.objects.get(pk=conn.pk).consecutive_failures == 1
@@ -99,7 +99,7 @@ def test_a_wrong_password_holds_the_messages_and_shows_held(tenant, mail_servers
         credential_name=_credential(tenant, sender, "not-the-password"), trusted_ca=mail_servers.ca_pem, timeout=10,
         default_from=sender, last_test_at=timezone.now(), last_test_ok=True,
     )
-    outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="x", text="hi", dispatch=False)
+    enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="x", text="hi", dispatch=False)
     send_outbox(conn.pk)
     assert OutboxMessage.objects.get(connection=conn).status == "queued"  # held, not failed
     s = OutboundSendState.objects.get(pk=conn.pk)

@@ -9,8 +9,8 @@ import pytest
 from django.db import connections as db_connections
 
 from connections.models import CredentialKind, CredentialStatus, OAuth2Token, PollOutcome, UserCredential
-from connections.services import outbox
 from connections.services.inbound.poll import poll
+from connections.services.outbound import enqueue, sending
 from connections.services.setup import checklist
 from connections.services.setup.connectivity import run_connectivity_test
 from connections.services.oauth2 import providers, tokens
@@ -43,9 +43,9 @@ def test_client_credentials_send(mail_servers, mailbox, make_oauth2_credential, 
     address, _ = mailbox
     cred, _client = make_oauth2_credential(address)
     connection = make_oauth2_connection(cred, protocol="smtp", protection="starttls_mandatory")
-    message = outbox.enqueue(connection_id=connection.pk, to=[address], subject="via OAuth2", text="hello",
-                             dispatch=False)
-    report = outbox.send_due(connection_id=connection.pk, message_ids=[message.pk])
+    message = enqueue.enqueue(connection_id=connection.pk, to=[address], subject="via OAuth2", text="hello",
+                              dispatch=False)
+    report = sending.send_due(connection_id=connection.pk, message_ids=[message.pk])
     assert report.error in (None, ""), report.error
     assert b"via OAuth2" in b"".join(mail_servers.wait_for_messages(address).values())
 

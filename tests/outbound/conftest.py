@@ -1,11 +1,11 @@
-"""Fixtures of the outbound tests: a tenant, the fault-injecting SMTP server, connections."""
+"""Fixtures of the outbound tests: a tenant, the fault-injecting SMTP server, connections, a template."""
 from __future__ import annotations
 
 import uuid
 
 import pytest
 
-from connections.models import OutboundConnection, Tenant
+from connections.models import OutboundConnection, OutboxTemplate, Tenant
 
 from .faultserver import FaultServer
 
@@ -46,3 +46,13 @@ def make_connection(tenant):
 @pytest.fixture
 def fault_connection(make_connection, fault) -> OutboundConnection:
     return make_connection(port=fault.port, timeout=2)
+
+
+@pytest.fixture
+def invoice(tenant):
+    """A message template of the tenant (templates and enqueue_many tests)."""
+    return OutboxTemplate.objects.create(
+        tenant=tenant, name="invoice", subject="Invoice {{ number }}\nfor {{ customer }}",
+        text_body="Dear {{ customer }},\nplease pay {{ amount }}.\n",
+        html_body="<p>Dear {{ customer }}, please pay <b>{{ amount }}</b>.</p>",
+    )

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from connections.models import Membership, OutboxMessage, OutboxStatus, Tenant
-from connections.services import outbox
+from connections.services.outbound import enqueue, sending
 
 pytestmark = pytest.mark.django_db
 
@@ -82,7 +82,7 @@ def test_compose_errors_are_shown_on_the_form_and_nothing_is_stored(client, oper
 
 def test_viewer_cannot_compose_or_run_actions(client, viewer, make_connection):
     conn = make_connection()
-    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
     client.force_login(viewer)
     assert client.get(reverse("admin:connections_outboxmessage_add")).status_code == 403
     changelist = client.get(reverse("admin:connections_outboxmessage_changelist"))
@@ -95,8 +95,8 @@ def test_viewer_cannot_compose_or_run_actions(client, viewer, make_connection):
 
 def test_requeue_and_cancel_actions(client, operator, make_connection):
     conn = make_connection()
-    failed, queued, stale = (outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s",
-                                            dispatch=False) for _ in range(3))
+    failed, queued, stale = (enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s",
+                                             dispatch=False) for _ in range(3))
     OutboxMessage.objects.filter(pk=failed.pk).update(status=OutboxStatus.FAILED, attempts=5)
     OutboxMessage.objects.filter(pk=stale.pk).update(status=OutboxStatus.SENDING,
                                                      claimed_at=timezone.now() - timedelta(hours=2))
@@ -112,8 +112,8 @@ def test_requeue_and_cancel_actions(client, operator, make_connection):
 
 
 def test_other_tenants_messages_are_invisible(client, operator, other_conn):
-    theirs = outbox.enqueue(connection_id=other_conn.pk, to=["a@example.test"], subject="secret-subject",
-                            dispatch=False)
+    theirs = enqueue.enqueue(connection_id=other_conn.pk, to=["a@example.test"], subject="secret-subject",
+                             dispatch=False)
     client.force_login(operator)
     listing = client.get(reverse("admin:connections_outboxmessage_changelist")).content.decode()
     assert "secret-subject" not in listing
@@ -126,7 +126,7 @@ def test_other_tenants_messages_are_invisible(client, operator, other_conn):
 
 def test_source_download_is_the_wire_message(client, operator, make_connection):
     conn = make_connection()
-    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", text="x", dispatch=False)
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", text="x", dispatch=False)
     client.force_login(operator)
     response = client.get(reverse("admin:connections_outboxmessage_source", args=[msg.pk]))
     assert response.status_code == 200 and response["Content-Type"] == "message/rfc822"
@@ -178,7 +178,7 @@ def test_connection_form_checks_default_from(client, django_user_model, tenant):
 def test_connection_change_page_has_checklist_connectivity_and_outbox_counts(client, django_user_model,
                                                                             make_connection):
     conn = make_connection()
-    outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
     admin_user = django_user_model.objects.create_superuser("root2", "root@example.test", "pw")
     client.force_login(admin_user)
     page = client.get(reverse("admin:connections_outboundconnection_change", args=[conn.pk]))
@@ -191,11 +191,12 @@ def test_connection_change_page_has_checklist_connectivity_and_outbox_counts(cli
     assert "1 queued" in listing
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_record_links_a_follow_up(client, operator, make_connection, fault):
     conn = make_connection(port=fault.port)
-    msg = outbox.enqueue(connection_id=conn.pk, to=["ok@example.test", "rcpt452-x@example.test"], subject="s",
-                         dispatch=False)
-    outbox.send_due(connection_id=conn.pk)
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["ok@example.test", "rcpt452-x@example.test"], subject="s",
+                          dispatch=False)
+    sending.send_due(connection_id=conn.pk)
     follow = OutboxMessage.objects.get(retry_of=msg)
     client.force_login(operator)
     html = client.get(reverse("admin:connections_outboxmessage_change", args=[msg.pk])).content.decode()
@@ -207,7 +208,7 @@ def test_record_links_a_follow_up(client, operator, make_connection, fault):
 
 def test_deleting_a_connection_with_messages_is_refused_in_the_admin(client, django_user_model, make_connection):
     conn = make_connection()
-    outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="kept", dispatch=False)
+    enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="kept", dispatch=False)
     admin_user = django_user_model.objects.create_superuser("root3", "root@example.test", "pw")
     client.force_login(admin_user)
     url = reverse("admin:connections_outboundconnection_delete", args=[conn.pk])
@@ -233,11 +234,11 @@ def test_connection_list_queries_do_not_grow_with_the_rows(client, django_user_m
 
     for _ in range(2):
         conn = make_connection()
-        outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+        enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
     few, _ = queries_for_page()
     for _ in range(6):
         conn = make_connection()
-        outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+        enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
     many, html = queries_for_page()
     assert html.count("1 queued") == 8
     assert many == few
@@ -245,7 +246,7 @@ def test_connection_list_queries_do_not_grow_with_the_rows(client, django_user_m
 
 def test_a_message_being_sent_cannot_be_deleted(client, django_user_model, make_connection):
     conn = make_connection()
-    done, flying = (outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    done, flying = (enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
                     for _ in range(2))
     OutboxMessage.objects.filter(pk=done.pk).update(status=OutboxStatus.SENT)
     OutboxMessage.objects.filter(pk=flying.pk).update(status=OutboxStatus.SENDING, claimed_at=timezone.now())
@@ -259,13 +260,14 @@ def test_a_message_being_sent_cannot_be_deleted(client, django_user_model, make_
     assert list(OutboxMessage.objects.values_list("pk", flat=True)) == [flying.pk]
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_uncertain_messages_are_shown_and_the_operator_resends_or_marks_them_sent(client, operator, make_connection,
                                                                                   fault):
     conn = make_connection(port=fault.port, timeout=2)
-    lost, confirmed, fine = (outbox.enqueue(connection_id=conn.pk, to=[to], subject=to, dispatch=False, text="x")
+    lost, confirmed, fine = (enqueue.enqueue(connection_id=conn.pk, to=[to], subject=to, dispatch=False, text="x")
                              for to in ("drop-a@example.test", "drop-b@example.test", "ok@example.test"))
     for msg in (lost, confirmed, fine):  # one session each: a drop ends its session
-        outbox.send_due(connection_id=conn.pk, message_ids=[msg.pk])
+        sending.send_due(connection_id=conn.pk, message_ids=[msg.pk])
     client.force_login(operator)
     url = reverse("admin:connections_outboxmessage_changelist")
     listing = client.get(url + "?status__exact=uncertain").content.decode()
@@ -288,7 +290,7 @@ def test_uncertain_messages_are_shown_and_the_operator_resends_or_marks_them_sen
 
 def test_a_viewer_cannot_resend_uncertain_messages(client, viewer, make_connection):
     conn = make_connection()
-    msg = outbox.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
+    msg = enqueue.enqueue(connection_id=conn.pk, to=["a@example.test"], subject="s", dispatch=False)
     OutboxMessage.objects.filter(pk=msg.pk).update(status=OutboxStatus.UNCERTAIN)
     client.force_login(viewer)
     client.post(reverse("admin:connections_outboxmessage_changelist"),

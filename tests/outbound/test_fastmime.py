@@ -7,8 +7,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from connections.services import mime
-from connections.services.outbound import fastmime
+from connections.services.outbound import addresses, fastmime, mime
 
 SENDERS = ["support@example.test", "Acme Support <support@example.test>", '"Doe, John" <j@example.test>',
            "Zoë <z@example.test>", "Ops Team-1 <ops@sub.example.test>"]
@@ -25,8 +24,8 @@ HEADERS = [{}, {"X-Campaign": "spring"}, {"X-Long": "v" * 80}, {"X-Grüß": "x"}
 def _both(sender, to, subject, text, headers, html=""):
     date = timezone.now()
     kwargs = dict(
-        from_address=mime.parse_address(sender, field="From"),
-        to=[mime.parse_address(a, field="To") for a in to], cc=[], reply_to=[],
+        from_address=addresses.parse_address(sender, field="From"),
+        to=[addresses.parse_address(a, field="To") for a in to], cc=[], reply_to=[],
         subject=subject, text=text, html=html, extra_headers=headers, message_id="<id.1@example.test>", date=date,
     )
     slow = mime.to_bytes(mime.build_message(attachments=[], **kwargs))

@@ -1,6 +1,7 @@
 """The Django email backend and `manage.py send_message`, both through the outbox service."""
 from __future__ import annotations
 
+import json
 from email import message_from_bytes, policy
 from io import StringIO
 
@@ -138,6 +139,7 @@ def test_command_errors_are_clear(make_connection):
     assert not OutboxMessage.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 @pytest.mark.smoke
 def test_command_now_sends_and_prints_each_recipient(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
@@ -156,6 +158,7 @@ def test_command_now_sends_and_prints_each_recipient(make_connection, fault):
     assert "fine@example.test: accepted" in out.getvalue() and "Sent message" in out.getvalue()
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_command_now_failure_exits_non_zero(make_connection, fault):
     conn = make_connection(name="smtp-fault", port=fault.port)
     with pytest.raises(CommandError, match="Not sent:.*552"):
@@ -185,6 +188,7 @@ def test_backend_keeps_mimebase_and_message_attachments(make_connection):
     assert inner_parsed["Subject"] == "Inner" and inner_parsed.get_content().strip() == "inner body"
 
 
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_command_now_on_a_disabled_connection_stores_nothing_and_says_why(make_connection):
     conn = make_connection(name="smtp-off", enabled=False)
     with pytest.raises(CommandError, match="is disabled, so --now cannot send"):
@@ -196,3 +200,21 @@ def test_command_now_on_a_disabled_connection_stores_nothing_and_says_why(make_c
                  "--subject", "s", "--body", "b", stdout=out)
     assert "the connection is disabled: it is sent once that changes" in out.getvalue()
     assert OutboxMessage.objects.get().status == OutboxStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
+def test_the_command_json_of_now_has_each_recipients_reply_and_queue_id(make_connection, fault):
+    conn = make_connection(name="smtp-fault", port=fault.port)
+    out = StringIO()
+    with pytest.raises(SystemExit) as exit_info:
+        call_command("send_message", conn.tenant.slug, "smtp-fault", "--to", "ok@example.test",
+                     "--to", "rcpt550-x@example.test", "--subject", "now", "--body", "b", "--now", "--json",
+                     stdout=out)
+    assert exit_info.value.code == 1
+    record = json.loads(out.getvalue())
+    ok = record["recipients"]["ok@example.test"]
+    assert record["status"] == "sent"
+    assert (ok["status"], ok["rcpt_code"], ok["code"]) == ("accepted", 250, 250)
+    assert ok["queue_id"].startswith("FAULT") and ok["text"].endswith(ok["queue_id"])
+    refused = record["recipients"]["rcpt550-x@example.test"]
+    assert refused["status"] == "refused" and refused["code"] == 550 and "User unknown" in refused["text"]

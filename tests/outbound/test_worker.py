@@ -8,11 +8,11 @@ from django.core import mail
 from django.db import transaction
 
 from connections.models import OutboxMessage, OutboxStatus
-from connections.services import outbox
+from connections.services.outbound import enqueue
 from connections.tasks import dispatch_outbox
 from tests.celery_worker import wait_until
 
-from .test_postfix import _connection, _read_back
+from .test_sending_postfix import _connection, _read_back
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
@@ -25,7 +25,7 @@ def test_enqueue_on_commit_is_sent_by_the_worker(tenantmail_worker, mail_servers
     conn, _ = _connection(mail_servers, tenant)
     rcpt, _ = mail_servers.add_user()
     with transaction.atomic():
-        message = outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="via worker", text="x")
+        message = enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="via worker", text="x")
         # nothing leaves before the commit
         assert _status(message.pk) == OutboxStatus.QUEUED
     wait_until(lambda: _status(message.pk) == OutboxStatus.SENT, message="the worker to send the message")
@@ -38,11 +38,11 @@ def test_rolled_back_enqueue_sends_nothing(tenantmail_worker, mail_servers, tena
     rcpt, _ = mail_servers.add_user()
     with pytest.raises(RuntimeError):
         with transaction.atomic():
-            outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="never", text="x")
+            enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="never", text="x")
             raise RuntimeError("the caller's transaction fails")
     assert not OutboxMessage.objects.filter(subject="never").exists()
     # a later message on the same connection goes through; the rolled-back one never existed
-    later = outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="later", text="x")
+    later = enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="later", text="x")
     wait_until(lambda: _status(later.pk) == OutboxStatus.SENT, message="the later message")
     delivered = _read_back(mail_servers, rcpt)
     assert [message_from_bytes(r, policy=policy.default)["Subject"] for r in delivered] == ["later"]
@@ -51,7 +51,7 @@ def test_rolled_back_enqueue_sends_nothing(tenantmail_worker, mail_servers, tena
 def test_beat_dispatch_picks_up_messages_queued_without_a_kick(tenantmail_worker, mail_servers, tenant):
     conn, _ = _connection(mail_servers, tenant)
     rcpt, _ = mail_servers.add_user()
-    ids = [outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"d{i}", text="x", dispatch=False).pk
+    ids = [enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"d{i}", text="x", dispatch=False).pk
            for i in range(3)]
     dispatch_outbox.delay()
     wait_until(lambda: all(_status(pk) == OutboxStatus.SENT for pk in ids), message="dispatch + send")

@@ -161,7 +161,7 @@ def _outbound(mail_servers, tenant, **overrides):
 
 
 def test_outbox_events_on_the_tenant_webhook(mail_servers, tenant, receiver, tenantmail_worker, settings):
-    from connections.services import outbox
+    from connections.services.outbound import enqueue, sending
 
     settings.OUTBOX_MAX_ATTEMPTS = 1
     hook = webhooks.save_webhook(webhook=Webhook(tenant=tenant, url=receiver.url, secret=SECRET))
@@ -171,12 +171,12 @@ def test_outbox_events_on_the_tenant_webhook(mail_servers, tenant, receiver, ten
     try:
         good, _ = _outbound(mail_servers, tenant)
         rcpt, _ = mail_servers.add_user()
-        sent = outbox.enqueue(connection_id=good.pk, to=[rcpt], subject="Invoice 17", text="Hello", dispatch=False)
-        outbox.send_due(connection_id=good.pk)
+        sent = enqueue.enqueue(connection_id=good.pk, to=[rcpt], subject="Invoice 17", text="Hello", dispatch=False)
+        sending.send_due(connection_id=good.pk)
         # A server that is not there: a transient error, and with one attempt allowed, failed.
         closed, _ = _outbound(mail_servers, tenant, port=1, protection="off", allow_plain_without_tls=True)
-        failed = outbox.enqueue(connection_id=closed.pk, to=[rcpt], subject="Never", text="x", dispatch=False)
-        outbox.send_due(connection_id=closed.pk)
+        failed = enqueue.enqueue(connection_id=closed.pk, to=[rcpt], subject="Never", text="x", dispatch=False)
+        sending.send_due(connection_id=closed.pk)
     finally:
         signals.outbox_message_finished.disconnect(dispatch_uid="t-f")
     assert finished == [{"connection_id": good.pk, "sent": [sent.pk], "failed": []},

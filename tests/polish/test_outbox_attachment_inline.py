@@ -8,8 +8,8 @@ import pytest
 from django.urls import reverse
 
 from connections.models import OutboundConnection, Tenant
-from connections.services import outbox
-from connections.services.outbox import AttachmentIn
+from connections.services.outbound import enqueue
+from connections.services.outbound.mime import AttachmentIn
 
 pytestmark = pytest.mark.django_db
 
@@ -21,7 +21,7 @@ def test_attachment_name_is_shown_once(client, django_user_model, settings, tmp_
         tenant=tenant, name="smtp-x", host="127.0.0.1", port=1, protection="off", authentication="none",
         default_from="a@example.test",
     )
-    message = outbox.enqueue(
+    message = enqueue.enqueue(
         connection_id=conn.pk, to=["b@example.test"], subject="s", text="body", dispatch=False,
         attachments=[AttachmentIn("Quarterly-Report-Q3.pdf", b"%PDF-1.4 tiny", "application/pdf")],
     )

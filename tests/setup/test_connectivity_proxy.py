@@ -100,16 +100,16 @@ def test_a_connection_may_not_use_another_tenants_proxy_profile(make_connection,
 @pytest.mark.django_db(transaction=True)
 def test_an_outbox_send_goes_through_the_proxy(make_connection, make_credential, mail_servers, http_proxy):
     from connections.models import OutboxMessage, OutboxStatus
-    from connections.services import outbox
+    from connections.services.outbound import enqueue, sending
 
     address, password = mail_servers.add_user()
     login = make_credential(http_proxy.username, http_proxy.password)
     conn = make_connection("smtp", "starttls_mandatory", "plain", address=address, password=password,
                            proxy_type="http", proxy_host=http_proxy.host, proxy_port=http_proxy.port,
                            proxy_credential_name=login.name)
-    message = outbox.enqueue(connection_id=conn.pk, to=[address], subject="via proxy", text="hello")
+    message = enqueue.enqueue(connection_id=conn.pk, to=[address], subject="via proxy", text="hello")
     before = http_proxy.tunnels_to(conn.port)
-    outbox.send_due(connection_id=conn.pk)
+    sending.send_due(connection_id=conn.pk)
     assert OutboxMessage.objects.get(pk=getattr(message, "pk", message)).status == OutboxStatus.SENT
     assert http_proxy.tunnels_to(conn.port) == before + 1
     mail_servers.wait_for_messages(address, count=1)

@@ -20,9 +20,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from connections.errors import TenantMailError
 from connections.management.exits import command_error, usage_error
 from connections.models import OutboxStatus
-from connections.services import outbox
 from connections.services.access.lookup import find_connection
-from connections.services.mime import AttachmentIn, split_addresses
+from connections.services.outbound.addresses import split_addresses
+from connections.services.outbound.enqueue import enqueue
+from connections.services.outbound.mime import AttachmentIn
+from connections.services.outbound.sending import send_now
 
 
 def _read_text(path: str, what: str) -> str:
@@ -150,7 +152,7 @@ class Command(BaseCommand):
             headers[name.strip()] = value.strip()
 
         try:
-            message = outbox.enqueue(
+            message = enqueue(
                 connection_id=connection.pk, to=to, cc=cc, bcc=bcc, subject=opts["subject"],
                 text=text, html=html, from_address=opts["from_address"],
                 reply_to=split_addresses(opts["reply_to"]) if opts["reply_to"] is not None else None,
@@ -174,7 +176,7 @@ class Command(BaseCommand):
             )
             return
 
-        message, report = outbox.send_now(message_id=message.pk)
+        message, report = send_now(message_id=message.pk)
         if message.status == OutboxStatus.SENDING:
             # A worker claimed it first (beat's dispatcher): wait for its outcome.
             deadline = time.monotonic() + 3 * connection.timeout + 10

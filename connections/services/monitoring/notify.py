@@ -102,7 +102,7 @@ def _system(events) -> None:
 
 def _tenant(tenant: Tenant, prefs: AlertSettings, events) -> None:
     if prefs.email_to and prefs.email_via:
-        from ..outbox import enqueue
+        from ..outbound.enqueue import enqueue
 
         try:
             via = find_connection(tenant=tenant, name=prefs.email_via, kind="outbound")

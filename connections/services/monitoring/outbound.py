@@ -1,6 +1,6 @@
 """Outbound run-time state (issue 16): failed sends in a row per outbound connection.
 
-After each send run (`outbox.send_due`, through `sends_finished`), `record()` updates the
+After each send run (`outbound.sending.send_due`, through `sends_finished`), `record()` updates the
 connection's OutboundSendState row from the run's SendReport:
 
 - a message delivered resets the count (to the failures after the last delivery);
@@ -21,15 +21,11 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from connections.conf import conf
 from ...models import OutboundConnection, OutboundSendState
+from ..outbound import policy
 from . import runtime
 
 _FAILED = ("retry", "failed", "held")
-
-
-def _hold_seconds() -> float:
-    return float(conf.OUTBOX_HOLD_SECONDS)
 
 
 def _failures(report) -> tuple[int | None, int]:
@@ -63,7 +59,7 @@ def record(*, report, now: datetime | None = None) -> OutboundSendState | None:
                 state.failing_since = now
         else:
             state.last_error, state.failing_since = "", None
-        state.held_until = now + timedelta(seconds=_hold_seconds()) if "held" in statuses else None
+        state.held_until = now + timedelta(seconds=policy.hold_seconds()) if "held" in statuses else None
         state.save()
     return state
 

@@ -185,7 +185,7 @@ def outbound_findings(*, now: datetime) -> list[Finding]:
     """Per outbound connection: failing (at least failing_after failed sends in a row, reset by
     a delivery: monitoring/outbound.py), messages stuck in sending, the oldest queued one too
     old."""
-    from ..outbox import stale_cutoff
+    from ..outbound.policy import stale_cutoff
     from . import outbound
 
     found = []

@@ -12,7 +12,7 @@ from email.message import EmailMessage
 
 from ...errors import ValidationError
 from ...models import BodyCharset, BodyType, OutboundConnection, TransferEncoding
-from ..mime import split_addresses
+from .addresses import split_addresses
 
 __all__ = ["BodyOptions", "defaults", "body_options", "set_body", "YAML_KEYS"]
 

@@ -4,47 +4,45 @@
 once, each in a thread of its own with its own database connection: each session claims its
 own batch (one session's worth, up to the connection's *max messages per session*, within
 its rate limit — claims of a rate-limited connection are serialised in the database, see
-outbox._claim), sends it, records its outcomes with its own writer and claims the next,
+claims.claim), sends it, records its outcomes with its own writer and claims the next,
 until nothing is due or the time budget is spent. Everything the single session guarantees
 holds per session: no transaction open across network I/O, at most one message per session
 between "DATA started" and its outcome (so a killed worker leaves at most one *uncertain*
 message per session it had open).
 
-One session only when the caller is inside a transaction (its rows are invisible to other
-connections), for `message_ids` (send these now), and on SQLite (one writer at a time).
+One session for `message_ids` (send these now), and on SQLite (one writer at a time).
 """
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from django.db import connections, transaction
 
-from connections.conf import conf
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..outbox import SendReport
+from . import policy
+from .outcomes import SendReport
 
 
-def parallel_sessions(*, threaded: bool, only_some: bool) -> int:
+def sessions_for(*, only_some: bool) -> int:
     """How many sessions of one connection `send_due` runs at once."""
-    if not threaded or only_some or transaction.get_connection().vendor != "postgresql":
+    if only_some or transaction.get_connection().vendor != "postgresql":
         return 1
-    return max(1, int(conf.OUTBOX_PARALLEL_SESSIONS))
+    return policy.parallel_sessions()
 
 
-def run_parallel(report: SendReport, sessions: int, run: Callable[[SendReport], None]) -> None:
-    """`run(part)` in `sessions` threads at once (this one included), each filling a report of
-    its own; then their sessions, outcomes and first error merged into `report`. Re-raises
-    the first exception of any of them once all have ended."""
-    from ..outbox import SendReport
-
+def run(report: SendReport, sessions: int, run_sessions: Callable[[SendReport], None]) -> None:
+    """`run_sessions(part)` in `sessions` threads at once (this one included), each filling a
+    report of its own; then their sessions, outcomes and first error merged into `report`.
+    Re-raises the first exception of any of them once all have ended."""
+    if sessions <= 1:
+        run_sessions(report)
+        return
     parts = [SendReport(report.connection_id) for _ in range(sessions)]
     errors: list[BaseException] = []
 
     def in_thread(part: SendReport) -> None:
         try:
-            run(part)
+            run_sessions(part)
         except BaseException as exc:  # re-raised by the caller's thread
             errors.append(exc)
         finally:
@@ -55,7 +53,7 @@ def run_parallel(report: SendReport, sessions: int, run: Callable[[SendReport], 
     for thread in threads:
         thread.start()
     try:
-        run(parts[0])
+        run_sessions(parts[0])
     finally:
         for thread in threads:
             thread.join()

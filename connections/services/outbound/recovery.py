@@ -23,40 +23,27 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from connections.conf import conf
 from ...models import OutboxMessage, OutboxStatus, SendProgress
+from . import policy
+from .writer import log_entry
 
 log = logging.getLogger(__name__)
 
-__all__ = ["lease_seconds", "lease_until", "expired", "is_expired", "recover_expired", "Heartbeat", "resend_uncertain",
-           "mark_sent", "mark_session", "RecoveryReport"]
+__all__ = ["expired", "is_expired", "recover_expired", "Heartbeat", "mark_session", "RecoveryReport"]
 
 UNCERTAIN_DETAIL = "the sending stopped after the data, before the server's reply: it may have been delivered"
-
-
-def lease_seconds() -> float:
-    return max(1.0, float(conf.OUTBOX_LEASE_SECONDS))
-
-
-def _stale_minutes() -> float:
-    return float(conf.OUTBOX_STALE_AFTER_MINUTES)
-
-
-def lease_until(now: datetime | None = None) -> datetime:
-    return (now or timezone.now()) + timedelta(seconds=lease_seconds())
 
 
 def expired(now: datetime | None = None) -> Q:
     """`sending` messages whose worker is presumed gone: lease run out, or claimed too long ago."""
     now = now or timezone.now()
     return Q(status=OutboxStatus.SENDING) & (
-        Q(lease_until__lt=now) | Q(claimed_at__lt=now - timedelta(minutes=_stale_minutes()))
+        Q(lease_until__lt=now) | Q(claimed_at__lt=now - timedelta(minutes=policy.stale_minutes()))
     )
 
 
@@ -65,7 +52,7 @@ def is_expired(message: OutboxMessage, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     return message.status == OutboxStatus.SENDING and bool(
         (message.lease_until and message.lease_until < now)
-        or (message.claimed_at and message.claimed_at < now - timedelta(minutes=_stale_minutes())))
+        or (message.claimed_at and message.claimed_at < now - timedelta(minutes=policy.stale_minutes())))
 
 
 @dataclass
@@ -81,8 +68,19 @@ class RecoveryReport:
         return f"{self.requeued} requeued, {self.uncertain} uncertain, {self.resent} uncertain resent"
 
 
-def _entry(outcome: str, detail: str) -> dict:
-    return {"at": timezone.now().isoformat(timespec="seconds"), "outcome": outcome, "code": None, "detail": detail}
+def _recovered(progress: str, entries: list, attempts: int, resend: bool, now: datetime) -> tuple[str, dict]:
+    """What recovery makes of one expired message: (the report's counter, the row's new values)."""
+    if progress != SendProgress.DATA:  # the server cannot have it: back in the queue
+        return "requeued", dict(status=OutboxStatus.QUEUED, next_attempt_at=now, delivery_log=entries + [log_entry(
+            "recovered", "the sending worker stopped before this message's data was sent: back in the queue")])
+    if resend:
+        return "resent", dict(
+            status=OutboxStatus.QUEUED, next_attempt_at=now, attempts=attempts + 1, last_error=UNCERTAIN_DETAIL,
+            delivery_log=entries + [log_entry("uncertain", UNCERTAIN_DETAIL + "; sent again (the connection resends "
+                                                                              "uncertain messages)")])
+    return "uncertain", dict(status=OutboxStatus.UNCERTAIN, next_attempt_at=None, attempts=attempts + 1,
+                             last_error=UNCERTAIN_DETAIL,
+                             delivery_log=entries + [log_entry("uncertain", UNCERTAIN_DETAIL)])
 
 
 def recover_expired(*, now: datetime | None = None, connection_id: int | None = None) -> RecoveryReport:
@@ -101,26 +99,9 @@ def recover_expired(*, now: datetime | None = None, connection_id: int | None = 
             .values_list("pk", "connection_id", "progress", "delivery_log", "attempts", "connection__resend_uncertain")
         )
         for pk, cid, progress, log_entries, attempts, resend in rows:
-            if progress == SendProgress.DATA:
-                if resend:
-                    values = dict(status=OutboxStatus.QUEUED, next_attempt_at=now, attempts=attempts + 1,
-                                  last_error=UNCERTAIN_DETAIL,
-                                  delivery_log=list(log_entries) + [
-                                      _entry("uncertain", UNCERTAIN_DETAIL + "; sent again (the connection resends "
-                                                                            "uncertain messages)")])
-                    report.resent += 1
-                    kick.add(cid)
-                else:
-                    values = dict(status=OutboxStatus.UNCERTAIN, next_attempt_at=None, attempts=attempts + 1,
-                                  last_error=UNCERTAIN_DETAIL,
-                                  delivery_log=list(log_entries) + [_entry("uncertain", UNCERTAIN_DETAIL)])
-                    report.uncertain += 1
-            else:
-                values = dict(status=OutboxStatus.QUEUED, next_attempt_at=now,
-                              delivery_log=list(log_entries) + [_entry(
-                                  "recovered", "the sending worker stopped before this message's data was sent: "
-                                               "back in the queue")])
-                report.requeued += 1
+            outcome, values = _recovered(progress, list(log_entries), attempts, resend, now)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+            if outcome != "uncertain":
                 kick.add(cid)
             OutboxMessage.objects.filter(pk=pk).update(claimed_at=None, lease_until=None, **values)
         for cid in kick:
@@ -131,7 +112,7 @@ def recover_expired(*, now: datetime | None = None, connection_id: int | None = 
 
 
 def _kick(connection_id: int) -> None:
-    from ..outbox import kick
+    from .dispatch import kick
 
     kick(connection_id=connection_id)
 
@@ -147,25 +128,23 @@ class Heartbeat:
     database connection, every lease / 4 seconds, until closed. Renewing touches only the
     claim's rows still in `sending`."""
 
-    def __init__(self, *, connection_id: int, claimed_at: datetime, threaded: bool) -> None:
+    def __init__(self, *, connection_id: int, claimed_at: datetime) -> None:
         self.connection_id = connection_id
         self.claimed_at = claimed_at
-        self.threaded = threaded
         self._stop = threading.Event()
-        if threaded:
-            self._thread = threading.Thread(target=self._run, name="outbox-heartbeat", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._run, name="outbox-heartbeat", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         from django.db import connection as db_connection
 
-        interval = lease_seconds() / 4
+        interval = policy.lease_seconds() / 4
         try:
             while not self._stop.wait(interval):
                 try:
                     OutboxMessage.objects.filter(
                         connection_id=self.connection_id, claimed_at=self.claimed_at, status=OutboxStatus.SENDING,
-                    ).update(lease_until=lease_until())
+                    ).update(lease_until=policy.lease_until())
                 except Exception as exc:  # the database is away: the lease may run out; recovery handles it
                     log.warning("outbox: could not renew the lease of connection %s: %s", self.connection_id, exc)
         finally:
@@ -178,55 +157,5 @@ class Heartbeat:
         self.close()
 
     def close(self) -> None:
-        if self.threaded:
-            self._stop.set()
-            self._thread.join()
-
-
-# --- the operator's choices for an uncertain message ----------------------------------------
-
-def _scoped(message_ids: Iterable[int], user):
-    qs = OutboxMessage.objects.filter(pk__in=list(message_ids), status=OutboxStatus.UNCERTAIN)
-    if user is not None:
-        from ..access import tenancy
-
-        qs = tenancy.scope(qs, user, action="run")
-    return qs
-
-
-def _who(user) -> str:
-    name = getattr(user, "get_username", lambda: "")() if user is not None else ""
-    return f" by {name}" if name else ""
-
-
-def resend_uncertain(*, message_ids: Iterable[int], user=None) -> int:
-    """Uncertain → queued, due now: sent again with the same bytes and Message-ID."""
-    ids = list(message_ids)
-    now = timezone.now()
-    changed, kick = 0, set()
-    with transaction.atomic():
-        for pk, cid, entries in _scoped(ids, user).select_for_update(skip_locked=True).values_list(
-                "pk", "connection_id", "delivery_log"):
-            OutboxMessage.objects.filter(pk=pk).update(
-                status=OutboxStatus.QUEUED, next_attempt_at=now, claimed_at=None, lease_until=None,
-                delivery_log=list(entries) + [_entry("resend", "uncertain message sent again (same Message-ID)"
-                                                      + _who(user))])
-            changed += 1
-            kick.add(cid)
-        for cid in kick:
-            transaction.on_commit(lambda cid=cid: _kick(cid), robust=True)
-    return changed
-
-
-def mark_sent(*, message_ids: Iterable[int], user=None) -> int:
-    """Uncertain → sent (the operator knows it arrived, e.g. the receiver confirmed it)."""
-    ids = list(message_ids)
-    now = timezone.now()
-    changed = 0
-    with transaction.atomic():
-        for pk, entries in _scoped(ids, user).select_for_update(skip_locked=True).values_list("pk", "delivery_log"):
-            OutboxMessage.objects.filter(pk=pk).update(
-                status=OutboxStatus.SENT, sent_at=now, next_attempt_at=None, progress=SendProgress.REPLIED,
-                delivery_log=list(entries) + [_entry("marked sent", "uncertain message marked sent" + _who(user))])
-            changed += 1
-    return changed
+        self._stop.set()
+        self._thread.join()

@@ -1,12 +1,12 @@
-"""The outbox's outcome writer: how a sending worker records what happened to each message.
+"""Where an outbox outcome is written: `record_outcome` (one message) and `record_outcomes`
+(several, in order, as one statement or one short transaction), both through
+services/persistence/outbound.py; and `Writer`, with which a sending session hands them over.
 
 Every write is conditional — it lands only while the row is still ours (`sending`, the same
-`claimed_at`): an operator or crash recovery may have taken the message meanwhile. Outside a
-transaction the writes are buffered by the sending thread and group-committed (one short
-transaction, on PostgreSQL one statement for all of them); before each message's data goes
-out, `_Writer.mark_data` commits "DATA started" together with every outcome handed over
-before it, from the sending thread, asynchronously on PostgreSQL (crash recovery relies on
-it: recovery.py). Moved out of outbox.py apart from the barrier (issue 19).
+`claimed_at`): an operator or crash recovery may have taken the message meanwhile. A session's
+writes are buffered by its own thread and group-committed: before each message's data goes
+out, `Writer.mark_data` commits "DATA started" together with every outcome handed over before
+it, asynchronously on PostgreSQL (crash recovery relies on it: recovery.py).
 """
 from __future__ import annotations
 
@@ -19,75 +19,87 @@ from django.utils import timezone
 
 from ...errors import TenantMailError
 from ...models import OutboxMessage, OutboxStatus, SendProgress
+from ..persistence import outbound as persistence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..outbox import _Claimed
+    from .claims import Claimed
 
-log = logging.getLogger("connections.services.outbox")
+log = logging.getLogger("connections.services.outbound")
+
+Job = tuple["Claimed", dict[str, Any]]  # a message and the values of its outcome (maybe with "followup")
 
 
-def _entry(outcome: str, detail: str = "", code: int | None = None, **extra: Any) -> dict:
+def log_entry(outcome: str, detail: str = "", code: int | None = None, **extra: Any) -> dict:
     """One line of a message's delivery log."""
     entry = {"at": timezone.now().isoformat(timespec="seconds"), "outcome": outcome, "code": code, "detail": detail}
     entry.update(extra)
     return entry
 
 
-def _update(item: _Claimed, *, followup: dict | None = None, **values: Any) -> bool:
-    """Record an outcome, only if the message is still ours (an operator may have requeued it).
+def record_outcome(item: Claimed, *, followup: dict | None = None, **values: Any) -> bool:
+    """Record one outcome, only if the message is still ours (an operator may have requeued it).
 
     One UPDATE: its own short transaction (or part of the caller's, if it has one); with a
     `followup` (recipients refused temporarily), the follow-up message in the same one.
     """
     if followup is None:
-        done = _fast_update(item, values)
+        done = _write(item, values)
     else:
         with transaction.atomic():
-            done = _fast_update(item, values)
+            done = _write(item, values)
             if done:
-                _create_followup(item, **followup)
+                create_followup(item, **followup)
     if not done:
         log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
                     item.id, values.get("status"))
-    return bool(done)
+    return done
 
 
-def _fast_update(item: _Claimed, values: dict[str, Any]) -> int:
-    """rows.update(**values) as one statement, without the ORM's query compiler: it runs once
-    per message, and its CPU time competes with sending. On PostgreSQL
-    with psycopg 3 it is a server-side prepared statement."""
-    db = transaction.get_connection()
-    meta = OutboxMessage._meta
-    names = tuple(values)
-    sql = _UPDATE_SQL.get((db.vendor, names))
-    if sql is None:
-        quote = db.ops.quote_name
-        sets = ", ".join(f"{quote(meta.get_field(name).column)} = %s" for name in names)
-        sql = (f"UPDATE {quote(meta.db_table)} SET {sets} WHERE {quote(meta.pk.column)} = %s "
-               f"AND {quote(meta.get_field('status').column)} = %s "
-               f"AND {quote(meta.get_field('claimed_at').column)} = %s")
-        _UPDATE_SQL[(db.vendor, names)] = sql
-    params = [meta.get_field(name).get_db_prep_save(values[name], connection=db) for name in names]
-    params += [item.id, OutboxStatus.SENDING.value,
-               meta.get_field("claimed_at").get_db_prep_save(item.claimed_at, connection=db)]
-    if db.vendor == "postgresql" and not db.in_atomic_block and _psycopg_cursor is not None:
-        db.ensure_connection()
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return cursor.rowcount
-    with db.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+def record_outcomes(jobs: list[Job]) -> set[int]:
+    """Group commit: the outcomes of several messages, in order, in ONE statement (the usual
+    group: distinct messages, no follow-up) or else ONE short transaction; the ids written."""
+    if len({item.id for item, _ in jobs}) == len(jobs) and all("followup" not in values for _, values in jobs):
+        done = persistence.write_outcomes(rows=[(item.id, item.claimed_at, values) for item, values in jobs])
+    else:
+        done = _record_in_one_transaction(jobs)
+    for item, values in jobs:
+        if item.id not in done:
+            log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
+                        item.id, values.get("status") or values.get("progress"))
+    return done
 
 
-_UPDATE_SQL: dict[tuple, str] = {}
-try:  # psycopg 3: its plain (server-side binding) cursor, for prepared statements
-    from psycopg import Cursor as _psycopg_cursor
-except ImportError:  # pragma: no cover - psycopg 2 or another database
-    _psycopg_cursor = None
+def _record_in_one_transaction(jobs: list[Job]) -> set[int]:
+    """Runs of distinct messages as one statement each; a message with a follow-up on its own."""
+    done: set[int] = set()
+    run: dict[int, tuple[Claimed, dict[str, Any]]] = {}
+
+    def flush() -> None:
+        done.update(persistence.write_outcomes(rows=[(i.id, i.claimed_at, v) for i, v in run.values()]))
+        run.clear()
+
+    with transaction.atomic():
+        persistence.asynchronous_commit()
+        for item, values in jobs:
+            values = dict(values)
+            followup = values.pop("followup", None)
+            if item.id in run:  # keep each message's writes in order
+                flush()
+            if followup is None:
+                run[item.id] = (item, values)
+            elif _write(item, values):
+                done.add(item.id)
+                create_followup(item, **followup)
+        flush()
+    return done
 
 
-def _create_followup(item: _Claimed, *, recipients: list[str], delay: float, reason: str) -> OutboxMessage:
+def _write(item: Claimed, values: dict[str, Any]) -> bool:
+    return persistence.write_outcome(message_id=item.id, claimed_at=item.claimed_at, values=values)
+
+
+def create_followup(item: Claimed, *, recipients: list[str], delay: float, reason: str) -> OutboxMessage:
+    """A copy of the message for the recipients the server refused temporarily, due after `delay`."""
     original = OutboxMessage.objects.get(pk=item.id)
     copy = OutboxMessage(
         tenant_id=original.tenant_id, connection_id=original.connection_id, retry_of=original,
@@ -98,196 +110,60 @@ def _create_followup(item: _Claimed, *, recipients: list[str], delay: float, rea
         envelope_to=recipients, mime=original.mime, size=original.size,
         status=OutboxStatus.QUEUED, attempts=item.attempts + 1,
         next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=reason,
-        delivery_log=[_entry("deferred", f"refused temporarily in message #{original.pk}: {reason}",
-                             retry_in=int(delay))],
+        delivery_log=[log_entry("deferred", f"refused temporarily in message #{original.pk}: {reason}",
+                                retry_in=int(delay))],
     )
     copy.save()
     return copy
 
 
-def _update_group(jobs: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
-    """Group commit: the outcomes of several messages in ONE short transaction.
-
-    On PostgreSQL one UPDATE … FROM (VALUES …) per shape of outcome (sent, retry, …) instead
-    of one statement and one commit per message; elsewhere, and for outcomes with a follow-up
-    message, one UPDATE each, still in the same transaction. Like `_update`, a row is only
-    written while it is still ours (`sending`, same `claimed_at`).
-    """
-    db = transaction.get_connection()
-    done: set[int] = set()
-    if _one_statement(db, jobs):
-        # The usual group — distinct messages, no follow-up — as ONE statement in autocommit
-        # (atomic by itself): one round trip instead of BEGIN, one per shape, COMMIT. It is
-        # what each message's "DATA started" barrier costs, so it counts.
-        shapes_only: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
-        for item, values in jobs:
-            shapes_only.setdefault(tuple(values), []).append((item, values))
-        done = _bulk_update_all(db, list(shapes_only.items()))
-        _warn_missing(jobs, done)
-        return done
-    with transaction.atomic():
-        if db.vendor == "postgresql":
-            with db.cursor() as cursor:
-                cursor.execute(f"SELECT {_ASYNC_COMMIT}")
-        shapes: dict[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]] = {}
-        seen: set[int] = set()
-        for item, values in jobs:
-            values = dict(values)
-            followup = values.pop("followup", None)
-            if item.id in seen and shapes:  # keep each message's writes in order
-                for names, rows in shapes.items():
-                    done.update(_bulk_update(db, names, rows))
-                shapes.clear()
-            if followup is not None or db.vendor != "postgresql" or item.id in seen:
-                if _fast_update(item, values):
-                    done.add(item.id)
-                    if followup is not None:
-                        _create_followup(item, **followup)
-            else:
-                shapes.setdefault(tuple(values), []).append((item, values))
-            seen.add(item.id)
-        for names, rows in shapes.items():
-            done.update(_bulk_update(db, names, rows))
-    _warn_missing(jobs, done)
-    return done
-
-
-def _one_statement(db, jobs: list[tuple[_Claimed, dict[str, Any]]]) -> bool:
-    return (db.vendor == "postgresql" and not db.in_atomic_block and _psycopg_cursor is not None
-            and len({item.id for item, _ in jobs}) == len(jobs)
-            and all("followup" not in values for _, values in jobs))
-
-
-def _warn_missing(jobs: list[tuple[_Claimed, dict[str, Any]]], done: set[int]) -> None:
-    for item, values in jobs:
-        if item.id not in done:
-            log.warning("outbox: message %s changed while it was being sent; outcome %s not recorded",
-                        item.id, values.get("status") or values.get("progress"))
-
-
-def _bulk_update(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
-    """PostgreSQL: one UPDATE for many rows with the same columns; returns the ids written."""
-    return _bulk_update_all(db, [(names, rows)])
-
-
-def _bulk_update_all(db, groups: list[tuple[tuple[str, ...], list[tuple[_Claimed, dict[str, Any]]]]]) -> set[int]:
-    """PostgreSQL: the UPDATEs of several shapes as one statement (data-modifying CTEs)."""
-    parts = [_bulk_sql(db, names, rows) for names, rows in groups]
-    # One row: the ids written, and `synchronous_commit` off for this statement's own
-    # transaction (or the caller's): see _ASYNC_COMMIT.
-    sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
-           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
-           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
-    params = [p for _, part_params in parts for p in part_params]
-    db.ensure_connection()
-    if _psycopg_cursor is not None:  # server-side binding: prepared once the shape recurs
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params)
-            return set(cursor.fetchone()[1])
-    with db.cursor() as cursor:  # pragma: no cover - psycopg 2
-        cursor.execute(sql, params)
-        return set(cursor.fetchone()[1])
-
-
-# The outcome writes commit without waiting for the WAL flush: still visible to every other
-# session at once (a killed worker loses nothing, recovery sees them), only a crash of the
-# PostgreSQL server itself can lose the last fraction of a second of them — those messages
-# then look as if the worker had died just before (docs/outbound.md, crash recovery). A
-# transaction-local setting (like SET LOCAL), so it costs no extra round trip and the
-# connection's other work (claims) stays synchronous.
-_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
-
-
-def _bulk_sql(db, names: tuple[str, ...], rows: list[tuple[_Claimed, dict[str, Any]]]) -> tuple[str, list[Any]]:
-    meta = OutboxMessage._meta
-    key = (names, len(rows))
-    sql = _BULK_SQL.get(key)
-    if sql is None:
-        quote = db.ops.quote_name
-        fields = [meta.get_field(name) for name in names]
-        casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
-        sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
-        pk, status, claimed = quote(meta.pk.column), quote(meta.get_field("status").column), quote(
-            meta.get_field("claimed_at").column)
-        sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) "
-               f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
-               f"RETURNING t.{pk}")
-        _BULK_SQL[key] = sql
-    claimed_field = meta.get_field("claimed_at")
-    fields = [meta.get_field(name) for name in names]
-    params: list[Any] = []
-    for item, values in rows:
-        params.append(item.id)
-        params.append(claimed_field.get_db_prep_save(item.claimed_at, connection=db))
-        params.extend(f.get_db_prep_save(values[f.name], connection=db) for f in fields)
-    params.append(OutboxStatus.SENDING.value)
-    return sql, params
-
-
-_BULK_SQL: dict[tuple, str] = {}
-
-
-class _NotOurs(TenantMailError):
+class NotOurs(TenantMailError):
     """The message left `sending` (an operator, or recovery) before its data went out."""
 
 
-class _Writer:
-    """Records outcomes in the order given, in groups: one statement (or one short
-    transaction) per group, committed by the sending thread itself.
+class Writer:
+    """Records a session's outcomes in the order given, in groups, committed by the sending
+    thread itself.
 
-    Buffered when the caller is not inside a transaction (a worker, the CLI): outcomes wait
-    in memory and go out together with the next message's "DATA started" — `mark_data`
-    commits it with every outcome handed over before it, in ONE statement (one round trip)
-    on PostgreSQL, before that message's data goes out. So when a worker dies, at most its
-    last message lacks an outcome (it becomes `uncertain`, see outbound/recovery.py); all
-    others are recorded or provably untried. `flush` writes what is left (the sender calls
-    it when a session's last message has its reply, before QUIT). No transaction is ever
-    open across network I/O: each group is committed before the data goes out.
+    Outcomes wait in memory and go out together with the next message's "DATA started" —
+    `mark_data` commits it with every outcome handed over before it, in ONE statement (one
+    round trip) on PostgreSQL, before that message's data goes out. So when a worker dies, at
+    most its last message lacks an outcome (it becomes `uncertain`, see recovery.py); all
+    others are recorded or provably untried. `flush` writes what is left (the sender calls it
+    when a session's last message has its reply, before QUIT). No transaction is ever open
+    across network I/O: each group is committed before the data goes out.
 
-    On PostgreSQL these commits are asynchronous (`synchronous_commit` off for that one
-    transaction, see `_ASYNC_COMMIT`): visible to every other session at once, so a killed
-    worker loses nothing; only a crash of the PostgreSQL server itself can lose the last
-    fraction of a second of them (docs/outbound.md, crash recovery). Claims stay synchronous.
+    On PostgreSQL these commits are asynchronous (persistence/outbound.py): visible to every
+    other session at once, so a killed worker loses nothing; only a crash of the PostgreSQL
+    server itself can lose the last fraction of a second of them (docs/outbound.md, crash
+    recovery). Claims stay synchronous.
     """
 
     GROUP_MAX = 64  # outcomes buffered without a barrier (failures before the data) are written at this many
 
-    def __init__(self, *, threaded: bool) -> None:
-        # `threaded`: outside a transaction (the name is kept: the heartbeat and the MIME
-        # loader use threads then, and tests tune this class).
-        self.threaded = threaded
-        self._pending: list[tuple[_Claimed, dict[str, Any]]] = []
+    def __init__(self) -> None:
+        self._pending: list[Job] = []
 
-    def __call__(self, item: _Claimed, **values: Any) -> None:
-        if not self.threaded:
-            _update(item, **values)
-            return
+    def __call__(self, item: Claimed, **values: Any) -> None:
         self._pending.append((item, values))
         if len(self._pending) >= self.GROUP_MAX:
             self.flush()
 
-    def mark_data(self, item: _Claimed) -> None:
+    def mark_data(self, item: Claimed) -> None:
         """Commit "DATA started" for `item` — with every outcome handed over before it — and
         return once committed: called right before the message data goes out (crash recovery
-        relies on it, see outbound/recovery.py). Raises when the message is no longer ours."""
-        values = {"progress": SendProgress.DATA}
-        if not self.threaded:
-            ours = bool(_fast_update(item, values))
-        else:
-            ours = item.id in self._commit([(item, values)])
-        if not ours:
-            raise _NotOurs(f"message #{item.id} was changed by an operator while being sent; not sent")
+        relies on it, see recovery.py). Raises NotOurs when the message is no longer ours."""
+        if item.id not in self._commit([(item, {"progress": SendProgress.DATA})]):
+            raise NotOurs(f"message #{item.id} was changed by an operator while being sent; not sent")
 
     def flush(self) -> None:
         """Write every outcome handed over so far (one statement or short transaction)."""
-        if self.threaded and self._pending:
+        if self._pending:
             self._commit([])
 
-    def _commit(self, extra: list[tuple[_Claimed, dict[str, Any]]]) -> set[int]:
+    def _commit(self, extra: list[Job]) -> set[int]:
         jobs, self._pending = self._pending + extra, []
-        return _update_group(jobs)
+        return record_outcomes(jobs)
 
     def close(self) -> None:
         """Write what is left; raises the write's error, if any."""

@@ -39,8 +39,8 @@ def set_enabled(*, kind: str, connection_ids: Sequence[int], enabled: bool) -> S
 
                 schedule.reschedule(connection=c)  # next poll now computed; None when disabled
     if enabled and kind == "outbound":
-        from .. import outbox
+        from ..outbound.dispatch import kick
 
         for c in to_switch:
-            transaction.on_commit(lambda pk=c.pk: outbox.kick(connection_id=pk))
+            transaction.on_commit(lambda pk=c.pk: kick(connection_id=pk))
     return result

@@ -10,11 +10,11 @@ from email import message_from_bytes, policy
 import pytest
 
 from connections.models import OutboundConnection, OutboxMessage, OutboxStatus, UserCredential
-from connections.services import outbox
+from connections.services.outbound import enqueue, sending
+from connections.services.outbound.mime import AttachmentIn
 from connections.services.setup import credentials
-from connections.services.outbox import AttachmentIn
 
-pytestmark = [pytest.mark.django_db, pytest.mark.mailservers]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]  # send_due outside a transaction
 
 
 def _connection(mail_servers, tenant, *, listener="submission", protection="starttls_mandatory",
@@ -46,7 +46,7 @@ def test_delivered_mail_matches_what_was_queued(mail_servers, tenant):
     copy_rcpt, _ = mail_servers.add_user()
     pdf = bytes(range(256)) * 300 + b"\r\n.\r\n..\r\nFrom the end\r\n"  # dots and "From" survive
     text_file = "Zeile 1 ü\r\n.\r\nZeile 3\n".encode("utf-8")
-    message = outbox.enqueue(
+    message = enqueue.enqueue(
         connection_id=conn.pk,
         to=[f"Zoë Ångström <{rcpt}>"], cc=[f'"Doe, John" <{copy_rcpt}>'],
         subject="Grüße aus Köln — 東京 ✓ " + "lang " * 20,
@@ -57,7 +57,7 @@ def test_delivered_mail_matches_what_was_queued(mail_servers, tenant):
         extra_headers={"X-Campaign": "Frühling"},
         dispatch=False,
     )
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     assert report.sent == 1, str(report)
     sent = OutboxMessage.objects.get(pk=message.pk)
     assert sent.status == OutboxStatus.SENT
@@ -95,8 +95,8 @@ def test_bcc_is_delivered_without_a_bcc_header(mail_servers, tenant):
     conn, _ = _connection(mail_servers, tenant)
     to, _ = mail_servers.add_user()
     hidden, _ = mail_servers.add_user()
-    outbox.enqueue(connection_id=conn.pk, to=[to], bcc=[hidden], subject="bcc", text="x", dispatch=False)
-    outbox.send_due(connection_id=conn.pk)
+    enqueue.enqueue(connection_id=conn.pk, to=[to], bcc=[hidden], subject="bcc", text="x", dispatch=False)
+    sending.send_due(connection_id=conn.pk)
     [raw] = _read_back(mail_servers, hidden)
     head = raw.split(b"\r\n\r\n", 1)[0]
     assert b"Bcc" not in head and hidden.encode() not in head.split(b"Received:")[-1].split(b"\r\n", 1)[-1]
@@ -107,9 +107,9 @@ def test_unknown_recipient_is_refused_and_recorded_the_others_get_it(mail_server
     conn, _ = _connection(mail_servers, tenant)
     known, _ = mail_servers.add_user()
     unknown = f"nobody-{uuid.uuid4().hex[:8]}@{mail_servers.domain}"
-    message = outbox.enqueue(connection_id=conn.pk, to=[known, unknown], subject="partial", text="x",
-                             dispatch=False)
-    outbox.send_due(connection_id=conn.pk)
+    message = enqueue.enqueue(connection_id=conn.pk, to=[known, unknown], subject="partial", text="x",
+                              dispatch=False)
+    sending.send_due(connection_id=conn.pk)
     sent = OutboxMessage.objects.get(pk=message.pk)
     assert sent.status == OutboxStatus.SENT
     assert sent.recipient_results[known]["status"] == "accepted" and sent.recipient_results[known]["queue_id"]
@@ -122,8 +122,8 @@ def test_unknown_recipient_is_refused_and_recorded_the_others_get_it(mail_server
 def test_all_recipients_unknown_fails_at_once_with_postfixs_reply(mail_servers, tenant):
     conn, _ = _connection(mail_servers, tenant)
     unknown = f"nobody-{uuid.uuid4().hex[:8]}@{mail_servers.domain}"
-    message = outbox.enqueue(connection_id=conn.pk, to=[unknown], subject="s", text="x", dispatch=False)
-    outbox.send_due(connection_id=conn.pk)
+    message = enqueue.enqueue(connection_id=conn.pk, to=[unknown], subject="s", text="x", dispatch=False)
+    sending.send_due(connection_id=conn.pk)
     failed = OutboxMessage.objects.get(pk=message.pk)
     assert failed.status == OutboxStatus.FAILED and failed.attempts == 1
     assert "550" in failed.last_error and "unknown" in failed.last_error.lower()
@@ -138,9 +138,9 @@ def test_many_messages_over_one_session_per_protection(mail_servers, tenant, lis
     conn, _ = _connection(mail_servers, tenant, listener=listener, protection=protection,
                           authentication=authentication)
     rcpt, _ = mail_servers.add_user()
-    ids = [outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"n{i}", text=f"message {i}",
-                          dispatch=False).pk for i in range(5)]
-    report = outbox.send_due(connection_id=conn.pk)
+    ids = [enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"n{i}", text=f"message {i}",
+                           dispatch=False).pk for i in range(5)]
+    report = sending.send_due(connection_id=conn.pk)
     assert report.sent == 5 and report.sessions == 1, str(report)
     delivered = _read_back(mail_servers, rcpt, count=5)
     subjects = sorted(message_from_bytes(r, policy=policy.default)["Subject"] for r in delivered)
@@ -153,8 +153,8 @@ def test_many_messages_over_one_session_per_protection(mail_servers, tenant, lis
 def test_wrong_password_holds_the_messages(mail_servers, tenant):
     conn, _ = _connection(mail_servers, tenant, password="definitely-wrong")
     rcpt, _ = mail_servers.add_user()
-    message = outbox.enqueue(connection_id=conn.pk, to=[rcpt], subject="s", text="x", dispatch=False)
-    report = outbox.send_due(connection_id=conn.pk)
+    message = enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject="s", text="x", dispatch=False)
+    report = sending.send_due(connection_id=conn.pk)
     held = OutboxMessage.objects.get(pk=message.pk)
     assert held.status == OutboxStatus.QUEUED and held.attempts == 0
     assert "authentication failed" in held.last_error and "definitely-wrong" not in held.last_error
@@ -164,8 +164,8 @@ def test_wrong_password_holds_the_messages(mail_servers, tenant):
 def test_test_mail_arrives(mail_servers, tenant):
     conn, _ = _connection(mail_servers, tenant)
     rcpt, _ = mail_servers.add_user()
-    outbox.send_test_mail(connection_id=conn.pk, to=rcpt)
-    outbox.send_due(connection_id=conn.pk)
+    enqueue.send_test_mail(connection_id=conn.pk, to=rcpt)
+    sending.send_due(connection_id=conn.pk)
     [raw] = _read_back(mail_servers, rcpt)
     parsed = message_from_bytes(raw, policy=policy.default)
     assert parsed["Subject"] == f"TenantMail test message from {conn.name}"

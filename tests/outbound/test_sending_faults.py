@@ -10,19 +10,18 @@ from django.utils import timezone
 
 from connections.errors import ValidationError
 from connections.models import OutboxMessage, OutboxStatus
-from connections.services import outbox
-from connections.services.outbound import recovery
-from connections.services.outbox import AttachmentIn
+from connections.services.outbound import actions, enqueue, sending
+from connections.services.outbound.mime import AttachmentIn
 
 from .faultserver import CutDataServer, SilentListener, closed_port
 
-pytestmark = pytest.mark.django_db
+pytestmark = pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 
 
 def _enqueue(conn, to, **kw):
     kw.setdefault("subject", "fault test")
     kw.setdefault("text", "body\n")
-    return outbox.enqueue(connection_id=conn.pk, to=to if isinstance(to, list) else [to], dispatch=False, **kw)
+    return enqueue.enqueue(connection_id=conn.pk, to=to if isinstance(to, list) else [to], dispatch=False, **kw)
 
 
 def _get(msg) -> OutboxMessage:
@@ -32,7 +31,7 @@ def _get(msg) -> OutboxMessage:
 @pytest.mark.smoke
 def test_accepted_message_is_sent_with_per_recipient_results_and_exact_bytes(fault_connection, fault):
     msg = _enqueue(fault_connection, ["a@example.test", "b@example.test"])
-    report = outbox.send_due(connection_id=fault_connection.pk)
+    report = sending.send_due(connection_id=fault_connection.pk)
     assert report.sent == 1 and report.sessions == 1
     got = _get(msg)
     assert got.status == OutboxStatus.SENT
@@ -53,7 +52,7 @@ def test_accepted_message_is_sent_with_per_recipient_results_and_exact_bytes(fau
 
 def test_partial_refusal_550_and_452_is_sent_and_records_each_refusal(fault_connection, fault):
     msg = _enqueue(fault_connection, ["ok@example.test", "rcpt550-x@example.test", "rcpt452-y@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.SENT
     assert got.recipient_results["ok@example.test"]["status"] == "accepted"
@@ -67,7 +66,7 @@ def test_partial_refusal_550_and_452_is_sent_and_records_each_refusal(fault_conn
 
 def test_every_recipient_refused_permanently_fails_at_once_with_the_reply(fault_connection, fault):
     msg = _enqueue(fault_connection, ["rcpt550-a@example.test", "rcpt550-b@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.FAILED and got.attempts == 1
     assert "550" in got.last_error and "User unknown" in got.last_error
@@ -78,7 +77,7 @@ def test_every_recipient_refused_permanently_fails_at_once_with_the_reply(fault_
 def test_every_recipient_refused_temporarily_is_retried_with_backoff(fault_connection, fault):
     msg = _enqueue(fault_connection, ["rcpt452-a@example.test", "rcpt451-b@example.test"])
     before = timezone.now()
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1
     assert got.next_attempt_at >= before + timedelta(seconds=59)
@@ -92,7 +91,7 @@ def test_every_recipient_refused_temporarily_is_retried_with_backoff(fault_conne
 ])
 def test_permanent_data_reply_fails_at_once(fault_connection, fault, fault_name, code, text):
     msg = _enqueue(fault_connection, [f"{fault_name}-x@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.FAILED and got.attempts == 1
     assert str(code) in got.last_error and text in got.last_error
@@ -102,7 +101,7 @@ def test_permanent_data_reply_fails_at_once(fault_connection, fault, fault_name,
 def test_451_at_data_is_retried_and_the_session_goes_on(fault_connection, fault):
     first = _enqueue(fault_connection, ["data451-x@example.test"], priority=5)
     second = _enqueue(fault_connection, ["fine@example.test"])
-    report = outbox.send_due(connection_id=fault_connection.pk)
+    report = sending.send_due(connection_id=fault_connection.pk)
     assert report.sessions == 1 and fault.sessions == 1
     assert _get(first).status == OutboxStatus.QUEUED and _get(first).attempts == 1
     assert "451" in _get(first).last_error
@@ -114,7 +113,7 @@ def test_421_mid_session_retries_that_message_and_releases_the_rest(fault_connec
     first = _enqueue(fault_connection, ["ok1@example.test"], priority=9)
     closing = _enqueue(fault_connection, ["data421-x@example.test"], priority=8)
     untried = _enqueue(fault_connection, ["ok2@example.test"], priority=7)
-    report = outbox.send_due(connection_id=fault_connection.pk)
+    report = sending.send_due(connection_id=fault_connection.pk)
     assert _get(first).status == OutboxStatus.SENT
     got = _get(closing)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and "421" in got.last_error
@@ -127,7 +126,7 @@ def test_421_mid_session_retries_that_message_and_releases_the_rest(fault_connec
 
 def test_421_at_rcpt_is_transient(fault_connection, fault):
     msg = _enqueue(fault_connection, ["rcpt421-x@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and "421" in got.last_error
 
@@ -135,31 +134,31 @@ def test_421_at_rcpt_is_transient(fault_connection, fault):
 @pytest.mark.smoke
 def test_connection_dropped_after_the_data_before_the_reply_is_uncertain(fault_connection, fault):
     msg = _enqueue(fault_connection, ["drop-x@example.test"])
-    report = outbox.send_due(connection_id=fault_connection.pk)
+    report = sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.UNCERTAIN and got.attempts == 1 and report.count("uncertain") == 1
     assert "(after the data, before the reply: may have been delivered)" in got.last_error
     assert got.delivery_log[-1]["outcome"] == "uncertain"
     assert len(fault.received) == 1  # the server did get the data
-    assert outbox.send_due(connection_id=fault_connection.pk).sessions == 0  # not sent again by itself
+    assert sending.send_due(connection_id=fault_connection.pk).sessions == 0  # not sent again by itself
     # The operator's choice: resend (same bytes, same Message-ID) …
-    assert recovery.resend_uncertain(message_ids=[msg.pk]) == 1
+    assert actions.resend_uncertain(message_ids=[msg.pk]) == 1
     assert _get(msg).status == OutboxStatus.QUEUED
 
 
 def test_an_uncertain_message_can_be_marked_sent(fault_connection, fault):
     msg = _enqueue(fault_connection, ["drop-x@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
-    assert recovery.mark_sent(message_ids=[msg.pk]) == 1
+    sending.send_due(connection_id=fault_connection.pk)
+    assert actions.mark_sent(message_ids=[msg.pk]) == 1
     got = _get(msg)
     assert got.status == OutboxStatus.SENT and got.sent_at and got.delivery_log[-1]["outcome"] == "marked sent"
-    assert recovery.mark_sent(message_ids=[msg.pk]) == 0  # only uncertain ones
+    assert actions.mark_sent(message_ids=[msg.pk]) == 0  # only uncertain ones
 
 
 def test_a_connection_that_resends_uncertain_messages_queues_them_again(make_connection, fault):
     conn = make_connection(port=fault.port, timeout=2, resend_uncertain=True)
     msg = _enqueue(conn, ["drop-x@example.test"])
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1 and report.count("retry") == 1
     assert "may have been delivered" in got.last_error and "sent again" in got.delivery_log[-1]["detail"]
@@ -171,7 +170,7 @@ def test_connection_cut_in_the_middle_of_data_is_not_delivered_and_retried(make_
         conn = make_connection(port=cut.port, timeout=5)
         msg = _enqueue(conn, ["a@example.test"], text="x" * 70 + "\n" * 1 + ("y" * 70 + "\n") * 130)  # ~9 KB
         assert _get(msg).size > 9000
-        outbox.send_due(connection_id=conn.pk)
+        sending.send_due(connection_id=conn.pk)
     finally:
         cut.stop()
     got = _get(msg)
@@ -184,7 +183,7 @@ def test_connection_cut_in_the_middle_of_data_is_not_delivered_and_retried(make_
 def test_server_too_slow_to_answer_times_out_and_is_uncertain(fault_connection, fault):
     msg = _enqueue(fault_connection, ["slow-x@example.test"])
     started = timezone.now()
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     assert (timezone.now() - started).total_seconds() < fault.slow_seconds + 2
     got = _get(msg)
     assert got.status == OutboxStatus.UNCERTAIN and got.attempts == 1
@@ -200,7 +199,7 @@ def test_silent_server_greeting_timeout_counts_an_attempt(make_connection):
     try:
         conn = make_connection(port=silent.port, timeout=1)
         msg = _enqueue(conn, ["a@example.test"])
-        report = outbox.send_due(connection_id=conn.pk)
+        report = sending.send_due(connection_id=conn.pk)
     finally:
         silent.stop()
     got = _get(msg)
@@ -217,7 +216,7 @@ def test_connection_refused_retries_then_fails_after_max_attempts(make_connectio
         for attempt in (1, 2, 3):
             OutboxMessage.objects.filter(pk=msg.pk).update(next_attempt_at=timezone.now())
             before = timezone.now()
-            outbox.send_due(connection_id=conn.pk)
+            sending.send_due(connection_id=conn.pk)
             got = _get(msg)
             assert got.attempts == attempt
             if attempt < 3:
@@ -231,7 +230,7 @@ def test_connection_refused_retries_then_fails_after_max_attempts(make_connectio
 
 def test_not_due_messages_are_not_sent(fault_connection, fault):
     later = _enqueue(fault_connection, ["a@example.test"], send_after=timezone.now() + timedelta(hours=1))
-    assert outbox.send_due(connection_id=fault_connection.pk).sessions == 0
+    assert sending.send_due(connection_id=fault_connection.pk).sessions == 0
     assert _get(later).status == OutboxStatus.QUEUED and not fault.received
 
 
@@ -243,7 +242,7 @@ def test_size_from_ehlo_is_remembered_and_then_checked_at_enqueue(make_connectio
         conn = make_connection(port=small.port)
         assert conn.smtp_max_size is None
         _enqueue(conn, ["a@example.test"])
-        outbox.send_due(connection_id=conn.pk)
+        sending.send_due(connection_id=conn.pk)
         conn.refresh_from_db()
         assert conn.smtp_max_size == 20_000 and conn.smtp_max_size_seen_at is not None
         with pytest.raises(ValidationError, match="SIZE 20000"):
@@ -253,7 +252,7 @@ def test_size_from_ehlo_is_remembered_and_then_checked_at_enqueue(make_connectio
         conn.save()
         big = _enqueue(conn, ["a@example.test"], attachments=[AttachmentIn("x.bin", b"x" * 30_000)])
         small.reset()
-        outbox.send_due(connection_id=conn.pk)
+        sending.send_due(connection_id=conn.pk)
         got = _get(big)
         assert got.status == OutboxStatus.FAILED and "SIZE 20000" in got.last_error
         assert not small.received
@@ -264,7 +263,7 @@ def test_size_from_ehlo_is_remembered_and_then_checked_at_enqueue(make_connectio
 def test_one_session_per_max_per_session_messages(make_connection, fault):
     conn = make_connection(port=fault.port, max_per_session=3)
     msgs = [_enqueue(conn, [f"m{i}@example.test"]) for i in range(7)]
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     assert report.sent == 7 and report.sessions == 3 and fault.sessions == 3
     assert all(_get(m).status == OutboxStatus.SENT for m in msgs)
 
@@ -273,7 +272,7 @@ def test_priority_then_age_order(fault_connection, fault):
     low = _enqueue(fault_connection, ["low@example.test"], priority=-1)
     normal = _enqueue(fault_connection, ["normal@example.test"])
     high = _enqueue(fault_connection, ["high@example.test"], priority=10)
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     order = [r.rcpt_tos[0].split("@")[0] for r in fault.accepted]
     assert order == ["high", "normal", "low"]
     assert {_get(m).status for m in (low, normal, high)} == {OutboxStatus.SENT}
@@ -282,20 +281,20 @@ def test_priority_then_age_order(fault_connection, fault):
 def test_rate_limit_per_minute(make_connection, fault):
     conn = make_connection(port=fault.port, rate_limit_per_minute=4)
     msgs = [_enqueue(conn, [f"r{i}@example.test"]) for i in range(6)]
-    outbox.send_due(connection_id=conn.pk)
+    sending.send_due(connection_id=conn.pk)
     statuses = [_get(m).status for m in msgs]
     assert statuses.count(OutboxStatus.SENT) == 4 and statuses.count(OutboxStatus.QUEUED) == 2
-    assert outbox.send_due(connection_id=conn.pk).sessions == 0  # the minute's budget is spent
+    assert sending.send_due(connection_id=conn.pk).sessions == 0  # the minute's budget is spent
     # a minute later the rest goes
     OutboxMessage.objects.filter(connection=conn).update(claimed_at=timezone.now() - timedelta(minutes=2))
-    outbox.send_due(connection_id=conn.pk)
+    sending.send_due(connection_id=conn.pk)
     assert all(_get(m).status == OutboxStatus.SENT for m in msgs)
 
 
 def test_authentication_problem_holds_messages_without_counting_attempts(make_connection, fault):
     conn = make_connection(port=fault.port, authentication="plain", credential_name="missing-cred")
     msg = _enqueue(conn, ["a@example.test"])
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 0
     assert "missing-cred" in got.last_error and report.error
@@ -307,14 +306,14 @@ def test_authentication_problem_holds_messages_without_counting_attempts(make_co
 def test_disabled_connection_sends_nothing(make_connection, fault):
     conn = make_connection(port=fault.port, enabled=False)
     msg = _enqueue(conn, ["a@example.test"])
-    report = outbox.send_due(connection_id=conn.pk)
+    report = sending.send_due(connection_id=conn.pk)
     assert "disabled" in report.error and _get(msg).status == OutboxStatus.QUEUED
 
 
 def test_message_sent_is_parseable_by_the_receiver(fault_connection, fault):
     _enqueue(fault_connection, ["a@example.test"], subject="Ünïcödé", html="<p>x</p>",
              attachments=[AttachmentIn("ä.bin", b"\x00\xff" * 100)])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     parsed = message_from_bytes(fault.accepted[0].data, policy=policy.default)
     assert parsed["Subject"] == "Ünïcödé"
     att = next(parsed.iter_attachments())
@@ -323,7 +322,7 @@ def test_message_sent_is_parseable_by_the_receiver(fault_connection, fault):
 
 def test_temporarily_refused_recipients_get_a_follow_up_message(fault_connection, fault):
     msg = _enqueue(fault_connection, ["ok@example.test", "rcpt452-later@example.test", "rcpt550-never@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.SENT
     assert "tried again in a follow-up message" in got.last_error
@@ -336,7 +335,7 @@ def test_temporarily_refused_recipients_get_a_follow_up_message(fault_connection
     # when it is due, only that recipient is tried
     OutboxMessage.objects.filter(pk=follow.pk).update(next_attempt_at=timezone.now())
     fault.reset()
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     follow = _get(follow)
     assert follow.status == OutboxStatus.QUEUED and follow.attempts == 2  # 452 again: retried later
     assert not fault.received
@@ -344,13 +343,13 @@ def test_temporarily_refused_recipients_get_a_follow_up_message(fault_connection
 
 def test_all_refused_mixed_codes_retries_only_the_temporary_ones(fault_connection, fault):
     msg = _enqueue(fault_connection, ["rcpt550-never@example.test", "rcpt451-later@example.test"])
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.status == OutboxStatus.QUEUED and got.attempts == 1
     assert got.envelope_to == ["rcpt451-later@example.test"]
     assert got.recipient_results["rcpt550-never@example.test"]["code"] == 550
     OutboxMessage.objects.filter(pk=msg.pk).update(next_attempt_at=timezone.now())
-    outbox.send_due(connection_id=fault_connection.pk)
+    sending.send_due(connection_id=fault_connection.pk)
     got = _get(msg)
     assert got.attempts == 2
     # the permanent refusal of the first attempt is kept in the record
@@ -361,7 +360,7 @@ def test_all_refused_mixed_codes_retries_only_the_temporary_ones(fault_connectio
 def test_idn_addresses_go_on_the_wire_in_idna_form(make_connection, fault):
     conn = make_connection(port=fault.port, default_from="Bücherei <info@bücher.example>")
     msg = _enqueue(conn, ["Zoë <zoe@bücher.example>"])
-    outbox.send_due(connection_id=conn.pk)
+    sending.send_due(connection_id=conn.pk)
     assert _get(msg).status == OutboxStatus.SENT
     [received] = fault.accepted
     assert received.mail_from == "info@xn--bcher-kva.example"

@@ -20,8 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.models import OutboxMessage, OutboxStatus, SendProgress
-from connections.services import outbox
-from connections.services.outbound import recovery
+from connections.services.outbound import actions, dispatch, enqueue, prepare, recovery, sending
 
 from .faultserver import FaultServer
 
@@ -42,9 +41,9 @@ def _sender_process(connection_id: int, *, setup: str = "", lease: float = LEASE
     }
     code = (
         "import django; django.setup()\n"
-        "from connections.services import outbox\n"
+        "from connections.services.outbound import sending, writer\n"
         f"{setup}\n"
-        f"print(outbox.send_due(connection_id={connection_id}), flush=True)\n"
+        f"print(sending.send_due(connection_id={connection_id}), flush=True)\n"
     )
     return subprocess.Popen([sys.executable, "-c", code], cwd=str(ROOT), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -55,7 +54,7 @@ def _no_worker_kicks(monkeypatch):
     """These tests drive the sending processes themselves: a Celery worker that an earlier test
     of the session left running must not take the messages that recovery puts back."""
     monkeypatch.setattr(recovery, "_kick", lambda connection_id: None)
-    monkeypatch.setattr(outbox, "kick", lambda *, connection_id: None)
+    monkeypatch.setattr(dispatch, "kick", lambda *, connection_id: None)
 
 
 def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
@@ -87,10 +86,10 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
     slow = FaultServer(slow_seconds=60).start()
     try:
         conn = make_connection(port=slow.port, timeout=120)
-        first = outbox.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="crash", text="x",
-                               dispatch=False, priority=10)
-        rest = [outbox.enqueue(connection_id=conn.pk, to=[f"r{i}@example.test"], subject="rest", text="x",
-                               dispatch=False) for i in range(5)]
+        first = enqueue.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="crash", text="x",
+                                dispatch=False, priority=10)
+        rest = [enqueue.enqueue(connection_id=conn.pk, to=[f"r{i}@example.test"], subject="rest", text="x",
+                                dispatch=False) for i in range(5)]
         worker = _sender_process(conn.pk)
         wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
         assert slow.received, worker.stderr.read().decode()
@@ -101,7 +100,7 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
 
     got = OutboxMessage.objects.get(pk=first.pk)
     assert got.status == OutboxStatus.SENDING and got.progress == SendProgress.DATA
-    assert outbox.send_due(connection_id=conn.pk).sessions == 0  # the lease still holds: nothing claimed
+    assert sending.send_due(connection_id=conn.pk).sessions == 0  # the lease still holds: nothing claimed
 
     report = _recover_all(conn.pk)
     assert (report.uncertain, report.requeued) == (1, 5)
@@ -110,10 +109,10 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
     assert {m.status for m in OutboxMessage.objects.filter(pk__in=[m.pk for m in rest])} == {OutboxStatus.QUEUED}
 
     # The operator resends it: the same bytes, the same Message-ID (a duplicate the receiver can spot).
-    assert recovery.resend_uncertain(message_ids=[first.pk]) == 1
+    assert actions.resend_uncertain(message_ids=[first.pk]) == 1
     conn.port = fault.port
     conn.save()
-    outbox.send_due(connection_id=conn.pk)  # this server answers "slow-" after 3 s: within the timeout
+    sending.send_due(connection_id=conn.pk)  # this server answers "slow-" after 3 s: within the timeout
     got = OutboxMessage.objects.get(pk=first.pk)
     assert got.status == OutboxStatus.SENT
     assert fault.accepted[0].data == bytes(got.mime)
@@ -124,10 +123,10 @@ def test_killed_with_outcomes_still_in_the_writer_at_most_one_is_uncertain(make_
     """Outcomes are buffered and committed with the next "DATA started": a worker killed with
     outcomes not yet written leaves at most its last message unknown."""
     conn = make_connection(port=fault.port)
-    messages = [outbox.enqueue(connection_id=conn.pk, to=[f"m{i}@example.test"], subject=f"m{i}", text="x",
-                               dispatch=False) for i in range(3)]
+    messages = [enqueue.enqueue(connection_id=conn.pk, to=[f"m{i}@example.test"], subject=f"m{i}", text="x",
+                                dispatch=False) for i in range(3)]
     # Outcomes left in the writer at the session's end, and a process that never finishes.
-    worker = _sender_process(conn.pk, setup="outbox._Writer.flush = lambda self: __import__('time').sleep(3600)")
+    worker = _sender_process(conn.pk, setup="writer.Writer.flush = lambda self: __import__('time').sleep(3600)")
     wait_until(lambda: len(fault.accepted) == 3 or worker.poll() is not None, what="three deliveries")
     assert len(fault.accepted) == 3, worker.stderr.read().decode()
     worker.send_signal(signal.SIGKILL)
@@ -152,10 +151,10 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
     total = int(os.environ.get("TM_CRASH_MESSAGES", str(max(300, 60 * kills))))
     rng = random.Random(int(os.environ.get("TM_CRASH_SEED", "19")))
     conn = make_connection(port=fault.port, max_per_session=50, resend_uncertain=True)
-    messages = [outbox.prepare(connection_id=conn.pk, to=[f"k{i}@example.test"], subject=f"k{i}",
-                               text=f"message {i}\n" * rng.randint(1, 200)) for i in range(total)]
+    messages = [prepare.prepare(connection_id=conn.pk, to=[f"k{i}@example.test"], subject=f"k{i}",
+                                text=f"message {i}\n" * rng.randint(1, 200)) for i in range(total)]
     for prepared in messages:
-        outbox.store(prepared, dispatch=False)
+        enqueue.store(prepared, dispatch=False)
     done_kills = 0
     while done_kills < kills:
         before = len(fault.accepted)
@@ -207,10 +206,10 @@ def test_progress_is_recorded_claimed_session_data_then_the_final_reply(make_con
     slow = FaultServer(slow_seconds=60).start()
     try:
         conn = make_connection(port=slow.port, timeout=120)
-        first = outbox.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="a", text="x",
-                               dispatch=False, priority=10)
-        second = outbox.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="b", text="x",
-                                dispatch=False)
+        first = enqueue.enqueue(connection_id=conn.pk, to=["slow-x@example.test"], subject="a", text="x",
+                                dispatch=False, priority=10)
+        second = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="b", text="x",
+                                 dispatch=False)
         worker = _sender_process(conn.pk, lease=1)
         wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
         rows = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk])}

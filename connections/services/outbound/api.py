@@ -1,4 +1,4 @@
-"""The outbox as the API sees it: POST through `outbox.enqueue`, with Idempotency-Key
+"""The outbox as the API sees it: POST through `enqueue.enqueue`, with Idempotency-Key
 enforced by a unique (tenant, key) constraint, and reading one message of a tenant."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from ..errors import TenantMailError, ValidationError
-from ..models import ApiIdempotencyKey, OutboxMessage
-from . import outbox
-from .access.lookup import ConnectionNotFound, find_connection
+from ...errors import TenantMailError, ValidationError
+from ...models import ApiIdempotencyKey, OutboxMessage
+from ..access.lookup import ConnectionNotFound, find_connection
+from .enqueue import enqueue
 from .mime import AttachmentIn
 
 
@@ -51,7 +51,7 @@ def submit(*, tenant_id: int, data: dict, idempotency_key: str | None, request_h
                    for a in data.get("attachments") or []]
     try:
         with transaction.atomic():
-            message = outbox.enqueue(
+            message = enqueue(
                 connection_id=connection.pk, to=data.get("to") or [], cc=data.get("cc") or [],
                 bcc=data.get("bcc") or [], subject=data.get("subject") or "", text=data.get("text") or "",
                 html=data.get("html") or "", attachments=attachments,
