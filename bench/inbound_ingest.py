@@ -220,11 +220,12 @@ def main() -> None:
             started, cpu = time.perf_counter(), cpu_now()
             result = poll(connection_id=conn.pk, parse=True, trigger="bench")
             index_started = time.perf_counter()
-            indexed = index_for_search()
+            index_for_search()  # what the poll leaves to the indexer (mails come indexed now)
             index_seconds = time.perf_counter() - index_started
             seconds, cpu = time.perf_counter() - started, cpu_now() - cpu
             assert result.stored == args.mails and result.failed == 0, result.summary()
-            assert indexed == args.mails, indexed
+            unindexed = StoredMessage.objects.filter(connection=conn, search_indexed=False).count()
+            assert unindexed == 0, unindexed
             return result.stored / seconds, cpu, index_seconds
 
         ref_name = ""

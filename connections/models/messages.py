@@ -37,10 +37,13 @@ class StoredMessage(TenantOwned):
     oversized = models.BooleanField(default=False)
     # Post-processing on the server (mark read / move / delete) is done after the commit.
     post_processed_at = models.DateTimeField(null=True, blank=True)
-    # In the body search indexes yet? The poll stores mails with False, so that extracting
-    # trigrams from their bodies (milliseconds a mail) stays off its path; the
-    # index_messages_for_search task sets it in batches (services.messages.indexes.index_for_search).
-    # Search finds a mail either way: an unindexed one is read directly.
+    # The searched body's tokens, each once (services.messages.search_words): the body search
+    # index holds these instead of the whole body, at a fraction of the trigram cost.
+    search_words = models.TextField(blank=True, default="", editable=False)
+    # In the body search index yet? A mail parsed when stored is (its words are computed
+    # with the parse); older or raw-only mails get their words from the
+    # index_messages_for_search task (services.messages.indexes.index_for_search). Search finds
+    # a mail either way: an unindexed one is read directly.
     search_indexed = models.BooleanField(default=False)
     # Retention: when bodies, attachments and raw file were removed (services/messages/retention.py).
     # The row stays, so that the server's copy is never fetched again.

@@ -55,8 +55,7 @@ def test_ensure_is_idempotent_and_creates_every_index(tenants):
     assert first == second and first, "the same statements run again without error"
     expected = {"message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx"}
     if connection.vendor == "postgresql":
-        expected |= {"message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
-                     "message_html_only_trgm_idx"}
+        expected |= {"message_subject_trgm_idx", "message_from_trgm_idx", "message_words_trgm_idx"}
     assert expected <= _index_names(connection)
     # Reversible (for a migration's RunPython), and re-creatable; DDL is rolled back with
     # the test's transaction on PostgreSQL, and re-created here for SQLite.
@@ -91,13 +90,13 @@ def test_search_uses_the_trigram_indexes_on_postgresql(tenants, django_user_mode
     root = django_user_model.objects.create_superuser("root-idx", password="x")
     # No tenant condition and no plain scans: only the trigram indexes can answer the LIKEs.
     plan = _explain(_page_sql(root, filters=search.MessageFilters(query="invoice")), off=("seqscan", "indexscan"))
-    for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx",
-                 "message_html_only_trgm_idx", "message_unindexed_idx"):
+    for name in ("message_subject_trgm_idx", "message_from_trgm_idx", "message_words_trgm_idx",
+                 "message_unindexed_idx"):
         assert name in plan, plan
 
 
-def test_body_trigram_indexes_hold_only_indexed_mails(tenants):
-    """Trigram extraction of bodies stays off the poll: the body indexes are partial on
+def test_body_trigram_index_holds_the_words_of_indexed_mails(tenants):
+    """The body search index holds each mail's words (not its body), partial on
     search_indexed, in the migrated database as in ensure_message_indexes()."""
     assert connection.vendor == "postgresql"
 
@@ -111,8 +110,9 @@ def test_body_trigram_indexes_hold_only_indexed_mails(tenants):
     with connection.cursor() as cursor:
         cursor.execute("SELECT stxname FROM pg_statistic_ext")
         assert set(indexes.MESSAGE_STATISTICS_NAMES) <= {row[0] for row in cursor.fetchall()}
-    assert migrated["message_text_trgm_idx"].endswith("WHERE search_indexed")
-    assert migrated["message_html_only_trgm_idx"].endswith("WHERE ((text_body = ''::text) AND search_indexed)")
+    assert "upper(search_words) gin_trgm_ops" in migrated["message_words_trgm_idx"]
+    assert migrated["message_words_trgm_idx"].endswith("WHERE search_indexed")
+    assert "message_text_trgm_idx" not in migrated and "message_html_only_trgm_idx" not in migrated
     with transaction.atomic():
         sid = transaction.savepoint()
         indexes.drop_message_indexes()

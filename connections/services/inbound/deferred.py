@@ -54,6 +54,8 @@ def parse_stored(*, message_id: int) -> bool:
             setattr(locked, key, value)
         locked.text_body, locked.html_body = parsed.text_body, parsed.html_body
         locked.safe_html = parsed.safe_html
+        if parsed.search_words is not None:
+            locked.search_words, locked.search_indexed = parsed.search_words, True
         locked.has_attachments = bool(parsed.attachments)
         locked.parse_problems = parsed.problems
         locked.parsed = True

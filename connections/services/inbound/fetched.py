@@ -13,7 +13,7 @@ from typing import BinaryIO
 
 from django.core.files.storage import default_storage
 
-from ..messages import safe_html
+from ..messages import safe_html, search_words
 from ..parsing.parse import parse_bytes, parse_file, parse_headers_only
 from ..parsing.results import ParsedMessage
 from . import files
@@ -111,6 +111,7 @@ def parse_mail(mail: FetchedMail) -> ParsedMessage:
     """Parse the mail and sanitise its HTML body once (bounded cost: services.messages.safe_html)."""
     parsed = _parse_mail(mail)
     safe_html.prepare_into(parsed)
+    search_words.prepare_into(parsed)
     return parsed
 
 

@@ -199,6 +199,8 @@ def message_values(connection: InboundConnection, prep: Prepared, now, *, post_d
         values.update(parsed.header_fields())
         values.update(text_body=parsed.text_body, html_body=parsed.html_body, safe_html=parsed.safe_html,
                       has_attachments=bool(parsed.attachments), parse_problems=parsed.problems, parsed=True)
+        if parsed.search_words is not None:  # in the search index from the start
+            values.update(search_words=parsed.search_words, search_indexed=True)
     return values
 
 

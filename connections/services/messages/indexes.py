@@ -22,6 +22,7 @@ from django.db.models import F
 from django.db.models.functions import Coalesce, Least
 
 from ...models import StoredMessage
+from . import search_words
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,15 @@ _TABLE = StoredMessage._meta.db_table
 _SORT_PG = "LEAST(COALESCE(date, fetched_at), fetched_at) DESC, id DESC"
 _SORT_SQLITE = 'MIN(COALESCE("date", "fetched_at"), "fetched_at") DESC, id DESC'
 TRIGRAM_EXTENSION_SQL = "CREATE EXTENSION IF NOT EXISTS pg_trgm"
-TEXT_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS message_text_trgm_idx ON {_TABLE} "
-                  "USING gin (UPPER(text_body) gin_trgm_ops) WHERE search_indexed")
-HTML_ONLY_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS message_html_only_trgm_idx ON {_TABLE} "
-                       "USING gin (UPPER(html_body) gin_trgm_ops) WHERE text_body = '' AND search_indexed")
+# The body search index: the searched body's words (services.messages.search_words), not the body.
+WORDS_INDEX_SQL = (f"CREATE INDEX IF NOT EXISTS message_words_trgm_idx ON {_TABLE} "
+                   "USING gin (UPPER(search_words) gin_trgm_ops) WHERE search_indexed")
 EXPRESSION_STATISTICS_SQL = [
+    f"CREATE STATISTICS IF NOT EXISTS message_words_upper_stats ON (UPPER(search_words)) FROM {_TABLE}",
     f"CREATE STATISTICS IF NOT EXISTS message_text_upper_stats ON (UPPER(text_body)) FROM {_TABLE}",
     f"CREATE STATISTICS IF NOT EXISTS message_html_upper_stats ON (UPPER(html_body)) FROM {_TABLE}",
 ]
-MESSAGE_STATISTICS_NAMES = ["message_text_upper_stats", "message_html_upper_stats"]
+MESSAGE_STATISTICS_NAMES = ["message_words_upper_stats", "message_text_upper_stats", "message_html_upper_stats"]
 MESSAGE_INDEX_SQL: dict[str, list[str]] = {
     "postgresql": [
         TRIGRAM_EXTENSION_SQL,
@@ -51,12 +52,10 @@ MESSAGE_INDEX_SQL: dict[str, list[str]] = {
         # GIN indexes on exactly that expression serve substring search.
         f"CREATE INDEX IF NOT EXISTS message_subject_trgm_idx ON {_TABLE} USING gin (UPPER(subject) gin_trgm_ops)",
         f"CREATE INDEX IF NOT EXISTS message_from_trgm_idx ON {_TABLE} USING gin (UPPER(from_header) gin_trgm_ops)",
-        # The bodies' trigrams cost milliseconds a mail to extract: only mails flagged
-        # search_indexed are in these (index_for_search flags them after the poll); search
-        # reads the few others directly (through message_unindexed_idx).
-        TEXT_INDEX_SQL,
-        # HTML-only mails are searched in their HTML; a partial index keeps it to those.
-        HTML_ONLY_INDEX_SQL,
+        # Bodies are searched through their words (each token once: a body's trigrams
+        # would cost milliseconds a mail); mails not search_indexed yet are read directly
+        # (through message_unindexed_idx).
+        WORDS_INDEX_SQL,
         # The planner takes a partial index's statistics only when the query implies its
         # predicate; search_indexed sits inside the search's OR arms, so without these it
         # would guess every body word rare and sort thousands of matches of a common one.
@@ -70,7 +69,7 @@ MESSAGE_INDEX_SQL: dict[str, list[str]] = {
 }
 MESSAGE_INDEX_NAMES = [
     "message_tenant_sort_idx", "message_conn_sort_idx", "message_sort_idx",
-    "message_subject_trgm_idx", "message_from_trgm_idx", "message_text_trgm_idx", "message_html_only_trgm_idx",
+    "message_subject_trgm_idx", "message_from_trgm_idx", "message_words_trgm_idx",
 ]
 
 
@@ -126,19 +125,22 @@ SEARCH_INDEX_BATCH = 500
 
 
 def index_for_search(*, batch: int = SEARCH_INDEX_BATCH, limit: int | None = None) -> int:
-    """Put stored mails into the body search indexes: flag them search_indexed, oldest
-    first, `batch` per short transaction (PostgreSQL computes their trigrams then). Returns
-    how many were flagged. Safe to run in several workers at once (SKIP LOCKED) and again."""
+    """Put stored mails that are not in the body search index yet (stored before it held
+    words, or stored raw and parsed later) into it: their words, search_indexed, oldest
+    first, `batch` per short transaction. Returns how many. Safe to run in several workers
+    at once (SKIP LOCKED) and again."""
     done = 0
     while limit is None or done < limit:
         size = batch if limit is None else min(batch, limit - done)
         with transaction.atomic():
-            ids = list(StoredMessage.objects.filter(search_indexed=False).order_by("id")
-                       .select_for_update(skip_locked=True).values_list("id", flat=True)[:size])
-            if ids:
-                StoredMessage.objects.filter(pk__in=ids).update(search_indexed=True)
-        done += len(ids)
-        if len(ids) < size:
+            rows = list(StoredMessage.objects.filter(search_indexed=False).order_by("id")
+                        .select_for_update(skip_locked=True).values_list("id", "text_body", "html_body")[:size])
+            indexed = [StoredMessage(pk=pk, search_indexed=True,
+                                     search_words=search_words.words_of(search_words.searched_body(text, html)))
+                       for pk, text, html in rows]
+            StoredMessage.objects.bulk_update(indexed, ["search_words", "search_indexed"])
+        done += len(rows)
+        if len(rows) < size:
             break
     return done
 

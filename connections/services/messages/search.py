@@ -15,6 +15,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from ...models import StoredMessage
+from . import search_words
 from .indexes import SORT_KEY
 
 MAX_SEARCH_TERMS = 8
@@ -46,12 +47,16 @@ def filter_messages(*, qs: QuerySet[StoredMessage], filters: MessageFilters) -> 
     for term in search_terms(filters.query):
         text = Q(text_body__icontains=term)
         html_only = Q(text_body="") & Q(html_body__icontains=term)
-        # The body arms are spelled out per search_indexed value so that PostgreSQL can
-        # answer each from an index: the partial trigram indexes, or message_unindexed_idx
-        # for the mails not indexed yet.
-        indexed, unindexed = Q(search_indexed=True), Q(search_indexed=False)
+        # An indexed mail's words hold every piece of the term if its body holds the term
+        # (services.messages.search_words): the words index finds the candidates, the body decides.
+        # The unindexed arms are spelled out so that PostgreSQL answers them from
+        # message_unindexed_idx.
+        words = Q(search_indexed=True)
+        for piece in search_words.pieces_of(term):
+            words &= Q(search_words__icontains=piece)
+        unindexed = Q(search_indexed=False)
         qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term)
-                       | (indexed & text) | (indexed & html_only) | (unindexed & text) | (unindexed & html_only))
+                       | (words & (text | html_only)) | (unindexed & text) | (unindexed & html_only))
     if filters.connection_id:
         qs = qs.filter(connection_id=filters.connection_id)
     if filters.has_attachments is not None:

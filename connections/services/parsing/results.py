@@ -52,6 +52,7 @@ class ParsedMessage:
     text_body: str = ""
     html_body: str = ""
     safe_html: str | None = None  # html_body sanitised (services.messages.safe_html), set by storage
+    search_words: str | None = None  # the body's search words (services.messages.search_words), set by storage
     attachments: list[ParsedAttachment] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
