@@ -17,7 +17,11 @@ from connections.models import (
     Tenant,
     UserCredential,
 )
-from connections.services import config
+from connections.services.setup import config
+from connections.services.setup.config import connections as config_connections
+from connections.services.setup.config import credentials as config_credentials
+from connections.services.setup.config import fields as config_fields
+from connections.services.setup.config import oauth2, schedules, schema
 from connections.services import credentials as credential_service
 
 pytestmark = pytest.mark.django_db
@@ -510,19 +514,19 @@ def test_export_command_filters_by_tenant_and_refuses_unknown_slugs():
 
 
 def test_password_env_names_are_stable_and_valid():
-    assert config.password_env_name("acme", "acme-mailbox") == "ACME_ACME_MAILBOX_PASSWORD"
-    assert config.password_env_name("1st", "a.b") == "_1ST_A_B_PASSWORD"
+    assert config_credentials.password_env_name("acme", "acme-mailbox") == "ACME_ACME_MAILBOX_PASSWORD"
+    assert config_credentials.password_env_name("1st", "a.b") == "_1ST_A_B_PASSWORD"
 
 
 def test_every_configuration_field_of_the_models_is_in_the_schema():
     """A field added to a model must be exported and applied (or declared state)."""
     for model, keys, extra in (
-        (Tenant, config.TENANT_KEYS, set()),
-        (UserCredential, config.CREDENTIAL_KEYS, {"password_env", *config.oauth2_config.MODEL_FIELDS}),
-        (OutboundConnection, config.OUTBOUND_KEYS, set(config.PROXY_FIELDS)),
-        (InboundConnection, config.INBOUND_KEYS, set(config.SCHEDULE_FIELDS) | set(config.PROXY_FIELDS)),
+        (Tenant, schema.TENANT_KEYS, set()),
+        (UserCredential, schema.CREDENTIAL_KEYS, {"password_env", *oauth2.MODEL_FIELDS}),
+        (OutboundConnection, schema.OUTBOUND_KEYS, set(schema.PROXY_FIELDS)),
+        (InboundConnection, schema.INBOUND_KEYS, set(schedules.SCHEDULE_FIELDS) | set(schema.PROXY_FIELDS)),
     ):
-        covered = {k.field for k in keys} | extra | config.STATE_FIELDS
+        covered = {k.field for k in keys} | extra | config_fields.STATE_FIELDS
         fields = {f.name for f in model._meta.concrete_fields if f.editable}
         assert fields - covered == set(), model.__name__
 
@@ -592,7 +596,7 @@ def test_an_update_writes_only_the_changed_settings(monkeypatch):
     apply_text(BASE)
     document = config.load(BASE.replace("port: 993", "port: 995"))
     inbound = InboundConnection.objects.get()
-    original_copy = config._copy
+    original_copy = config_connections.copy
 
     def copy_then_worker_writes(instance, values):  # the worker's update lands between read and write
         clone = original_copy(instance, values)
@@ -600,7 +604,7 @@ def test_an_update_writes_only_the_changed_settings(monkeypatch):
             InboundConnection.objects.filter(pk=inbound.pk).update(last_error="timeout", consecutive_failures=3)
         return clone
 
-    monkeypatch.setattr(config, "_copy", copy_then_worker_writes)
+    monkeypatch.setattr(config_connections, "copy", copy_then_worker_writes)
     config.apply(document, environ=ENV)
     inbound.refresh_from_db()
     assert inbound.port == 995

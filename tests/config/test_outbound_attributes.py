@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from connections.models import OutboundConnection
-from connections.services import config
+from connections.services.setup import config
 
 from .test_config import ENV
 

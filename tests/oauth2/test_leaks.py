@@ -11,7 +11,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from connections.models import CredentialKind, PollRun, UserCredential
-from connections.services import config, polling
+from connections.services import polling
+from connections.services.setup import config
 from connections.services.connectivity import run_connectivity_test
 
 from ..credentials.leaks import leaks

@@ -1,5 +1,5 @@
 """The `webhook: {url, secret_env}` key of an inbound connection in configuration as code
-(contract, docs/config.md). Called from services.config: validation, plan, write, export.
+(contract, docs/config.md): its validation, plan, write and export.
 
 The secret is read from the named environment variable when the file is applied and
 stored encrypted; the file and the export only ever name the variable. A connection
@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Mapping
 
-from ..models import InboundConnection, Webhook
-from . import webhooks
+from ....models import InboundConnection, Webhook
+from ... import webhooks
+from .plan import SECRET
 
 KEYS = ("url", "secret_env")
 _ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
@@ -58,9 +59,7 @@ def plan(*, errors: list[str], path: str, spec: dict[str, str], current: Inbound
     if hook.secret_env != spec["secret_env"]:
         diff["webhook.secret_env"] = (hook.secret_env, spec["secret_env"])
     if hook.secret != secret:
-        from .config import _SECRET  # (config imports this module)
-
-        diff["webhook.secret"] = (_SECRET, _SECRET)
+        diff["webhook.secret"] = (SECRET, SECRET)
     return diff, (secret if diff else None)
 
 
