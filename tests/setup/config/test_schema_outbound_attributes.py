@@ -6,7 +6,7 @@ import pytest
 from connections.models import OutboundConnection
 from connections.services.setup import config
 
-from .test_config import ENV
+from .test_applying import ENV
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from connections.models import InboundConnection, OutboundConnection, Tenant
 from connections.services.setup import config
 
-from .test_config import ENV, PEM
+from .test_applying import ENV, PEM
 
 pytestmark = pytest.mark.django_db
 
