@@ -22,7 +22,6 @@ from ... import pem
 from .errors import kind_of, pydantic_messages
 
 
-
 class _Unset:
     def __repr__(self) -> str:
         return "UNSET"
@@ -34,16 +33,17 @@ _EXTRA = "extra"
 
 
 def fail(message: str) -> PydanticCustomError:
+    """A validation error whose message is `message` as it is (the contract's wording)."""
     return PydanticCustomError("config", "{message}", {"message": message})
 
 
-def one_of(values: Iterable[str], *, note: str = "") -> AfterValidator:
+def one_of(values: Iterable[str]) -> AfterValidator:
     """A text that must be one of `values` ("'x' is not one of a, b")."""
     allowed = tuple(values)
 
     def check(value: str) -> str:
         if value not in allowed:
-            raise fail(f"{value!r} is not one of {', '.join(allowed)}{note}")
+            raise fail(f"{value!r} is not one of {', '.join(allowed)}")
         return value
 
     return AfterValidator(check)
@@ -83,7 +83,7 @@ class Key:
 class Entry(BaseModel):
     """One mapping of the file: its keys are the fields' aliases; an unknown key is an error."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=False, validate_by_alias=True)
+    model_config = ConfigDict(extra="forbid")
     django_model: ClassVar[type[models.Model]]
     grouped: ClassVar[dict[str, tuple[str, ...]]] = {}  # YAML key -> the model fields it fills
 
@@ -133,7 +133,7 @@ class Entry(BaseModel):
 @functools.cache
 def _keys(cls: type[Entry]) -> tuple[Key, ...]:
     return tuple(
-        Key(f.alias or name, name, _NULLABLE in f.metadata or _NULLABLE in getattr(f.annotation, "__metadata__", ()))
+        Key(f.alias or name, name, _NULLABLE in f.metadata)
         for name, f in cls.model_fields.items() if _EXTRA not in f.metadata
     )
 
