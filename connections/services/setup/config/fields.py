@@ -9,6 +9,7 @@ and checked by their own part. An absent optional key takes the Django model's d
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Iterable
 
@@ -28,6 +29,7 @@ class _Unset:
 
 
 UNSET: Any = _Unset()  # default of an absent optional key (a marker, never a YAML value)
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")  # an environment variable's name
 _NULLABLE = "nullable"
 _EXTRA = "extra"
 

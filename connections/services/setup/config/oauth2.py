@@ -21,18 +21,14 @@ The client secret is stored like a password (the artifact's `password`, its vari
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
 from ....models import OAUTH2_KINDS, CredentialKind, UserCredential
 from ...oauth2 import providers
-from .fields import Entry, Extra
+from .fields import ENV_NAME, Entry, Extra
 
 MODEL_FIELDS = ("kind", "oauth2", "refresh_token_env")  # set by this module, not by Keys
 SETTINGS = ("token_url", "client_id", "scope", "provider", "directory", "issuer", "authorization_url")
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-
-
 class OAuth2Keys(Entry):
     """The OAuth2 keys of a credential entry (after its own keys), checked by `parse`."""
 
@@ -93,7 +89,7 @@ def parse(v, cpath: str, cmap: Mapping[str, Any], extra: dict[str, Any]) -> dict
         env = cmap["refresh_token_env"]
         if kind != CredentialKind.OAUTH2_AUTHORIZATION_CODE:
             v.err(f"{cpath}.refresh_token_env", "only for kind oauth2_authorization_code")
-        elif not isinstance(env, str) or not _ENV.fullmatch(env):
+        elif not isinstance(env, str) or not ENV_NAME.fullmatch(env):
             v.err(f"{cpath}.refresh_token_env", f"{env!r} is not an environment variable name")
         else:
             extra["refresh_token_env"] = env

@@ -4,7 +4,6 @@ the model field values of the keys that passed, so that the database checks can 
 """
 from __future__ import annotations
 
-import re
 import zoneinfo
 from pathlib import Path
 from typing import Any, Callable
@@ -14,12 +13,10 @@ from ... import pem
 from ...monitoring import alerts_config
 from . import oauth2, proxies, schedules, webhooks
 from .errors import Report, kind_of
+from .fields import ENV_NAME
 from .plan import Item, TenantItem, check_duplicate
 from .schema import (ARCHIVE_POST_PROCESSING, IMAP_ONLY_KEYS, POP3_POST_PROCESSING, CredentialEntry, InboundEntry,
                      OutboundEntry, TenantEntry)
-
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
-
 
 def validate_document(document: Any, base_dir: Path | None = None) -> tuple[list[TenantItem], list[str]]:
     """The tenants of the file and every error found (the tenants hold what passed)."""
@@ -86,7 +83,7 @@ def _credential(v: Report, cpath: str, cnode: Any) -> Item | None:
     if "password_env" not in cmap:
         v.err(f"{cpath}.{secret_key}", "required (the name of the environment variable with the "
               + ("client secret)" if secret_key != "password_env" else "password)"))
-    elif not isinstance(env, str) or not _ENV.fullmatch(env):
+    elif not isinstance(env, str) or not ENV_NAME.fullmatch(env):
         v.err(f"{cpath}.{secret_key}", f"{env!r} is not an environment variable name")
     else:
         extra["password_env"] = env
