@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from ....models import UserCredential
+from ....models import CredentialStatus, UserCredential
 from ....models.credentials import PASSWORD_MAX_LENGTH
 from ... import tenancy
 from . import oauth2
 from .plan import SECRET, Change, Item, Plan, TenantItem, copy, created, diff, model_errors
-from .schema import SETTLED, CredentialEntry
+from .schema import CredentialEntry
+
+# Artifact states in which nothing is left to deploy.
+SETTLED = (CredentialStatus.DEPLOYED, CredentialStatus.AUTHORIZED, CredentialStatus.UNAUTHORIZED)
 
 
 def password_env_name(tenant_slug: str, credential_name: str) -> str:

@@ -3,6 +3,9 @@ one `Entry` per kind of list entry, each field a YAML key (its alias) filling th
 of its name. The key names, their order (the export's) and their values are kept exactly;
 new keys may be added. The capabilities declare their own parts (oauth2.py, proxies.py,
 webhooks.py; alerts: services/monitoring/alerts_config.py).
+
+The order of the fields is the order of the keys: a class's own fields come after those of
+its bases, and of the bases the last listed comes first (pydantic follows the MRO backwards).
 """
 from typing import Annotated
 
@@ -12,7 +15,6 @@ from ....models import (
     Authentication,
     BodyCharset,
     BodyType,
-    CredentialStatus,
     InboundConnection,
     OutboundConnection,
     PostProcessing,
@@ -31,8 +33,6 @@ from .oauth2 import OAuth2Keys
 POP3_POST_PROCESSING = (PostProcessing.DELETE.value, PostProcessing.KEEP.value)
 ARCHIVE_POST_PROCESSING = (PostProcessing.MOVE.value, PostProcessing.MOVE_AND_MARK_READ.value)
 IMAP_ONLY_KEYS = ("folder", "selection", "push")
-# Artifact states in which nothing is left to deploy.
-SETTLED = (CredentialStatus.DEPLOYED, CredentialStatus.AUTHORIZED, CredentialStatus.UNAUTHORIZED)
 
 
 class TenantEntry(Entry):
