@@ -22,7 +22,7 @@ from connections.models import (
     PollRun,
     Tenant,
 )
-from connections.services import config
+from connections.services.setup import config
 from connections.services.setup import checklist
 from connections.services.monitoring import heartbeats, metrics, watchdog
 

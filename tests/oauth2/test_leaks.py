@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from connections.models import CredentialKind, PollRun, UserCredential
-from connections.services import config
 from connections.services.inbound.poll import poll
+from connections.services.setup import config
 from connections.services.setup.connectivity import run_connectivity_test
 
 from ..setup.leaks import leaks

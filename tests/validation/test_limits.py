@@ -7,7 +7,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from connections.models import InboundConnection, OutboundConnection, Tenant
-from connections.services import config
+from connections.services.setup import config
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from connections.errors import TenantMailError
 from connections.management.exits import command_error, usage_error
-from connections.services import config
+from connections.services.setup import config
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand
 
 from connections.errors import TenantMailError
 from connections.management.exits import command_error
-from connections.services import config
+from connections.services.setup import config
 
 
 HEADER = (

@@ -8,7 +8,7 @@
       failing_after: 3
       remind_every_hours: 24
 
-Validation errors are reported through config.py's validator (FILE:LINE: place: message).
+Validation errors are reported through the configuration's error report (connections/services/setup/config/errors.py; FILE:LINE: place: message).
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from connections.models import CredentialKind, CredentialStatus, InboundConnection, UserCredential
-from connections.services import config
+from connections.services.setup import config
 from connections.services.oauth2 import tokens
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from connections.models import OutboundConnection
-from connections.services import config
+from connections.services.setup import config
 
-from .test_config import ENV
+from .test_applying import ENV
 
 pytestmark = pytest.mark.django_db
 

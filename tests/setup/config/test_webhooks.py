@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from connections.models import InboundConnection, OutboundConnection, Webhook
-from connections.services import config
+from connections.services.setup import config
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 

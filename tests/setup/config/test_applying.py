@@ -17,12 +17,13 @@ from connections.models import (
     Tenant,
     UserCredential,
 )
-from connections.services import config
+from connections.services.setup import config
 from connections.services.setup import credentials as credential_service
+from connections.services.setup.config import connections as config_connections
 
 pytestmark = pytest.mark.django_db
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "config.md"
 ENV = {"ACME_MAILBOX_PASSWORD": "s3cret-orders", "GLOBEX_SUPPORT_PASSWORD": "pw-globex"}
 
 # A real certificate: apply_config validates trusted_ca as PEM.
@@ -433,100 +434,6 @@ def test_prune_refuses_to_delete_a_connection_with_stored_mail():
     assert counts() == (1, 1, 1, 1)
 
 
-# --------------------------------------------------------------------------- export
-
-def make_rich_setup() -> None:
-    acme = Tenant.objects.create(slug="acme", name="ACME Corp")
-    globex = Tenant.objects.create(slug="globex", name="Globex", active=False)
-    deployed = UserCredential.objects.create(tenant=acme, name="acme-mailbox", username="orders@acme.example",
-                                             password="s3cret-orders", description="Orders mailbox owner")
-    credential_service.deploy(credential_id=deployed.pk, user=None)
-    UserCredential.objects.create(tenant=globex, name="support", username="support@globex.example", password="pw-globex")
-    OutboundConnection.objects.create(
-        tenant=acme, name="smtp-main", host="smtp.acme.example", port=None, protection="starttls_mandatory",
-        authentication="encrypted", credential_name="acme-mailbox", default_from="ACME <orders@acme.example>",
-        default_reply_to="help@acme.example", trusted_ca=PEM, rate_limit_per_minute=60, max_per_session=10,
-    )
-    InboundConnection.objects.create(
-        tenant=acme, name="orders", host="imap.acme.example", port=993, credential_name="acme-mailbox",
-        post_processing="move_and_mark_read", archive_folder="Archive", selection="all",
-        schedule_kind=ScheduleKind.WEEKLY, schedule_weekdays="0,2,4", schedule_start_hour=8,
-        schedule_end_hour=18, schedule_every=120, timezone="Europe/Berlin",
-    )
-    InboundConnection.objects.create(
-        tenant=globex, name="pop", protocol="pop3", host="pop.globex.example", protection="off",
-        authentication="encrypted", credential_name="support", post_processing="delete",
-        schedule_kind=ScheduleKind.CRON, schedule_cron="0 * * * 1-5", enabled=False, verify_certificate=False,
-    )
-
-
-def test_export_then_apply_on_an_empty_database_then_export_gives_the_same_document():
-    make_rich_setup()
-    text = config.dump(config.export())
-    assert "s3cret" not in text and "pw-globex" not in text
-    document = config.load(text)
-    acme, globex = document["tenants"]
-    assert acme["credentials"][0]["password_env"] == "ACME_ACME_MAILBOX_PASSWORD"
-    assert acme["credentials"][0]["deploy"] is True
-    assert globex["credentials"][0] == {
-        "name": "support", "description": None, "user": "support@globex.example",
-        "password_env": "GLOBEX_SUPPORT_PASSWORD", "deploy": False,
-    }
-    assert acme["inbound"][0]["schedule"] == {"weekdays": ["mon", "wed", "fri"], "between": ["08:00", "18:00"], "every": 120}
-    assert globex["inbound"][0]["schedule"] == {"cron": "0 * * * 1-5"}
-    assert "folder" not in globex["inbound"][0]  # imap only
-    assert acme["outbound"][0]["trusted_ca"] == PEM and acme["outbound"][0]["port"] is None
-    assert "schedule: {weekdays: [mon, wed, fri], between: ['08:00', '18:00'], every: 120}" in text
-
-    for model in (InboundConnection, OutboundConnection, UserCredential, Tenant):
-        model.objects.all().delete()
-    env = {"ACME_ACME_MAILBOX_PASSWORD": "s3cret-orders", "GLOBEX_SUPPORT_PASSWORD": "pw-globex"}
-    plan = config.apply(document, environ=env)
-    assert plan.applied
-    assert config.dump(config.export()) == text
-    assert config.apply(document, environ=env).empty
-    assert UserCredential.objects.get(name="support").version == 0  # deploy: false
-
-
-def test_applying_the_export_to_the_same_database_changes_nothing():
-    make_rich_setup()
-    cred = UserCredential.objects.get(name="acme-mailbox")
-    cred.username = "changed@acme.example"  # an undeployed change: export says deploy: false
-    credential_service.save_artifact(credential=cred)
-    plan = config.apply(config.load(config.dump(config.export())), environ={})
-    assert plan.empty, str(plan)
-
-
-def test_export_command_filters_by_tenant_and_refuses_unknown_slugs():
-    make_rich_setup()
-    out = io.StringIO()
-    call_command("export_config", "globex", stdout=out)
-    assert out.getvalue().startswith("# TenantMail configuration")
-    document = config.load(out.getvalue())
-    assert [t["slug"] for t in document["tenants"]] == ["globex"]
-    assert document == config.export(tenant_slugs=["globex"])
-    with pytest.raises(CommandError, match="No tenant with slug 'nope'"):
-        call_command("export_config", "nope", stdout=io.StringIO())
-
-
-def test_password_env_names_are_stable_and_valid():
-    assert config.password_env_name("acme", "acme-mailbox") == "ACME_ACME_MAILBOX_PASSWORD"
-    assert config.password_env_name("1st", "a.b") == "_1ST_A_B_PASSWORD"
-
-
-def test_every_configuration_field_of_the_models_is_in_the_schema():
-    """A field added to a model must be exported and applied (or declared state)."""
-    for model, keys, extra in (
-        (Tenant, config.TENANT_KEYS, set()),
-        (UserCredential, config.CREDENTIAL_KEYS, {"password_env", *config.oauth2_config.MODEL_FIELDS}),
-        (OutboundConnection, config.OUTBOUND_KEYS, set(config.PROXY_FIELDS)),
-        (InboundConnection, config.INBOUND_KEYS, set(config.SCHEDULE_FIELDS) | set(config.PROXY_FIELDS)),
-    ):
-        covered = {k.field for k in keys} | extra | config.STATE_FIELDS
-        fields = {f.name for f in model._meta.concrete_fields if f.editable}
-        assert fields - covered == set(), model.__name__
-
-
 def test_the_schedulers_rules_apply_and_the_next_poll_is_scheduled():
     errors = refused(BASE.replace("schedule: {every: 300}", "schedule: {every: 5}"))
     assert errors == ["tenants[0].inbound[0].schedule: The interval must be at least 10 seconds."]
@@ -592,7 +499,7 @@ def test_an_update_writes_only_the_changed_settings(monkeypatch):
     apply_text(BASE)
     document = config.load(BASE.replace("port: 993", "port: 995"))
     inbound = InboundConnection.objects.get()
-    original_copy = config._copy
+    original_copy = config_connections.copy
 
     def copy_then_worker_writes(instance, values):  # the worker's update lands between read and write
         clone = original_copy(instance, values)
@@ -600,7 +507,7 @@ def test_an_update_writes_only_the_changed_settings(monkeypatch):
             InboundConnection.objects.filter(pk=inbound.pk).update(last_error="timeout", consecutive_failures=3)
         return clone
 
-    monkeypatch.setattr(config, "_copy", copy_then_worker_writes)
+    monkeypatch.setattr(config_connections, "copy", copy_then_worker_writes)
     config.apply(document, environ=ENV)
     inbound.refresh_from_db()
     assert inbound.port == 995

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from connections.models import InboundConnection, OutboundConnection, Tenant
-from connections.services import config
+from connections.services.setup import config
 
-from ..validation.test_validators import PEM
+from tests.validation.test_validators import PEM
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""Configuration as code for the OAuth2 credential kinds (called from services/config.py).
+"""Configuration as code for the OAuth2 credential kinds: their keys of a `credentials:` entry.
 
     - name: m365-app
       kind: oauth2_client_credentials        # default: user_credentials (user + password_env)
@@ -21,16 +21,30 @@ The client secret is stored like a password (the artifact's `password`, its vari
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Mapping
 
-from ...models import OAUTH2_KINDS, CredentialKind, UserCredential
-from . import providers
+from ....models import OAUTH2_KINDS, CredentialKind, UserCredential
+from ...oauth2 import providers
+from .fields import ENV_NAME, Entry, Extra
 
 MODEL_FIELDS = ("kind", "oauth2", "refresh_token_env")  # set by this module, not by Keys
 SETTINGS = ("token_url", "client_id", "scope", "provider", "directory", "issuer", "authorization_url")
-YAML_KEYS = ("kind", "client_secret_env", "refresh_token_env", *SETTINGS)
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+class OAuth2Keys(Entry):
+    """The OAuth2 keys of a credential entry (after its own keys), checked by `parse`."""
+
+    kind: Extra = None
+    client_secret_env: Extra = None
+    refresh_token_env: Extra = None
+    token_url: Extra = None
+    client_id: Extra = None
+    scope: Extra = None
+    provider: Extra = None
+    directory: Extra = None
+    issuer: Extra = None
+    authorization_url: Extra = None
+
+
+YAML_KEYS = tuple(OAuth2Keys.model_fields)  # kind, client_secret_env, refresh_token_env, *SETTINGS
 
 
 def secret_key(cmap: Mapping[str, Any]) -> str:
@@ -75,7 +89,7 @@ def parse(v, cpath: str, cmap: Mapping[str, Any], extra: dict[str, Any]) -> dict
         env = cmap["refresh_token_env"]
         if kind != CredentialKind.OAUTH2_AUTHORIZATION_CODE:
             v.err(f"{cpath}.refresh_token_env", "only for kind oauth2_authorization_code")
-        elif not isinstance(env, str) or not _ENV.fullmatch(env):
+        elif not isinstance(env, str) or not ENV_NAME.fullmatch(env):
             v.err(f"{cpath}.refresh_token_env", f"{env!r} is not an environment variable name")
         else:
             extra["refresh_token_env"] = env
@@ -119,7 +133,7 @@ def after_save(obj: UserCredential) -> None:
     value = obj.__dict__.pop("_imported_refresh_token", None)
     if value:
         UserCredential.objects.filter(pk=obj.pk).update(refresh_token=value)
-        from .tokens import forget
+        from ...oauth2.tokens import forget
 
         forget(credential_id=obj.pk)
 

@@ -9,9 +9,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from connections.models import InboundConnection, OutboundConnection, Tenant
-from connections.services import config
+from connections.services.setup import config
 
-from .test_config import ENV, PEM
+from .test_applying import ENV, PEM
 
 pytestmark = pytest.mark.django_db
 

@@ -19,7 +19,7 @@ from connections.models import (
     Tenant,
     UserCredential,
 )
-from connections.services import config
+from connections.services.setup import config
 from connections.services.setup import credentials as credential_service
 
 pytestmark = pytest.mark.django_db

@@ -1,5 +1,5 @@
 """The `webhook: {url, secret_env}` key of an inbound connection in configuration as code
-(contract, docs/config.md). Called from services.config: validation, plan, write, export.
+(contract, docs/config.md): its validation, plan, write and export.
 
 The secret is read from the named environment variable when the file is applied and
 stored encrypted; the file and the export only ever name the variable. A connection
@@ -8,13 +8,36 @@ whose entry has no `webhook` key keeps the webhook it has (the admin may manage 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
-from ..models import InboundConnection, Webhook
-from . import webhooks
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-KEYS = ("url", "secret_env")
-_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
+from ....models import InboundConnection, Webhook
+from ... import webhooks
+from .fields import ENV_NAME, fail
+from .plan import SECRET
+
+def _url(url: Any) -> str:
+    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url) or len(url) > 2000:
+        raise fail("required: an http:// or https:// URL (at most 2000 characters)")
+    return url
+
+
+def _env(env: Any) -> str:
+    if not isinstance(env, str) or not ENV_NAME.fullmatch(env):
+        raise fail("required: the name of the environment variable with the signing secret")
+    return env
+
+
+class WebhookEntry(BaseModel):
+    """The `webhook:` mapping of an inbound connection."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[Any, AfterValidator(_url)] = Field(None, validate_default=True)
+    secret_env: Annotated[Any, AfterValidator(_env)] = Field(None, validate_default=True)
+
+
+KEYS = tuple(WebhookEntry.model_fields)
 
 
 def secret_env_name(tenant_slug: str, connection_name: str) -> str:
@@ -26,20 +49,13 @@ def validate(err: Callable[[str, str], None], path: str, node: Any) -> dict[str,
     if not isinstance(node, dict):
         err(path, "must be a mapping {url: ..., secret_env: ...}")
         return None
-    ok = True
-    for key in node:
-        if key not in KEYS:
-            err(f"{path}.{key}", f"unknown key (allowed: {', '.join(KEYS)})")
-            ok = False
-    url = node.get("url")
-    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url or "") or len(url) > 2000:
-        err(f"{path}.url", "required: an http:// or https:// URL (at most 2000 characters)")
-        ok = False
-    env = node.get("secret_env")
-    if not isinstance(env, str) or not _ENV.fullmatch(env):
-        err(f"{path}.secret_env", "required: the name of the environment variable with the signing secret")
-        ok = False
-    return {"url": url, "secret_env": env} if ok else None
+    try:
+        return WebhookEntry.model_validate(node).model_dump()
+    except ValidationError as exc:
+        for error in exc.errors():
+            unknown = error["type"] == "extra_forbidden"
+            err(f"{path}.{error['loc'][0]}", f"unknown key (allowed: {', '.join(KEYS)})" if unknown else error["msg"])
+        return None
 
 
 def plan(*, errors: list[str], path: str, spec: dict[str, str], current: InboundConnection | None,
@@ -58,9 +74,7 @@ def plan(*, errors: list[str], path: str, spec: dict[str, str], current: Inbound
     if hook.secret_env != spec["secret_env"]:
         diff["webhook.secret_env"] = (hook.secret_env, spec["secret_env"])
     if hook.secret != secret:
-        from .config import _SECRET  # (config imports this module)
-
-        diff["webhook.secret"] = (_SECRET, _SECRET)
+        diff["webhook.secret"] = (SECRET, SECRET)
     return diff, (secret if diff else None)
 
 

@@ -1,54 +1,45 @@
 """Configuration as code for proxies (docs/config.md): a tenant's `proxies:` list and a
 connection's `proxy:` key (a profile name, or an inline {type, host, port[, credential]}).
 
-Called from connections/services/config.py, which owns the document, the plan and the write;
-this module knows only the proxy keys. Errors use config.py's place form (`tenants[0].…`).
+The validation (validation.py) owns the document, the plan (applying.py) the changes and the
+write; this module knows only the proxy keys. Errors use the place form (`tenants[0].…`).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from ...models import ProxyProfile, ProxyType
+from pydantic import AfterValidator, Field
+
+from ....models import ProxyProfile, ProxyType
+from .fields import Entry, fail, Integer, RequiredText, Text, nullable_text, one_of
+from .plan import Change, Item, changed_fields, copy, created, diff, model_errors
 
 TYPES = tuple(ProxyType.values)
 INLINE_KEYS = ("type", "host", "port", "credential")
 INLINE_FIELDS = ("proxy_type", "proxy_host", "proxy_port", "proxy_credential_name")
 
 
-def profile_keys():
-    from ..config import Key
-
-    return (
-        Key("name", "name", "str", required=True),
-        Key("type", "type", "str", required=True, choices=TYPES),
-        Key("host", "host", "str", required=True),
-        Key("port", "port", "int", required=True),
-        Key("credential", "credential_name", "str", nullable=True),
-    )
+def _port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise fail(f"{port} is not a port (1 to 65535)")
+    return port
 
 
-def validate_profiles(v, tpath: str, node: Any) -> list:
-    """The tenant's `proxies:` list -> _Item per profile (values: model fields)."""
-    from ..config import _check_duplicate, _Item
+class ProxyProfileEntry(Entry):
+    """One entry of a tenant's `proxies:` list."""
 
-    items, seen = [], {}
-    for pi, pnode in enumerate(v.items(f"{tpath}.proxies", node)):
-        ppath = f"{tpath}.proxies[{pi}]"
-        keys = profile_keys()
-        pmap = v.mapping(ppath, pnode, [k.key for k in keys])
-        if pmap is None:
-            continue
-        values = v.keys(ppath, pmap, keys, ProxyProfile)
-        _port_range(v, f"{ppath}.port", values.get("port"))
-        item = _Item(ppath, values.get("name", ""), values, set(pmap))
-        _check_duplicate(v, seen, item, "proxy")
-        items.append(item)
-    return items
+    django_model = ProxyProfile
+    name: RequiredText
+    type: Annotated[Text, one_of(TYPES)]
+    host: RequiredText
+    port: Annotated[Integer, AfterValidator(_port)]
+    credential_name: nullable_text() = Field(None, alias="credential")
 
 
-def _port_range(v, where: str, port: Any) -> None:
-    if isinstance(port, int) and not isinstance(port, bool) and not 1 <= port <= 65535:
-        v.err(where, f"{port} is not a port (1 to 65535)")
+def profile(v, ppath: str, node: Any) -> Item | None:
+    """One entry of the tenant's `proxies:` list (values: model fields)."""
+    values = ProxyProfileEntry.check(v.errors, ppath, node)
+    return None if values is None else Item(ppath, values.get("name", ""), values, set(node))
 
 
 def connection_proxy(v, path: str, node: dict) -> tuple[dict[str, Any], str]:
@@ -81,7 +72,8 @@ def connection_proxy(v, path: str, node: dict) -> tuple[dict[str, Any], str]:
         if not isinstance(m["port"], int) or isinstance(m["port"], bool):
             v.err(f"{where}.port", f"expected an integer, got {m['port']!r}")
         else:
-            _port_range(v, f"{where}.port", m["port"])
+            if not 1 <= m["port"] <= 65535:
+                v.err(f"{where}.port", f"{m['port']} is not a port (1 to 65535)")
             out["proxy_port"] = m["port"]
     if "credential" in m and m["credential"] is not None:
         if not isinstance(m["credential"], str):
@@ -128,22 +120,20 @@ def with_proxy(item: dict[str, Any], conn) -> dict[str, Any]:
 def plan_profiles(t, tid: int | None, *, plan, work: list, errors: list[str], prune: bool) -> set[str]:
     """Plan the tenant's proxy profiles (create, update, delete with --prune); returns the
     profile names connections may use after this apply."""
-    from ..config import Change, _copy, _created, _diff, _model_errors
-
-    keys = profile_keys()
+    entry = ProxyProfileEntry
     existing = {p.name: p for p in ProxyProfile.objects.filter(tenant_id=tid)} if tid else {}
     for item in t.proxies:
         cur = existing.get(item.name)
-        obj = _copy(cur or ProxyProfile(), item.values)
-        _model_errors(errors, item, obj, keys)
+        obj = copy(cur or ProxyProfile(), item.values)
+        model_errors(errors, item, obj, entry)
         if cur is None:
-            plan.changes.append(Change("create", "proxy", t.name, item.name, _created(item.values, keys)))
+            plan.changes.append(Change("create", "proxy", t.name, item.name, created(item.values, entry)))
             work.append(("proxy", (t.name, obj, True)))
         else:
-            diff = _diff(cur, item.values, keys)
-            if diff:
-                plan.changes.append(Change("update", "proxy", t.name, item.name, diff))
-                work.append(("proxy", (t.name, obj, list(f for f in item.values if getattr(cur, f) != item.values[f]))))
+            changes = diff(cur, item.values, entry)
+            if changes:
+                plan.changes.append(Change("update", "proxy", t.name, item.name, changes))
+                work.append(("proxy", (t.name, obj, changed_fields(cur, item.values))))
     names = set(existing) | {i.name for i in t.proxies}
     if prune and "proxies" in t.given:
         in_file = {i.name for i in t.proxies}
