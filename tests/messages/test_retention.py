@@ -23,7 +23,7 @@ from connections.services.messages import retention
 from connections.services.outbound import enqueue
 from connections.services.outbound.mime import AttachmentIn
 from tests.inbound.conftest import make_credential, make_inbound, tenant  # noqa: F401 (fixtures)
-from tests.passing_on.conftest import polled  # noqa: F401 (fixture)
+from tests.webhooks.conftest import polled  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 

@@ -82,3 +82,23 @@ def test_group_commit_does_not_overwrite_what_an_operator_changed_meanwhile(make
     first = OutboxMessage.objects.get(pk=msgs[0].pk)
     assert first.recipient_results == {"m0@example.test": {"status": "accepted"}}
     assert first.delivery_log[0]["outcome"] == "sent" and first.sent_at == now
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_barrier_after_sent_outcomes_is_one_statement(make_connection, monkeypatch):
+    """Sent outcomes carry followup=None: with "DATA started" they go out as ONE statement
+    (one round trip), not as a transaction of several (the per-message barrier's cost)."""
+    conn = make_connection()
+    msgs = [_enqueue(conn, f"b{i}@example.test") for i in range(2)]
+    first, second = claim(conn, 10, None)
+
+    def no_transaction(jobs):
+        raise AssertionError("the one-statement path was not taken")
+
+    monkeypatch.setattr(writer, "_record_in_one_transaction", no_transaction)
+    sent = {"status": OutboxStatus.SENT, "sent_at": timezone.now(), "attempts": 1, "last_error": "",
+            "next_attempt_at": None, "delivery_log": [log_entry("sent", "ok")], "followup": None}
+    done = record_outcomes([(first, sent), (second, {"progress": "data"})])
+    assert done == {msgs[0].pk, msgs[1].pk}
+    assert OutboxMessage.objects.get(pk=msgs[0].pk).status == OutboxStatus.SENT
+    assert OutboxMessage.objects.get(pk=msgs[1].pk).progress == "data"

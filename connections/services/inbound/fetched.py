@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from django.core.files.storage import default_storage
 
+from ..common import spool
 from ..messages import safe_html, search_words
 from ..parsing.parse import parse_bytes, parse_file, parse_headers_only
 from ..parsing.results import ParsedMessage
@@ -99,12 +100,8 @@ class FetchedMail:
     _moved_size: int = 0
 
     def cleanup(self) -> None:
-        if self.path:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.path = None
+        spool.remove(self.path)
+        self.path = None
 
 
 def parse_mail(mail: FetchedMail) -> ParsedMessage:

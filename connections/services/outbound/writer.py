@@ -58,8 +58,11 @@ def record_outcome(item: Claimed, *, followup: dict | None = None, **values: Any
 def record_outcomes(jobs: list[Job]) -> set[int]:
     """Group commit: the outcomes of several messages, in order, in ONE statement (the usual
     group: distinct messages, no follow-up) or else ONE short transaction; the ids written."""
-    if len({item.id for item, _ in jobs}) == len(jobs) and all("followup" not in values for _, values in jobs):
-        done = persistence.write_outcomes(rows=[(item.id, item.claimed_at, values) for item, values in jobs])
+    if len({item.id for item, _ in jobs}) == len(jobs) and all(values.get("followup") is None for _, values in jobs):
+        # A sent outcome carries followup=None: not a column, and no follow-up to create.
+        rows = [(item.id, item.claimed_at, {k: v for k, v in values.items() if k != "followup"})
+                for item, values in jobs]
+        done = persistence.write_outcomes(rows=rows)
     else:
         done = _record_in_one_transaction(jobs)
     for item, values in jobs:

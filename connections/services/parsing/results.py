@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
+from ..common import spool
 from .charsets import clean_text
 
 MAX_PROBLEMS = 50
@@ -32,12 +32,8 @@ class ParsedAttachment:
         return open(self.path, "rb")
 
     def cleanup(self) -> None:
-        if self.path:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            self.path = None
+        spool.remove(self.path)
+        self.path = None
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 from connections.models import InboundConnection, OutboundConnection, Tenant
 from connections.services.setup import config
 
-from tests.validation.test_validators import PEM
+from tests.test_validators import PEM
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from connections.services.access import api_tokens
 from connections.services.messages import retention
 from connections.services.webhooks.signing import verify
 from tests.messages import mailfactory
-from tests.passing_on.conftest import make_mail
+from tests.webhooks.conftest import make_mail
 
 pytestmark = [pytest.mark.django_db, pytest.mark.smoke]
 

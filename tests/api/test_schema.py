@@ -14,7 +14,7 @@ from schemathesis.specs.openapi.checks import (
 from connections.models import ApiScope, InboundConnection, OutboundConnection, Tenant
 from connections.services.access import api_tokens
 from tests.messages import mailfactory
-from tests.passing_on.conftest import make_mail
+from tests.webhooks.conftest import make_mail
 
 pytestmark = pytest.mark.django_db
 
