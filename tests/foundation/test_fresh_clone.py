@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS_TESTS = ["tests/parsing/test_parse.py", "tests/parsing/test_charsets.py",
-                "tests/parsing/test_parse_stream.py", "tests/inbound/test_corpus_poll.py",
+                "tests/parsing/test_parse_stream.py", "tests/inbound/test_pipeline_corpus.py",
                 "tests/mail/test_imap.py", "tests/mail/test_pop3.py", "tests/messages/test_browser_charsets.py"]
 
 

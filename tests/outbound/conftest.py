@@ -56,3 +56,14 @@ def invoice(tenant):
         text_body="Dear {{ customer }},\nplease pay {{ amount }}.\n",
         html_body="<p>Dear {{ customer }}, please pay <b>{{ amount }}</b>.</p>",
     )
+
+
+@pytest.fixture
+def no_worker_kicks(monkeypatch):
+    """For tests that drive sending themselves: a Celery worker that an earlier test of the
+    session left running must not take the messages that recovery or an operator's action
+    puts back in the queue (kicks are queued on commit in transaction=True tests)."""
+    from connections.services.outbound import dispatch, recovery
+
+    monkeypatch.setattr(recovery, "_kick", lambda connection_id: None)
+    monkeypatch.setattr(dispatch, "kick", lambda *, connection_id: None)

@@ -262,7 +262,7 @@ def test_a_message_being_sent_cannot_be_deleted(client, django_user_model, make_
 
 @pytest.mark.django_db(transaction=True)  # send_due runs outside a transaction, as in a worker
 def test_uncertain_messages_are_shown_and_the_operator_resends_or_marks_them_sent(client, operator, make_connection,
-                                                                                  fault):
+                                                                                  fault, no_worker_kicks):
     conn = make_connection(port=fault.port, timeout=2)
     lost, confirmed, fine = (enqueue.enqueue(connection_id=conn.pk, to=[to], subject=to, dispatch=False, text="x")
                              for to in ("drop-a@example.test", "drop-b@example.test", "ok@example.test"))

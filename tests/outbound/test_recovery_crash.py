@@ -20,7 +20,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from connections.models import OutboxMessage, OutboxStatus, SendProgress
-from connections.services.outbound import actions, dispatch, enqueue, prepare, recovery, sending
+from connections.services.outbound import actions, enqueue, prepare, recovery, sending
 
 from .faultserver import FaultServer
 
@@ -50,11 +50,8 @@ def _sender_process(connection_id: int, *, setup: str = "", lease: float = LEASE
 
 
 @pytest.fixture(autouse=True)
-def _no_worker_kicks(monkeypatch):
-    """These tests drive the sending processes themselves: a Celery worker that an earlier test
-    of the session left running must not take the messages that recovery puts back."""
-    monkeypatch.setattr(recovery, "_kick", lambda connection_id: None)
-    monkeypatch.setattr(dispatch, "kick", lambda *, connection_id: None)
+def _no_worker_kicks(no_worker_kicks):
+    """These tests drive the sending processes themselves (see the no_worker_kicks fixture)."""
 
 
 def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
