@@ -123,8 +123,9 @@ class SMTPSending:
              before_data: Callable[[], None] | None = None) -> SendResult:
         """One SMTP transaction. Returns per-recipient results.
 
-        `before_data` is called once the server said 354, right before the message data goes
-        out (the caller records that the data started); if it raises, the connection is closed
+        `before_data` is called once DATA is on its way to the server, while its replies are
+        awaited (so the caller's record that the data started costs no round trip of its own),
+        and always before the message data goes out; if it raises, the connection is closed
         (the server drops the unfinished message) and the error propagates.
 
         Raises SMTPReplyError when MAIL FROM or DATA is refused or every recipient is refused
@@ -159,6 +160,7 @@ class SMTPSending:
         try:
             if self._use_pipelining and "pipelining" in self.extensions:
                 smtp.send(b"".join(commands) + b"DATA\r\n")
+                self._announce_data(before_data)
                 code, msg = smtp.getreply()
                 if code == 421:
                     raise self._dropped(code, msg)
@@ -208,15 +210,10 @@ class SMTPSending:
                 )
             if data_code is None:
                 smtp.send(b"DATA\r\n")
+                self._announce_data(before_data)
                 data_code, data_msg = smtp.getreply()
             if data_code != 354:
                 raise self._refused("DATA", None, data_code, data_msg)
-            if before_data is not None:
-                try:
-                    before_data()
-                except BaseException:
-                    self.close(quit=False)  # the server drops the unfinished message
-                    raise
             in_data = True
             smtp.send(payload)
             data_sent = True
@@ -239,6 +236,15 @@ class SMTPSending:
         finally:
             if encoding != "ascii" and self._smtp is not None:
                 self._smtp.command_encoding = "ascii"
+
+    def _announce_data(self, before_data: Callable[[], None] | None) -> None:
+        """Run the caller's "data started" step while the server answers DATA."""
+        if before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                self.close(quit=False)  # the server drops the unfinished message
+                raise
 
     def _refused(self, what: str, address: str | None, code: int, msg: bytes) -> MailError:
         if code == 421 or code == -1:

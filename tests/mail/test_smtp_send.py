@@ -158,3 +158,40 @@ def test_server_too_slow_to_answer_data(scripted):
         with pytest.raises(ConnectError) as info:
             smtp.send(sender="s@x.test", recipients=["a@x.test"], message=RAW)
     assert info.value.transient and info.value.maybe_delivered
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_before_data_runs_while_the_server_answers_data(scripted, pipelining):
+    """The caller's "data started" step overlaps the server's reply to DATA (it costs the
+    outbox no round trip of its own): this server answers DATA only once that step ran."""
+    import threading
+
+    stepped = threading.Event()
+    answered_after_step: list[bool] = []
+
+    def handler(conn):
+        conn.send("220 fake.test ESMTP\r\n")
+        while True:
+            line = conn.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                conn.send("250-fake.test\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                answered_after_step.append(stepped.wait(3))
+                conn.send("354 go ahead\r\n")
+                while conn.readline() not in (b".\r\n", b""):
+                    pass
+                conn.send("250 2.0.0 Ok: queued\r\n")
+            elif verb == b"QUIT":
+                conn.send("221 bye\r\n")
+                return
+            else:
+                conn.send("250 ok\r\n")
+
+    server = scripted(handler)
+    with SMTPClient(_fake_settings(server), None, pipelining=pipelining) as smtp:
+        result = smtp.send(sender="s@x.test", recipients=["a@x.test"], message=RAW, before_data=stepped.set)
+    assert result.accepted == ["a@x.test"] and answered_after_step == [True]
+    assert b"\r\n.\r\n" in server.data  # and the data went out after it
