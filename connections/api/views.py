@@ -51,12 +51,12 @@ class ApiView(APIView):
 
 def _message_item(m) -> dict:
     item = {
-        "id": m.pk, "connection": m.connection.name, "subject": headers.decode_header_value(m.subject),
+        "id": m.pk, "connection": m.connection.name, "subject": headers.decode_encoded_words(m.subject),
         "date": m.date.isoformat() if m.date else None, "fetched_at": m.fetched_at.isoformat(),
         "has_attachments": m.has_attachments, "purged": m.purged_at is not None,
         "url": payloads.api_url(f"messages/{m.pk}/"),
     }
-    item["from"] = headers.decode_header_value(m.from_header)
+    item["from"] = headers.decode_encoded_words(m.from_header)
     return item
 
 
@@ -123,7 +123,7 @@ class MessageDetailView(ApiView):
         data = payloads.message_data(message, attachments)
         data.pop("tenant", None)
         data.update(
-            tenant=message.tenant.slug, reply_to=headers.decode_header_value(message.reply_to_header),
+            tenant=message.tenant.slug, reply_to=headers.decode_encoded_words(message.reply_to_header),
             text=message.text_body, html=message.html_body,
             problems=[p.text for p in details.parse_problems(message=message)],
         )

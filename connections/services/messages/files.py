@@ -8,6 +8,7 @@ from typing import Callable, Iterable
 from urllib.parse import quote
 
 from ...models import Attachment
+from ..parsing.attachments import safe_filename
 from .sanitize import normalise_content_id
 
 # Raster types a browser may show inline; everything else is only ever downloaded.
@@ -39,14 +40,6 @@ def inline_content_type(attachment: Attachment) -> str:
 _FALLBACK_UNSAFE = re.compile(r'[^A-Za-z0-9._ ()\[\]+,=@-]')
 
 
-def safe_filename(name: str, *, default: str = "attachment") -> str:
-    """The last path component, without control characters; never empty or dot-only."""
-    name = re.split(r"[/\\]", name or "")[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
-    name = name.strip().strip(".").strip()
-    return name[:200] or default
-
-
 def _ascii(text: str) -> str:
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     return _FALLBACK_UNSAFE.sub("_", text).strip(" ._")
@@ -54,7 +47,7 @@ def _ascii(text: str) -> str:
 
 def content_disposition(*, filename: str, disposition: str = "attachment") -> str:
     """RFC 6266 header value: an ASCII fallback `filename` plus `filename*` in UTF-8."""
-    name = safe_filename(filename)
+    name = safe_filename(filename, default="attachment")
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""

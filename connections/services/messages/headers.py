@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from ...models import StoredMessage
 
 
-def decode_header_value(value: str) -> str:
-    """Decode RFC 2047 words left in a header value; never raises."""
+def decode_encoded_words(value: str) -> str:
+    """Decode RFC 2047 encoded words left in a stored header value (headers off the wire are
+    decoded by parsing.headers.decode_raw_header_value); never raises."""
     if not value or "=?" not in value:
         return value or ""
     try:
@@ -26,7 +27,7 @@ _SIMPLE_FROM = re.compile(r'^\s*(?:"([^"\\]*)"|([^"<>,;:@\\]*?))\s*<([^<>\s,;]+@
 
 def sender(from_header: str) -> tuple[str, str]:
     """(display name, address) of a From header, tolerant of broken headers."""
-    decoded = decode_header_value(from_header)
+    decoded = decode_encoded_words(from_header)
     simple = _SIMPLE_FROM.match(decoded)
     if simple:  # the common 'Name <addr>' shape, without the full RFC 5322 parser
         name = (simple[1] if simple[1] is not None else simple[2] or "").strip()
@@ -66,7 +67,7 @@ def raw_headers(*, message: StoredMessage) -> list[HeaderLine]:
         name, _, value = raw_line.partition(b":")
         text = value.decode("utf-8", errors="replace") if _is_utf8(value) else value.decode("latin-1")
         text = re.sub(r"\r?\n[ \t]+", " ", text).strip()
-        lines.append(HeaderLine(name=name.decode("ascii", errors="replace").strip(), value=decode_header_value(text)))
+        lines.append(HeaderLine(name=name.decode("ascii", errors="replace").strip(), value=decode_encoded_words(text)))
     return lines
 
 

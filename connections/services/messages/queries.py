@@ -21,7 +21,7 @@ from django.utils import timezone
 from ...errors import TenantMailError
 from ...models import Attachment, InboundConnection, StoredMessage
 from ..access import tenancy
-from .headers import decode_header_value, sender
+from .headers import decode_encoded_words, sender
 from .indexes import SORT_KEY
 from .search import MessageFilters, filter_messages
 
@@ -176,7 +176,7 @@ def _row(message: StoredMessage) -> MessageRow:
         id=message.pk,
         sender_name=_shorten(name, 80),
         sender_address=address,
-        subject=_shorten(decode_header_value(message.subject), 140),
+        subject=_shorten(decode_encoded_words(message.subject), 140),
         date=when,
         date_iso=local.isoformat() if local else "",
         date_label=local.strftime("%Y-%m-%d %H:%M") if local else "",

@@ -7,7 +7,7 @@ from typing import Any
 
 from connections.conf import conf
 from ...models import Attachment, OutboxMessage, StoredMessage
-from ..messages.headers import decode_header_value
+from ..messages.headers import decode_encoded_words
 
 
 def base_url() -> str:
@@ -20,7 +20,7 @@ def api_url(path: str) -> str:
 
 def addresses(header: str) -> list[str]:
     """The addresses of a To/Cc header, each as 'Name <addr>' or 'addr'."""
-    decoded = decode_header_value(header or "")
+    decoded = decode_encoded_words(header or "")
     if not decoded.strip():
         return []
     try:
@@ -53,10 +53,10 @@ def message_data(message: StoredMessage, attachments: list[Attachment]) -> dict[
         "id": message.pk,
         "tenant": message.tenant.slug,
         "connection": message.connection.name,
-        "from": decode_header_value(message.from_header),
+        "from": decode_encoded_words(message.from_header),
         "to": addresses(message.to_header),
         "cc": addresses(message.cc_header),
-        "subject": decode_header_value(message.subject),
+        "subject": decode_encoded_words(message.subject),
         "date": message.date.isoformat() if message.date else None,
         "message_id": message.message_id,
         "size": message.size,
