@@ -56,3 +56,28 @@ def test_indexing_an_empty_or_tiny_body(tenants, store, build, text):
     indexes.index_for_search()
     message.refresh_from_db()
     assert message.search_indexed is True and message.search_words == words_of(message.text_body)
+
+
+def test_a_term_of_one_piece_is_in_the_body_exactly_when_it_is_in_the_words():
+    """Why search answers a one-piece term from the words alone (no body is read)."""
+    rng = random.Random(21)
+    vocabulary = ["invoice", "Straße", "naïve", "x", "a.b@c.d", "日本語", "\u00a0", "\t", " ", "\n", "ab"]
+    for _ in range(500):
+        body = "".join(rng.choice(vocabulary) for _ in range(30))
+        candidates = ["invoice", "ice", "e x", "xab", "ab", "Straße", "日本", "b@c", "voicex", "naïveab"]
+        for term in candidates:
+            if len(pieces_of(term)) == 1:
+                assert (term.upper() in body.upper()) == (term.upper() in words_of(body).upper()), (body, term)
+
+
+def test_a_purged_mail_is_not_found_by_its_old_words(tenants, store, build):
+    from connections.services.messages import retention
+
+    alice, conn = tenants["alice"], tenants["conn_a"]
+    message = store(connection=conn, raw=build(subject="s", text="the zanzibar report"))
+    indexes.index_for_search()
+    assert {r.id for r in queries.list_messages(user=alice, filters=search.MessageFilters(query="zanzibar")).rows} == {message.pk}
+    retention._strip([message.pk], now=message.fetched_at, files=[])
+    message.refresh_from_db()
+    assert message.search_words == "" and message.text_body == ""
+    assert not queries.list_messages(user=alice, filters=search.MessageFilters(query="zanzibar")).rows

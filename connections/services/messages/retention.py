@@ -172,7 +172,7 @@ def _strip(ids: list[int], *, now: datetime, files: list[str], **blank: str) -> 
     with transaction.atomic():
         Attachment.objects.filter(message_id__in=ids).delete()
         StoredMessage.objects.filter(pk__in=ids).update(
-            text_body="", html_body="", raw="", has_attachments=False, purged_at=now, **blank)
+            text_body="", html_body="", search_words="", raw="", has_attachments=False, purged_at=now, **blank)
         transaction.on_commit(lambda: _delete_files(files))
 
 

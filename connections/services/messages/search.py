@@ -48,15 +48,19 @@ def filter_messages(*, qs: QuerySet[StoredMessage], filters: MessageFilters) -> 
         text = Q(text_body__icontains=term)
         html_only = Q(text_body="") & Q(html_body__icontains=term)
         # An indexed mail's words hold every piece of the term if its body holds the term
-        # (services.messages.search_words): the words index finds the candidates, the body decides.
-        # The unindexed arms are spelled out so that PostgreSQL answers them from
+        # (services.messages.search_words). A term of one piece is in the body exactly when it
+        # is in the words (it cannot span the single spaces between them): the words index
+        # answers alone, no body is read. A phrase: the words find the candidates, the body
+        # decides. The unindexed arms are spelled out so that PostgreSQL answers them from
         # message_unindexed_idx.
+        pieces = search_words.pieces_of(term)
         words = Q(search_indexed=True)
-        for piece in search_words.pieces_of(term):
+        for piece in pieces:
             words &= Q(search_words__icontains=piece)
+        indexed = words if len(pieces) == 1 else words & (text | html_only)
         unindexed = Q(search_indexed=False)
         qs = qs.filter(Q(subject__icontains=term) | Q(from_header__icontains=term)
-                       | (words & (text | html_only)) | (unindexed & text) | (unindexed & html_only))
+                       | indexed | (unindexed & text) | (unindexed & html_only))
     if filters.connection_id:
         qs = qs.filter(connection_id=filters.connection_id)
     if filters.has_attachments is not None:

@@ -3,9 +3,10 @@
 Indexing a whole body for substring search costs PostgreSQL a sort of all its trigrams
 (about 2 ms for 20 KB); the same words without their repetitions cost a fraction of that.
 The document is the body's whitespace-separated tokens, each once, in order of first
-appearance. It is exact as a pre-filter: if a search term occurs in the body, every
-whitespace-free piece of the term occurs inside one token, so the mails whose words hold
-every piece are a superset of the matches, and the body itself is checked on those.
+appearance. If a search term occurs in the body, every whitespace-free piece of the term
+occurs inside one token, so the mails whose words hold every piece are a superset of the
+matches (the body itself is checked on those); a term of one piece is in the body exactly
+when it is in the words, so the words alone answer it.
 """
 from __future__ import annotations
 
