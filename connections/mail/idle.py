@@ -306,14 +306,19 @@ async def _idle_once(conn: _Conn, *, on_event, stop: asyncio.Event, reissue_afte
                 except (asyncio.CancelledError, Exception):
                     pass
                 break
-            line = reading.result()
-            m = _UNTAGGED.match(line)
-            if m:
-                kind = m.group(2).decode().lower()
-                on_event(kind, _t(line))
-            elif line.upper().startswith(b"* BYE"):
-                raise ConnectError(f"the server at {where(conn.s)} ended the session: {_t(line)}")
+            _report(conn, reading.result(), on_event)
     finally:
         stopper.cancel()
     await conn.send(b"DONE\r\n")
-    await asyncio.wait_for(conn.tagged(tag, doing="IDLE"), timeout=conn.s.timeout)
+    _, untagged = await asyncio.wait_for(conn.tagged(tag, doing="IDLE"), timeout=conn.s.timeout)
+    for line in untagged:  # mail that arrived while IDLE was being ended is news too
+        _report(conn, line, on_event)
+
+
+def _report(conn: _Conn, line: bytes, on_event) -> None:
+    """An untagged line read in IDLE: a mailbox event for `on_event`, BYE an error."""
+    m = _UNTAGGED.match(line)
+    if m:
+        on_event(m.group(2).decode().lower(), _t(line))
+    elif line.upper().startswith(b"* BYE"):
+        raise ConnectError(f"the server at {where(conn.s)} ended the session: {_t(line)}")

@@ -10,6 +10,7 @@ import pytest
 from connections.mail.errors import AuthenticationFailed
 from connections.mail.idle import IdleUnsupported, run_idle_session
 from connections.mail.proxy import ProxySettings
+from connections.mail.settings import MailSettings
 
 pytestmark = pytest.mark.mailservers
 
@@ -139,3 +140,49 @@ def test_idle_refuses_a_blocked_address_before_connecting(via_proxy):
     assert info.value.message == (f"connections to {what}169.254.169.254 are not allowed: 169.254.169.254 is in the "
                                   "blocked network 169.254.0.0/16 (TENANTMAIL_BLOCKED_NETWORKS); nothing was sent "
                                   f"to port {port}")
+
+
+def test_mail_that_arrives_while_idle_is_ended_is_reported(scripted):
+    """A server may send EXISTS after DONE, before IDLE's tagged OK (mail landing while IDLE
+    is re-issued): the session reports it, it does not read it away."""
+    def handler(conn):
+        conn.send("* OK [CAPABILITY IMAP4rev1 IDLE AUTH=PLAIN] fake ready\r\n")
+        dones = 0
+        while True:
+            line = conn.readline()
+            if not line:
+                return
+            if line.strip().upper() == b"DONE":
+                dones += 1
+                if dones == 1:
+                    conn.send("* 1 EXISTS\r\n")
+                conn.send(f"{idle_tag} OK Idle completed\r\n")
+                continue
+            tag, _, rest = line.decode().partition(" ")
+            verb = rest.split(" ")[0].strip().upper()
+            if verb == "IDLE":
+                idle_tag = tag
+                conn.send("+ idling\r\n")
+            elif verb == "CAPABILITY":
+                conn.send(f"* CAPABILITY IMAP4rev1 IDLE AUTH=PLAIN\r\n{tag} OK done\r\n")
+            elif verb == "AUTHENTICATE":
+                conn.send("+ \r\n")
+                conn.readline()  # the credentials
+                conn.send(f"{tag} OK logged in\r\n")
+            elif verb == "SELECT" or verb == "EXAMINE":
+                conn.send(f"* 0 EXISTS\r\n{tag} OK [READ-ONLY] done\r\n")
+            elif verb == "LOGOUT":
+                conn.send(f"* BYE bye\r\n{tag} OK done\r\n")
+                return
+            else:
+                conn.send(f"{tag} OK done\r\n")
+
+    server = scripted(handler)
+    settings = MailSettings(protocol="imap", host=server.host, port=server.port, protection="off",
+                            authentication="plain", username="u", allow_plain_without_tls=True, timeout=5)
+    session = _Loop(settings, "pw", reissue_after=1)
+    try:
+        assert session.next_event()[0] == "connected"
+        assert session.next_event(timeout=10)[0] == "exists"
+    finally:
+        session.close()
