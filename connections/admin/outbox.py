@@ -252,26 +252,14 @@ class OutboxMessageAdmin(TenantScopedAdmin):
     @admin.action(description="Requeue selected (failed, cancelled, stale sending)", permissions=["run"])
     def requeue(self, request: HttpRequest, queryset) -> None:
         result = actions.requeue(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
-        self.message_user(request, f"{result.changed} message(s) requeued.", messages.SUCCESS)
-        if result.skipped:
-            self.message_user(
-                request,
-                f"{result.skipped} message(s) left as they are: only failed, cancelled and stale sending "
-                "messages can be requeued.",
-                messages.WARNING,
-            )
+        self._report(request, result.changed, result.skipped, "requeued",
+                     only="only failed, cancelled and stale sending messages can be requeued.")
 
     @admin.action(description="Cancel selected (queued, stale sending)", permissions=["run"])
     def cancel(self, request: HttpRequest, queryset) -> None:
         result = actions.cancel(message_ids=list(queryset.values_list("pk", flat=True)), user=request.user)
-        self.message_user(request, f"{result.changed} message(s) cancelled.", messages.SUCCESS)
-        if result.skipped:
-            self.message_user(
-                request,
-                f"{result.skipped} message(s) left as they are: only queued and stale sending messages "
-                "can be cancelled.",
-                messages.WARNING,
-            )
+        self._report(request, result.changed, result.skipped, "cancelled",
+                     only="only queued and stale sending messages can be cancelled.")
 
     @admin.action(description="Resend selected uncertain (same Message-ID; may deliver twice)", permissions=["run"])
     def resend_uncertain(self, request: HttpRequest, queryset) -> None:
@@ -285,11 +273,12 @@ class OutboxMessageAdmin(TenantScopedAdmin):
         changed = actions.mark_sent(message_ids=ids, user=request.user)
         self._report(request, changed, len(ids) - changed, "marked sent")
 
-    def _report(self, request: HttpRequest, changed: int, skipped: int, done: str) -> None:
+    def _report(self, request: HttpRequest, changed: int, skipped: int, done: str,
+                *, only: str = "only uncertain messages.") -> None:
+        """An action's result: how many changed, and why the others were left as they are."""
         self.message_user(request, f"{changed} message(s) {done}.", messages.SUCCESS)
         if skipped:
-            self.message_user(request, f"{skipped} message(s) left as they are: only uncertain messages.",
-                              messages.WARNING)
+            self.message_user(request, f"{skipped} message(s) left as they are: {only}", messages.WARNING)
 
     # --- columns and read-only fields
     @admin.display(description="subject", ordering="subject")
