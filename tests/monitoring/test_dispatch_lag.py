@@ -21,13 +21,17 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.mailservers]
 
 
 def _bucket(le: str) -> float:
-    row = MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_bucket", labels=f'le="{le}"').first()
-    return row.value if row else 0.0
+    """The cumulative bucket as /metrics shows it (the rows count per bucket)."""
+    from connections.services.monitoring.metrics import LAG_BUCKETS
+
+    bounds = [str(b) for b in LAG_BUCKETS if b <= float(le)]
+    rows = MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_bucket",
+                                        labels__in=[f'le="{b}"' for b in bounds])
+    return sum(r.value for r in rows)
 
 
 def _count() -> float:
-    row = MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_count").first()
-    return row.value if row else 0.0
+    return sum(r.value for r in MetricCounter.objects.filter(name="tenantmail_dispatch_lag_seconds_bucket"))
 
 
 def test_scheduled_poll_observes_its_lag_and_manual_poll_does_not(tenant, mail_servers, client, settings):

@@ -3,8 +3,8 @@ prefork children, several hosts):
 
 - counters live in the database (MetricCounter rows, one upsert statement per poll or send
   task) and are read at scrape time — no PROMETHEUS_MULTIPROC_DIR to share between processes;
-- histograms (poll duration, dispatch lag) are counters too: _count, _sum and one row per
-  fixed bucket bound (`observe`);
+- histograms (poll duration, dispatch lag) are counters too: _sum and one row per fixed
+  bucket bound, counted per bucket and summed up at scrape time (`observe`);
 - gauges (queue depth, outbox by status, alerts firing, connection states, longest waiting
   dispatch, heartbeat ages) are computed from the database at scrape time.
 
@@ -70,14 +70,16 @@ def count_poll(*, outcome: str, stored: int, bytes_stored: int, duration_s: floa
 
 
 def observe(values: dict[tuple[str, str], float], name: str, buckets: tuple[float, ...], value: float) -> None:
-    """Add one observation of histogram `name` to `values`: its _count, _sum and the cumulative
-    buckets it falls into (le labels from the fixed `buckets`: bounded cardinality)."""
-    values[(f"{name}_count", "")] = values.get((f"{name}_count", ""), 0) + 1
+    """Add one observation of histogram `name` to `values`: its value to _sum and 1 to the one
+    bucket it falls into (the smallest of the fixed `buckets` bounds >= value, else +Inf).
+
+    Stored per bucket, not cumulative: two rows per observation instead of up to bounds + 2,
+    and every poll updates these rows that all processes share. `_counters` sums them up for
+    the exposition; _count is their total."""
     values[(f"{name}_sum", "")] = values.get((f"{name}_sum", ""), 0) + value
-    for le in buckets:
-        if value <= le:
-            key = (f"{name}_bucket", f'le="{le}"')
-            values[key] = values.get(key, 0) + 1
+    le = next((str(bound) for bound in buckets if value <= bound), "+Inf")
+    key = (f"{name}_bucket", f'le="{le}"')
+    values[key] = values.get(key, 0) + 1
 
 
 def poll_values(*, outcome: str, stored: int, bytes_stored: int, duration_s: float,
@@ -128,11 +130,14 @@ def _counters():
         family.add_metric([], sum(v for _, v in by_name.get(name + "_total", [])))
         yield family
     for name, help_text, bounds in HISTOGRAMS:
-        buckets = {labels.get("le"): v for labels, v in by_name.get(f"{name}_bucket", [])}
-        count = sum(v for _, v in by_name.get(f"{name}_count", []))
+        per_bucket = {labels.get("le"): v for labels, v in by_name.get(f"{name}_bucket", [])}
         total = sum(v for _, v in by_name.get(f"{name}_sum", []))
+        cumulative, running = [], 0.0
+        for le in [*map(str, bounds), "+Inf"]:
+            running += per_bucket.get(le, 0.0)
+            cumulative.append((le, running))
         hist = HistogramMetricFamily(name, help_text)
-        hist.add_metric([], [(str(le), buckets.get(str(le), 0.0)) for le in bounds] + [("+Inf", count)], total)
+        hist.add_metric([], cumulative, total)
         yield hist
 
 
