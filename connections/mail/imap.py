@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import imaplib
 import re
+from concurrent.futures import Future
 
 from .errors import ConnectError
 from .greeting import unexpected_greeting
 from .imap_codec import reply_text
 from .imap_commands import FolderInfo, IMAPCommands
-from .opener import PreconnectedSocket
+from .opener import PreconnectedSocket, run_in_background
 from .sasl import preferred
 from .session import MailSession, SaslReply
 from .wording import (
@@ -46,6 +47,19 @@ class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
         except imaplib.IMAP4.error as exc:
             exc.greeting_line = self.greeting_line or b""  # type: ignore[attr-defined]
             raise
+
+    def _get_capabilities(self) -> None:
+        # The greeting's [CAPABILITY …] response code (RFC 3501 7.1, RFC 9051 7.1) lists them
+        # already: use it instead of a CAPABILITY round trip. Only for the greeting — after
+        # STARTTLS imaplib asks again (what was said before TLS is not trusted).
+        announced = None if self._greeting_used else self.untagged_responses.pop("CAPABILITY", None)
+        self._greeting_used = True
+        if announced and announced[-1]:
+            self.capabilities = tuple(str(announced[-1], "ascii", "replace").upper().split())
+            return
+        super()._get_capabilities()
+
+    _greeting_used = False
 
     def readline(self) -> bytes:
         # imaplib caps a response line at 1 MB; UID SEARCH in a mailbox of ~150,000 mails is
@@ -116,18 +130,15 @@ class IMAPClient(IMAPCommands, MailSession):
 
     def close(self, *, logout: bool = True) -> None:
         imap, self._imap = self._imap, None
-        if imap is None:
-            return
-        if logout:
-            try:
-                imap.logout()
-                return
-            except (imaplib.IMAP4.error, OSError, EOFError):
-                pass
-        try:
-            imap.shutdown()
-        except (OSError, EOFError):
-            pass
+        if imap is not None:
+            _goodbye(imap, logout=logout)
+
+    def logout_in_background(self) -> Future:
+        """LOGOUT and close on a background thread, while the caller writes its own bookkeeping
+        (a poll its outcome); leaving the `with` block then has nothing left to do. The future
+        is done once the server said goodbye (errors are ignored, as in close())."""
+        imap, self._imap = self._imap, None
+        return run_in_background(_goodbye, imap, logout=True) if imap is not None else _done()
 
     def _read_capabilities(self, *, refresh: bool = False) -> None:
         imap = self._imap
@@ -309,3 +320,22 @@ class IMAPClient(IMAPCommands, MailSession):
         if not rejected:
             imap.send(line + b"\r\n")
         return imap._command_complete("LOGIN", tag)
+
+
+def _goodbye(imap: _IMAP4, *, logout: bool) -> None:
+    if logout:
+        try:
+            imap.logout()
+            return
+        except (imaplib.IMAP4.error, OSError, EOFError):
+            pass
+    try:
+        imap.shutdown()
+    except (OSError, EOFError):
+        pass
+
+
+def _done() -> Future:
+    done: Future = Future()
+    done.set_result(None)
+    return done

@@ -95,9 +95,10 @@ def test_plain_refused_without_tls_and_starttls_rules(mail_servers):
 # --- scripted IMAP server ----------------------------------------------------------------
 
 def imap_script(capabilities: str, *, fetch_then_drop: bool = False, logins: list | None = None,
-                login_reply: str = "OK logged in"):
+                login_reply: str = "OK logged in", greeting_lists_capabilities: bool = True):
     def handler(conn):
-        conn.send(f"* OK [CAPABILITY {capabilities}] fake ready\r\n")
+        conn.send(f"* OK [CAPABILITY {capabilities}] fake ready\r\n" if greeting_lists_capabilities
+                  else "* OK fake ready\r\n")
         while True:
             line = conn.readline()
             if not line:
@@ -157,6 +158,16 @@ def test_utf8_login_with_a_synchronising_literal(scripted):
     password = 'pä"ss wört'.encode()
     assert b"{%d}\r\n" % len(password) + password in line
     assert user in line
+
+
+@pytest.mark.parametrize("in_greeting", [True, False])
+def test_capabilities_listed_in_the_greeting_save_the_capability_command(scripted, in_greeting):
+    server = scripted(imap_script("IMAP4rev1 AUTH=PLAIN", greeting_lists_capabilities=in_greeting))
+    with IMAPClient(fake(server, allow_plain_without_tls=True), "pw") as imap:
+        assert "AUTH=PLAIN" in imap.capabilities
+    before_login, login, _ = server.data.upper().partition(b" LOGIN ")
+    assert login, server.data
+    assert (b" CAPABILITY\r\n" in before_login) is not in_greeting
 
 
 def test_plain_login_refused_before_the_password_is_sent(scripted):
