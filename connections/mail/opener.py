@@ -7,8 +7,12 @@ one place a new way to reach a server (another proxy kind, a tunnel) plugs in.
 """
 from __future__ import annotations
 
+import os
 import socket
 import ssl
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from typing import Callable
 
 from .errors import ConnectError, TLSError
@@ -106,6 +110,57 @@ def wrap_tls(sock: socket.socket, settings: MailSettings, *, starttls: str | Non
             exc, settings, step="tls", doing="negotiating TLS", answered=starttls is not None
         ) from None
     return tls, tls_info_from_socket(tls, verified=settings.verify_certificate)
+
+
+class HeadStart:
+    """A session's socket opened in the background (TCP or proxy, then implicit TLS) while the
+    caller does other work — a poll writes its history row and takes its mailbox lock meanwhile.
+    The session takes the socket over (`MailSession(..., head_start=...)`): the same steps,
+    traced into `trace`, the same errors, raised when it is taken. Nothing is sent before the
+    session takes it; `close()` closes a socket nobody took.
+    """
+
+    def __init__(self, settings: MailSettings, opener: SocketOpener | None = None, trace: Trace | None = None) -> None:
+        self.settings = settings
+        self.trace = trace if trace is not None else Trace()  # the session's trace (it adopts this one)
+        self._future: Future = run_in_background(open_socket, settings, self.trace, opener)
+        self._taken = False
+
+    def take(self, settings: MailSettings) -> tuple[socket.socket, TLSInfo | None]:
+        if _transport(settings) != _transport(self.settings):
+            raise ValueError("the head start was opened with other settings (server, TLS or proxy)")
+        self._taken = True
+        return self._future.result()
+
+    def close(self) -> None:
+        if self._taken or self._future.cancel():
+            return
+        self._taken = True
+        try:
+            sock, _tls = self._future.result()
+        except Exception:  # nobody asked for this socket: its error does not matter either
+            return
+        sock.close()
+
+
+def _transport(settings: MailSettings) -> MailSettings:
+    """The settings without who logs in: what the socket and TLS depend on."""
+    return replace(settings, username="", credential_name="", credential_version=None)
+
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_pool_lock = threading.Lock()
+
+
+def run_in_background(fn: Callable, *args, **kwargs) -> Future:
+    """`fn` on one of this process's background threads (a head start, a goodbye). The pool is
+    made per process: one made in a parent would be useless in a forked worker child."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=32, thread_name_prefix="mail-background"))
+        pool = _pool[1]
+    return pool.submit(fn, *args, **kwargs)
 
 
 class PreconnectedSocket:

@@ -15,7 +15,7 @@ from typing import ClassVar, NamedTuple
 
 from . import sasl
 from .errors import MailError, TLSError
-from .opener import SocketOpener, open_socket
+from .opener import HeadStart, SocketOpener, open_socket
 from .settings import MailSettings
 from .tls import TLSInfo, make_ssl_context, tls_info_from_socket
 from .trace import Trace
@@ -64,12 +64,14 @@ class MailSession:
         trace: Trace | None = None,
         mechanism: str | None = None,
         opener: SocketOpener | None = None,
+        head_start: HeadStart | None = None,
     ) -> None:
         if settings.protocol != self.protocol:
             raise ValueError(f"{type(self).__name__} needs protocol {self.protocol}, not {settings.protocol!r}")
         self.settings = settings
         self._password = password
-        self.trace = trace if trace is not None else Trace()
+        self._head_start = head_start  # the socket, already being opened (opener.HeadStart)
+        self.trace = trace if trace is not None else (head_start.trace if head_start else Trace())
         self._forced_mechanism = mechanism.upper() if mechanism else None
         self._opener = opener  # None: directly, or through settings.proxy
         self.tls_info: TLSInfo | None = None
@@ -84,7 +86,11 @@ class MailSession:
 
     def connect(self) -> None:
         s = self.settings
-        sock, self.tls_info = open_socket(s, self.trace, self._opener)
+        if self._head_start is not None:
+            head_start, self._head_start = self._head_start, None
+            sock, self.tls_info = head_start.take(s)  # its steps are in head_start.trace
+        else:
+            sock, self.tls_info = open_socket(s, self.trace, self._opener)
         self.encrypted = self.tls_info is not None
         try:
             with self.trace.step("greeting") as detail:

@@ -2,6 +2,7 @@
 unreachable server backs off up to an hour, and no poll runs inside a transaction."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -92,3 +93,37 @@ def test_poll_refuses_to_run_inside_a_transaction(tenant, make_credential):
         with transaction.atomic():
             poll(connection_id=conn.pk)
     assert not PollRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_poll_sends_the_server_nothing(tenant, make_credential):
+    """The socket is opened while the lock is taken (opener.HeadStart); a poll that does not
+    get the lock closes it without a byte sent — not even a login."""
+    from tests.mail.fakeserver import ScriptedServer
+
+    seen: list[bytes] = []
+
+    def handler(conn):
+        conn.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake ready\r\n")
+        seen.append(conn.readline())
+
+    server = ScriptedServer(handler)
+    try:
+        conn = InboundConnection.objects.create(tenant=tenant, name="lk2", host=server.host, port=server.port,
+                                                protection="off", allow_plain_without_tls=True,
+                                                credential_name=make_credential("lk2@example.test"))
+        key = locks.mailbox_key(host=server.host, username="lk2@example.test", folder="INBOX")
+        token = locks.acquire(key=key, timeout_seconds=60)
+        try:
+            assert poll(connection_id=conn.pk).outcome == PollOutcome.LOCKED
+        finally:
+            locks.release(key=key, token=token)
+        deadline = timezone.now() + timedelta(seconds=2)
+        while not seen and timezone.now() < deadline:  # (a connect not yet started is cancelled: no EOF to see)
+            time.sleep(0.01)
+        assert seen in ([], [b""]) and server.data == b""
+        # Unlocked, the same connection logs in: the server did answer.
+        poll(connection_id=conn.pk)
+        assert server.data.upper().split(b" ")[1:2] in ([b"LOGIN"], [b"AUTHENTICATE"])
+    finally:
+        server.stop()

@@ -158,3 +158,28 @@ def test_a_batch_goes_in_with_binary_copy_and_reads_back_the_same(conn):
         assert row.search_indexed is True and row.search_words == words_of(parsed.text_body)
     att = Attachment.objects.get(message_id=outcomes[0].pk)
     assert (att.filename, att.size) == ("d.bin", 1800)
+
+
+def test_the_poll_load_fast_and_plain_gives_the_same_connection(tenant, conn):
+    # Fields of every kind: JSON, dates, nullable, choices; an encrypted-free row (credentials are apart).
+    InboundConnection.objects.filter(pk=conn.pk).update(
+        imap_uidvalidity=7, imap_uid_next=42, last_poll_at=timezone.now(), last_error="x",
+        last_test_report={"ok": True, "steps": [{"name": "tls"}]})
+    fast = inbound_rows.load_for_poll(connection_id=conn.pk)
+    with inbound_rows.plain_orm():
+        plain = inbound_rows.load_for_poll(connection_id=conn.pk)
+    fields = [f.attname for f in InboundConnection._meta.concrete_fields]
+    assert {f: getattr(fast, f) for f in fields} == {f: getattr(plain, f) for f in fields}
+    assert fast.tenant == plain.tenant and fast.tenant.slug == tenant.slug
+    assert fast.has_pending is False and plain.has_pending is False
+    assert fast._state.adding is False and fast._state.db == plain._state.db
+
+    store_batch(connection=conn, mails=[fetched_mail(1, make_mail("pending"))], parse=False)
+    assert inbound_rows.load_for_poll(connection_id=conn.pk).has_pending is True
+    with inbound_rows.plain_orm():
+        assert inbound_rows.load_for_poll(connection_id=conn.pk).has_pending is True
+
+    with pytest.raises(InboundConnection.DoesNotExist):
+        inbound_rows.load_for_poll(connection_id=conn.pk + 10_000)
+    with inbound_rows.plain_orm(), pytest.raises(InboundConnection.DoesNotExist):
+        inbound_rows.load_for_poll(connection_id=conn.pk + 10_000)

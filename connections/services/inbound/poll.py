@@ -17,18 +17,20 @@ from __future__ import annotations
 import logging
 import random
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from connections.conf import conf
 from ...errors import TenantMailError
-from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind, StoredMessage
+from ...mail.opener import HeadStart
+from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind
 from ..monitoring import lag, metrics
 from ..persistence import inbound as inbound_rows
+from ..setup.connection_settings import transport_settings_for
 from . import faults, locks, schedule
 from .result import PollAborted, PollResult
 from .strategies import strategy_for
@@ -52,23 +54,20 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
         )
     started = time.monotonic()
     started_at = timezone.now()
-    # Whether earlier mails await post-processing comes with the same query (the index
-    # message_pending_post_idx answers it): an empty poll makes as few round trips as it can.
-    connection = (
-        InboundConnection.objects.select_related("tenant")
-        .annotate(has_pending=Exists(StoredMessage.objects.filter(connection=OuterRef("pk"),
-                                                                  post_processed_at__isnull=True)))
-        .get(pk=connection_id)
-    )
+    # Whether earlier mails await post-processing comes with the same query: an empty poll
+    # makes as few round trips as it can.
+    connection = inbound_rows.load_for_poll(connection_id=connection_id)
     deferred_by_setting = parse is None and not conf.INBOUND_PARSE_DURING_POLL
     if parse is None:
         parse = not deferred_by_setting
     result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING,
                         dispatch_lag_s=lag.dispatch_lag(connection=connection, started_at=started_at, trigger=trigger))
-    run, key, token = _run(connection, result, trigger=trigger, started_at=started_at, parse=parse)
+    run, key, token, goodbye = _run(connection, result, trigger=trigger, started_at=started_at, parse=parse)
     result.duration_ms = int((time.monotonic() - started) * 1000)
     result.poll_run_id = _finish(connection, run.pk if run else None, result, trigger=trigger,
                                  started_at=started_at, key=key if token is not None else None, token=token)
+    if goodbye is not None:
+        goodbye.result()  # the IMAP LOGOUT, under way while the outcome was written
     if deferred_by_setting and result.stored:
         from ...tasks import parse_stored_messages
 
@@ -80,13 +79,20 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
 
 
 def _run(connection: InboundConnection, result: PollResult, *, trigger: str, started_at: datetime,
-         parse: bool) -> tuple[PollRun | None, str | None, str | None]:
+         parse: bool) -> tuple[PollRun | None, str | None, str | None, Future | None]:
     """Open the run, take the lock, run the protocol's strategy; the outcome goes into
-    `result`. Returns (history row, lock key, lock token) for closing."""
-    key = token = None
+    `result`. Returns (history row, lock key, lock token) for closing, and the session's
+    goodbye if it is still under way."""
+    key = token = goodbye = None
     run: PollRun | None = None
+    head_start: HeadStart | None = None
     try:
-        mail_settings, password = _credential_and_settings(connection)
+        # The socket and TLS handshake wait on the server; the credential, the history row and
+        # the lock wait on the database: both at once. Nothing is sent to the server before
+        # the lock is ours (the session takes the socket over only then).
+        transport = transport_settings_for(connection)
+        head_start = HeadStart(transport)
+        mail_settings, password = _credential_and_settings(connection, transport)
         folder = connection.folder if connection.protocol == Protocol.IMAP else "INBOX"
         key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
         opening = PollRun(tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16],
@@ -107,8 +113,8 @@ def _run(connection: InboundConnection, result: PollResult, *, trigger: str, sta
             _skip_locked(result, key)
         else:
             lease = Lease(key, token, connection.lock_timeout)
-            strategy_for(connection)(connection=connection, mail_settings=mail_settings, password=password,
-                                     result=result, parse=parse, lease=lease).run()
+            goodbye = strategy_for(connection)(connection=connection, mail_settings=mail_settings, password=password,
+                                               result=result, parse=parse, lease=lease, head_start=head_start).run()
             result.outcome = PollOutcome.PARTIAL if result.failed else PollOutcome.SUCCESS
     except TenantMailError as exc:
         result.outcome = PollOutcome.FAILED
@@ -119,7 +125,10 @@ def _run(connection: InboundConnection, result: PollResult, *, trigger: str, sta
         log.exception("poll of inbound connection %s failed", connection.pk)
         result.outcome = PollOutcome.FAILED
         result.error = f"Unexpected error: {type(exc).__name__}: {exc}"
-    return run, key, token
+    finally:
+        if head_start is not None:
+            head_start.close()  # a socket the session did not take (locked, or a failure before)
+    return run, key, token, goodbye
 
 
 def _skip_locked(result: PollResult, key: str) -> None:
@@ -130,12 +139,12 @@ def _skip_locked(result: PollResult, key: str) -> None:
     ) + "; skipped."
 
 
-def _credential_and_settings(connection: InboundConnection):
+def _credential_and_settings(connection: InboundConnection, transport):
     """(MailSettings, password) for the connection, through the connection-settings service."""
     from ..setup.connection_settings import mail_settings_for, open_credential
 
     credential = open_credential(connection)
-    settings = mail_settings_for(connection, credential=credential)
+    settings = mail_settings_for(connection, credential=credential, transport=transport)
     return settings, (credential.password if credential is not None else "")
 
 

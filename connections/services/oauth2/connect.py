@@ -80,9 +80,10 @@ class login:
     for OAuth2, when the server refuses the (cached) token, forgets it and tries once more with a
     new one (a token revoked before its expiry). Anything else is raised as is."""
 
-    def __init__(self, connection, client_class, settings, password) -> None:
+    def __init__(self, connection, client_class, settings, password, *, head_start=None) -> None:
         self.connection, self.client_class, self.settings = connection, client_class, settings
         self._password = password
+        self._head_start = head_start  # the socket already being opened (mail.opener.HeadStart)
         self.client = None
 
     @sensitive_variables("password", "credential")
@@ -90,7 +91,8 @@ class login:
         from ...mail.errors import AuthenticationFailed
 
         password, self._password = self._password, None
-        self.client = self.client_class(self.settings, password)
+        extra = {"head_start": self._head_start} if self._head_start is not None else {}
+        self.client = self.client_class(self.settings, password, **extra)
         try:
             return self.client.__enter__()
         except AuthenticationFailed as exc:

@@ -1,5 +1,7 @@
 """Inbound writes, each named by intent, each a fast PostgreSQL path beside its plain ORM version.
 
+- `load_for_poll`: the connection, its tenant and whether mails await post-processing: one
+  SELECT written once per process / the ORM query;
 - `take_lock`: one INSERT … ON CONFLICT DO UPDATE (take an expired lock over) / create, else
   a conditional UPDATE;
 - `open_run_and_lock`, `finish_run`: the poll's bookkeeping as one statement (data-modifying
@@ -23,14 +25,15 @@ import json
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
+from functools import lru_cache
 from typing import Iterator
 
-from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db import IntegrityError, connections, models, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
-from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage
+from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage, Tenant
 
 _plain: ContextVar[bool] = ContextVar("inbound_plain_orm", default=False)
 
@@ -55,6 +58,72 @@ def fast() -> bool:
 
 
 # --------------------------------------------------------------------------- locks and poll bookkeeping
+
+
+def load_for_poll(*, connection_id: int) -> InboundConnection:
+    """The connection a poll starts from, with its tenant and `has_pending` (stored mails whose
+    post-processing on the server is not done: the index message_pending_post_idx answers it).
+    Raises InboundConnection.DoesNotExist.
+
+    Fast path: one SELECT written once per process, rows turned into instances with the
+    fields' own converters — the ORM compiles this query anew on every call, which cost an
+    empty poll more CPU than the statement itself."""
+    if not fast():
+        pending = StoredMessage.objects.filter(connection=OuterRef("pk"), post_processed_at__isnull=True)
+        return (InboundConnection.objects.select_related("tenant").annotate(has_pending=Exists(pending))
+                .get(pk=connection_id))
+    db = transaction.get_connection()
+    sql, read_connection, read_tenant = _poll_load_statement(db.alias)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [connection_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise InboundConnection.DoesNotExist(f"InboundConnection {connection_id} does not exist")
+    connection, rest = read_connection(db, row)
+    tenant, rest = read_tenant(db, rest)
+    InboundConnection.tenant.field.set_cached_value(connection, tenant)
+    connection.has_pending = rest[0]
+    return connection
+
+
+@lru_cache(maxsize=4)
+def _poll_load_statement(alias: str):
+    db = connections[alias]
+    q = db.ops.quote_name
+    c_read, c_columns = _row_reader(db, InboundConnection, "c")
+    t_read, t_columns = _row_reader(db, Tenant, "t")
+    messages = q(StoredMessage._meta.db_table)
+    sql = (f"SELECT {c_columns}, {t_columns}, EXISTS(SELECT 1 FROM {messages} m WHERE m.connection_id = c.id "
+           f"AND m.post_processed_at IS NULL) FROM {q(InboundConnection._meta.db_table)} c "
+           f"JOIN {q(Tenant._meta.db_table)} t ON t.id = c.tenant_id WHERE c.id = %s")
+    return sql, c_read, t_read
+
+
+def _row_reader(db, model, alias: str):
+    """(read, columns): `columns` selects the model's concrete fields from table alias `alias`;
+    `read(db, values)` returns (an instance as the ORM builds it — each field's database
+    converters applied — and the values after this model's)."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(f"{alias}.{db.ops.quote_name(f.column)}" for f in fields)
+    names = [f.attname for f in fields]
+    converters = []
+    for i, f in enumerate(fields):
+        col = f.get_col(alias)
+        found = db.ops.get_db_converters(col) + col.get_db_converters(db)
+        if found:
+            converters.append((i, col, found))
+    n = len(fields)
+
+    def read(db, values):
+        own = list(values[:n])
+        for i, col, found in converters:
+            for convert in found:
+                own[i] = convert(own[i], col, db)
+        return model.from_db(db.alias, names, own), values[n:]
+
+    return read, columns
+
+
 
 
 def take_lock(*, lock: MailboxLock) -> tuple[str | None, bool]:

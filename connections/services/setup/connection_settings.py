@@ -9,6 +9,7 @@ Polls, sends and the connectivity test all go through these two functions, so th
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 from connections.conf import conf
@@ -65,12 +66,30 @@ def _parsed_networks(value: str) -> tuple:
         raise ConfigurationError(str(exc), hint="fix TENANTMAIL_BLOCKED_NETWORKS in the environment") from None
 
 
-def mail_settings_for(connection: Connection, *, credential: DeployedCredential | None) -> MailSettings:
-    """The protocol layer's settings for the connection (no secret in them).
+def mail_settings_for(connection: Connection, *, credential: DeployedCredential | None,
+                      transport: MailSettings | None = None) -> MailSettings:
+    """The protocol layer's settings for the connection (no secret in them); `transport`: its
+    transport_settings_for, when the caller has them already.
 
     Raises ConfigurationError for settings no server can be reached with (no host,
     authentication None on IMAP/POP3, a credential missing where one is needed).
     """
+    settings = transport if transport is not None else transport_settings_for(connection)
+    if connection.authentication != Authentication.NONE and credential is None:
+        raise ConfigurationError(
+            f"Connection '{connection.name}' needs its deployed credential.",
+            hint="call open_credential(connection) first",
+        )
+    if credential is None:
+        return settings
+    return replace(settings, username=credential.username, credential_name=credential.name,
+                   credential_version=credential.version)
+
+
+def transport_settings_for(connection: Connection) -> MailSettings:
+    """The settings without the credential: everything the socket and TLS need (a poll opens
+    them while it reads the credential: opener.HeadStart). Raises ConfigurationError like
+    mail_settings_for."""
     protocol = connection_protocol(connection)
     host = (connection.host or "").strip()
     if not host:
@@ -83,11 +102,6 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
             "authentication None is only for SMTP.",
             hint="choose Encrypted user/password, or Plain user/password together with SSL/TLS",
         )
-    if connection.authentication != Authentication.NONE and credential is None:
-        raise ConfigurationError(
-            f"Connection '{connection.name}' needs its deployed credential.",
-            hint="call open_credential(connection) first",
-        )
     timeout = min(max(int(connection.timeout or 30), MIN_TIMEOUT), MAX_TIMEOUT)
     return MailSettings(
         protocol=protocol,
@@ -95,13 +109,10 @@ def mail_settings_for(connection: Connection, *, credential: DeployedCredential 
         port=connection.port or None,
         protection=connection.protection,
         authentication=connection.authentication,
-        username=credential.username if credential is not None else "",
         timeout=float(timeout),
         verify_certificate=bool(connection.verify_certificate),
         trusted_ca=connection.trusted_ca or "",
         allow_plain_without_tls=bool(connection.allow_plain_without_tls),
-        credential_name=credential.name if credential is not None else "",
-        credential_version=credential.version if credential is not None else None,
         folder=(getattr(connection, "folder", "") or "INBOX") if protocol == Protocol.IMAP else "INBOX",
         sasl_mechanism=(getattr(connection, "sasl_mechanism", "") or "") if connection.authentication == "oauth2" else "",
         blocked_networks=blocked_networks(),

@@ -7,6 +7,7 @@ stores each with `store()` (committed before the server is touched) and post-pro
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from ....models import InboundConnection
@@ -18,27 +19,39 @@ from ..result import PollResult, record_outcomes
 from ..storage import StoreOutcome, store_batch
 
 if TYPE_CHECKING:
+    from ....mail.opener import HeadStart
     from ..poll import Lease
 
 
 class PollStrategy:
     def __init__(self, *, connection: InboundConnection, mail_settings, password: str, result: PollResult,
-                 parse: bool, lease: Lease) -> None:
+                 parse: bool, lease: Lease, head_start: HeadStart | None = None) -> None:
         self.connection = connection
         self.mail_settings = mail_settings
         self.password = password
         self.result = result
         self.parse = parse
         self.lease = lease
+        self.head_start = head_start  # the socket, opened while the poll took its lock
 
     def client_class(self) -> type:
         raise NotImplementedError
 
-    def run(self) -> None:
+    # Whether the goodbye (IMAP LOGOUT) may go on while the poll writes its outcome: not for
+    # POP3, whose QUIT applies the deletions that after_session() records.
+    goodbye_in_background = False
+
+    def run(self) -> Future | None:
+        """Returns the goodbye still under way (joined by the poll once its outcome is written)."""
         self.check()
-        with login(self.connection, self.client_class(), self.mail_settings, self.password) as client:
+        goodbye = None
+        with login(self.connection, self.client_class(), self.mail_settings, self.password,
+                   head_start=self.head_start) as client:
             self.session(client)
+            if self.goodbye_in_background:
+                goodbye = client.logout_in_background()
         self.after_session()
+        return goodbye
 
     def check(self) -> None:
         """Refuse settings that cannot work before connecting (raises TenantMailError)."""

@@ -36,6 +36,8 @@ class _Listing:
 
 
 class IMAPStrategy(PollStrategy):
+    goodbye_in_background = True
+
     def client_class(self) -> type:
         from ....mail.imap import IMAPClient
 
