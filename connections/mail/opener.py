@@ -7,11 +7,10 @@ one place a new way to reach a server (another proxy kind, a tunnel) plugs in.
 """
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import Callable
 
@@ -132,14 +131,26 @@ class HeadStart:
         self._taken = True
         return self._future.result()
 
+    def failure(self, *, wait: float = 0.0) -> BaseException | None:
+        """The error opening the socket ended with (a refused connection, …) if it has ended so
+        within `wait` seconds, else None."""
+        try:
+            return None if self._future.cancelled() else self._future.exception(timeout=wait)
+        except TimeoutError:
+            return None
+
     def close(self) -> None:
-        if self._taken or self._future.cancel():
+        """Close the socket if nobody took it: now, or once it is open (never waits)."""
+        if self._taken:
             return
         self._taken = True
-        try:
-            sock, _tls = self._future.result()
-        except Exception:  # nobody asked for this socket: its error does not matter either
-            return
+        if not self._future.cancel():
+            self._future.add_done_callback(_close_unused)
+
+
+def _close_unused(future: Future) -> None:
+    if not future.cancelled() and future.exception() is None:
+        sock, _tls = future.result()
         sock.close()
 
 
@@ -148,19 +159,20 @@ def _transport(settings: MailSettings) -> MailSettings:
     return replace(settings, username="", credential_name="", credential_version=None)
 
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
-_pool_lock = threading.Lock()
-
-
 def run_in_background(fn: Callable, *args, **kwargs) -> Future:
-    """`fn` on one of this process's background threads (a head start, a goodbye). The pool is
-    made per process: one made in a parent would be useless in a forked worker child."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=32, thread_name_prefix="mail-background"))
-        pool = _pool[1]
-    return pool.submit(fn, *args, **kwargs)
+    """`fn` on a thread of its own (a head start, a goodbye): never queued behind another
+    one that waits for a slow server, and nothing to re-make in a forked worker child."""
+    future: Future = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to whoever asks the future
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name="mail-background", daemon=True).start()
+    return future
 
 
 class PreconnectedSocket:

@@ -2,6 +2,7 @@
 unreachable server backs off up to an hour, and no poll runs inside a transaction."""
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from datetime import timedelta
@@ -15,10 +16,21 @@ from connections.services.inbound.dispatch import claim_due
 from connections.services.inbound.poll import poll
 
 
+@pytest.fixture
+def listening_port():
+    """A port something listens on (a locked poll must not learn first that the server is down)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
 @pytest.mark.django_db(transaction=True)
-def test_locked_outcome_does_not_back_off(tenant, make_credential):
+def test_locked_outcome_does_not_back_off(tenant, make_credential, listening_port):
     conn = InboundConnection.objects.create(tenant=tenant, name="lk", host="127.0.0.1", protection="ssl_tls",
-                                            port=1, credential_name=make_credential("lk@example.test"))
+                                            port=listening_port, timeout=2,
+                                            credential_name=make_credential("lk@example.test"))
     key = locks.mailbox_key(host="127.0.0.1", username="lk@example.test", folder="INBOX")
     token = locks.acquire(key=key, timeout_seconds=60)
     try:
@@ -37,12 +49,13 @@ def test_locked_outcome_does_not_back_off(tenant, make_credential):
     ({"schedule_every": 15}, 15),  # a shorter interval: after the interval
     ({"schedule_kind": ScheduleKind.CRON, "schedule_cron": "0 * * * *"}, 30),  # hourly cron: 30 s
 ])
-def test_locked_poll_is_retried_soon_with_jitter(tenant, make_credential, fields, delay):
+def test_locked_poll_is_retried_soon_with_jitter(tenant, make_credential, fields, delay, listening_port):
     """Two connections of one mailbox on aligned schedules must not keep colliding: the
     skipped one comes back after min(interval, 30 s) plus a little jitter."""
     user = f"lr-{uuid.uuid4().hex[:6]}@example.test"
     conn = InboundConnection.objects.create(tenant=tenant, name="lr", host="127.0.0.1", protection="ssl_tls",
-                                            port=1, credential_name=make_credential(user), **fields)
+                                            port=listening_port, timeout=2, credential_name=make_credential(user),
+                                            **fields)
     key = locks.mailbox_key(host="127.0.0.1", username=user, folder="INBOX")
     token = locks.acquire(key=key, timeout_seconds=600)
     retries = []
@@ -105,7 +118,10 @@ def test_a_locked_poll_sends_the_server_nothing(tenant, make_credential):
 
     def handler(conn):
         conn.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] fake ready\r\n")
-        seen.append(conn.readline())
+        try:
+            seen.append(conn.readline())
+        except ConnectionResetError:  # closed with the greeting unread
+            seen.append(b"")
 
     server = ScriptedServer(handler)
     try:
@@ -127,3 +143,31 @@ def test_a_locked_poll_sends_the_server_nothing(tenant, make_credential):
         assert server.data.upper().split(b" ")[1:2] in ([b"LOGIN"], [b"AUTHENTICATE"])
     finally:
         server.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_connection_costs_one_statement_of_bookkeeping(tenant, make_credential):
+    """A server that refuses the connection is known before the lock is taken (when the
+    background connect has ended by then: nearly always on loopback): the poll writes its failed
+    history row whole, in its one closing statement — no lock, no RUNNING row."""
+    from django.db import connection as db
+    from django.test.utils import CaptureQueriesContext
+
+    from connections.models import MailboxLock
+
+    conn = InboundConnection.objects.create(tenant=tenant, name="refused", host="127.0.0.1", port=1,
+                                            protection="ssl_tls", timeout=2, credential_name=make_credential())
+    poll(connection_id=conn.pk)  # warm-up (statements prepared, modules imported)
+    lockless = 0
+    for _ in range(20):
+        with CaptureQueriesContext(db) as queries:
+            result = poll(connection_id=conn.pk)
+        assert result.outcome == PollOutcome.FAILED and "refused" in result.error
+        run = PollRun.objects.get(pk=result.poll_run_id)
+        assert run.outcome == PollOutcome.FAILED and run.finished_at >= run.started_at and "refused" in run.error
+        statements = [q["sql"] for q in queries.captured_queries]
+        if len(statements) == 2:  # the connection with its credential; the closing statement
+            assert not any("mailboxlock" in sql.lower() for sql in statements), statements
+            lockless += 1
+    assert lockless >= 10, f"only {lockless} of 20 refused polls skipped the lock"
+    assert not MailboxLock.objects.exists()

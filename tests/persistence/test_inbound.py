@@ -8,7 +8,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from connections.models import Attachment, InboundConnection, MailboxLock, PollOutcome, PollRun, StoredMessage, Tenant
+from connections.models import (
+    Attachment, InboundConnection, MailboxLock, PollOutcome, PollRun, StoredMessage, Tenant, UserCredential,
+)
 from connections.services.inbound import locks
 from connections.services.inbound.storage import store_batch
 from connections.services.persistence import inbound as inbound_rows
@@ -161,25 +163,43 @@ def test_a_batch_goes_in_with_binary_copy_and_reads_back_the_same(conn):
 
 
 def test_the_poll_load_fast_and_plain_gives_the_same_connection(tenant, conn):
-    # Fields of every kind: JSON, dates, nullable, choices; an encrypted-free row (credentials are apart).
+    # Fields of every kind: JSON, dates, nullable, choices; the credential's encrypted ones.
+    from connections.services.setup import credentials
+
+    cred = credentials.save_artifact(credential=UserCredential(tenant=tenant, name="pl-cred", username="u@x.test"),
+                                     password="s3cret")
+    credentials.deploy(credential_id=cred.pk, user=None)
     InboundConnection.objects.filter(pk=conn.pk).update(
         imap_uidvalidity=7, imap_uid_next=42, last_poll_at=timezone.now(), last_error="x",
-        last_test_report={"ok": True, "steps": [{"name": "tls"}]})
+        last_test_report={"ok": True, "steps": [{"name": "tls"}]}, credential_name=" pl-cred ")
     fast = inbound_rows.load_for_poll(connection_id=conn.pk)
     with inbound_rows.plain_orm():
         plain = inbound_rows.load_for_poll(connection_id=conn.pk)
     fields = [f.attname for f in InboundConnection._meta.concrete_fields]
-    assert {f: getattr(fast, f) for f in fields} == {f: getattr(plain, f) for f in fields}
-    assert fast.tenant == plain.tenant and fast.tenant.slug == tenant.slug
-    assert fast.has_pending is False and plain.has_pending is False
-    assert fast._state.adding is False and fast._state.db == plain._state.db
+    assert {f: getattr(fast.connection, f) for f in fields} == {f: getattr(plain.connection, f) for f in fields}
+    assert fast.connection.tenant == plain.connection.tenant and fast.connection.tenant.slug == tenant.slug
+    assert fast.connection.has_pending is False and plain.connection.has_pending is False
+    assert fast.connection._state.adding is False and fast.connection._state.db == plain.connection._state.db
+    cred_fields = [f.attname for f in UserCredential._meta.concrete_fields]
+    assert fast.credential is not None and fast.credential.deployed_password == "s3cret"
+    assert {f: getattr(fast.credential, f) for f in cred_fields} == {f: getattr(plain.credential, f) for f in cred_fields}
+
+    for name in ("other", "", "pl-cred\t"):  # none of that name; none named; white space SQL's btrim keeps
+        InboundConnection.objects.filter(pk=conn.pk).update(credential_name=name)
+        expected = "pl-cred" if name.strip() == "pl-cred" else None
+        for start in (inbound_rows.load_for_poll(connection_id=conn.pk), _plain_load(conn.pk)):
+            assert (start.credential.name if start.credential else None) == expected, name
 
     store_batch(connection=conn, mails=[fetched_mail(1, make_mail("pending"))], parse=False)
-    assert inbound_rows.load_for_poll(connection_id=conn.pk).has_pending is True
-    with inbound_rows.plain_orm():
-        assert inbound_rows.load_for_poll(connection_id=conn.pk).has_pending is True
+    assert inbound_rows.load_for_poll(connection_id=conn.pk).connection.has_pending is True
+    assert _plain_load(conn.pk).connection.has_pending is True
 
     with pytest.raises(InboundConnection.DoesNotExist):
         inbound_rows.load_for_poll(connection_id=conn.pk + 10_000)
-    with inbound_rows.plain_orm(), pytest.raises(InboundConnection.DoesNotExist):
-        inbound_rows.load_for_poll(connection_id=conn.pk + 10_000)
+    with pytest.raises(InboundConnection.DoesNotExist):
+        _plain_load(conn.pk + 10_000)
+
+
+def _plain_load(pk: int):
+    with inbound_rows.plain_orm():
+        return inbound_rows.load_for_poll(connection_id=pk)

@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_MINUTES = 60
 LOCKED_RETRY_SECONDS = 30
+# How long a poll waits for a refused connection to show before it takes the lock: free for a
+# poll that connects (its TLS handshake takes longer than this wait and the lock together),
+# and the thread that connects gets the interpreter meanwhile.
+REFUSAL_WAIT = 0.002
 
 
 def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = None) -> PollResult:
@@ -56,13 +60,15 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     started_at = timezone.now()
     # Whether earlier mails await post-processing comes with the same query: an empty poll
     # makes as few round trips as it can.
-    connection = inbound_rows.load_for_poll(connection_id=connection_id)
+    start = inbound_rows.load_for_poll(connection_id=connection_id)
+    connection = start.connection
     deferred_by_setting = parse is None and not conf.INBOUND_PARSE_DURING_POLL
     if parse is None:
         parse = not deferred_by_setting
     result = PollResult(connection_id=connection.pk, outcome=PollOutcome.RUNNING,
                         dispatch_lag_s=lag.dispatch_lag(connection=connection, started_at=started_at, trigger=trigger))
-    run, key, token, goodbye = _run(connection, result, trigger=trigger, started_at=started_at, parse=parse)
+    run, key, token, goodbye = _run(connection, result, trigger=trigger, started_at=started_at, parse=parse,
+                                    credential_row=start.credential)
     result.duration_ms = int((time.monotonic() - started) * 1000)
     result.poll_run_id = _finish(connection, run.pk if run else None, result, trigger=trigger,
                                  started_at=started_at, key=key if token is not None else None, token=token)
@@ -79,7 +85,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
 
 
 def _run(connection: InboundConnection, result: PollResult, *, trigger: str, started_at: datetime,
-         parse: bool) -> tuple[PollRun | None, str | None, str | None, Future | None]:
+         parse: bool, credential_row) -> tuple[PollRun | None, str | None, str | None, Future | None]:
     """Open the run, take the lock, run the protocol's strategy; the outcome goes into
     `result`. Returns (history row, lock key, lock token) for closing, and the session's
     goodbye if it is still under way."""
@@ -92,7 +98,11 @@ def _run(connection: InboundConnection, result: PollResult, *, trigger: str, sta
         # the lock is ours (the session takes the socket over only then).
         transport = transport_settings_for(connection)
         head_start = HeadStart(transport)
-        mail_settings, password = _credential_and_settings(connection, transport)
+        mail_settings, password = _credential_and_settings(connection, transport, credential_row)
+        if (unreachable := head_start.failure(wait=REFUSAL_WAIT)) is not None:
+            # The server refused already: no lock to take and no history row to open (it is
+            # written whole at the end) — a failing poll costs one statement of bookkeeping.
+            raise unreachable
         folder = connection.folder if connection.protocol == Protocol.IMAP else "INBOX"
         key = locks.mailbox_key(host=connection.host, username=mail_settings.username, folder=folder)
         opening = PollRun(tenant_id=connection.tenant_id, connection=connection, trigger=trigger[:16],
@@ -139,11 +149,11 @@ def _skip_locked(result: PollResult, key: str) -> None:
     ) + "; skipped."
 
 
-def _credential_and_settings(connection: InboundConnection, transport):
+def _credential_and_settings(connection: InboundConnection, transport, credential_row):
     """(MailSettings, password) for the connection, through the connection-settings service."""
     from ..setup.connection_settings import mail_settings_for, open_credential
 
-    credential = open_credential(connection)
+    credential = open_credential(connection, found=credential_row)
     settings = mail_settings_for(connection, credential=credential, transport=transport)
     return settings, (credential.password if credential is not None else "")
 

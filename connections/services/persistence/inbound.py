@@ -1,7 +1,7 @@
 """Inbound writes, each named by intent, each a fast PostgreSQL path beside its plain ORM version.
 
-- `load_for_poll`: the connection, its tenant and whether mails await post-processing: one
-  SELECT written once per process / the ORM query;
+- `load_for_poll`: the connection, its tenant, its credential row and whether mails await
+  post-processing: one SELECT written once per process / the ORM's two queries;
 - `take_lock`: one INSERT … ON CONFLICT DO UPDATE (take an expired lock over) / create, else
   a conditional UPDATE;
 - `open_run_and_lock`, `finish_run`: the poll's bookkeeping as one statement (data-modifying
@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Iterator
 
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Exists, OuterRef, Q
-from django.db.models.sql import UpdateQuery
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage, Tenant
+from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage, Tenant, UserCredential
 
 _plain: ContextVar[bool] = ContextVar("inbound_plain_orm", default=False)
 
@@ -60,20 +60,29 @@ def fast() -> bool:
 # --------------------------------------------------------------------------- locks and poll bookkeeping
 
 
-def load_for_poll(*, connection_id: int) -> InboundConnection:
-    """The connection a poll starts from, with its tenant and `has_pending` (stored mails whose
-    post-processing on the server is not done: the index message_pending_post_idx answers it).
-    Raises InboundConnection.DoesNotExist.
+@dataclass
+class PollStart:
+    """What a poll starts from, read in one go."""
+
+    connection: InboundConnection  # with its tenant, and `has_pending`: stored mails whose
+    # post-processing on the server is not done (the index message_pending_post_idx answers it)
+    credential: UserCredential | None  # the row its Credential Name names; None: there is none
+
+
+def load_for_poll(*, connection_id: int) -> PollStart:
+    """The connection a poll starts from and its credential row. Raises
+    InboundConnection.DoesNotExist.
 
     Fast path: one SELECT written once per process, rows turned into instances with the
-    fields' own converters — the ORM compiles this query anew on every call, which cost an
-    empty poll more CPU than the statement itself."""
+    fields' own converters (the encrypted ones decrypt as in the ORM) — the ORM compiles
+    its queries anew on every call, which cost an empty poll more CPU than the statements."""
     if not fast():
         pending = StoredMessage.objects.filter(connection=OuterRef("pk"), post_processed_at__isnull=True)
-        return (InboundConnection.objects.select_related("tenant").annotate(has_pending=Exists(pending))
-                .get(pk=connection_id))
+        connection = (InboundConnection.objects.select_related("tenant").annotate(has_pending=Exists(pending))
+                      .get(pk=connection_id))
+        return PollStart(connection, _credential_row(connection))
     db = transaction.get_connection()
-    sql, read_connection, read_tenant = _poll_load_statement(db.alias)
+    sql, read_connection, read_tenant, read_credential = _poll_load_statement(db.alias)
     with db.cursor() as cursor:
         cursor.execute(sql, [connection_id])
         row = cursor.fetchone()
@@ -82,8 +91,21 @@ def load_for_poll(*, connection_id: int) -> InboundConnection:
     connection, rest = read_connection(db, row)
     tenant, rest = read_tenant(db, rest)
     InboundConnection.tenant.field.set_cached_value(connection, tenant)
+    credential, rest = read_credential(db, rest) if rest[0] is not None else (None, rest[_width(UserCredential):])
     connection.has_pending = rest[0]
-    return connection
+    name = connection.credential_name or ""
+    if name.strip() != name.strip(" "):  # other white space around the name than SQL's btrim strips
+        credential = _credential_row(connection)
+    return PollStart(connection, credential)
+
+
+def _credential_row(connection: InboundConnection) -> UserCredential | None:
+    name = (connection.credential_name or "").strip()
+    return UserCredential.objects.filter(tenant_id=connection.tenant_id, name=name).first() if name else None
+
+
+def _width(model) -> int:
+    return len(model._meta.concrete_fields)
 
 
 @lru_cache(maxsize=4)
@@ -92,11 +114,14 @@ def _poll_load_statement(alias: str):
     q = db.ops.quote_name
     c_read, c_columns = _row_reader(db, InboundConnection, "c")
     t_read, t_columns = _row_reader(db, Tenant, "t")
+    u_read, u_columns = _row_reader(db, UserCredential, "u")
     messages = q(StoredMessage._meta.db_table)
-    sql = (f"SELECT {c_columns}, {t_columns}, EXISTS(SELECT 1 FROM {messages} m WHERE m.connection_id = c.id "
-           f"AND m.post_processed_at IS NULL) FROM {q(InboundConnection._meta.db_table)} c "
-           f"JOIN {q(Tenant._meta.db_table)} t ON t.id = c.tenant_id WHERE c.id = %s")
-    return sql, c_read, t_read
+    sql = (f"SELECT {c_columns}, {t_columns}, {u_columns}, EXISTS(SELECT 1 FROM {messages} m "
+           f"WHERE m.connection_id = c.id AND m.post_processed_at IS NULL) "
+           f"FROM {q(InboundConnection._meta.db_table)} c JOIN {q(Tenant._meta.db_table)} t ON t.id = c.tenant_id "
+           f"LEFT JOIN {q(UserCredential._meta.db_table)} u ON u.tenant_id = c.tenant_id "
+           f"AND u.name = btrim(c.credential_name) AND btrim(c.credential_name) <> '' WHERE c.id = %s")
+    return sql, c_read, t_read, u_read
 
 
 def _row_reader(db, model, alias: str):
@@ -249,12 +274,21 @@ def _insert_sql(obj) -> tuple[str, list]:
     return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {db.ops.quote_name(obj._meta.pk.column)}", params
 
 
+_UPDATES: dict[tuple, str] = {}
+
+
 def _update_sql(model, pk: int, values: dict) -> tuple[str, list]:
-    """UPDATE … WHERE pk = … as the ORM would write it (field preparation included)."""
-    query = UpdateQuery(model)
-    query.add_update_values(values)
-    query.add_q(Q(pk=pk))
-    return query.get_compiler(using=transaction.get_connection().alias).as_sql()
+    """UPDATE … WHERE pk = … of plain values, each prepared by its field as the ORM prepares it;
+    the statement's text is made once per model and set of columns (not compiled per call)."""
+    db = transaction.get_connection()
+    opts = model._meta
+    key = (db.alias, model, tuple(values))
+    sql = _UPDATES.get(key)
+    if sql is None:
+        quote = db.ops.quote_name
+        sets = ", ".join(f"{quote(opts.get_field(name).column)} = %s" for name in values)
+        sql = _UPDATES[key] = f"UPDATE {quote(opts.db_table)} SET {sets} WHERE {quote(opts.pk.column)} = %s"
+    return sql, [opts.get_field(name).get_db_prep_save(value, connection=db) for name, value in values.items()] + [pk]
 
 
 # --------------------------------------------------------------------------- stored mails

@@ -20,7 +20,7 @@ from ...mail.targets import parse_networks
 from ...models import Authentication, OutboundConnection, Protocol
 from ..access.lookup import Connection
 from ..proxies import proxy_settings_for
-from .credentials import DeployedCredential, resolve_deployed
+from .credentials import LOOK_UP, DeployedCredential, resolve_deployed
 
 MIN_TIMEOUT, MAX_TIMEOUT = 1, 300
 
@@ -34,8 +34,9 @@ def connection_protocol(connection: Connection) -> str:
     return "smtp" if isinstance(connection, OutboundConnection) else str(connection.protocol)
 
 
-def open_credential(connection: Connection) -> DeployedCredential | None:
+def open_credential(connection: Connection, *, found: object = LOOK_UP) -> DeployedCredential | None:
     """The deployed user name and password the connection uses; None for authentication None.
+    `found`: the UserCredential row its Credential Name names (None: none), when read already.
 
     Raises ConfigurationError (no Credential Name) or CredentialError (missing, never deployed).
     """
@@ -47,7 +48,7 @@ def open_credential(connection: Connection) -> DeployedCredential | None:
             "but names no User Credentials artifact.",
             hint="set the connection's Credential Name to a deployed User Credentials artifact of this tenant",
         )
-    credential = resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name.strip())
+    credential = resolve_deployed(tenant_id=connection.tenant_id, name=connection.credential_name.strip(), found=found)
     from ..oauth2.connect import with_access_token  # OAuth2: the "password" is a fresh access token
 
     return with_access_token(connection, credential)

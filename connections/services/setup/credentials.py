@@ -42,16 +42,21 @@ class DeployedCredential:
         return f"DeployedCredential(name={self.name!r}, username={self.username!r}, version={self.version}, kind={self.kind!r})"
 
 
+LOOK_UP = object()  # resolve_deployed's `found` when the caller has not read the row
+
+
 @sensitive_variables("cred")
-def resolve_deployed(*, tenant_id: int, name: str) -> DeployedCredential:
-    """The deployed user name and password of the artifact `name` in the tenant."""
-    try:
-        cred = UserCredential.objects.get(tenant_id=tenant_id, name=name)
-    except UserCredential.DoesNotExist:
+def resolve_deployed(*, tenant_id: int, name: str, found: UserCredential | None | object = LOOK_UP) -> DeployedCredential:
+    """The deployed user name and password of the artifact `name` in the tenant; `found`: its
+    row (None: there is none) when the caller read it already."""
+    cred = found
+    if cred is LOOK_UP:
+        cred = UserCredential.objects.filter(tenant_id=tenant_id, name=name).first()
+    if cred is None:
         raise CredentialError(
             f"No User Credentials artifact named '{name}' exists in this tenant.",
             hint="create and deploy it, or correct the connection's Credential Name",
-        ) from None
+        )
     # Reading deployed_password raises CredentialError naming the artifact if no key decrypts it.
     if cred.version == 0 or cred.deployed_password is None:
         raise CredentialError(
