@@ -579,6 +579,11 @@ class MailServers:
         values.update(overrides)
         return MailSettings(**values)
 
+    def dovecot_groups(self) -> list[int]:
+        """The process group of each Dovecot master (the group id is its pid), for the
+        benchmarks' CPU accounting."""
+        return [p.pid for p in self._procs if p.args[0].endswith("/dovecot")]
+
     # ----- lifecycle
     def stop(self, *, keep_files: bool = False) -> None:
         """Stop every daemon this run started (by pid) and remove the temp directory."""
