@@ -2,6 +2,7 @@
 and a scripted server for faults."""
 from __future__ import annotations
 
+import smtplib
 import time
 import uuid
 
@@ -195,3 +196,14 @@ def test_before_data_runs_while_the_server_answers_data(scripted, pipelining):
         result = smtp.send(sender="s@x.test", recipients=["a@x.test"], message=RAW, before_data=stepped.set)
     assert result.accepted == ["a@x.test"] and answered_after_step == [True]
     assert b"\r\n.\r\n" in server.data  # and the data went out after it
+
+
+@pytest.mark.parametrize("address", [
+    "a@b.example", "", "Name <a@b.example>", "<a@b.example>", "a b@example", '"x y"@b.example',
+    "a@[127.0.0.1]", "bü@x.example", "a@b", "x(comment)@y.example", "o'hara+tag@sub.b-c.example",
+    "a..b@c.example", ".a@b.example",
+])
+def test_envelope_addresses_are_quoted_as_smtplib_does(address):
+    from connections.mail.smtp_send import _quoted
+
+    assert _quoted(address) == smtplib.quoteaddr(address)
