@@ -30,7 +30,7 @@ from ...mail.opener import HeadStart
 from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind
 from ..monitoring import lag, metrics
 from ..persistence import inbound as inbound_rows
-from ..setup.connection_settings import transport_settings_for
+from ..setup.connection_settings import mail_settings_for, open_credential, transport_settings_for
 from . import faults, locks, schedule
 from .result import PollAborted, PollResult
 from .strategies import strategy_for
@@ -151,8 +151,6 @@ def _skip_locked(result: PollResult, key: str) -> None:
 
 def _credential_and_settings(connection: InboundConnection, transport, credential_row):
     """(MailSettings, password) for the connection, through the connection-settings service."""
-    from ..setup.connection_settings import mail_settings_for, open_credential
-
     credential = open_credential(connection, found=credential_row)
     settings = mail_settings_for(connection, credential=credential, transport=transport)
     return settings, (credential.password if credential is not None else "")
