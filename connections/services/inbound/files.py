@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-import uuid
 from typing import TYPE_CHECKING, Iterable
 
 from django.conf import settings
@@ -52,22 +52,47 @@ def dated(prefix: str) -> str:
     return f"{prefix}/{_DAY[1]}/"
 
 
-_made_dirs: set[str] = set()
+_RANDOM = threading.local()
+
+
+def unique_hex() -> str:
+    """32 random hex digits (as uuid4().hex, 128 bits of os.urandom) for a new file's name,
+    cut from a pool fetched 256 names at a time: one getrandom(2) per file was a
+    system call and a GIL hand-off per stored mail. Per thread, and refilled in a forked
+    child (the prepare helpers), so no two writers ever share bytes."""
+    pool = getattr(_RANDOM, "pool", None)
+    if pool is None or _RANDOM.pid != os.getpid() or _RANDOM.next >= len(pool):
+        _RANDOM.pool, _RANDOM.pid, _RANDOM.next = os.urandom(16 * 256).hex(), os.getpid(), 0
+    start = _RANDOM.next
+    _RANDOM.next = start + 32
+    return _RANDOM.pool[start:start + 32]
+
+
+# (storage location, relative folder) -> absolute folder, created: resolved once per day
+# folder instead of Django's path()/safe_join() per file.
+_made_dirs: dict[tuple[str, str], str] = {}
 
 
 def save_bytes(name: str, data: bytes) -> str:
     """Save a new file. For local storage, one exclusive create + write: the names are
-    unique (uuid4) already, so Django's name-availability dance is not needed."""
+    unique (random, 128 bits) already, so Django's name-availability dance is not needed."""
     if not isinstance(default_storage, FileSystemStorage):
         return default_storage.save(name, ContentFile(data))
-    path = default_storage.path(name)
-    directory = os.path.dirname(path)
-    if directory not in _made_dirs:
+    folder, _, base = name.rpartition("/")
+    key = (default_storage.location, folder)
+    directory = _made_dirs.get(key)
+    if directory is None:
+        directory = os.path.dirname(default_storage.path(name))  # checks the name stays inside
         os.makedirs(directory, exist_ok=True)
-        _made_dirs.add(directory)
+        _made_dirs[key] = directory
+    path = os.path.join(directory, base)
     perms = settings.FILE_UPLOAD_PERMISSIONS
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666 if perms is None else perms)
+    flags, mode = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666 if perms is None else perms
+    try:
+        fd = os.open(path, flags, mode)
+    except FileNotFoundError:  # the folder was removed since (e.g. a cleaned-up storage)
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path, flags, mode)
     try:
         view = memoryview(data)
         while view:
@@ -99,7 +124,7 @@ def _umask() -> int:
 
 
 def save_raw(mail: FetchedMail) -> str:
-    name = dated("raw") + f"{uuid.uuid4().hex}.eml"
+    name = dated("raw") + f"{unique_hex()}.eml"
     if mail.data is not None:
         return save_bytes(name, mail.data)
     mail._moved_size = os.path.getsize(mail.path)  # type: ignore[arg-type]
@@ -122,7 +147,7 @@ def save_attachment(att: ParsedAttachment) -> str:
             base = ""
         # File systems limit a name to 255 bytes: keep the readable part short (UTF-8).
         base = base.encode("utf-8")[:100].decode("utf-8", "ignore")
-    name = dated("attachments") + f"{uuid.uuid4().hex}" + (f"-{base}" if base else "")
+    name = dated("attachments") + unique_hex() + (f"-{base}" if base else "")
     if att.payload is not None:
         return save_bytes(name, att.payload)
     content = _SpooledFile(att.path)  # type: ignore[arg-type]
