@@ -61,11 +61,18 @@ def unique_hex() -> str:
     system call and a GIL hand-off per stored mail. Per thread, and refilled in a forked
     child (the prepare helpers), so no two writers ever share bytes."""
     pool = getattr(_RANDOM, "pool", None)
-    if pool is None or _RANDOM.pid != os.getpid() or _RANDOM.next >= len(pool):
-        _RANDOM.pool, _RANDOM.pid, _RANDOM.next = os.urandom(16 * 256).hex(), os.getpid(), 0
+    if pool is None or _RANDOM.next >= len(pool):
+        _RANDOM.pool, _RANDOM.next = os.urandom(16 * 256).hex(), 0
     start = _RANDOM.next
     _RANDOM.next = start + 32
     return _RANDOM.pool[start:start + 32]
+
+
+def _forget_pool() -> None:
+    _RANDOM.__dict__.clear()  # the forking thread, the child's only one
+
+
+os.register_at_fork(after_in_child=_forget_pool)  # (not os.getpid() per name: a system call too)
 
 
 # (storage location, relative folder) -> absolute folder, created: resolved once per day
