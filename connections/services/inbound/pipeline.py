@@ -57,6 +57,21 @@ def plan(uids: list[int], sizes: dict[int, int], max_size: int) -> Plan:
             batch, batch_size = [], 0
     if batch:
         items.append(("small", batch))
+    return _taper(items)
+
+
+TAPER_MIN = 100  # a final batch this big is split (below, the extra round trips cost more)
+
+
+def _taper(items: Plan) -> Plan:
+    """The poll's last batch split in halves, quarters, quarters: only after the last FETCH
+    are its files written and its rows committed alone — a smaller last piece makes that
+    tail shorter (the earlier pieces are written while the later ones are fetched)."""
+    if not items or items[-1][0] != "small" or len(items[-1][1]) < TAPER_MIN:
+        return items
+    last = items.pop()[1]
+    half, quarter = len(last) // 2, len(last) // 4
+    items += [("small", last[:half]), ("small", last[half:half + quarter]), ("small", last[half + quarter:])]
     return items
 
 
