@@ -7,6 +7,7 @@ dispatch benchmark, and root for Dovecot, like the tests.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -15,6 +16,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+_run_dirs: list[str] = []  # removed by django_teardown (about 1 GB after a default ingest run)
 
 
 def django_setup(db_name: str) -> None:
@@ -27,6 +31,7 @@ def django_setup(db_name: str) -> None:
     parent = Path(os.environ.get("BENCH_RUN_PARENT", ROOT / "var" / "bench" / "runs"))
     parent.mkdir(parents=True, exist_ok=True)
     run_dir = tempfile.mkdtemp(prefix="tm-bench-", dir=parent)
+    _run_dirs.append(run_dir)
     os.environ.update({
         "SECRET_KEY": "bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "FERNET_KEYS": "ob-8dVjrl0aKu7CBUa_Q2lpaZJU4tTJ1CzCQ7P9gjuw=",
@@ -57,6 +62,8 @@ def django_teardown(db_name: str) -> None:
         app.control.purge()
     except Exception:
         pass
+    while _run_dirs:
+        shutil.rmtree(_run_dirs.pop(), ignore_errors=True)
 
     connection.creation.destroy_test_db(db_name, verbosity=0)
 
