@@ -53,6 +53,13 @@ def closed_port() -> int:
     return port
 
 
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -144,6 +151,8 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"}
         env.pop("TM_TEST_DB", None)
         env.pop("LOG_LEVEL", None)
+        servers_cpu0 = servers.cpu_seconds() if servers is not None else 0.0
+        machine0 = machine_busy()
         procs = [start("worker", env), start("beat", env)]
 
         def reset_failures() -> None:
@@ -162,6 +171,9 @@ def main() -> None:
             for proc in procs:
                 if proc.poll() is not None:
                     raise SystemExit(f"a celery process exited ({proc.args[4]}); see {env['TENANTMAIL_VAR_DIR']}")
+        machine = machine_busy()
+        busy = (machine[0] - machine0[0]) / max(1, machine[1] - machine0[1])
+        servers_cpu = (servers.cpu_seconds() - servers_cpu0) if servers is not None else 0.0
         for proc in procs:
             stop(proc)
         stop_reset.set()
@@ -205,6 +217,11 @@ def main() -> None:
               f"connections due for more than two intervals without a poll at the end: {overdue} (goal 0)")
         print(f"CPU of beat + worker processes: {children_cpu:.0f} s = {children_cpu / max(1, len(runs)) * 1000:.2f} ms "
               f"per poll")
+        if servers is not None:
+            print(f"CPU of the Dovecot processes (logins, TLS, IMAP sessions): {servers_cpu:.0f} s = "
+                  f"{servers_cpu / max(1, len(runs)) * 1000:.2f} ms per poll")
+        print(f"the machine's CPUs were busy {busy * 100:.0f} % of the run (every process: ours, PostgreSQL, "
+              f"Redis, the mail servers, anything else)")
         print(machine_note())
     finally:
         stop_reset.set()
