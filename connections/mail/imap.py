@@ -48,6 +48,8 @@ class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
             exc.greeting_line = self.greeting_line or b""  # type: ignore[attr-defined]
             raise
 
+    _greeting_used = False  # the greeting's capabilities are taken once
+
     def _get_capabilities(self) -> None:
         # The greeting's [CAPABILITY …] response code (RFC 3501 7.1, RFC 9051 7.1) lists them
         # already: use it instead of a CAPABILITY round trip. Only for the greeting — after
@@ -58,8 +60,6 @@ class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
             self.capabilities = tuple(str(announced[-1], "ascii", "replace").upper().split())
             return
         super()._get_capabilities()
-
-    _greeting_used = False
 
     def readline(self) -> bytes:
         # imaplib caps a response line at 1 MB; UID SEARCH in a mailbox of ~150,000 mails is

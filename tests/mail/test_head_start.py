@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_a_session_takes_the_socket_over_with_its_tls_and_trace(mail_servers):
     address, password = mail_servers.add_user()
     settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain",
                                           username=address)
-    head_start = HeadStart(mail_settings_without_user(settings))
+    head_start = HeadStart(replace(settings, username=""))  # who logs in is not known yet
     with IMAPClient(settings, password, head_start=head_start) as imap:
         assert imap.encrypted and imap.tls_info is not None and imap.tls_info.verified
         assert imap.select("INBOX").exists == 0
@@ -36,12 +37,6 @@ def test_a_session_takes_the_socket_over_with_its_tls_and_trace(mail_servers):
     assert names[:3] == ["dns", "tcp", "tls"] and "auth" in names
     assert imap.trace is head_start.trace
     head_start.close()  # taken: nothing left to close
-
-
-def mail_settings_without_user(settings: MailSettings) -> MailSettings:
-    from dataclasses import replace
-
-    return replace(settings, username="")
 
 
 def test_a_refused_connection_is_raised_when_the_session_takes_it():

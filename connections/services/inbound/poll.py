@@ -26,8 +26,9 @@ from django.utils import timezone
 
 from connections.conf import conf
 from ...errors import TenantMailError
+from ...mail import MailSettings
 from ...mail.opener import HeadStart
-from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind
+from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind, UserCredential
 from ..monitoring import lag, metrics
 from ..persistence import inbound as inbound_rows
 from ..setup.connection_settings import mail_settings_for, open_credential, transport_settings_for
@@ -85,7 +86,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
 
 
 def _run(connection: InboundConnection, result: PollResult, *, trigger: str, started_at: datetime,
-         parse: bool, credential_row) -> tuple[PollRun | None, str | None, str | None, Future | None]:
+         parse: bool, credential_row: UserCredential | None) -> tuple[PollRun | None, str | None, str | None, Future | None]:
     """Open the run, take the lock, run the protocol's strategy; the outcome goes into
     `result`. Returns (history row, lock key, lock token) for closing, and the session's
     goodbye if it is still under way."""
@@ -149,7 +150,8 @@ def _skip_locked(result: PollResult, key: str) -> None:
     ) + "; skipped."
 
 
-def _credential_and_settings(connection: InboundConnection, transport, credential_row):
+def _credential_and_settings(connection: InboundConnection, transport: MailSettings,
+                             credential_row: UserCredential | None) -> tuple[MailSettings, str]:
     """(MailSettings, password) for the connection, through the connection-settings service."""
     credential = open_credential(connection, found=credential_row)
     settings = mail_settings_for(connection, credential=credential, transport=transport)

@@ -91,7 +91,7 @@ def load_for_poll(*, connection_id: int) -> PollStart:
     connection, rest = read_connection(db, row)
     tenant, rest = read_tenant(db, rest)
     InboundConnection.tenant.field.set_cached_value(connection, tenant)
-    credential, rest = read_credential(db, rest) if rest[0] is not None else (None, rest[_width(UserCredential):])
+    credential, rest = read_credential(db, rest)
     connection.has_pending = rest[0]
     name = connection.credential_name or ""
     if name.strip() != name.strip(" "):  # other white space around the name than SQL's btrim strips
@@ -102,10 +102,6 @@ def load_for_poll(*, connection_id: int) -> PollStart:
 def _credential_row(connection: InboundConnection) -> UserCredential | None:
     name = (connection.credential_name or "").strip()
     return UserCredential.objects.filter(tenant_id=connection.tenant_id, name=name).first() if name else None
-
-
-def _width(model) -> int:
-    return len(model._meta.concrete_fields)
 
 
 @lru_cache(maxsize=4)
@@ -127,7 +123,8 @@ def _poll_load_statement(alias: str):
 def _row_reader(db, model, alias: str):
     """(read, columns): `columns` selects the model's concrete fields from table alias `alias`;
     `read(db, values)` returns (an instance as the ORM builds it — each field's database
-    converters applied — and the values after this model's)."""
+    converters applied — or None for a row of NULLs that an outer join did not find, and the
+    values after this model's)."""
     fields = model._meta.concrete_fields
     columns = ", ".join(f"{alias}.{db.ops.quote_name(f.column)}" for f in fields)
     names = [f.attname for f in fields]
@@ -139,7 +136,11 @@ def _row_reader(db, model, alias: str):
             converters.append((i, col, found))
     n = len(fields)
 
+    pk = fields.index(model._meta.pk)
+
     def read(db, values):
+        if values[pk] is None:
+            return None, values[n:]
         own = list(values[:n])
         for i, col, found in converters:
             for convert in found:
@@ -147,8 +148,6 @@ def _row_reader(db, model, alias: str):
         return model.from_db(db.alias, names, own), values[n:]
 
     return read, columns
-
-
 
 
 def take_lock(*, lock: MailboxLock) -> tuple[str | None, bool]:
