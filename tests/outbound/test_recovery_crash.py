@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from connections.models import OutboxMessage, OutboxStatus, SendProgress
 from connections.services.outbound import actions, enqueue, prepare, recovery, sending
+from tests.celery_worker import wait_until
 
 from .faultserver import FaultServer
 
@@ -54,15 +55,6 @@ def _no_worker_kicks(no_worker_kicks):
     """These tests drive the sending processes themselves (see the no_worker_kicks fixture)."""
 
 
-def wait_until(condition, *, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def _recover_all(conn_id: int) -> recovery.RecoveryReport:
     """Recovery as beat runs it, once the dead worker's lease has run out (no operator)."""
@@ -75,7 +67,7 @@ def _recover_all(conn_id: int) -> recovery.RecoveryReport:
         total.resent += got.resent
         return not OutboxMessage.objects.filter(connection_id=conn_id, status=OutboxStatus.SENDING).exists()
 
-    wait_until(done, timeout=5 * LEASE + 10, what="the lease to run out")
+    wait_until(done, timeout=5 * LEASE + 10, message="the lease to run out")
     return total
 
 
@@ -88,7 +80,7 @@ def test_killed_before_the_final_reply_uncertain_one_the_rest_back_in_the_queue(
         rest = [enqueue.enqueue(connection_id=conn.pk, to=[f"r{i}@example.test"], subject="rest", text="x",
                                 dispatch=False) for i in range(5)]
         worker = _sender_process(conn.pk)
-        wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
+        wait_until(lambda: slow.received or worker.poll() is not None, message="the data at the server", timeout=30)
         assert slow.received, worker.stderr.read().decode()
         worker.send_signal(signal.SIGKILL)  # before the server's final reply
         worker.wait(10)
@@ -124,7 +116,7 @@ def test_killed_with_outcomes_still_in_the_writer_at_most_one_is_uncertain(make_
                                 dispatch=False) for i in range(3)]
     # Outcomes left in the writer at the session's end, and a process that never finishes.
     worker = _sender_process(conn.pk, setup="writer.Writer.flush = lambda self: __import__('time').sleep(3600)")
-    wait_until(lambda: len(fault.accepted) == 3 or worker.poll() is not None, what="three deliveries")
+    wait_until(lambda: len(fault.accepted) == 3 or worker.poll() is not None, message="three deliveries", timeout=30)
     assert len(fault.accepted) == 3, worker.stderr.read().decode()
     worker.send_signal(signal.SIGKILL)
     worker.wait(10)
@@ -159,8 +151,10 @@ def test_sigkills_in_the_middle_of_big_batches_nothing_stuck_lost_or_doubled(mak
             break
         worker = _sender_process(conn.pk)
         target = before + rng.randint(1, 60)
-        wait_until(lambda: len(fault.accepted) >= target or worker.poll() is not None, timeout=60,
-                   what="deliveries before the kill")
+        # Checked every 5 ms: at the fault server's pace a coarser check lets a worker send
+        # dozens more before its kill, and the messages ran out before the last kills.
+        wait_until(lambda: len(fault.accepted) >= target or worker.poll() is not None, timeout=60, interval=0.005,
+                   message="deliveries before the kill")
         time.sleep(rng.random() * 0.02)  # anywhere in the SMTP exchange, not only right after a reply
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
@@ -208,14 +202,14 @@ def test_progress_is_recorded_claimed_session_data_then_the_final_reply(make_con
         second = enqueue.enqueue(connection_id=conn.pk, to=["b@example.test"], subject="b", text="x",
                                  dispatch=False)
         worker = _sender_process(conn.pk, lease=1)
-        wait_until(lambda: slow.received or worker.poll() is not None, what="the data at the server")
+        wait_until(lambda: slow.received or worker.poll() is not None, message="the data at the server", timeout=30)
         rows = {m.pk: m for m in OutboxMessage.objects.filter(pk__in=[first.pk, second.pk])}
         assert rows[first.pk].progress == SendProgress.DATA  # committed before the data went out
         assert rows[second.pk].progress == SendProgress.SESSION  # claimed, session open, not tried
         # the worker's 1 s lease is renewed by its heartbeat while it lives (here: well past 1 s)
         renewed = timedelta(seconds=2.5)
         wait_until(lambda: OutboxMessage.objects.get(pk=second.pk).lease_until > rows[second.pk].claimed_at + renewed,
-                   what="a renewed lease")
+                   message="a renewed lease", timeout=30)
         assert recovery.recover_expired(connection_id=conn.pk).requeued == 0  # a live worker keeps its messages
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
