@@ -68,11 +68,11 @@ def django_teardown(db_name: str) -> None:
     connection.creation.destroy_test_db(db_name, verbosity=0)
 
 
-def start_servers():
+def start_servers(*, dovecot_extra: str = ""):
     sys.path.insert(0, str(ROOT))
     from tests.mailservers import start_mail_servers
 
-    return start_mail_servers()
+    return start_mail_servers(dovecot_extra=dovecot_extra)
 
 
 def make_connection(servers, address: str, password: str, *, protocol: str = "imap", **fields):
