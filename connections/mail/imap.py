@@ -7,6 +7,7 @@ timeout on every socket). Folder names are str in the API and modified UTF-7 on 
 from __future__ import annotations
 
 import imaplib
+import random
 import re
 from concurrent.futures import Future
 
@@ -34,6 +35,11 @@ __all__ = ["IMAPClient"]
 
 _SAFE_ATOM = re.compile(r"^[\x21-\x7e]+$")
 _MAX_LINE = 64 * 1024 * 1024
+# imaplib compiles its tagged-reply pattern anew for every session, around a random tag
+# prefix: 0.1 ms of CPU per poll. Tags need to be unique only within a session, so one prefix
+# per process does, its pattern compiled once.
+_TAG_PREFIX = imaplib.Int2AP(random.randint(4096, 65535))
+_TAG_RE = re.compile(br"(?P<tag>" + _TAG_PREFIX + br"\d+) (?P<type>[A-Z]+) (?P<data>.*)", re.ASCII)
 
 
 class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
@@ -47,6 +53,24 @@ class _IMAP4(PreconnectedSocket, imaplib.IMAP4):
         except imaplib.IMAP4.error as exc:
             exc.greeting_line = self.greeting_line or b""  # type: ignore[attr-defined]
             raise
+
+    def _connect(self) -> None:
+        # imaplib's _connect with the process's tag pattern (above) instead of a new one.
+        self.tagpre, self.tagre = _TAG_PREFIX, _TAG_RE
+        self._cmd_log_len, self._cmd_log_idx, self._cmd_log = 10, 0, {}  # imaplib's debug ring
+        self.welcome = self._get_response()
+        if "PREAUTH" in self.untagged_responses:
+            self.state = "AUTH"
+        elif "OK" in self.untagged_responses:
+            self.state = "NONAUTH"
+        else:
+            raise self.error(self.welcome)
+        self._get_capabilities()
+        for version in imaplib.AllowedVersions:
+            if version in self.capabilities:
+                self.PROTOCOL_VERSION = version
+                return
+        raise self.error("server not IMAP4 compliant")
 
     _greeting_used = False  # the greeting's capabilities are taken once
 

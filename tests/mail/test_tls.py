@@ -42,6 +42,23 @@ def test_tls_details_of_a_good_server(mail_servers, user):
     assert info.to_dict()["not_after"].startswith(str(info.not_after.year))
 
 
+
+def test_certificate_details_of_a_second_session_are_its_own(mail_servers, user):
+    # The details of a certificate are read once per process (tls._certificate_details); each
+    # session still gets lists of its own and a fresh days_left, and to_dict() copies.
+    address, password = user
+    settings = mail_servers.mail_settings(protocol="imap", protection="ssl_tls", authentication="plain", username=address)
+    with IMAPClient(settings, password) as imap:
+        first = imap.tls_info
+    first.sans.append("changed.example")
+    first.to_dict()["sans"].append("changed-too.example")
+    with IMAPClient(settings, password) as imap:
+        second = imap.tls_info
+        assert imap._imap.tagre.match(imap._imap.tagpre + b"1 OK done")  # the process's tag pattern
+    assert "changed.example" not in second.sans and "127.0.0.1" in second.sans
+    assert second.to_dict()["sans"] == second.sans and second.to_dict()["sans"] is not second.sans
+    assert second.subject == first.subject and second.days_left == first.days_left
+
 @pytest.mark.parametrize("protocol, protection, listener", WRONGHOST)
 def test_wrong_host_certificate_is_rejected_with_its_names(mail_servers, user, protocol, protection, listener):
     address, password = user
