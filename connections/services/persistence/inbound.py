@@ -34,6 +34,8 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage, Tenant, UserCredential
+from . import prepared
+from .prepared import prepared_cursor
 
 _plain: ContextVar[bool] = ContextVar("inbound_plain_orm", default=False)
 
@@ -54,7 +56,7 @@ def plain_orm() -> Iterator[None]:
 
 def fast() -> bool:
     """Whether the fast paths are taken: PostgreSQL, outside `plain_orm()`."""
-    return transaction.get_connection().vendor == "postgresql" and not _plain.get()
+    return prepared.available(transaction.get_connection()) and not _plain.get()
 
 
 # --------------------------------------------------------------------------- locks and poll bookkeeping
@@ -83,8 +85,8 @@ def load_for_poll(*, connection_id: int) -> PollStart:
         return PollStart(connection, _credential_row(connection))
     db = transaction.get_connection()
     sql, read_connection, read_tenant, read_credential = _poll_load_statement(db.alias)
-    with db.cursor() as cursor:
-        cursor.execute(sql, [connection_id])
+    with prepared_cursor(db) as cursor:
+        cursor.execute(sql, [connection_id], prepare=True)
         row = cursor.fetchone()
     if row is None:
         raise InboundConnection.DoesNotExist(f"InboundConnection {connection_id} does not exist")
@@ -155,9 +157,8 @@ def take_lock(*, lock: MailboxLock) -> tuple[str | None, bool]:
     taken over from a holder that died), or (None, False) when someone holds a live lock."""
     if fast():
         sql, params = _lock_sql(lock)
-        db = transaction.get_connection()
-        with db.cursor() as cursor:
-            cursor.execute(sql, params)
+        with prepared_cursor(transaction.get_connection()) as cursor:
+            cursor.execute(sql, params, prepare=True)
             row = cursor.fetchone()
         return (lock.token, not row[0]) if row else (None, False)
     try:
@@ -190,8 +191,8 @@ def open_run_and_lock(*, run: PollRun, lock: MailboxLock) -> tuple[str | None, b
     sql = (f"WITH lk AS ({lock_sql}), run AS ({run_sql}) "
            f"SELECT (SELECT id FROM run), (SELECT fresh FROM lk), ({_ASYNC_COMMIT})")
     db = transaction.get_connection()
-    with db.cursor() as cursor:
-        cursor.execute(sql, [*lock_params, *run_params])
+    with prepared_cursor(db) as cursor:
+        cursor.execute(sql, [*lock_params, *run_params], prepare=True)
         run_id, fresh, _ = cursor.fetchone()
     run.pk = run_id
     run._state.adding = False
@@ -236,8 +237,8 @@ def finish_run(*, run_id: int | None, new_run: PollRun | None, outcome: dict, co
     params += conn_params
     parts.append(f"metrics AS ({counters[0]})")
     params += counters[1]
-    with db.cursor() as cursor:
-        cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT id FROM run), ({_ASYNC_COMMIT})", params)
+    with prepared_cursor(db) as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT (SELECT id FROM run), ({_ASYNC_COMMIT})", params, prepare=True)
         return cursor.fetchone()[0]
 
 
