@@ -117,7 +117,11 @@ DATABASES = {
         env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'tenantmail.sqlite3'}"
     ),
 }
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Connections are reused (a gunicorn worker's requests, a Celery worker's tasks): a new
+# PostgreSQL connection per task cost the server a process start and its prepared statements
+# (persistence.prepared) every 10 polls. The health check replaces one the server dropped.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=300))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, worker, beat) share the file: wait for locks
     # instead of failing at once.

@@ -10,6 +10,9 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/tenant
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# A connection per request or task, as before persistent connections became the default: the
+# test database is dropped at the end, and a thread's kept connection would hold it open.
+os.environ.setdefault("CONN_MAX_AGE", "0")
 _run_dir = tempfile.mkdtemp(prefix="tenantmail-tests-")
 os.environ.setdefault("TENANTMAIL_VAR_DIR", _run_dir)
 # Each run gets its own queue so that concurrent runs never take each other's tasks.
