@@ -75,6 +75,20 @@ def test_marking_post_processed_fast_and_plain(conn):
 
 
 @pytest.mark.parametrize("plain", [False, True])
+def test_stored_server_keys_fast_and_plain(tenant, plain):
+    """Only this connection's stored mails count, by their exact server key."""
+    conn, other = _connection(tenant), _connection(tenant)
+    store_batch(connection=conn, mails=[fetched_mail(i, make_mail(f"m{i}")) for i in (1, 2, 3)])
+    store_batch(connection=other, mails=[fetched_mail(4, make_mail("elsewhere"))])
+    asked = ["imap:7:1", "imap:7:3", "imap:7:4", "imap:8:2", "imap:7:5"]
+    with (inbound_rows.plain_orm() if plain else _nothing()):
+        found = inbound_rows.stored_server_keys(connection_id=conn.pk, server_keys=asked)
+        none = inbound_rows.stored_server_keys(connection_id=conn.pk, server_keys=[])
+    assert found == {"imap:7:1", "imap:7:3"}
+    assert none == set()
+
+
+@pytest.mark.parametrize("plain", [False, True])
 def test_locks_fast_and_plain(plain):
     key = f"host|{uuid.uuid4().hex}|INBOX"
     with (inbound_rows.plain_orm() if plain else _nothing()):

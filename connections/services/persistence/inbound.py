@@ -7,7 +7,9 @@
 - `open_run_and_lock`, `finish_run`: the poll's bookkeeping as one statement (data-modifying
   CTEs, one round trip, asynchronous commit) / one short ORM transaction;
 - `insert_messages`: a batch of StoredMessage and Attachment rows with binary COPY / bulk_create;
-- `mark_post_processed`: one UPDATE with an array parameter / the ORM's IN list.
+- `mark_post_processed`: one UPDATE with an array parameter / the ORM's IN list;
+- `stored_server_keys`: which mails are stored already, one SELECT with an array parameter /
+  the ORM's IN lists.
 
 The fast path runs on PostgreSQL; the ORM one elsewhere (SQLite), or inside `plain_orm()`
 (tests compare the rows of both). Both write the same rows. Which one runs depends on the
@@ -334,6 +336,28 @@ def mark_post_processed(pks: list[int], *, now: datetime | None = None) -> None:
     with db.cursor() as cursor:
         cursor.execute(f"UPDATE {table} SET post_processed_at = %s WHERE id = ANY(%s) AND post_processed_at IS NULL",
                        [now, list(pks)])
+
+
+def stored_server_keys(*, connection_id: int, server_keys: list[str]) -> set[str]:
+    """Which of these server keys (a mail's identity on its server) the connection has stored."""
+    if not server_keys:
+        return set()
+    if not fast():
+        found: set[str] = set()
+        for start in range(0, len(server_keys), 5000):  # bounded IN lists
+            found.update(StoredMessage.objects.filter(connection_id=connection_id,
+                                                      server_key__in=server_keys[start:start + 5000])
+                         .values_list("server_key", flat=True))
+        return found
+    # One array parameter, not the ORM's IN list compiled with a placeholder per key (20 ms of
+    # CPU for 2,000 keys before a poll's first FETCH); the unique (connection, server_key)
+    # index finds the rows.
+    db = transaction.get_connection()
+    table = db.ops.quote_name(StoredMessage._meta.db_table)
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT server_key FROM {table} WHERE connection_id = %s AND server_key = ANY(%s)",
+                       [connection_id, list(server_keys)])
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _copy_insert(db, model, rows: list[dict]) -> list[int]:

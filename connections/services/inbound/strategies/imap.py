@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ....errors import TenantMailError
 from ....models import InboundConnection, PostProcessing, Selection, StoredMessage
+from ...persistence import inbound as inbound_rows
 from .. import faults
 from ..fetched import FetchedMail, new_spool_file
 from ..pipeline import Prefetch, plan
@@ -131,14 +132,9 @@ class IMAPStrategy(PollStrategy):
             uids = []
         else:
             uids = self.client.search_uids(unseen_only=unread, min_uid=floor)
-        known: set[int] = set()
-        for start in range(0, len(uids), 5000):
-            chunk = uids[start:start + 5000]
-            known.update(
-                StoredMessage.objects.filter(connection=connection, uidvalidity=self.uidvalidity, uid__in=chunk)
-                .values_list("uid", flat=True)
-            )
-        new = [u for u in uids if u not in known]
+        keys = [self._server_key(uid) for uid in uids]
+        known = inbound_rows.stored_server_keys(connection_id=connection.pk, server_keys=keys)
+        new = [uid for uid, key in zip(uids, keys) if key not in known]
         self.result.skipped += len(uids) - len(new)
         more_waiting = len(new) > connection.max_messages
         next_floor = None if unread else (
@@ -170,9 +166,11 @@ class IMAPStrategy(PollStrategy):
             faults.reached("post_processed")
             prefetch.discard_unstored()
 
+    def _server_key(self, uid: int) -> str:
+        return f"imap:{self.uidvalidity}:{uid}"  # the mail's identity (unique per connection)
+
     def _mail(self, uid: int, **fields) -> FetchedMail:
-        return FetchedMail(server_key=f"imap:{self.uidvalidity}:{uid}", uidvalidity=self.uidvalidity, uid=uid,
-                           **fields)
+        return FetchedMail(server_key=self._server_key(uid), uidvalidity=self.uidvalidity, uid=uid, **fields)
 
     def _fetch_small(self, uids: list[int]) -> list[FetchedMail]:
         with self.imap_lock:
