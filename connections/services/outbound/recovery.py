@@ -126,7 +126,9 @@ def mark_session(*, connection_id: int, claimed_at: datetime) -> None:
 class Heartbeat:
     """Renews the lease of one claim (connection, claimed_at) from a thread with its own
     database connection, every lease / 4 seconds, until closed. Renewing touches only the
-    claim's rows still in `sending`."""
+    claim's rows still in `sending`, and skips a row another transaction holds: the session
+    writing that message's outcome locks its rows in its own order, and waiting for each other
+    was a deadlock. A skipped row is renewed next time (its lease outlasts four renewals)."""
 
     def __init__(self, *, connection_id: int, claimed_at: datetime) -> None:
         self.connection_id = connection_id
@@ -142,13 +144,19 @@ class Heartbeat:
         try:
             while not self._stop.wait(interval):
                 try:
-                    OutboxMessage.objects.filter(
-                        connection_id=self.connection_id, claimed_at=self.claimed_at, status=OutboxStatus.SENDING,
-                    ).update(lease_until=policy.lease_until())
+                    self.renew()
                 except Exception as exc:  # the database is away: the lease may run out; recovery handles it
                     log.warning("outbox: could not renew the lease of connection %s: %s", self.connection_id, exc)
         finally:
             db_connection.close()
+
+    def renew(self) -> int:
+        """One renewal; returns the number of rows renewed."""
+        free = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+            connection_id=self.connection_id, claimed_at=self.claimed_at, status=OutboxStatus.SENDING,
+        ).values("pk")
+        with transaction.atomic():
+            return OutboxMessage.objects.filter(pk__in=free).update(lease_until=policy.lease_until())
 
     def __enter__(self) -> "Heartbeat":
         return self
