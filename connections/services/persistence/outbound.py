@@ -43,7 +43,7 @@ OutcomeRow = tuple[int, datetime, dict[str, Any]]
 # connection's other work (claims) stays synchronous.
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 _UPDATE_SQL: dict[tuple, str] = {}
-_BULK_SQL: dict[tuple, str] = {}
+_BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
 _PREPARERS: dict[tuple, Callable[[Any], Any]] = {}
 
 # psycopg's prepare_threshold that leaves preparing to an explicit execute(…, prepare=True).
@@ -66,16 +66,17 @@ def write_outcome(*, message_id: int, claimed_at: datetime, values: dict[str, An
     sql = _update_sql(db, tuple(values))
     params = _prep(db, values) + [message_id, OutboxStatus.SENDING.value, _prep_claimed(db, claimed_at)]
     if _fast(db) and not db.in_atomic_block:
-        with _prepared_cursor(db) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return bool(cursor.rowcount)
+        cursor = _prepared_cursor(db)
+        cursor.execute(sql, params, prepare=True)
+        return bool(cursor.rowcount)
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return bool(cursor.rowcount)
 
 
 def _prepared_cursor(db):
-    """A server-side binding psycopg cursor on `db` whose execute(…, prepare=True) prepares.
+    """The server-side binding psycopg cursor of `db`'s connection, whose execute(…,
+    prepare=True) prepares.
 
     Django opens its connections with prepare_threshold None, under which psycopg prepares
     nothing even when asked to (for connection poolers). This raises it so high that still
@@ -84,9 +85,15 @@ def _prepared_cursor(db):
     latest prepared statements.
     """
     db.ensure_connection()
+    # Kept on the (per-thread) connection wrapper while its connection lasts: a new cursor
+    # would look up every parameter's adapter again.
+    kept = getattr(db, "_outbox_fast_cursor", None)
+    if kept is not None and kept.connection is db.connection and not kept.closed:
+        return kept
     if db.connection.prepare_threshold is None:
         db.connection.prepare_threshold = _ONLY_WHEN_ASKED
-    return _psycopg_cursor(db.connection)
+    db._outbox_fast_cursor = cursor = _psycopg_cursor(db.connection)
+    return cursor
 
 
 def write_outcome_orm(*, message_id: int, claimed_at: datetime, values: dict[str, Any]) -> bool:
@@ -164,17 +171,24 @@ def write_outcomes(*, rows: Sequence[OutcomeRow]) -> set[int]:
     shapes: dict[tuple[str, ...], list[OutcomeRow]] = {}
     for row in rows:
         shapes.setdefault(tuple(row[2]), []).append(row)
-    parts = [_bulk_sql(db, names, group) for names, group in shapes.items()]
-    # One row: the ids written, and `synchronous_commit` off for this statement's transaction.
-    sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
-           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
-           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
-    params = [p for _, part_params in parts for p in part_params]
+    key = (db.alias, tuple((names, len(group)) for names, group in shapes.items()))
+    statement = _BULK_SQL.get(key)
+    if statement is None:  # the session's few shapes recur: built once each
+        statement = _BULK_SQL[key] = _bulk_statement(db, key[1])
+    sql, preparers = statement
+    params: list[Any] = []
+    sending = OutboxStatus.SENDING.value
+    for (names, group), (prepare_claimed, prepare) in zip(shapes.items(), preparers):
+        for message_id, claimed_at, values in group:
+            params.append(message_id)
+            params.append(prepare_claimed(claimed_at))
+            params.extend([p(values[name]) for p, name in zip(prepare, names)])
+        params.append(sending)
     # Prepared: parsing and planning this statement for every message cost PostgreSQL about
     # as much as running it.
-    with _prepared_cursor(db) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return set(cursor.fetchone()[1])
+    cursor = _prepared_cursor(db)
+    cursor.execute(sql, params, prepare=True)
+    return set(cursor.fetchone()[1])
 
 
 def write_outcomes_orm(*, rows: Sequence[OutcomeRow]) -> set[int]:
@@ -184,32 +198,32 @@ def write_outcomes_orm(*, rows: Sequence[OutcomeRow]) -> set[int]:
                 if write_outcome_orm(message_id=message_id, claimed_at=claimed_at, values=values)}
 
 
-def _bulk_sql(db, names: tuple[str, ...], rows: Sequence[OutcomeRow]) -> tuple[str, list[Any]]:
-    """PostgreSQL: one UPDATE … FROM (VALUES …) RETURNING id for rows with the same columns."""
+def _bulk_statement(db, shapes: tuple[tuple[tuple[str, ...], int], ...]) -> tuple[str, list[tuple]]:
+    """PostgreSQL: for each (columns, number of rows) one UPDATE … FROM (VALUES …) RETURNING id,
+    joined as data-modifying CTEs; one row back: `synchronous_commit` off for this statement's
+    transaction, and the ids written. With each shape's value preparers."""
+    parts = [_bulk_sql(db, names, count) for names, count in shapes]
+    sql = ("WITH " + ", ".join(f"u{i} AS ({part})" for i, part in enumerate(parts))
+           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
+           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
+    preparers = [(_preparer(db, "claimed_at"), [_preparer(db, name) for name in names]) for names, _ in shapes]
+    return sql, preparers
+
+
+def _bulk_sql(db, names: tuple[str, ...], count: int) -> str:
+    """One UPDATE … FROM (VALUES …) RETURNING id for `count` rows with the same columns."""
     meta = OutboxMessage._meta
     fields = [meta.get_field(name) for name in names]
-    prepare = [_preparer(db, name) for name in names]
-    prepare_claimed = _preparer(db, "claimed_at")
-    key = (names, len(rows))
-    sql = _BULK_SQL.get(key)
-    if sql is None:
-        quote = db.ops.quote_name
-        casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
-        sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
-        pk, status, claimed = (quote(meta.pk.column), quote(meta.get_field("status").column),
-                               quote(meta.get_field("claimed_at").column))
-        sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) "
-               f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
-               f"RETURNING t.{pk}")
-        _BULK_SQL[key] = sql
-    params: list[Any] = []
-    for message_id, claimed_at, values in rows:
-        params += [message_id, prepare_claimed(claimed_at)]
-        params.extend(p(values[name]) for p, name in zip(prepare, names))
-    params.append(OutboxStatus.SENDING.value)
-    return sql, params
+    quote = db.ops.quote_name
+    casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
+    sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
+    pk, status, claimed = (quote(meta.pk.column), quote(meta.get_field("status").column),
+                           quote(meta.get_field("claimed_at").column))
+    return (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * count)}) "
+            f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
+            f"RETURNING t.{pk}")
 
 
 # --- MIME of claimed messages ----------------------------------------------------------------
@@ -222,9 +236,9 @@ def load_mime(*, ids: Sequence[int]) -> dict[int, bytes]:
     meta, quote = OutboxMessage._meta, db.ops.quote_name
     sql = (f"SELECT {quote(meta.pk.column)}, {quote(meta.get_field('mime').column)} FROM {quote(meta.db_table)} "
            f"WHERE {quote(meta.pk.column)} = ANY(%s)")
-    with _prepared_cursor(db) as cursor:
-        cursor.execute(sql, [list(ids)], prepare=True, binary=True)
-        return {pk: bytes(mime) for pk, mime in cursor.fetchall()}
+    cursor = _prepared_cursor(db)
+    cursor.execute(sql, [list(ids)], prepare=True, binary=True)
+    return {pk: bytes(mime) for pk, mime in cursor.fetchall()}
 
 
 def load_mime_orm(*, ids: Sequence[int]) -> dict[int, bytes]:
