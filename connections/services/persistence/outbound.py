@@ -44,7 +44,7 @@ OutcomeRow = tuple[int, datetime, dict[str, Any]]
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 _UPDATE_SQL: dict[tuple, str] = {}
 _BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
-_PREPARERS: dict[tuple, Callable[[Any], Any]] = {}
+_PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
 
 # psycopg's prepare_threshold that leaves preparing to an explicit execute(…, prepare=True).
 _ONLY_WHEN_ASKED = 2**31 - 1
@@ -115,22 +115,23 @@ def _update_sql(db, names: tuple[str, ...]) -> str:
 
 
 def _prep(db, values: dict[str, Any]) -> list[Any]:
-    return [_preparer(db, name)(value) for name, value in values.items()]
+    return [_preparer(db, name)(value, db) for name, value in values.items()]
 
 
 def _prep_claimed(db, claimed_at: datetime) -> Any:
-    return _preparer(db, "claimed_at")(claimed_at)
+    return _preparer(db, "claimed_at")(claimed_at, db)
 
 
-def _preparer(db, name: str) -> Callable[[Any], Any]:
-    """The field's get_db_prep_save for `db`; on PostgreSQL for text, integers and datetimes
-    the value itself when it is already what the field would store (a str, an int, an aware
-    datetime or None): these run for every outcome, and Django's checks cost more than the write."""
-    key = (db.alias, db.vendor, name)
+def _preparer(db, name: str) -> Callable[[Any, Any], Any]:
+    """`prepare(value, db)`: the field's get_db_prep_save; on PostgreSQL for text, integers and
+    datetimes the value itself when it is already what the field would store (a str, an int,
+    an aware datetime or None): these run for every outcome, and Django's checks cost more
+    than the write."""
+    key = (db.vendor, name)
     prepare = _PREPARERS.get(key)
     if prepare is None:
         field = OutboxMessage._meta.get_field(name)
-        slow = functools.partial(field.get_db_prep_save, connection=db)
+        slow = functools.partial(_field_prep, field)
         kind = field.get_internal_type()
         if db.vendor != "postgresql":
             prepare = slow
@@ -147,13 +148,17 @@ def _preparer(db, name: str) -> Callable[[Any], Any]:
     return prepare
 
 
-def _same_if(kind: type, slow: Callable[[Any], Any], value: Any) -> Any:
-    return value if value is None or type(value) is kind else slow(value)
+def _field_prep(field, value: Any, db) -> Any:
+    return field.get_db_prep_save(value, connection=db)
 
 
-def _same_if_aware(slow: Callable[[Any], Any], value: Any) -> Any:
+def _same_if(kind: type, slow: Callable[[Any, Any], Any], value: Any, db) -> Any:
+    return value if value is None or type(value) is kind else slow(value, db)
+
+
+def _same_if_aware(slow: Callable[[Any, Any], Any], value: Any, db) -> Any:
     # Django passes an aware datetime to psycopg unchanged (and warns about naive ones).
-    return value if value is None or (type(value) is datetime and value.utcoffset() is not None) else slow(value)
+    return value if value is None or (type(value) is datetime and value.utcoffset() is not None) else slow(value, db)
 
 
 # --- several outcomes ------------------------------------------------------------------------
@@ -171,7 +176,7 @@ def write_outcomes(*, rows: Sequence[OutcomeRow]) -> set[int]:
     shapes: dict[tuple[str, ...], list[OutcomeRow]] = {}
     for row in rows:
         shapes.setdefault(tuple(row[2]), []).append(row)
-    key = (db.alias, tuple((names, len(group)) for names, group in shapes.items()))
+    key = (db.vendor, tuple((names, len(group)) for names, group in shapes.items()))
     statement = _BULK_SQL.get(key)
     if statement is None:  # the session's few shapes recur: built once each
         statement = _BULK_SQL[key] = _bulk_statement(db, key[1])
@@ -181,8 +186,8 @@ def write_outcomes(*, rows: Sequence[OutcomeRow]) -> set[int]:
     for (names, group), (prepare_claimed, prepare) in zip(shapes.items(), preparers):
         for message_id, claimed_at, values in group:
             params.append(message_id)
-            params.append(prepare_claimed(claimed_at))
-            params.extend([p(values[name]) for p, name in zip(prepare, names)])
+            params.append(prepare_claimed(claimed_at, db))
+            params.extend([p(values[name], db) for p, name in zip(prepare, names)])
         params.append(sending)
     # Prepared: parsing and planning this statement for every message cost PostgreSQL about
     # as much as running it.
