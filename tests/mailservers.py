@@ -71,6 +71,10 @@ Methods
     not with the source files (Dovecot rewrites e.g. NUL bytes).
 ``wait_for_messages(address, *, count=1, folder="INBOX", timeout=10) -> {uid: bytes}``
     Polls until ``count`` mails are there (SMTP delivery via LMTP is asynchronous, ~50 ms).
+``wait_for_queue_empty(*, timeout=10)``
+    Polls until Postfix's queue (incoming, active, deferred, hold, maildrop) holds no mail.
+``cpu_seconds()`` / ``cpu_seconds_by_process()``
+    CPU seconds of every daemon of this run so far, in all or by process name (benchmarks).
 ``flags(address, *, folder="INBOX") -> {uid: set of flags}``  (without ``\\Recent``)
 ``folders(address) -> list[str]``
 ``password(address) -> str``  (of a user made by add_user)
@@ -83,6 +87,13 @@ Methods
 
 Good to know: a failed login is answered after about 0.5 s (Dovecot), without the growing
 per-IP penalty (disabled here). Passwords may be any Unicode except CR, LF and NUL.
+
+``start_mail_servers(postfix_delivery="discard")`` (benchmarks only): Postfix accepts, queues
+(cleanup, queue files with their fsync, qmgr: all real) and then hands every
+``example.test`` mail to its own ``discard`` transport instead of LMTP into Dovecot — a mail
+server whose mailbox delivery runs on other machines. ``wait_for_queue_empty()`` then
+waits until Postfix has dealt with every accepted mail; ``wait_for_messages`` has nothing to
+count. The default, ``"lmtp"``, is what every test uses.
 
 Outside pytest: ``servers = start_mail_servers()`` ... ``servers.stop()``. Daemons are stopped at
 session end, at interpreter exit, and by a small watchdog process even when the test process is
@@ -556,20 +567,30 @@ class MailServers:
         """CPU seconds (user + system) used so far by this run's daemons: every process of the
         Postfix and Dovecot masters' sessions, with their ended children's time (a master reaps
         them). The difference of two readings is what the servers spent meanwhile."""
+        return sum(self.cpu_seconds_by_process().values())
+
+    def cpu_seconds_by_process(self) -> dict[str, float]:
+        """`cpu_seconds` by process name (e.g. "smtpd", "cleanup", "lmtp", "dovecot-tm-main-…/lmtp").
+        A process that ended meanwhile counts as "<its master>'s ended children" (Postfix's
+        daemons end after max_use = 100 clients, cleanup's after 100 mails)."""
         sessions = {proc.pid for proc in self._procs}
         tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        totals: dict[str, float] = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
             try:
                 stat = Path(f"/proc/{entry}/stat").read_text()
+                name = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
             except OSError:  # ended meanwhile: its time goes to its master's children's time
                 continue
             fields = stat[stat.rindex(")") + 2:].split()
             if int(fields[3]) in sessions:
-                total += sum(int(v) for v in fields[11:15])
-        return total / tick
+                name = name.rsplit("/", 1)[-1] if name.startswith("/") else name
+                for key, used in ((name, fields[11:13]), (f"{name}'s ended children", fields[13:15])):
+                    if any(v != "0" for v in used):
+                        totals[key] = totals.get(key, 0.0) + sum(int(v) for v in used) / tick
+        return totals
 
     def wait_for_messages(self, address: str, *, count: int = 1, folder: str = "INBOX",
                           timeout: float = 10.0) -> dict[int, bytes]:
@@ -592,6 +613,22 @@ class MailServers:
         finally:
             conn.logout()
         return self.server_copies(address, folder=folder)
+
+    def wait_for_queue_empty(self, *, timeout: float = 10.0) -> None:
+        """Poll until Postfix's queue holds no mail: every mail it accepted (an SMTP client's
+        250 comes after cleanup wrote the queue file) was delivered, discarded or bounced.
+        With postfix_delivery="discard" this is the end of delivery. Reads the queue
+        directories (as root) rather than asking Postfix, which would cost it CPU."""
+        queue = self.root / "postfix" / "queue"
+        deadline = time.monotonic() + timeout
+        while True:
+            queued = sum(1 for sub in _POSTFIX_QUEUES for _ in _files_under(queue / sub))
+            if not queued:
+                return
+            if time.monotonic() > deadline:
+                raise MailServersError(f"{queued} mails still in Postfix's queue after {timeout}s; "
+                                       f"see {self.root / 'logs' / 'postfix.log'}")
+            time.sleep(0.02)
 
     # ----- settings for the product's clients
     def mail_settings(self, *, protocol: str, protection: str, authentication: str, username: str,
@@ -740,7 +777,31 @@ stats_writer_socket_path =
     return path
 
 
-def _postfix_conf(root: Path, certs: dict[str, tuple[Path, Path, str]], ports: dict[str, int]) -> Path:
+# Where a mail waits in Postfix's queue until it is delivered (or discarded, or bounced).
+_POSTFIX_QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+# postfix_delivery of start_mail_servers: the transport of example.test's mailboxes.
+_POSTFIX_DELIVERY = {
+    "lmtp": "lmtp:unix:{dovecot_run}/lmtp",
+    # Postfix's own discard(8) transport: queued, then dropped as "delivered" (and logged so).
+    "discard": "discard:mailbox delivery runs elsewhere (benchmark)",
+}
+
+
+def _files_under(directory: Path) -> Iterator[str]:
+    """Names of the files below `directory` (Postfix hashes queue files into subdirectories)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _files_under(Path(entry.path))
+        else:
+            yield entry.name
+
+
+def _postfix_conf(root: Path, certs: dict[str, tuple[Path, Path, str]], ports: dict[str, int],
+                  delivery: str = "lmtp") -> Path:
     etc, queue, data = root / "postfix" / "etc", root / "postfix" / "queue", root / "postfix" / "data"
     etc.mkdir(parents=True)
     postfix_uid = pwd.getpwnam("postfix").pw_uid
@@ -796,7 +857,7 @@ default_transport = error:outside delivery is disabled in tests
 relay_transport = error:outside delivery is disabled in tests
 virtual_mailbox_domains = {DOMAIN}
 virtual_mailbox_maps = hash:{root}/etc/vmailbox
-virtual_transport = lmtp:unix:{dovecot_run}/lmtp
+virtual_transport = {_POSTFIX_DELIVERY[delivery].format(dovecot_run=dovecot_run)}
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions =
 smtpd_sasl_type = dovecot
@@ -865,9 +926,13 @@ def _sweep_stale_dirs() -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def start_mail_servers(*, dovecot_extra: str = "") -> MailServers:
+def start_mail_servers(*, dovecot_extra: str = "", postfix_delivery: str = "lmtp") -> MailServers:
     """`dovecot_extra`: settings appended to every Dovecot instance's configuration (e.g. the
-    benchmarks' higher process and client limits for 1,000 concurrent sessions)."""
+    benchmarks' higher process and client limits for 1,000 concurrent sessions).
+    `postfix_delivery`: "lmtp" (into Dovecot, readable over IMAP/POP3: every test) or "discard"
+    (Postfix's discard transport after the real queueing; benchmarks of SMTP submission)."""
+    if postfix_delivery not in _POSTFIX_DELIVERY:
+        raise ValueError(f"postfix_delivery must be one of {sorted(_POSTFIX_DELIVERY)}")
     ensure_installed()
     started = time.monotonic()
     _sweep_stale_dirs()
@@ -891,7 +956,7 @@ def start_mail_servers(*, dovecot_extra: str = "") -> MailServers:
     # long as the process. Started from another thread, the watchdog alone stops the daemons.
     die_with_parent = _die_with_parent if threading.current_thread() is threading.main_thread() else None
     try:
-        postfix_etc = _postfix_conf(root, certs, ports)
+        postfix_etc = _postfix_conf(root, certs, ports, postfix_delivery)
         servers._write_user_files()  # empty user db + postfix map
         for name, (cert_name, listeners) in _DOVECOT_INSTANCES.items():
             conf = _dovecot_conf(root, name, certs[cert_name] if cert_name else None, listeners, ports, oauth2_port,

@@ -98,3 +98,13 @@ def test_insert_messages_by_copy_equals_bulk_create(conn):
     assert _rows([m.pk for m in fast], SKIP) == _rows([m.pk for m in orm], SKIP)
     stored = dict(OutboxMessage.objects.filter(pk__in=[m.pk for m in fast + orm]).values_list("pk", "mime"))
     assert [bytes(stored[a.pk]) for a in fast] == [bytes(b.mime) for b in orm] == [bytes(stored[b.pk]) for b in orm]
+
+
+def test_load_mime_equals_its_orm_version(conn):
+    fast, orm = _claimed_pair(conn, n=2)
+    ids = [m.id for m in fast + orm] + [10**9]  # an id that is not there is left out
+    loaded = persistence.load_mime(ids=ids)
+    assert loaded == persistence.load_mime_orm(ids=ids)
+    assert sorted(loaded) == sorted(ids[:-1])
+    assert all(type(mime) is bytes and mime == bytes(OutboxMessage.objects.get(pk=pk).mime)
+               and b"Subject: s" in mime for pk, mime in loaded.items())

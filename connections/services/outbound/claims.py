@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ...models import OutboundConnection, OutboxMessage, OutboxStatus, SendProgress
+from ..persistence import outbound as persistence
 from . import policy
 
 # Bytes of MIME fetched per query while sending: bounds memory with big attachments.
@@ -104,9 +105,8 @@ class MimeLoader:
             start, want = end, want * self.GROWTH
         return chunks
 
-    def _fetch(self, start: int, end: int) -> dict[int, Any]:
-        ids = [item.id for item in self.batch[start:end]]
-        return dict(OutboxMessage.objects.filter(pk__in=ids).values_list("pk", "mime"))
+    def _fetch(self, start: int, end: int) -> dict[int, bytes]:
+        return persistence.load_mime(ids=[item.id for item in self.batch[start:end]])
 
     def _run(self) -> None:
         from django.db import connection as db_connection
@@ -140,7 +140,7 @@ class MimeLoader:
         if start != index:  # pragma: no cover - a bug, not a condition of the data
             raise RuntimeError(f"outbox: MIME chunk starts at {start}, needed at {index}")
         for item in self.batch[start:end]:
-            item.mime = bytes(found.get(item.id) or b"")
+            item.mime = found.get(item.id) or b""
 
     def __enter__(self) -> "MimeLoader":
         return self

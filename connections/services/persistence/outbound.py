@@ -7,7 +7,10 @@ intent; nothing else there writes SQL by hand.
   would compete with sending for the CPU).
 - `write_outcomes`: several messages' outcomes as ONE statement on PostgreSQL (one
   UPDATE … FROM (VALUES …) per shape of outcome, joined as data-modifying CTEs), committed
-  asynchronously; it is what each message's "DATA started" barrier costs.
+  asynchronously, a prepared statement (the session's shapes recur: the last message's outcome
+  and the next one's "DATA started"); it is what each message's "DATA started" barrier costs.
+- `load_mime`: the MIME bytes of claimed messages, in PostgreSQL's binary format (the text
+  format doubles them as hex, to be encoded by the server and decoded by the sender).
 - `asynchronous_commit`: the current transaction commits without waiting for the WAL flush.
 - `insert_messages`: many outbox rows by COPY (ids taken from the sequence first).
 
@@ -16,8 +19,9 @@ same `claimed_at`): an operator or crash recovery may have taken the message mea
 """
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from django.db import connections, transaction
 
@@ -39,8 +43,11 @@ OutcomeRow = tuple[int, datetime, dict[str, Any]]
 # connection's other work (claims) stays synchronous.
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 _UPDATE_SQL: dict[tuple, str] = {}
-_BULK_SQL: dict[tuple, str] = {}
+_BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
+_PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
 
+# psycopg's prepare_threshold that leaves preparing to an explicit execute(…, prepare=True).
+_ONLY_WHEN_ASKED = 2**31 - 1
 # Rows per INSERT of the ORM version: big enough to amortise the round trip, small enough for the MIME bytes.
 BATCH_SIZE = 500
 # From this many rows on, PostgreSQL gets them by COPY (3-4x the rows per second of INSERT).
@@ -59,13 +66,34 @@ def write_outcome(*, message_id: int, claimed_at: datetime, values: dict[str, An
     sql = _update_sql(db, tuple(values))
     params = _prep(db, values) + [message_id, OutboxStatus.SENDING.value, _prep_claimed(db, claimed_at)]
     if _fast(db) and not db.in_atomic_block:
-        db.ensure_connection()
-        with _psycopg_cursor(db.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            return bool(cursor.rowcount)
+        cursor = _prepared_cursor(db)
+        cursor.execute(sql, params, prepare=True)
+        return bool(cursor.rowcount)
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return bool(cursor.rowcount)
+
+
+def _prepared_cursor(db):
+    """The server-side binding psycopg cursor of `db`'s connection, whose execute(…,
+    prepare=True) prepares.
+
+    Django opens its connections with prepare_threshold None, under which psycopg prepares
+    nothing even when asked to (for connection poolers). This raises it so high that still
+    nothing is prepared by itself — Django's own cursors bind on the client and never are —
+    while the fast paths' explicit prepare=True works. psycopg keeps a connection's 100
+    latest prepared statements.
+    """
+    db.ensure_connection()
+    # Kept on the (per-thread) connection wrapper while its connection lasts: a new cursor
+    # would look up every parameter's adapter again.
+    kept = getattr(db, "_outbox_fast_cursor", None)
+    if kept is not None and kept.connection is db.connection and not kept.closed:
+        return kept
+    if db.connection.prepare_threshold is None:
+        db.connection.prepare_threshold = _ONLY_WHEN_ASKED
+    db._outbox_fast_cursor = cursor = _psycopg_cursor(db.connection)
+    return cursor
 
 
 def write_outcome_orm(*, message_id: int, claimed_at: datetime, values: dict[str, Any]) -> bool:
@@ -87,12 +115,50 @@ def _update_sql(db, names: tuple[str, ...]) -> str:
 
 
 def _prep(db, values: dict[str, Any]) -> list[Any]:
-    meta = OutboxMessage._meta
-    return [meta.get_field(name).get_db_prep_save(value, connection=db) for name, value in values.items()]
+    return [_preparer(db, name)(value, db) for name, value in values.items()]
 
 
 def _prep_claimed(db, claimed_at: datetime) -> Any:
-    return OutboxMessage._meta.get_field("claimed_at").get_db_prep_save(claimed_at, connection=db)
+    return _preparer(db, "claimed_at")(claimed_at, db)
+
+
+def _preparer(db, name: str) -> Callable[[Any, Any], Any]:
+    """`prepare(value, db)`: the field's get_db_prep_save; on PostgreSQL for text, integers and
+    datetimes the value itself when it is already what the field would store (a str, an int,
+    an aware datetime or None): these run for every outcome, and Django's checks cost more
+    than the write."""
+    key = (db.vendor, name)
+    prepare = _PREPARERS.get(key)
+    if prepare is None:
+        field = OutboxMessage._meta.get_field(name)
+        slow = functools.partial(_field_prep, field)
+        kind = field.get_internal_type()
+        if db.vendor != "postgresql":
+            prepare = slow
+        elif kind in ("CharField", "TextField"):
+            prepare = functools.partial(_same_if, str, slow)
+        elif kind in ("PositiveIntegerField", "IntegerField", "SmallIntegerField", "PositiveBigIntegerField",
+                      "BigIntegerField", "BigAutoField", "AutoField"):
+            prepare = functools.partial(_same_if, int, slow)
+        elif kind == "DateTimeField":
+            prepare = functools.partial(_same_if_aware, slow)
+        else:
+            prepare = slow
+        _PREPARERS[key] = prepare
+    return prepare
+
+
+def _field_prep(field, value: Any, db) -> Any:
+    return field.get_db_prep_save(value, connection=db)
+
+
+def _same_if(kind: type, slow: Callable[[Any, Any], Any], value: Any, db) -> Any:
+    return value if value is None or type(value) is kind else slow(value, db)
+
+
+def _same_if_aware(slow: Callable[[Any, Any], Any], value: Any, db) -> Any:
+    # Django passes an aware datetime to psycopg unchanged (and warns about naive ones).
+    return value if value is None or (type(value) is datetime and value.utcoffset() is not None) else slow(value, db)
 
 
 # --- several outcomes ------------------------------------------------------------------------
@@ -110,16 +176,24 @@ def write_outcomes(*, rows: Sequence[OutcomeRow]) -> set[int]:
     shapes: dict[tuple[str, ...], list[OutcomeRow]] = {}
     for row in rows:
         shapes.setdefault(tuple(row[2]), []).append(row)
-    parts = [_bulk_sql(db, names, group) for names, group in shapes.items()]
-    # One row: the ids written, and `synchronous_commit` off for this statement's transaction.
-    sql = ("WITH " + ", ".join(f"u{i} AS ({part_sql})" for i, (part_sql, _) in enumerate(parts))
-           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
-           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
-    params = [p for _, part_params in parts for p in part_params]
-    db.ensure_connection()
-    with _psycopg_cursor(db.connection) as cursor:  # server-side binding: prepared once the shape recurs
-        cursor.execute(sql, params)
-        return set(cursor.fetchone()[1])
+    key = (db.vendor, tuple((names, len(group)) for names, group in shapes.items()))
+    statement = _BULK_SQL.get(key)
+    if statement is None:  # the session's few shapes recur: built once each
+        statement = _BULK_SQL[key] = _bulk_statement(db, key[1])
+    sql, preparers = statement
+    params: list[Any] = []
+    sending = OutboxStatus.SENDING.value
+    for (names, group), (prepare_claimed, prepare) in zip(shapes.items(), preparers):
+        for message_id, claimed_at, values in group:
+            params.append(message_id)
+            params.append(prepare_claimed(claimed_at, db))
+            params.extend([p(values[name], db) for p, name in zip(prepare, names)])
+        params.append(sending)
+    # Prepared: parsing and planning this statement for every message cost PostgreSQL about
+    # as much as running it.
+    cursor = _prepared_cursor(db)
+    cursor.execute(sql, params, prepare=True)
+    return set(cursor.fetchone()[1])
 
 
 def write_outcomes_orm(*, rows: Sequence[OutcomeRow]) -> set[int]:
@@ -129,30 +203,52 @@ def write_outcomes_orm(*, rows: Sequence[OutcomeRow]) -> set[int]:
                 if write_outcome_orm(message_id=message_id, claimed_at=claimed_at, values=values)}
 
 
-def _bulk_sql(db, names: tuple[str, ...], rows: Sequence[OutcomeRow]) -> tuple[str, list[Any]]:
-    """PostgreSQL: one UPDATE … FROM (VALUES …) RETURNING id for rows with the same columns."""
+def _bulk_statement(db, shapes: tuple[tuple[tuple[str, ...], int], ...]) -> tuple[str, list[tuple]]:
+    """PostgreSQL: for each (columns, number of rows) one UPDATE … FROM (VALUES …) RETURNING id,
+    joined as data-modifying CTEs; one row back: `synchronous_commit` off for this statement's
+    transaction, and the ids written. With each shape's value preparers."""
+    parts = [_bulk_sql(db, names, count) for names, count in shapes]
+    sql = ("WITH " + ", ".join(f"u{i} AS ({part})" for i, part in enumerate(parts))
+           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
+           + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
+    preparers = [(_preparer(db, "claimed_at"), [_preparer(db, name) for name in names]) for names, _ in shapes]
+    return sql, preparers
+
+
+def _bulk_sql(db, names: tuple[str, ...], count: int) -> str:
+    """One UPDATE … FROM (VALUES …) RETURNING id for `count` rows with the same columns."""
     meta = OutboxMessage._meta
     fields = [meta.get_field(name) for name in names]
-    key = (names, len(rows))
-    sql = _BULK_SQL.get(key)
-    if sql is None:
-        quote = db.ops.quote_name
-        casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
-        sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
-        pk, status, claimed = (quote(meta.pk.column), quote(meta.get_field("status").column),
-                               quote(meta.get_field("claimed_at").column))
-        sql = (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * len(rows))}) "
-               f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
-               f"RETURNING t.{pk}")
-        _BULK_SQL[key] = sql
-    params: list[Any] = []
-    for message_id, claimed_at, values in rows:
-        params += [message_id, _prep_claimed(db, claimed_at)]
-        params.extend(f.get_db_prep_save(values[f.name], connection=db) for f in fields)
-    params.append(OutboxStatus.SENDING.value)
-    return sql, params
+    quote = db.ops.quote_name
+    casts = [meta.pk.rel_db_type(db), meta.get_field("claimed_at").db_type(db)] + [f.db_type(db) for f in fields]
+    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    columns = ", ".join(["v_id", "v_claimed"] + [f"v_{i}" for i in range(len(fields))])
+    sets = ", ".join(f"{quote(f.column)} = v.v_{i}" for i, f in enumerate(fields))
+    pk, status, claimed = (quote(meta.pk.column), quote(meta.get_field("status").column),
+                           quote(meta.get_field("claimed_at").column))
+    return (f"UPDATE {quote(meta.db_table)} AS t SET {sets} FROM (VALUES {', '.join([row] * count)}) "
+            f"AS v({columns}) WHERE t.{pk} = v.v_id AND t.{status} = %s AND t.{claimed} = v.v_claimed "
+            f"RETURNING t.{pk}")
+
+
+# --- MIME of claimed messages ----------------------------------------------------------------
+
+def load_mime(*, ids: Sequence[int]) -> dict[int, bytes]:
+    """`load_mime_orm` as one prepared statement with binary results on PostgreSQL."""
+    db = transaction.get_connection()
+    if not _fast(db):
+        return load_mime_orm(ids=ids)
+    meta, quote = OutboxMessage._meta, db.ops.quote_name
+    sql = (f"SELECT {quote(meta.pk.column)}, {quote(meta.get_field('mime').column)} FROM {quote(meta.db_table)} "
+           f"WHERE {quote(meta.pk.column)} = ANY(%s)")
+    cursor = _prepared_cursor(db)
+    cursor.execute(sql, [list(ids)], prepare=True, binary=True)
+    return {pk: bytes(mime) for pk, mime in cursor.fetchall()}
+
+
+def load_mime_orm(*, ids: Sequence[int]) -> dict[int, bytes]:
+    """{id: MIME bytes} of the messages with these ids (missing ids are left out)."""
+    return {pk: bytes(mime) for pk, mime in OutboxMessage.objects.filter(pk__in=list(ids)).values_list("pk", "mime")}
 
 
 def asynchronous_commit() -> None:
