@@ -26,11 +26,8 @@ from typing import Any, Callable, Sequence
 from django.db import connections, transaction
 
 from ...models import OutboxMessage, OutboxStatus
-
-try:  # psycopg 3: its plain (server-side binding) cursor, for prepared statements
-    from psycopg import Cursor as _psycopg_cursor
-except ImportError:  # pragma: no cover - psycopg 2 or another database
-    _psycopg_cursor = None
+from . import prepared
+from .prepared import prepared_cursor
 
 # (message id, its claimed_at, {field name: value}): one outcome to write.
 OutcomeRow = tuple[int, datetime, dict[str, Any]]
@@ -46,8 +43,6 @@ _UPDATE_SQL: dict[tuple, str] = {}
 _BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
 _PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
 
-# psycopg's prepare_threshold that leaves preparing to an explicit execute(…, prepare=True).
-_ONLY_WHEN_ASKED = 2**31 - 1
 # Rows per INSERT of the ORM version: big enough to amortise the round trip, small enough for the MIME bytes.
 BATCH_SIZE = 500
 # From this many rows on, PostgreSQL gets them by COPY (3-4x the rows per second of INSERT).
@@ -55,7 +50,7 @@ COPY_MIN = 20
 
 
 def _fast(db) -> bool:
-    return db.vendor == "postgresql" and _psycopg_cursor is not None
+    return prepared.available(db)
 
 
 # --- one outcome -----------------------------------------------------------------------------
@@ -66,34 +61,12 @@ def write_outcome(*, message_id: int, claimed_at: datetime, values: dict[str, An
     sql = _update_sql(db, tuple(values))
     params = _prep(db, values) + [message_id, OutboxStatus.SENDING.value, _prep_claimed(db, claimed_at)]
     if _fast(db) and not db.in_atomic_block:
-        cursor = _prepared_cursor(db)
-        cursor.execute(sql, params, prepare=True)
-        return bool(cursor.rowcount)
+        with prepared_cursor(db) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return bool(cursor.rowcount)
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         return bool(cursor.rowcount)
-
-
-def _prepared_cursor(db):
-    """The server-side binding psycopg cursor of `db`'s connection, whose execute(…,
-    prepare=True) prepares.
-
-    Django opens its connections with prepare_threshold None, under which psycopg prepares
-    nothing even when asked to (for connection poolers). This raises it so high that still
-    nothing is prepared by itself — Django's own cursors bind on the client and never are —
-    while the fast paths' explicit prepare=True works. psycopg keeps a connection's 100
-    latest prepared statements.
-    """
-    db.ensure_connection()
-    # Kept on the (per-thread) connection wrapper while its connection lasts: a new cursor
-    # would look up every parameter's adapter again.
-    kept = getattr(db, "_outbox_fast_cursor", None)
-    if kept is not None and kept.connection is db.connection and not kept.closed:
-        return kept
-    if db.connection.prepare_threshold is None:
-        db.connection.prepare_threshold = _ONLY_WHEN_ASKED
-    db._outbox_fast_cursor = cursor = _psycopg_cursor(db.connection)
-    return cursor
 
 
 def write_outcome_orm(*, message_id: int, claimed_at: datetime, values: dict[str, Any]) -> bool:
@@ -191,9 +164,9 @@ def write_outcomes(*, rows: Sequence[OutcomeRow]) -> set[int]:
         params.append(sending)
     # Prepared: parsing and planning this statement for every message cost PostgreSQL about
     # as much as running it.
-    cursor = _prepared_cursor(db)
-    cursor.execute(sql, params, prepare=True)
-    return set(cursor.fetchone()[1])
+    with prepared_cursor(db) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return set(cursor.fetchone()[1])
 
 
 def write_outcomes_orm(*, rows: Sequence[OutcomeRow]) -> set[int]:
@@ -241,9 +214,9 @@ def load_mime(*, ids: Sequence[int]) -> dict[int, bytes]:
     meta, quote = OutboxMessage._meta, db.ops.quote_name
     sql = (f"SELECT {quote(meta.pk.column)}, {quote(meta.get_field('mime').column)} FROM {quote(meta.db_table)} "
            f"WHERE {quote(meta.pk.column)} = ANY(%s)")
-    cursor = _prepared_cursor(db)
-    cursor.execute(sql, [list(ids)], prepare=True, binary=True)
-    return {pk: bytes(mime) for pk, mime in cursor.fetchall()}
+    with prepared_cursor(db) as cursor:
+        cursor.execute(sql, [list(ids)], prepare=True, binary=True)
+        return {pk: bytes(mime) for pk, mime in cursor.fetchall()}
 
 
 def load_mime_orm(*, ids: Sequence[int]) -> dict[int, bytes]:

@@ -6,9 +6,10 @@ prepared). Django opens its psycopg connections with `prepare_threshold` None, u
 psycopg prepares nothing even when asked to (for connection poolers). `prepared_cursor`
 raises it so high that psycopg still prepares nothing by itself — Django's own cursors bind
 on the client and never are — while an explicit `execute(…, prepare=True)` prepares. psycopg
-keeps a connection's 100 latest prepared statements.
+keeps a connection's 100 latest prepared statements. A PgBouncer in transaction mode needs
+1.21 or newer with max_prepared_statements set.
 
-The cursor binds on the server: parameters must be typed by their context (a column, a
+One cursor is kept per connection (per thread), so its parameters' adapters stay cached. It binds on the server: parameters must be typed by their context (a column, a
 comparison), not bare `SELECT %s`. psycopg's errors come out as Django's (IntegrityError
 …), and the statements show in `connection.queries` / CaptureQueriesContext like the ORM's.
 """
@@ -32,15 +33,28 @@ def available(db) -> bool:
     return db.vendor == "postgresql" and Cursor is not None
 
 
+def kept_cursor(db) -> Any:
+    """The server-side binding psycopg cursor kept on Django connection `db` (per thread) while
+    its connection lasts — a new cursor would look up every parameter's adapter again — with
+    the connection's prepare_threshold raised (see above). Raw: psycopg's own exceptions, not
+    logged; `prepared_cursor` is the one to use."""
+    db.ensure_connection()
+    kept = getattr(db, "_tm_prepared_cursor", None)
+    if kept is not None and kept.connection is db.connection and not kept.closed:
+        return kept
+    if db.connection.prepare_threshold is None:
+        db.connection.prepare_threshold = _ONLY_WHEN_ASKED
+    db._tm_prepared_cursor = cursor = Cursor(db.connection)
+    return cursor
+
+
 @contextmanager
 def prepared_cursor(db) -> Iterator[Any]:
-    """A server-side binding psycopg cursor on Django connection `db` whose
-    execute(…, prepare=True) prepares the statement (once per connection and statement text)."""
-    db.ensure_connection()
-    connection = db.connection
-    if connection.prepare_threshold is None:
-        connection.prepare_threshold = _ONLY_WHEN_ASKED
-    with db.wrap_database_errors, Cursor(connection) as cursor:
+    """The kept cursor of Django connection `db`, whose execute(…, prepare=True) prepares the
+    statement (once per connection and statement text); psycopg's errors raised as Django's,
+    statements logged where Django logs its own. Fetch what a statement returns before the next."""
+    cursor = kept_cursor(db)
+    with db.wrap_database_errors:
         yield _Logged(cursor, db) if db.queries_logged else cursor
 
 
