@@ -32,3 +32,8 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 # The heartbeat/watchdog thread only in the real beat/worker processes that tests start.
 MONITORING_BACKGROUND = os.environ.get("MONITORING_BACKGROUND", "false").lower() == "true"
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, as in production (WAL, a busy timeout), not Django's shared-cache in-memory test
+    # database: there a thread reading (the outbox's MIME loader) made another's write fail at
+    # once with "database table is locked" instead of waiting.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(_run_dir, "test.sqlite3")}  # noqa: F405

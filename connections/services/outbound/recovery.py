@@ -152,9 +152,13 @@ class Heartbeat:
 
     def renew(self) -> int:
         """One renewal; returns the number of rows renewed."""
-        free = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
-            connection_id=self.connection_id, claimed_at=self.claimed_at, status=OutboxStatus.SENDING,
-        ).values("pk")
+        claim = OutboxMessage.objects.filter(
+            connection_id=self.connection_id, claimed_at=self.claimed_at, status=OutboxStatus.SENDING)
+        if not transaction.get_connection().features.has_select_for_update_skip_locked:
+            # SQLite: one writer at a time anyway; a transaction around the UPDATE would only
+            # hold its table lock longer.
+            return claim.update(lease_until=policy.lease_until())
+        free = claim.select_for_update(skip_locked=True).values("pk")
         with transaction.atomic():
             return OutboxMessage.objects.filter(pk__in=free).update(lease_until=policy.lease_until())
 
