@@ -354,9 +354,9 @@ def stored_server_keys(*, connection_id: int, server_keys: list[str]) -> set[str
     # index finds the rows.
     db = transaction.get_connection()
     table = db.ops.quote_name(StoredMessage._meta.db_table)
-    with db.cursor() as cursor:
+    with prepared_cursor(db) as cursor:
         cursor.execute(f"SELECT server_key FROM {table} WHERE connection_id = %s AND server_key = ANY(%s)",
-                       [connection_id, list(server_keys)])
+                       [connection_id, list(server_keys)], prepare=True)
         return {row[0] for row in cursor.fetchall()}
 
 

@@ -33,11 +33,10 @@ def available(db) -> bool:
     return db.vendor == "postgresql" and Cursor is not None
 
 
-def kept_cursor(db) -> Any:
+def _kept_cursor(db) -> Any:
     """The server-side binding psycopg cursor kept on Django connection `db` (per thread) while
     its connection lasts — a new cursor would look up every parameter's adapter again — with
-    the connection's prepare_threshold raised (see above). Raw: psycopg's own exceptions, not
-    logged; `prepared_cursor` is the one to use."""
+    the connection's prepare_threshold raised (see above)."""
     db.ensure_connection()
     kept = getattr(db, "_tm_prepared_cursor", None)
     if kept is not None and kept.connection is db.connection and not kept.closed:
@@ -53,7 +52,7 @@ def prepared_cursor(db) -> Iterator[Any]:
     """The kept cursor of Django connection `db`, whose execute(…, prepare=True) prepares the
     statement (once per connection and statement text); psycopg's errors raised as Django's,
     statements logged where Django logs its own. Fetch what a statement returns before the next."""
-    cursor = kept_cursor(db)
+    cursor = _kept_cursor(db)
     with db.wrap_database_errors:
         yield _Logged(cursor, db) if db.queries_logged else cursor
 
