@@ -82,6 +82,58 @@ def machine_busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process and its direct children, each with its reaped children:
+    {"self": …, "children": …}; {} when the process is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat(p: int) -> list[str]:
+        text = Path(f"/proc/{p}/stat").read_text()
+        return text[text.rindex(")") + 2:].split()
+
+    try:
+        own = stat(pid)
+    except OSError:
+        return {}
+    kids = 0.0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = stat(int(entry))
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                kids += sum(int(v) for v in fields[11:15]) / tick
+    return {"self": sum(int(v) for v in own[11:15]) / tick, "children": kids}
+
+
+def service_pid(executable: str) -> int | None:
+    """The pid of a machine's own daemon (PostgreSQL's postmaster, redis-server) by its path."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, UnicodeDecodeError, IndexError):
+                continue
+            if argv0.split(" ")[0].endswith(executable) and ppid == 1:
+                return int(entry)
+    return None
+
+
+def cpu_breakdown(procs: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far: our worker (parent, pool processes), beat, PostgreSQL, Redis."""
+    out: dict[str, float] = {}
+    for label, pid in procs.items():
+        tree = tree_cpu(pid)
+        if label == "worker":
+            out["worker (main process)"] = tree.get("self", 0.0)
+            out["worker (pool processes)"] = tree.get("children", 0.0)
+        else:
+            out[label] = sum(tree.values())
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -179,6 +231,11 @@ def main() -> None:
         servers_cpu0 = servers.cpu_seconds() if servers is not None else 0.0
         machine0 = machine_busy()
         procs = [start("worker", env), start("beat", env)]
+        watched = {"worker": procs[0].pid, "beat": procs[1].pid}
+        for label, executable in (("PostgreSQL", "bin/postgres"), ("Redis", "redis-server")):
+            if (pid := service_pid(executable)) is not None:
+                watched[label] = pid
+        cpu0 = cpu_breakdown(watched)
 
         def reset_failures() -> None:
             # Keep every failing connection at its first failure: backoff = one interval.
@@ -199,6 +256,7 @@ def main() -> None:
         machine = machine_busy()
         busy = (machine[0] - machine0[0]) / max(1, machine[1] - machine0[1])
         servers_cpu = (servers.cpu_seconds() - servers_cpu0) if servers is not None else 0.0
+        cpu1 = cpu_breakdown(watched)
         for proc in procs:
             stop(proc)
         stop_reset.set()
@@ -243,6 +301,8 @@ def main() -> None:
               f"connections due for more than two intervals without a poll at the end: {overdue} (goal 0)")
         print(f"CPU of beat + worker processes: {children_cpu:.0f} s = {children_cpu / max(1, len(runs)) * 1000:.2f} ms "
               f"per poll")
+        per_poll = {k: (cpu1.get(k, 0.0) - cpu0.get(k, 0.0)) / max(1, len(runs)) * 1000 for k in cpu1}
+        print("  while the run lasted, ms of CPU per poll: " + ", ".join(f"{k} {v:.2f}" for k, v in per_poll.items()))
         if servers is not None:
             print(f"CPU of the Dovecot processes (logins, TLS, IMAP sessions): {servers_cpu:.0f} s = "
                   f"{servers_cpu / max(1, len(runs)) * 1000:.2f} ms per poll")

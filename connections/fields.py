@@ -75,14 +75,34 @@ def current_fernet() -> MultiFernet | None:
     return _multifernet(keys, bool(getattr(settings, "FERNET_USE_HKDF", True)))
 
 
+NO_KEYS = "FERNET_KEYS is empty"
+UNKNOWN_KEY = "the key it was encrypted with is not in FERNET_KEYS"
+
+
 def decrypt_token(token: bytes) -> str | Undecryptable:
     fernet = current_fernet()
     if fernet is None:
-        return Undecryptable(token, "FERNET_KEYS is empty")
+        return Undecryptable(token, NO_KEYS)
     try:
         return force_str(fernet.decrypt(token))
     except InvalidToken:
-        return Undecryptable(token, "the key it was encrypted with is not in FERNET_KEYS")
+        return Undecryptable(token, UNKNOWN_KEY)
+
+
+def token_problem(token: bytes | memoryview | None) -> str | None:
+    """Why a stored token cannot be decrypted with FERNET_KEYS, or None when it can (or is
+    NULL). Checks its signature only (Fernet's extract_timestamp): nothing is decrypted, so
+    no secret is ever in memory for the check, and it costs a fraction of a decryption."""
+    if token is None:
+        return None
+    fernet = current_fernet()
+    if fernet is None:
+        return NO_KEYS
+    try:
+        fernet.extract_timestamp(bytes(token))
+    except InvalidToken:
+        return UNKNOWN_KEY
+    return None
 
 
 def encrypt_text(value: str) -> bytes:

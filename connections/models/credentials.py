@@ -100,9 +100,11 @@ class UserCredential(TenantOwned):
     def is_oauth2(self) -> bool:
         return self.kind in OAUTH2_KINDS
 
+    SECRET_FIELDS = ("password", "deployed_password", "refresh_token")  # the encrypted ones
+
     def decryption_problem(self) -> str | None:
-        """Why a stored password cannot be decrypted with FERNET_KEYS, or None when both can."""
-        for field_name in ("password", "deployed_password", "refresh_token"):
+        """Why a stored secret cannot be decrypted with FERNET_KEYS, or None when all can."""
+        for field_name in self.SECRET_FIELDS:
             try:
                 getattr(self, field_name)
             except CredentialError as exc:

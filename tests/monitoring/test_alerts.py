@@ -134,6 +134,32 @@ def test_outbox_stuck_and_failed_are_found(tenant):
     assert kinds == ["outbox_failed", "outbox_old", "outbox_stuck"]
 
 
+@pytest.mark.smoke
+def test_undecryptable_credentials_found_in_one_query(tenant, django_assert_num_queries):
+    from cryptography.fernet import Fernet
+
+    from connections.fields import Undecryptable
+    from connections.models import UserCredential
+
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"secret")  # a key FERNET_KEYS does not hold
+    for i in range(30):
+        UserCredential.objects.create(tenant=tenant, name=f"ok-{i:02d}", username="u", password="pw",
+                                      deployed_password="pw", refresh_token=None if i % 2 else "rt")
+    UserCredential.objects.create(tenant=tenant, name="bad-password", username="u",
+                                  password=Undecryptable(foreign, "test"), deployed_password="pw")
+    UserCredential.objects.create(tenant=tenant, name="bad-deployed", username="u", password="pw",
+                                  deployed_password=Undecryptable(foreign, "test"))
+    UserCredential.objects.create(tenant=tenant, name="bad-refresh-token", username="u", password="pw",
+                                  refresh_token=Undecryptable(foreign, "test"))
+    with django_assert_num_queries(1):  # not one per credential (nor per deferred secret)
+        found = [f for f in watchdog.credential_findings(now=timezone.now()) if f.tenant_id == tenant.pk]
+    assert [(f.kind, f.subjects) for f in found] == [
+        ("credential_undecryptable", ["bad-deployed", "bad-password", "bad-refresh-token"])]
+    # The same verdict as decrypting them.
+    assert sorted(c.name for c in UserCredential.objects.filter(tenant=tenant) if c.decryption_problem()) == \
+        found[0].subjects
+
+
 def test_dead_beat_and_no_worker_are_system_alerts(db):
     findings = {f.key for f in watchdog.system_findings(now=timezone.now())}
     assert {"system:beat", "system:workers"} <= findings
