@@ -196,6 +196,7 @@ def test_the_poll_load_fast_and_plain_gives_the_same_connection(tenant, conn):
     assert fast.connection._state.adding is False and fast.connection._state.db == plain.connection._state.db
     cred_fields = [f.attname for f in UserCredential._meta.concrete_fields]
     assert fast.credential is not None and fast.credential.deployed_password == "s3cret"
+    assert fast.credential.get_deferred_fields() == {"password"}  # the entered one: not decrypted per poll
     assert {f: getattr(fast.credential, f) for f in cred_fields} == {f: getattr(plain.credential, f) for f in cred_fields}
 
     for name in ("other", "", "pl-cred\t"):  # none of that name; none named; white space SQL's btrim keeps

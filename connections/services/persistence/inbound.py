@@ -114,7 +114,9 @@ def _poll_load_statement(alias: str):
     q = db.ops.quote_name
     c_read, c_columns = _row_reader(db, InboundConnection, "c")
     t_read, t_columns = _row_reader(db, Tenant, "t")
-    u_read, u_columns = _row_reader(db, UserCredential, "u")
+    # Not the entered password (a poll uses the deployed one): one decryption less per poll;
+    # reading it from this row would load it then (a deferred field).
+    u_read, u_columns = _row_reader(db, UserCredential, "u", skip=("password",))
     messages = q(StoredMessage._meta.db_table)
     sql = (f"SELECT {c_columns}, {t_columns}, {u_columns}, EXISTS(SELECT 1 FROM {messages} m "
            f"WHERE m.connection_id = c.id AND m.post_processed_at IS NULL) "
@@ -124,12 +126,13 @@ def _poll_load_statement(alias: str):
     return sql, c_read, t_read, u_read
 
 
-def _row_reader(db, model, alias: str):
-    """(read, columns): `columns` selects the model's concrete fields from table alias `alias`;
+def _row_reader(db, model, alias: str, skip: tuple[str, ...] = ()):
+    """(read, columns): `columns` selects the model's concrete fields but `skip` (deferred in
+    the instance) from table alias `alias`;
     `read(db, values)` returns (an instance as the ORM builds it — each field's database
     converters applied — or None for a row of NULLs that an outer join did not find, and the
     values after this model's)."""
-    fields = model._meta.concrete_fields
+    fields = [f for f in model._meta.concrete_fields if f.attname not in skip]
     columns = ", ".join(f"{alias}.{db.ops.quote_name(f.column)}" for f in fields)
     names = [f.attname for f in fields]
     converters = []
