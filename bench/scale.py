@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Throughput at scale: N inbound connections due every 60 s, sustained by real beat and worker
-processes started as ./scripts/run starts them (default settings, concurrency 2).
+processes started as ./scripts/run starts them (default settings: concurrency two per CPU).
 
 Variants (--target):
   closed   every connection points at a closed loopback port (connection refused: the
@@ -28,7 +28,7 @@ without a poll.
 
     .venv/bin/python bench/scale.py [--connections 10000] [--minutes 5] [--target closed|dovecot]
                                     [--dovecot-mode high-performance|default]
-    CELERY_CONCURRENCY=N sets the worker's concurrency (default 2, as ./scripts/run).
+    CELERY_CONCURRENCY=N sets the worker's concurrency (default: two per CPU, as ./scripts/run).
 """
 from __future__ import annotations
 
@@ -141,10 +141,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def concurrency() -> str:
+    """The worker's --concurrency as ./scripts/run sets it: CELERY_CONCURRENCY, else two per CPU."""
+    return os.environ.get("CELERY_CONCURRENCY") or str(2 * (os.cpu_count() or 1))
+
+
 def start(kind: str, env: dict) -> subprocess.Popen:
     """beat / worker exactly as scripts/run starts them (documented default settings)."""
     if kind == "worker":
-        cmd = ["worker", "--loglevel", "WARNING", "--concurrency", os.environ.get("CELERY_CONCURRENCY", "2"),
+        cmd = ["worker", "--loglevel", "WARNING", "--concurrency", concurrency(),
                "--hostname", f"bench-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
     else:
         cmd = ["beat", "--loglevel", "WARNING"]
@@ -268,13 +273,15 @@ def main() -> None:
         initial = {pk: t0 + timedelta(seconds=EVERY * i / n)
                    for i, pk in enumerate(InboundConnection.objects.order_by("pk").values_list("pk", flat=True))}
         warm = t0 + timedelta(seconds=EVERY)
-        lags, gaps, outcomes = [], [], {}
+        lags, gaps, durations, outcomes = [], [], [], {}
         last: dict[int, tuple] = {}
         for cid, started, finished, outcome in runs:
             prev = last.get(cid)
             due = initial[cid] if prev is None else prev[1] + timedelta(seconds=EVERY)
             if started >= warm:
                 lags.append((started - due).total_seconds())
+                if finished is not None:
+                    durations.append((finished - started).total_seconds() * 1000)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 if prev is not None:
                     gaps.append((started - prev[0]).total_seconds())
@@ -291,12 +298,14 @@ def main() -> None:
         target = args.target if args.target == "closed" else f"dovecot, {args.dovecot_mode} mode"
         print(f"scale ({target}): {n} connections every {EVERY} s, {args.minutes:g} min "
               f"(first interval = warm-up, not counted); beat + worker --concurrency "
-              f"{os.environ.get('CELERY_CONCURRENCY', '2')}, POLL_TASK_BATCH={settings.POLL_TASK_BATCH}, "
+              f"{concurrency()}, POLL_TASK_BATCH={settings.POLL_TASK_BATCH}, "
               f"POLL_DISPATCH_INTERVAL={settings.POLL_DISPATCH_INTERVAL:g} s")
         print(f"polls started: {polls} in {measured:.0f} s = {polls / measured:.1f}/s "
               f"(needed {n / EVERY:.1f}/s); outcomes {outcomes}")
         print(f"dispatch lag (due -> poll started): p50 {percentile(lags, .5):.1f} s, p95 {percentile(lags, .95):.1f} s, "
               f"max {max(lags, default=float('nan')):.1f} s  (goal p95 < 10 s)")
+        print(f"poll duration (started -> finished, in the worker): p50 {percentile(durations, .5):.0f} ms, "
+              f"p95 {percentile(durations, .95):.0f} ms")
         print(f"longest gap between two polls of one connection: {max(gaps, default=float('nan')):.1f} s; "
               f"connections due for more than two intervals without a poll at the end: {overdue} (goal 0)")
         print(f"CPU of beat + worker processes: {children_cpu:.0f} s = {children_cpu / max(1, len(runs)) * 1000:.2f} ms "

@@ -21,7 +21,7 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     # --- Inbound (docs/inbound.md, docs/queues.md)
-    "POLL_DISPATCH_INTERVAL": Setting(5.0, "seconds between beat's dispatch ticks for due polls"),
+    "POLL_DISPATCH_INTERVAL": Setting(2.0, "seconds between beat's dispatch ticks for due polls"),
     "POLL_DISPATCH_FANOUT": Setting(200, "above this many due connections a tick hands ids out in chunks of this size"),
     "POLL_DISPATCH_CLAIM_SECONDS": Setting(1800, "how long a dispatched poll stays claimed before it may be dispatched again"),
     "POLL_DISPATCH_MAX": Setting(50000, "most connections dispatched per tick"),

@@ -160,6 +160,15 @@ def test_undecryptable_credentials_found_in_one_query(tenant, django_assert_num_
         found[0].subjects
 
 
+def test_beat_is_stale_after_three_ticks_and_never_before_15_s(settings):
+    from connections.services.monitoring import settings as mon
+
+    settings.POLL_DISPATCH_INTERVAL = 2.0  # the default: a beat a few seconds late is no alert
+    assert mon.beat_stale_after() == 15.0
+    settings.POLL_DISPATCH_INTERVAL = 10.0
+    assert mon.beat_stale_after() == 30.0
+
+
 def test_dead_beat_and_no_worker_are_system_alerts(db):
     findings = {f.key for f in watchdog.system_findings(now=timezone.now())}
     assert {"system:beat", "system:workers"} <= findings

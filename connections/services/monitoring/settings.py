@@ -19,8 +19,9 @@ def dispatch_interval() -> float:
 
 
 def beat_stale_after() -> float:
-    """Beat is dead after three dispatch intervals without a tick."""
-    return 3 * max(dispatch_interval(), 1.0)
+    """Beat is dead after three dispatch intervals without a tick, and never before 15 s: a
+    short tick must not turn a beat that is a few seconds late into an alert."""
+    return 3 * max(dispatch_interval(), 5.0)
 
 
 def worker_stale_after() -> float:
