@@ -160,7 +160,7 @@ def _transport(settings: MailSettings) -> MailSettings:
 
 
 def run_in_background(fn: Callable, *args, **kwargs) -> Future:
-    """`fn` on a thread of its own (a head start, a goodbye): never queued behind another
+    """`fn` on a thread of its own (a head start): never queued behind another
     one that waits for a slow server, and nothing to re-make in a forked worker child."""
     future: Future = Future()
 

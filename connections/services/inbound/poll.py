@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,6 +26,7 @@ from django.utils import timezone
 from connections.conf import conf
 from ...errors import TenantMailError
 from ...mail import MailSettings
+from ...mail.imap import Goodbye
 from ...mail.opener import HeadStart
 from ...models import InboundConnection, PollOutcome, PollRun, Protocol, ScheduleKind, UserCredential
 from ..monitoring import lag, metrics
@@ -74,7 +74,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
     result.poll_run_id = _finish(connection, run.pk if run else None, result, trigger=trigger,
                                  started_at=started_at, key=key if token is not None else None, token=token)
     if goodbye is not None:
-        goodbye.result()  # the IMAP LOGOUT, under way while the outcome was written
+        goodbye.result()  # the IMAP LOGOUT's answer, on its way while the outcome was written
     if deferred_by_setting and result.stored:
         from ...tasks import parse_stored_messages
 
@@ -86,7 +86,7 @@ def poll(*, connection_id: int, trigger: str = "schedule", parse: bool | None = 
 
 
 def _run(connection: InboundConnection, result: PollResult, *, trigger: str, started_at: datetime,
-         parse: bool, credential_row: UserCredential | None) -> tuple[PollRun | None, str | None, str | None, Future | None]:
+         parse: bool, credential_row: UserCredential | None) -> tuple[PollRun | None, str | None, str | None, Goodbye | None]:
     """Open the run, take the lock, run the protocol's strategy; the outcome goes into
     `result`. Returns (history row, lock key, lock token) for closing, and the session's
     goodbye if it is still under way."""

@@ -7,9 +7,9 @@ stores each with `store()` (committed before the server is touched) and post-pro
 """
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from ....mail.imap import Goodbye
 from ....models import InboundConnection
 from ...oauth2.connect import login
 from ...persistence import inbound as inbound_rows
@@ -41,8 +41,8 @@ class PollStrategy:
     # POP3, whose QUIT applies the deletions that after_session() records.
     goodbye_in_background = False
 
-    def run(self) -> Future | None:
-        """Returns the goodbye still under way (joined by the poll once its outcome is written)."""
+    def run(self) -> Goodbye | None:
+        """Returns the goodbye still under way (read by the poll once its outcome is written)."""
         self.check()
         goodbye = None
         with login(self.connection, self.client_class(), self.mail_settings, self.password,
