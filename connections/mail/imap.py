@@ -154,7 +154,7 @@ class IMAPClient(IMAPCommands, MailSession):
     def close(self, *, logout: bool = True) -> None:
         imap, self._imap = self._imap, None
         if imap is not None:
-            _goodbye(imap, logout=logout)
+            Goodbye(imap, logout=logout).result()
 
     def logout_in_background(self) -> "Goodbye":
         """Send LOGOUT now and read the server's goodbye later (`.result()`), while the caller
@@ -346,25 +346,13 @@ class IMAPClient(IMAPCommands, MailSession):
         return imap._command_complete("LOGIN", tag)
 
 
-def _goodbye(imap: _IMAP4, *, logout: bool) -> None:
-    if logout:
-        try:
-            imap.logout()
-            return
-        except (imaplib.IMAP4.error, OSError, EOFError):
-            pass
-    try:
-        imap.shutdown()
-    except (OSError, EOFError):
-        pass
-
-
 class Goodbye:
-    """A LOGOUT sent, its answer not read yet: `result()` reads it and closes the socket."""
+    """A LOGOUT sent (unless `logout` is False), its answer not read yet: `result()` reads it
+    and closes the socket."""
 
-    def __init__(self, imap: _IMAP4 | None) -> None:
+    def __init__(self, imap: _IMAP4 | None, *, logout: bool = True) -> None:
         self._imap, self._tag = imap, None
-        if imap is not None:
+        if imap is not None and logout:
             try:
                 imap.state = "LOGOUT"  # as imaplib's logout(): the server's BYE is expected
                 self._tag = imap._command("LOGOUT")
