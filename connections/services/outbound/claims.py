@@ -2,13 +2,10 @@
 
 `claim` is one short transaction: `SELECT … FOR UPDATE SKIP LOCKED` of the due messages (within
 the connection's rate limit), set to `sending` with `claimed_at` and the worker's lease.
-`MimeLoader` fetches the claimed messages' MIME bytes in chunks from a thread of its own, one
-chunk ahead of the sender.
+`MimeLoader` fetches the claimed messages' MIME bytes in chunks, on the sending thread.
 """
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Sequence
@@ -74,85 +71,41 @@ def claim(connection: OutboundConnection, limit: int, only_ids: Sequence[int] | 
 
 
 class MimeLoader:
-    """The MIME bytes of a claimed batch, in chunks (at most MIME_CHUNK_BYTES each: bounded
-    memory with big attachments). The first chunk is small and the next ones grow.
-
-    A thread with its own database connection loads the chunks one ahead — the first while
-    the SMTP session is being opened, each next one while the previous is being sent — so the
-    sender rarely waits for the database.
+    """The MIME bytes of a claimed batch, loaded by the sending thread itself in chunks of at
+    most MIME_CHUNK_BYTES (bounded memory with big attachments): the first chunk before the
+    SMTP session opens, each next one when the sender reaches it. A loading thread of its own
+    cost more than it saved: a database connection opened for every session (more than a
+    batch's MIME takes to load), and a hand-over between threads.
     """
-
-    FIRST = 8   # messages in the first chunk
-    GROWTH = 4  # each next chunk holds up to this many times more
 
     def __init__(self, batch: list[Claimed]) -> None:
         self.batch = batch
-        self.chunks = self._plan()
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox-mime", daemon=True)
-        self._thread.start()
+        self.chunks = {start: end for start, end in self._plan()}
+        if self.chunks:
+            self.fill(0)
 
     def _plan(self) -> list[tuple[int, int]]:
-        chunks, start, want = [], 0, self.FIRST
+        chunks, start = [], 0
         while start < len(self.batch):
             end, total = start, 0
-            while end < len(self.batch) and (end == start or (
-                    end - start < want and total + self.batch[end].size <= MIME_CHUNK_BYTES)):
+            while end < len(self.batch) and (end == start or total + self.batch[end].size <= MIME_CHUNK_BYTES):
                 total += self.batch[end].size
                 end += 1
             chunks.append((start, end))
-            start, want = end, want * self.GROWTH
+            start = end
         return chunks
-
-    def _fetch(self, start: int, end: int) -> dict[int, bytes]:
-        return persistence.load_mime(ids=[item.id for item in self.batch[start:end]])
-
-    def _run(self) -> None:
-        from django.db import connection as db_connection
-
-        try:
-            for start, end in self.chunks:
-                try:
-                    loaded: Any = (start, end, self._fetch(start, end))
-                except BaseException as exc:  # handed to the sender, who raises it
-                    loaded = exc
-                if not self._hand_over(loaded) or self._stop.is_set() or isinstance(loaded, BaseException):
-                    return
-        finally:
-            db_connection.close()  # this thread's own database connection
-
-    def _hand_over(self, loaded: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(loaded, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
 
     def fill(self, index: int) -> None:
         """Set .mime of the chunk that starts at batch[index] (the batch is sent in order)."""
-        loaded = self._queue.get()
-        if isinstance(loaded, BaseException):
-            raise loaded
-        start, end, found = loaded
-        if start != index:  # pragma: no cover - a bug, not a condition of the data
-            raise RuntimeError(f"outbox: MIME chunk starts at {start}, needed at {index}")
-        for item in self.batch[start:end]:
+        end = self.chunks.pop(index, None)
+        if end is None:  # pragma: no cover - a bug, not a condition of the data
+            raise RuntimeError(f"outbox: no MIME chunk starts at {index}")
+        found = persistence.load_mime(ids=[item.id for item in self.batch[index:end]])
+        for item in self.batch[index:end]:
             item.mime = found.get(item.id) or b""
 
     def __enter__(self) -> "MimeLoader":
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            while True:
-                self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        self._thread.join()
+        pass
