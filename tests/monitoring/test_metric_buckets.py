@@ -69,4 +69,10 @@ def test_migration_converts_cumulative_rows_and_back():
         assert {le: rows[(f"{NAME}_bucket", f'le="{le}"')] for le in cumulative} == cumulative
     finally:
         MetricCounter.objects.all().delete()
-        _migrate("0013_metric_buckets_per_bucket")
+        _migrate(_latest())  # not 0013: the later migrations' tables are needed by the tests that follow
+
+
+def _latest() -> str:
+    loader = MigrationExecutor(connection).loader
+    [(_, name)] = loader.graph.leaf_nodes("connections")
+    return name
