@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from connections.conf import conf
 from ...models import InboundConnection
+from ..persistence.commits import asynchronous_commit
 from .poll import poll
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ def claim_due(*, now: datetime | None = None, limit: int | None = None) -> list[
     horizon = now + timedelta(seconds=int(conf.POLL_DISPATCH_CLAIM_SECONDS))
     limit = limit or int(conf.POLL_DISPATCH_MAX)
     with transaction.atomic():
+        # Not waiting for the WAL flush: a disk that stalls an fsync would stall every
+        # dispatch, and a claim lost in a database crash only dispatches those polls again.
+        asynchronous_commit()
         ids = list(
             due_connections(now=now).order_by().select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit]
         )

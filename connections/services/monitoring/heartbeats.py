@@ -17,21 +17,26 @@ from datetime import datetime, timedelta
 
 from celery import signals
 from celery.beat import PersistentScheduler
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from ...models import Heartbeat
+from ..persistence.commits import asynchronous_commit
 from . import settings as mon
 
 log = logging.getLogger(__name__)
 
 
 def record(*, name: str, kind: str, now: datetime | None = None) -> None:
-    """Upsert the heartbeat row (one UPDATE when it exists)."""
+    """Upsert the heartbeat row (one UPDATE when it exists), committed without waiting for
+    the WAL flush: beat records it between dispatch ticks, and a slow fsync must not delay
+    them (a heartbeat lost in a database crash is harmless)."""
     now = now or timezone.now()
-    if not Heartbeat.objects.filter(name=name).update(seen_at=now, stopped_at=None):
-        Heartbeat.objects.update_or_create(name=name, defaults=dict(kind=kind, started_at=now, seen_at=now,
-                                                                    stopped_at=None))
+    with transaction.atomic():
+        asynchronous_commit()
+        if not Heartbeat.objects.filter(name=name).update(seen_at=now, stopped_at=None):
+            Heartbeat.objects.update_or_create(name=name, defaults=dict(kind=kind, started_at=now, seen_at=now,
+                                                                        stopped_at=None))
 
 
 def stopped(*, name: str) -> None:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from ...errors import TenantMailError
 from ...models import OutboxMessage, OutboxStatus, SendProgress
 from ..persistence import outbound as persistence
+from ..persistence.commits import asynchronous_commit
 
 if TYPE_CHECKING:  # pragma: no cover
     from .claims import Claimed
@@ -82,7 +83,7 @@ def _record_in_one_transaction(jobs: list[Job]) -> set[int]:
         run.clear()
 
     with transaction.atomic():
-        persistence.asynchronous_commit()
+        asynchronous_commit()
         for item, values in jobs:
             values = dict(values)
             followup = values.pop("followup", None)

@@ -37,13 +37,14 @@ from django.utils import timezone
 
 from ...models import Attachment, InboundConnection, MailboxLock, PollRun, StoredMessage, Tenant, UserCredential
 from . import prepared
+from .commits import ASYNC_COMMIT
 from .prepared import prepared_cursor
 
 _plain: ContextVar[bool] = ContextVar("inbound_plain_orm", default=False)
 
 # In autocommit, one statement is its own transaction: set_config(..., true) in it covers
 # exactly that statement's commit.
-_ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true)"
+_ASYNC_COMMIT = f"SELECT {ASYNC_COMMIT}"
 
 
 @contextmanager

@@ -11,7 +11,6 @@ intent; nothing else there writes SQL by hand.
   and the next one's "DATA started"); it is what each message's "DATA started" barrier costs.
 - `load_mime`: the MIME bytes of claimed messages, in PostgreSQL's binary format (the text
   format doubles them as hex, to be encoded by the server and decoded by the sender).
-- `asynchronous_commit`: the current transaction commits without waiting for the WAL flush.
 - `insert_messages`: many outbox rows by COPY (ids taken from the sequence first).
 
 Every outcome write is conditional: it lands only while the row is still ours (`sending`, the
@@ -27,6 +26,7 @@ from django.db import connections, transaction
 
 from ...models import OutboxMessage, OutboxStatus
 from . import prepared
+from .commits import ASYNC_COMMIT
 from .prepared import prepared_cursor
 
 # (message id, its claimed_at, {field name: value}): one outcome to write.
@@ -38,7 +38,7 @@ OutcomeRow = tuple[int, datetime, dict[str, Any]]
 # then look as if the worker had died just before (docs/outbound.md, crash recovery). A
 # transaction-local setting (like SET LOCAL), so it costs no extra round trip and the
 # connection's other work (claims) stays synchronous.
-_ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+_ASYNC_COMMIT = ASYNC_COMMIT
 _UPDATE_SQL: dict[tuple, str] = {}
 _BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
 _PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
@@ -222,15 +222,6 @@ def load_mime(*, ids: Sequence[int]) -> dict[int, bytes]:
 def load_mime_orm(*, ids: Sequence[int]) -> dict[int, bytes]:
     """{id: MIME bytes} of the messages with these ids (missing ids are left out)."""
     return {pk: bytes(mime) for pk, mime in OutboxMessage.objects.filter(pk__in=list(ids)).values_list("pk", "mime")}
-
-
-def asynchronous_commit() -> None:
-    """The current transaction commits without waiting for the WAL flush (PostgreSQL; see
-    _ASYNC_COMMIT). Elsewhere nothing. Call it inside `transaction.atomic()`."""
-    db = transaction.get_connection()
-    if db.vendor == "postgresql":
-        with db.cursor() as cursor:
-            cursor.execute(f"SELECT {_ASYNC_COMMIT}")
 
 
 # --- new messages ----------------------------------------------------------------------------
