@@ -274,12 +274,14 @@ def main() -> None:
                    for i, pk in enumerate(InboundConnection.objects.order_by("pk").values_list("pk", flat=True))}
         warm = t0 + timedelta(seconds=EVERY)
         lags, gaps, durations, outcomes = [], [], [], {}
+        by_minute: dict[int, list[float]] = {}
         last: dict[int, tuple] = {}
         for cid, started, finished, outcome in runs:
             prev = last.get(cid)
             due = initial[cid] if prev is None else prev[1] + timedelta(seconds=EVERY)
             if started >= warm:
                 lags.append((started - due).total_seconds())
+                by_minute.setdefault(int((started - warm).total_seconds() // 60), []).append(lags[-1])
                 if finished is not None:
                     durations.append((finished - started).total_seconds() * 1000)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
@@ -304,6 +306,8 @@ def main() -> None:
               f"(needed {n / EVERY:.1f}/s); outcomes {outcomes}")
         print(f"dispatch lag (due -> poll started): p50 {percentile(lags, .5):.1f} s, p95 {percentile(lags, .95):.1f} s, "
               f"max {max(lags, default=float('nan')):.1f} s  (goal p95 < 10 s)")
+        print("lag p95 by minute of the measured run: " + ", ".join(
+            f"{percentile(v, .95):.1f} s" for _, v in sorted(by_minute.items())))
         print(f"poll duration (started -> finished, in the worker): p50 {percentile(durations, .5):.0f} ms, "
               f"p95 {percentile(durations, .95):.0f} ms")
         print(f"longest gap between two polls of one connection: {max(gaps, default=float('nan')):.1f} s; "
