@@ -34,6 +34,6 @@ WHITENOISE_AUTOREFRESH = True
 MONITORING_BACKGROUND = os.environ.get("MONITORING_BACKGROUND", "false").lower() == "true"
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, as in production (WAL, a busy timeout), not Django's shared-cache in-memory test
-    # database: there a thread reading (the outbox's MIME loader) made another's write fail at
-    # once with "database table is locked" instead of waiting.
+    # database: there one thread's read (the outbox's MIME loader had its own thread then) made
+    # another's write fail at once with "database table is locked" instead of waiting.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(_run_dir, "test.sqlite3")}  # noqa: F405

@@ -68,11 +68,11 @@ def test_mime_is_loaded_in_chunks_of_bounded_bytes_in_order(make_connection, mon
     sizes = {item.size for item in batch}
     assert max(sizes) * 20 < min(sizes) * 21  # so chunks of 20 below
     monkeypatch.setattr(claims, "MIME_CHUNK_BYTES", max(sizes) * 20)
-    with MimeLoader(batch) as loader:
-        assert loader.chunks == {20: 40, 40: 50}  # the first chunk (0, 20) loaded at once
-        assert all(item.mime is not None for item in batch[:20]) and batch[20].mime is None
-        for index, item in enumerate(batch):
-            if item.mime is None:
-                loader.fill(index)
-            assert item.mime == bytes(msgs[index].mime)
-        assert loader.chunks == {}
+    loader = MimeLoader(batch)
+    assert loader.chunks == {20: 40, 40: 50}  # the first chunk (0, 20) loaded at once
+    assert all(item.mime is not None for item in batch[:20]) and batch[20].mime is None
+    for index, item in enumerate(batch):
+        if item.mime is None:
+            loader.fill(index)
+        assert item.mime == bytes(msgs[index].mime)
+    assert loader.chunks == {}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Sequence
+from typing import Sequence
 
 from django.db import transaction
 from django.utils import timezone
@@ -80,7 +80,7 @@ class MimeLoader:
 
     def __init__(self, batch: list[Claimed]) -> None:
         self.batch = batch
-        self.chunks = {start: end for start, end in self._plan()}
+        self.chunks = dict(self._plan())  # start -> end of each chunk not loaded yet
         if self.chunks:
             self.fill(0)
 
@@ -104,8 +104,3 @@ class MimeLoader:
         for item in self.batch[index:end]:
             item.mime = found.get(item.id) or b""
 
-    def __enter__(self) -> "MimeLoader":
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        pass

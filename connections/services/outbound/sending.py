@@ -2,7 +2,7 @@
 
 It follows the rule "no transaction open across network I/O":
 1. claim (claims.py): one short transaction takes up to `max_per_session` due messages;
-2. talk: one SMTP session for them, their MIME loaded ahead by a thread (claims.MimeLoader);
+2. talk: one SMTP session for them, their MIME loaded in chunks as it goes (claims.MimeLoader);
 3. record: each message's outcome (outcomes.py) right after the server's reply, handed to the
    session's writer (writer.py), which commits it together with the next message's "DATA
    started" (one statement, an asynchronous commit on PostgreSQL) or at the session's end.
@@ -97,13 +97,13 @@ def _session(report: SendReport, *, connection: OutboundConnection, batch: list[
 
     pending = {item.id: item for item in batch}  # claimed, not yet recorded
     try:
-        # The loader first: it fetches MIME while the session is being opened.
-        with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at), \
-                MimeLoader(batch) as loader, _open_session(connection) as client:
-            _remember_size(connection, client.max_size)
-            recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
-            _send_batch(report, client=client, batch=batch, pending=pending, loader=loader, write=write)
-            write.flush()  # the last outcomes, before QUIT
+        with recovery.Heartbeat(connection_id=connection.pk, claimed_at=batch[0].claimed_at):
+            loader = MimeLoader(batch)  # its first chunk, before the session opens
+            with _open_session(connection) as client:
+                _remember_size(connection, client.max_size)
+                recovery.mark_session(connection_id=connection.pk, claimed_at=batch[0].claimed_at)
+                _send_batch(report, client=client, batch=batch, pending=pending, loader=loader, write=write)
+                write.flush()  # the last outcomes, before QUIT
     except MailError as exc:
         _after_mail_error(report, exc, batch=batch, pending=pending, write=write)
         return False
