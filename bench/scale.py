@@ -82,24 +82,25 @@ def machine_busy() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (state, ppid, …, utime at 11)."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2:].split()
+
+
 def tree_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process and its direct children, each with its reaped children:
     {"self": …, "children": …}; {} when the process is gone."""
     tick = os.sysconf("SC_CLK_TCK")
-
-    def stat(p: int) -> list[str]:
-        text = Path(f"/proc/{p}/stat").read_text()
-        return text[text.rindex(")") + 2:].split()
-
     try:
-        own = stat(pid)
+        own = proc_stat(pid)
     except OSError:
         return {}
     kids = 0.0
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = stat(int(entry))
+                fields = proc_stat(int(entry))
             except OSError:
                 continue
             if int(fields[1]) == pid:
@@ -113,8 +114,8 @@ def service_pid(executable: str) -> int | None:
         if entry.isdigit():
             try:
                 argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, UnicodeDecodeError, IndexError):
+                ppid = int(proc_stat(int(entry))[1])
+            except (OSError, UnicodeDecodeError):
                 continue
             if argv0.split(" ")[0].endswith(executable) and ppid == 1:
                 return int(entry)

@@ -156,7 +156,7 @@ class IMAPClient(IMAPCommands, MailSession):
         if imap is not None:
             Goodbye(imap, logout=logout).result()
 
-    def logout_in_background(self) -> "Goodbye":
+    def begin_logout(self) -> "Goodbye":
         """Send LOGOUT now and read the server's goodbye later (`.result()`), while the caller
         writes its own bookkeeping (a poll its outcome); leaving the `with` block then has
         nothing left to do. Pipelined on the caller's thread: a thread per poll cost more CPU

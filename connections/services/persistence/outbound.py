@@ -32,13 +32,13 @@ from .prepared import prepared_cursor
 # (message id, its claimed_at, {field name: value}): one outcome to write.
 OutcomeRow = tuple[int, datetime, dict[str, Any]]
 
-# The outcome writes commit without waiting for the WAL flush: still visible to every other
+# The outcome writes commit without waiting for the WAL flush (ASYNC_COMMIT): still visible to every other
 # session at once (a killed worker loses nothing, recovery sees them), only a crash of the
 # PostgreSQL server itself can lose the last fraction of a second of them — those messages
 # then look as if the worker had died just before (docs/outbound.md, crash recovery). A
 # transaction-local setting (like SET LOCAL), so it costs no extra round trip and the
 # connection's other work (claims) stays synchronous.
-_ASYNC_COMMIT = ASYNC_COMMIT
+
 _UPDATE_SQL: dict[tuple, str] = {}
 _BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
 _PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
@@ -182,7 +182,7 @@ def _bulk_statement(db, shapes: tuple[tuple[tuple[str, ...], int], ...]) -> tupl
     transaction, and the ids written. With each shape's value preparers."""
     parts = [_bulk_sql(db, names, count) for names, count in shapes]
     sql = ("WITH " + ", ".join(f"u{i} AS ({part})" for i, part in enumerate(parts))
-           + f" SELECT {_ASYNC_COMMIT}, ARRAY("
+           + f" SELECT {ASYNC_COMMIT}, ARRAY("
            + " UNION ALL ".join(f"SELECT * FROM u{i}" for i in range(len(parts))) + ")")
     preparers = [(_preparer(db, "claimed_at"), [_preparer(db, name) for name in names]) for names, _ in shapes]
     return sql, preparers

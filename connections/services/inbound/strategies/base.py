@@ -49,7 +49,7 @@ class PollStrategy:
                    head_start=self.head_start) as client:
             self.session(client)
             if self.goodbye_in_background:
-                goodbye = client.logout_in_background()
+                goodbye = client.begin_logout()
         self.after_session()
         return goodbye
 
