@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 # Real Dovecot + Postfix: fixtures `mail_servers` (session) and `mailbox` (see its docstring).
-# A real Celery worker: fixture `tenantmail_worker` (session) and `wait_until` (see its docstring).
+# A real Celery worker: fixture `tenantmail_worker` (one per session; each test ends once it is idle) and `wait_until`.
 pytest_plugins = ["tests.mailservers", "tests.celery_worker", "tests.oauth2_server", "tests.proxies"]
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import pytest
@@ -11,15 +12,16 @@ from django.db import transaction
 
 from connections.models import Tenant
 from tenantmail.celery import app
-from tests.celery_worker import wait_until
+from tests.celery_worker import wait_until, wait_until_idle
 
 # Filled by the probe task in the worker's thread (same process): token -> what it saw.
 SEEN: dict[str, dict] = {}
 
 
 @shared_task(name="tests.foundation.probe", bind=True, ignore_result=True)
-def probe(self, token: str, tenant_id: int | None = None) -> None:
-    """Record where it ran and what it found in the database."""
+def probe(self, token: str, tenant_id: int | None = None, pause: float = 0.0) -> None:
+    """Record where it ran and what it found in the database (after `pause` seconds)."""
+    time.sleep(pause)
     found = None
     if tenant_id is not None:
         found = Tenant.objects.filter(pk=tenant_id).values_list("name", flat=True).first()
@@ -90,3 +92,14 @@ def test_each_kind_of_work_has_its_own_queue():
     for name in app.tasks:
         if name.startswith("connections."):
             assert queue_of(name.split(".")[-1]) in consumed
+
+
+@pytest.mark.smoke
+def test_the_fixture_waits_until_the_worker_is_idle(tenantmail_worker):
+    """What each test's teardown waits for: no task of a test runs on into the next one (whose
+    database is flushed or blocked), neither the running one nor one still in the queue."""
+    running, queued = uuid.uuid4().hex, uuid.uuid4().hex
+    probe.delay(running, pause=0.5)
+    probe.delay(queued)
+    assert wait_until_idle(tenantmail_worker, timeout=20)
+    assert running in SEEN and queued in SEEN
