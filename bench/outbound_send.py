@@ -27,6 +27,12 @@ The contenders:
   bare-pipelined  what a client without any bookkeeping reaches with the outbox's protocol: the
                same bytes over OUTBOX_PARALLEL_SESSIONS (2) sessions at once, MAIL/RCPT/DATA
                pipelined in one write (as SMTPClient.send does), no database; a ceiling for ours;
+  bare-journaled  bare-pipelined plus the least bookkeeping issue 19's crash guarantee needs (at
+               most one message per session between its data and a recorded outcome): before
+               each message's data, one UPDATE of a one-row table committed asynchronously (as
+               the outbox commits "DATA started"), overlapping the server's replies to
+               MAIL/RCPT/DATA; no claims, no outcomes, no MIME from the database. The ceiling for
+               any sender that keeps that guarantee;
   post-office  django-post-office 3.12's `send_queued_mail` (defaults: 5 threads, one SMTP
                connection each), queued with post_office.mail.send(); run in its own
                virtualenv and database (var/bench/venv-post-office, created when missing).
@@ -37,7 +43,9 @@ batch meets a quiet server.
 Connecting is part of every timed batch. The connection has the default settings (e.g. at
 most 100 messages per SMTP session, as an operator gets it). Prints each contender's median
 rate over the rounds, the CPU seconds per mail of the sending process (median), the ratios
-of the medians and the load average — and the CPU seconds per mail of the mail servers themselves
+of the medians and the load average, the CPU seconds per mail of PostgreSQL over the timed part
+(every backend and background process, ended backends included: the bookkeeping's other half)
+— and the CPU seconds per mail of the mail servers themselves
 (Postfix and Dovecot: their processes' user + system time over the batch, delivery included,
 and by process name; on 2 cores they share the CPUs with the sender and PostgreSQL. Delivery
 may lag behind the timed sending, so CPUs / their CPU per mail is no hard ceiling on a rate;
@@ -66,11 +74,18 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procs import postgres_cpu  # noqa: E402
+
 PO_VENV = ROOT / "var" / "bench" / "venv-post-office"
 PO_REQUIREMENTS = ["Django==5.2.19", "django-post-office==3.12.0", "psycopg[binary]==3.2.10"]
 PO_DB = "bench_tm_postoffice"
 OUR_DB = "bench_tm_outbound"
 SENDER = "bench-sender@example.test"
+# bare-journaled's "DATA started": one row per session, committed asynchronously like the outbox's.
+JOURNAL_DSN = f"host=127.0.0.1 port=5432 user=postgres dbname={OUR_DB}"
+JOURNAL_SQL = ("WITH u AS (UPDATE bench_journal SET n = %s WHERE id = %s RETURNING 1) "
+               "SELECT set_config('synchronous_commit', 'off', true), count(*) FROM u")
 
 
 def body_10k(i: int) -> str:
@@ -113,6 +128,8 @@ def post_office_worker(host: str, port: int) -> None:
                  message=body_10k(i), priority="medium")
             for i in range(job["n"])
         ])
+        print(json.dumps({"queued": job["n"]}), flush=True)
+        sys.stdin.readline()  # go: the bench starts counting PostgreSQL's CPU
         started, cpu = time.perf_counter(), time.process_time()
         call_command("send_queued_mail", processes=1)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -164,6 +181,7 @@ def main() -> None:
     import django
 
     django.setup()
+    import psycopg
     from django.db import connection
     from django.test import override_settings
 
@@ -183,6 +201,9 @@ def main() -> None:
     # Tables straight from the models, like the test suite (--nomigrations).
     settings.MIGRATION_MODULES = {app.label: None for app in apps.get_app_configs()}
     connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    with psycopg.connect(JOURNAL_DSN, autocommit=True) as journal:
+        journal.execute("CREATE TABLE bench_journal (id int PRIMARY KEY, n bigint NOT NULL)")
+        journal.execute("INSERT INTO bench_journal SELECT i, 0 FROM generate_series(0, 63) AS i")
     _psql(f'DROP DATABASE IF EXISTS "{PO_DB}"')
     _psql(f'CREATE DATABASE "{PO_DB}"')
     po_env = {**os.environ, "BENCH_SMTP_USER": sender, "BENCH_SMTP_PASSWORD": sender_password,
@@ -209,83 +230,94 @@ def main() -> None:
             else:
                 servers.wait_for_queue_empty(timeout=300)
 
-        def run_ours(rnd: int) -> float:
+        def run_ours(rnd: int) -> tuple[float, float, float]:
             rcpt = servers.add_user()[0]
             for i in range(n):
                 enqueue.enqueue(connection_id=conn.pk, to=[rcpt], subject=f"ours {rnd} {i}", text=body_10k(i),
                                 dispatch=False)
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, pg = time.perf_counter(), time.process_time(), postgres_cpu()
             sent = 0
             while sent < n:  # one send_due per SMTP session (max_per_session), as the worker runs them
                 report = sending.send_due(connection_id=conn.pk, time_budget=3600)
                 assert report.sent, str(report)
                 sent += report.sent
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            seconds, cpu, pg = time.perf_counter() - started, time.process_time() - cpu, postgres_cpu() - pg
             assert sent == n, sent
             delivered(rcpt, n)
-            return seconds, cpu
+            return seconds, cpu, pg
 
-        def run_bare(rnd: int) -> float:
+        def run_bare(rnd: int) -> tuple[float, float, float]:
             rcpt = servers.add_user()[0]
             # The same bytes the outbox builds, built beforehand (not timed).
             prepared = [prepare.prepare(connection_id=conn.pk, to=[rcpt], subject=f"bare {rnd} {i}",
                                         text=body_10k(i)).mime for i in range(n)]
-            started, cpu = time.perf_counter(), time.process_time()
+            started, cpu, pg = time.perf_counter(), time.process_time(), postgres_cpu()
             smtp = smtplib.SMTP(host, port, timeout=60)
             smtp.starttls(context=ca_context)
             smtp.login(sender, sender_password)
             for raw in prepared:
                 smtp.sendmail(SENDER, [rcpt], raw)
             smtp.quit()
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            seconds, cpu, pg = time.perf_counter() - started, time.process_time() - cpu, postgres_cpu() - pg
             delivered(rcpt, n)
-            return seconds, cpu
+            return seconds, cpu, pg
 
-        def run_bare_pipelined(rnd: int) -> float:
+        def run_bare_pipelined(rnd: int, *, journaled: bool = False) -> tuple[float, float, float]:
             rcpt = servers.add_user()[0]
             prepared = [prepare.prepare(connection_id=conn.pk, to=[rcpt], subject=f"pipelined {rnd} {i}",
                                         text=body_10k(i)).mime for i in range(n)]
             envelope = f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
 
-            def session(part: list[bytes]) -> None:
+            def session(slot: int, part: list[bytes]) -> None:
+                journal = psycopg.connect(JOURNAL_DSN, autocommit=True) if journaled else None
                 smtp = smtplib.SMTP(host, port, timeout=60)
                 smtp.starttls(context=ca_context)
                 smtp.login(sender, sender_password)
-                for raw in part:
+                for number, raw in enumerate(part):
                     smtp.send(envelope)
+                    if journal is not None:  # "DATA started", committed while the server answers
+                        journal.execute(JOURNAL_SQL, [number, slot], prepare=True).fetchone()
                     replies = [smtp.getreply()[0] for _ in range(3)]
                     assert replies == [250, 250, 354], replies
                     payload = re.sub(rb"(?m)^\.", b"..", raw)
                     smtp.send(payload + (b"" if payload.endswith(b"\r\n") else b"\r\n") + b".\r\n")
                     assert smtp.getreply()[0] == 250
                 smtp.quit()
+                if journal is not None:
+                    journal.close()
 
             sessions = policy.parallel_sessions()
-            started, cpu = time.perf_counter(), time.process_time()
-            threads = [threading.Thread(target=session, args=(prepared[i::sessions],)) for i in range(sessions)]
+            started, cpu, pg = time.perf_counter(), time.process_time(), postgres_cpu()
+            threads = [threading.Thread(target=session, args=(i, prepared[i::sessions])) for i in range(sessions)]
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+            seconds, cpu, pg = time.perf_counter() - started, time.process_time() - cpu, postgres_cpu() - pg
             delivered(rcpt, n)
-            return seconds, cpu
+            return seconds, cpu, pg
 
-        def run_post_office(rnd: int) -> float:
+        def run_post_office(rnd: int) -> tuple[float, float, float]:
             rcpt = servers.add_user()[0]
             po.stdin.write(json.dumps({"n": n, "rcpt": rcpt, "round": rnd}) + "\n")
             po.stdin.flush()
+            assert json.loads(po.stdout.readline())["queued"] == n
+            pg = postgres_cpu()
+            po.stdin.write("go\n")
+            po.stdin.flush()
             answer = json.loads(po.stdout.readline())
+            pg = postgres_cpu() - pg  # its sending's queries (and nothing else runs meanwhile)
             assert answer["sent"] == n, answer
             delivered(rcpt, n)
-            return answer["seconds"], answer["cpu"]
+            return answer["seconds"], answer["cpu"], pg
 
-        def run_one_session(rnd: int) -> float:
+        def run_one_session(rnd: int) -> tuple[float, float, float]:
             with override_settings(OUTBOX_PARALLEL_SESSIONS=1):
                 return run_ours(rnd)
 
         contenders = {"ours": run_ours, "bare": run_bare, "post-office": run_post_office,
-                      "ours-1-session": run_one_session, "bare-pipelined": run_bare_pipelined}
+                      "ours-1-session": run_one_session, "bare-pipelined": run_bare_pipelined,
+                      "bare-journaled": functools.partial(run_bare_pipelined, journaled=True)}
         if args.compare_writer:
             import importlib.util
 
@@ -301,7 +333,7 @@ def main() -> None:
                 before_writer = functools.partial(before._Writer, threaded=True)
             current_writer = sending.Writer
 
-            def run_before(rnd: int) -> float:
+            def run_before(rnd: int) -> tuple[float, float, float]:
                 sending.Writer = before_writer
                 try:
                     return run_ours(rnd)
@@ -313,6 +345,7 @@ def main() -> None:
             contenders = {name: contenders[name] for name in args.only.split(",")}
         seconds: dict[str, list[float]] = {name: [] for name in contenders}
         cpus: dict[str, list[float]] = {name: [] for name in contenders}
+        pg_cpus: dict[str, list[float]] = {name: [] for name in contenders}
         server_cpus: dict[str, list[float]] = {name: [] for name in contenders}
         by_process: dict[str, dict[str, float]] = {name: {} for name in contenders}
         names = list(contenders)
@@ -324,13 +357,14 @@ def main() -> None:
             order = names[rnd % len(names):] + names[: rnd % len(names)]
             for name in order:
                 server_before = servers.cpu_seconds_by_process()
-                wall, cpu = contenders[name](rnd)  # each waits until the server has delivered every mail
+                wall, cpu, pg = contenders[name](rnd)  # each waits until the server has delivered every mail
                 server_after = servers.cpu_seconds_by_process()
                 server_cpus[name].append(sum(server_after.values()) - sum(server_before.values()))
                 for process, used in server_after.items():
                     by_process[name][process] = by_process[name].get(process, 0.0) + used - server_before.get(process, 0.0)
                 seconds[name].append(wall)
                 cpus[name].append(cpu)
+                pg_cpus[name].append(pg)
             print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
                 f"{name} {n / seconds[name][-1]:.0f}/s" for name in names), flush=True)
         size = len(bytes(OutboxMessage.objects.first().mime))
@@ -345,6 +379,7 @@ def main() -> None:
     rate = {name: statistics.median(n / s for s in values) for name, values in seconds.items()}
     cpu_ms = {name: statistics.median(values) / n * 1000 for name, values in cpus.items()}
     server_ms = {name: statistics.median(values) / n * 1000 for name, values in server_cpus.items()}
+    pg_ms = {name: statistics.median(values) / n * 1000 for name, values in pg_cpus.items()}
     print()
     load = os.getloadavg()
     delivery = {"discard": "Postfix's discard transport after real queueing (mailbox delivery elsewhere)",
@@ -355,7 +390,7 @@ def main() -> None:
     print(f"delivery: {args.delivery} — {delivery}")
     for name in names:
         print(f"  {name:14s} median {rate[name]:7.1f} mails/s, CPU {cpu_ms[name]:.2f} ms per mail "
-              f"(sending process), Postfix + Dovecot {server_ms[name]:.2f} ms per mail")
+              f"(sending process) + PostgreSQL {pg_ms[name]:.2f} ms, Postfix + Dovecot {server_ms[name]:.2f} ms")
     for name in names:  # where the servers' CPU went (mean over the rounds), the biggest first
         spent = sorted(by_process[name].items(), key=lambda kv: -kv[1])
         print(f"  {name:14s} server CPU ms per mail: " + ", ".join(
@@ -365,6 +400,10 @@ def main() -> None:
     print(f"ours / bare smtplib loop:   {rate['ours'] / rate['bare']:.2f}  (issue 21 goal >= 1.2)")
     if "bare-pipelined" in rate:
         print(f"bare-pipelined / bare:      {rate['bare-pipelined'] / rate['bare']:.2f}  (no bookkeeping: a ceiling for ours)")
+    if "bare-journaled" in rate:
+        print(f"bare-journaled / bare:      {rate['bare-journaled'] / rate['bare']:.2f}  "
+              f"(issue 19's least bookkeeping: the ceiling for a sender keeping its guarantee)")
+        print(f"ours / bare-journaled:      {rate['ours'] / rate['bare-journaled']:.2f}")
     if "post-office" in rate:
         print(f"ours / post-office:         {rate['ours'] / rate['post-office']:.2f}  (target > 1)")
         print(f"post-office / bare:         {rate['post-office'] / rate['bare']:.2f}")

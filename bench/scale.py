@@ -46,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inbound_common import ROOT, django_setup, django_teardown, machine_note  # noqa: E402
+from procs import service_pid, tree_cpu  # noqa: E402
 
 DB = f"bench_tm_scale_{os.getpid()}"
 EVERY = 60
@@ -80,46 +81,6 @@ def machine_busy() -> tuple[int, int]:
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return sum(fields) - idle, sum(fields)
-
-
-def proc_stat(pid: int) -> list[str]:
-    """The fields of /proc/<pid>/stat after the command name (state, ppid, …, utime at 11)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()
-
-
-def tree_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a process and its direct children, each with its reaped children:
-    {"self": …, "children": …}; {} when the process is gone."""
-    tick = os.sysconf("SC_CLK_TCK")
-    try:
-        own = proc_stat(pid)
-    except OSError:
-        return {}
-    kids = 0.0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = proc_stat(int(entry))
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                kids += sum(int(v) for v in fields[11:15]) / tick
-    return {"self": sum(int(v) for v in own[11:15]) / tick, "children": kids}
-
-
-def service_pid(executable: str) -> int | None:
-    """The pid of a machine's own daemon (PostgreSQL's postmaster, redis-server) by its path."""
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv0 = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-                ppid = int(proc_stat(int(entry))[1])
-            except (OSError, UnicodeDecodeError):
-                continue
-            if argv0.split(" ")[0].endswith(executable) and ppid == 1:
-                return int(entry)
-    return None
 
 
 def cpu_breakdown(procs: dict[str, int]) -> dict[str, float]:
