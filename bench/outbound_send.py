@@ -52,7 +52,13 @@ may lag behind the timed sending, so CPUs / their CPU per mail is no hard ceilin
 bare-pipelined is the one).
 
     .venv/bin/python bench/outbound_send.py [--rounds 5] [--per-round 200] [--delivery discard|lmtp]
-                                            [--only ours,bare]
+                                            [--only ours,bare] [--rtt MS]
+
+--rtt MS puts a relay of this script between every contender and Postfix that delays each
+direction by MS/2 milliseconds: a mail server across a network (a LAN is 0.1-1 ms, a provider
+like Microsoft 365 10-50 ms) instead of on the loopback beside the sender. Without it (the
+default) the server answers in microseconds and shares the sender's CPUs: the case least
+favourable to parallel, pipelined sessions.
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres) and root for Postfix/Dovecot, like the tests.
 """
@@ -62,6 +68,7 @@ import argparse
 import functools
 import json
 import os
+import queue
 import re
 import smtplib
 import ssl
@@ -91,6 +98,60 @@ JOURNAL_SQL = ("WITH u AS (UPDATE bench_journal SET n = %s WHERE id = %s RETURNI
 def body_10k(i: int) -> str:
     line = "The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n"
     return f"Benchmark message {i}\n\n" + line * 118  # ~10 KB
+
+
+# --------------------------------------------------------------------------- network delay
+class DelayRelay:
+    """A TCP relay on 127.0.0.1 that forwards every byte to `target` and back, each direction
+    delayed by `one_way` seconds (bytes keep their order): a network's round-trip time. Runs
+    in a process of its own (`--relay`), so that its CPU is nobody's sending process's."""
+
+    def __init__(self, target: tuple[str, int], one_way: float) -> None:
+        import socket
+
+        self.target, self.one_way = target, one_way
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            client, _ = self.listener.accept()
+            server = socket.create_connection(self.target)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for src, dst in ((client, server), (server, client)):
+                pending: "queue.SimpleQueue[tuple[float, bytes]]" = queue.SimpleQueue()
+                threading.Thread(target=self._read, args=(src, pending), daemon=True).start()
+                threading.Thread(target=self._write, args=(dst, pending), daemon=True).start()
+
+    def _read(self, src, pending) -> None:
+        while True:
+            try:
+                data = src.recv(262144)
+            except OSError:
+                data = b""
+            pending.put((time.monotonic() + self.one_way, data))
+            if not data:
+                return
+
+    @staticmethod
+    def _write(dst, pending) -> None:
+        import socket
+
+        while True:
+            due, data = pending.get()
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            try:
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+            except OSError:
+                return
 
 
 # --------------------------------------------------------------------------- post-office side
@@ -164,6 +225,9 @@ def main() -> None:
                              "main:connections/services/outbound/writer.py`) — a before/after A/B in one run")
     parser.add_argument("--delivery", choices=["discard", "lmtp"], default="discard",
                         help="what Postfix does with each queued mail (see above; default discard)")
+    parser.add_argument("--rtt", type=float, default=0.0, metavar="MS",
+                        help="a network's round-trip time between every contender and Postfix (see above; default 0: "
+                             "the loopback)")
     parser.add_argument("--only", metavar="NAMES",
                         help="comma-separated contenders to run (default all; the ratios need ours and bare)")
     args = parser.parse_args()
@@ -193,6 +257,11 @@ def main() -> None:
     po_python = ensure_post_office_venv()
     servers = start_mail_servers(postfix_delivery=args.delivery)
     host, port = servers.host, servers.ports["submission"]
+    relay = None
+    if args.rtt > 0:
+        relay = subprocess.Popen([sys.executable, __file__, "--relay", host, str(port), str(args.rtt / 2000)],
+                                 stdout=subprocess.PIPE, text=True)
+        port = int(relay.stdout.readline())
     sender, sender_password = servers.add_user(local="bench-sender")
     ca_context = ssl.create_default_context(cafile=servers.ca_file)
     from django.apps import apps
@@ -372,6 +441,8 @@ def main() -> None:
         po.stdin.close()
         po.wait(30)
         servers.stop()
+        if relay is not None:
+            relay.kill()
         connection.creation.destroy_test_db(OUR_DB, verbosity=0)
         _psql(f'DROP DATABASE IF EXISTS "{PO_DB}"')
 
@@ -385,7 +456,8 @@ def main() -> None:
     delivery = {"discard": "Postfix's discard transport after real queueing (mailbox delivery elsewhere)",
                 "lmtp": "Postfix delivering into Dovecot over LMTP on this machine"}[args.delivery]
     print(f"{total} messages of {size} bytes per contender, {args.rounds} interleaved rounds of {n}, "
-          f"Postfix submission {host}:{port} (STARTTLS + AUTH PLAIN), default connection settings, "
+          f"Postfix submission {host}:{port} (STARTTLS + AUTH PLAIN"
+          f"{f', through a relay adding a {args.rtt:g} ms round trip' if args.rtt else ''}), default connection settings, "
           f"{os.cpu_count()} CPUs, load average {load[0]:.2f} (1 min) / {load[1]:.2f} (5 min)")
     print(f"delivery: {args.delivery} — {delivery}")
     for name in names:
@@ -418,5 +490,8 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--post-office-worker":
         post_office_worker(sys.argv[2], int(sys.argv[3]))
+    elif len(sys.argv) == 5 and sys.argv[1] == "--relay":
+        print(DelayRelay((sys.argv[2], int(sys.argv[3])), float(sys.argv[4])).port, flush=True)
+        threading.Event().wait()
     else:
         main()
