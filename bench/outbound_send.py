@@ -71,6 +71,7 @@ import os
 import queue
 import re
 import smtplib
+import socket
 import ssl
 import statistics
 import subprocess
@@ -107,16 +108,12 @@ class DelayRelay:
     in a process of its own (`--relay`), so that its CPU is nobody's sending process's."""
 
     def __init__(self, target: tuple[str, int], one_way: float) -> None:
-        import socket
-
         self.target, self.one_way = target, one_way
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-
         while True:
             client, _ = self.listener.accept()
             server = socket.create_connection(self.target)
@@ -139,8 +136,6 @@ class DelayRelay:
 
     @staticmethod
     def _write(dst, pending) -> None:
-        import socket
-
         while True:
             due, data = pending.get()
             if (wait := due - time.monotonic()) > 0:
@@ -259,8 +254,9 @@ def main() -> None:
     host, port = servers.host, servers.ports["submission"]
     relay = None
     if args.rtt > 0:
+        # It ends when its stdin closes: with this process, however that ends.
         relay = subprocess.Popen([sys.executable, __file__, "--relay", host, str(port), str(args.rtt / 2000)],
-                                 stdout=subprocess.PIPE, text=True)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         port = int(relay.stdout.readline())
     sender, sender_password = servers.add_user(local="bench-sender")
     ca_context = ssl.create_default_context(cafile=servers.ca_file)
@@ -492,6 +488,6 @@ if __name__ == "__main__":
         post_office_worker(sys.argv[2], int(sys.argv[3]))
     elif len(sys.argv) == 5 and sys.argv[1] == "--relay":
         print(DelayRelay((sys.argv[2], int(sys.argv[3])), float(sys.argv[4])).port, flush=True)
-        threading.Event().wait()
+        sys.stdin.read()  # until the bench ends
     else:
         main()
