@@ -17,9 +17,10 @@ the rows and `delay_on_commit` actually sends:
         wait_until(lambda: PollRun.objects.filter(connection=conn).exists())
 
 There is no result backend (TenantMail's tasks record outcomes in the database), so wait
-for an effect with `wait_until(condition, timeout=...)` from this module. After each test the
-fixture waits until the worker is idle, so no task of one test runs on into the next. The worker uses
-the solo pool: one task at a time, in order. Its log lines go to the `celery` loggers.
+for an effect with `wait_until(condition, timeout=...)` from this module. After each test
+the fixture waits until the worker is idle, so no task of one test runs on into the next.
+The worker uses the solo pool: one task at a time, in order. Its log lines go to the
+`celery` loggers.
 """
 from __future__ import annotations
 
