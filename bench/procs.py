@@ -1,6 +1,7 @@
 """CPU time of processes from /proc, for the benchmarks that count all the work (Linux only)."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -48,5 +49,10 @@ def service_pid(executable: str) -> int | None:
 def postgres_cpu() -> float:
     """CPU seconds of the machine's PostgreSQL so far: the postmaster, its backends and
     background processes, and the backends that have ended; 0.0 when it is not found."""
-    pid = service_pid("bin/postgres")
+    pid = _postmaster()
     return sum(tree_cpu(pid).values()) if pid is not None else 0.0
+
+
+@functools.lru_cache(maxsize=1)
+def _postmaster() -> int | None:
+    return service_pid("bin/postgres")  # looked up once: it stays for the run

@@ -32,13 +32,12 @@ from .prepared import prepared_cursor
 # (message id, its claimed_at, {field name: value}): one outcome to write.
 OutcomeRow = tuple[int, datetime, dict[str, Any]]
 
-# The outcome writes commit without waiting for the WAL flush (ASYNC_COMMIT): still visible to every other
-# session at once (a killed worker loses nothing, recovery sees them), only a crash of the
-# PostgreSQL server itself can lose the last fraction of a second of them — those messages
-# then look as if the worker had died just before (docs/outbound.md, crash recovery). A
-# transaction-local setting (like SET LOCAL), so it costs no extra round trip and the
-# connection's other work (claims) stays synchronous.
-
+# The outcome writes commit without waiting for the WAL flush (ASYNC_COMMIT in the
+# statement): still visible to every other session at once (a killed worker loses nothing,
+# recovery sees them), only a crash of the PostgreSQL server itself can lose the last
+# fraction of a second of them — those messages then look as if the worker had died just
+# before (docs/outbound.md, crash recovery). A transaction-local setting (like SET LOCAL), so
+# it costs no extra round trip and the connection's other work (claims) stays synchronous.
 _UPDATE_SQL: dict[tuple, str] = {}
 _BULK_SQL: dict[tuple, tuple[str, list[tuple]]] = {}
 _PREPARERS: dict[tuple, Callable[[Any, Any], Any]] = {}
